@@ -1,0 +1,46 @@
+//! The one switch between std's atomics and loom's model-checked ones.
+//!
+//! Every atomic, `Arc` and `UnsafeCell` that lock-free code in this crate shares between
+//! threads comes from here, so that `RUSTFLAGS="--cfg loom"` (scripts/loom.sh) swaps all of
+//! them for loom's at once and the models in the modules' `loom_tests` see every access.
+//! Modelled on tokio's `src/loom/mod.rs`.
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+#[cfg(loom)]
+pub(crate) use loom::sync::Arc;
+
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+#[cfg(not(loom))]
+pub(crate) use std::sync::Arc;
+
+#[cfg(loom)]
+pub(crate) use loom::cell::UnsafeCell;
+
+/// `std::cell::UnsafeCell` with loom's closure-based access API, so that the same code
+/// compiles against both; under loom every access is checked for data races.
+#[cfg(not(loom))]
+#[derive(Debug)]
+pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+#[cfg(not(loom))]
+impl<T> UnsafeCell<T> {
+    pub(crate) const fn new(value: T) -> Self {
+        Self(std::cell::UnsafeCell::new(value))
+    }
+
+    /// Runs `f` with a const pointer to the contents. The caller upholds the aliasing rules
+    /// that loom would check: no concurrent `with_mut` on the same cell.
+    #[inline(always)]
+    pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+        f(self.0.get())
+    }
+
+    /// Runs `f` with a mutable pointer to the contents. The caller upholds exclusive access
+    /// for the duration of `f`.
+    #[inline(always)]
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+}
