@@ -1,1 +1,28 @@
-//! placeholder
+//! Spillway measured side by side with its peers, in one process and one run.
+//!
+//! The measurement code lives here so that the `compare` binary (every figure, one table or
+//! one JSON object) and the criterion benches (`benches/ring.rs`, `benches/bucket.rs`) run the
+//! very same loops:
+//!
+//! - [`rings`]: the ring peers behind one trait, so that every harness loop treats spillway's
+//!   SPSC ring, rtrb, crossbeam's `ArrayQueue`, crossbeam-channel and std's `sync_channel`
+//!   identically (same spin, same batch size, same checks);
+//! - [`ring_throughput`]: one producer thread, one consumer thread, `u64` messages;
+//! - [`ring_latency`]: ping-pong round trips over two rings, into an HDR histogram;
+//! - [`bucket_checks`]: nanoseconds per token-bucket check, spillway against governor;
+//! - [`suite`]: the whole comparison as `compare` runs it, and its settings;
+//! - [`report`]: the table and the JSON object;
+//! - [`machine`]: core pinning, the wait on a full or empty ring, and the machine line;
+//! - [`stats`]: median, min and max over repetitions.
+//!
+//! Peers are dependencies of this crate only, never of the engine (SPEC 1).
+#![warn(missing_docs)]
+
+pub mod bucket_checks;
+pub mod machine;
+pub mod report;
+pub mod ring_latency;
+pub mod ring_throughput;
+pub mod rings;
+pub mod stats;
+pub mod suite;
