@@ -14,7 +14,7 @@ mutants=(
   "producer publishes tail Relaxed|engine/src/ring/spsc.rs|self.shared.tail.store(tail, Ordering::Release);|self.shared.tail.store(tail, Ordering::Relaxed);"
   "consumer publishes head Relaxed|engine/src/ring/spsc.rs|self.shared.head.store(head, Ordering::Release);|self.shared.head.store(head, Ordering::Relaxed);"
   "producer overfills by one|engine/src/ring/spsc.rs|self.shared.capacity - self.tail.wrapping_sub(self.head_cached)|self.shared.capacity + 1 - self.tail.wrapping_sub(self.head_cached)"
-  "items left are never dropped|engine/src/ring/spsc.rs|while head != tail {|while head != tail \&\& false {"
+  "items left are never dropped|engine/src/ring/spsc.rs|while head != tail {|while head != tail && false {"
   "bucket update is a plain store|engine/src/bucket/mod.rs|match self.tat_ns.compare_exchange_weak(|self.tat_ns.store(new_tat_ns, Ordering::Relaxed); return Ok(()); #[allow(unreachable_code)] match self.tat_ns.compare_exchange_weak("
 )
 
