@@ -107,6 +107,14 @@ impl Wait {
         }
     }
 
+    /// The call it makes, for the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Wait::Spin => "spin_loop",
+            Wait::Yield => "yield_now",
+        }
+    }
+
     /// Waits once.
     #[inline(always)]
     pub fn wait(self) {

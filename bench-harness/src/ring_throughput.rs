@@ -18,6 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use crossbeam_utils::CachePadded;
 
 use crate::machine::{Pinning, Side, Wait};
 use crate::rings::RingPeer;
@@ -55,6 +56,13 @@ pub struct ThroughputRun {
     pub messages: u64,
     /// From the consumer leaving the barrier to it holding the last message.
     pub elapsed: Duration,
+    /// Times the producer found the ring full and waited. With [`empty_waits`](Self::empty_waits)
+    /// this shows the run's regime: a ring that runs near full (producer ahead, both sides
+    /// finding their cached index good for many messages) or near empty (consumer ahead,
+    /// waiting on nearly every message, one cache-line transfer each).
+    pub full_waits: u64,
+    /// Times the consumer found the ring empty and waited.
+    pub empty_waits: u64,
 }
 
 impl ThroughputRun {
@@ -83,7 +91,12 @@ pub fn run<R: RingPeer>(
     pinning: &Pinning,
     wait: Wait,
 ) -> anyhow::Result<ThroughputRun> {
-    let (mut sender, mut receiver) = R::channel(capacity);
+    let (sender, receiver) = R::channel(capacity);
+    // Each end on cache lines of its own: the closures that carry them to their threads are
+    // heap blocks allocated one after the other, and without the padding the producer's and
+    // the consumer's private indices (rtrb's and spillway's cached positions) can share a
+    // line, which costs a cache miss per message and says nothing about the ring.
+    let (mut sender, mut receiver) = (CachePadded::new(sender), CachePadded::new(receiver));
     let barrier = Arc::new(Barrier::new(2));
 
     let producer = {
@@ -94,11 +107,11 @@ pub fn run<R: RingPeer>(
             .spawn(move || {
                 pinning.pin_current(Side::First);
                 barrier.wait();
+                // The sender is dropped only after the last push.
                 match mode {
                     Mode::Single => produce_single::<R>(&mut sender, messages, wait),
                     Mode::Batched => produce_batched::<R>(&mut sender, messages, wait),
                 }
-                // The sender is dropped only here, after the last push.
             })
             .context("spawning the producer thread")?
     };
@@ -111,22 +124,22 @@ pub fn run<R: RingPeer>(
                 pinning.pin_current(Side::Second);
                 barrier.wait();
                 let start = Instant::now();
-                let (received, sum) = match mode {
+                let (received, sum, empty_waits) = match mode {
                     Mode::Single => consume_single::<R>(&mut receiver, messages, wait),
                     Mode::Batched => consume_batched::<R>(&mut receiver, messages, wait),
                 };
                 let elapsed = start.elapsed();
-                (received, sum, elapsed)
+                (received, sum, empty_waits, elapsed)
             })
             .context("spawning the consumer thread")?
     };
 
     let produced = producer.join();
     let consumed = consumer.join();
-    if produced.is_err() {
+    let Ok(full_waits) = produced else {
         bail!("{} producer thread panicked", R::NAME);
-    }
-    let Ok((received, sum, elapsed)) = consumed else {
+    };
+    let Ok((received, sum, empty_waits, elapsed)) = consumed else {
         bail!("{} consumer thread panicked", R::NAME);
     };
     if received != messages || sum != expected_sum(messages) {
@@ -136,22 +149,31 @@ pub fn run<R: RingPeer>(
             expected_sum(messages)
         );
     }
-    Ok(ThroughputRun { messages, elapsed })
+    Ok(ThroughputRun {
+        messages,
+        elapsed,
+        full_waits,
+        empty_waits,
+    })
 }
 
 #[inline(never)]
-fn produce_single<R: RingPeer>(sender: &mut R::Sender, messages: u64, wait: Wait) {
+fn produce_single<R: RingPeer>(sender: &mut R::Sender, messages: u64, wait: Wait) -> u64 {
+    let mut full_waits = 0u64;
     for value in 0..messages {
         let mut pending = value;
         while let Err(refused) = R::try_push(sender, pending) {
             pending = refused;
+            full_waits += 1;
             wait.wait();
         }
     }
+    full_waits
 }
 
 #[inline(never)]
-fn produce_batched<R: RingPeer>(sender: &mut R::Sender, messages: u64, wait: Wait) {
+fn produce_batched<R: RingPeer>(sender: &mut R::Sender, messages: u64, wait: Wait) -> u64 {
+    let mut full_waits = 0u64;
     let mut batch = [0u64; BATCH];
     let mut next = 0u64;
     while next < messages {
@@ -164,28 +186,38 @@ fn produce_batched<R: RingPeer>(sender: &mut R::Sender, messages: u64, wait: Wai
         while sent < length {
             let pushed = R::push_batch(sender, &batch[sent..length]);
             if pushed == 0 {
+                full_waits += 1;
                 wait.wait();
             }
             sent += pushed;
         }
         next += length as u64;
     }
+    full_waits
 }
 
 #[inline(never)]
-fn consume_single<R: RingPeer>(receiver: &mut R::Receiver, messages: u64, wait: Wait) -> (u64, u64) {
+fn consume_single<R: RingPeer>(
+    receiver: &mut R::Receiver,
+    messages: u64,
+    wait: Wait,
+) -> (u64, u64, u64) {
     let mut sum = 0u64;
     let mut received = 0u64;
+    let mut empty_waits = 0u64;
     while received < messages {
         match R::try_pop(receiver) {
             Some(value) => {
                 sum = sum.wrapping_add(value);
                 received += 1;
             }
-            None => wait.wait(),
+            None => {
+                empty_waits += 1;
+                wait.wait();
+            }
         }
     }
-    (received, sum)
+    (received, sum, empty_waits)
 }
 
 #[inline(never)]
@@ -193,19 +225,21 @@ fn consume_batched<R: RingPeer>(
     receiver: &mut R::Receiver,
     messages: u64,
     wait: Wait,
-) -> (u64, u64) {
+) -> (u64, u64, u64) {
     let mut sum = 0u64;
     let mut received = 0u64;
+    let mut empty_waits = 0u64;
     while received < messages {
         // Never ask for more than remain, so no message of a next run could be taken.
         let want = (messages - received).min(BATCH as u64) as usize;
         let popped = R::pop_batch(receiver, want, |value| sum = sum.wrapping_add(value));
         if popped == 0 {
+            empty_waits += 1;
             wait.wait();
         }
         received += popped as u64;
     }
-    (received, sum)
+    (received, sum, empty_waits)
 }
 
 #[cfg(test)]
@@ -229,8 +263,9 @@ mod tests {
             for mode in [Mode::Single, Mode::Batched] {
                 // A capacity smaller than a batch exercises the partial-batch paths.
                 for capacity in [7, 1024] {
-                    let run = with_ring_peer!(peer, R => run::<R>(capacity, 5_000, mode, &pinning, wait))
-                        .unwrap();
+                    let run =
+                        with_ring_peer!(peer, R => run::<R>(capacity, 5_000, mode, &pinning, wait))
+                            .unwrap();
                     assert_eq!(run.messages, 5_000);
                 }
             }

@@ -1,0 +1,50 @@
+//! `compare`: spillway and its peers measured side by side, in one process and one run.
+//!
+//! Measures SPSC ring throughput (capacities 1024 and 65536, one message per call and batches
+//! of 64) and round-trip latency against rtrb, crossbeam's ArrayQueue, crossbeam-channel and
+//! std's sync_channel, and token-bucket checks against governor (clock per check, amortised
+//! clock, two threads on one bucket, 15,000 keyed buckets). Prints a table, or with `--json`
+//! one JSON object on stdout with every figure and every spillway/peer ratio; progress goes to
+//! stderr. Run it optimised, with the workspace's LTO bench profile:
+//!
+//! ```text
+//! cargo run --profile bench -p spillway-bench --bin compare -- [--json] [--quick] [--reps N] [--messages N]
+//! ```
+//!
+//! Known bias: see each measurement module (`ring_throughput`, `ring_latency`,
+//! `bucket_checks`); on a machine with two cores, anything else running shares a core with a
+//! measured thread, which shows as spread (min–max).
+
+use std::io::Write as _;
+use std::time::Instant;
+
+use anyhow::Context;
+use spillway_bench::suite::{self, Command, USAGE};
+
+fn main() -> anyhow::Result<()> {
+    let (settings, json) = match Command::parse(std::env::args().skip(1))? {
+        Command::Help => {
+            print!("{USAGE}");
+            return Ok(());
+        }
+        Command::Run { settings, json } => (settings, json),
+    };
+    if spillway_bench::machine::DEBUG_BUILD {
+        eprintln!(
+            "warning: unoptimised build; run with `cargo run --profile bench -p spillway-bench --bin compare`"
+        );
+    }
+    let started = Instant::now();
+    let report = suite::run(&settings, |line| eprintln!("[compare] {line}"))?;
+    eprintln!("[compare] done in {:.1} s", started.elapsed().as_secs_f64());
+
+    let mut stdout = std::io::stdout().lock();
+    if json {
+        let text = serde_json::to_string_pretty(&report.to_json()).context("encoding the JSON")?;
+        writeln!(stdout, "{text}").context("writing to stdout")?;
+    } else {
+        write!(stdout, "{}", report.to_table()).context("writing to stdout")?;
+    }
+    stdout.flush().context("writing to stdout")?;
+    Ok(())
+}

@@ -1,0 +1,695 @@
+//! The whole comparison as `compare` runs it: settings, command-line flags, and the run that
+//! turns the measurement modules into a [`Report`].
+//!
+//! Repetitions are interleaved: repetition 1 of every peer, then repetition 2 of every peer,
+//! and so on, so that a slow spell of the machine (another build, a thermal step) lands on all
+//! peers alike instead of on whichever ran during it.
+//!
+//! Known bias: the sections run one after another in a fixed order (throughput, latency,
+//! buckets), so anything that drifts over minutes (frequency, background load) differs
+//! between sections, not within one.
+
+use std::hash::RandomState;
+
+use anyhow::{bail, Context};
+use governor::clock::{QuantaClock, QuantaUpkeepClock};
+use serde_json::json;
+
+use crate::bucket_checks::{
+    self, BucketQuota, CheckRun, ClockMode, FibonacciBuildHasher, KeyOrder, TwoThreadRun,
+    CHECKS_PER_CLOCK_READ, CONNECTIONS, KEY_ORDER_SEED, UPKEEP_INTERVAL,
+};
+use crate::machine::{self, Pinning, Wait};
+use crate::report::{Admitted, Figure, Report, Row, Section, Target, Unit};
+use crate::ring_latency;
+use crate::ring_throughput::{self, Mode, BATCH, CAPACITIES};
+use crate::rings::Peer;
+use crate::stats::Summary;
+use crate::with_ring_peer;
+
+/// How much to measure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// Repetitions of every measurement; figures are the median over them.
+    pub reps: u32,
+    /// Messages per throughput run.
+    pub messages: u64,
+    /// Recorded round trips per latency run (after the warm-up).
+    pub round_trips: u64,
+    /// Checks per single-thread bucket run.
+    pub bucket_checks: u64,
+    /// Checks per thread in a two-thread bucket run.
+    pub two_thread_checks: u64,
+    /// Shuffles of the connection ids in the keyed key order.
+    pub keyed_rounds: u32,
+    /// Passes over the key order per keyed run.
+    pub keyed_passes: u32,
+    /// Whether these are the `--quick` counts (a smoke run whose figures mean little).
+    pub quick: bool,
+}
+
+impl Default for Settings {
+    /// Full counts: about 2–3 minutes on a 2-core machine.
+    fn default() -> Self {
+        Self {
+            reps: 7,
+            messages: 10_000_000,
+            round_trips: 100_000,
+            bucket_checks: 10_000_000,
+            two_thread_checks: 5_000_000,
+            keyed_rounds: 64,
+            keyed_passes: 4,
+            quick: false,
+        }
+    }
+}
+
+impl Settings {
+    /// Small counts that run in a second or two even unoptimised: checks that everything
+    /// works, not what it costs.
+    pub fn quick() -> Self {
+        Self {
+            reps: 1,
+            messages: 20_000,
+            round_trips: 2_000,
+            bucket_checks: 20_000,
+            two_thread_checks: 10_000,
+            keyed_rounds: 1,
+            keyed_passes: 1,
+            quick: true,
+        }
+    }
+}
+
+/// What the command line asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Print the usage text.
+    Help,
+    /// Run the comparison.
+    Run {
+        /// The counts.
+        settings: Settings,
+        /// One JSON object instead of the table.
+        json: bool,
+    },
+}
+
+/// The usage text for `compare`.
+pub const USAGE: &str = "\
+usage: compare [--json] [--quick] [--reps N] [--messages N]
+
+Measures spillway and its peers side by side in one process: SPSC ring throughput and
+round-trip latency (rtrb, crossbeam ArrayQueue, crossbeam-channel, std sync_channel) and
+token-bucket checks (governor).
+
+  --json          print one JSON object with every figure and ratio (progress goes to stderr)
+  --quick         tiny counts and 1 repetition: a smoke run, figures mean little
+  --reps N        repetitions of every measurement (default 7; 1 with --quick), N >= 1
+  --messages N    messages per throughput run (default 10000000), N >= 1
+  -h, --help      this text
+";
+
+fn parse_count(flag: &str, value: Option<String>) -> anyhow::Result<u64> {
+    let value = value.with_context(|| format!("{flag} needs a number"))?;
+    let count: u64 = value
+        .parse()
+        .with_context(|| format!("{flag} {value:?}: not a whole number"))?;
+    if count == 0 {
+        bail!("{flag} must be at least 1");
+    }
+    Ok(count)
+}
+
+impl Command {
+    /// Parses `compare`'s arguments (without the program name). Flags may come in any order;
+    /// `--quick` sets the small counts, and `--reps`/`--messages` override them either way.
+    ///
+    /// # Errors
+    /// On an unknown flag, a missing or malformed number, or a zero count.
+    pub fn parse(args: impl IntoIterator<Item = String>) -> anyhow::Result<Self> {
+        let mut args = args.into_iter();
+        let mut json = false;
+        let mut quick = false;
+        let mut reps = None;
+        let mut messages = None;
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--json" => json = true,
+                "--quick" => quick = true,
+                "--reps" => {
+                    let count = parse_count("--reps", args.next())?;
+                    reps = Some(u32::try_from(count).context("--reps: too large")?);
+                }
+                "--messages" => messages = Some(parse_count("--messages", args.next())?),
+                "-h" | "--help" => return Ok(Command::Help),
+                other => bail!("unknown argument {other:?}\n\n{USAGE}"),
+            }
+        }
+        let mut settings = if quick {
+            Settings::quick()
+        } else {
+            Settings::default()
+        };
+        if let Some(reps) = reps {
+            settings.reps = reps;
+        }
+        if let Some(messages) = messages {
+            settings.messages = messages;
+        }
+        Ok(Command::Run { settings, json })
+    }
+}
+
+fn summary(samples: &[f64]) -> anyhow::Result<Summary> {
+    Summary::of(samples).context("a measurement gave no usable samples")
+}
+
+fn figure(name: impl Into<String>, samples: &[f64], unit: Unit) -> anyhow::Result<Figure> {
+    Ok(Figure {
+        name: name.into(),
+        summary: summary(samples)?,
+        unit,
+        admitted: None,
+        counts: Vec::new(),
+    })
+}
+
+/// Runs the whole comparison, calling `progress` with a line before each part.
+///
+/// # Errors
+/// When a correctness check fails (a ring lost a message, a peer echoed a wrong value) or a
+/// thread cannot be started.
+pub fn run(settings: &Settings, mut progress: impl FnMut(&str)) -> anyhow::Result<Report> {
+    let pinning = Pinning::detect();
+    let wait = Wait::for_this_machine();
+    let mut sections = Vec::new();
+
+    progress("ring throughput");
+    sections.extend(throughput_sections(
+        settings,
+        &pinning,
+        wait,
+        &mut progress,
+    )?);
+    progress("ring round-trip latency");
+    sections.push(latency_section(settings, &pinning, wait)?);
+    progress("token bucket checks");
+    sections.push(bucket_section(settings, &pinning, &mut progress)?);
+
+    let machine = vec![
+        ("cores".to_owned(), json!(machine::cores())),
+        (
+            "cpu".to_owned(),
+            json!(machine::cpu_model().unwrap_or_else(|| "unknown".to_owned())),
+        ),
+        ("pinned".to_owned(), json!(pinning.describe())),
+        ("pinned_ok".to_owned(), json!(pinning.is_pinned())),
+        ("wait_on_full_or_empty".to_owned(), json!(wait.name())),
+        ("reps".to_owned(), json!(settings.reps)),
+        ("messages".to_owned(), json!(settings.messages)),
+        ("round_trips".to_owned(), json!(settings.round_trips)),
+        ("bucket_checks".to_owned(), json!(settings.bucket_checks)),
+        (
+            "two_thread_checks_per_thread".to_owned(),
+            json!(settings.two_thread_checks),
+        ),
+        (
+            "keyed_checks".to_owned(),
+            json!(
+                u64::from(settings.keyed_rounds)
+                    * u64::from(CONNECTIONS)
+                    * u64::from(settings.keyed_passes)
+            ),
+        ),
+        ("quick".to_owned(), json!(settings.quick)),
+        (
+            "build".to_owned(),
+            json!(if machine::DEBUG_BUILD {
+                "debug assertions ON: unoptimised, figures meaningless"
+            } else {
+                "optimised"
+            }),
+        ),
+    ];
+    Ok(Report { machine, sections })
+}
+
+fn throughput_sections(
+    settings: &Settings,
+    pinning: &Pinning,
+    wait: Wait,
+    progress: &mut impl FnMut(&str),
+) -> anyhow::Result<Vec<Section>> {
+    let mut rows_by_mode = [Vec::new(), Vec::new()];
+    for capacity in CAPACITIES {
+        for (mode_index, mode) in [Mode::Single, Mode::Batched].into_iter().enumerate() {
+            progress(&format!("  capacity {capacity}, {}", mode.name()));
+            let mut samples: Vec<Vec<f64>> = vec![Vec::new(); Peer::ALL.len()];
+            let mut full_waits: Vec<Vec<u64>> = vec![Vec::new(); Peer::ALL.len()];
+            let mut empty_waits: Vec<Vec<u64>> = vec![Vec::new(); Peer::ALL.len()];
+            for _ in 0..settings.reps {
+                for (peer_index, peer) in Peer::ALL.into_iter().enumerate() {
+                    let run = with_ring_peer!(peer, R => ring_throughput::run::<R>(
+                        capacity,
+                        settings.messages,
+                        mode,
+                        pinning,
+                        wait,
+                    ))?;
+                    samples[peer_index].push(run.messages_per_sec_millions());
+                    full_waits[peer_index].push(run.full_waits);
+                    empty_waits[peer_index].push(run.empty_waits);
+                }
+            }
+            let case = match mode {
+                Mode::Single => format!("cap {capacity}, single"),
+                Mode::Batched => format!("cap {capacity}, batched {BATCH}"),
+            };
+            let with_waits = |name: String, peer_index: usize| -> anyhow::Result<Figure> {
+                Ok(Figure {
+                    counts: vec![
+                        ("full_waits".to_owned(), full_waits[peer_index].clone()),
+                        ("empty_waits".to_owned(), empty_waits[peer_index].clone()),
+                    ],
+                    ..figure(name, &samples[peer_index], Unit::MillionMessagesPerSec)?
+                })
+            };
+            let spillway = with_waits(Peer::Spillway.name().to_owned(), 0)?;
+            for (peer_index, peer) in Peer::ALL.into_iter().enumerate().skip(1) {
+                let name = match (mode, peer.has_batch_api()) {
+                    (Mode::Batched, false) => {
+                        format!("{} (loop of {BATCH} single ops)", peer.name())
+                    }
+                    _ => peer.name().to_owned(),
+                };
+                let target = match peer {
+                    Peer::Rtrb => Some(Target::RatioAtLeast(1.0)),
+                    Peer::ArrayQueue => Some(Target::RatioAtLeast(3.0)),
+                    _ => None,
+                };
+                rows_by_mode[mode_index].push(Row {
+                    case: case.clone(),
+                    spillway: spillway.clone(),
+                    peer: with_waits(name, peer_index)?,
+                    target,
+                });
+            }
+        }
+    }
+    let [single_rows, batched_rows] = rows_by_mode;
+    let common = format!(
+        "1 producer thread -> 1 consumer thread, u64 0..{} summed and checked; timed on the \
+         consumer from a Barrier to the last message; median (min–max) of {} reps",
+        settings.messages, settings.reps
+    );
+    let regime = "full_waits / empty_waits: how often the producer found the ring full / the \
+                  consumer found it empty; they show the regime: a ring that runs near full lets \
+                  both sides work from their cached index, one that runs near empty costs a \
+                  cache-line transfer every few messages"
+        .to_owned();
+    Ok(vec![
+        Section {
+            title: "Ring throughput, one message per call".to_owned(),
+            notes: vec![
+                common.clone(),
+                format!(
+                    "spillway push/pop, rtrb push/pop, ArrayQueue push/pop, channels \
+                     try_send/try_recv; every peer waits with {} on full/empty",
+                    wait.name()
+                ),
+                regime.clone(),
+            ],
+            rows: single_rows,
+        },
+        Section {
+            title: format!("Ring throughput, batches of {BATCH}"),
+            notes: vec![
+                common,
+                format!(
+                    "spillway {}; rtrb {}; ArrayQueue, crossbeam-channel and sync_channel have no batch \
+                     API: a loop of up to {BATCH} single calls stopping at full/empty",
+                    Peer::Spillway.batch_method(),
+                    Peer::Rtrb.batch_method()
+                ),
+                regime,
+            ],
+            rows: batched_rows,
+        },
+    ])
+}
+
+fn latency_section(settings: &Settings, pinning: &Pinning, wait: Wait) -> anyhow::Result<Section> {
+    let mut p50: Vec<Vec<f64>> = vec![Vec::new(); Peer::ALL.len()];
+    let mut p99: Vec<Vec<f64>> = vec![Vec::new(); Peer::ALL.len()];
+    for _ in 0..settings.reps {
+        for (peer_index, peer) in Peer::ALL.into_iter().enumerate() {
+            let run = with_ring_peer!(peer, R => ring_latency::run::<R>(
+                settings.round_trips,
+                pinning,
+                wait,
+            ))?;
+            p50[peer_index].push(run.p50_ns as f64);
+            p99[peer_index].push(run.p99_ns as f64);
+        }
+    }
+    let mut rows = Vec::new();
+    for (label, samples) in [("p50", &p50), ("p99", &p99)] {
+        let spillway = figure(Peer::Spillway.name(), &samples[0], Unit::Nanoseconds)?;
+        for (peer_index, peer) in Peer::ALL.into_iter().enumerate().skip(1) {
+            rows.push(Row {
+                case: format!("round trip {label}"),
+                spillway: spillway.clone(),
+                peer: figure(peer.name(), &samples[peer_index], Unit::Nanoseconds)?,
+                target: None,
+            });
+        }
+    }
+    Ok(Section {
+        title: "Ring round-trip latency (ping-pong)".to_owned(),
+        notes: vec![format!(
+            "two rings of capacity {}, an echo thread on the other core; {} recorded round trips \
+                 after {} warm-up, HDR histogram; median (min–max) over {} reps of each percentile",
+            ring_latency::CAPACITY,
+            settings.round_trips,
+            ring_latency::WARMUP_ROUND_TRIPS,
+            settings.reps
+        )],
+        rows,
+    })
+}
+
+/// Samples (ns/check) and admitted counts of one side of a bucket row.
+#[derive(Default)]
+struct BucketSamples {
+    ns_per_check: Vec<f64>,
+    admitted: u64,
+    checks: u64,
+}
+
+impl BucketSamples {
+    fn add(&mut self, run: CheckRun) {
+        self.ns_per_check.push(run.ns_per_check());
+        self.admitted += run.admitted;
+        self.checks += run.checks;
+    }
+
+    fn figure(&self, name: impl Into<String>) -> anyhow::Result<Figure> {
+        Ok(Figure {
+            admitted: Some(Admitted {
+                admitted: self.admitted,
+                checks: self.checks,
+            }),
+            ..figure(name, &self.ns_per_check, Unit::NanosecondsPerCheck)?
+        })
+    }
+}
+
+/// The per-thread and aggregate samples of two-thread rows.
+#[derive(Default)]
+struct TwoThreadSamples {
+    per_thread: BucketSamples,
+    aggregate: BucketSamples,
+}
+
+impl TwoThreadSamples {
+    fn add(&mut self, run: TwoThreadRun) {
+        self.per_thread
+            .ns_per_check
+            .push(run.per_thread_ns_per_check());
+        self.aggregate
+            .ns_per_check
+            .push(run.aggregate_ns_per_check());
+        for samples in [&mut self.per_thread, &mut self.aggregate] {
+            samples.admitted += run.admitted();
+            samples.checks += run.checks();
+        }
+    }
+}
+
+fn bucket_section(
+    settings: &Settings,
+    pinning: &Pinning,
+    progress: &mut impl FnMut(&str),
+) -> anyhow::Result<Section> {
+    // Made on this (unpinned) thread, so the upkeep thread it starts is not pinned to a
+    // measured core; it lives for the whole section, spillway's rows included.
+    let upkeep = QuantaUpkeepClock::from_interval(UPKEEP_INTERVAL)
+        .context("starting governor's QuantaUpkeepClock")?;
+    let admitting = BucketQuota::ADMITTING;
+    let refusing = BucketQuota::REFUSING;
+    let checks = settings.bucket_checks;
+
+    // (case, quota, mode, target) of the single-thread rows.
+    let single_cases = [
+        (
+            "1 thread, clock read per check, admitted",
+            admitting,
+            ClockMode::PerCheck,
+            Some(Target::RatioAtMost(1.0)),
+        ),
+        (
+            "1 thread, amortised clock, admitted",
+            admitting,
+            ClockMode::Amortised,
+            Some(Target::RatioAtMost(0.5)),
+        ),
+        (
+            "1 thread, amortised clock, refused",
+            refusing,
+            ClockMode::Amortised,
+            None,
+        ),
+    ];
+    let mut single: Vec<(BucketSamples, BucketSamples)> =
+        single_cases.iter().map(|_| Default::default()).collect();
+    let mut two_threads: Vec<(TwoThreadSamples, TwoThreadSamples)> =
+        (0..2).map(|_| Default::default()).collect();
+    let mut keyed: [BucketSamples; 3] = Default::default();
+    let mut clock_reads: [Vec<f64>; 2] = Default::default();
+    let order = KeyOrder::shuffled(CONNECTIONS, settings.keyed_rounds, KEY_ORDER_SEED);
+
+    for rep in 1..=settings.reps {
+        progress(&format!("  rep {rep}/{}", settings.reps));
+        for ((_, quota, mode, _), (spillway, governor)) in single_cases.iter().zip(&mut single) {
+            let (quota, mode) = (*quota, *mode);
+            spillway.add(bucket_checks::on_pinned_thread(pinning, move || {
+                bucket_checks::spillway_single(quota, checks, mode)
+            })?);
+            let clock = upkeep.clone();
+            governor.add(bucket_checks::on_pinned_thread(pinning, move || {
+                bucket_checks::governor_single(quota, checks, mode, &clock)
+            })?);
+        }
+        for (mode, (spillway, governor)) in [ClockMode::PerCheck, ClockMode::Amortised]
+            .into_iter()
+            .zip(&mut two_threads)
+        {
+            spillway.add(bucket_checks::spillway_two_threads(
+                admitting,
+                settings.two_thread_checks,
+                mode,
+                pinning,
+            )?);
+            governor.add(bucket_checks::governor_two_threads(
+                admitting,
+                settings.two_thread_checks,
+                mode,
+                &upkeep,
+                pinning,
+            )?);
+        }
+        let reads = checks;
+        let [spillway_reads, governor_reads] =
+            bucket_checks::on_pinned_thread(pinning, move || {
+                [
+                    bucket_checks::spillway_clock_reads(reads),
+                    bucket_checks::governor_clock_reads(&QuantaClock::default(), reads),
+                ]
+            })?;
+        clock_reads[0].push(spillway_reads.as_nanos() as f64 / reads as f64);
+        clock_reads[1].push(governor_reads.as_nanos() as f64 / reads as f64);
+        let passes = settings.keyed_passes;
+        let keyed_order = order.clone();
+        let clock = upkeep.clone();
+        let runs = bucket_checks::on_pinned_thread(pinning, move || {
+            [
+                bucket_checks::spillway_keyed(admitting, &keyed_order, passes),
+                bucket_checks::governor_keyed(
+                    admitting,
+                    &keyed_order,
+                    passes,
+                    &clock,
+                    RandomState::new(),
+                ),
+                bucket_checks::governor_keyed(
+                    admitting,
+                    &keyed_order,
+                    passes,
+                    &clock,
+                    FibonacciBuildHasher::default(),
+                ),
+            ]
+        })?;
+        for (samples, run) in keyed.iter_mut().zip(runs) {
+            samples.add(run);
+        }
+    }
+
+    let upkeep_us = UPKEEP_INTERVAL.as_micros();
+    let governor_per_check = "governor direct, QuantaClock (default)";
+    let governor_upkeep = format!("governor direct, QuantaUpkeepClock {upkeep_us} us");
+    let mut rows = Vec::new();
+    for ((case, _, mode, target), (spillway, governor)) in single_cases.iter().zip(&single) {
+        let (spillway_name, governor_name) = match mode {
+            ClockMode::PerCheck => (
+                "spillway, now_ns per check".to_owned(),
+                governor_per_check.to_owned(),
+            ),
+            ClockMode::Amortised => (
+                format!("spillway, now_ns per {CHECKS_PER_CLOCK_READ}"),
+                governor_upkeep.clone(),
+            ),
+        };
+        rows.push(Row {
+            case: (*case).to_owned(),
+            spillway: spillway.figure(spillway_name)?,
+            peer: governor.figure(governor_name)?,
+            target: *target,
+        });
+    }
+    for (mode, (spillway, governor)) in [ClockMode::PerCheck, ClockMode::Amortised]
+        .into_iter()
+        .zip(&two_threads)
+    {
+        let (mode_name, spillway_name, governor_name) = match mode {
+            ClockMode::PerCheck => (
+                "clock per check",
+                "spillway, now_ns per check".to_owned(),
+                governor_per_check.to_owned(),
+            ),
+            ClockMode::Amortised => (
+                "amortised clock",
+                format!("spillway, now_ns per {CHECKS_PER_CLOCK_READ}"),
+                governor_upkeep.clone(),
+            ),
+        };
+        rows.push(Row {
+            case: format!("2 threads, 1 bucket, {mode_name}: per thread"),
+            spillway: spillway.per_thread.figure(spillway_name.clone())?,
+            peer: governor.per_thread.figure(governor_name.clone())?,
+            target: None,
+        });
+        rows.push(Row {
+            case: format!("2 threads, 1 bucket, {mode_name}: aggregate"),
+            spillway: spillway.aggregate.figure(spillway_name)?,
+            peer: governor.aggregate.figure(governor_name)?,
+            target: None,
+        });
+    }
+    rows.push(Row {
+        case: "clock read alone (no check)".to_owned(),
+        spillway: figure(
+            "spillway Clock::now_ns",
+            &clock_reads[0],
+            Unit::NanosecondsPerRead,
+        )?,
+        peer: figure(
+            "governor QuantaClock::now",
+            &clock_reads[1],
+            Unit::NanosecondsPerRead,
+        )?,
+        target: None,
+    });
+    let keyed_case = format!("{CONNECTIONS} keyed, random order, amortised clock");
+    let spillway_keyed = keyed[0].figure(format!(
+        "spillway, Vec<TokenBucket>[id], now_ns per {CHECKS_PER_CLOCK_READ}"
+    ))?;
+    rows.push(Row {
+        case: keyed_case.clone(),
+        spillway: spillway_keyed.clone(),
+        peer: keyed[1].figure(format!(
+            "governor keyed (DashMap, default SipHash), QuantaUpkeepClock {upkeep_us} us"
+        ))?,
+        target: Some(Target::RatioAtMost(0.2)),
+    });
+    rows.push(Row {
+        case: keyed_case,
+        spillway: spillway_keyed,
+        peer: keyed[2].figure(format!(
+            "governor keyed (DashMap, Fibonacci hash), QuantaUpkeepClock {upkeep_us} us"
+        ))?,
+        target: None,
+    });
+    drop(upkeep);
+
+    Ok(Section {
+        title: "Token bucket checks, spillway vs governor 0.10".to_owned(),
+        notes: vec![
+            format!(
+                "same GCRA quota both sides: admitted rows {}, refused row {}; ns/check = loop time / \
+                 checks ({} per single-thread run, {} per thread in 2-thread runs), median (min–max) of \
+                 {} reps; results through black_box, admissions counted",
+                admitting.describe(),
+                refusing.describe(),
+                bucket_checks::round_checks(checks),
+                bucket_checks::round_checks(settings.two_thread_checks),
+                settings.reps
+            ),
+            format!(
+                "clock per check: spillway Clock::now_ns() before every check, governor's default \
+                 QuantaClock (TSC read in every check); amortised: spillway reads now_ns once per \
+                 {CHECKS_PER_CLOCK_READ} checks, governor QuantaUpkeepClock with an upkeep thread asked \
+                 for every {upkeep_us} us (a sleep; Linux timer slack makes it coarser)"
+            ),
+            "2 threads: both pinned threads hammer one shared bucket/limiter (Arc); per thread = mean \
+             of each thread's ns/check, aggregate = slower thread's time / all checks"
+                .to_owned(),
+            format!(
+                "keyed: {CONNECTIONS} connections, {} shuffles of the ids (xorshift64, seed {KEY_ORDER_SEED:#x}) \
+                 x {} passes per run; every key checked once before timing (governor's inserts not timed)",
+                settings.keyed_rounds, settings.keyed_passes
+            ),
+        ],
+        rows,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> anyhow::Result<Command> {
+        Command::parse(args.iter().map(|arg| (*arg).to_owned()))
+    }
+
+    #[test]
+    fn flags_parse_in_any_order() {
+        assert_eq!(
+            parse(&[]).unwrap(),
+            Command::Run {
+                settings: Settings::default(),
+                json: false
+            }
+        );
+        let Command::Run { settings, json } =
+            parse(&["--reps", "3", "--json", "--quick", "--messages", "500"]).unwrap()
+        else {
+            panic!("not a run");
+        };
+        assert!(json);
+        assert!(settings.quick);
+        assert_eq!((settings.reps, settings.messages), (3, 500));
+        assert_eq!(parse(&["--json", "--help"]).unwrap(), Command::Help);
+    }
+
+    #[test]
+    fn bad_flags_are_errors_that_say_why() {
+        let message = |args: &[&str]| format!("{:#}", parse(args).unwrap_err());
+        assert!(message(&["--fast"]).contains("unknown argument \"--fast\""));
+        assert!(message(&["--reps"]).contains("--reps needs a number"));
+        assert!(message(&["--reps", "x"]).contains("not a whole number"));
+        assert!(message(&["--messages", "0"]).contains("at least 1"));
+        assert!(message(&["--reps", "99999999999"]).contains("too large"));
+    }
+}

@@ -1,0 +1,57 @@
+//! Smoke test of the `compare` run: every measurement completes with tiny counts and its
+//! correctness checks hold (sums, echoes, admitted counts); the binary prints one JSON object
+//! and refuses unknown flags. No timing is asserted: debug builds on a shared machine say
+//! nothing about speed.
+
+use std::process::Command;
+
+use serde_json::Value;
+use spillway_bench::suite::{self, Settings};
+
+#[test]
+fn quick_run_completes_with_every_section_and_ratio() {
+    let report = suite::run(&Settings::quick(), |_| {}).expect("quick run");
+    let titles: Vec<&str> = report.sections.iter().map(|s| s.title.as_str()).collect();
+    assert_eq!(titles.len(), 4, "{titles:?}");
+    // 2 capacities x 4 peers per throughput section, 2 percentiles x 4 peers, 3 + 4 + 1 + 2 bucket rows.
+    let row_counts: Vec<usize> = report.sections.iter().map(|s| s.rows.len()).collect();
+    assert_eq!(row_counts, [8, 8, 8, 10]);
+    for row in report.sections.iter().flat_map(|s| &s.rows) {
+        assert!(row.ratio().is_finite() && row.ratio() > 0.0, "{}", row.case);
+        // Both sides of every bucket row got the same quota and admitted the same checks.
+        if let (Some(spillway), Some(peer)) = (row.spillway.admitted, row.peer.admitted) {
+            assert_eq!(spillway.checks, peer.checks, "{}", row.case);
+            assert_eq!(spillway.admitted, peer.admitted, "{}", row.case);
+        }
+    }
+    let json = report.to_json();
+    assert_eq!(json["sections"].as_array().map(Vec::len), Some(4));
+    assert!(report.to_table().contains("spillway/peer"));
+}
+
+#[test]
+fn binary_prints_one_json_object_and_rejects_unknown_flags() {
+    let output = Command::new(env!("CARGO_BIN_EXE_compare"))
+        .args(["--quick", "--json"])
+        .output()
+        .expect("running compare");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let value: Value = serde_json::from_slice(&output.stdout).expect("stdout is one JSON object");
+    assert!(value["machine"]["cores"].as_u64().is_some());
+    let first = &value["sections"][0]["rows"][0];
+    for key in ["median", "min", "max", "unit"] {
+        assert!(!first["spillway"][key].is_null(), "missing {key}");
+    }
+    assert!(first["ratio_spillway_over_peer"].as_f64().is_some());
+
+    let refused = Command::new(env!("CARGO_BIN_EXE_compare"))
+        .arg("--fastest")
+        .output()
+        .expect("running compare");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("unknown argument \"--fastest\""));
+}
