@@ -4,7 +4,7 @@
 //! the harness, not the peer, decides what to do on full or empty ([`crate::machine::Wait`]),
 //! so no peer parks a thread where another spins.
 //!
-//! Batches: spillway (`push_slice`, `pop_each`) and rtrb (`write_chunk_uninit` +
+//! Batches: spillway (`push_slice`, `pop_slices`) and rtrb (`write_chunk_uninit` +
 //! `fill_from_iter`, `read_chunk`) have batch calls that publish a run of slots with one index
 //! store. crossbeam's `ArrayQueue`, crossbeam-channel and std's `sync_channel` have none; their
 //! "batched" rows are a loop of up to [`BATCH`](crate::ring_throughput::BATCH) single calls,
@@ -76,7 +76,7 @@ pub struct SpillwaySpsc;
 
 impl RingPeer for SpillwaySpsc {
     const NAME: &'static str = "spillway spsc";
-    const BATCH_METHOD: &'static str = "push_slice / pop_each";
+    const BATCH_METHOD: &'static str = "push_slice / pop_slices";
     type Sender = spillway::ring::spsc::Producer<u64>;
     type Receiver = spillway::ring::spsc::Consumer<u64>;
 
@@ -100,8 +100,12 @@ impl RingPeer for SpillwaySpsc {
     }
 
     #[inline]
-    fn pop_batch(receiver: &mut Self::Receiver, max: usize, f: impl FnMut(u64)) -> usize {
-        receiver.pop_each(max, f)
+    fn pop_batch(receiver: &mut Self::Receiver, max: usize, mut f: impl FnMut(u64)) -> usize {
+        // Slices, iterated exactly as rtrb's `read_chunk` slices are below.
+        let (count, ()) = receiver.pop_slices(max, |first, second| {
+            first.iter().chain(second).for_each(|&value| f(value))
+        });
+        count
     }
 }
 

@@ -20,8 +20,12 @@ pub(crate) use loom::cell::UnsafeCell;
 
 /// `std::cell::UnsafeCell` with loom's closure-based access API, so that the same code
 /// compiles against both; under loom every access is checked for data races.
+///
+/// `repr(transparent)`, so a slice of these has the layout of a slice of `T` (the SPSC
+/// ring's bulk copies rely on it).
 #[cfg(not(loom))]
 #[derive(Debug)]
+#[repr(transparent)]
 pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
 
 #[cfg(not(loom))]

@@ -45,6 +45,8 @@ proptest! {
         requests in proptest::collection::vec(request(), 1..200),
     ) {
         let bucket = TokenBucket::new(nonzero(rate), nonzero(burst));
+        // The owner-only path must decide exactly as the shared one, request by request.
+        let mut exclusive = TokenBucket::new(nonzero(rate), nonzero(burst));
         let tolerance_ns = u128::from(burst) * NANOS_PER_SEC.div_ceil(u128::from(rate));
         let mut fastest_rate = rate;
         let mut now_ns = 0u64;
@@ -54,9 +56,12 @@ proptest! {
             now_ns += request.advance_ns;
             if let Some(new_rate) = request.new_rate {
                 bucket.set_rate(nonzero(new_rate));
+                exclusive.set_rate(nonzero(new_rate));
                 fastest_rate = fastest_rate.max(new_rate);
             }
-            if bucket.try_acquire(now_ns, request.tokens).is_ok() {
+            let decision = bucket.try_acquire(now_ns, request.tokens);
+            prop_assert_eq!(decision, exclusive.try_acquire_exclusive(now_ns, request.tokens));
+            if decision.is_ok() {
                 admissions.push((now_ns, u128::from(request.tokens)));
             }
         }

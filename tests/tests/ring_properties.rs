@@ -76,6 +76,16 @@ proptest! {
                     prop_assert_eq!(popped, expected.len());
                     prop_assert_eq!(&out[1..], &expected[..]);
                 }
+                Operation::PopSlice(length) if length % 2 == 1 => {
+                    // Odd lengths go through the slice view: runs must be oldest first, and
+                    // the second non-empty only when the first reaches the buffer's end.
+                    let (popped, seen) = consumer.pop_slices(length, |first, second| {
+                        first.iter().chain(second).copied().collect::<Vec<u64>>()
+                    });
+                    let expected: Vec<u64> = model.drain(..length.min(model.len())).collect();
+                    prop_assert_eq!(popped, expected.len());
+                    prop_assert_eq!(seen, expected);
+                }
                 Operation::PopSlice(length) => {
                     let mut out = vec![u64::MAX; length];
                     let popped = consumer.pop_slice(&mut out);

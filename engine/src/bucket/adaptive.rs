@@ -47,7 +47,9 @@ pub enum AdaptiveError {
     #[error("recover_percent must be in 1..=100, got {0}")]
     RecoverPercent(u32),
     /// `floor_per_sec` above the nominal rate.
-    #[error("floor_per_sec must be in 1..={nominal_per_sec} (the nominal rate), got {floor_per_sec}")]
+    #[error(
+        "floor_per_sec must be in 1..={nominal_per_sec} (the nominal rate), got {floor_per_sec}"
+    )]
     FloorAboveNominal {
         /// The floor asked for.
         floor_per_sec: u32,

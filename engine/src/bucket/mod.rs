@@ -109,35 +109,21 @@ impl TokenBucket {
         }
     }
 
-    /// Takes `n` tokens at time `now_ns`, or says how long until they are there.
+    /// Takes `n` tokens at time `now_ns`, or says how long until they are there. Safe from
+    /// any number of threads at once: the update is a compare-exchange.
     ///
     /// `now_ns` is a monotonic reading; readings a little older than another thread's (one
     /// clock read per batch) are fine: an old `now` can only make the answer stricter.
     /// `n == 0` always succeeds.
     #[inline]
     pub fn try_acquire(&self, now_ns: u64, n: u32) -> Result<(), RetryAfter> {
-        // Relaxed: the pair is self-contained, and a rate change that this check does not
-        // see yet is one the caller could have raced anyway; the bound holds for whichever
-        // interval each update uses.
-        let interval_ns = unpack_interval(self.rate_and_interval.load(Ordering::Relaxed));
-        let tolerance_ns = self.tolerance_ns.max(interval_ns);
-        // At most u32::MAX × 1e9 < 2^62: no overflow.
-        let increment_ns = u64::from(n) * interval_ns;
-        if increment_ns > tolerance_ns {
-            return Err(RetryAfter::NEVER);
-        }
-        let limit_ns = now_ns.saturating_add(tolerance_ns);
+        let (increment_ns, limit_ns) = self.request(now_ns, n)?;
         // Relaxed throughout: the TAT publishes no other memory, and every successful
         // compare-exchange is a read-modify-write, so it acts on the latest TAT in the
         // atomic's single modification order; that total order is all the bound needs.
         let mut tat_ns = self.tat_ns.load(Ordering::Relaxed);
         loop {
-            let new_tat_ns = tat_ns.max(now_ns).saturating_add(increment_ns);
-            if new_tat_ns > limit_ns {
-                return Err(RetryAfter {
-                    wait_ns: new_tat_ns - limit_ns,
-                });
-            }
+            let new_tat_ns = decide(tat_ns, now_ns, increment_ns, limit_ns)?;
             match self.tat_ns.compare_exchange_weak(
                 tat_ns,
                 new_tat_ns,
@@ -148,6 +134,37 @@ impl TokenBucket {
                 Err(current_ns) => tat_ns = current_ns,
             }
         }
+    }
+
+    /// [`try_acquire`](Self::try_acquire) for a bucket that one thread owns, such as a
+    /// shard's per-connection bucket: `&mut self` proves that no other thread can check or
+    /// change this bucket meanwhile, so the update is a plain load and store with no locked
+    /// instruction (the compare-exchange is most of `try_acquire`'s cost). Same decision,
+    /// same bound.
+    #[inline]
+    pub fn try_acquire_exclusive(&mut self, now_ns: u64, n: u32) -> Result<(), RetryAfter> {
+        let (increment_ns, limit_ns) = self.request(now_ns, n)?;
+        // Relaxed: `&mut self` excludes every other access; these compile to plain moves.
+        let tat_ns = self.tat_ns.load(Ordering::Relaxed);
+        let new_tat_ns = decide(tat_ns, now_ns, increment_ns, limit_ns)?;
+        self.tat_ns.store(new_tat_ns, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The cost of `n` tokens and the latest TAT that admits them at `now_ns`.
+    #[inline(always)]
+    fn request(&self, now_ns: u64, n: u32) -> Result<(u64, u64), RetryAfter> {
+        // Relaxed: the pair is self-contained, and a rate change that this check does not
+        // see yet is one the caller could have raced anyway; the bound holds for whichever
+        // interval each update uses.
+        let interval_ns = unpack_interval(self.rate_and_interval.load(Ordering::Relaxed));
+        let tolerance_ns = self.tolerance_ns.max(interval_ns);
+        // At most u32::MAX × 1e9 < 2^62: no overflow.
+        let increment_ns = u64::from(n) * interval_ns;
+        if increment_ns > tolerance_ns {
+            return Err(RetryAfter::NEVER);
+        }
+        Ok((increment_ns, now_ns.saturating_add(tolerance_ns)))
     }
 
     /// Changes the rate from now on, from any thread; the burst window is kept (see the type's
@@ -182,6 +199,19 @@ impl TokenBucket {
     }
 }
 
+/// The GCRA decision: the TAT after admitting `increment_ns` worth of tokens at `now_ns`, or
+/// the wait if that would put the TAT past `limit_ns` (= now + τ).
+#[inline(always)]
+fn decide(tat_ns: u64, now_ns: u64, increment_ns: u64, limit_ns: u64) -> Result<u64, RetryAfter> {
+    let new_tat_ns = tat_ns.max(now_ns).saturating_add(increment_ns);
+    if new_tat_ns > limit_ns {
+        return Err(RetryAfter {
+            wait_ns: new_tat_ns - limit_ns,
+        });
+    }
+    Ok(new_tat_ns)
+}
+
 /// `ceil(1e9 / rate)`, in `1..=1e9`: rounding up keeps the cap exact (module docs).
 fn interval_ns(rate_per_sec: NonZeroU32) -> u64 {
     NANOS_PER_SEC.div_ceil(u64::from(rate_per_sec.get()))
@@ -202,7 +232,10 @@ mod tests {
     use super::*;
 
     fn bucket(rate: u32, burst: u32) -> TokenBucket {
-        TokenBucket::new(NonZeroU32::new(rate).unwrap(), NonZeroU32::new(burst).unwrap())
+        TokenBucket::new(
+            NonZeroU32::new(rate).unwrap(),
+            NonZeroU32::new(burst).unwrap(),
+        )
     }
 
     #[test]
@@ -257,6 +290,21 @@ mod tests {
                 wait_ns: 1_000_000_000
             })
         );
+    }
+
+    #[test]
+    fn exclusive_and_shared_checks_decide_alike() {
+        let shared = bucket(1000, 10);
+        let mut exclusive = bucket(1000, 10);
+        let mut now_ns = 0;
+        for step in 0..10_000u64 {
+            now_ns += (step * 7919) % 1_700_000;
+            let n = (step % 4) as u32;
+            assert_eq!(
+                shared.try_acquire(now_ns, n),
+                exclusive.try_acquire_exclusive(now_ns, n)
+            );
+        }
     }
 
     #[test]
@@ -318,7 +366,10 @@ mod loom_tests {
             let decomposes = (0..=admitted).any(|slow| {
                 slow * INTERVAL_SLOW_NS + (admitted - slow) * INTERVAL_FAST_NS == tat_ns
             });
-            assert!(decomposes, "{admitted} tokens cannot make a TAT of {tat_ns}");
+            assert!(
+                decomposes,
+                "{admitted} tokens cannot make a TAT of {tat_ns}"
+            );
             // Six attempts against a window of at least two tokens: some were admitted.
             assert!(admitted >= 2);
         });

@@ -76,12 +76,14 @@ pub fn channel<T>(capacity: usize) -> (Producer<T>, Consumer<T>) {
         shared: Arc::clone(&shared),
         tail: 0,
         head_cached: 0,
+        capacity,
         not_sync: PhantomData,
     };
     let consumer = Consumer {
         shared,
         head: 0,
         tail_cached: 0,
+        capacity,
         not_sync: PhantomData,
     };
     (producer, consumer)
@@ -171,6 +173,8 @@ pub struct Producer<T> {
     /// Last value of the consumer's `head` we loaded; stale only in the safe direction (the
     /// true head is ahead of it, so we under-count free slots, never over-count).
     head_cached: usize,
+    /// Copy of `Shared::capacity`, so the full check needs no load through the `Arc`.
+    capacity: usize,
     not_sync: PhantomData<Cell<()>>,
 }
 
@@ -182,6 +186,8 @@ pub struct Consumer<T> {
     /// Last value of the producer's `tail` we loaded; stale only in the safe direction (the
     /// true tail is ahead, so we under-count items, never over-count).
     tail_cached: usize,
+    /// Copy of `Shared::capacity`.
+    capacity: usize,
     not_sync: PhantomData<Cell<()>>,
 }
 
@@ -200,13 +206,45 @@ impl<T> Producer<T> {
     }
 
     /// Pushes the longest prefix of `values` that fits, publishes it with one store, and
-    /// returns how many were pushed (0 when the ring is full).
+    /// returns how many were pushed (0 when the ring is full). Copies in at most two
+    /// contiguous runs (before and after the end of the buffer).
     #[inline]
     pub fn push_slice(&mut self, values: &[T]) -> usize
     where
         T: Copy,
     {
-        self.push_iter(&mut values.iter().copied())
+        #[cfg(loom)]
+        {
+            // loom checks each slot access on its own, so copy item by item.
+            self.push_iter(&mut values.iter().copied())
+        }
+        #[cfg(not(loom))]
+        {
+            let mut free = self.free_cached();
+            if free < values.len() {
+                free = self.refresh_free();
+            }
+            let count = free.min(values.len());
+            if count == 0 {
+                return 0;
+            }
+            let slot_count = self.shared.mask + 1;
+            let start = self.tail & self.shared.mask;
+            let first = count.min(slot_count - start);
+            let base = self.shared.slots.as_ptr() as *mut T;
+            // SAFETY: slots `tail .. tail + count` are free (count ≤ free, checked against a
+            // head loaded with Acquire) and unpublished, so only we touch them; `start + first
+            // ≤ slot_count` and `count - first ≤ start`, so both runs lie inside the buffer;
+            // `UnsafeCell<MaybeUninit<T>>` is `repr(transparent)` over `T`, and the cells
+            // permit writes through a shared reference; `values` cannot overlap the ring's
+            // private buffer.
+            unsafe {
+                core::ptr::copy_nonoverlapping(values.as_ptr(), base.add(start), first);
+                core::ptr::copy_nonoverlapping(values.as_ptr().add(first), base, count - first);
+            }
+            self.publish(self.tail.wrapping_add(count));
+            count
+        }
     }
 
     /// Takes items from `items` while there is room, publishes them with one store, and
@@ -225,7 +263,10 @@ impl<T> Producer<T> {
             let Some(value) = items.next() else { break };
             // SAFETY: `tail + pushed` is below `head_cached + capacity`, so its slot is free
             // and, not yet published, invisible to the consumer.
-            unsafe { self.shared.write_slot(self.tail.wrapping_add(pushed), value) };
+            unsafe {
+                self.shared
+                    .write_slot(self.tail.wrapping_add(pushed), value)
+            };
             pushed += 1;
         }
         if pushed > 0 {
@@ -261,7 +302,7 @@ impl<T> Producer<T> {
     /// Free slots according to our cached head, without touching shared memory.
     #[inline(always)]
     fn free_cached(&self) -> usize {
-        self.shared.capacity - self.tail.wrapping_sub(self.head_cached)
+        self.capacity - self.tail.wrapping_sub(self.head_cached)
     }
 
     /// Reloads the consumer's head and returns the free slot count it implies.
@@ -276,7 +317,7 @@ impl<T> Producer<T> {
 
     #[inline(always)]
     fn publish(&mut self, tail: usize) {
-        debug_assert!(tail.wrapping_sub(self.head_cached) <= self.shared.capacity);
+        debug_assert!(tail.wrapping_sub(self.head_cached) <= self.capacity);
         self.tail = tail;
         // Release pairs with the consumer's Acquire load of `tail` in `refresh_available`:
         // our writes of the slots below `tail` happen before its reads of them.
@@ -313,12 +354,71 @@ impl<T> Consumer<T> {
     where
         T: Copy,
     {
-        let mut destination = out.iter_mut();
-        self.pop_each(destination.len(), |value| {
-            if let Some(place) = destination.next() {
-                *place = value;
-            }
-        })
+        let (count, ()) = self.pop_slices(out.len(), |first, second| {
+            out[..first.len()].copy_from_slice(first);
+            out[first.len()..first.len() + second.len()].copy_from_slice(second);
+        });
+        count
+    }
+
+    /// Lends up to `max` of the oldest items to `f` as at most two contiguous slices, oldest
+    /// first (the second is non-empty only when the run wraps past the end of the buffer),
+    /// then frees them all with one store. Returns how many there were and `f`'s result.
+    ///
+    /// For `Copy` items, which need no drop: `f` can read them in bulk (a vectorised sum, a
+    /// memcpy) instead of one call per item. If `f` panics, the items stay in the ring.
+    ///
+    /// ```
+    /// let (mut producer, mut consumer) = spillway::ring::spsc::channel::<u32>(8);
+    /// producer.push_slice(&[1, 2, 3]);
+    /// let (count, sum) = consumer.pop_slices(16, |first, second| {
+    ///     first.iter().chain(second).sum::<u32>()
+    /// });
+    /// assert_eq!((count, sum), (3, 6));
+    /// ```
+    #[inline]
+    pub fn pop_slices<R>(&mut self, max: usize, f: impl FnOnce(&[T], &[T]) -> R) -> (usize, R)
+    where
+        T: Copy,
+    {
+        let mut available = self.available_cached();
+        if available < max {
+            available = self.refresh_available();
+        }
+        let count = available.min(max);
+        #[cfg(loom)]
+        let result = {
+            // loom checks each slot access on its own, so read item by item.
+            let items: Vec<T> = (0..count)
+                // SAFETY: as for `pop_each`: `head .. head + count` are initialised slots
+                // below a tail loaded with Acquire, read before `head` moves past them.
+                .map(|offset| unsafe { self.shared.read_slot(self.head.wrapping_add(offset)) })
+                .collect();
+            f(&items, &[])
+        };
+        #[cfg(not(loom))]
+        let result = {
+            let slot_count = self.shared.mask + 1;
+            let start = self.head & self.shared.mask;
+            let first = count.min(slot_count - start);
+            let base = self.shared.slots.as_ptr() as *const T;
+            // SAFETY: slots `head .. head + count` hold initialised items (below a tail loaded
+            // with Acquire) that the producer will not overwrite until we publish a head past
+            // them, which happens only after `f` returns; both runs lie inside the buffer
+            // (`start + first ≤ slot_count`, `count - first ≤ start`); the cells are
+            // `repr(transparent)` over `T`; `T: Copy` means lending them drops nothing.
+            let (first_run, second_run) = unsafe {
+                (
+                    core::slice::from_raw_parts(base.add(start), first),
+                    core::slice::from_raw_parts(base, count - first),
+                )
+            };
+            f(first_run, second_run)
+        };
+        if count > 0 {
+            self.publish(self.head.wrapping_add(count));
+        }
+        (count, result)
     }
 
     /// Calls `f` on up to `max` of the oldest items, oldest first, then frees their slots
@@ -397,7 +497,7 @@ impl<T> Consumer<T> {
 
     #[inline(always)]
     fn publish(&mut self, head: usize) {
-        debug_assert!(self.tail_cached.wrapping_sub(head) <= self.shared.capacity);
+        debug_assert!(self.tail_cached.wrapping_sub(head) <= self.capacity);
         self.head = head;
         // Release pairs with the producer's Acquire load of `head` in `refresh_free`: our
         // moves out of the slots below `head` happen before its writes into them.
