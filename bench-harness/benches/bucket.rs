@@ -3,8 +3,10 @@
 //! every check takes the full compare-exchange path), in the two clock modes `compare` uses:
 //! a clock read per check (spillway `Clock::now_ns`, governor's default `QuantaClock`) and
 //! amortised (spillway one `now_ns` per 64 checks, governor `QuantaUpkeepClock` with a 10 µs
-//! upkeep interval). One iteration is 64 checks, the batch of one clock read; the loops are
-//! `spillway_bench::bucket_checks::{spillway_loop, governor_loop}`.
+//! upkeep interval). spillway runs both access modes: `try_acquire` (a compare-exchange, any
+//! thread) and `try_acquire_exclusive` (`&mut`, a load and a store, a bucket one thread owns).
+//! One iteration is 64 checks, the batch of one clock read; the loops are
+//! `spillway_bench::bucket_checks::{spillway_loop, spillway_loop_exclusive, governor_loop}`.
 //!
 //! Known bias: an uncontended bucket whose cache line never leaves the core, the best case for
 //! both; governor's upkeep thread takes CPU from whichever core it wakes on. The bucket lives
@@ -18,7 +20,8 @@ use governor::clock::{QuantaClock, QuantaUpkeepClock};
 use governor::RateLimiter;
 use spillway::clock::Clock;
 use spillway_bench::bucket_checks::{
-    governor_loop, spillway_loop, BucketQuota, ClockMode, CHECKS_PER_CLOCK_READ, UPKEEP_INTERVAL,
+    governor_loop, spillway_loop, spillway_loop_exclusive, BucketQuota, ClockMode,
+    CHECKS_PER_CLOCK_READ, UPKEEP_INTERVAL,
 };
 
 const CHECKS_PER_ITERATION: u64 = CHECKS_PER_CLOCK_READ as u64;
@@ -42,6 +45,23 @@ fn bucket_single_thread(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.iter_custom(|iterations| {
                 spillway_loop(&bucket, &clock, iterations * CHECKS_PER_ITERATION, mode).elapsed
+            });
+        });
+    }
+    for (name, mode) in [
+        ("spillway_exclusive/clock_per_check", ClockMode::PerCheck),
+        ("spillway_exclusive/amortised_per_64", ClockMode::Amortised),
+    ] {
+        let mut bucket = quota.spillway();
+        group.bench_function(name, |b| {
+            b.iter_custom(|iterations| {
+                spillway_loop_exclusive(
+                    &mut bucket,
+                    &clock,
+                    iterations * CHECKS_PER_ITERATION,
+                    mode,
+                )
+                .elapsed
             });
         });
     }

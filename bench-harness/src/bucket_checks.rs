@@ -7,6 +7,14 @@
 //! `std::hint::black_box` and admitted checks are counted, so nothing is optimised away and
 //! readers can see that both sides admitted the same number.
 //!
+//! Two ways to reach a spillway bucket ([`BucketAccess`]):
+//! - **shared**: `TokenBucket::try_acquire(&self, ..)`, a compare-exchange, safe from any
+//!   number of threads (a bucket shared between threads); like-for-like with governor, whose
+//!   `check()` is a compare-exchange too;
+//! - **exclusive**: `TokenBucket::try_acquire_exclusive(&mut self, ..)`, the same decision as
+//!   a plain load and store, for a bucket one thread owns (a shard's per-connection bucket).
+//!   Only the single-thread and keyed loops have it: `&mut` cannot be shared by two threads.
+//!
 //! Two ways to get the time:
 //! - **clock read per check**: spillway calls `Clock::now_ns()` (quanta `now`) before every
 //!   check; governor uses its default clock, `QuantaClock`, which reads quanta's TSC in every
@@ -144,13 +152,45 @@ pub enum ClockMode {
     Amortised,
 }
 
-/// spillway: `checks` checks of one bucket on the calling thread.
-#[inline(never)]
-pub fn spillway_loop(
-    bucket: &TokenBucket,
+/// How spillway's checks reach the bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BucketAccess {
+    /// `try_acquire(&self, ..)`: a compare-exchange, for a bucket any thread may check.
+    Shared,
+    /// `try_acquire_exclusive(&mut self, ..)`: a load and a store, for a bucket one thread
+    /// owns (as a shard owns its connections' buckets).
+    Exclusive,
+}
+
+impl BucketAccess {
+    /// Both, shared first.
+    pub const ALL: [Self; 2] = [Self::Shared, Self::Exclusive];
+
+    /// The method and what it is for, in words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Shared => "try_acquire (CAS, any thread)",
+            Self::Exclusive => "try_acquire_exclusive (owner thread, as shards use it)",
+        }
+    }
+
+    /// A short name, as in the JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Shared => "shared",
+            Self::Exclusive => "exclusive",
+        }
+    }
+}
+
+/// The loop of [`spillway_loop`] and [`spillway_loop_exclusive`]: `checks` (rounded) calls
+/// of `check` with a fresh or an amortised clock reading; `check` says whether it admitted.
+#[inline(always)]
+fn check_loop(
     clock: &Clock,
     checks: u64,
     mode: ClockMode,
+    mut check: impl FnMut(u64) -> bool,
 ) -> CheckRun {
     let checks = round_checks(checks);
     let batches = checks / CHECKS_PER_CLOCK_READ as u64;
@@ -159,7 +199,7 @@ pub fn spillway_loop(
     match mode {
         ClockMode::PerCheck => {
             for _ in 0..checks {
-                if black_box(bucket.try_acquire(clock.now_ns(), 1)).is_ok() {
+                if check(clock.now_ns()) {
                     admitted += 1;
                 }
             }
@@ -168,7 +208,7 @@ pub fn spillway_loop(
             for _ in 0..batches {
                 let now_ns = clock.now_ns();
                 for _ in 0..CHECKS_PER_CLOCK_READ {
-                    if black_box(bucket.try_acquire(now_ns, 1)).is_ok() {
+                    if check(now_ns) {
                         admitted += 1;
                     }
                 }
@@ -180,6 +220,34 @@ pub fn spillway_loop(
         admitted,
         elapsed: start.elapsed(),
     }
+}
+
+/// spillway, [`BucketAccess::Shared`]: `checks` `try_acquire` checks of one bucket on the
+/// calling thread.
+#[inline(never)]
+pub fn spillway_loop(
+    bucket: &TokenBucket,
+    clock: &Clock,
+    checks: u64,
+    mode: ClockMode,
+) -> CheckRun {
+    check_loop(clock, checks, mode, |now_ns| {
+        black_box(bucket.try_acquire(now_ns, 1)).is_ok()
+    })
+}
+
+/// spillway, [`BucketAccess::Exclusive`]: `checks` `try_acquire_exclusive` checks of one
+/// bucket on the calling thread.
+#[inline(never)]
+pub fn spillway_loop_exclusive(
+    bucket: &mut TokenBucket,
+    clock: &Clock,
+    checks: u64,
+    mode: ClockMode,
+) -> CheckRun {
+    check_loop(clock, checks, mode, |now_ns| {
+        black_box(bucket.try_acquire_exclusive(now_ns, 1)).is_ok()
+    })
 }
 
 /// A governor direct (one-state) limiter on clock `C`.
@@ -204,10 +272,19 @@ pub fn governor_loop<C: GovernorClock>(limiter: &DirectLimiter<C>, checks: u64) 
     }
 }
 
-/// spillway, one thread, a fresh bucket with `quota`.
-pub fn spillway_single(quota: BucketQuota, checks: u64, mode: ClockMode) -> CheckRun {
+/// spillway, one thread, a fresh bucket with `quota`, reached as `access` says.
+pub fn spillway_single(
+    quota: BucketQuota,
+    checks: u64,
+    mode: ClockMode,
+    access: BucketAccess,
+) -> CheckRun {
     let clock = Clock::new();
-    spillway_loop(&quota.spillway(), &clock, checks, mode)
+    let mut bucket = quota.spillway();
+    match access {
+        BucketAccess::Shared => spillway_loop(&bucket, &clock, checks, mode),
+        BucketAccess::Exclusive => spillway_loop_exclusive(&mut bucket, &clock, checks, mode),
+    }
 }
 
 /// governor, one thread, a fresh direct limiter with `quota` on its default `QuantaClock`
@@ -338,7 +415,8 @@ where
         .map_err(|_| anyhow::anyhow!("the measuring thread panicked"))
 }
 
-/// spillway, two threads checking one shared bucket, `checks_per_thread` checks each.
+/// spillway, two threads checking one shared bucket, `checks_per_thread` checks each;
+/// always [`BucketAccess::Shared`] (an exclusive bucket cannot be shared, by type).
 ///
 /// # Errors
 /// When a thread cannot be spawned or panics.
@@ -432,14 +510,42 @@ impl KeyOrder {
 
 /// spillway, keyed: one bucket per connection in a `Vec` indexed by connection id (as a
 /// shard holds them), checked in `order`, `passes` times over, reading the clock once per
-/// [`CHECKS_PER_CLOCK_READ`] checks. Every bucket is checked once before the clock starts.
-pub fn spillway_keyed(quota: BucketQuota, order: &KeyOrder, passes: u32) -> CheckRun {
+/// [`CHECKS_PER_CLOCK_READ`] checks; `buckets[id].try_acquire` ([`BucketAccess::Shared`]) or
+/// `(&mut buckets[id]).try_acquire_exclusive` ([`BucketAccess::Exclusive`]). Every bucket is
+/// checked once before the clock starts.
+pub fn spillway_keyed(
+    quota: BucketQuota,
+    order: &KeyOrder,
+    passes: u32,
+    access: BucketAccess,
+) -> CheckRun {
     let clock = Clock::new();
-    let buckets: Vec<TokenBucket> = (0..order.connections()).map(|_| quota.spillway()).collect();
+    let mut buckets: Vec<TokenBucket> =
+        (0..order.connections()).map(|_| quota.spillway()).collect();
     let warm_up_ns = clock.now_ns();
     for bucket in &buckets {
         black_box(bucket.try_acquire(warm_up_ns, 1)).ok();
     }
+    match access {
+        BucketAccess::Shared => keyed_loop(&clock, order, passes, |key, now_ns| {
+            black_box(buckets[key as usize].try_acquire(now_ns, 1)).is_ok()
+        }),
+        BucketAccess::Exclusive => keyed_loop(&clock, order, passes, |key, now_ns| {
+            let bucket = &mut buckets[key as usize];
+            black_box(bucket.try_acquire_exclusive(now_ns, 1)).is_ok()
+        }),
+    }
+}
+
+/// The timed loop of [`spillway_keyed`]: `check(key, now_ns)` for every key of `order`,
+/// `passes` times over, one clock reading per [`CHECKS_PER_CLOCK_READ`] keys.
+#[inline(never)]
+fn keyed_loop(
+    clock: &Clock,
+    order: &KeyOrder,
+    passes: u32,
+    mut check: impl FnMut(u32, u64) -> bool,
+) -> CheckRun {
     let mut admitted = 0u64;
     let mut checks = 0u64;
     let start = Instant::now();
@@ -447,7 +553,7 @@ pub fn spillway_keyed(quota: BucketQuota, order: &KeyOrder, passes: u32) -> Chec
         for batch in order.keys().chunks(CHECKS_PER_CLOCK_READ) {
             let now_ns = clock.now_ns();
             for &key in batch {
-                if black_box(buckets[key as usize].try_acquire(now_ns, 1)).is_ok() {
+                if check(key, now_ns) {
                     admitted += 1;
                 }
             }
@@ -557,14 +663,20 @@ mod tests {
     fn same_quota_admits_the_same_on_both_sides() {
         let upkeep = QuantaUpkeepClock::from_interval(UPKEEP_INTERVAL).unwrap();
         for mode in [ClockMode::PerCheck, ClockMode::Amortised] {
-            let spillway = spillway_single(BucketQuota::ADMITTING, 1000, mode);
             let governor = governor_single(BucketQuota::ADMITTING, 1000, mode, &upkeep);
-            assert_eq!(spillway.checks, 1024);
-            assert_eq!((spillway.admitted, governor.admitted), (1024, 1024));
+            assert_eq!(governor.admitted, 1024);
+            for access in BucketAccess::ALL {
+                let spillway = spillway_single(BucketQuota::ADMITTING, 1000, mode, access);
+                assert_eq!(spillway.checks, 1024);
+                assert_eq!(spillway.admitted, 1024, "{access:?}");
+            }
             // A burst of 1 per second: only the first check of the run gets through.
-            let spillway = spillway_single(BucketQuota::REFUSING, 1000, mode);
             let governor = governor_single(BucketQuota::REFUSING, 1000, mode, &upkeep);
-            assert_eq!((spillway.admitted, governor.admitted), (1, 1));
+            assert_eq!(governor.admitted, 1);
+            for access in BucketAccess::ALL {
+                let spillway = spillway_single(BucketQuota::REFUSING, 1000, mode, access);
+                assert_eq!(spillway.admitted, 1, "{access:?}");
+            }
         }
         let pinning = Pinning::off();
         for mode in [ClockMode::PerCheck, ClockMode::Amortised] {
@@ -576,7 +688,8 @@ mod tests {
             assert_eq!((governor.checks(), governor.admitted()), (1280, 1280));
         }
         let order = KeyOrder::shuffled(CONNECTIONS, 1, KEY_ORDER_SEED);
-        let spillway = spillway_keyed(BucketQuota::ADMITTING, &order, 2);
+        let spillway = spillway_keyed(BucketQuota::ADMITTING, &order, 2, BucketAccess::Shared);
+        let exclusive = spillway_keyed(BucketQuota::ADMITTING, &order, 2, BucketAccess::Exclusive);
         let governor = governor_keyed(
             BucketQuota::ADMITTING,
             &order,
@@ -591,10 +704,15 @@ mod tests {
             &upkeep,
             FibonacciBuildHasher::default(),
         );
-        assert_eq!(spillway.checks, 30_000);
+        assert_eq!((spillway.checks, exclusive.checks), (30_000, 30_000));
         assert_eq!(
-            (spillway.admitted, governor.admitted, fibonacci.admitted),
-            (30_000, 30_000, 30_000)
+            (
+                spillway.admitted,
+                exclusive.admitted,
+                governor.admitted,
+                fibonacci.admitted
+            ),
+            (30_000, 30_000, 30_000, 30_000)
         );
     }
 }

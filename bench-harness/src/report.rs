@@ -272,17 +272,25 @@ impl Report {
             for note in &section.notes {
                 let _ = writeln!(out, "   {note}");
             }
-            let header = [
-                "case",
+            // spillway's own column only where its figures differ by more than the name
+            // "spillway" (the bucket section's access modes).
+            let name_column = section
+                .rows
+                .iter()
+                .any(|row| row.spillway.name != section.rows[0].spillway.name);
+            let mut header = vec!["case"];
+            if name_column {
+                header.push("spillway");
+            }
+            header.extend([
                 "spillway median (min–max)",
                 "peer",
                 "peer median (min–max)",
                 "spillway/peer",
                 "spillway is",
                 "target",
-            ]
-            .map(str::to_owned);
-            let mut lines = vec![header];
+            ]);
+            let mut lines: Vec<Vec<String>> = vec![header.into_iter().map(str::to_owned).collect()];
             for row in &section.rows {
                 let target = match row.target {
                     None => String::new(),
@@ -296,8 +304,11 @@ impl Report {
                         }
                     ),
                 };
-                lines.push([
-                    row.case.clone(),
+                let mut line = vec![row.case.clone()];
+                if name_column {
+                    line.push(row.spillway.name.clone());
+                }
+                line.extend([
                     figure_text(&row.spillway),
                     row.peer.name.clone(),
                     figure_text(&row.peer),
@@ -305,8 +316,9 @@ impl Report {
                     advantage_text(row),
                     target,
                 ]);
+                lines.push(line);
             }
-            let mut widths = [0usize; 7];
+            let mut widths = vec![0usize; lines[0].len()];
             for line in &lines {
                 for (width, cell) in widths.iter_mut().zip(line) {
                     *width = (*width).max(cell.chars().count());
@@ -315,8 +327,8 @@ impl Report {
             for (index, line) in lines.iter().enumerate() {
                 let cells: Vec<String> = line
                     .iter()
-                    .zip(widths)
-                    .map(|(cell, width)| format!("{cell:<width$}"))
+                    .zip(&widths)
+                    .map(|(cell, &width)| format!("{cell:<width$}"))
                     .collect();
                 let _ = writeln!(out, "{}", cells.join(" | ").trim_end());
                 if index == 0 {
@@ -368,8 +380,9 @@ impl Report {
                     };
                     let _ = writeln!(
                         out,
-                        "     {}: spillway {}, {} {}",
+                        "     {}: {} {}, {} {}",
                         row.case,
+                        row.spillway.name,
                         counts(&row.spillway),
                         row.peer.name,
                         counts(&row.peer)

@@ -13,9 +13,10 @@ fn quick_run_completes_with_every_section_and_ratio() {
     let report = suite::run(&Settings::quick(), |_| {}).expect("quick run");
     let titles: Vec<&str> = report.sections.iter().map(|s| s.title.as_str()).collect();
     assert_eq!(titles.len(), 4, "{titles:?}");
-    // 2 capacities x 4 peers per throughput section, 2 percentiles x 4 peers, 3 + 4 + 1 + 2 bucket rows.
+    // 2 capacities x 4 peers per throughput section, 2 percentiles x 4 peers; bucket rows:
+    // 3 single-thread cases x 2 access modes, 4 two-thread, 1 clock, 2 access modes x 2 keyed peers.
     let row_counts: Vec<usize> = report.sections.iter().map(|s| s.rows.len()).collect();
-    assert_eq!(row_counts, [8, 8, 8, 10]);
+    assert_eq!(row_counts, [8, 8, 8, 15]);
     for row in report.sections.iter().flat_map(|s| &s.rows) {
         assert!(row.ratio().is_finite() && row.ratio() > 0.0, "{}", row.case);
         // Both sides of every bucket row got the same quota and admitted the same checks.
@@ -24,9 +25,36 @@ fn quick_run_completes_with_every_section_and_ratio() {
             assert_eq!(spillway.admitted, peer.admitted, "{}", row.case);
         }
     }
+    // Each bucket target is judged on one access mode: CAS for the clock-per-check row, the
+    // owner-thread path for the amortised and keyed rows.
+    let judged: Vec<(&str, bool)> = report.sections[3]
+        .rows
+        .iter()
+        .filter(|row| row.target.is_some())
+        .map(|row| {
+            (
+                row.case.as_str(),
+                row.spillway.name.contains("try_acquire_exclusive"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        judged,
+        [
+            ("1 thread, clock read per check, admitted", false),
+            ("1 thread, amortised clock, admitted", true),
+            ("15000 keyed, random order, amortised clock", true),
+        ]
+    );
     let json = report.to_json();
     assert_eq!(json["sections"].as_array().map(Vec::len), Some(4));
-    assert!(report.to_table().contains("spillway/peer"));
+    let table = report.to_table();
+    assert!(table.contains("spillway/peer"));
+    // The bucket table names spillway's access mode on every row.
+    assert!(
+        table.contains("| spillway try_acquire_exclusive (owner thread"),
+        "{table}"
+    );
 }
 
 #[test]

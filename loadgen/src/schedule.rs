@@ -116,7 +116,9 @@ mod tests {
             let gap = pair[1] - pair[0];
             assert!(gap == 428_571_428 || gap == 428_571_429, "gap {gap}");
         }
-        assert!(sends.windows(2).all(|pair| pair[0].intended_ns <= pair[1].intended_ns));
+        assert!(sends
+            .windows(2)
+            .all(|pair| pair[0].intended_ns <= pair[1].intended_ns));
     }
 
     #[test]
