@@ -15,8 +15,20 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
+pub mod admission;
 pub mod bucket;
 pub mod clock;
+pub mod config;
+pub mod control;
+pub mod engine;
+pub mod handler;
+pub mod ingress;
+pub mod message;
+pub mod metrics;
+pub mod outcome;
 pub mod ring;
+pub(crate) mod shard;
+pub mod simulation;
+pub(crate) mod wait;
 
 pub(crate) mod sync;

@@ -6,6 +6,7 @@
 use std::num::NonZeroU32;
 
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use spillway::bucket::{RetryAfter, TokenBucket};
 
 const NANOS_PER_SEC: u128 = 1_000_000_000;
@@ -35,6 +36,11 @@ fn nonzero(value: u32) -> NonZeroU32 {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("regressions"))),
+        ..ProptestConfig::default()
+    })]
+
     /// Over every window `[t_i, t_j]` of the run: admitted <= burst + rate × t, with rate the
     /// fastest in force and burst the window's worth at that rate (the bucket's burst window
     /// `τ` is fixed at construction; see `TokenBucket`).

@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use spillway::ring::{spsc, Mpmc};
 
 #[derive(Clone, Debug)]
@@ -35,6 +36,11 @@ fn operation() -> impl Strategy<Value = Operation> {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("regressions"))),
+        ..ProptestConfig::default()
+    })]
+
     #[test]
     fn spsc_matches_a_bounded_fifo_model(
         capacity in 1usize..33,

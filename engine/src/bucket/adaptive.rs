@@ -135,35 +135,64 @@ impl AdaptiveRate {
 
     /// Adjusts `bucket` for one interval in which the handler latency was `latency_ns`.
     pub fn on_interval(&mut self, latency_ns: u64, bucket: &TokenBucket) -> RateDecision {
-        let from_per_sec = self.current_per_sec;
-        let to_per_sec = if latency_ns > self.settings.latency_threshold_ns {
-            // u64: from ≤ u32::MAX and the factor ≤ 99 cannot overflow. Rounds down, so a cut
-            // always lowers a rate above the floor by at least one.
-            let cut = u64::from(from_per_sec) * u64::from(100 - self.settings.cut_percent) / 100;
-            (cut as u32).max(self.settings.floor_per_sec.get())
-        } else {
-            // Rounds the step up to at least one message per second, so small rates recover.
-            let step = (u64::from(from_per_sec) * u64::from(self.settings.recover_percent))
-                .div_ceil(100)
-                .max(1);
-            (u64::from(from_per_sec) + step).min(u64::from(self.nominal_per_sec)) as u32
-        };
-        if to_per_sec == from_per_sec {
-            return RateDecision::Held;
+        let decision = decide(
+            &self.settings,
+            self.nominal_per_sec,
+            self.current_per_sec,
+            latency_ns,
+        );
+        if let Some(to_per_sec) = decision.new_rate() {
+            self.current_per_sec = to_per_sec;
+            bucket.set_rate(NonZeroU32::new(to_per_sec).expect("rates stay at or above the floor"));
         }
-        self.current_per_sec = to_per_sec;
-        bucket.set_rate(NonZeroU32::new(to_per_sec).expect("rates stay at or above the floor"));
-        if to_per_sec < from_per_sec {
-            RateDecision::Cut {
-                from_per_sec,
-                to_per_sec,
+        decision
+    }
+}
+
+impl RateDecision {
+    /// The rate to set, if the decision changes it.
+    pub fn new_rate(self) -> Option<u32> {
+        match self {
+            RateDecision::Cut { to_per_sec, .. } | RateDecision::Recovered { to_per_sec, .. } => {
+                Some(to_per_sec)
             }
-        } else {
-            RateDecision::Recovered {
-                from_per_sec,
-                to_per_sec,
-            }
+            RateDecision::Held => None,
         }
+    }
+}
+
+/// The controller's rule as a pure function, for owners that keep only the current rate per
+/// connection (a shard with thousands of connections shares one `settings` and `nominal`).
+/// `settings` must have passed [`AdaptiveRate::new`]'s checks.
+pub fn decide(
+    settings: &AdaptiveSettings,
+    nominal_per_sec: u32,
+    current_per_sec: u32,
+    latency_ns: u64,
+) -> RateDecision {
+    let from_per_sec = current_per_sec;
+    let to_per_sec = if latency_ns > settings.latency_threshold_ns {
+        // u64: from ≤ u32::MAX and the factor ≤ 99 cannot overflow. Rounds down, so a cut
+        // always lowers a rate above the floor by at least one.
+        let cut = u64::from(from_per_sec) * u64::from(100 - settings.cut_percent) / 100;
+        (cut as u32).max(settings.floor_per_sec.get())
+    } else {
+        // Rounds the step up to at least one message per second, so small rates recover.
+        let step = (u64::from(from_per_sec) * u64::from(settings.recover_percent))
+            .div_ceil(100)
+            .max(1);
+        (u64::from(from_per_sec) + step).min(u64::from(nominal_per_sec)) as u32
+    };
+    match to_per_sec.cmp(&from_per_sec) {
+        core::cmp::Ordering::Less => RateDecision::Cut {
+            from_per_sec,
+            to_per_sec,
+        },
+        core::cmp::Ordering::Greater => RateDecision::Recovered {
+            from_per_sec,
+            to_per_sec,
+        },
+        core::cmp::Ordering::Equal => RateDecision::Held,
     }
 }
 

@@ -25,7 +25,9 @@
 
 mod adaptive;
 
-pub use adaptive::{AdaptiveError, AdaptiveRate, AdaptiveSettings, RateDecision};
+pub use adaptive::{
+    decide as adaptive_decide, AdaptiveError, AdaptiveRate, AdaptiveSettings, RateDecision,
+};
 
 use core::num::NonZeroU32;
 use core::time::Duration;

@@ -299,6 +299,12 @@ impl<T> Producer<T> {
         self.shared.capacity
     }
 
+    /// Whether the consumer is gone: nothing pushed from now on will be read (until this
+    /// half is dropped too, which drops the items).
+    pub fn is_abandoned(&self) -> bool {
+        is_abandoned(&self.shared)
+    }
+
     /// Free slots according to our cached head, without touching shared memory.
     #[inline(always)]
     fn free_cached(&self) -> usize {
@@ -480,6 +486,12 @@ impl<T> Consumer<T> {
         self.shared.capacity
     }
 
+    /// Whether the producer is gone: once this half has popped what is left, nothing more
+    /// will come.
+    pub fn is_abandoned(&self) -> bool {
+        is_abandoned(&self.shared)
+    }
+
     /// Items known to be there according to our cached tail.
     #[inline(always)]
     fn available_cached(&self) -> usize {
@@ -503,6 +515,18 @@ impl<T> Consumer<T> {
         // moves out of the slots below `head` happen before its writes into them.
         self.shared.head.store(head, Ordering::Release);
     }
+}
+
+/// Whether the other half has been dropped.
+fn is_abandoned<T>(shared: &Arc<Shared<T>>) -> bool {
+    let alone = Arc::strong_count(shared) == 1;
+    if alone {
+        // The other half's drop decremented the count with Release; this fence makes
+        // everything that half did before (its last push or pop) visible to what the
+        // caller does next, e.g. a final drain after seeing the producer gone.
+        crate::sync::fence(Ordering::Acquire);
+    }
+    alone
 }
 
 /// Publishes the consumer's head up to and including the item being handled if the handler
@@ -603,6 +627,17 @@ mod tests {
             assert_eq!(consumer.pop(), Some(value));
         }
         assert_eq!(consumer.pop(), None);
+    }
+
+    #[test]
+    fn each_half_sees_the_other_go() {
+        let (producer, consumer) = channel::<u8>(2);
+        assert!(!producer.is_abandoned());
+        drop(consumer);
+        assert!(producer.is_abandoned());
+        let (producer, consumer) = channel::<u8>(2);
+        drop(producer);
+        assert!(consumer.is_abandoned());
     }
 
     #[test]

@@ -1,0 +1,221 @@
+//! Per-tenant aggregate caps and priority ceilings, shared by all shards.
+//!
+//! A tenant's connections may sit on different shards, so its pending count is the one piece
+//! of admission state that shards share. Each shard charges it with a compare-exchange that
+//! only succeeds below the priority's threshold, so concurrent shards can never push it past
+//! its cap (no overshoot, not even transiently), and releases it with a `fetch_sub` when the
+//! message finishes. Tenants without settings take no shared state at all.
+
+use crate::config::TenantConfig;
+use crate::message::{Priority, TenantId};
+use crate::sync::{AtomicU64, Ordering};
+
+use super::caps::Thresholds;
+
+/// The tenants that have settings, fixed at start; values changeable at run time.
+#[derive(Debug)]
+pub struct TenantTable {
+    /// Sorted by tenant id, for binary search; ids never change after start.
+    entries: Box<[TenantEntry]>,
+    percent: [u32; Priority::COUNT],
+}
+
+#[derive(Debug)]
+struct TenantEntry {
+    tenant: TenantId,
+    /// Pending messages across all shards. On its own cache line: shards of a busy tenant
+    /// write it concurrently and must not slow the neighbours' lookups.
+    pending: crossbeam_utils::CachePadded<AtomicU64>,
+    /// The cap, `u64::MAX` for none.
+    max_pending: AtomicU64,
+    /// The most urgent priority allowed, as its index.
+    ceiling: AtomicU64,
+}
+
+/// Index of a tenant in the table, cached by shards per connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TenantIndex(u32);
+
+impl TenantIndex {
+    /// Position in [`TenantTable`] order, for per-tenant counters.
+    pub fn position(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl TenantTable {
+    /// A table of the configured tenants, with the caps' priority percentages.
+    pub fn new(tenants: &[TenantConfig], percent: [u32; Priority::COUNT]) -> Self {
+        let mut sorted: Vec<&TenantConfig> = tenants.iter().collect();
+        sorted.sort_by_key(|config| config.tenant);
+        let entries = sorted
+            .into_iter()
+            .map(|config| TenantEntry {
+                tenant: config.tenant,
+                pending: crossbeam_utils::CachePadded::new(AtomicU64::new(0)),
+                max_pending: AtomicU64::new(config.max_pending.map_or(u64::MAX, u64::from)),
+                ceiling: AtomicU64::new(config.priority_ceiling.index() as u64),
+            })
+            .collect();
+        Self { entries, percent }
+    }
+
+    /// Number of tenants with settings.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no tenant has settings.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The tenant ids in table order.
+    pub fn tenant_ids(&self) -> impl Iterator<Item = TenantId> + '_ {
+        self.entries.iter().map(|entry| entry.tenant)
+    }
+
+    /// Where `tenant` is, if it has settings.
+    pub fn find(&self, tenant: TenantId) -> Option<TenantIndex> {
+        self.entries
+            .binary_search_by_key(&tenant, |entry| entry.tenant)
+            .ok()
+            .map(|position| TenantIndex(position as u32))
+    }
+
+    /// `claimed`, lowered to the tenant's ceiling.
+    #[inline]
+    pub fn ceiling(&self, index: TenantIndex, claimed: Priority) -> Priority {
+        // Relaxed: a standalone setting; a change reaches the next batch at the latest.
+        let ceiling = self.entries[index.position()]
+            .ceiling
+            .load(Ordering::Relaxed);
+        Priority::from_index(claimed.index().max(ceiling as usize)).unwrap_or(Priority::P3)
+    }
+
+    /// Charges one pending message to the tenant if its cap allows `priority`. Tenants
+    /// without a cap are counted too, so that a cap set at run time starts from the truth.
+    #[inline]
+    pub fn try_charge(&self, index: TenantIndex, priority: Priority) -> bool {
+        let entry = &self.entries[index.position()];
+        // Relaxed: the cap is a standalone setting; a change applies from the next check.
+        let max_pending = entry.max_pending.load(Ordering::Relaxed);
+        if max_pending == u64::MAX {
+            // Relaxed: a pure count, see below.
+            entry.pending.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        let limit = Thresholds::new(max_pending, &self.percent).limit(priority);
+        // Relaxed is enough: the count publishes no other memory, and each charge is a
+        // read-modify-write, so all charges and releases act on one total order of values;
+        // a charge succeeds only if the value it replaced was below the limit.
+        entry
+            .pending
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |pending| {
+                (pending < limit).then_some(pending + 1)
+            })
+            .is_ok()
+    }
+
+    /// Releases one pending message charged with [`try_charge`](Self::try_charge).
+    #[inline]
+    pub fn release(&self, index: TenantIndex) {
+        // Relaxed: as in `try_charge`.
+        let previous = self.entries[index.position()]
+            .pending
+            .fetch_sub(1, Ordering::Relaxed);
+        debug_assert!(previous > 0, "tenant pending count released below zero");
+    }
+
+    /// Pending messages of the tenant across shards (a snapshot).
+    pub fn pending(&self, index: TenantIndex) -> u64 {
+        self.entries[index.position()]
+            .pending
+            .load(Ordering::Relaxed)
+    }
+
+    /// Changes the tenant's cap at run time (`None`: no cap). Messages already pending stay
+    /// charged; a cap lowered below the pending count refuses until enough finish.
+    pub fn set_max_pending(&self, index: TenantIndex, max_pending: Option<u32>) {
+        // Relaxed: a standalone setting.
+        self.entries[index.position()]
+            .max_pending
+            .store(max_pending.map_or(u64::MAX, u64::from), Ordering::Relaxed);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn table(max_pending: Option<u32>) -> TenantTable {
+        TenantTable::new(
+            &[TenantConfig {
+                tenant: TenantId(9),
+                max_pending,
+                priority_ceiling: Priority::P2,
+            }],
+            [100, 95, 80, 60],
+        )
+    }
+
+    #[test]
+    fn charges_stop_at_each_priority_threshold() {
+        let table = table(Some(10));
+        let index = table.find(TenantId(9)).unwrap();
+        assert_eq!(table.find(TenantId(8)), None);
+        let mut admitted = 0;
+        while table.try_charge(index, Priority::P3) {
+            admitted += 1;
+        }
+        assert_eq!(admitted, 6);
+        while table.try_charge(index, Priority::P0) {
+            admitted += 1;
+        }
+        assert_eq!(admitted, 10);
+        table.release(index);
+        assert_eq!(table.pending(index), 9);
+        assert!(table.try_charge(index, Priority::P0));
+    }
+
+    #[test]
+    fn ceiling_lowers_claims_above_it() {
+        let table = table(None);
+        let index = table.find(TenantId(9)).unwrap();
+        assert_eq!(table.ceiling(index, Priority::P0), Priority::P2);
+        assert_eq!(table.ceiling(index, Priority::P3), Priority::P3);
+        assert!(table.try_charge(index, Priority::P0));
+        assert_eq!(table.pending(index), 1, "uncapped tenants are counted too");
+        table.set_max_pending(index, Some(1));
+        assert!(!table.try_charge(index, Priority::P0));
+        table.release(index);
+        assert!(table.try_charge(index, Priority::P0));
+    }
+
+    #[test]
+    fn concurrent_charges_never_overshoot() {
+        let table = std::sync::Arc::new(table(Some(1000)));
+        let index = table.find(TenantId(9)).unwrap();
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                let table = std::sync::Arc::clone(&table);
+                std::thread::spawn(move || {
+                    let mut charged = 0u64;
+                    for _ in 0..10_000 {
+                        if table.try_charge(index, Priority::P0) {
+                            charged += 1;
+                            assert!(table.pending(index) <= 1000);
+                        }
+                    }
+                    charged
+                })
+            })
+            .collect();
+        let charged: u64 = workers
+            .into_iter()
+            .map(|worker| worker.join().unwrap())
+            .sum();
+        assert_eq!(charged, 1000);
+        assert_eq!(table.pending(index), 1000);
+    }
+}

@@ -1,0 +1,485 @@
+//! Counters and their snapshot, [`Stats`].
+//!
+//! Each shard counts in plain integers that only it writes (no atomics on the data path) and
+//! publishes a copy through a seqlock once per loop, at a batch boundary, where every
+//! message it has seen is in exactly one state. A reader copies the published values and
+//! retries if the shard published meanwhile, so every snapshot of a shard is one the shard
+//! really was in, and [`Tally::reconciles`] holds for each shard and so for their sum:
+//! `submitted = refused + shed + admitted` and
+//! `admitted = delivered + failed + cancelled + dropped + in_flight`.
+
+use crate::admission::breaker::BreakerState;
+use crate::message::{Role, TenantId};
+use crate::outcome::{DropReason, FailureReason, Outcome, RefusalReason, ShedReason};
+use crate::sync::{fence, AtomicU64, Ordering};
+
+/// Outcome counts for one scope: the whole engine, a shard, a role or a tenant.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Messages that reached admission.
+    pub submitted: u64,
+    /// Messages admitted to a queue.
+    pub admitted: u64,
+    /// Refusals, by [`RefusalReason::index`].
+    pub refused: [u64; RefusalReason::COUNT],
+    /// Sheds, by [`ShedReason::index`].
+    pub shed: [u64; ShedReason::COUNT],
+    /// Admitted and delivered.
+    pub delivered: u64,
+    /// Admitted and failed, by [`FailureReason::index`].
+    pub failed: [u64; FailureReason::COUNT],
+    /// Admitted and cancelled.
+    pub cancelled: u64,
+    /// Admitted and dropped, by [`DropReason::index`].
+    pub dropped: [u64; DropReason::COUNT],
+}
+
+/// Number of `u64`s a [`Tally`] publishes as.
+const TALLY_WORDS: usize =
+    4 + RefusalReason::COUNT + ShedReason::COUNT + FailureReason::COUNT + DropReason::COUNT;
+
+impl Tally {
+    /// All refusals.
+    pub fn refused_total(&self) -> u64 {
+        self.refused.iter().sum()
+    }
+
+    /// All sheds.
+    pub fn shed_total(&self) -> u64 {
+        self.shed.iter().sum()
+    }
+
+    /// All failures.
+    pub fn failed_total(&self) -> u64 {
+        self.failed.iter().sum()
+    }
+
+    /// All drops.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.iter().sum()
+    }
+
+    /// Admitted messages that have finished (delivered, failed, cancelled or dropped).
+    pub fn finished(&self) -> u64 {
+        self.delivered + self.failed_total() + self.cancelled + self.dropped_total()
+    }
+
+    /// Admitted messages not yet finished.
+    pub fn in_flight(&self) -> u64 {
+        self.admitted.saturating_sub(self.finished())
+    }
+
+    /// Whether the counts reconcile exactly (SPEC 3).
+    pub fn reconciles(&self) -> bool {
+        self.submitted == self.refused_total() + self.shed_total() + self.admitted
+            && self.admitted >= self.finished()
+    }
+
+    /// Counts the first decision on a message that reached admission: `outcome` is a
+    /// refusal or shed, or `None` for admitted.
+    #[inline(always)]
+    pub(crate) fn count_decision(&mut self, outcome: Option<Outcome>) {
+        self.submitted += 1;
+        match outcome {
+            None => self.admitted += 1,
+            Some(Outcome::Refused { reason, .. }) => self.refused[reason.index()] += 1,
+            Some(Outcome::Shed { reason }) => self.shed[reason.index()] += 1,
+            Some(other) => debug_assert!(false, "not a decision: {other:?}"),
+        }
+    }
+
+    /// Counts how an admitted message finished.
+    #[inline(always)]
+    pub(crate) fn count_finish(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Delivered => self.delivered += 1,
+            Outcome::Failed { reason } => self.failed[reason.index()] += 1,
+            Outcome::Cancelled => self.cancelled += 1,
+            Outcome::Dropped { reason } => self.dropped[reason.index()] += 1,
+            Outcome::Refused { .. } | Outcome::Shed { .. } => {
+                debug_assert!(false, "not a finish: {outcome:?}")
+            }
+        }
+    }
+
+    fn add(&mut self, other: &Tally) {
+        let mut mine = [0; TALLY_WORDS];
+        let mut theirs = [0; TALLY_WORDS];
+        self.write(&mut mine);
+        other.write(&mut theirs);
+        for (sum, value) in mine.iter_mut().zip(theirs) {
+            *sum += value;
+        }
+        *self = Tally::read(&mine);
+    }
+
+    fn write(&self, out: &mut [u64]) {
+        let words = [
+            self.submitted,
+            self.admitted,
+            self.delivered,
+            self.cancelled,
+        ]
+        .into_iter()
+        .chain(self.refused)
+        .chain(self.shed)
+        .chain(self.failed)
+        .chain(self.dropped);
+        for (slot, value) in out.iter_mut().zip(words) {
+            *slot = value;
+        }
+    }
+
+    fn read(words: &[u64]) -> Self {
+        let mut tally = Tally {
+            submitted: words[0],
+            admitted: words[1],
+            delivered: words[2],
+            cancelled: words[3],
+            ..Tally::default()
+        };
+        let mut rest = words[4..].iter().copied();
+        for slot in tally
+            .refused
+            .iter_mut()
+            .chain(&mut tally.shed)
+            .chain(&mut tally.failed)
+            .chain(&mut tally.dropped)
+        {
+            *slot = rest.next().unwrap_or(0);
+        }
+        tally
+    }
+}
+
+/// A shard's own counters: plain integers, written only by the shard.
+#[derive(Clone, Debug)]
+pub(crate) struct ShardCounters {
+    pub(crate) total: Tally,
+    pub(crate) roles: [Tally; Role::COUNT],
+    /// One per configured tenant, in tenant-table order, then one for all other tenants.
+    pub(crate) tenants: Vec<Tally>,
+    pub(crate) priority_downgraded: u64,
+    pub(crate) backpressure_raised: u64,
+    pub(crate) connections_evicted: u64,
+    pub(crate) breaker_trips: u64,
+    /// Gauges, set at publication.
+    pub(crate) pending_messages: u64,
+    pub(crate) connections: u64,
+    pub(crate) backpressure_active: u64,
+}
+
+const SHARD_SCALAR_WORDS: usize = 7;
+
+impl ShardCounters {
+    pub(crate) fn new(configured_tenants: usize) -> Self {
+        Self {
+            total: Tally::default(),
+            roles: [Tally::default(); Role::COUNT],
+            tenants: vec![Tally::default(); configured_tenants + 1],
+            priority_downgraded: 0,
+            backpressure_raised: 0,
+            connections_evicted: 0,
+            breaker_trips: 0,
+            pending_messages: 0,
+            connections: 0,
+            backpressure_active: 0,
+        }
+    }
+
+    fn words(&self) -> usize {
+        SHARD_SCALAR_WORDS + TALLY_WORDS * (1 + Role::COUNT + self.tenants.len())
+    }
+
+    fn write(&self, out: &mut [u64]) {
+        out[..SHARD_SCALAR_WORDS].copy_from_slice(&[
+            self.priority_downgraded,
+            self.backpressure_raised,
+            self.connections_evicted,
+            self.breaker_trips,
+            self.pending_messages,
+            self.connections,
+            self.backpressure_active,
+        ]);
+        let tallies = core::iter::once(&self.total)
+            .chain(&self.roles)
+            .chain(&self.tenants);
+        for (chunk, tally) in out[SHARD_SCALAR_WORDS..]
+            .chunks_exact_mut(TALLY_WORDS)
+            .zip(tallies)
+        {
+            tally.write(chunk);
+        }
+    }
+
+    fn read(words: &[u64], configured_tenants: usize) -> Self {
+        let mut counters = ShardCounters::new(configured_tenants);
+        let [priority_downgraded, backpressure_raised, connections_evicted, breaker_trips, pending_messages, connections, backpressure_active] =
+            words[..SHARD_SCALAR_WORDS]
+                .try_into()
+                .expect("seven scalar words");
+        counters.priority_downgraded = priority_downgraded;
+        counters.backpressure_raised = backpressure_raised;
+        counters.connections_evicted = connections_evicted;
+        counters.breaker_trips = breaker_trips;
+        counters.pending_messages = pending_messages;
+        counters.connections = connections;
+        counters.backpressure_active = backpressure_active;
+        let mut chunks = words[SHARD_SCALAR_WORDS..].chunks_exact(TALLY_WORDS);
+        for tally in core::iter::once(&mut counters.total)
+            .chain(&mut counters.roles)
+            .chain(&mut counters.tenants)
+        {
+            *tally = Tally::read(chunks.next().expect("layout matches"));
+        }
+        counters
+    }
+}
+
+/// A shard's counters as last published: a seqlock over atomics, written by the shard only.
+///
+/// The protocol is the one of crossbeam's `AtomicCell` fallback and of Boehm, "Can seqlocks
+/// get along with programming language memory models?" (2012): the writer makes the sequence
+/// odd, writes, makes it even; a reader accepts a copy only if it saw the same even sequence
+/// before and after.
+#[derive(Debug)]
+pub(crate) struct PublishedCounters {
+    /// Even when stable, odd while the shard writes. Wraps after 2^63 publications.
+    sequence: AtomicU64,
+    values: Box<[AtomicU64]>,
+    configured_tenants: usize,
+}
+
+/// Most attempts a reader makes before it yields between attempts; a shard publishes in
+/// well under a microsecond, so this is only reached if the shard was descheduled mid-write.
+const READ_SPINS_MAX: u32 = 64;
+
+impl PublishedCounters {
+    pub(crate) fn new(configured_tenants: usize) -> Self {
+        let words = ShardCounters::new(configured_tenants).words();
+        Self {
+            sequence: AtomicU64::new(0),
+            values: (0..words).map(|_| AtomicU64::new(0)).collect(),
+            configured_tenants,
+        }
+    }
+
+    /// Called by the owning shard only. `scratch` is the shard's reusable buffer.
+    pub(crate) fn publish(&self, counters: &ShardCounters, scratch: &mut Vec<u64>) {
+        scratch.clear();
+        scratch.resize(self.values.len(), 0);
+        counters.write(scratch);
+        // Relaxed load: only this thread writes the sequence.
+        let sequence = self.sequence.load(Ordering::Relaxed);
+        self.sequence
+            .store(sequence.wrapping_add(1), Ordering::Relaxed);
+        // Release fence: orders the odd store before the value stores below, so a reader
+        // whose Acquire fence sees any new value also sees the odd sequence (pairs with the
+        // fence in `read`).
+        fence(Ordering::Release);
+        for (slot, &value) in self.values.iter().zip(scratch.iter()) {
+            // Relaxed: ordered by the fences and the Release store below.
+            slot.store(value, Ordering::Relaxed);
+        }
+        // Release: a reader that Acquire-loads this even sequence sees every value above.
+        self.sequence
+            .store(sequence.wrapping_add(2), Ordering::Release);
+    }
+
+    /// A consistent copy of the last publication.
+    pub(crate) fn read(&self) -> ShardCounters {
+        let mut words = vec![0; self.values.len()];
+        let mut attempts = 0u32;
+        loop {
+            // Acquire pairs with the Release store of the even sequence in `publish`.
+            let before = self.sequence.load(Ordering::Acquire);
+            if before % 2 == 0 {
+                for (word, slot) in words.iter_mut().zip(self.values.iter()) {
+                    *word = slot.load(Ordering::Relaxed);
+                }
+                // Acquire fence: pairs with the Release fence in `publish`; if any value read
+                // above came from a newer write, the load below sees at least its odd
+                // sequence.
+                fence(Ordering::Acquire);
+                if self.sequence.load(Ordering::Relaxed) == before {
+                    return ShardCounters::read(&words, self.configured_tenants);
+                }
+            }
+            attempts += 1;
+            if attempts < READ_SPINS_MAX {
+                core::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+/// One shard's part of a [`Stats`] snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardStats {
+    /// The shard's index.
+    pub shard: usize,
+    /// Its outcome counts.
+    pub total: Tally,
+    /// Messages pending on its queues when it published.
+    pub pending_messages: u64,
+    /// Connections whose state it holds.
+    pub connections: u64,
+    /// Whether its handler queue was at or over the backpressure threshold.
+    pub backpressure: bool,
+    /// Times it raised backpressure (crossed the threshold upward).
+    pub backpressure_raised: u64,
+    /// Messages whose claimed priority its tenants' ceilings lowered.
+    pub priority_downgraded: u64,
+    /// Idle connections it evicted to make room for new ones.
+    pub connections_evicted: u64,
+    /// Times it opened the breaker.
+    pub breaker_trips: u64,
+}
+
+/// A snapshot of the whole engine's counters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stats {
+    /// All shards together.
+    pub total: Tally,
+    /// Per role, in [`Role::ALL`] order.
+    pub roles: [Tally; Role::COUNT],
+    /// Per configured tenant.
+    pub tenants: Vec<(TenantId, Tally)>,
+    /// All tenants without settings together.
+    pub other_tenants: Tally,
+    /// Per shard.
+    pub shards: Vec<ShardStats>,
+    /// The circuit breaker's state when the snapshot was taken.
+    pub breaker: BreakerState,
+    /// Submissions handed back to the caller because the ring to the shard had no room
+    /// (counted by the ingress; such messages never reached admission).
+    pub ring_full: u64,
+}
+
+impl Stats {
+    /// Builds a snapshot from each shard's published counters.
+    pub(crate) fn collect(
+        shards: &[ShardCounters],
+        tenant_ids: &[TenantId],
+        breaker: BreakerState,
+        ring_full: u64,
+    ) -> Self {
+        let mut total = Tally::default();
+        let mut roles = [Tally::default(); Role::COUNT];
+        let mut tenants: Vec<(TenantId, Tally)> = tenant_ids
+            .iter()
+            .map(|&tenant| (tenant, Tally::default()))
+            .collect();
+        let mut other_tenants = Tally::default();
+        let mut shard_stats = Vec::with_capacity(shards.len());
+        for (index, counters) in shards.iter().enumerate() {
+            total.add(&counters.total);
+            for (sum, tally) in roles.iter_mut().zip(&counters.roles) {
+                sum.add(tally);
+            }
+            for ((_, sum), tally) in tenants.iter_mut().zip(&counters.tenants) {
+                sum.add(tally);
+            }
+            if let Some(other) = counters.tenants.last() {
+                other_tenants.add(other);
+            }
+            shard_stats.push(ShardStats {
+                shard: index,
+                total: counters.total,
+                pending_messages: counters.pending_messages,
+                connections: counters.connections,
+                backpressure: counters.backpressure_active != 0,
+                backpressure_raised: counters.backpressure_raised,
+                priority_downgraded: counters.priority_downgraded,
+                connections_evicted: counters.connections_evicted,
+                breaker_trips: counters.breaker_trips,
+            });
+        }
+        Stats {
+            total,
+            roles,
+            tenants,
+            other_tenants,
+            shards: shard_stats,
+            breaker,
+            ring_full,
+        }
+    }
+
+    /// Whether every scope reconciles exactly (SPEC 3).
+    pub fn reconciles(&self) -> bool {
+        self.total.reconciles()
+            && self.roles.iter().all(Tally::reconciles)
+            && self.tenants.iter().all(|(_, tally)| tally.reconciles())
+            && self.other_tenants.reconciles()
+            && self.shards.iter().all(|shard| shard.total.reconciles())
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_round_trip_through_publication() {
+        let mut counters = ShardCounters::new(2);
+        counters.total.count_decision(None);
+        counters.total.count_decision(Some(Outcome::Refused {
+            reason: RefusalReason::TenantQueueFull,
+            retry_after_ns: 5,
+        }));
+        counters.total.count_finish(Outcome::Dropped {
+            reason: DropReason::Disconnected,
+        });
+        counters.roles[3].count_decision(Some(Outcome::Shed {
+            reason: ShedReason::CircuitOpen,
+        }));
+        counters.tenants[2].count_finish(Outcome::Failed {
+            reason: FailureReason::HandlerPanic,
+        });
+        counters.pending_messages = 17;
+        let published = PublishedCounters::new(2);
+        published.publish(&counters, &mut Vec::new());
+        let read = published.read();
+        assert_eq!(read.total, counters.total);
+        assert_eq!(read.roles, counters.roles);
+        assert_eq!(read.tenants, counters.tenants);
+        assert_eq!(read.pending_messages, 17);
+        assert!(read.total.reconciles());
+        assert_eq!(read.total.in_flight(), 0);
+    }
+
+    #[test]
+    fn readers_never_see_a_torn_publication() {
+        let published = std::sync::Arc::new(PublishedCounters::new(0));
+        let writer = {
+            let published = std::sync::Arc::clone(&published);
+            std::thread::spawn(move || {
+                let mut counters = ShardCounters::new(0);
+                let mut scratch = Vec::new();
+                for _ in 0..20_000 {
+                    // Keep submitted = admitted + refused at every publication.
+                    counters.total.count_decision(None);
+                    counters.total.count_decision(Some(Outcome::Refused {
+                        reason: RefusalReason::RateLimited,
+                        retry_after_ns: 1,
+                    }));
+                    published.publish(&counters, &mut scratch);
+                }
+            })
+        };
+        let mut reads = 0;
+        while !writer.is_finished() || reads == 0 {
+            let snapshot = published.read();
+            assert!(
+                snapshot.total.reconciles(),
+                "torn read: {:?}",
+                snapshot.total
+            );
+            reads += 1;
+        }
+        writer.join().unwrap();
+    }
+}

@@ -1,0 +1,202 @@
+//! What became of a message: exactly one [`Completion`] per accepted submission, with an
+//! [`Outcome`] that always carries a reason when the message was not delivered (SPEC 3).
+
+use crate::message::{ConnectionId, MessageId};
+
+/// The final word on one message, posted to the submitter's completion ring (or returned
+/// at once to code running on the shard).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Completion {
+    /// The message's identifier, as submitted.
+    pub message: MessageId,
+    /// The connection it was submitted on.
+    pub connection: ConnectionId,
+    /// What happened to it.
+    pub outcome: Outcome,
+}
+
+/// What happened to a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Admitted, and the handler returned success.
+    Delivered,
+    /// Admitted, and the handler returned an error or panicked.
+    Failed {
+        /// Which.
+        reason: FailureReason,
+    },
+    /// Not admitted: a limit said no. Try again after `retry_after_ns`.
+    Refused {
+        /// Which limit.
+        reason: RefusalReason,
+        /// Nanoseconds after which a retry can succeed, as far as the engine can tell: from
+        /// the token bucket for [`RefusalReason::RateLimited`], from the queue's observed
+        /// drain rate for the caps, `0` where waiting does not help
+        /// ([`RefusalReason::Disconnected`], [`RefusalReason::ShuttingDown`]).
+        retry_after_ns: u64,
+    },
+    /// Not admitted: shed by priority while the circuit breaker is open.
+    Shed {
+        /// Why.
+        reason: ShedReason,
+    },
+    /// Admitted, then cancelled before its handler ran (control plane, or shutdown).
+    Cancelled,
+    /// Admitted, then dropped by the drop policy before its handler ran.
+    Dropped {
+        /// Why.
+        reason: DropReason,
+    },
+}
+
+/// Why an admitted message failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FailureReason {
+    /// The handler returned an error.
+    HandlerError,
+    /// The handler panicked; the shard caught it and kept running.
+    HandlerPanic,
+}
+
+impl FailureReason {
+    /// Every reason, in counter order.
+    pub const ALL: [FailureReason; 2] = [FailureReason::HandlerError, FailureReason::HandlerPanic];
+    /// Number of reasons.
+    pub const COUNT: usize = Self::ALL.len();
+
+    /// Counter index.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// A stable snake_case name for reports.
+    pub const fn name(self) -> &'static str {
+        match self {
+            FailureReason::HandlerError => "handler_error",
+            FailureReason::HandlerPanic => "handler_panic",
+        }
+    }
+}
+
+/// Why a message was refused. Each has its own counter in [`Stats`](crate::metrics::Stats).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RefusalReason {
+    /// The connection's token bucket is empty (level 1).
+    RateLimited,
+    /// The connection has its cap of pending messages (level 2).
+    ConnectionQueueFull,
+    /// The connection has its cap of pending payload bytes (level 2).
+    ConnectionBytesFull,
+    /// The tenant has its aggregate cap of pending messages across shards (level 2).
+    TenantQueueFull,
+    /// The shard has its cap of pending messages of this role (level 2).
+    RoleQueueFull,
+    /// The shard's handler queue is at its cap (level 2).
+    HandlerQueueFull,
+    /// The shard tracks its maximum number of connections and none is idle enough to evict.
+    ConnectionLimit,
+    /// The connection was disconnected by the `disconnect` action at a cap.
+    Disconnected,
+    /// The engine is shutting down and takes no new work.
+    ShuttingDown,
+}
+
+impl RefusalReason {
+    /// Every reason, in counter order.
+    pub const ALL: [RefusalReason; 9] = [
+        RefusalReason::RateLimited,
+        RefusalReason::ConnectionQueueFull,
+        RefusalReason::ConnectionBytesFull,
+        RefusalReason::TenantQueueFull,
+        RefusalReason::RoleQueueFull,
+        RefusalReason::HandlerQueueFull,
+        RefusalReason::ConnectionLimit,
+        RefusalReason::Disconnected,
+        RefusalReason::ShuttingDown,
+    ];
+    /// Number of reasons.
+    pub const COUNT: usize = Self::ALL.len();
+
+    /// Counter index, in [`RefusalReason::ALL`] order.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// A stable snake_case name for reports.
+    pub const fn name(self) -> &'static str {
+        match self {
+            RefusalReason::RateLimited => "rate_limited",
+            RefusalReason::ConnectionQueueFull => "connection_queue_full",
+            RefusalReason::ConnectionBytesFull => "connection_bytes_full",
+            RefusalReason::TenantQueueFull => "tenant_queue_full",
+            RefusalReason::RoleQueueFull => "role_queue_full",
+            RefusalReason::HandlerQueueFull => "handler_queue_full",
+            RefusalReason::ConnectionLimit => "connection_limit",
+            RefusalReason::Disconnected => "disconnected",
+            RefusalReason::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+/// Why a message was shed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ShedReason {
+    /// The circuit breaker is open (or forced open) and the message's priority is shed
+    /// (P2 and P3).
+    CircuitOpen,
+}
+
+impl ShedReason {
+    /// Every reason, in counter order.
+    pub const ALL: [ShedReason; 1] = [ShedReason::CircuitOpen];
+    /// Number of reasons.
+    pub const COUNT: usize = Self::ALL.len();
+
+    /// Counter index.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// A stable snake_case name for reports.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ShedReason::CircuitOpen => "circuit_open",
+        }
+    }
+}
+
+/// Why an admitted message was dropped before its handler ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Evicted to make room for a newer message (`drop` action, `drop_oldest` policy).
+    EvictedForNewer,
+    /// The incoming message itself was dropped at a cap (`drop` action, `drop_newest`).
+    DroppedNewest,
+    /// Its connection was disconnected (`disconnect` action) while it was queued.
+    Disconnected,
+}
+
+impl DropReason {
+    /// Every reason, in counter order.
+    pub const ALL: [DropReason; 3] = [
+        DropReason::EvictedForNewer,
+        DropReason::DroppedNewest,
+        DropReason::Disconnected,
+    ];
+    /// Number of reasons.
+    pub const COUNT: usize = Self::ALL.len();
+
+    /// Counter index.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// A stable snake_case name for reports.
+    pub const fn name(self) -> &'static str {
+        match self {
+            DropReason::EvictedForNewer => "evicted_for_newer",
+            DropReason::DroppedNewest => "dropped_newest",
+            DropReason::Disconnected => "disconnected",
+        }
+    }
+}

@@ -1,0 +1,693 @@
+//! One shard's state and its data path, with no threads and no clock of its own: the shard
+//! thread (`shard::run`) and the deterministic [`Simulation`](crate::simulation::Simulation)
+//! both drive it, passing the time in.
+//!
+//! [`ShardCore::admit`] is the whole admission pipeline of SPEC 3 and reads top to bottom:
+//! connection, intake and disconnect checks, the tenant's priority ceiling, level 3 (shed
+//! while the breaker is open), level 2 (connection, role and handler-queue caps, then the
+//! tenant's shared cap), level 1 (the connection's token bucket), queue. The first level
+//! that says no decides the outcome; a level that is switched off is skipped.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::admission::breaker::{BreakerReading, BreakerWindow, CircuitBreaker, Transition};
+use crate::admission::caps::Thresholds;
+use crate::admission::tenants::{TenantIndex, TenantTable};
+use crate::bucket::{adaptive_decide, AdaptiveSettings};
+use crate::config::{BreakerConfig, CapAction, Config, Levels, QueueDropPolicy};
+use crate::handler::{Handler, ShardContext};
+use crate::message::{Message, Priority, Role, TenantId};
+use crate::metrics::{PublishedCounters, ShardCounters};
+use crate::outcome::{Completion, DropReason, FailureReason, Outcome, RefusalReason, ShedReason};
+use crate::sync::Arc;
+
+use super::connections::{ConnectionTable, Slot};
+use super::queue::{Entry, Origin, PendingQueue};
+
+/// The caps, as per-priority thresholds computed when they are set.
+#[derive(Clone, Debug)]
+struct CapThresholds {
+    connection_messages: Thresholds,
+    connection_bytes: Thresholds,
+    roles: [Thresholds; Role::COUNT],
+    handler_queue: Thresholds,
+}
+
+impl CapThresholds {
+    fn new(config: &Config) -> Self {
+        let caps = &config.caps;
+        let percent = &caps.priority_threshold_percent;
+        Self {
+            connection_messages: Thresholds::new(u64::from(caps.connection_messages), percent),
+            connection_bytes: Thresholds::new(caps.connection_bytes, percent),
+            roles: core::array::from_fn(|role| {
+                Thresholds::new(u64::from(caps.role_messages[role]), percent)
+            }),
+            handler_queue: Thresholds::new(u64::from(caps.handler_queue), percent),
+        }
+    }
+}
+
+/// A message finished in the current handler batch, whose latency is taken when the batch
+/// ends (one clock read per batch).
+#[derive(Clone, Copy, Debug)]
+struct Finished {
+    connection: Slot,
+    admitted_ns: u64,
+    failed: bool,
+}
+
+/// One shard's state.
+pub(crate) struct ShardCore {
+    index: usize,
+    levels: Levels,
+    cap_action: CapAction,
+    drop_policy: QueueDropPolicy,
+    thresholds: CapThresholds,
+    backpressure_messages: usize,
+    connections: ConnectionTable,
+    queue: PendingQueue,
+    role_pending: [u64; Role::COUNT],
+    tenants: Arc<TenantTable>,
+    breaker: Arc<CircuitBreaker>,
+    breaker_config: BreakerConfig,
+    breaker_window: BreakerWindow,
+    /// The breaker word this shard last acted on; a different one clears the window.
+    breaker_seen: BreakerReading,
+    /// Whether P2 and P3 are shed this batch.
+    shedding: bool,
+    adaptive: Option<AdaptiveSettings>,
+    adaptive_interval_ns: u64,
+    adaptive_next_ns: u64,
+    nominal_rate_per_sec: u32,
+    intake_closed: bool,
+    backpressure_active: bool,
+    /// Mean handler time per message over recent batches (EWMA, 1/8 weight), for the
+    /// retry-after of cap refusals.
+    service_ns_mean: u64,
+    counters: ShardCounters,
+    /// Completions of messages from rings, to be routed by the shard thread.
+    pub(crate) outbox: Vec<(Origin, Completion)>,
+    /// Completions of messages admitted through `ShardContext::admit`.
+    pub(crate) local_completions: Vec<Completion>,
+    batch_finished: Vec<Finished>,
+}
+
+/// Retry-after for cap refusals when no handler time has been measured yet.
+const SERVICE_NS_DEFAULT: u64 = 1_000;
+
+impl ShardCore {
+    /// A shard's state, with every table allocated now.
+    pub(crate) fn new(
+        index: usize,
+        config: &Config,
+        tenants: Arc<TenantTable>,
+        breaker: Arc<CircuitBreaker>,
+    ) -> Self {
+        let rate = &config.rate;
+        let adaptive = rate.adaptive.then(|| AdaptiveSettings {
+            latency_threshold_ns: rate.adaptive_latency_threshold_ns,
+            cut_percent: rate.adaptive_cut_percent,
+            recover_percent: rate.adaptive_recover_percent,
+            floor_per_sec: core::num::NonZeroU32::new(rate.adaptive_floor_per_sec.max(1))
+                .expect("max(1) is non-zero"),
+        });
+        let handler_queue = config.caps.handler_queue as usize;
+        let tenant_count = tenants.len();
+        Self {
+            index,
+            levels: config.levels,
+            cap_action: config.caps.action,
+            drop_policy: config.caps.drop_policy,
+            thresholds: CapThresholds::new(config),
+            backpressure_messages: (handler_queue * config.caps.backpressure_percent as usize)
+                .div_ceil(100),
+            connections: ConnectionTable::new(
+                config.connections_per_shard_max,
+                rate.per_connection_per_sec,
+                rate.burst,
+            ),
+            queue: PendingQueue::new(handler_queue, config.connections_per_shard_max),
+            role_pending: [0; Role::COUNT],
+            breaker_seen: breaker.read(),
+            tenants,
+            breaker,
+            breaker_config: config.breaker,
+            breaker_window: BreakerWindow::new(&config.breaker),
+            shedding: false,
+            adaptive,
+            adaptive_interval_ns: rate.adaptive_interval_ns,
+            adaptive_next_ns: rate.adaptive_interval_ns,
+            nominal_rate_per_sec: rate.per_connection_per_sec,
+            intake_closed: false,
+            backpressure_active: false,
+            service_ns_mean: SERVICE_NS_DEFAULT,
+            counters: ShardCounters::new(tenant_count),
+            outbox: Vec::with_capacity(config.admission_batch_max + config.handler_batch_max),
+            local_completions: Vec::new(),
+            batch_finished: Vec::with_capacity(config.handler_batch_max),
+        }
+    }
+
+    pub(crate) fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Messages queued.
+    pub(crate) fn pending(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether the handler queue is at or over its backpressure threshold.
+    pub(crate) fn backpressure_active(&self) -> bool {
+        self.backpressure_active
+    }
+
+    /// Refuse everything from now on with `ShuttingDown`.
+    pub(crate) fn close_intake(&mut self) {
+        self.intake_closed = true;
+    }
+
+    // ----- admission -------------------------------------------------------------------
+
+    /// Decides one message. `Ok`: admitted and queued. `Err`: the outcome it completes
+    /// with now (refused, shed, or dropped as the newest at a cap); the caller delivers it.
+    /// Completions of other messages that this decision drops go to the outbox.
+    #[inline]
+    pub(crate) fn admit(
+        &mut self,
+        mut message: Message,
+        origin: Origin,
+        now_ns: u64,
+    ) -> Result<(), Outcome> {
+        let role = message.role;
+
+        // The connection: found, added, or no room for it.
+        let Some((connection, evicted)) =
+            self.connections.find_or_insert(message.connection, now_ns)
+        else {
+            return self.decline(role, None, refused(RefusalReason::ConnectionLimit, 0));
+        };
+        self.counters.connections_evicted += u64::from(evicted);
+        let tenant_index = self.tenant_of(connection, message.tenant);
+
+        // Intake closed for shutdown, or the connection disconnected by a cap.
+        if self.intake_closed {
+            return self.decline(role, tenant_index, refused(RefusalReason::ShuttingDown, 0));
+        }
+        if self.connections.get(connection).disconnected {
+            return self.decline(role, tenant_index, refused(RefusalReason::Disconnected, 0));
+        }
+
+        // Priority is a claim: the tenant's ceiling lowers it, counted.
+        if let Some(tenant) = tenant_index {
+            let allowed = self.tenants.ceiling(tenant, message.priority);
+            if allowed != message.priority {
+                message.priority = allowed;
+                self.counters.priority_downgraded += 1;
+            }
+        }
+        let priority = message.priority;
+
+        // Level 3: while the breaker is open, P2 and P3 are shed.
+        if self.shedding && priority >= Priority::P2 {
+            let shed = Outcome::Shed {
+                reason: ShedReason::CircuitOpen,
+            };
+            return self.decline(role, tenant_index, shed);
+        }
+
+        // Level 2: the caps. Each pass either admits past every cap, ends with an outcome,
+        // or evicts one older message of this connection (drop_oldest), so the loop runs at
+        // most pending + 1 times.
+        let mut tenant_charged = false;
+        if self.levels.queue_caps {
+            loop {
+                let full_cap = match self.first_full_cap(connection, &message) {
+                    Some(reason) => Some(reason),
+                    None => match tenant_index {
+                        Some(tenant) if !self.tenants.try_charge(tenant, priority) => {
+                            Some(RefusalReason::TenantQueueFull)
+                        }
+                        Some(_) => {
+                            tenant_charged = true;
+                            None
+                        }
+                        None => None,
+                    },
+                };
+                let Some(reason) = full_cap else { break };
+                match (self.cap_action, self.drop_policy) {
+                    (CapAction::Refuse, _) => {
+                        let retry_after_ns = self.drain_estimate_ns(reason, connection, &message);
+                        return self.decline(role, tenant_index, refused(reason, retry_after_ns));
+                    }
+                    (CapAction::Disconnect, _) => {
+                        self.disconnect(connection, now_ns);
+                        return self.decline(role, tenant_index, refused(reason, 0));
+                    }
+                    (CapAction::Drop, QueueDropPolicy::DropNewest) => {
+                        return self.admit_and_drop_newest(role, tenant_index);
+                    }
+                    (CapAction::Drop, QueueDropPolicy::DropOldest) => {
+                        if !self.evict_oldest(connection, &message, tenant_index, reason, now_ns) {
+                            let retry_after_ns =
+                                self.drain_estimate_ns(reason, connection, &message);
+                            return self.decline(
+                                role,
+                                tenant_index,
+                                refused(reason, retry_after_ns),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+
+        // The handler queue's storage is allocated at start for `caps.handler_queue`
+        // messages: with the caps level switched off that is still a hard bound, so a full
+        // queue refuses (never grows).
+        if self.queue.is_full() {
+            if let (true, Some(tenant)) = (tenant_charged, tenant_index) {
+                self.tenants.release(tenant);
+            }
+            let retry_after_ns = self.service_ns_mean;
+            let refusal = refused(RefusalReason::HandlerQueueFull, retry_after_ns);
+            return self.decline(role, tenant_index, refusal);
+        }
+
+        // Level 1: the connection's token bucket. This shard owns the bucket, so the check
+        // needs no compare-exchange.
+        if self.levels.rate_limit {
+            let bucket = &mut self.connections.get_mut(connection).bucket;
+            if let Err(retry_after) = bucket.try_acquire_exclusive(now_ns, 1) {
+                if let (true, Some(tenant)) = (tenant_charged, tenant_index) {
+                    self.tenants.release(tenant);
+                }
+                let refusal = refused(RefusalReason::RateLimited, retry_after.wait_ns);
+                return self.decline(role, tenant_index, refusal);
+            }
+        }
+
+        // Admitted: queue it.
+        let payload_bytes = message.payload.len() as u64;
+        let state = self.connections.get_mut(connection);
+        state.pending_messages += 1;
+        state.pending_bytes += payload_bytes;
+        self.role_pending[role.index()] += 1;
+        self.count_decision(role, tenant_index, None);
+        self.queue.push(
+            &mut self.connections,
+            Entry {
+                message,
+                origin,
+                admitted_ns: now_ns,
+                connection,
+                tenant: tenant_index,
+                tenant_charged,
+            },
+        );
+        self.after_queue_change(role, now_ns);
+        Ok(())
+    }
+
+    /// The tenant table index for this connection's tenant, cached per connection.
+    #[inline]
+    fn tenant_of(&mut self, connection: Slot, tenant: TenantId) -> Option<TenantIndex> {
+        if self.tenants.is_empty() {
+            return None;
+        }
+        let state = self.connections.get_mut(connection);
+        if state.tenant != tenant {
+            state.tenant = tenant;
+            state.tenant_index = self.tenants.find(tenant);
+        }
+        state.tenant_index
+    }
+
+    /// The first of this shard's caps that `message` does not fit under, in SPEC order.
+    #[inline]
+    fn first_full_cap(&self, connection: Slot, message: &Message) -> Option<RefusalReason> {
+        let priority = message.priority;
+        let state = self.connections.get(connection);
+        let thresholds = &self.thresholds;
+        if !thresholds
+            .connection_messages
+            .admits(u64::from(state.pending_messages), 1, priority)
+        {
+            return Some(RefusalReason::ConnectionQueueFull);
+        }
+        let payload_bytes = message.payload.len() as u64;
+        if !thresholds
+            .connection_bytes
+            .admits(state.pending_bytes, payload_bytes, priority)
+        {
+            return Some(RefusalReason::ConnectionBytesFull);
+        }
+        let role = message.role.index();
+        if !thresholds.roles[role].admits(self.role_pending[role], 1, priority) {
+            return Some(RefusalReason::RoleQueueFull);
+        }
+        if !thresholds
+            .handler_queue
+            .admits(self.queue.len() as u64, 1, priority)
+        {
+            return Some(RefusalReason::HandlerQueueFull);
+        }
+        None
+    }
+
+    /// How long until the cap that refused `message` has drained enough to take it, at this
+    /// shard's recent handler time per message. An estimate: other traffic may fill it first.
+    fn drain_estimate_ns(&self, reason: RefusalReason, connection: Slot, message: &Message) -> u64 {
+        let priority = message.priority;
+        let state = self.connections.get(connection);
+        let (pending, limit) = match reason {
+            RefusalReason::ConnectionQueueFull => (
+                u64::from(state.pending_messages),
+                self.thresholds.connection_messages.limit(priority),
+            ),
+            RefusalReason::RoleQueueFull => {
+                let role = message.role.index();
+                (
+                    self.role_pending[role],
+                    self.thresholds.roles[role].limit(priority),
+                )
+            }
+            RefusalReason::HandlerQueueFull => (
+                self.queue.len() as u64,
+                self.thresholds.handler_queue.limit(priority),
+            ),
+            // Bytes and the tenant's cross-shard count: estimate one message's turn.
+            _ => (1, 1),
+        };
+        (pending + 1).saturating_sub(limit).max(1) * self.service_ns_mean
+    }
+
+    /// `drop_oldest`: evicts this connection's oldest queued message of the lowest priority
+    /// not above `message`'s that frees room under `reason`'s cap; false if there is none.
+    fn evict_oldest(
+        &mut self,
+        connection: Slot,
+        message: &Message,
+        tenant_index: Option<TenantIndex>,
+        reason: RefusalReason,
+        now_ns: u64,
+    ) -> bool {
+        for priority in Priority::ALL.into_iter().rev() {
+            if priority < message.priority {
+                break;
+            }
+            let Some(oldest) = self.queue.oldest(&self.connections, connection, priority) else {
+                continue;
+            };
+            let frees_room = match reason {
+                RefusalReason::RoleQueueFull => oldest.message.role == message.role,
+                RefusalReason::TenantQueueFull => {
+                    oldest.tenant_charged && oldest.tenant == tenant_index
+                }
+                RefusalReason::ConnectionBytesFull => !oldest.message.payload.is_empty(),
+                _ => true,
+            };
+            if !frees_room {
+                continue;
+            }
+            let entry = self
+                .queue
+                .pop_oldest(&mut self.connections, connection, priority)
+                .expect("peeked above");
+            self.finish(
+                entry,
+                Outcome::Dropped {
+                    reason: DropReason::EvictedForNewer,
+                },
+            );
+            self.after_queue_change(message.role, now_ns);
+            return true;
+        }
+        false
+    }
+
+    /// `disconnect`: drops everything the connection has queued and refuses what follows.
+    fn disconnect(&mut self, connection: Slot, now_ns: u64) {
+        self.connections.get_mut(connection).disconnected = true;
+        for priority in Priority::ALL {
+            while let Some(entry) =
+                self.queue
+                    .pop_oldest(&mut self.connections, connection, priority)
+            {
+                let role = entry.message.role;
+                self.finish(
+                    entry,
+                    Outcome::Dropped {
+                        reason: DropReason::Disconnected,
+                    },
+                );
+                self.after_queue_change(role, now_ns);
+            }
+        }
+    }
+
+    /// `drop_newest`: the message counts as admitted and completes as dropped at once.
+    fn admit_and_drop_newest(
+        &mut self,
+        role: Role,
+        tenant_index: Option<TenantIndex>,
+    ) -> Result<(), Outcome> {
+        let dropped = Outcome::Dropped {
+            reason: DropReason::DroppedNewest,
+        };
+        self.count_decision(role, tenant_index, None);
+        self.count_finish(role, tenant_index, dropped);
+        Err(dropped)
+    }
+
+    /// Counts a refusal or shed and returns it for the caller to deliver.
+    #[inline]
+    fn decline(
+        &mut self,
+        role: Role,
+        tenant_index: Option<TenantIndex>,
+        outcome: Outcome,
+    ) -> Result<(), Outcome> {
+        self.count_decision(role, tenant_index, Some(outcome));
+        Err(outcome)
+    }
+
+    #[inline(always)]
+    fn count_decision(
+        &mut self,
+        role: Role,
+        tenant: Option<TenantIndex>,
+        outcome: Option<Outcome>,
+    ) {
+        let tenant_tally = self.tenant_tally(tenant);
+        self.counters.total.count_decision(outcome);
+        self.counters.roles[role.index()].count_decision(outcome);
+        self.counters.tenants[tenant_tally].count_decision(outcome);
+    }
+
+    #[inline(always)]
+    fn count_finish(&mut self, role: Role, tenant: Option<TenantIndex>, outcome: Outcome) {
+        let tenant_tally = self.tenant_tally(tenant);
+        self.counters.total.count_finish(outcome);
+        self.counters.roles[role.index()].count_finish(outcome);
+        self.counters.tenants[tenant_tally].count_finish(outcome);
+    }
+
+    /// Per-tenant counters: the tenant's own if it has settings, else the shared "other".
+    #[inline(always)]
+    fn tenant_tally(&self, tenant: Option<TenantIndex>) -> usize {
+        tenant.map_or(self.counters.tenants.len() - 1, TenantIndex::position)
+    }
+
+    /// Backpressure edge and the breaker's full-queue trip, after the queue changed.
+    #[inline]
+    fn after_queue_change(&mut self, role: Role, now_ns: u64) {
+        let pending = self.queue.len();
+        let active = pending >= self.backpressure_messages;
+        if active && !self.backpressure_active {
+            self.counters.backpressure_raised += 1;
+        }
+        self.backpressure_active = active;
+        if self.levels.circuit_breaker
+            && self.breaker_config.trip_on_full_queue
+            && (pending as u64 >= self.thresholds.handler_queue.cap()
+                || self.role_pending[role.index()] >= self.thresholds.roles[role.index()].cap())
+            && self.breaker.trip_full_queue(now_ns)
+        {
+            self.counters.breaker_trips += 1;
+        }
+    }
+
+    // ----- running handlers ------------------------------------------------------------
+
+    /// Runs up to `max` queued messages, highest priority first, each to completion.
+    /// `now_ns` is the batch's time; `batch_end_ns` is called once after the batch for the
+    /// latencies of the messages it finished. Returns how many ran.
+    pub(crate) fn run_handlers<H: Handler>(
+        &mut self,
+        handler: &mut H,
+        max: usize,
+        now_ns: u64,
+        batch_end_ns: impl FnOnce() -> u64,
+    ) -> usize {
+        self.batch_finished.clear();
+        let mut ran = 0;
+        while ran < max {
+            let Some(entry) = self.queue.pop_next(&mut self.connections) else {
+                break;
+            };
+            ran += 1;
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                let mut context = ShardContext {
+                    core: &mut *self,
+                    now_ns,
+                };
+                handler.handle(&entry.message, &mut context)
+            }));
+            let outcome = match result {
+                Ok(Ok(())) => Outcome::Delivered,
+                Ok(Err(_)) => Outcome::Failed {
+                    reason: FailureReason::HandlerError,
+                },
+                Err(_) => Outcome::Failed {
+                    reason: FailureReason::HandlerPanic,
+                },
+            };
+            self.batch_finished.push(Finished {
+                connection: entry.connection,
+                admitted_ns: entry.admitted_ns,
+                failed: outcome != Outcome::Delivered,
+            });
+            let role = entry.message.role;
+            self.finish(entry, outcome);
+            self.after_queue_change(role, now_ns);
+        }
+        if ran > 0 {
+            let end_ns = batch_end_ns().max(now_ns);
+            let per_message_ns = (end_ns - now_ns) / ran as u64;
+            self.service_ns_mean = (self.service_ns_mean * 7 + per_message_ns.max(1)).div_ceil(8);
+            for finished in &self.batch_finished {
+                let latency_ns = end_ns.saturating_sub(finished.admitted_ns);
+                self.breaker_window.record(latency_ns, finished.failed);
+                let state = self.connections.get_mut(finished.connection);
+                state.interval_latency_max_ns = state.interval_latency_max_ns.max(latency_ns);
+            }
+        }
+        ran
+    }
+
+    /// Releases what `entry` held, counts how it ended, and sends its completion.
+    fn finish(&mut self, entry: Entry, outcome: Outcome) {
+        let role = entry.message.role;
+        let state = self.connections.get_mut(entry.connection);
+        state.pending_messages -= 1;
+        state.pending_bytes -= entry.message.payload.len() as u64;
+        self.role_pending[role.index()] -= 1;
+        if let (true, Some(tenant)) = (entry.tenant_charged, entry.tenant) {
+            self.tenants.release(tenant);
+        }
+        self.count_finish(role, entry.tenant, outcome);
+        let completion = Completion {
+            message: entry.message.id,
+            connection: entry.message.connection,
+            outcome,
+        };
+        if entry.origin == Origin::LOCAL {
+            self.local_completions.push(completion);
+        } else {
+            self.outbox.push((entry.origin, completion));
+        }
+    }
+
+    /// Cancels everything queued (shutdown without finishing).
+    pub(crate) fn cancel_all(&mut self, now_ns: u64) {
+        while let Some(entry) = self.queue.pop_next(&mut self.connections) {
+            let role = entry.message.role;
+            self.finish(entry, Outcome::Cancelled);
+            self.after_queue_change(role, now_ns);
+        }
+    }
+
+    // ----- once per loop ---------------------------------------------------------------
+
+    /// The work that is per batch, not per message: follow the breaker (and move it if
+    /// this shard's window says so), and run the adaptive rate sweep when it is due.
+    pub(crate) fn maintain(&mut self, now_ns: u64) {
+        let reading = self.breaker.read();
+        if reading != self.breaker_seen {
+            self.breaker_window.clear();
+            self.breaker_seen = reading;
+        }
+        if self.levels.circuit_breaker {
+            let verdict = self.breaker_window.verdict();
+            if let Some(transition) =
+                self.breaker
+                    .evaluate(reading, verdict, now_ns, &self.breaker_config)
+            {
+                if transition == Transition::Tripped {
+                    self.counters.breaker_trips += 1;
+                }
+                self.breaker_seen = self.breaker.read();
+                self.breaker_window.clear();
+            }
+        }
+        // With the level off, only a state forced by the control plane sheds.
+        let state = self.breaker_seen.state();
+        self.shedding = state.sheds()
+            && (self.levels.circuit_breaker
+                || state == crate::admission::breaker::BreakerState::ForcedOpen);
+
+        if let Some(settings) = self.adaptive {
+            if self.levels.rate_limit && now_ns >= self.adaptive_next_ns {
+                self.adaptive_next_ns = now_ns + self.adaptive_interval_ns;
+                self.adjust_rates(&settings);
+            }
+        }
+    }
+
+    /// One adaptive interval for every connection: cut where its latency was over the
+    /// threshold, recover elsewhere. O(connections) once per interval (1 s by default).
+    fn adjust_rates(&mut self, settings: &AdaptiveSettings) {
+        let nominal_per_sec = self.nominal_rate_per_sec;
+        for state in self.connections.iter_mut() {
+            let decision = adaptive_decide(
+                settings,
+                nominal_per_sec,
+                state.rate_per_sec,
+                state.interval_latency_max_ns,
+            );
+            state.interval_latency_max_ns = 0;
+            if let Some(rate_per_sec) = decision.new_rate() {
+                state.rate_per_sec = rate_per_sec;
+                state.bucket.set_rate(
+                    core::num::NonZeroU32::new(rate_per_sec).expect("adaptive rates are >= 1"),
+                );
+            }
+        }
+    }
+
+    /// Publishes the counters (with current gauges) for `Stats` readers.
+    pub(crate) fn publish(&mut self, published: &PublishedCounters, scratch: &mut Vec<u64>) {
+        self.counters.pending_messages = self.queue.len() as u64;
+        self.counters.connections = self.connections.len() as u64;
+        self.counters.backpressure_active = u64::from(self.backpressure_active);
+        published.publish(&self.counters, scratch);
+    }
+
+    /// This shard's counters as they are now (for the single-threaded simulation).
+    pub(crate) fn counters(&mut self) -> &ShardCounters {
+        self.counters.pending_messages = self.queue.len() as u64;
+        self.counters.connections = self.connections.len() as u64;
+        self.counters.backpressure_active = u64::from(self.backpressure_active);
+        &self.counters
+    }
+}
+
+fn refused(reason: RefusalReason, retry_after_ns: u64) -> Outcome {
+    Outcome::Refused {
+        reason,
+        retry_after_ns,
+    }
+}

@@ -1,0 +1,190 @@
+//! The shard thread: the loop that drives one [`ShardCore`] from its rings.
+//!
+//! Each turn: read the clock once; pick up new ingress links; per-batch upkeep (breaker,
+//! adaptive rates); drain every submission ring (a bounded batch from each), admitting or
+//! answering each message at once; run a bounded batch of handlers; route the completions;
+//! publish the counters when due; wait per the wait strategy if there was nothing to do.
+//! Admission always runs before handlers, so overload shows up as counted refusals with a
+//! retry-after, not as full rings.
+
+use crate::engine::EngineShared;
+use crate::handler::Handler;
+use crate::ingress::ShardLink;
+use crate::outcome::Completion;
+use crate::sync::Ordering;
+use crate::wait::Waiter;
+
+use super::core::ShardCore;
+use super::queue::Origin;
+
+/// How often the counters are published for `Stats` readers while busy, in ns (and always
+/// before waiting).
+const PUBLISH_INTERVAL_NS: u64 = 100_000;
+
+/// A link and how many of its admitted messages are still in flight (its index may be
+/// reused by a new ingress only after the last of them completed).
+struct Link {
+    link: ShardLink,
+    in_flight: usize,
+}
+
+pub(crate) fn run<H: Handler>(
+    index: usize,
+    mut core: ShardCore,
+    mut handler: H,
+    engine: &EngineShared,
+    mut waiter: Waiter,
+) {
+    let shard = &engine.shards[index];
+    let config = &engine.config;
+    let clock = &engine.clock;
+    // Indexed by ingress index; `active` lists the occupied ones in arrival order.
+    let mut links: Vec<Option<Link>> = (0..crate::config::INGRESSES_MAX).map(|_| None).collect();
+    let mut active: Vec<u16> = Vec::with_capacity(crate::config::INGRESSES_MAX);
+    let mut scratch = Vec::new();
+    let mut published_ns = 0;
+    let mut stopping = false;
+
+    loop {
+        let now_ns = clock.now_ns();
+        while let Some(link) = shard.registrations.pop() {
+            let slot = link.origin.0;
+            links[slot as usize] = Some(Link { link, in_flight: 0 });
+            active.push(slot);
+        }
+        core.maintain(now_ns);
+        // Acquire: pairs with the Release store in `Engine::stop`.
+        if !stopping && engine.stopping.load(Ordering::Acquire) {
+            stopping = true;
+            core.close_intake();
+        }
+
+        // Admission: a bounded batch from every ring.
+        let mut taken = 0;
+        for &slot in &active {
+            let Some(Link { link, in_flight }) = links[slot as usize].as_mut() else {
+                continue;
+            };
+            let ShardLink {
+                origin,
+                submissions,
+                completions,
+                ..
+            } = link;
+            taken += submissions.pop_each(config.admission_batch_max, |message| {
+                let (id, connection) = (message.id, message.connection);
+                match core.admit(message, *origin, now_ns) {
+                    Ok(()) => *in_flight += 1,
+                    Err(outcome) => {
+                        // Room is guaranteed: the ingress never has more outstanding
+                        // messages than this ring holds.
+                        let _ = completions.push(Completion {
+                            message: id,
+                            connection,
+                            outcome,
+                        });
+                    }
+                }
+            });
+        }
+        for _ in 0..config.admission_batch_max {
+            let Some(message) = shard.shared_submissions.pop() else {
+                break;
+            };
+            taken += 1;
+            let (id, connection) = (message.id, message.connection);
+            if let Err(outcome) = core.admit(message, Origin::SHARED, now_ns) {
+                let _ = shard.shared_completions.push(Completion {
+                    message: id,
+                    connection,
+                    outcome,
+                });
+            }
+        }
+        route(&mut core, &mut links, engine, index);
+
+        // Handlers: a bounded batch, or everything left when winding down.
+        let ran = if stopping && !config.shutdown_finishes_queued {
+            core.cancel_all(now_ns);
+            0
+        } else {
+            core.run_handlers(&mut handler, config.handler_batch_max, now_ns, || {
+                clock.now_ns()
+            })
+        };
+        for completion in core.local_completions.drain(..) {
+            handler.completed(&completion);
+        }
+        route(&mut core, &mut links, engine, index);
+        // Relaxed: an advisory signal for producers.
+        shard
+            .backpressure
+            .store(core.backpressure_active(), Ordering::Relaxed);
+
+        // Links whose ingress is gone, with nothing left to read or to answer.
+        active.retain(|&slot| {
+            let finished = links[slot as usize].as_ref().is_some_and(|entry| {
+                entry.in_flight == 0
+                    && entry.link.submissions.is_empty()
+                    && entry.link.completions.is_abandoned()
+            });
+            if finished {
+                links[slot as usize] = None;
+            }
+            !finished
+        });
+
+        let idle = taken == 0 && ran == 0;
+        if stopping && idle && core.pending() == 0 {
+            break;
+        }
+        if idle || now_ns.saturating_sub(published_ns) >= PUBLISH_INTERVAL_NS {
+            core.publish(&shard.published, &mut scratch);
+            published_ns = now_ns;
+        }
+        if idle {
+            waiter.idle(&shard.sleeping, || {
+                !shard.registrations.is_empty()
+                    || !shard.shared_submissions.is_empty()
+                    || engine.stopping.load(Ordering::Relaxed)
+                    || active.iter().any(|&slot| {
+                        links[slot as usize]
+                            .as_ref()
+                            .is_some_and(|entry| !entry.link.submissions.is_empty())
+                    })
+            });
+        } else {
+            waiter.found_work();
+        }
+    }
+
+    // Leave every submission ring where its ingress can refuse what arrives from now on.
+    for slot in active {
+        if let Some(entry) = links[slot as usize].take() {
+            let ShardLink {
+                submissions,
+                orphan,
+                ..
+            } = entry.link;
+            let mut place = orphan
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            *place = Some(submissions);
+        }
+    }
+    core.publish(&shard.published, &mut scratch);
+}
+
+/// Sends the completions the core produced to the rings they belong to.
+fn route(core: &mut ShardCore, links: &mut [Option<Link>], engine: &EngineShared, index: usize) {
+    for (origin, completion) in core.outbox.drain(..) {
+        if origin == Origin::SHARED {
+            let _ = engine.shards[index].shared_completions.push(completion);
+        } else if let Some(entry) = links[origin.0 as usize].as_mut() {
+            entry.in_flight -= 1;
+            // Room is guaranteed by the ingress's credit; a consumer that is gone
+            // (ingress dropped) simply never reads it, and the outcome is counted anyway.
+            let _ = entry.link.completions.push(completion);
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! How an idle thread waits for work: the wait strategies of the LMAX Disruptor, chosen in
+//! [`Config::wait`](crate::config::Config).
+//!
+//! The default, [`WaitStrategy::Adaptive`], looks at the machine: when every engine thread
+//! has a core of its own it spins and then yields (a yield with no other runnable thread
+//! returns at once, so latency stays at spin level); when threads outnumber cores it spins
+//! briefly, yields a little, then parks, so that a shard waiting for work never holds a core
+//! that a producer or the control plane needs.
+//!
+//! A parked shard is woken by the producer that gives it work. The wake-up check on the
+//! producer side is one Relaxed load per submission, not a fence, so a submission that
+//! races the shard going to sleep can miss it; the park timeout bounds that delay.
+
+use std::time::Duration;
+
+use crate::config::WaitStrategy;
+use crate::sync::{AtomicBool, Ordering};
+
+/// Polls an idle shard makes before it first yields, when oversubscribed.
+const OVERSUBSCRIBED_SPINS: u32 = 256;
+/// Yields before it parks, when oversubscribed.
+const OVERSUBSCRIBED_YIELDS: u32 = 64;
+/// Longest park, when oversubscribed: the worst extra delay of a missed wake-up.
+const OVERSUBSCRIBED_PARK_US: u32 = 50;
+/// Polls before the first yield when every thread has its own core.
+const DEDICATED_SPINS: u32 = 4096;
+
+/// A strategy with its numbers decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Resolved {
+    BusySpin,
+    SpinThenYield {
+        spins: u32,
+    },
+    SpinThenPark {
+        spins: u32,
+        yields: u32,
+        park: Duration,
+    },
+}
+
+/// Resolves `strategy` for `threads` engine threads on `cores` cores.
+pub(crate) fn resolve(strategy: WaitStrategy, threads: usize, cores: usize) -> Resolved {
+    match strategy {
+        WaitStrategy::BusySpin => Resolved::BusySpin,
+        WaitStrategy::SpinThenYield { spin_iterations } => Resolved::SpinThenYield {
+            spins: spin_iterations,
+        },
+        WaitStrategy::SpinThenPark {
+            spin_iterations,
+            yield_iterations,
+            park_timeout_us,
+        } => Resolved::SpinThenPark {
+            spins: spin_iterations,
+            yields: yield_iterations,
+            park: Duration::from_micros(u64::from(park_timeout_us)),
+        },
+        // Producers need cores too: a thread per core only when a core is left over.
+        WaitStrategy::Adaptive if cores > threads => Resolved::SpinThenYield {
+            spins: DEDICATED_SPINS,
+        },
+        WaitStrategy::Adaptive => Resolved::SpinThenPark {
+            spins: OVERSUBSCRIBED_SPINS,
+            yields: OVERSUBSCRIBED_YIELDS,
+            park: Duration::from_micros(u64::from(OVERSUBSCRIBED_PARK_US)),
+        },
+    }
+}
+
+/// One thread's waiting state.
+#[derive(Debug)]
+pub(crate) struct Waiter {
+    strategy: Resolved,
+    idle_polls: u32,
+}
+
+impl Waiter {
+    pub(crate) fn new(strategy: Resolved) -> Self {
+        Self {
+            strategy,
+            idle_polls: 0,
+        }
+    }
+
+    /// The last poll found work.
+    #[inline]
+    pub(crate) fn found_work(&mut self) {
+        self.idle_polls = 0;
+    }
+
+    /// The last poll found nothing: wait a little, per the strategy. `sleeping` is the flag
+    /// producers read to decide whether to unpark this thread; `has_work` re-checks the
+    /// rings after the flag is raised, so that work that arrived meanwhile is not slept on.
+    pub(crate) fn idle(&mut self, sleeping: &AtomicBool, has_work: impl Fn() -> bool) {
+        self.idle_polls = self.idle_polls.saturating_add(1);
+        match self.strategy {
+            Resolved::BusySpin => core::hint::spin_loop(),
+            Resolved::SpinThenYield { spins } => {
+                if self.idle_polls <= spins {
+                    core::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+            Resolved::SpinThenPark {
+                spins,
+                yields,
+                park,
+            } => {
+                if self.idle_polls <= spins {
+                    core::hint::spin_loop();
+                } else if self.idle_polls <= spins.saturating_add(yields) {
+                    std::thread::yield_now();
+                } else {
+                    // SeqCst store and load: the flag and the producer's ring index are two
+                    // locations; without a total order the producer could miss the flag and
+                    // we could miss its item. (The producer's side is Relaxed, so this only
+                    // narrows the race; the park timeout bounds what remains.)
+                    sleeping.store(true, Ordering::SeqCst);
+                    if !has_work() {
+                        std::thread::park_timeout(park);
+                    }
+                    sleeping.store(false, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adaptive_parks_only_when_threads_outnumber_cores() {
+        assert!(matches!(
+            resolve(WaitStrategy::Adaptive, 2, 2),
+            Resolved::SpinThenPark { .. }
+        ));
+        assert!(matches!(
+            resolve(WaitStrategy::Adaptive, 4, 16),
+            Resolved::SpinThenYield { .. }
+        ));
+        assert_eq!(resolve(WaitStrategy::BusySpin, 9, 1), Resolved::BusySpin);
+    }
+
+    #[test]
+    fn a_parked_waiter_wakes_on_unpark_or_timeout() {
+        let mut waiter = Waiter::new(Resolved::SpinThenPark {
+            spins: 0,
+            yields: 0,
+            park: Duration::from_millis(5),
+        });
+        let sleeping = AtomicBool::new(false);
+        let start = std::time::Instant::now();
+        waiter.idle(&sleeping, || false);
+        assert!(start.elapsed() < Duration::from_secs(5));
+        assert!(!sleeping.load(Ordering::Relaxed));
+        // Work seen after raising the flag: no park at all.
+        waiter.idle(&sleeping, || true);
+    }
+}

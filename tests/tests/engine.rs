@@ -1,0 +1,413 @@
+//! The threaded engine end to end: shards on their own threads, producers on theirs.
+//! Functional and bounded in time and count; nothing here is a timing assertion.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use spillway::config::{Config, TenantConfig};
+use spillway::engine::Engine;
+use spillway::handler::HandlerError;
+use spillway::ingress::Ingress;
+use spillway::message::{ConnectionId, Message, MessageId, Priority, Role, TenantId};
+use spillway::outcome::{Completion, FailureReason, Outcome, RefusalReason};
+
+/// Every test gives up rather than hang.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn config(shards: usize) -> Config {
+    Config {
+        shards,
+        ..Config::default()
+    }
+}
+
+/// Submits every message (retrying while the ring is full) and collects completions until
+/// each submitted message has one.
+fn submit_all(ingress: &mut Ingress, messages: Vec<Message>) -> Vec<Completion> {
+    let started = Instant::now();
+    let total = messages.len();
+    let mut completions = Vec::with_capacity(total);
+    for mut message in messages {
+        loop {
+            match ingress.submit(message) {
+                Ok(()) => break,
+                Err(full) => {
+                    assert!(!full.stopped);
+                    message = full.message;
+                    ingress.poll_completions(&mut completions);
+                    assert!(started.elapsed() < DEADLINE, "stuck submitting");
+                    std::thread::yield_now();
+                }
+            }
+        }
+    }
+    while completions.len() < total {
+        if ingress.poll_completions(&mut completions) == 0 {
+            assert!(started.elapsed() < DEADLINE, "stuck collecting");
+            std::thread::yield_now();
+        }
+    }
+    completions
+}
+
+fn assert_one_completion_each(completions: &[Completion], expected: impl Iterator<Item = u64>) {
+    let mut seen: HashMap<u64, usize> = HashMap::new();
+    for completion in completions {
+        *seen.entry(completion.message.0).or_default() += 1;
+    }
+    let mut count = 0;
+    for id in expected {
+        assert_eq!(seen.get(&id), Some(&1), "message {id}");
+        count += 1;
+    }
+    assert_eq!(
+        seen.len(),
+        count,
+        "completions for messages never submitted"
+    );
+}
+
+#[test]
+fn a_panicking_handler_fails_its_message_and_the_shard_keeps_running() {
+    let engine = Engine::builder()
+        .config(config(2))
+        .handler(|message: &Message| {
+            if message.id.0 % 10 == 3 {
+                panic!("handler bug on {}", message.id.0);
+            }
+            Ok(())
+        })
+        .start()
+        .unwrap();
+    let mut ingress = engine.ingress().unwrap();
+    let messages = (0..100)
+        .map(|id| Message::new(ConnectionId(id), MessageId(id)))
+        .collect();
+    let completions = submit_all(&mut ingress, messages);
+    assert_one_completion_each(&completions, 0..100);
+    for completion in &completions {
+        let expected = if completion.message.0 % 10 == 3 {
+            Outcome::Failed {
+                reason: FailureReason::HandlerPanic,
+            }
+        } else {
+            Outcome::Delivered
+        };
+        assert_eq!(completion.outcome, expected);
+    }
+    drop(ingress);
+    let stats = engine.shutdown();
+    assert_eq!(stats.total.failed[FailureReason::HandlerPanic.index()], 10);
+    assert_eq!(stats.total.delivered, 90);
+    assert!(stats.reconciles());
+}
+
+#[test]
+fn a_tenant_cap_across_shards_is_never_exceeded_under_concurrent_producers() {
+    const CAP: u64 = 100;
+    let mut config = config(2);
+    config.levels.rate_limit = false;
+    config.levels.circuit_breaker = false;
+    config.handler_batch_max = 1;
+    config.tenants = vec![TenantConfig {
+        tenant: TenantId(1),
+        max_pending: Some(CAP as u32),
+        priority_ceiling: Priority::P0,
+    }];
+    // Slow handlers: messages stay pending while the producers pile on.
+    let engine = Engine::builder()
+        .config(config)
+        .handler(|_: &Message| {
+            std::thread::sleep(Duration::from_micros(200));
+            Ok::<(), HandlerError>(())
+        })
+        .start()
+        .unwrap();
+    let control = engine.control();
+    let watching = Arc::new(AtomicBool::new(true));
+    let watcher = {
+        let watching = Arc::clone(&watching);
+        std::thread::spawn(move || {
+            let mut samples = 0u64;
+            let mut highest = 0;
+            while watching.load(Ordering::Relaxed) {
+                let pending = control.tenant_pending(TenantId(1)).unwrap();
+                assert!(
+                    pending <= CAP,
+                    "tenant pending {pending} over its cap {CAP}"
+                );
+                highest = highest.max(pending);
+                samples += 1;
+            }
+            (samples, highest)
+        })
+    };
+    let producers: Vec<_> = (0..3u64)
+        .map(|producer| {
+            let mut ingress = engine.ingress().unwrap();
+            std::thread::spawn(move || {
+                let messages = (0..2_000u64)
+                    .map(|index| {
+                        let id = producer * 10_000 + index;
+                        // Many connections, so the tenant's traffic lands on both shards.
+                        Message::new(ConnectionId(id % 64), MessageId(id))
+                            .with_tenant(TenantId(1))
+                            .with_priority(Priority::P0)
+                    })
+                    .collect();
+                submit_all(&mut ingress, messages)
+            })
+        })
+        .collect();
+    let mut tenant_refusals = 0;
+    for producer in producers {
+        for completion in producer.join().unwrap() {
+            if let Outcome::Refused { reason, .. } = completion.outcome {
+                assert_eq!(reason, RefusalReason::TenantQueueFull);
+                tenant_refusals += 1;
+            }
+        }
+    }
+    watching.store(false, Ordering::Relaxed);
+    let (samples, highest) = watcher.join().unwrap();
+    assert!(samples > 0);
+    assert!(
+        tenant_refusals > 0,
+        "the cap never bound: the test proved nothing"
+    );
+    assert!(highest <= CAP);
+    let owners: std::collections::HashSet<usize> = (0..64)
+        .map(|id| engine.shard_of(ConnectionId(id)))
+        .collect();
+    assert_eq!(
+        owners.len(),
+        2,
+        "the tenant's connections must span both shards"
+    );
+    let stats = engine.shutdown();
+    for shard in &stats.shards {
+        assert!(
+            shard.total.submitted > 0,
+            "shard {} saw none of it",
+            shard.shard
+        );
+    }
+    assert_eq!(
+        stats.tenants[0].1.refused[RefusalReason::TenantQueueFull.index()],
+        tenant_refusals
+    );
+    assert!(stats.reconciles());
+}
+
+#[test]
+fn concurrent_producers_get_exactly_one_completion_per_message_and_counts_reconcile() {
+    let mut config = config(2);
+    config.rate.per_connection_per_sec = 2_000;
+    config.rate.burst = 50;
+    config.caps.connection_messages = 40;
+    let engine = Engine::builder()
+        .config(config)
+        .handler(|message: &Message| {
+            if message.id.0 % 97 == 0 {
+                Err(HandlerError("every 97th fails".into()))
+            } else {
+                Ok(())
+            }
+        })
+        .start()
+        .unwrap();
+    let stats_reader = {
+        let control = engine.control();
+        std::thread::spawn(move || {
+            // Snapshots taken while traffic flows must reconcile too.
+            for _ in 0..2_000 {
+                assert!(control.stats().reconciles());
+            }
+        })
+    };
+    let producers: Vec<_> = (0..3u64)
+        .map(|producer| {
+            let mut ingress = engine.ingress().unwrap();
+            std::thread::spawn(move || {
+                let messages: Vec<_> = (0..20_000u64)
+                    .map(|index| {
+                        let id = producer * 1_000_000 + index;
+                        Message::new(ConnectionId(index % 300), MessageId(id))
+                            .with_role(Role::ALL[(index % 6) as usize])
+                            .with_priority(Priority::ALL[(index % 4) as usize])
+                    })
+                    .collect();
+                let completions = submit_all(&mut ingress, messages);
+                assert_one_completion_each(
+                    &completions,
+                    (0..20_000).map(|index| producer * 1_000_000 + index),
+                );
+                completions.len()
+            })
+        })
+        .collect();
+    let shared = engine.shared_ingress();
+    let mut shared_completions = Vec::new();
+    let mut submitted_shared = 0;
+    for id in 0..5_000u64 {
+        let mut message = Message::new(ConnectionId(1_000 + id % 50), MessageId(9_000_000 + id));
+        loop {
+            match shared.submit(message) {
+                Ok(()) => {
+                    submitted_shared += 1;
+                    break;
+                }
+                Err(full) => {
+                    message = full.message;
+                    shared.poll_completions(&mut shared_completions);
+                    std::thread::yield_now();
+                }
+            }
+        }
+    }
+    let started = Instant::now();
+    while shared_completions.len() < submitted_shared {
+        shared.poll_completions(&mut shared_completions);
+        assert!(started.elapsed() < DEADLINE);
+        std::thread::yield_now();
+    }
+    assert_one_completion_each(&shared_completions, 9_000_000..9_005_000);
+    let completed: usize = producers
+        .into_iter()
+        .map(|producer| producer.join().unwrap())
+        .sum();
+    stats_reader.join().unwrap();
+    let stats = engine.shutdown();
+    assert_eq!(stats.total.submitted as usize, completed + submitted_shared);
+    assert_eq!(stats.total.in_flight(), 0);
+    assert!(stats.total.refused_total() > 0, "the limits never bound");
+    assert!(stats.reconciles());
+}
+
+#[test]
+fn shutdown_with_work_in_flight_loses_nothing() {
+    let mut config = config(2);
+    config.levels.rate_limit = false;
+    let engine = Engine::builder()
+        .config(config)
+        .handler(|_: &Message| {
+            std::thread::sleep(Duration::from_micros(50));
+            Ok::<(), HandlerError>(())
+        })
+        .start()
+        .unwrap();
+    let mut ingress = engine.ingress().unwrap();
+    let mut accepted = Vec::new();
+    for id in 0..3_000u64 {
+        let message = Message::new(ConnectionId(id % 100), MessageId(id));
+        if ingress.submit(message).is_ok() {
+            accepted.push(id);
+        }
+    }
+    // Shut down while most of it is still queued.
+    let stats = engine.shutdown();
+    assert_eq!(stats.total.in_flight(), 0);
+    assert!(stats.reconciles());
+    // Every accepted message has exactly one completion: delivered, or refused because it
+    // reached its shard after intake closed.
+    let mut completions = Vec::new();
+    ingress.poll_completions(&mut completions);
+    assert_one_completion_each(&completions, accepted.iter().copied());
+    for completion in &completions {
+        assert!(matches!(
+            completion.outcome,
+            Outcome::Delivered
+                | Outcome::Refused {
+                    reason: RefusalReason::ShuttingDown,
+                    ..
+                }
+        ));
+    }
+    // After shutdown the ingress hands messages straight back.
+    let late = ingress.submit(Message::new(ConnectionId(1), MessageId(99_999)));
+    assert!(late.unwrap_err().stopped);
+}
+
+/// Admits follow-up work on its own shard, then waits at a gate: so at shutdown there is
+/// queued work that the shard has admitted but not run.
+#[derive(Clone)]
+struct FanOutThenWait {
+    entered: Arc<AtomicBool>,
+    gate: Arc<AtomicBool>,
+    completed: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl spillway::handler::Handler for FanOutThenWait {
+    fn handle(
+        &mut self,
+        message: &Message,
+        context: &mut spillway::handler::ShardContext<'_>,
+    ) -> Result<(), HandlerError> {
+        if message.id.0 == 0 {
+            for id in 1..=500 {
+                let follow_up = Message::new(ConnectionId(id % 10), MessageId(id));
+                assert_eq!(context.admit(follow_up), Ok(()));
+            }
+            self.entered.store(true, Ordering::Relaxed);
+            while !self.gate.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        }
+        Ok(())
+    }
+
+    fn completed(&mut self, completion: &Completion) {
+        assert_eq!(completion.outcome, Outcome::Cancelled);
+        self.completed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn shutdown_can_cancel_what_is_queued_instead() {
+    let mut config = config(1);
+    config.levels.rate_limit = false;
+    config.shutdown_finishes_queued = false;
+    config.handler_batch_max = 1;
+    let handler = FanOutThenWait {
+        entered: Arc::new(AtomicBool::new(false)),
+        gate: Arc::new(AtomicBool::new(false)),
+        completed: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+    };
+    let engine = Engine::builder()
+        .config(config)
+        .handler(handler.clone())
+        .start()
+        .unwrap();
+    let mut ingress = engine.ingress().unwrap();
+    ingress
+        .submit(Message::new(ConnectionId(0), MessageId(0)))
+        .unwrap();
+    let started = Instant::now();
+    while !handler.entered.load(Ordering::Relaxed) {
+        assert!(started.elapsed() < DEADLINE);
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    let releaser = {
+        let gate = Arc::clone(&handler.gate);
+        std::thread::spawn(move || {
+            // Shutdown is requested meanwhile; the handler then returns.
+            std::thread::sleep(Duration::from_millis(50));
+            gate.store(true, Ordering::Relaxed);
+        })
+    };
+    let stats = engine.shutdown();
+    releaser.join().unwrap();
+    assert!(stats.reconciles());
+    assert_eq!(stats.total.in_flight(), 0);
+    assert_eq!(stats.total.delivered, 1);
+    assert_eq!(
+        stats.total.cancelled, 500,
+        "queued work was cancelled, not run"
+    );
+    assert_eq!(handler.completed.load(Ordering::Relaxed), 500);
+    let mut completions = Vec::new();
+    ingress.poll_completions(&mut completions);
+    assert_one_completion_each(&completions, 0..1);
+}
