@@ -13,8 +13,11 @@ survivors=0
 mutants=(
   "producer publishes tail Relaxed|engine/src/ring/spsc.rs|self.shared.tail.store(tail, Ordering::Release);|self.shared.tail.store(tail, Ordering::Relaxed);"
   "consumer publishes head Relaxed|engine/src/ring/spsc.rs|self.shared.head.store(head, Ordering::Release);|self.shared.head.store(head, Ordering::Relaxed);"
-  "producer overfills by one|engine/src/ring/spsc.rs|self.shared.capacity - self.tail.wrapping_sub(self.head_cached)|self.shared.capacity + 1 - self.tail.wrapping_sub(self.head_cached)"
+  "producer overfills by one|engine/src/ring/spsc.rs|self.capacity - self.tail.wrapping_sub(self.head_cached)|self.capacity + 1 - self.tail.wrapping_sub(self.head_cached)"
   "items left are never dropped|engine/src/ring/spsc.rs|while head != tail {|while head != tail && false {"
+  "seqlock writer closes with Relaxed|engine/src/metrics.rs|.store(sequence.wrapping_add(2), Ordering::Release);|.store(sequence.wrapping_add(2), Ordering::Relaxed);"
+  "seqlock reader drops its Acquire fence|engine/src/metrics.rs|                fence(Ordering::Acquire);|                let _ = Ordering::Acquire;"
+  "seqlock writer drops its Release fence|engine/src/metrics.rs|        fence(Ordering::Release);|        let _ = Ordering::Release;"
   "bucket update is a plain store|engine/src/bucket/mod.rs|match self.tat_ns.compare_exchange_weak(|self.tat_ns.store(new_tat_ns, Ordering::Relaxed); return Ok(()); #[allow(unreachable_code)] match self.tat_ns.compare_exchange_weak("
 )
 
@@ -23,13 +26,19 @@ for mutant in "${mutants[@]}"; do
   rm -rf "$scratch/tree"
   mkdir -p "$scratch/tree"
   (cd "$root" && git ls-files -z | xargs -0 cp --parents -t "$scratch/tree")
-  python3 - "$scratch/tree/$file" "$from" "$to" <<'PY'
+  if ! python3 - "$scratch/tree/$file" "$from" "$to" <<'PY'
 import sys
 path, old, new = sys.argv[1], sys.argv[2], sys.argv[3]
 text = open(path).read()
-assert old in text, f"mutation site not found in {path}: {old}"
+if old not in text:
+    sys.exit(f"mutation site not found in {path}: {old}")
 open(path, "w").write(text.replace(old, new, 1))
 PY
+  then
+    echo "MISSING:  $name (the code changed; update the mutation site)"
+    survivors=$((survivors + 1))
+    continue
+  fi
   CARGO_TARGET_DIR="$root/target/mutants" "$scratch/tree/scripts/loom.sh" >"$scratch/log" 2>&1
   # Caught means a model failed: a loom causality report or a failed assertion in a test,
   # not a build error or a missing file.

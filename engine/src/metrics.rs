@@ -236,30 +236,96 @@ impl ShardCounters {
     }
 }
 
-/// A shard's counters as last published: a seqlock over atomics, written by the shard only.
+/// A seqlock over a fixed number of `u64` words: one writer publishes whole snapshots, any
+/// number of readers copy one consistent snapshot without blocking the writer.
 ///
 /// The protocol is the one of crossbeam's `AtomicCell` fallback and of Boehm, "Can seqlocks
 /// get along with programming language memory models?" (2012): the writer makes the sequence
 /// odd, writes, makes it even; a reader accepts a copy only if it saw the same even sequence
-/// before and after.
+/// before and after. Every word is an atomic, so a torn read is detected, never undefined.
+#[derive(Debug)]
+pub(crate) struct SeqLock {
+    /// Even when stable, odd while the writer writes. Wraps after 2^63 publications.
+    sequence: AtomicU64,
+    words: Box<[AtomicU64]>,
+}
+
+/// Attempts a reader spins before it yields between attempts; a shard publishes in well
+/// under a microsecond, so this is only reached if the writer was descheduled mid-write.
+const READ_SPINS_MAX: u32 = 64;
+
+impl SeqLock {
+    pub(crate) fn new(words: usize) -> Self {
+        Self {
+            sequence: AtomicU64::new(0),
+            words: (0..words).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Publishes `values`. Only one thread may ever call this on a given lock.
+    pub(crate) fn publish(&self, values: &[u64]) {
+        debug_assert_eq!(values.len(), self.words.len());
+        // Relaxed load: only this thread writes the sequence.
+        let sequence = self.sequence.load(Ordering::Relaxed);
+        self.sequence
+            .store(sequence.wrapping_add(1), Ordering::Relaxed);
+        // Release fence: orders the odd store before the word stores below, so a reader
+        // whose Acquire fence sees any new word also sees the odd sequence (pairs with the
+        // fence in `read`).
+        fence(Ordering::Release);
+        for (word, &value) in self.words.iter().zip(values) {
+            // Relaxed: ordered by the fences and the Release store below.
+            word.store(value, Ordering::Relaxed);
+        }
+        // Release: a reader that Acquire-loads this even sequence sees every word above.
+        self.sequence
+            .store(sequence.wrapping_add(2), Ordering::Release);
+    }
+
+    /// Copies one consistent publication into `out` (which must have the lock's length).
+    pub(crate) fn read(&self, out: &mut [u64]) {
+        debug_assert_eq!(out.len(), self.words.len());
+        let mut attempts = 0u32;
+        loop {
+            // Acquire pairs with the Release store of the even sequence in `publish`.
+            let before = self.sequence.load(Ordering::Acquire);
+            if before % 2 == 0 {
+                for (value, word) in out.iter_mut().zip(self.words.iter()) {
+                    *value = word.load(Ordering::Relaxed);
+                }
+                // Acquire fence: pairs with the Release fence in `publish`; if any word read
+                // above came from a newer write, the load below sees at least its odd
+                // sequence.
+                fence(Ordering::Acquire);
+                if self.sequence.load(Ordering::Relaxed) == before {
+                    return;
+                }
+            }
+            attempts += 1;
+            if attempts < READ_SPINS_MAX {
+                crate::sync::spin_hint();
+            } else {
+                crate::sync::yield_now();
+            }
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.words.len()
+    }
+}
+
+/// A shard's counters as last published, through a [`SeqLock`] that only the shard writes.
 #[derive(Debug)]
 pub(crate) struct PublishedCounters {
-    /// Even when stable, odd while the shard writes. Wraps after 2^63 publications.
-    sequence: AtomicU64,
-    values: Box<[AtomicU64]>,
+    lock: SeqLock,
     configured_tenants: usize,
 }
 
-/// Most attempts a reader makes before it yields between attempts; a shard publishes in
-/// well under a microsecond, so this is only reached if the shard was descheduled mid-write.
-const READ_SPINS_MAX: u32 = 64;
-
 impl PublishedCounters {
     pub(crate) fn new(configured_tenants: usize) -> Self {
-        let words = ShardCounters::new(configured_tenants).words();
         Self {
-            sequence: AtomicU64::new(0),
-            values: (0..words).map(|_| AtomicU64::new(0)).collect(),
+            lock: SeqLock::new(ShardCounters::new(configured_tenants).words()),
             configured_tenants,
         }
     }
@@ -267,51 +333,16 @@ impl PublishedCounters {
     /// Called by the owning shard only. `scratch` is the shard's reusable buffer.
     pub(crate) fn publish(&self, counters: &ShardCounters, scratch: &mut Vec<u64>) {
         scratch.clear();
-        scratch.resize(self.values.len(), 0);
+        scratch.resize(self.lock.len(), 0);
         counters.write(scratch);
-        // Relaxed load: only this thread writes the sequence.
-        let sequence = self.sequence.load(Ordering::Relaxed);
-        self.sequence
-            .store(sequence.wrapping_add(1), Ordering::Relaxed);
-        // Release fence: orders the odd store before the value stores below, so a reader
-        // whose Acquire fence sees any new value also sees the odd sequence (pairs with the
-        // fence in `read`).
-        fence(Ordering::Release);
-        for (slot, &value) in self.values.iter().zip(scratch.iter()) {
-            // Relaxed: ordered by the fences and the Release store below.
-            slot.store(value, Ordering::Relaxed);
-        }
-        // Release: a reader that Acquire-loads this even sequence sees every value above.
-        self.sequence
-            .store(sequence.wrapping_add(2), Ordering::Release);
+        self.lock.publish(scratch);
     }
 
     /// A consistent copy of the last publication.
     pub(crate) fn read(&self) -> ShardCounters {
-        let mut words = vec![0; self.values.len()];
-        let mut attempts = 0u32;
-        loop {
-            // Acquire pairs with the Release store of the even sequence in `publish`.
-            let before = self.sequence.load(Ordering::Acquire);
-            if before % 2 == 0 {
-                for (word, slot) in words.iter_mut().zip(self.values.iter()) {
-                    *word = slot.load(Ordering::Relaxed);
-                }
-                // Acquire fence: pairs with the Release fence in `publish`; if any value read
-                // above came from a newer write, the load below sees at least its odd
-                // sequence.
-                fence(Ordering::Acquire);
-                if self.sequence.load(Ordering::Relaxed) == before {
-                    return ShardCounters::read(&words, self.configured_tenants);
-                }
-            }
-            attempts += 1;
-            if attempts < READ_SPINS_MAX {
-                core::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
-            }
-        }
+        let mut words = vec![0; self.lock.len()];
+        self.lock.read(&mut words);
+        ShardCounters::read(&words, self.configured_tenants)
     }
 }
 
@@ -481,5 +512,34 @@ mod tests {
             reads += 1;
         }
         writer.join().unwrap();
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    //! The seqlock under every interleaving (scripts/loom.sh): the writer publishes
+    //! snapshots whose two words are always equal; a reader must never accept a mix of two.
+    use super::SeqLock;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    #[test]
+    fn readers_never_accept_a_torn_snapshot() {
+        loom::model(|| {
+            let lock = Arc::new(SeqLock::new(2));
+            let writer = {
+                let lock = Arc::clone(&lock);
+                thread::spawn(move || {
+                    lock.publish(&[1, 1]);
+                    lock.publish(&[2, 2]);
+                })
+            };
+            let mut snapshot = [0; 2];
+            lock.read(&mut snapshot);
+            assert_eq!(snapshot[0], snapshot[1], "torn read {snapshot:?}");
+            writer.join().unwrap();
+            lock.read(&mut snapshot);
+            assert_eq!(snapshot, [2, 2]);
+        });
     }
 }

@@ -48,3 +48,22 @@ impl<T> UnsafeCell<T> {
         f(self.0.get())
     }
 }
+
+/// A spin-wait hint: the CPU's pause under std; under loom a yield, so that models with
+/// spin loops terminate.
+#[inline(always)]
+pub(crate) fn spin_hint() {
+    #[cfg(loom)]
+    loom::thread::yield_now();
+    #[cfg(not(loom))]
+    core::hint::spin_loop();
+}
+
+/// Gives up the rest of the time slice (loom's yield under loom).
+#[inline]
+pub(crate) fn yield_now() {
+    #[cfg(loom)]
+    loom::thread::yield_now();
+    #[cfg(not(loom))]
+    std::thread::yield_now();
+}
