@@ -10,6 +10,8 @@
 //! - [`ring_throughput`]: one producer thread, one consumer thread, `u64` messages;
 //! - [`ring_latency`]: ping-pong round trips over two rings, into an HDR histogram;
 //! - [`bucket_checks`]: nanoseconds per token-bucket check, spillway against governor;
+//! - [`admission`]: nanoseconds per message through one simulated shard's admission
+//!   pipeline (no peer: judged against absolute budgets);
 //! - [`suite`]: the whole comparison as `compare` runs it, and its settings;
 //! - [`report`]: the table and the JSON object;
 //! - [`machine`]: core pinning, the wait on a full or empty ring, and the machine line;
@@ -18,6 +20,7 @@
 //! Peers are dependencies of this crate only, never of the engine (SPEC 1).
 #![warn(missing_docs)]
 
+pub mod admission;
 pub mod bucket_checks;
 pub mod machine;
 pub mod report;

@@ -6,21 +6,23 @@
 //! peers alike instead of on whichever ran during it.
 //!
 //! Known bias: the sections run one after another in a fixed order (throughput, latency,
-//! buckets), so anything that drifts over minutes (frequency, background load) differs
+//! buckets, admission pipeline), so anything that drifts over minutes (frequency, background load) differs
 //! between sections, not within one.
 
 use std::hash::RandomState;
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use governor::clock::{QuantaClock, QuantaUpkeepClock};
 use serde_json::json;
 
+use crate::admission::{self, TenantSetup, ADMISSION_BUDGET_NS, CONNECTION_BUDGET_BYTES};
 use crate::bucket_checks::{
     self, BucketAccess, BucketQuota, CheckRun, ClockMode, FibonacciBuildHasher, KeyOrder,
     TwoThreadRun, CHECKS_PER_CLOCK_READ, CONNECTIONS, KEY_ORDER_SEED, UPKEEP_INTERVAL,
 };
 use crate::machine::{self, Pinning, Wait};
-use crate::report::{Admitted, Figure, Report, Row, Section, Target, Unit};
+use crate::report::{AbsoluteRow, Admitted, Budget, Figure, Report, Row, Section, Target, Unit};
 use crate::ring_latency;
 use crate::ring_throughput::{self, Mode, BATCH, CAPACITIES};
 use crate::rings::Peer;
@@ -44,6 +46,8 @@ pub struct Settings {
     pub keyed_rounds: u32,
     /// Passes over the key order per keyed run.
     pub keyed_passes: u32,
+    /// Timed messages per admission-pipeline run (after the warm-up).
+    pub admission_messages: u64,
     /// Whether these are the `--quick` counts (a smoke run whose figures mean little).
     pub quick: bool,
 }
@@ -59,6 +63,7 @@ impl Default for Settings {
             two_thread_checks: 5_000_000,
             keyed_rounds: 64,
             keyed_passes: 4,
+            admission_messages: 5_000_000,
             quick: false,
         }
     }
@@ -76,6 +81,7 @@ impl Settings {
             two_thread_checks: 10_000,
             keyed_rounds: 1,
             keyed_passes: 1,
+            admission_messages: 20_000,
             quick: true,
         }
     }
@@ -101,7 +107,9 @@ usage: compare [--json] [--quick] [--reps N] [--messages N]
 
 Measures spillway and its peers side by side in one process: SPSC ring throughput and
 round-trip latency (rtrb, crossbeam ArrayQueue, crossbeam-channel, std sync_channel) and
-token-bucket checks (governor).
+token-bucket checks (governor); then spillway's admission pipeline (one simulated shard,
+15000 connections, all three levels on) and its memory per connection, against absolute
+budgets.
 
   --json          print one JSON object with every figure and ratio (progress goes to stderr)
   --quick         tiny counts and 1 repetition: a smoke run, figures mean little
@@ -196,6 +204,8 @@ pub fn run(settings: &Settings, mut progress: impl FnMut(&str)) -> anyhow::Resul
     sections.push(latency_section(settings, &pinning, wait)?);
     progress("token bucket checks");
     sections.push(bucket_section(settings, &pinning, &mut progress)?);
+    progress("admission pipeline");
+    sections.push(admission_section(settings, &pinning, &mut progress)?);
 
     let machine = vec![
         ("cores".to_owned(), json!(machine::cores())),
@@ -221,6 +231,10 @@ pub fn run(settings: &Settings, mut progress: impl FnMut(&str)) -> anyhow::Resul
                     * u64::from(CONNECTIONS)
                     * u64::from(settings.keyed_passes)
             ),
+        ),
+        (
+            "admission_messages".to_owned(),
+            json!(settings.admission_messages),
         ),
         ("quick".to_owned(), json!(settings.quick)),
         (
@@ -321,6 +335,7 @@ fn throughput_sections(
                 regime.clone(),
             ],
             rows: single_rows,
+            absolute_rows: Vec::new(),
         },
         Section {
             title: format!("Ring throughput, batches of {BATCH}"),
@@ -335,6 +350,7 @@ fn throughput_sections(
                 regime,
             ],
             rows: batched_rows,
+            absolute_rows: Vec::new(),
         },
     ])
 }
@@ -376,6 +392,7 @@ fn latency_section(settings: &Settings, pinning: &Pinning, wait: Wait) -> anyhow
             settings.reps
         )],
         rows,
+        absolute_rows: Vec::new(),
     })
 }
 
@@ -699,6 +716,148 @@ fn bucket_section(
             ),
         ],
         rows,
+        absolute_rows: Vec::new(),
+    })
+}
+
+/// Per-repetition figures and admitted counts of one tenant setup's admission rows.
+#[derive(Default)]
+struct AdmissionSamples {
+    admission_ns: Vec<f64>,
+    full_path_ns: Vec<f64>,
+    admitted: u64,
+    messages: u64,
+}
+
+fn admission_section(
+    settings: &Settings,
+    pinning: &Pinning,
+    progress: &mut impl FnMut(&str),
+) -> anyhow::Result<Section> {
+    let order = Arc::new(admission::order());
+    let mut samples: Vec<AdmissionSamples> = TenantSetup::ALL
+        .iter()
+        .map(|_| AdmissionSamples::default())
+        .collect();
+    for rep in 1..=settings.reps {
+        progress(&format!("  rep {rep}/{}", settings.reps));
+        for (setup, samples) in TenantSetup::ALL.into_iter().zip(&mut samples) {
+            let order = Arc::clone(&order);
+            let messages = settings.admission_messages;
+            let run = bucket_checks::on_pinned_thread(pinning, move || {
+                admission::run(messages, setup, &order)
+            })??;
+            samples.admission_ns.push(run.admission_ns_per_message());
+            samples.full_path_ns.push(run.full_path_ns_per_message());
+            samples.admitted += run.admitted;
+            samples.messages += run.messages;
+        }
+    }
+
+    let mut absolute_rows = Vec::new();
+    for (setup, samples) in TenantSetup::ALL.into_iter().zip(&samples) {
+        let admitted = Some(Admitted {
+            admitted: samples.admitted,
+            checks: samples.messages,
+        });
+        absolute_rows.push(AbsoluteRow {
+            case: format!("admission, {}", setup.describe()),
+            spillway: Figure {
+                admitted,
+                ..figure(
+                    "spillway Simulation::submit",
+                    &samples.admission_ns,
+                    Unit::NanosecondsPerMessage,
+                )?
+            },
+            // The issue's budget is for the three levels as the default config runs them;
+            // a configured tenant adds the cross-shard cap's compare-exchange, reported
+            // beside it without a budget.
+            budget: (setup == TenantSetup::ALL[0]).then_some(Budget::AtMost(ADMISSION_BUDGET_NS)),
+        });
+        absolute_rows.push(AbsoluteRow {
+            case: format!("admission + handler + completion, {}", setup.describe()),
+            spillway: Figure {
+                admitted,
+                ..figure(
+                    "spillway submit + run (no-op handler)",
+                    &samples.full_path_ns,
+                    Unit::NanosecondsPerMessage,
+                )?
+            },
+            budget: None,
+        });
+    }
+    let bytes = spillway::engine::Engine::bytes_per_connection();
+    absolute_rows.push(AbsoluteRow {
+        case: "memory per idle connection".to_owned(),
+        spillway: figure(
+            "spillway Engine::bytes_per_connection()",
+            &[bytes as f64],
+            Unit::BytesPerConnection,
+        )?,
+        budget: Some(Budget::AtMost(CONNECTION_BUDGET_BYTES)),
+    });
+
+    Ok(Section {
+        title: format!(
+            "Admission pipeline, one simulated shard, {} connections (absolute budgets, no peer)",
+            admission::CONNECTIONS
+        ),
+        notes: vec![
+            format!(
+                "Config::default(), all three levels on (rate {} msg/s per connection, burst {}, \
+                 caps, breaker); spillway::simulation::Simulation with a no-op handler; messages \
+                 role Session, priority P1, tenant 0, no payload; connections 0..{} warmed with one \
+                 message each, then visited in {} xorshift64 shuffles (seed {:#x}), repeated; \
+                 simulated clock +{} ns per message (about {:.0} msg/s per connection, under the rate)",
+                spillway::config::Config::default().rate.per_connection_per_sec,
+                spillway::config::Config::default().rate.burst,
+                admission::CONNECTIONS,
+                admission::ORDER_ROUNDS,
+                admission::ORDER_SEED,
+                admission::NS_PER_MESSAGE,
+                1e9 / (f64::from(admission::CONNECTIONS) * admission::NS_PER_MESSAGE as f64),
+            ),
+            format!(
+                "admission = time in the batch's {batch} submit calls / messages; full path = the \
+                 submits plus run(now, now, {batch}) after them (no-op handlers, completions, \
+                 per-batch breaker evaluation and adaptive sweep) / messages; Instant around each \
+                 batch; {} timed messages per run; median (min–max) of {} reps; every timed \
+                 message must be admitted and delivered (the run fails otherwise)",
+                settings.admission_messages,
+                settings.reps,
+                batch = admission::BATCH,
+            ),
+            format!(
+                "tenant setups: without settings (the default config's path) and with tenant 0 \
+                 configured (cap 2^30 pending, never reached: at most {} messages pending; \
+                 ceiling P0, never lowers P1), so the tenant charge (compare-exchange) and release \
+                 are on the path",
+                admission::BATCH,
+            ),
+            format!(
+                "budget (issue): admission with all three levels on, one shard, {} connections, \
+                 <= {ADMISSION_BUDGET_NS} ns per message (design documents: about 2 us for the \
+                 bucket check, 5 us for the breaker evaluation); judged on the default config's \
+                 admission row; the configured-tenant row adds the optional cross-shard tenant \
+                 cap (a shared compare-exchange per message) and is reported without a budget, \
+                 as are the full-path rows",
+                admission::CONNECTIONS
+            ),
+            format!(
+                "memory: Engine::bytes_per_connection(), what a shard reserves per connection it \
+                 can hold (entry, id-index share, round-robin share), a constant of this build, \
+                 not a timing; budget (issue) <= {CONNECTION_BUDGET_BYTES} B per idle connection"
+            ),
+            "bias: the submit figure also builds the Message, and Simulation::submit drains the \
+             core's outbox into a Vec after every decision (empty here: nothing is refused); two \
+             Instant reads per batch add about 0.5 ns/message; no refusal path is timed; see \
+             bench-harness/src/admission.rs"
+                .to_owned(),
+        ],
+        rows: Vec::new(),
+        absolute_rows,
     })
 }
 

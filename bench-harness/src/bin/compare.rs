@@ -3,8 +3,10 @@
 //! Measures SPSC ring throughput (capacities 1024 and 65536, one message per call and batches
 //! of 64) and round-trip latency against rtrb, crossbeam's ArrayQueue, crossbeam-channel and
 //! std's sync_channel, and token-bucket checks against governor (clock per check, amortised
-//! clock, two threads on one bucket, 15,000 keyed buckets). Prints a table, or with `--json`
-//! one JSON object on stdout with every figure and every spillway/peer ratio; progress goes to
+//! clock, two threads on one bucket, 15,000 keyed buckets); then spillway's admission pipeline
+//! (one simulated shard, 15,000 connections, all three levels on) and its memory per
+//! connection against absolute budgets. Prints a table, or with `--json` one JSON object on
+//! stdout with every figure, every spillway/peer ratio and every budget; progress goes to
 //! stderr. Run it optimised, with the workspace's LTO bench profile:
 //!
 //! ```text
@@ -12,8 +14,8 @@
 //! ```
 //!
 //! Known bias: see each measurement module (`ring_throughput`, `ring_latency`,
-//! `bucket_checks`); on a machine with two cores, anything else running shares a core with a
-//! measured thread, which shows as spread (min–max).
+//! `bucket_checks`, `admission`); on a machine with two cores, anything else running shares a
+//! core with a measured thread, which shows as spread (min–max).
 
 use std::io::Write as _;
 use std::time::Instant;
