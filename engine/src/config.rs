@@ -1,6 +1,13 @@
 //! Every setting of the engine in one [`Config`], with SPEC's defaults (the production
 //! profile) and a [`Config::validate`] that names the field and its allowed range.
 //!
+//! The same `Config` comes from code (start from [`Config::default`] or
+//! [`Config::for_profile`] and set fields, then hand it to
+//! [`Engine::builder`](crate::engine::Engine::builder)) or from a TOML file
+//! ([`Config::from_toml_file`], [`Config::from_toml_str`]) whose keys are the field paths
+//! below: a file names a [`Profile`] to start from and overrides only what it names.
+//! [`Config::to_toml_string`] prints every effective setting in that format.
+//!
 //! ```
 //! use spillway::config::{CapAction, Config};
 //! let mut config = Config::default();
@@ -13,17 +20,56 @@
 //!     "rate.per_connection_per_sec must be in 1..=1000000000, got 0"
 //! );
 //! ```
+//!
+//! ```
+//! use spillway::config::{Config, Profile};
+//! let config = Config::from_toml_str(
+//!     r#"
+//!     profile = "staging"
+//!     shards = 4
+//!
+//!     [rate]
+//!     per_connection_per_sec = 2000
+//!     burst = 4000
+//!     "#,
+//! )
+//! .unwrap();
+//! let mut expected = Config::for_profile(Profile::Staging);
+//! expected.shards = 4;
+//! expected.rate.per_connection_per_sec = 2000;
+//! expected.rate.burst = 4000;
+//! assert_eq!(config, expected);
+//!
+//! let error = Config::from_toml_str("[rate]\nper_connection_per_sec = -5").unwrap_err();
+//! assert_eq!(error.field, "rate.per_connection_per_sec");
+//! assert_eq!(
+//!     error.to_string(),
+//!     "rate.per_connection_per_sec must be in 1..=1000000000, got -5"
+//! );
+//! ```
+
+use core::ops::RangeInclusive;
 
 use crate::message::{Priority, Role, TenantId};
+
+mod file;
+mod profile;
+
+pub use file::ConfigLoadError;
+pub use profile::Profile;
 
 /// The most shards an engine runs; indices fit in a `u8` on the wire and in ring tables.
 pub const SHARDS_MAX: usize = 256;
 /// The most producer threads (`Ingress` handles) alive at once, per engine.
 pub const INGRESSES_MAX: usize = 256;
 
-/// All settings. `Default` is SPEC's production profile.
+/// All settings. `Default` is SPEC's production profile; [`Config::for_profile`] gives the
+/// others.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
+    /// The profile these settings started from. Informational: the engine reads only the
+    /// values below, and a file's `profile` key names the base its other keys override.
+    pub profile: Profile,
     /// Data shards (worker threads); `0` picks one per available core, less one for the
     /// control plane when there are more than two cores.
     pub shards: usize,
@@ -52,11 +98,16 @@ pub struct Config {
     pub breaker: BreakerConfig,
     /// On shutdown, run what is queued (`true`) or cancel it (`false`).
     pub shutdown_finishes_queued: bool,
+    /// The control-plane thread and its rings.
+    pub control: ControlConfig,
+    /// The overload monitor.
+    pub monitor: MonitorConfig,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
+            profile: Profile::Production,
             shards: 0,
             pinning: false,
             wait: WaitStrategy::Adaptive,
@@ -70,6 +121,8 @@ impl Default for Config {
             tenants: Vec::new(),
             breaker: BreakerConfig::default(),
             shutdown_finishes_queued: true,
+            control: ControlConfig::default(),
+            monitor: MonitorConfig::default(),
         }
     }
 }
@@ -239,6 +292,59 @@ impl Default for BreakerConfig {
     }
 }
 
+/// Control-plane settings (SPEC 5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ControlConfig {
+    /// A health check slower than this is an SLO violation, in ns (SPEC: 100 ms); 1 µs to
+    /// 60 s.
+    pub health_slo_ns: u64,
+    /// Slots in each control ring (control -> shard and back); 2 to 65536.
+    pub ring_capacity: usize,
+    /// A drained connection finishes what it has queued (`true`) or cancels it (`false`).
+    pub drain_finishes_queued: bool,
+    /// Pin the control-plane thread to a core of its own when one is spare.
+    pub pinning: bool,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            health_slo_ns: 100_000_000,
+            ring_capacity: 256,
+            drain_finishes_queued: true,
+            pinning: true,
+        }
+    }
+}
+
+/// Overload-monitor settings (SPEC 5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MonitorConfig {
+    /// How often every queue is sampled against its cap, in ns (SPEC: 5 s); 1 ms to 1 h.
+    pub interval_ns: u64,
+    /// Alerts kept (SPEC: the last 100); 1 to 100000.
+    pub history: usize,
+    /// Fill percentage of a cap that raises a warning (SPEC: 80); below `critical_percent`.
+    pub warning_percent: u32,
+    /// Fill percentage that raises a critical alert (SPEC: 90); at most `overload_percent`.
+    pub critical_percent: u32,
+    /// Fill percentage that raises an overload alert, which trips the breaker (SPEC: 100);
+    /// at most 100.
+    pub overload_percent: u32,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        Self {
+            interval_ns: 5_000_000_000,
+            history: 100,
+            warning_percent: 80,
+            critical_percent: 90,
+            overload_percent: 100,
+        }
+    }
+}
+
 /// How an idle thread waits for work (LMAX Disruptor's wait strategies).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WaitStrategy {
@@ -277,105 +383,167 @@ pub struct ConfigError {
     pub got: String,
 }
 
+/// The allowed range of each bounded setting, shared by [`Config::validate`] and the TOML
+/// loader (which range-checks a file's numbers before they are narrowed to the field's type,
+/// so that `-5` is reported as out of range, not as a type error). Ranges that depend on
+/// another field (a floor under the rate, thresholds under each other) are checked by
+/// `validate` against that field; the loader checks their outer bound.
+mod range {
+    use super::{RangeInclusive, SHARDS_MAX};
+
+    const HOUR_NS: u64 = 3_600_000_000_000;
+    const DAY_NS: u64 = 86_400_000_000_000;
+
+    pub(super) const SHARDS: RangeInclusive<usize> = 0..=SHARDS_MAX;
+    pub(super) const RING_CAPACITY: RangeInclusive<usize> = 2..=1 << 20;
+    pub(super) const BATCH: RangeInclusive<usize> = 1..=1 << 16;
+    pub(super) const CONNECTIONS_PER_SHARD: RangeInclusive<usize> = 1..=1 << 24;
+    pub(super) const WAIT_ITERATIONS: RangeInclusive<u32> = 0..=u32::MAX;
+    pub(super) const PARK_TIMEOUT_US: RangeInclusive<u32> = 1..=1_000_000;
+
+    pub(super) const RATE_PER_SEC: RangeInclusive<u32> = 1..=1_000_000_000;
+    pub(super) const BURST: RangeInclusive<u32> = 1..=u32::MAX;
+    pub(super) const CUT_PERCENT: RangeInclusive<u32> = 1..=99;
+    pub(super) const PERCENT: RangeInclusive<u32> = 1..=100;
+    pub(super) const ADAPTIVE_INTERVAL_NS: RangeInclusive<u64> = 1_000_000..=HOUR_NS;
+    pub(super) const LATENCY_NS: RangeInclusive<u64> = 1..=HOUR_NS;
+
+    pub(super) const CAP_MESSAGES: RangeInclusive<u32> = 1..=1 << 24;
+    pub(super) const CAP_BYTES: RangeInclusive<u64> = 1..=1 << 40;
+    pub(super) const TENANT_ID: RangeInclusive<u32> = 0..=u32::MAX;
+    pub(super) const TENANT_PENDING: RangeInclusive<u32> = 1..=1 << 30;
+
+    pub(super) const ERROR_RATE_PERCENT: RangeInclusive<f64> = 0.0..=100.0;
+    pub(super) const WINDOW_REQUESTS: RangeInclusive<u32> = 10..=1 << 20;
+    pub(super) const MIN_SAMPLES: RangeInclusive<u32> = 1..=1 << 20;
+    pub(super) const BREAKER_PERIOD_NS: RangeInclusive<u64> = 1..=DAY_NS;
+
+    pub(super) const HEALTH_SLO_NS: RangeInclusive<u64> = 1_000..=60_000_000_000;
+    pub(super) const CONTROL_RING_CAPACITY: RangeInclusive<usize> = 2..=65_536;
+    pub(super) const MONITOR_INTERVAL_NS: RangeInclusive<u64> = 1_000_000..=HOUR_NS;
+    pub(super) const MONITOR_HISTORY: RangeInclusive<usize> = 1..=100_000;
+}
+
+/// The error for `got` outside `range`.
+fn out_of_range<T: core::fmt::Display>(
+    field: &str,
+    range: &RangeInclusive<T>,
+    got: impl core::fmt::Display,
+) -> ConfigError {
+    ConfigError {
+        field: field.to_string(),
+        allowed: format!("{}..={}", range.start(), range.end()),
+        got: got.to_string(),
+    }
+}
+
+/// `Ok` when `value` lies in `range`; NaN lies in no range.
 fn check<T: PartialOrd + core::fmt::Display>(
     field: &str,
     value: T,
-    low: T,
-    high: T,
+    range: RangeInclusive<T>,
 ) -> Result<(), ConfigError> {
-    if value < low || value > high {
-        return Err(ConfigError {
-            field: field.to_string(),
-            allowed: format!("{low}..={high}"),
-            got: value.to_string(),
-        });
+    if range.contains(&value) {
+        Ok(())
+    } else {
+        Err(out_of_range(field, &range, value))
     }
-    Ok(())
 }
 
 impl Config {
+    /// The settings of `profile`; [`Profile::Production`] gives [`Config::default`].
+    pub fn for_profile(profile: Profile) -> Config {
+        profile::settings(profile)
+    }
+
     /// Checks every value; the first bad one is named in the error.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check("shards", self.shards, 0, SHARDS_MAX)?;
-        check("ring_capacity", self.ring_capacity, 2, 1 << 20)?;
-        check("admission_batch_max", self.admission_batch_max, 1, 1 << 16)?;
-        check("handler_batch_max", self.handler_batch_max, 1, 1 << 16)?;
+        check("shards", self.shards, range::SHARDS)?;
+        check("ring_capacity", self.ring_capacity, range::RING_CAPACITY)?;
+        check(
+            "admission_batch_max",
+            self.admission_batch_max,
+            range::BATCH,
+        )?;
+        check("handler_batch_max", self.handler_batch_max, range::BATCH)?;
         check(
             "connections_per_shard_max",
             self.connections_per_shard_max,
-            1,
-            1 << 24,
+            range::CONNECTIONS_PER_SHARD,
         )?;
         if let WaitStrategy::SpinThenPark {
             park_timeout_us, ..
         } = self.wait
         {
-            check("wait.park_timeout_us", park_timeout_us, 1, 1_000_000)?;
+            check(
+                "wait.park_timeout_us",
+                park_timeout_us,
+                range::PARK_TIMEOUT_US,
+            )?;
         }
 
         let rate = &self.rate;
         check(
             "rate.per_connection_per_sec",
             rate.per_connection_per_sec,
-            1,
-            1_000_000_000,
+            range::RATE_PER_SEC,
         )?;
-        check("rate.burst", rate.burst, 1, u32::MAX)?;
+        check("rate.burst", rate.burst, range::BURST)?;
         check(
             "rate.adaptive_cut_percent",
             rate.adaptive_cut_percent,
-            1,
-            99,
+            range::CUT_PERCENT,
         )?;
         check(
             "rate.adaptive_recover_percent",
             rate.adaptive_recover_percent,
-            1,
-            100,
+            range::PERCENT,
         )?;
         check(
             "rate.adaptive_floor_per_sec",
             rate.adaptive_floor_per_sec,
-            1,
-            rate.per_connection_per_sec,
+            1..=rate.per_connection_per_sec,
         )?;
         check(
             "rate.adaptive_interval_ns",
             rate.adaptive_interval_ns,
-            1_000_000,
-            3_600_000_000_000,
+            range::ADAPTIVE_INTERVAL_NS,
         )?;
         check(
             "rate.adaptive_latency_threshold_ns",
             rate.adaptive_latency_threshold_ns,
-            1,
-            3_600_000_000_000,
+            range::LATENCY_NS,
         )?;
 
         let caps = &self.caps;
         check(
             "caps.connection_messages",
             caps.connection_messages,
-            1,
-            1 << 24,
+            range::CAP_MESSAGES,
         )?;
-        check("caps.connection_bytes", caps.connection_bytes, 1, 1 << 40)?;
-        check("caps.handler_queue", caps.handler_queue, 1, 1 << 24)?;
+        check(
+            "caps.connection_bytes",
+            caps.connection_bytes,
+            range::CAP_BYTES,
+        )?;
+        check(
+            "caps.handler_queue",
+            caps.handler_queue,
+            range::CAP_MESSAGES,
+        )?;
         for role in Role::ALL {
             check(
                 &format!("caps.role_messages.{role}"),
                 caps.role_messages[role.index()],
-                1,
-                1 << 24,
+                range::CAP_MESSAGES,
             )?;
         }
         check(
             "caps.backpressure_percent",
             caps.backpressure_percent,
-            1,
-            100,
+            range::PERCENT,
         )?;
-        let mut previous_percent = 100;
+        let mut previous_percent = *range::PERCENT.end();
         for priority in Priority::ALL {
             let percent = caps.priority_threshold_percent[priority.index()];
             // Each priority's threshold lies between 1% and the threshold of the priority
@@ -383,8 +551,7 @@ impl Config {
             check(
                 &format!("caps.priority_threshold_percent.{priority}"),
                 percent,
-                1,
-                previous_percent,
+                1..=previous_percent,
             )?;
             previous_percent = percent;
         }
@@ -394,8 +561,7 @@ impl Config {
                 check(
                     &format!("tenants[{index}].max_pending"),
                     max_pending,
-                    1,
-                    1 << 30,
+                    range::TENANT_PENDING,
                 )?;
             }
             if let Some(duplicate) = self.tenants[..index]
@@ -414,38 +580,69 @@ impl Config {
         check(
             "breaker.p95_latency_max_ns",
             breaker.p95_latency_max_ns,
-            1,
-            3_600_000_000_000,
+            range::LATENCY_NS,
         )?;
         check(
             "breaker.error_rate_max_percent",
             breaker.error_rate_max_percent,
-            0.0,
-            100.0,
+            range::ERROR_RATE_PERCENT,
         )?;
         check(
             "breaker.window_requests",
             breaker.window_requests,
-            10,
-            1 << 20,
+            range::WINDOW_REQUESTS,
         )?;
         check(
             "breaker.min_samples",
             breaker.min_samples,
-            1,
-            breaker.window_requests,
+            1..=breaker.window_requests,
         )?;
         check(
             "breaker.recovery_timeout_ns",
             breaker.recovery_timeout_ns,
-            1,
-            86_400_000_000_000,
+            range::BREAKER_PERIOD_NS,
         )?;
         check(
             "breaker.good_period_ns",
             breaker.good_period_ns,
-            1,
-            86_400_000_000_000,
+            range::BREAKER_PERIOD_NS,
+        )?;
+
+        let control = &self.control;
+        check(
+            "control.health_slo_ns",
+            control.health_slo_ns,
+            range::HEALTH_SLO_NS,
+        )?;
+        check(
+            "control.ring_capacity",
+            control.ring_capacity,
+            range::CONTROL_RING_CAPACITY,
+        )?;
+
+        let monitor = &self.monitor;
+        check(
+            "monitor.interval_ns",
+            monitor.interval_ns,
+            range::MONITOR_INTERVAL_NS,
+        )?;
+        check("monitor.history", monitor.history, range::MONITOR_HISTORY)?;
+        // warning < critical <= overload <= 100, checked from the top down so that the
+        // field named is the one out of order with the levels above it.
+        check(
+            "monitor.overload_percent",
+            monitor.overload_percent,
+            range::PERCENT,
+        )?;
+        check(
+            "monitor.critical_percent",
+            monitor.critical_percent,
+            1..=monitor.overload_percent,
+        )?;
+        check(
+            "monitor.warning_percent",
+            monitor.warning_percent,
+            1..=monitor.critical_percent - 1,
         )?;
         Ok(())
     }
@@ -507,6 +704,64 @@ mod tests {
         };
         config.tenants = vec![tenant, tenant];
         assert_eq!(config.validate().unwrap_err().field, "tenants[1].tenant");
+    }
+
+    #[test]
+    fn control_and_monitor_are_validated() {
+        let config = Config::default();
+        assert_eq!(config.control.health_slo_ns, 100_000_000);
+        assert_eq!(config.monitor.interval_ns, 5_000_000_000);
+        assert_eq!(config.monitor.history, 100);
+        let mut config = Config::default();
+        config.control.health_slo_ns = 999;
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            "control.health_slo_ns must be in 1000..=60000000000, got 999"
+        );
+        let mut config = Config::default();
+        config.control.ring_capacity = 1;
+        assert_eq!(
+            config.validate().unwrap_err().field,
+            "control.ring_capacity"
+        );
+        let mut config = Config::default();
+        config.monitor.history = 0;
+        assert_eq!(config.validate().unwrap_err().field, "monitor.history");
+        let mut config = Config::default();
+        config.monitor.interval_ns = 999_999;
+        assert_eq!(config.validate().unwrap_err().field, "monitor.interval_ns");
+        // warning < critical <= overload <= 100.
+        let mut config = Config::default();
+        config.monitor.warning_percent = 90;
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            "monitor.warning_percent must be in 1..=89, got 90"
+        );
+        let mut config = Config::default();
+        config.monitor.overload_percent = 85;
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            "monitor.critical_percent must be in 1..=85, got 90"
+        );
+        let mut config = Config::default();
+        config.monitor.overload_percent = 101;
+        assert_eq!(
+            config.validate().unwrap_err().field,
+            "monitor.overload_percent"
+        );
+        let mut config = Config::default();
+        config.monitor.critical_percent = 100;
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn nan_is_in_no_range() {
+        let mut config = Config::default();
+        config.breaker.error_rate_max_percent = f64::NAN;
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            "breaker.error_rate_max_percent must be in 0..=100, got NaN"
+        );
     }
 
     #[test]

@@ -1,0 +1,90 @@
+//! The `spillway check-config FILE` command: exit status and output.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn spillway(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_spillway"))
+        .args(args)
+        .output()
+        .expect("the spillway binary runs")
+}
+
+fn shipped(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../config")
+        .join(name)
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn a_shipped_profile_is_valid_and_its_settings_are_printed() {
+    for profile in ["development", "staging", "production", "high-throughput"] {
+        let file = shipped(&format!("{profile}.toml"));
+        let output = spillway(&["check-config", &file]);
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        assert_eq!(output.status.code(), Some(0), "{stdout}");
+        let (first, settings) = stdout.split_once('\n').unwrap();
+        assert_eq!(first, format!("{file}: valid (profile {profile})"));
+        // The rest is every effective setting, in the file layout.
+        let config = spillway::config::Config::from_toml_str(settings).unwrap();
+        assert_eq!(config.profile.name(), profile);
+        for key in [
+            "[rate]",
+            "[caps.role_messages]",
+            "[control]",
+            "[monitor]",
+            "burst =",
+        ] {
+            assert!(settings.contains(key), "{key} missing from:\n{settings}");
+        }
+    }
+}
+
+#[test]
+fn an_invalid_file_exits_1_naming_the_field() {
+    let path = std::env::temp_dir().join(format!("spillway-bad-{}.toml", std::process::id()));
+    std::fs::write(&path, "profile = \"staging\"\n[rate]\nburst = 0\n").unwrap();
+    let output = spillway(&["check-config", path.to_str().unwrap()]);
+    std::fs::remove_file(&path).unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("rate.burst must be in 1..=4294967295, got 0"),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty());
+}
+
+#[test]
+fn a_missing_file_exits_1() {
+    let output = spillway(&["check-config", "/nonexistent/spillway.toml"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("/nonexistent/spillway.toml"), "{stderr}");
+}
+
+#[test]
+fn usage_errors_exit_2_and_help_exits_0() {
+    let output = spillway(&["--help"]);
+    assert_eq!(output.status.code(), Some(0));
+    let usage = String::from_utf8(output.stdout).unwrap();
+    assert!(usage.contains("check-config FILE"), "{usage}");
+
+    let output = spillway(&[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8(output.stderr).unwrap().contains("Usage"));
+
+    let output = spillway(&["frobnicate"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("unknown command \"frobnicate\""),
+        "{stderr}"
+    );
+
+    let output = spillway(&["check-config"]);
+    assert_eq!(output.status.code(), Some(2));
+}
