@@ -25,6 +25,7 @@ pub mod handler;
 pub mod ingress;
 pub mod message;
 pub mod metrics;
+pub mod monitor;
 pub mod outcome;
 pub mod ring;
 pub(crate) mod shard;

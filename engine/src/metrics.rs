@@ -353,6 +353,9 @@ pub struct ShardStats {
     pub shard: usize,
     /// Its outcome counts.
     pub total: Tally,
+    /// Its outcome counts per role, in [`Role::ALL`] order (a role's `in_flight` is its
+    /// pending count on this shard, what the role cap applies to).
+    pub roles: [Tally; Role::COUNT],
     /// Messages pending on its queues when it published.
     pub pending_messages: u64,
     /// Connections whose state it holds.
@@ -419,6 +422,7 @@ impl Stats {
             shard_stats.push(ShardStats {
                 shard: index,
                 total: counters.total,
+                roles: counters.roles,
                 pending_messages: counters.pending_messages,
                 connections: counters.connections,
                 backpressure: counters.backpressure_active != 0,
