@@ -32,17 +32,20 @@
 use std::sync::{Mutex, OnceLock};
 use std::thread::{JoinHandle, Thread};
 
-use crate::admission::breaker::{BreakerState, CircuitBreaker};
+use crate::admission::breaker::CircuitBreaker;
 use crate::admission::tenants::TenantTable;
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, INGRESSES_MAX};
-use crate::control::Control;
+use crate::control::protocol::{ShardCommand, ShardReply};
+use crate::control::thread::ControlLink;
+use crate::control::{Control, ControlShared};
 use crate::handler::Handler;
 use crate::ingress::{Ingress, ShardLink, SharedIngress};
 use crate::message::{ConnectionId, Message, TenantId};
 use crate::metrics::{PublishedCounters, Stats};
+use crate::monitor::{AlertThresholds, Monitor};
 use crate::outcome::Completion;
-use crate::ring::Mpmc;
+use crate::ring::{spsc, Mpmc};
 use crate::shard::core::ShardCore;
 use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::wait::{self, Waiter};
@@ -118,6 +121,8 @@ pub(crate) struct EngineShared {
     pub(crate) stopped: AtomicBool,
     /// Submissions handed back because a ring had no room.
     pub(crate) ring_full: AtomicU64,
+    /// The control plane's inboxes, latency book and monitor.
+    pub(crate) control: ControlShared,
     /// One token per ingress index; an index is free when only this table holds its token.
     ingress_tokens: Mutex<Vec<Arc<()>>>,
 }
@@ -137,13 +142,17 @@ impl EngineShared {
             .iter()
             .map(|shard| shard.published.read())
             .collect();
-        Stats::collect(
+        let mut stats = Stats::collect(
             &counters,
             &self.tenant_ids,
             self.breaker.read().state(),
             // Relaxed: a statistic.
             self.ring_full.load(Ordering::Relaxed),
-        )
+        );
+        if let Ok(book) = self.control.latency.lock() {
+            stats.control = book.stats();
+        }
+        stats
     }
 }
 
@@ -151,6 +160,7 @@ impl EngineShared {
 pub struct Engine {
     shared: Arc<EngineShared>,
     threads: Vec<JoinHandle<()>>,
+    control_thread: Option<JoinHandle<()>>,
 }
 
 /// Builds an [`Engine`]: settings, then a handler, then [`start`](EngineBuilder::start).
@@ -251,6 +261,13 @@ impl Engine {
             // A shard thread only ends by returning: handler panics are caught per message.
             let _ = thread.join();
         }
+        // The control plane goes last, so that drains under way can finish with the shards.
+        // Release: pairs with the control thread's and the handles' Acquire loads.
+        self.shared.control.stopping.store(true, Ordering::Release);
+        self.shared.control.wake();
+        if let Some(thread) = self.control_thread.take() {
+            let _ = thread.join();
+        }
         // Release: pairs with the ingresses' Acquire loads; every shard has exited, and its
         // submission rings wait in their orphan slots.
         self.shared.stopped.store(true, Ordering::Release);
@@ -259,7 +276,7 @@ impl Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        if !self.threads.is_empty() {
+        if !self.threads.is_empty() || self.control_thread.is_some() {
             self.stop();
         }
     }
@@ -315,6 +332,14 @@ impl<H: Handler + Clone> EngineBuilder<H> {
             stopping: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             ring_full: AtomicU64::new(0),
+            control: ControlShared::new(Monitor::new(
+                AlertThresholds {
+                    warning_percent: config.monitor.warning_percent,
+                    critical_percent: config.monitor.critical_percent,
+                    overload_percent: config.monitor.overload_percent,
+                },
+                config.monitor.history,
+            )),
             ingress_tokens: Mutex::new((0..INGRESSES_MAX).map(|_| Arc::new(())).collect()),
             config,
         });
@@ -324,7 +349,17 @@ impl<H: Handler + Clone> EngineBuilder<H> {
         let mut engine = Engine {
             shared: Arc::clone(&shared),
             threads: Vec::with_capacity(shard_count),
+            control_thread: None,
         };
+        let control_capacity = shared.config.control.ring_capacity;
+        let mut control_links = Vec::with_capacity(shard_count);
+        let mut shard_control_ends = Vec::with_capacity(shard_count);
+        for _ in 0..shard_count {
+            let (commands, shard_commands) = spsc::channel::<ShardCommand>(control_capacity);
+            let (shard_replies, replies) = spsc::channel::<ShardReply>(control_capacity);
+            control_links.push(ControlLink { commands, replies });
+            shard_control_ends.push(Some((shard_commands, shard_replies)));
+        }
         for index in 0..shard_count {
             let core = ShardCore::new(
                 index,
@@ -333,6 +368,9 @@ impl<H: Handler + Clone> EngineBuilder<H> {
                 Arc::clone(&breaker),
             );
             let handler = self.handler.clone();
+            let control_ends = shard_control_ends[index]
+                .take()
+                .expect("each shard takes its own control rings once");
             let engine_shared = Arc::clone(&shared);
             let pin_to = (shared.config.pinning && !core_ids.is_empty())
                 .then(|| core_ids[index % core_ids.len()]);
@@ -350,6 +388,7 @@ impl<H: Handler + Clone> EngineBuilder<H> {
                         core,
                         handler,
                         &engine_shared,
+                        control_ends,
                         Waiter::new(waiting),
                     );
                 })
@@ -360,6 +399,29 @@ impl<H: Handler + Clone> EngineBuilder<H> {
             let _ = shared.shards[index].thread.set(thread.thread().clone());
             engine.threads.push(thread);
         }
+        // The control plane gets a core of its own when one is spare (SPEC 2).
+        let control_core = (shared.config.control.pinning && core_ids.len() > shard_count)
+            .then(|| core_ids[shard_count]);
+        let control_waiting = wait::resolve(shared.config.wait, shard_count + 2, cores);
+        let engine_shared = Arc::clone(&shared);
+        let control_thread = std::thread::Builder::new()
+            .name("spillway-control".to_string())
+            .spawn(move || {
+                if let Some(core_id) = control_core {
+                    core_affinity::set_for_current(core_id);
+                }
+                crate::control::thread::run(
+                    &engine_shared,
+                    control_links,
+                    Waiter::new(control_waiting),
+                );
+            })
+            .map_err(|source| Error::Spawn {
+                shard: shard_count,
+                source,
+            })?;
+        let _ = shared.control.thread.set(control_thread.thread().clone());
+        engine.control_thread = Some(control_thread);
         Ok(engine)
     }
 }
@@ -372,9 +434,4 @@ impl core::fmt::Debug for Engine {
             .field("breaker", &self.shared.breaker.read().state())
             .finish()
     }
-}
-
-/// The breaker state now (shared by `Engine` and `Control`).
-pub(crate) fn breaker_state(shared: &EngineShared) -> BreakerState {
-    shared.breaker.read().state()
 }

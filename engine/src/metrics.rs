@@ -390,6 +390,8 @@ pub struct Stats {
     /// Submissions handed back to the caller because the ring to the shard had no room
     /// (counted by the ingress; such messages never reached admission).
     pub ring_full: u64,
+    /// The control plane's command latencies and SLO violations.
+    pub control: crate::control::ControlStats,
 }
 
 impl Stats {
@@ -440,6 +442,7 @@ impl Stats {
             shards: shard_stats,
             breaker,
             ring_full,
+            control: crate::control::ControlStats::default(),
         }
     }
 

@@ -99,11 +99,13 @@ pub enum RefusalReason {
     Disconnected,
     /// The engine is shutting down and takes no new work.
     ShuttingDown,
+    /// The connection is being drained by the control plane (or was, and is closed).
+    Draining,
 }
 
 impl RefusalReason {
     /// Every reason, in counter order.
-    pub const ALL: [RefusalReason; 9] = [
+    pub const ALL: [RefusalReason; 10] = [
         RefusalReason::RateLimited,
         RefusalReason::ConnectionQueueFull,
         RefusalReason::ConnectionBytesFull,
@@ -113,6 +115,7 @@ impl RefusalReason {
         RefusalReason::ConnectionLimit,
         RefusalReason::Disconnected,
         RefusalReason::ShuttingDown,
+        RefusalReason::Draining,
     ];
     /// Number of reasons.
     pub const COUNT: usize = Self::ALL.len();
@@ -134,6 +137,7 @@ impl RefusalReason {
             RefusalReason::ConnectionLimit => "connection_limit",
             RefusalReason::Disconnected => "disconnected",
             RefusalReason::ShuttingDown => "shutting_down",
+            RefusalReason::Draining => "draining",
         }
     }
 }

@@ -134,6 +134,15 @@ impl TenantTable {
             .load(Ordering::Relaxed)
     }
 
+    /// The tenant's cap now, `None` if it has none.
+    pub fn max_pending(&self, index: TenantIndex) -> Option<u64> {
+        // Relaxed: a standalone setting.
+        let max_pending = self.entries[index.position()]
+            .max_pending
+            .load(Ordering::Relaxed);
+        (max_pending != u64::MAX).then_some(max_pending)
+    }
+
     /// Changes the tenant's cap at run time (`None`: no cap). Messages already pending stay
     /// charged; a cap lowered below the pending count refuses until enough finish.
     pub fn set_max_pending(&self, index: TenantIndex, max_pending: Option<u32>) {

@@ -36,6 +36,13 @@ pub(crate) struct ConnectionState {
     pub(crate) scheduled: u8,
     /// Set by the `disconnect` action; later messages are refused.
     pub(crate) disconnected: bool,
+    /// Set by a drain from the control plane: later messages are refused `Draining`.
+    pub(crate) draining: bool,
+    /// Pending-message cap set for this connection at run time; 0: the configured cap.
+    pub(crate) message_cap: u32,
+    /// Nominal rate set for this connection at run time; 0: the configured rate. The
+    /// adaptive controller recovers towards it.
+    pub(crate) nominal_rate_per_sec: u32,
     /// The adaptive controller's current rate for this connection.
     pub(crate) rate_per_sec: u32,
     /// Worst latency of its messages finished in the current adaptive interval.
@@ -54,6 +61,9 @@ impl ConnectionState {
             queues: [List::EMPTY; Priority::COUNT],
             scheduled: 0,
             disconnected: false,
+            draining: false,
+            message_cap: 0,
+            nominal_rate_per_sec: 0,
             rate_per_sec,
             interval_latency_max_ns: 0,
         }
@@ -63,6 +73,9 @@ impl ConnectionState {
     fn is_idle(&self, now_ns: u64, nominal_per_sec: u32) -> bool {
         self.pending_messages == 0
             && !self.disconnected
+            && !self.draining
+            && self.message_cap == 0
+            && self.nominal_rate_per_sec == 0
             && self.rate_per_sec == nominal_per_sec
             && self.bucket.available(now_ns) >= self.bucket.burst()
     }
@@ -157,7 +170,6 @@ impl ConnectionTable {
     }
 
     /// The slot of `id`, if the shard holds it.
-    #[cfg(all(test, not(loom)))]
     pub(crate) fn find(&self, id: ConnectionId) -> Option<Slot> {
         self.by_id.get(&id.0).copied()
     }

@@ -64,6 +64,7 @@ pub(crate) struct ShardCore {
     cap_action: CapAction,
     drop_policy: QueueDropPolicy,
     thresholds: CapThresholds,
+    priority_percent: [u32; Priority::COUNT],
     backpressure_messages: usize,
     connections: ConnectionTable,
     queue: PendingQueue,
@@ -91,6 +92,25 @@ pub(crate) struct ShardCore {
     /// Completions of messages admitted through `ShardContext::admit`.
     pub(crate) local_completions: Vec<Completion>,
     batch_finished: Vec<Finished>,
+    /// Connections being drained by the control plane, until their queue is empty.
+    drains: Vec<Drain>,
+}
+
+/// A drain under way: the connection refuses new work; it is done when nothing of it is
+/// pending any more.
+#[derive(Clone, Copy, Debug)]
+struct Drain {
+    connection: Slot,
+    request: u64,
+    pending_at_start: u64,
+    cancelled: u64,
+}
+
+/// How a drain ended: messages that ran to completion and messages cancelled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct DrainResult {
+    pub(crate) finished: u64,
+    pub(crate) cancelled: u64,
 }
 
 /// Retry-after for cap refusals when no handler time has been measured yet.
@@ -120,6 +140,7 @@ impl ShardCore {
             cap_action: config.caps.action,
             drop_policy: config.caps.drop_policy,
             thresholds: CapThresholds::new(config),
+            priority_percent: config.caps.priority_threshold_percent,
             backpressure_messages: (handler_queue * config.caps.backpressure_percent as usize)
                 .div_ceil(100),
             connections: ConnectionTable::new(
@@ -146,11 +167,17 @@ impl ShardCore {
             outbox: Vec::with_capacity(config.admission_batch_max + config.handler_batch_max),
             local_completions: Vec::new(),
             batch_finished: Vec::with_capacity(config.handler_batch_max),
+            drains: Vec::new(),
         }
     }
 
     pub(crate) fn index(&self) -> usize {
         self.index
+    }
+
+    /// Connections held.
+    pub(crate) fn connection_count(&self) -> usize {
+        self.connections.len()
     }
 
     /// Messages queued.
@@ -197,6 +224,9 @@ impl ShardCore {
         }
         if self.connections.get(connection).disconnected {
             return self.decline(role, tenant_index, refused(RefusalReason::Disconnected, 0));
+        }
+        if self.connections.get(connection).draining {
+            return self.decline(role, tenant_index, refused(RefusalReason::Draining, 0));
         }
 
         // Priority is a claim: the tenant's ceiling lowers it, counted.
@@ -331,10 +361,12 @@ impl ShardCore {
         let priority = message.priority;
         let state = self.connections.get(connection);
         let thresholds = &self.thresholds;
-        if !thresholds
-            .connection_messages
-            .admits(u64::from(state.pending_messages), 1, priority)
-        {
+        let connection_messages = match state.message_cap {
+            0 => thresholds.connection_messages,
+            // Set at run time for this connection: computed per check, only for it.
+            cap => Thresholds::new(u64::from(cap), &self.priority_percent),
+        };
+        if !connection_messages.admits(u64::from(state.pending_messages), 1, priority) {
             return Some(RefusalReason::ConnectionQueueFull);
         }
         let payload_bytes = message.payload.len() as u64;
@@ -610,6 +642,150 @@ impl ShardCore {
         }
     }
 
+    // ----- control-plane operations (off the data path, between batches) ---------------
+
+    /// Starts draining `connection`: it refuses new messages with `Draining`; what it has
+    /// queued runs (`finish_queued`) or is cancelled now. Returns the result at once if
+    /// nothing is left pending; otherwise [`finished_drains`](Self::finished_drains)
+    /// reports it when the last message finishes.
+    pub(crate) fn begin_drain(
+        &mut self,
+        connection: crate::message::ConnectionId,
+        finish_queued: bool,
+        request: u64,
+        now_ns: u64,
+    ) -> Option<DrainResult> {
+        let Some(slot) = self.connections.find(connection) else {
+            // Unknown here: nothing pending, nothing to close.
+            return Some(DrainResult {
+                finished: 0,
+                cancelled: 0,
+            });
+        };
+        self.connections.get_mut(slot).draining = true;
+        let pending_at_start = u64::from(self.connections.get(slot).pending_messages);
+        let mut cancelled = 0;
+        if !finish_queued {
+            for priority in Priority::ALL {
+                while let Some(entry) = self.queue.pop_oldest(&mut self.connections, slot, priority)
+                {
+                    let role = entry.message.role;
+                    self.finish(entry, Outcome::Cancelled);
+                    self.after_queue_change(role, now_ns);
+                    cancelled += 1;
+                }
+            }
+        }
+        let drain = Drain {
+            connection: slot,
+            request,
+            pending_at_start,
+            cancelled,
+        };
+        if self.connections.get(slot).pending_messages == 0 {
+            return Some(drain.result());
+        }
+        self.drains.push(drain);
+        None
+    }
+
+    /// Drains that completed since the last call, with their request ids.
+    pub(crate) fn finished_drains(&mut self, out: &mut Vec<(u64, DrainResult)>) {
+        let connections = &self.connections;
+        self.drains.retain(|drain| {
+            let done = connections.get(drain.connection).pending_messages == 0;
+            if done {
+                out.push((drain.request, drain.result()));
+            }
+            !done
+        });
+    }
+
+    /// Cancels the queued message `message` of `connection`, ahead of the data queue.
+    /// False if it is not queued (unknown, already run, or never admitted): nothing else is
+    /// touched.
+    pub(crate) fn cancel(
+        &mut self,
+        connection: crate::message::ConnectionId,
+        message: crate::message::MessageId,
+        now_ns: u64,
+    ) -> bool {
+        let Some(slot) = self.connections.find(connection) else {
+            return false;
+        };
+        for priority in Priority::ALL {
+            let removed = self
+                .queue
+                .remove_where(&mut self.connections, slot, priority, |entry| {
+                    entry.message.id == message
+                });
+            if let Some(entry) = removed {
+                let role = entry.message.role;
+                self.finish(entry, Outcome::Cancelled);
+                self.after_queue_change(role, now_ns);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Sets the pending-message cap of `role` on this shard from the next message on.
+    pub(crate) fn set_role_cap(&mut self, role: Role, max_pending: u32) {
+        self.thresholds.roles[role.index()] =
+            Thresholds::new(u64::from(max_pending), &self.priority_percent);
+    }
+
+    /// Sets `connection`'s own pending-message cap from the next message on (adding the
+    /// connection if the shard does not hold it yet). False if there is no room for it.
+    pub(crate) fn set_connection_cap(
+        &mut self,
+        connection: crate::message::ConnectionId,
+        max_pending: u32,
+        now_ns: u64,
+    ) -> bool {
+        let Some((slot, _)) = self.connections.find_or_insert(connection, now_ns) else {
+            return false;
+        };
+        self.connections.get_mut(slot).message_cap = max_pending;
+        true
+    }
+
+    /// Sets the nominal rate of one connection, or of every connection of a tenant that
+    /// this shard holds, from the next message on. Returns how many connections changed.
+    pub(crate) fn set_rate(
+        &mut self,
+        scope: RateScope,
+        rate_per_sec: core::num::NonZeroU32,
+        now_ns: u64,
+    ) -> usize {
+        let apply = |state: &mut super::connections::ConnectionState| {
+            state.nominal_rate_per_sec = rate_per_sec.get();
+            state.rate_per_sec = rate_per_sec.get();
+            state.bucket.set_rate(rate_per_sec);
+        };
+        match scope {
+            RateScope::Connection(connection) => {
+                match self.connections.find_or_insert(connection, now_ns) {
+                    Some((slot, _)) => {
+                        apply(self.connections.get_mut(slot));
+                        1
+                    }
+                    None => 0,
+                }
+            }
+            RateScope::Tenant(tenant) => {
+                let mut changed = 0;
+                for state in self.connections.iter_mut() {
+                    if state.tenant == tenant {
+                        apply(state);
+                        changed += 1;
+                    }
+                }
+                changed
+            }
+        }
+    }
+
     // ----- once per loop ---------------------------------------------------------------
 
     /// The work that is per batch, not per message: follow the breaker (and move it if
@@ -650,8 +826,11 @@ impl ShardCore {
     /// One adaptive interval for every connection: cut where its latency was over the
     /// threshold, recover elsewhere. O(connections) once per interval (1 s by default).
     fn adjust_rates(&mut self, settings: &AdaptiveSettings) {
-        let nominal_per_sec = self.nominal_rate_per_sec;
         for state in self.connections.iter_mut() {
+            let nominal_per_sec = match state.nominal_rate_per_sec {
+                0 => self.nominal_rate_per_sec,
+                set => set,
+            };
             let decision = adaptive_decide(
                 settings,
                 nominal_per_sec,
@@ -683,6 +862,22 @@ impl ShardCore {
         self.counters.backpressure_active = u64::from(self.backpressure_active);
         &self.counters
     }
+}
+
+impl Drain {
+    fn result(&self) -> DrainResult {
+        DrainResult {
+            finished: self.pending_at_start - self.cancelled,
+            cancelled: self.cancelled,
+        }
+    }
+}
+
+/// Which connections a rate change applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RateScope {
+    Connection(crate::message::ConnectionId),
+    Tenant(TenantId),
 }
 
 fn refused(reason: RefusalReason, retry_after_ns: u64) -> Outcome {

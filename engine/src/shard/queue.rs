@@ -180,6 +180,47 @@ impl PendingQueue {
         self.slots[list.head as usize].entry.as_ref()
     }
 
+    /// Removes the first queued message of `connection` at `priority` for which `matches`
+    /// holds (cancel by id). O(messages of that connection at that priority).
+    pub(crate) fn remove_where(
+        &mut self,
+        connections: &mut ConnectionTable,
+        connection: Slot,
+        priority: Priority,
+        mut matches: impl FnMut(&Entry) -> bool,
+    ) -> Option<Entry> {
+        let list = connections.get(connection).queues[priority.index()];
+        let mut previous = NIL;
+        let mut index = list.head;
+        // Bounded by the list's length, at most the connection's cap.
+        while index != NIL {
+            let next = self.slots[index as usize].next;
+            if self.slots[index as usize]
+                .entry
+                .as_ref()
+                .is_some_and(&mut matches)
+            {
+                let list = &mut connections.get_mut(connection).queues[priority.index()];
+                if previous == NIL {
+                    list.head = next;
+                } else {
+                    self.slots[previous as usize].next = next;
+                }
+                if list.tail == index {
+                    list.tail = previous;
+                }
+                let slot = &mut self.slots[index as usize];
+                slot.next = self.free_head;
+                self.free_head = index;
+                self.used -= 1;
+                return slot.entry.take();
+            }
+            previous = index;
+            index = next;
+        }
+        None
+    }
+
     /// Takes the next message to run: the highest priority with work, and within it the
     /// next connection in round-robin order.
     pub(crate) fn pop_next(&mut self, connections: &mut ConnectionTable) -> Option<Entry> {
@@ -249,6 +290,38 @@ mod tests {
             .collect();
         assert_eq!(order, [30, 10, 20, 11, 21, 12]);
         assert_eq!(queue.len(), 0);
+    }
+
+    #[test]
+    fn removing_by_id_keeps_the_list_intact() {
+        let mut connections = ConnectionTable::new(8, 100, 100);
+        let mut queue = PendingQueue::new(8, 8);
+        for id in 0..4 {
+            let entry = entry(&mut connections, 1, id, Priority::P1);
+            queue.push(&mut connections, entry);
+        }
+        let slot = connections.find(ConnectionId(1)).unwrap();
+        for id in [3, 1] {
+            let removed = queue
+                .remove_where(&mut connections, slot, Priority::P1, |entry| {
+                    entry.message.id.0 == id
+                })
+                .unwrap();
+            assert_eq!(removed.message.id.0, id);
+        }
+        assert!(queue
+            .remove_where(&mut connections, slot, Priority::P1, |entry| entry
+                .message
+                .id
+                .0
+                == 3)
+            .is_none());
+        let entry = entry(&mut connections, 1, 4, Priority::P1);
+        queue.push(&mut connections, entry);
+        let order: Vec<u64> = core::iter::from_fn(|| queue.pop_next(&mut connections))
+            .map(|entry| entry.message.id.0)
+            .collect();
+        assert_eq!(order, [0, 2, 4]);
     }
 
     #[test]

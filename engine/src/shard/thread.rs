@@ -7,10 +7,13 @@
 //! Admission always runs before handlers, so overload shows up as counted refusals with a
 //! retry-after, not as full rings.
 
+use crate::control::protocol::{ShardCommand, ShardReply};
+use crate::control::thread::{report_finished_drains, serve_shard_commands};
 use crate::engine::EngineShared;
 use crate::handler::Handler;
 use crate::ingress::ShardLink;
 use crate::outcome::Completion;
+use crate::ring::spsc;
 use crate::sync::Ordering;
 use crate::wait::Waiter;
 
@@ -33,8 +36,10 @@ pub(crate) fn run<H: Handler>(
     mut core: ShardCore,
     mut handler: H,
     engine: &EngineShared,
+    (mut commands, mut replies): (spsc::Consumer<ShardCommand>, spsc::Producer<ShardReply>),
     mut waiter: Waiter,
 ) {
+    let mut drains_done = Vec::new();
     let shard = &engine.shards[index];
     let config = &engine.config;
     let clock = &engine.clock;
@@ -53,6 +58,8 @@ pub(crate) fn run<H: Handler>(
             active.push(slot);
         }
         core.maintain(now_ns);
+        // Control first: it waits for at most the batch before it, never for the backlog.
+        let controlled = serve_shard_commands(&mut core, &mut commands, &mut replies, now_ns);
         // Acquire: pairs with the Release store in `Engine::stop`.
         if !stopping && engine.stopping.load(Ordering::Acquire) {
             stopping = true;
@@ -116,6 +123,7 @@ pub(crate) fn run<H: Handler>(
             handler.completed(&completion);
         }
         route(&mut core, &mut links, engine, index);
+        report_finished_drains(&mut core, &mut replies, &mut drains_done);
         // Relaxed: an advisory signal for producers.
         shard
             .backpressure
@@ -134,17 +142,21 @@ pub(crate) fn run<H: Handler>(
             !finished
         });
 
-        let idle = taken == 0 && ran == 0;
+        let idle = taken == 0 && ran == 0 && !controlled;
         if stopping && idle && core.pending() == 0 {
             break;
         }
-        if idle || now_ns.saturating_sub(published_ns) >= PUBLISH_INTERVAL_NS {
+        // A fresh reading (once per loop): a long handler batch must not make the
+        // published counters lag by more than the batch itself.
+        let loop_end_ns = clock.now_ns();
+        if idle || loop_end_ns.saturating_sub(published_ns) >= PUBLISH_INTERVAL_NS {
             core.publish(&shard.published, &mut scratch);
-            published_ns = now_ns;
+            published_ns = loop_end_ns;
         }
         if idle {
             waiter.idle(&shard.sleeping, || {
                 !shard.registrations.is_empty()
+                    || !commands.is_empty()
                     || !shard.shared_submissions.is_empty()
                     || engine.stopping.load(Ordering::Relaxed)
                     || active.iter().any(|&slot| {

@@ -1,0 +1,573 @@
+//! The control plane (SPEC 5): a thread of its own that serves commands in priority order
+//! (circuit breaker, health check, drain, cancel, then set-limit, set-rate and component
+//! messages), talks to each shard over a pair of SPSC rings that the shard reads before
+//! every data batch, records each command type's latency, and runs the overload monitor.
+//!
+//! [`Control`] is the handle: cheap to clone, usable from any thread. Each call queues a
+//! request for the control thread and waits for its answer, up to the handle's timeout.
+//!
+//! Why control stays fast under a saturated data path: a shard looks at its control ring
+//! before each data batch, and batches are bounded (`admission_batch_max` messages per
+//! ring, `handler_batch_max` handlers), so a command waits for at most one batch on each
+//! shard it needs, however deep the data backlog. The worst case is one batch of the
+//! slowest handler: `handler_batch_max` × its longest run.
+//!
+//! ```
+//! use spillway::control::HealthKind;
+//! use spillway::engine::Engine;
+//! use spillway::message::Message;
+//!
+//! let engine = Engine::builder().handler(|_: &Message| Ok(())).start().unwrap();
+//! let health = engine.control().health(HealthKind::Full).unwrap();
+//! assert!(health.live && health.ready);
+//! assert_eq!(health.shards.len(), engine.shards());
+//! engine.shutdown();
+//! ```
+
+pub(crate) mod protocol;
+pub(crate) mod thread;
+
+use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender};
+use std::sync::{Mutex, OnceLock};
+use std::thread::Thread;
+use std::time::Duration;
+
+use crate::admission::breaker::BreakerState;
+use crate::engine::EngineShared;
+use crate::message::{ConnectionId, MessageId, Role, TenantId};
+use crate::metrics::Stats;
+use crate::monitor::{Alert, AlertLevel, Monitor, QueueStatus};
+use crate::ring::Mpmc;
+use crate::sync::{Arc, AtomicBool, Ordering};
+
+/// How long a [`Control`] call waits for its answer unless told otherwise.
+pub const TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
+/// Requests waiting for the control thread, per command class.
+pub(crate) const INBOX_CAPACITY: usize = 1024;
+
+/// The command types, in the order the control thread serves them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CommandKind {
+    /// Force the breaker open or closed, or reset it.
+    Breaker,
+    /// Liveness, readiness or full health.
+    Health,
+    /// Drain a connection.
+    Drain,
+    /// Cancel a queued message.
+    Cancel,
+    /// Change a cap at run time.
+    SetLimit,
+    /// Change a rate at run time.
+    SetRate,
+    /// Register, remove or message a named component.
+    Component,
+}
+
+impl CommandKind {
+    /// Every kind, in serving order.
+    pub const ALL: [CommandKind; 7] = [
+        CommandKind::Breaker,
+        CommandKind::Health,
+        CommandKind::Drain,
+        CommandKind::Cancel,
+        CommandKind::SetLimit,
+        CommandKind::SetRate,
+        CommandKind::Component,
+    ];
+    /// Number of kinds.
+    pub const COUNT: usize = Self::ALL.len();
+
+    /// Position in serving order.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// A stable snake_case name for reports.
+    pub const fn name(self) -> &'static str {
+        match self {
+            CommandKind::Breaker => "breaker",
+            CommandKind::Health => "health",
+            CommandKind::Drain => "drain",
+            CommandKind::Cancel => "cancel",
+            CommandKind::SetLimit => "set_limit",
+            CommandKind::SetRate => "set_rate",
+            CommandKind::Component => "component",
+        }
+    }
+}
+
+/// Which health check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HealthKind {
+    /// Every shard answers.
+    Liveness,
+    /// Live, taking work (not shutting down), breaker not open, no queue overloaded.
+    Readiness,
+    /// Readiness plus every shard's queue depth, the breaker state and the alert level.
+    Full,
+}
+
+/// A health check's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Health {
+    /// Which check this answers.
+    pub kind: HealthKind,
+    /// Every shard answered.
+    pub live: bool,
+    /// Live, not shutting down, breaker not open, no queue at overload.
+    pub ready: bool,
+    /// The breaker's state.
+    pub breaker: BreakerState,
+    /// The highest alert level of any queue at the monitor's last sample.
+    pub alert_level: AlertLevel,
+    /// Per shard, in shard order (empty for liveness and readiness checks).
+    pub shards: Vec<ShardHealth>,
+}
+
+/// One shard's part of a full health check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShardHealth {
+    /// The shard.
+    pub shard: usize,
+    /// Messages queued on it.
+    pub pending_messages: u64,
+    /// Connections it holds.
+    pub connections: u64,
+    /// Whether it signals backpressure.
+    pub backpressure: bool,
+}
+
+/// What a drain did once the connection's queue was empty.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DrainReport {
+    /// The drained connection, now closed (later messages are refused `Draining`).
+    pub connection: ConnectionId,
+    /// Queued messages that ran to completion during the drain.
+    pub finished: u64,
+    /// Queued messages cancelled by the drain.
+    pub cancelled: u64,
+}
+
+/// A cap to change at run time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// A role's pending-message cap, on every shard.
+    Role {
+        /// The role.
+        role: Role,
+        /// Its new cap.
+        max_pending: u32,
+    },
+    /// One connection's pending-message cap.
+    Connection {
+        /// The connection.
+        connection: ConnectionId,
+        /// Its new cap.
+        max_pending: u32,
+    },
+    /// A configured tenant's aggregate cap across shards (`None`: no cap).
+    Tenant {
+        /// The tenant (it must have settings).
+        tenant: TenantId,
+        /// Its new cap.
+        max_pending: Option<u32>,
+    },
+}
+
+/// Whose rate to change at run time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RateTarget {
+    /// One connection.
+    Connection(ConnectionId),
+    /// Every connection of a tenant (those the shards hold now).
+    Tenant(TenantId),
+}
+
+/// Whether a cancel found its message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// It was queued; it completes `Cancelled` and nothing else changed.
+    Cancelled,
+    /// It is not queued: unknown, already run, or never admitted. Nothing was touched.
+    NotFound,
+}
+
+/// A control command that could not be carried out.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    /// No answer within the handle's timeout.
+    #[error("no answer from the control plane within {0:?}")]
+    Timeout(Duration),
+    /// The engine has stopped.
+    #[error("the engine has stopped")]
+    Stopped,
+    /// Too many requests are waiting for the control thread.
+    #[error("the control plane's inbox is full")]
+    Busy,
+    /// The tenant has no settings, so it has no cap to change.
+    #[error("tenant {0} has no settings")]
+    UnknownTenant(u32),
+    /// A value out of range, naming it.
+    #[error("{field} must be in {allowed}, got {got}")]
+    Invalid {
+        /// The argument.
+        field: &'static str,
+        /// Its allowed range.
+        allowed: &'static str,
+        /// What was given.
+        got: String,
+    },
+    /// No component of that name is registered.
+    #[error("no component named {0:?}")]
+    UnknownComponent(String),
+    /// A component of that name is already registered.
+    #[error("a component named {0:?} is already registered")]
+    ComponentExists(String),
+    /// The shard that owns the connection has no room to track it.
+    #[error("the shard has no room for connection {0}")]
+    NoRoom(u64),
+}
+
+/// Latency of one command type, from request to answer, from an HDR histogram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommandLatency {
+    /// The command type.
+    pub command: CommandKind,
+    /// Commands answered.
+    pub count: u64,
+    /// Median, ns.
+    pub p50_ns: u64,
+    /// 95th percentile, ns.
+    pub p95_ns: u64,
+    /// 99th percentile, ns.
+    pub p99_ns: u64,
+    /// 99.9th percentile, ns.
+    pub p999_ns: u64,
+    /// Slowest, ns.
+    pub max_ns: u64,
+}
+
+/// The control plane's figures, part of [`Stats`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ControlStats {
+    /// Per command type that has been used.
+    pub latency: Vec<CommandLatency>,
+    /// Health checks slower than the SLO (`control.health_slo_ns`).
+    pub slo_violations: u64,
+}
+
+/// A component's handler for control messages: bytes in, bytes out, run on the control
+/// thread.
+pub type ComponentHandler = Box<dyn FnMut(&[u8]) -> Vec<u8> + Send>;
+
+/// A command for the control thread.
+pub(crate) enum Command {
+    ForceOpen,
+    ForceClosed,
+    Reset,
+    Health(HealthKind),
+    Drain(ConnectionId),
+    Cancel(ConnectionId, MessageId),
+    SetLimit(Limit),
+    SetRate(RateTarget, core::num::NonZeroU32),
+    Register(String, ComponentHandler),
+    Unregister(String),
+    Send(String, Vec<u8>),
+}
+
+impl Command {
+    pub(crate) fn kind(&self) -> CommandKind {
+        match self {
+            Command::ForceOpen | Command::ForceClosed | Command::Reset => CommandKind::Breaker,
+            Command::Health(_) => CommandKind::Health,
+            Command::Drain(_) => CommandKind::Drain,
+            Command::Cancel(..) => CommandKind::Cancel,
+            Command::SetLimit(_) => CommandKind::SetLimit,
+            Command::SetRate(..) => CommandKind::SetRate,
+            Command::Register(..) | Command::Unregister(_) | Command::Send(..) => {
+                CommandKind::Component
+            }
+        }
+    }
+}
+
+/// The control thread's answer.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    Done,
+    Health(Health),
+    Drained(DrainReport),
+    Cancel(CancelOutcome),
+    Bytes(Vec<u8>),
+    Error(ControlError),
+}
+
+/// A command with where its answer goes and when it arrived.
+pub(crate) struct Request {
+    pub(crate) command: Command,
+    pub(crate) answer: SyncSender<Answer>,
+    pub(crate) received_ns: u64,
+}
+
+/// State the control thread shares with the handles.
+pub(crate) struct ControlShared {
+    /// One inbox per command kind, served in kind order.
+    pub(crate) inboxes: Box<[Mpmc<Request>]>,
+    pub(crate) thread: OnceLock<Thread>,
+    pub(crate) sleeping: AtomicBool,
+    /// Set after the shards have exited: answer what is left with `Stopped` and exit.
+    pub(crate) stopping: AtomicBool,
+    pub(crate) latency: Mutex<thread::LatencyBook>,
+    pub(crate) monitor: Mutex<Monitor>,
+}
+
+impl ControlShared {
+    pub(crate) fn new(monitor: Monitor) -> Self {
+        Self {
+            inboxes: (0..CommandKind::COUNT)
+                .map(|_| Mpmc::new(INBOX_CAPACITY))
+                .collect(),
+            thread: OnceLock::new(),
+            sleeping: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            latency: Mutex::new(thread::LatencyBook::new()),
+            monitor: Mutex::new(monitor),
+        }
+    }
+
+    pub(crate) fn wake(&self) {
+        if let Some(thread) = self.thread.get() {
+            thread.unpark();
+        }
+    }
+}
+
+/// A handle to the engine's control plane. Cheap to clone; any thread may use it.
+#[derive(Clone)]
+pub struct Control {
+    engine: Arc<EngineShared>,
+    timeout: Duration,
+}
+
+/// A registered component; dropping it removes the component.
+pub struct Component {
+    control: Control,
+    name: String,
+}
+
+impl Component {
+    /// The component's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for Component {
+    fn drop(&mut self) {
+        // Fire and forget: the control thread removes it at its next turn.
+        let _ = self
+            .control
+            .enqueue(Command::Unregister(core::mem::take(&mut self.name)));
+    }
+}
+
+impl Control {
+    pub(crate) fn new(engine: Arc<EngineShared>) -> Self {
+        Self {
+            engine,
+            timeout: TIMEOUT_DEFAULT,
+        }
+    }
+
+    /// A handle whose calls wait at most `timeout` for their answer.
+    pub fn with_timeout(&self, timeout: Duration) -> Self {
+        Self {
+            engine: Arc::clone(&self.engine),
+            timeout,
+        }
+    }
+
+    /// Holds the circuit breaker open: P2 and P3 are shed until [`reset`](Self::reset).
+    pub fn force_open(&self) -> Result<(), ControlError> {
+        self.call(Command::ForceOpen).map(|_| ())
+    }
+
+    /// Holds the circuit breaker closed until [`reset`](Self::reset).
+    pub fn force_closed(&self) -> Result<(), ControlError> {
+        self.call(Command::ForceClosed).map(|_| ())
+    }
+
+    /// Returns the breaker to automatic control, closed.
+    pub fn reset(&self) -> Result<(), ControlError> {
+        self.call(Command::Reset).map(|_| ())
+    }
+
+    /// Runs a health check; every kind asks every shard, so a stuck shard shows as a
+    /// timeout.
+    pub fn health(&self, kind: HealthKind) -> Result<Health, ControlError> {
+        match self.call(Command::Health(kind))? {
+            Answer::Health(health) => Ok(health),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Drains `connection`: new messages are refused `Draining`, its queued messages run
+    /// (or are cancelled, per `control.drain_finishes_queued`), then it is closed. Returns
+    /// when the drain is done.
+    pub fn drain(&self, connection: ConnectionId) -> Result<DrainReport, ControlError> {
+        match self.call(Command::Drain(connection))? {
+            Answer::Drained(report) => Ok(report),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Cancels the queued message `message` of `connection`, ahead of the data queue.
+    pub fn cancel(
+        &self,
+        connection: ConnectionId,
+        message: MessageId,
+    ) -> Result<CancelOutcome, ControlError> {
+        match self.call(Command::Cancel(connection, message))? {
+            Answer::Cancel(outcome) => Ok(outcome),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Changes a cap; it applies from each shard's next batch.
+    pub fn set_limit(&self, limit: Limit) -> Result<(), ControlError> {
+        self.call(Command::SetLimit(limit)).map(|_| ())
+    }
+
+    /// Changes a nominal rate (messages per second); it applies from each shard's next
+    /// batch, and the adaptive controller recovers towards it.
+    pub fn set_rate(&self, target: RateTarget, rate_per_sec: u32) -> Result<(), ControlError> {
+        let rate = core::num::NonZeroU32::new(rate_per_sec)
+            .filter(|rate| rate.get() <= 1_000_000_000)
+            .ok_or_else(|| ControlError::Invalid {
+                field: "rate_per_sec",
+                allowed: "1..=1000000000",
+                got: rate_per_sec.to_string(),
+            })?;
+        self.call(Command::SetRate(target, rate)).map(|_| ())
+    }
+
+    /// Registers a component that answers control messages sent to `name`. It is removed
+    /// when the returned [`Component`] is dropped.
+    pub fn register(
+        &self,
+        name: &str,
+        handler: impl FnMut(&[u8]) -> Vec<u8> + Send + 'static,
+    ) -> Result<Component, ControlError> {
+        self.call(Command::Register(name.to_string(), Box::new(handler)))?;
+        Ok(Component {
+            control: self.clone(),
+            name: name.to_string(),
+        })
+    }
+
+    /// Sends `message` to the component `name` and returns its answer.
+    pub fn send(&self, name: &str, message: &[u8]) -> Result<Vec<u8>, ControlError> {
+        match self.call(Command::Send(name.to_string(), message.to_vec()))? {
+            Answer::Bytes(bytes) => Ok(bytes),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The breaker's state now (a read, not a command).
+    pub fn breaker_state(&self) -> BreakerState {
+        self.engine.breaker.read().state()
+    }
+
+    /// Messages of `tenant` pending across all shards now, if the tenant has settings:
+    /// the shared count its cap is charged against.
+    pub fn tenant_pending(&self, tenant: TenantId) -> Option<u64> {
+        let index = self.engine.tenants.find(tenant)?;
+        Some(self.engine.tenants.pending(index))
+    }
+
+    /// Every counter, with the control plane's latencies (see
+    /// [`Engine::stats`](crate::engine::Engine::stats)).
+    pub fn stats(&self) -> Stats {
+        self.engine.stats()
+    }
+
+    /// Every queue's status at the monitor's last sample.
+    pub fn queues(&self) -> Vec<QueueStatus> {
+        self.with_monitor(|monitor| monitor.queues().copied().collect())
+    }
+
+    /// The role queues of `role` at the monitor's last sample.
+    pub fn queues_of_role(&self, role: Role) -> Vec<QueueStatus> {
+        self.with_monitor(|monitor| monitor.queues_of_role(role).copied().collect())
+    }
+
+    /// The queues at overload at the monitor's last sample.
+    pub fn overloaded(&self) -> Vec<QueueStatus> {
+        self.with_monitor(|monitor| monitor.overloaded().copied().collect())
+    }
+
+    /// The monitor's recent alerts, oldest first.
+    pub fn alerts(&self) -> Vec<Alert> {
+        self.with_monitor(|monitor| monitor.history().iter().copied().collect())
+    }
+
+    fn with_monitor<R>(&self, read: impl FnOnce(&Monitor) -> R) -> R {
+        let monitor = self
+            .engine
+            .control
+            .monitor
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        read(&monitor)
+    }
+
+    /// Queues `command` without waiting for its answer.
+    fn enqueue(&self, command: Command) -> Result<std::sync::mpsc::Receiver<Answer>, ControlError> {
+        // Acquire: pairs with the Release store in `Engine::stop` once the control thread
+        // is gone; past it nobody would answer.
+        if self.engine.control.stopping.load(Ordering::Acquire) {
+            return Err(ControlError::Stopped);
+        }
+        let (answer, receiver) = sync_channel(1);
+        let kind = command.kind();
+        let request = Request {
+            command,
+            answer,
+            received_ns: self.engine.clock.now_ns(),
+        };
+        let control = &self.engine.control;
+        if control.inboxes[kind.index()].push(request).is_err() {
+            return Err(ControlError::Busy);
+        }
+        control.wake();
+        Ok(receiver)
+    }
+
+    fn call(&self, command: Command) -> Result<Answer, ControlError> {
+        let receiver = self.enqueue(command)?;
+        match receiver.recv_timeout(self.timeout) {
+            Ok(Answer::Error(error)) => Err(error),
+            Ok(answer) => Ok(answer),
+            Err(RecvTimeoutError::Timeout) => Err(ControlError::Timeout(self.timeout)),
+            Err(RecvTimeoutError::Disconnected) => Err(ControlError::Stopped),
+        }
+    }
+}
+
+fn unexpected(answer: Answer) -> ControlError {
+    match answer {
+        Answer::Error(error) => error,
+        _ => ControlError::Stopped,
+    }
+}
+
+impl core::fmt::Debug for Control {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        formatter
+            .debug_struct("Control")
+            .field("breaker", &self.breaker_state())
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}

@@ -1,0 +1,692 @@
+//! The control-plane thread's loop. Each turn: collect shard replies (finishing requests),
+//! serve waiting requests highest kind first, resend commands that found a shard's ring
+//! full, sample the queues when the monitor is due, then wait.
+//!
+//! A shard never has more commands outstanding than its reply ring holds (the thread
+//! counts them), so a shard can always answer without blocking.
+
+use std::collections::{HashMap, VecDeque};
+
+use hdrhistogram::Histogram;
+
+use crate::admission::breaker::BreakerState;
+use crate::engine::EngineShared;
+use crate::message::Role;
+use crate::monitor::{shard_samples, AlertLevel, QueueId, QueueSample};
+use crate::ring::spsc;
+use crate::shard::core::RateScope;
+use crate::sync::Ordering;
+use crate::wait::Waiter;
+
+use super::protocol::{ShardCommand, ShardReply};
+use super::{
+    Answer, CancelOutcome, Command, CommandKind, CommandLatency, ComponentHandler, ControlError,
+    ControlStats, DrainReport, Health, HealthKind, Limit, RateTarget, Request, ShardHealth,
+};
+
+/// Requests served per turn before the thread looks at shard replies again, so that a
+/// flood of one kind cannot hold answers back.
+const REQUESTS_PER_TURN_MAX: usize = 64;
+/// Histogram range: 1 ns to 1 hour, 3 significant digits.
+const LATENCY_MAX_NS: u64 = 3_600_000_000_000;
+
+/// The control thread's end of one shard's rings.
+pub(crate) struct ControlLink {
+    pub(crate) commands: spsc::Producer<ShardCommand>,
+    pub(crate) replies: spsc::Consumer<ShardReply>,
+}
+
+/// Per command kind, the latency from request to answer.
+pub(crate) struct LatencyBook {
+    histograms: Vec<Histogram<u64>>,
+    slo_violations: u64,
+}
+
+impl LatencyBook {
+    pub(crate) fn new() -> Self {
+        Self {
+            histograms: (0..CommandKind::COUNT)
+                .map(|_| {
+                    Histogram::new_with_bounds(1, LATENCY_MAX_NS, 3)
+                        .expect("bounds are valid constants")
+                })
+                .collect(),
+            slo_violations: 0,
+        }
+    }
+
+    fn record(&mut self, kind: CommandKind, latency_ns: u64, slo_ns: u64) {
+        self.histograms[kind.index()].saturating_record(latency_ns.max(1));
+        if kind == CommandKind::Health && latency_ns > slo_ns {
+            self.slo_violations += 1;
+        }
+    }
+
+    pub(crate) fn stats(&self) -> ControlStats {
+        let latency = CommandKind::ALL
+            .into_iter()
+            .zip(&self.histograms)
+            .filter(|(_, histogram)| !histogram.is_empty())
+            .map(|(command, histogram)| CommandLatency {
+                command,
+                count: histogram.len(),
+                p50_ns: histogram.value_at_quantile(0.50),
+                p95_ns: histogram.value_at_quantile(0.95),
+                p99_ns: histogram.value_at_quantile(0.99),
+                p999_ns: histogram.value_at_quantile(0.999),
+                max_ns: histogram.max(),
+            })
+            .collect();
+        ControlStats {
+            latency,
+            slo_violations: self.slo_violations,
+        }
+    }
+}
+
+/// A request waiting for shard replies.
+struct Pending {
+    request: Request,
+    /// Shards that still owe a reply.
+    remaining: usize,
+    state: PendingState,
+}
+
+enum PendingState {
+    Health {
+        kind: HealthKind,
+        shards: Vec<ShardHealth>,
+    },
+    Drain {
+        connection: crate::message::ConnectionId,
+    },
+    Cancel,
+    Applied {
+        changed: usize,
+    },
+}
+
+struct ControlLoop<'a> {
+    engine: &'a EngineShared,
+    links: Vec<ControlLink>,
+    /// Commands a shard's full ring could not take yet, in order.
+    backlog: Vec<VecDeque<ShardCommand>>,
+    /// Commands sent to each shard and not yet answered: at most its ring capacity.
+    outstanding: Vec<usize>,
+    pending: HashMap<u64, Pending>,
+    next_request: u64,
+    components: HashMap<String, ComponentHandler>,
+    /// Role caps as last set, for the monitor.
+    role_caps: [u64; Role::COUNT],
+    ring_capacity: usize,
+}
+
+pub(crate) fn run(engine: &EngineShared, links: Vec<ControlLink>, mut waiter: Waiter) {
+    let shards = links.len();
+    let config = &engine.config;
+    let mut state = ControlLoop {
+        engine,
+        backlog: (0..shards).map(|_| VecDeque::new()).collect(),
+        outstanding: vec![0; shards],
+        links,
+        pending: HashMap::new(),
+        next_request: 1,
+        components: HashMap::new(),
+        role_caps: config.caps.role_messages.map(u64::from),
+        ring_capacity: config.control.ring_capacity,
+    };
+    let control = &engine.control;
+    let mut monitor_due_ns = engine.clock.now_ns() + config.monitor.interval_ns;
+    loop {
+        // Acquire: pairs with the Release store in `Engine::stop`, made after every shard
+        // thread was joined.
+        if control.stopping.load(Ordering::Acquire) {
+            state.stop();
+            return;
+        }
+        let mut busy = state.collect_replies();
+        let mut served = 0;
+        while served < REQUESTS_PER_TURN_MAX {
+            // Highest kind first: the inboxes are in serving order.
+            let Some(request) = control.inboxes.iter().find_map(|inbox| inbox.pop()) else {
+                break;
+            };
+            state.serve(request);
+            served += 1;
+        }
+        busy |= served > 0;
+        busy |= state.flush_backlog();
+        let now_ns = engine.clock.now_ns();
+        if now_ns >= monitor_due_ns {
+            monitor_due_ns = now_ns + config.monitor.interval_ns;
+            state.sample_queues(now_ns);
+        }
+        if busy {
+            waiter.found_work();
+        } else {
+            waiter.idle(&control.sleeping, || {
+                control.stopping.load(Ordering::Relaxed)
+                    || control.inboxes.iter().any(|inbox| !inbox.is_empty())
+                    || state.links.iter().any(|link| !link.replies.is_empty())
+            });
+        }
+    }
+}
+
+impl ControlLoop<'_> {
+    fn serve(&mut self, request: Request) {
+        let engine = self.engine;
+        let now_ns = engine.clock.now_ns();
+        match &request.command {
+            Command::ForceOpen => {
+                engine.breaker.force_open(now_ns);
+                self.answer(request, Answer::Done);
+            }
+            Command::ForceClosed => {
+                engine.breaker.force_closed(now_ns);
+                self.answer(request, Answer::Done);
+            }
+            Command::Reset => {
+                engine.breaker.reset(now_ns);
+                self.answer(request, Answer::Done);
+            }
+            &Command::Health(kind) => {
+                let request_id = self.request_id();
+                for shard in 0..self.links.len() {
+                    self.send(
+                        shard,
+                        ShardCommand::Ping {
+                            request: request_id,
+                        },
+                    );
+                }
+                self.wait(
+                    request_id,
+                    request,
+                    self.links.len(),
+                    PendingState::Health {
+                        kind,
+                        shards: Vec::with_capacity(self.links.len()),
+                    },
+                );
+            }
+            &Command::Drain(connection) => {
+                let request_id = self.request_id();
+                let shard = engine.shard_of(connection);
+                self.send(
+                    shard,
+                    ShardCommand::Drain {
+                        request: request_id,
+                        connection,
+                        finish_queued: engine.config.control.drain_finishes_queued,
+                    },
+                );
+                self.wait(request_id, request, 1, PendingState::Drain { connection });
+            }
+            &Command::Cancel(connection, message) => {
+                let request_id = self.request_id();
+                let shard = engine.shard_of(connection);
+                self.send(
+                    shard,
+                    ShardCommand::Cancel {
+                        request: request_id,
+                        connection,
+                        message,
+                    },
+                );
+                self.wait(request_id, request, 1, PendingState::Cancel);
+            }
+            &Command::SetLimit(limit) => self.set_limit(request, limit),
+            &Command::SetRate(target, rate_per_sec) => {
+                let request_id = self.request_id();
+                let (shards, scope): (Vec<usize>, RateScope) = match target {
+                    RateTarget::Connection(connection) => (
+                        vec![engine.shard_of(connection)],
+                        RateScope::Connection(connection),
+                    ),
+                    RateTarget::Tenant(tenant) => {
+                        ((0..self.links.len()).collect(), RateScope::Tenant(tenant))
+                    }
+                };
+                for &shard in &shards {
+                    self.send(
+                        shard,
+                        ShardCommand::SetRate {
+                            request: request_id,
+                            scope,
+                            rate_per_sec,
+                        },
+                    );
+                }
+                self.wait(
+                    request_id,
+                    request,
+                    shards.len(),
+                    PendingState::Applied { changed: 0 },
+                );
+            }
+            Command::Register(..) | Command::Unregister(_) | Command::Send(..) => {
+                self.component(request)
+            }
+        }
+    }
+
+    fn set_limit(&mut self, request: Request, limit: Limit) {
+        let engine = self.engine;
+        let request_id = self.request_id();
+        match limit {
+            Limit::Tenant {
+                tenant,
+                max_pending,
+            } => {
+                // The tenant count is shared by all shards: set it here, no shard hop.
+                let answer = match engine.tenants.find(tenant) {
+                    Some(index) => {
+                        engine.tenants.set_max_pending(index, max_pending);
+                        Answer::Done
+                    }
+                    None => Answer::Error(ControlError::UnknownTenant(tenant.0)),
+                };
+                self.answer(request, answer);
+            }
+            Limit::Role { role, max_pending } => {
+                if max_pending == 0 {
+                    let error = invalid_cap(max_pending);
+                    self.answer(request, Answer::Error(error));
+                    return;
+                }
+                self.role_caps[role.index()] = u64::from(max_pending);
+                for shard in 0..self.links.len() {
+                    self.send(
+                        shard,
+                        ShardCommand::SetRoleCap {
+                            request: request_id,
+                            role,
+                            max_pending,
+                        },
+                    );
+                }
+                let shards = self.links.len();
+                self.wait(
+                    request_id,
+                    request,
+                    shards,
+                    PendingState::Applied { changed: 0 },
+                );
+            }
+            Limit::Connection {
+                connection,
+                max_pending,
+            } => {
+                if max_pending == 0 {
+                    let error = invalid_cap(max_pending);
+                    self.answer(request, Answer::Error(error));
+                    return;
+                }
+                let shard = engine.shard_of(connection);
+                self.send(
+                    shard,
+                    ShardCommand::SetConnectionCap {
+                        request: request_id,
+                        connection,
+                        max_pending,
+                    },
+                );
+                self.wait(request_id, request, 1, PendingState::Applied { changed: 0 });
+            }
+        }
+    }
+
+    fn component(&mut self, request: Request) {
+        let answer = match &request.command {
+            Command::Register(name, _) if self.components.contains_key(name) => {
+                Answer::Error(ControlError::ComponentExists(name.clone()))
+            }
+            Command::Unregister(name) => {
+                self.components.remove(name);
+                Answer::Done
+            }
+            Command::Send(name, message) => match self.components.get_mut(name) {
+                Some(handler) => Answer::Bytes(handler(message)),
+                None => Answer::Error(ControlError::UnknownComponent(name.clone())),
+            },
+            _ => Answer::Done,
+        };
+        let Request {
+            command,
+            answer: sender,
+            received_ns,
+        } = request;
+        if let (Command::Register(name, handler), Answer::Done) = (command, &answer) {
+            self.components.insert(name, handler);
+        }
+        self.record(CommandKind::Component, received_ns);
+        let _ = sender.send(answer);
+    }
+
+    fn request_id(&mut self) -> u64 {
+        let id = self.next_request;
+        self.next_request += 1;
+        id
+    }
+
+    /// Sends `command` to `shard`, or queues it if the shard owes as many replies as its
+    /// reply ring holds (or its command ring is full).
+    fn send(&mut self, shard: usize, command: ShardCommand) {
+        if !self.backlog[shard].is_empty() || self.outstanding[shard] >= self.ring_capacity {
+            self.backlog[shard].push_back(command);
+            return;
+        }
+        match self.links[shard].commands.push(command) {
+            Ok(()) => {
+                self.outstanding[shard] += 1;
+                self.engine.shards[shard].wake_if_sleeping();
+            }
+            Err(command) => self.backlog[shard].push_back(command),
+        }
+    }
+
+    fn flush_backlog(&mut self) -> bool {
+        let mut sent = false;
+        for shard in 0..self.links.len() {
+            while self.outstanding[shard] < self.ring_capacity {
+                let Some(command) = self.backlog[shard].pop_front() else {
+                    break;
+                };
+                if let Err(command) = self.links[shard].commands.push(command) {
+                    self.backlog[shard].push_front(command);
+                    break;
+                }
+                self.outstanding[shard] += 1;
+                self.engine.shards[shard].wake_if_sleeping();
+                sent = true;
+            }
+        }
+        sent
+    }
+
+    fn wait(&mut self, request_id: u64, request: Request, remaining: usize, state: PendingState) {
+        self.pending.insert(
+            request_id,
+            Pending {
+                request,
+                remaining,
+                state,
+            },
+        );
+    }
+
+    fn collect_replies(&mut self) -> bool {
+        let mut any = false;
+        for shard in 0..self.links.len() {
+            while let Some(reply) = self.links[shard].replies.pop() {
+                self.outstanding[shard] -= 1;
+                any = true;
+                self.on_reply(reply);
+            }
+        }
+        any
+    }
+
+    fn on_reply(&mut self, reply: ShardReply) {
+        let Some(pending) = self.pending.get_mut(&reply.request()) else {
+            return;
+        };
+        match (reply, &mut pending.state) {
+            (
+                ShardReply::Pong {
+                    shard,
+                    pending_messages,
+                    connections,
+                    backpressure,
+                    ..
+                },
+                PendingState::Health { shards, .. },
+            ) => shards.push(ShardHealth {
+                shard,
+                pending_messages,
+                connections,
+                backpressure,
+            }),
+            (ShardReply::Applied { changed, .. }, PendingState::Applied { changed: total }) => {
+                *total += changed;
+            }
+            _ => {}
+        }
+        pending.remaining -= 1;
+        let cancel = match reply {
+            ShardReply::Cancelled { found, .. } => Some(found),
+            _ => None,
+        };
+        let drained = match reply {
+            ShardReply::Drained { result, .. } => Some(result),
+            _ => None,
+        };
+        if pending.remaining > 0 {
+            return;
+        }
+        let Some(pending) = self.pending.remove(&reply.request()) else {
+            return;
+        };
+        let answer = match pending.state {
+            PendingState::Health { kind, mut shards } => {
+                shards.sort_by_key(|shard| shard.shard);
+                Answer::Health(self.health(kind, shards))
+            }
+            PendingState::Drain { connection } => {
+                let result = drained.unwrap_or(crate::shard::core::DrainResult {
+                    finished: 0,
+                    cancelled: 0,
+                });
+                Answer::Drained(DrainReport {
+                    connection,
+                    finished: result.finished,
+                    cancelled: result.cancelled,
+                })
+            }
+            PendingState::Cancel => Answer::Cancel(if cancel == Some(true) {
+                CancelOutcome::Cancelled
+            } else {
+                CancelOutcome::NotFound
+            }),
+            PendingState::Applied { changed } => {
+                if changed == 0 {
+                    if let Command::SetLimit(Limit::Connection { connection, .. }) =
+                        pending.request.command
+                    {
+                        self.answer(
+                            pending.request,
+                            Answer::Error(ControlError::NoRoom(connection.0)),
+                        );
+                        return;
+                    }
+                }
+                Answer::Done
+            }
+        };
+        self.answer(pending.request, answer);
+    }
+
+    fn health(&self, kind: HealthKind, shards: Vec<ShardHealth>) -> Health {
+        let engine = self.engine;
+        let breaker = engine.breaker.read().state();
+        let alert_level = engine
+            .control
+            .monitor
+            .lock()
+            .map_or(AlertLevel::Normal, |monitor| monitor.level());
+        let live = shards.len() == self.links.len();
+        let ready = live
+            // Relaxed: a status read; shutdown does not depend on it.
+            && !engine.stopping.load(Ordering::Relaxed)
+            && !matches!(breaker, BreakerState::Open | BreakerState::ForcedOpen)
+            && alert_level < AlertLevel::Overload;
+        Health {
+            kind,
+            live,
+            ready,
+            breaker,
+            alert_level,
+            shards: if kind == HealthKind::Full {
+                shards
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    fn answer(&mut self, request: Request, answer: Answer) {
+        self.record(request.command.kind(), request.received_ns);
+        // The caller may have given up (timeout); its answer is then dropped.
+        let _ = request.answer.send(answer);
+    }
+
+    fn record(&self, kind: CommandKind, received_ns: u64) {
+        let latency_ns = self.engine.clock.now_ns().saturating_sub(received_ns);
+        if let Ok(mut book) = self.engine.control.latency.lock() {
+            book.record(kind, latency_ns, self.engine.config.control.health_slo_ns);
+        }
+    }
+
+    /// One monitor round: every shard's handler and role queues and every capped tenant,
+    /// from the counters the shards publish. An overload trips the breaker.
+    fn sample_queues(&mut self, now_ns: u64) {
+        let engine = self.engine;
+        let stats = engine.stats();
+        let mut samples = shard_samples(
+            &stats,
+            u64::from(engine.config.caps.handler_queue),
+            &self.role_caps,
+        );
+        for (position, tenant) in engine.tenant_ids.iter().enumerate() {
+            let index = engine
+                .tenants
+                .find(*tenant)
+                .expect("tenant ids come from the table");
+            debug_assert_eq!(index.position(), position);
+            samples.push(QueueSample {
+                queue: QueueId::Tenant { tenant: *tenant },
+                depth: engine.tenants.pending(index),
+                cap: engine.tenants.max_pending(index).unwrap_or(0),
+            });
+        }
+        let overloaded = {
+            let Ok(mut monitor) = engine.control.monitor.lock() else {
+                return;
+            };
+            monitor.sample(now_ns, samples);
+            let overloaded = monitor.overloaded().next().is_some();
+            overloaded
+        };
+        if overloaded && engine.config.levels.circuit_breaker {
+            engine.breaker.trip_full_queue(now_ns);
+        }
+    }
+
+    /// Answers everything still waiting with `Stopped`.
+    fn stop(&mut self) {
+        for (_, pending) in self.pending.drain() {
+            let _ = pending
+                .request
+                .answer
+                .send(Answer::Error(ControlError::Stopped));
+        }
+        for inbox in self.engine.control.inboxes.iter() {
+            while let Some(request) = inbox.pop() {
+                let _ = request.answer.send(Answer::Error(ControlError::Stopped));
+            }
+        }
+    }
+}
+
+fn invalid_cap(max_pending: u32) -> ControlError {
+    ControlError::Invalid {
+        field: "max_pending",
+        allowed: "1..=16777216",
+        got: max_pending.to_string(),
+    }
+}
+
+/// The shard's side: answers every command waiting in its ring. Called by the shard
+/// thread before each data batch.
+pub(crate) fn serve_shard_commands(
+    core: &mut crate::shard::core::ShardCore,
+    commands: &mut spsc::Consumer<ShardCommand>,
+    replies: &mut spsc::Producer<ShardReply>,
+    now_ns: u64,
+) -> bool {
+    let mut any = false;
+    while let Some(command) = commands.pop() {
+        any = true;
+        let reply = match command {
+            ShardCommand::Ping { request } => Some(ShardReply::Pong {
+                request,
+                shard: core.index(),
+                pending_messages: core.pending() as u64,
+                connections: core.connection_count() as u64,
+                backpressure: core.backpressure_active(),
+            }),
+            ShardCommand::Drain {
+                request,
+                connection,
+                finish_queued,
+            } => core
+                .begin_drain(connection, finish_queued, request, now_ns)
+                .map(|result| ShardReply::Drained { request, result }),
+            ShardCommand::Cancel {
+                request,
+                connection,
+                message,
+            } => Some(ShardReply::Cancelled {
+                request,
+                found: core.cancel(connection, message, now_ns),
+            }),
+            ShardCommand::SetRoleCap {
+                request,
+                role,
+                max_pending,
+            } => {
+                core.set_role_cap(role, max_pending);
+                Some(ShardReply::Applied {
+                    request,
+                    changed: 1,
+                })
+            }
+            ShardCommand::SetConnectionCap {
+                request,
+                connection,
+                max_pending,
+            } => Some(ShardReply::Applied {
+                request,
+                changed: usize::from(core.set_connection_cap(connection, max_pending, now_ns)),
+            }),
+            ShardCommand::SetRate {
+                request,
+                scope,
+                rate_per_sec,
+            } => Some(ShardReply::Applied {
+                request,
+                changed: core.set_rate(scope, rate_per_sec, now_ns),
+            }),
+        };
+        if let Some(reply) = reply {
+            // Room is guaranteed: the control thread never has more commands outstanding
+            // to this shard than the reply ring holds.
+            let _ = replies.push(reply);
+        }
+    }
+    any
+}
+
+/// Sends the replies of drains that finished since the last call.
+pub(crate) fn report_finished_drains(
+    core: &mut crate::shard::core::ShardCore,
+    replies: &mut spsc::Producer<ShardReply>,
+    scratch: &mut Vec<(u64, crate::shard::core::DrainResult)>,
+) {
+    scratch.clear();
+    core.finished_drains(scratch);
+    for &(request, result) in scratch.iter() {
+        let _ = replies.push(ShardReply::Drained { request, result });
+    }
+}

@@ -1,0 +1,410 @@
+//! The control plane end to end: commands served by the control thread, reaching shards
+//! through their control rings ahead of the data backlog. Functional and bounded; nothing
+//! here asserts a duration.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use spillway::admission::breaker::BreakerState;
+use spillway::config::{Config, TenantConfig};
+use spillway::control::{CancelOutcome, CommandKind, ControlError, HealthKind, Limit, RateTarget};
+use spillway::engine::Engine;
+use spillway::handler::HandlerError;
+use spillway::ingress::Ingress;
+use spillway::message::{ConnectionId, Message, MessageId, Priority, Role, TenantId};
+use spillway::monitor::{AlertLevel, QueueId};
+use spillway::outcome::{Completion, Outcome, RefusalReason};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// One shard, no rate limit, a handler that takes `service` per message.
+fn slow_engine(service: Duration, configure: impl FnOnce(&mut Config)) -> Engine {
+    let mut config = Config::default();
+    config.shards = 1;
+    config.levels.rate_limit = false;
+    configure(&mut config);
+    Engine::builder()
+        .config(config)
+        .handler(move |_: &Message| {
+            std::thread::sleep(service);
+            Ok::<(), HandlerError>(())
+        })
+        .start()
+        .unwrap()
+}
+
+fn session(connection: u64, id: u64) -> Message {
+    Message::new(ConnectionId(connection), MessageId(id))
+        .with_role(Role::Session)
+        .with_priority(Priority::P0)
+}
+
+fn submit(ingress: &mut Ingress, message: Message) {
+    ingress.submit(message).expect("ring has room");
+}
+
+fn collect_until(ingress: &mut Ingress, completions: &mut Vec<Completion>, count: usize) {
+    let started = Instant::now();
+    while completions.len() < count {
+        if ingress.poll_completions(completions) == 0 {
+            assert!(started.elapsed() < DEADLINE, "stuck collecting completions");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+}
+
+#[test]
+fn a_health_check_is_answered_before_a_deep_backlog_drains() {
+    // 3000 queued messages at 200 us each: 0.6 s of backlog on the only shard.
+    let engine = slow_engine(Duration::from_micros(200), |config| {
+        config.handler_batch_max = 8;
+    });
+    let mut ingress = engine.ingress().unwrap();
+    for id in 0..3000 {
+        submit(&mut ingress, session(id % 10, id));
+    }
+    // Let the shard admit the backlog.
+    let started = Instant::now();
+    while engine.stats().shards[0].pending_messages < 2500 {
+        assert!(started.elapsed() < DEADLINE);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let health = engine.control().health(HealthKind::Full).unwrap();
+    assert!(health.live);
+    // Answered while most of the backlog is still queued: the check did not wait for it.
+    assert!(
+        health.shards[0].pending_messages > 1000,
+        "answered only after the backlog drained: {:?}",
+        health.shards[0]
+    );
+    let stats = engine.stats();
+    let health_latency = stats
+        .control
+        .latency
+        .iter()
+        .find(|latency| latency.command == CommandKind::Health)
+        .expect("health latency recorded");
+    assert_eq!(health_latency.count, 1);
+    drop(ingress);
+    engine.shutdown();
+}
+
+#[test]
+fn drain_refuses_new_work_finishes_the_queue_then_reports_done() {
+    let engine = slow_engine(Duration::from_millis(3), |config| {
+        config.handler_batch_max = 1;
+    });
+    let mut ingress = engine.ingress().unwrap();
+    for id in 0..20 {
+        submit(&mut ingress, session(1, id));
+    }
+    submit(&mut ingress, session(2, 100));
+    let started = Instant::now();
+    while engine.stats().total.admitted < 21 {
+        assert!(started.elapsed() < DEADLINE);
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let report = engine.control().drain(ConnectionId(1)).unwrap();
+    assert_eq!(report.connection, ConnectionId(1));
+    assert_eq!(report.cancelled, 0);
+    assert!(report.finished > 0, "{report:?}");
+    // Drained and closed: later messages are refused with reason `draining`.
+    submit(&mut ingress, session(1, 21));
+    submit(&mut ingress, session(2, 101));
+    let mut completions = Vec::new();
+    collect_until(&mut ingress, &mut completions, 23);
+    let late = completions
+        .iter()
+        .find(|completion| completion.message == MessageId(21))
+        .unwrap();
+    assert!(matches!(
+        late.outcome,
+        Outcome::Refused {
+            reason: RefusalReason::Draining,
+            ..
+        }
+    ));
+    let other = completions
+        .iter()
+        .find(|completion| completion.message == MessageId(101))
+        .unwrap();
+    assert_eq!(other.outcome, Outcome::Delivered);
+    let delivered_on_1 = completions
+        .iter()
+        .filter(|completion| completion.message.0 < 20 && completion.outcome == Outcome::Delivered)
+        .count();
+    assert_eq!(delivered_on_1, 20, "a drain finishes what was queued");
+    drop(ingress);
+    assert!(engine.shutdown().reconciles());
+}
+
+#[test]
+fn cancel_removes_a_queued_message_and_leaves_everything_else_alone() {
+    let engine = slow_engine(Duration::from_millis(2), |config| {
+        config.handler_batch_max = 1;
+    });
+    let mut ingress = engine.ingress().unwrap();
+    for id in 0..50 {
+        submit(&mut ingress, session(1, id));
+    }
+    let started = Instant::now();
+    while engine.stats().total.admitted < 50 {
+        assert!(started.elapsed() < DEADLINE);
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let control = engine.control();
+    // The last one is still far back in the queue.
+    assert_eq!(
+        control.cancel(ConnectionId(1), MessageId(49)).unwrap(),
+        CancelOutcome::Cancelled
+    );
+    // Twice: it is no longer queued.
+    assert_eq!(
+        control.cancel(ConnectionId(1), MessageId(49)).unwrap(),
+        CancelOutcome::NotFound
+    );
+    // A message that never existed, on a connection the shard does not know.
+    assert_eq!(
+        control.cancel(ConnectionId(77), MessageId(1)).unwrap(),
+        CancelOutcome::NotFound
+    );
+    let mut completions = Vec::new();
+    collect_until(&mut ingress, &mut completions, 50);
+    // One that already ran: not found, and nothing else touched.
+    assert_eq!(
+        control.cancel(ConnectionId(1), MessageId(0)).unwrap(),
+        CancelOutcome::NotFound
+    );
+    let cancelled: Vec<_> = completions
+        .iter()
+        .filter(|completion| completion.outcome == Outcome::Cancelled)
+        .map(|completion| completion.message)
+        .collect();
+    assert_eq!(cancelled, [MessageId(49)]);
+    drop(ingress);
+    let stats = engine.shutdown();
+    assert_eq!(stats.total.cancelled, 1);
+    assert_eq!(stats.total.delivered, 49);
+    assert!(stats.reconciles());
+}
+
+#[test]
+fn set_limit_and_set_rate_change_the_next_batches_decisions() {
+    let engine = slow_engine(Duration::from_millis(5), |config| {
+        config.handler_batch_max = 1;
+        config.tenants = vec![TenantConfig {
+            tenant: TenantId(9),
+            max_pending: None,
+            priority_ceiling: Priority::P0,
+        }];
+    });
+    let control = engine.control();
+    control
+        .set_limit(Limit::Role {
+            role: Role::ToolExecutor,
+            max_pending: 3,
+        })
+        .unwrap();
+    assert_eq!(
+        control.set_limit(Limit::Tenant {
+            tenant: TenantId(8),
+            max_pending: Some(1),
+        }),
+        Err(ControlError::UnknownTenant(8))
+    );
+    control
+        .set_limit(Limit::Tenant {
+            tenant: TenantId(9),
+            max_pending: Some(2),
+        })
+        .unwrap();
+    control
+        .set_rate(RateTarget::Connection(ConnectionId(5)), 1)
+        .unwrap();
+    assert!(matches!(
+        control.set_rate(RateTarget::Tenant(TenantId(9)), 0),
+        Err(ControlError::Invalid {
+            field: "rate_per_sec",
+            ..
+        })
+    ));
+
+    let mut ingress = engine.ingress().unwrap();
+    for id in 0..10 {
+        let tool_call = Message::new(ConnectionId(100 + id), MessageId(id))
+            .with_role(Role::ToolExecutor)
+            .with_priority(Priority::P0);
+        submit(&mut ingress, tool_call);
+    }
+    for id in 10..15 {
+        submit(&mut ingress, session(200 + id, id).with_tenant(TenantId(9)));
+    }
+    let mut completions = Vec::new();
+    collect_until(&mut ingress, &mut completions, 15);
+    let refused = |reason: RefusalReason| {
+        completions
+            .iter()
+            .filter(|completion| {
+                matches!(completion.outcome, Outcome::Refused { reason: r, .. } if r == reason)
+            })
+            .count()
+    };
+    // At most 3 tool calls pending at once, at most 2 of tenant 9's messages.
+    assert!(
+        refused(RefusalReason::RoleQueueFull) >= 6,
+        "{completions:?}"
+    );
+    assert!(
+        refused(RefusalReason::TenantQueueFull) >= 2,
+        "{completions:?}"
+    );
+    drop(ingress);
+    let stats = engine.shutdown();
+    assert!(stats.reconciles());
+}
+
+#[test]
+fn set_rate_applies_to_the_next_messages_of_that_connection() {
+    let engine = slow_engine(Duration::ZERO, |config| {
+        config.levels.rate_limit = true;
+        config.rate.adaptive = false;
+    });
+    // The default burst window is 2 s (1000 at 500/s); at 1 msg/s that is 2 messages.
+    engine
+        .control()
+        .set_rate(RateTarget::Connection(ConnectionId(5)), 1)
+        .unwrap();
+    let mut ingress = engine.ingress().unwrap();
+    for id in 0..5 {
+        submit(&mut ingress, session(5, id));
+    }
+    for id in 5..10 {
+        submit(&mut ingress, session(6, id));
+    }
+    let mut completions = Vec::new();
+    collect_until(&mut ingress, &mut completions, 10);
+    let rate_limited = |connection: u64| {
+        completions
+            .iter()
+            .filter(|completion| {
+                completion.connection == ConnectionId(connection)
+                    && matches!(
+                        completion.outcome,
+                        Outcome::Refused {
+                            reason: RefusalReason::RateLimited,
+                            ..
+                        }
+                    )
+            })
+            .count()
+    };
+    assert_eq!(rate_limited(5), 3);
+    assert_eq!(rate_limited(6), 0);
+    drop(ingress);
+    engine.shutdown();
+}
+
+#[test]
+fn the_monitor_alerts_on_a_filling_queue_and_a_full_queue_opens_the_breaker() {
+    let engine = slow_engine(Duration::from_millis(20), |config| {
+        config.handler_batch_max = 1;
+        config.caps.role_messages[Role::Transport.index()] = 10;
+        config.caps.connection_messages = 1000;
+        config.monitor.interval_ns = 1_000_000;
+    });
+    let mut ingress = engine.ingress().unwrap();
+    for id in 0..10 {
+        let transport = Message::new(ConnectionId(id), MessageId(id))
+            .with_role(Role::Transport)
+            .with_priority(Priority::P0);
+        submit(&mut ingress, transport);
+    }
+    let control = engine.control();
+    let started = Instant::now();
+    // The shard publishes after each handler batch, so the monitor sees the queue at 9 of
+    // 10 (critical) at the highest; the shard itself opens the breaker at 10 of 10.
+    while !control
+        .alerts()
+        .iter()
+        .any(|alert| alert.level >= AlertLevel::Warning)
+    {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "no alert: {:?}",
+            control.queues()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let alerts = control.alerts();
+    let transport_queue = QueueId::Role {
+        shard: 0,
+        role: Role::Transport,
+    };
+    assert!(alerts.iter().all(|alert| alert.queue == transport_queue));
+    assert_eq!(control.queues_of_role(Role::Transport).len(), 1);
+    // A full queue opened the breaker (the shard trips it at 100%, the monitor too).
+    assert_eq!(control.breaker_state(), BreakerState::Open);
+    let health = control.health(HealthKind::Readiness).unwrap();
+    assert!(health.live && !health.ready);
+    drop(ingress);
+    engine.shutdown();
+}
+
+#[test]
+fn breaker_commands_components_and_latency_per_command_type() {
+    let engine = slow_engine(Duration::ZERO, |_| {});
+    let control = engine.control();
+    control.force_open().unwrap();
+    assert_eq!(control.breaker_state(), BreakerState::ForcedOpen);
+    control.force_closed().unwrap();
+    assert_eq!(control.breaker_state(), BreakerState::ForcedClosed);
+    control.reset().unwrap();
+    assert_eq!(control.breaker_state(), BreakerState::Closed);
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let component = control
+        .register("cache", move |message: &[u8]| {
+            counted.fetch_add(1, Ordering::Relaxed);
+            message.iter().rev().copied().collect()
+        })
+        .unwrap();
+    assert!(matches!(
+        control.register("cache", |_: &[u8]| Vec::new()),
+        Err(ControlError::ComponentExists(_))
+    ));
+    assert_eq!(control.send("cache", b"abc").unwrap(), b"cba");
+    drop(component);
+    // Removed when its handle went away.
+    let started = Instant::now();
+    while control.send("cache", b"x").is_ok() {
+        assert!(started.elapsed() < DEADLINE);
+    }
+    assert!(matches!(
+        control.send("cache", b"x"),
+        Err(ControlError::UnknownComponent(_))
+    ));
+    assert_eq!(calls.load(Ordering::Relaxed), 1);
+
+    for _ in 0..10 {
+        control.health(HealthKind::Liveness).unwrap();
+    }
+    let stats = engine.shutdown();
+    let kinds: Vec<_> = stats
+        .control
+        .latency
+        .iter()
+        .map(|latency| (latency.command, latency.count))
+        .collect();
+    assert!(kinds.contains(&(CommandKind::Breaker, 3)), "{kinds:?}");
+    assert!(kinds.contains(&(CommandKind::Health, 10)), "{kinds:?}");
+    for latency in &stats.control.latency {
+        assert!(latency.p50_ns <= latency.p99_ns && latency.p99_ns <= latency.max_ns);
+    }
+    // After shutdown the handle says so at once.
+    assert_eq!(
+        control.health(HealthKind::Liveness),
+        Err(ControlError::Stopped)
+    );
+}
