@@ -71,11 +71,11 @@ pub struct QueueSample {
 impl QueueSample {
     /// Depth as a percentage of the cap, rounded down.
     pub fn fill_percent(&self) -> u64 {
-        if self.cap == 0 {
-            0
-        } else {
-            self.depth.saturating_mul(100) / self.cap
-        }
+        // An uncapped queue (cap 0) is always 0% full.
+        self.depth
+            .saturating_mul(100)
+            .checked_div(self.cap)
+            .unwrap_or(0)
     }
 }
 
