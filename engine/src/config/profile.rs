@@ -50,7 +50,7 @@ pub enum Profile {
     /// role and handler-queue caps; a breaker window of 10000 requests with 1000 minimum
     /// samples (at these rates a shard's last 1000 requests span only tens of milliseconds,
     /// too short a window for a steady p95).
-    /// The wait strategy stays adaptive: it busy-spins only when every engine thread has a
+    /// The wait strategy stays adaptive: it spins (then yields) only when every engine thread has a
     /// core of its own, so a smaller machine is not starved.
     HighThroughput,
 }
