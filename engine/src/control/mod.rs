@@ -341,6 +341,15 @@ impl ControlShared {
             thread.unpark();
         }
     }
+
+    /// Unparks the control thread if it is parked (a shard that just replied calls this).
+    pub(crate) fn wake_if_sleeping(&self) {
+        // Relaxed: as for shards (see the wait module); a miss costs at most the park
+        // timeout.
+        if self.sleeping.load(Ordering::Relaxed) {
+            self.wake();
+        }
+    }
 }
 
 /// A handle to the engine's control plane. Cheap to clone; any thread may use it.

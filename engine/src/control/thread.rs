@@ -683,10 +683,11 @@ pub(crate) fn report_finished_drains(
     core: &mut crate::shard::core::ShardCore,
     replies: &mut spsc::Producer<ShardReply>,
     scratch: &mut Vec<(u64, crate::shard::core::DrainResult)>,
-) {
+) -> bool {
     scratch.clear();
     core.finished_drains(scratch);
     for &(request, result) in scratch.iter() {
         let _ = replies.push(ShardReply::Drained { request, result });
     }
+    !scratch.is_empty()
 }

@@ -60,6 +60,9 @@ pub(crate) fn run<H: Handler>(
         core.maintain(now_ns);
         // Control first: it waits for at most the batch before it, never for the backlog.
         let controlled = serve_shard_commands(&mut core, &mut commands, &mut replies, now_ns);
+        if controlled {
+            engine.control.wake_if_sleeping();
+        }
         // Acquire: pairs with the Release store in `Engine::stop`.
         if !stopping && engine.stopping.load(Ordering::Acquire) {
             stopping = true;
@@ -123,7 +126,9 @@ pub(crate) fn run<H: Handler>(
             handler.completed(&completion);
         }
         route(&mut core, &mut links, engine, index);
-        report_finished_drains(&mut core, &mut replies, &mut drains_done);
+        if report_finished_drains(&mut core, &mut replies, &mut drains_done) {
+            engine.control.wake_if_sleeping();
+        }
         // Relaxed: an advisory signal for producers.
         shard
             .backpressure
