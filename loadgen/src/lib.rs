@@ -1,9 +1,19 @@
-//! Spillway's load generator.
+//! Spillway's load generator (SPEC 8).
 //!
-//! Built so far: [`schedule`], the open-loop send schedule (each simulated connection sends on
-//! its own fixed period, the connections' phases spread evenly, as wrk2 does), which gives
-//! every message the *intended* send time that coordinated-omission-corrected latency is
-//! measured from. The generator loop, targets and reports build on it (issue 6).
+//! - [`schedule`]: the open-loop send schedule (each simulated connection sends on its own
+//!   fixed period, the connections' phases spread evenly, as wrk2 does), which gives every
+//!   message the *intended* send time that coordinated-omission-corrected latency is
+//!   measured from;
+//! - [`scenario`]: the named scenarios (light ... saturation, recovery, overload, slow
+//!   consumer, priority mix);
+//! - [`generator`]: the in-process target, its open and closed loops, the control-plane
+//!   probe and the capacity calibration;
+//! - [`report`]: the progress line, the final table and the JSON object.
 #![warn(missing_docs)]
+// `report::json` builds one large `json!` object.
+#![recursion_limit = "256"]
 
+pub mod generator;
+pub mod report;
+pub mod scenario;
 pub mod schedule;

@@ -79,14 +79,48 @@ impl OpenLoopSchedule {
     pub fn next_send(&mut self) -> ScheduledSend {
         let ordinal = self.next_ordinal;
         self.next_ordinal += 1;
-        // u128: ordinal × 1e9 overflows u64 after 1.8e10 messages.
-        let intended_ns = (u128::from(ordinal) * 1_000_000_000 / u128::from(self.rate_per_sec))
-            .try_into()
-            .unwrap_or(u64::MAX);
+        self.send_at(ordinal)
+    }
+
+    /// Send number `ordinal` of the stream, computed from the ordinal alone: the generator
+    /// recomputes a message's intended time from its id when its completion arrives, so it
+    /// stores nothing per message.
+    pub fn send_at(&self, ordinal: u64) -> ScheduledSend {
         ScheduledSend {
             connection: (ordinal % u64::from(self.connections)) as u32,
-            intended_ns,
+            intended_ns: self.intended_ns(ordinal),
         }
+    }
+
+    /// Intended send time of message `ordinal`: `ordinal × 1e9 / rate` ns.
+    #[inline]
+    pub fn intended_ns(&self, ordinal: u64) -> u64 {
+        // u128: ordinal × 1e9 overflows u64 after 1.8e10 messages.
+        (u128::from(ordinal) * 1_000_000_000 / u128::from(self.rate_per_sec))
+            .try_into()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Number of messages whose intended time is before `ns` (the ordinal of the first
+    /// message at or after `ns`).
+    pub fn messages_before(&self, ns: u64) -> u64 {
+        // Smallest k with k × 1e9 / rate ≥ ns, i.e. k × 1e9 ≥ ns × rate (rounded down
+        // division), is ceil(ns × rate / 1e9).
+        let scaled = u128::from(ns) * u128::from(self.rate_per_sec);
+        scaled
+            .div_ceil(1_000_000_000)
+            .try_into()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Connections sharing the stream.
+    pub fn connections(&self) -> u32 {
+        self.connections
+    }
+
+    /// Messages per second, all connections together.
+    pub fn rate_per_sec(&self) -> u64 {
+        self.rate_per_sec
     }
 
     /// Each connection's send period in nanoseconds (rounded down; the schedule itself does
@@ -119,6 +153,25 @@ mod tests {
         assert!(sends
             .windows(2)
             .all(|pair| pair[0].intended_ns <= pair[1].intended_ns));
+    }
+
+    #[test]
+    fn messages_before_is_the_first_ordinal_at_or_after() {
+        let schedule = OpenLoopSchedule::new(3, 7).unwrap();
+        for ns in [
+            0,
+            1,
+            142_857_142,
+            142_857_143,
+            1_000_000_000,
+            999_999_999_999,
+        ] {
+            let k = schedule.messages_before(ns);
+            assert!(schedule.intended_ns(k) >= ns, "ns {ns} k {k}");
+            if k > 0 {
+                assert!(schedule.intended_ns(k - 1) < ns, "ns {ns} k {k}");
+            }
+        }
     }
 
     #[test]

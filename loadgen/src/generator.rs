@@ -1,0 +1,933 @@
+//! The in-process target: builds an [`Engine`], drives it from one generator thread that
+//! holds an [`Ingress`], and measures what comes back.
+//!
+//! Open loop (the default): message `k` of a phase goes to connection `k mod N` at
+//! `k × 1e9 / rate` ns after the phase starts ([`OpenLoopSchedule`]). Each turn of the loop
+//! reads the clock once, submits every message whose time has come, and reads completions.
+//! The [`MessageId`] is the ordinal `k`, so a completion's intended send time is recomputed
+//! from its id: nothing is stored per message. Latency runs from the intended send time to
+//! the turn in which the generator reads the completion, so a stall anywhere (engine, ring,
+//! generator) shows in latency instead of hiding by delaying sends (coordinated omission,
+//! corrected as wrk2 does). When `submit` hands a message back (its shard's ring credit is
+//! used up) the generator keeps it and retries next turn; its latency keeps growing from its
+//! intended time.
+//!
+//! Closed loop: each connection has at most one message outstanding and sends the next as
+//! soon as the previous one completes; latency runs from the actual send.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use hdrhistogram::Histogram;
+use spillway::clock::Clock;
+use spillway::config::Config;
+use spillway::control::{CommandKind, HealthKind};
+use spillway::engine::Engine;
+use spillway::ingress::Ingress;
+use spillway::message::{ConnectionId, Message, MessageId, Priority, Role};
+use spillway::metrics::Stats;
+use spillway::outcome::{
+    Completion, DropReason, FailureReason, Outcome, RefusalReason, ShedReason,
+};
+
+use crate::report::{self, Progress};
+use crate::schedule::OpenLoopSchedule;
+
+/// Longest latency a histogram holds (an hour, in ns); longer values are clamped.
+const HISTOGRAM_MAX_NS: u64 = 3_600_000_000_000;
+/// Most messages submitted in one turn before completions are read again.
+const SUBMIT_BATCH_MAX: usize = 1_024;
+
+/// One phase of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Phase {
+    /// Simulated connections, ids `0..connections`.
+    pub connections: u32,
+    /// Messages per second offered, all connections together (open loop).
+    pub rate: u64,
+    /// How long it lasts, ns.
+    pub duration_ns: u64,
+    /// Whether its messages are measured (warm-up and lead-in phases are not).
+    pub recorded: bool,
+}
+
+/// Everything a run needs besides the engine's configuration.
+#[derive(Clone, Debug)]
+pub struct RunPlan {
+    /// Run in order; usually a warm-up phase then the measured phase.
+    pub phases: Vec<Phase>,
+    /// Closed loop instead of open loop.
+    pub closed_loop: bool,
+    /// Busy-wait per message in the handler, ns (0: the handler does nothing).
+    pub service_ns: u64,
+    /// A full health check every this many ms during the run; 0 disables the probe.
+    pub control_probe_ms: u64,
+    /// Relative weights of P0..P3; `None` sends everything at P1.
+    pub priority_weights: Option<[u32; 4]>,
+    /// Read completions only every this many ns (0: every turn).
+    pub consumer_poll_ns: u64,
+    /// Print a progress line to stderr every second.
+    pub progress: bool,
+    /// How long to wait for outstanding completions after the last send.
+    pub drain_timeout: Duration,
+}
+
+impl RunPlan {
+    /// Nanoseconds from the start to the end of the last phase.
+    pub fn total_ns(&self) -> u64 {
+        self.phases.iter().map(|phase| phase.duration_ns).sum()
+    }
+}
+
+/// Outcome counts, by kind and reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Outcomes {
+    /// Completions read.
+    pub completions: u64,
+    /// Delivered.
+    pub delivered: u64,
+    /// Refused, by [`RefusalReason::index`].
+    pub refused: [u64; RefusalReason::COUNT],
+    /// Shed, by [`ShedReason::index`].
+    pub shed: [u64; ShedReason::COUNT],
+    /// Failed, by [`FailureReason::index`].
+    pub failed: [u64; FailureReason::COUNT],
+    /// Cancelled.
+    pub cancelled: u64,
+    /// Dropped, by [`DropReason::index`].
+    pub dropped: [u64; DropReason::COUNT],
+}
+
+impl Outcomes {
+    /// Counts one completion.
+    pub fn count(&mut self, outcome: Outcome) {
+        self.completions += 1;
+        match outcome {
+            Outcome::Delivered => self.delivered += 1,
+            Outcome::Refused { reason, .. } => self.refused[reason.index()] += 1,
+            Outcome::Shed { reason } => self.shed[reason.index()] += 1,
+            Outcome::Failed { reason } => self.failed[reason.index()] += 1,
+            Outcome::Cancelled => self.cancelled += 1,
+            Outcome::Dropped { reason } => self.dropped[reason.index()] += 1,
+        }
+    }
+
+    /// All refusals.
+    pub fn refused_total(&self) -> u64 {
+        self.refused.iter().sum()
+    }
+
+    /// All sheds.
+    pub fn shed_total(&self) -> u64 {
+        self.shed.iter().sum()
+    }
+
+    /// All failures.
+    pub fn failed_total(&self) -> u64 {
+        self.failed.iter().sum()
+    }
+
+    /// All drops.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.iter().sum()
+    }
+
+    /// Admitted: every completion that is not a refusal or a shed.
+    pub fn admitted(&self) -> u64 {
+        self.delivered + self.failed_total() + self.cancelled + self.dropped_total()
+    }
+}
+
+/// Results for one priority (priority-mix runs).
+#[derive(Clone, Debug)]
+pub struct PriorityResult {
+    /// Which priority.
+    pub priority: Priority,
+    /// Outcomes of its measured messages.
+    pub outcomes: Outcomes,
+    /// Latency of its delivered measured messages, ns.
+    pub latency_ns: Histogram<u64>,
+}
+
+/// Everything a run measured.
+#[derive(Clone, Debug)]
+pub struct RunResult {
+    /// Closed loop or open loop.
+    pub closed_loop: bool,
+    /// Connections of the measured phase.
+    pub connections: u32,
+    /// Shards the engine ran.
+    pub shards: usize,
+    /// Whether every shard was pinned.
+    pub pinned: bool,
+    /// Offered rate of the measured phase (open loop), msg/s.
+    pub offered_rate: u64,
+    /// Length of the measured phase, s.
+    pub duration_s: f64,
+    /// Warm-up and lead-in time before it, s.
+    pub unrecorded_s: f64,
+    /// Handler cost, ns.
+    pub service_ns: u64,
+    /// Messages of the measured phase that were submitted.
+    pub submitted: u64,
+    /// Outcomes of the measured phase's messages.
+    pub measured: Outcomes,
+    /// Outcomes of every message of the run, warm-up included.
+    pub all: Outcomes,
+    /// Messages submitted in the whole run.
+    pub submitted_all: u64,
+    /// Latency of delivered measured messages, ns (intended send to completion read).
+    pub latency_ns: Histogram<u64>,
+    /// Generator lag of measured messages, ns (actual submit minus intended submit).
+    pub lag_ns: Histogram<u64>,
+    /// Per priority, when the run had a priority mix.
+    pub per_priority: Vec<PriorityResult>,
+    /// Messages whose time had come by the end but that were never submitted.
+    pub unsent: u64,
+    /// Times `submit` handed a message back because its shard's ring credit was used up.
+    pub ring_full_retries: u64,
+    /// Messages still without a completion after the drain timeout.
+    pub lost: u64,
+    /// Health-check latency seen by the probe thread, ns (measured phase only).
+    pub control_ns: Histogram<u64>,
+    /// Health checks slower than the engine's SLO (engine's count, whole run).
+    pub control_slo_violations: u64,
+    /// Health checks that returned an error.
+    pub control_errors: u64,
+    /// The engine's final counters.
+    pub engine: Stats,
+    /// Disagreements between the generator's counts and the engine's; empty when they
+    /// reconcile.
+    pub reconcile_errors: Vec<String>,
+}
+
+impl RunResult {
+    /// Submitted measured messages per second of the measured phase.
+    pub fn achieved_rate(&self) -> f64 {
+        self.submitted as f64 / self.duration_s
+    }
+
+    /// Delivered measured messages per second of the measured phase.
+    pub fn delivered_rate(&self) -> f64 {
+        self.measured.delivered as f64 / self.duration_s
+    }
+
+    /// The generator fell behind its schedule: lag p99 over 1 ms, or messages whose time
+    /// had come were never sent. (Open loop only; a closed loop has no schedule.)
+    pub fn generator_fell_behind(&self) -> bool {
+        !self.closed_loop && (self.lag_ns.value_at_quantile(0.99) > 1_000_000 || self.unsent > 0)
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, HISTOGRAM_MAX_NS, 3).expect("valid histogram bounds")
+}
+
+/// The priority of message `ordinal` under `weights`: a fixed hash of the ordinal, so it is
+/// recomputed from the id when the completion arrives.
+fn priority_of(ordinal: u64, weights: Option<&[u32; 4]>) -> Priority {
+    let Some(weights) = weights else {
+        return Priority::P1;
+    };
+    let total: u64 = weights.iter().map(|&weight| u64::from(weight)).sum();
+    // splitmix64 finaliser.
+    let mut z = ordinal.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    let mut pick = z % total.max(1);
+    for (index, &weight) in weights.iter().enumerate() {
+        if pick < u64::from(weight) {
+            return Priority::from_index(index).expect("four priorities");
+        }
+        pick -= u64::from(weight);
+    }
+    Priority::P3
+}
+
+/// One phase's place in the run's stream of ordinals and in time.
+struct PhaseSlot {
+    schedule: OpenLoopSchedule,
+    first_ordinal: u64,
+    start_ns: u64,
+    recorded: bool,
+}
+
+/// The whole run's open-loop timeline: message ordinal to intended time, connection and
+/// whether it is measured.
+struct Timeline {
+    slots: Vec<PhaseSlot>,
+    total: u64,
+}
+
+impl Timeline {
+    fn new(phases: &[Phase]) -> anyhow::Result<Self> {
+        let mut slots = Vec::with_capacity(phases.len());
+        let mut first_ordinal = 0;
+        let mut start_ns = 0;
+        for phase in phases {
+            let schedule = OpenLoopSchedule::new(phase.connections, phase.rate)
+                .map_err(|error| anyhow::anyhow!("{error}"))?;
+            let messages = schedule.messages_before(phase.duration_ns);
+            slots.push(PhaseSlot {
+                schedule,
+                first_ordinal,
+                start_ns,
+                recorded: phase.recorded,
+            });
+            first_ordinal += messages;
+            start_ns += phase.duration_ns;
+        }
+        Ok(Self {
+            slots,
+            total: first_ordinal,
+        })
+    }
+
+    #[inline]
+    fn slot(&self, ordinal: u64) -> &PhaseSlot {
+        self.slots
+            .iter()
+            .rev()
+            .find(|slot| slot.first_ordinal <= ordinal)
+            .unwrap_or(&self.slots[0])
+    }
+
+    /// Intended send time (ns from the run's start), connection, and whether it is measured.
+    #[inline]
+    fn at(&self, ordinal: u64) -> (u64, u32, bool) {
+        let slot = self.slot(ordinal);
+        let send = slot.schedule.send_at(ordinal - slot.first_ordinal);
+        (
+            slot.start_ns + send.intended_ns,
+            send.connection,
+            slot.recorded,
+        )
+    }
+}
+
+/// Whether time `ns` (from the run's start) lies in a recorded phase.
+fn recorded_at(phases: &[Phase], ns: u64) -> bool {
+    let mut start = 0;
+    for phase in phases {
+        if ns < start + phase.duration_ns {
+            return phase.recorded;
+        }
+        start += phase.duration_ns;
+    }
+    false
+}
+
+/// The generator's bookkeeping.
+struct Recorder {
+    weights: Option<[u32; 4]>,
+    measured: Outcomes,
+    all: Outcomes,
+    latency_ns: Histogram<u64>,
+    lag_ns: Histogram<u64>,
+    per_priority: Vec<(Outcomes, Histogram<u64>)>,
+    submitted: u64,
+    submitted_all: u64,
+    ring_full_retries: u64,
+}
+
+impl Recorder {
+    fn new(weights: Option<[u32; 4]>) -> Self {
+        Self {
+            weights,
+            measured: Outcomes::default(),
+            all: Outcomes::default(),
+            latency_ns: histogram(),
+            lag_ns: histogram(),
+            per_priority: (0..Priority::COUNT)
+                .map(|_| (Outcomes::default(), histogram()))
+                .collect(),
+            submitted: 0,
+            submitted_all: 0,
+            ring_full_retries: 0,
+        }
+    }
+
+    #[inline]
+    fn sent(&mut self, measured: bool, lag_ns: Option<u64>) {
+        self.submitted_all += 1;
+        if measured {
+            self.submitted += 1;
+            if let Some(lag_ns) = lag_ns {
+                self.lag_ns.saturating_record(lag_ns.max(1));
+            }
+        }
+    }
+
+    #[inline]
+    fn completed(&mut self, completion: &Completion, measured: bool, latency_ns: u64) {
+        self.all.count(completion.outcome);
+        if !measured {
+            return;
+        }
+        self.measured.count(completion.outcome);
+        let delivered = completion.outcome == Outcome::Delivered;
+        if delivered {
+            self.latency_ns.saturating_record(latency_ns.max(1));
+        }
+        if self.weights.is_some() {
+            let priority = priority_of(completion.message.0, self.weights.as_ref());
+            let (outcomes, latency) = &mut self.per_priority[priority.index()];
+            outcomes.count(completion.outcome);
+            if delivered {
+                latency.saturating_record(latency_ns.max(1));
+            }
+        }
+    }
+}
+
+/// Busy-waits `service_ns` on `clock`: the simulated handler cost.
+#[inline]
+fn busy_wait(clock: &Clock, service_ns: u64) {
+    if service_ns == 0 {
+        return;
+    }
+    let until_ns = clock.now_ns() + service_ns;
+    while clock.now_ns() < until_ns {
+        std::hint::spin_loop();
+    }
+}
+
+/// Starts an engine with `config` whose handler costs `service_ns` per message.
+pub fn start_engine(config: Config, service_ns: u64) -> anyhow::Result<Engine> {
+    let clock = Clock::new();
+    let engine = Engine::builder()
+        .config(config)
+        .handler(move |_: &Message| {
+            busy_wait(&clock, service_ns);
+            Ok(())
+        })
+        .start()
+        .context("starting the engine")?;
+    Ok(engine)
+}
+
+/// Health-check probe: a full health check every `interval`, timed from call to answer,
+/// recorded once `record_after` has passed, until `stop` is raised.
+fn probe(
+    engine: &Engine,
+    interval: Duration,
+    record_after: Duration,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(Histogram<u64>, u64)> {
+    let control = engine.control();
+    std::thread::Builder::new()
+        .name("loadgen-probe".into())
+        .spawn(move || {
+            let mut latency = histogram();
+            let mut errors = 0;
+            let started = Instant::now();
+            let mut next = started;
+            while !stop.load(Ordering::Relaxed) {
+                let asked = Instant::now();
+                let answer = control.health(HealthKind::Full);
+                let took = asked.elapsed();
+                if asked.duration_since(started) >= record_after {
+                    match answer {
+                        Ok(_) => latency.saturating_record((took.as_nanos() as u64).max(1)),
+                        Err(_) => errors += 1,
+                    }
+                }
+                next += interval;
+                let now = Instant::now();
+                if next > now {
+                    std::thread::sleep(next - now);
+                } else {
+                    // Fell behind (a check took longer than the interval): start afresh.
+                    next = now;
+                }
+            }
+            (latency, errors)
+        })
+        .expect("spawning the probe thread")
+}
+
+/// Runs `plan` against a fresh in-process engine built from `config`.
+pub fn run_inproc(config: Config, plan: &RunPlan) -> anyhow::Result<RunResult> {
+    if plan.phases.is_empty() {
+        bail!("a run needs at least one phase");
+    }
+    if !plan.phases.iter().any(|phase| phase.recorded) {
+        bail!("a run needs a recorded phase");
+    }
+    if let Some(weights) = plan.priority_weights {
+        if weights.iter().all(|&weight| weight == 0) {
+            bail!("priority weights must not all be zero");
+        }
+    }
+    let engine = start_engine(config, plan.service_ns)?;
+    let mut ingress = engine.ingress().context("taking an ingress")?;
+    let clock = engine.clock().clone();
+    let control = engine.control();
+
+    let unrecorded_ns: u64 = plan
+        .phases
+        .iter()
+        .take_while(|phase| !phase.recorded)
+        .map(|phase| phase.duration_ns)
+        .sum();
+    let stop_probe = Arc::new(AtomicBool::new(false));
+    let prober = (plan.control_probe_ms > 0).then(|| {
+        probe(
+            &engine,
+            Duration::from_millis(plan.control_probe_ms),
+            Duration::from_nanos(unrecorded_ns),
+            Arc::clone(&stop_probe),
+        )
+    });
+
+    let mut recorder = Recorder::new(plan.priority_weights);
+    let mut progress = Progress::new(plan.progress, unrecorded_ns);
+    let start_ns = clock.now_ns();
+    let (unsent, lost) = if plan.closed_loop {
+        drive_closed_loop(
+            plan,
+            &mut ingress,
+            &clock,
+            start_ns,
+            &mut recorder,
+            &mut progress,
+            &control,
+        )?
+    } else {
+        drive_open_loop(
+            plan,
+            &mut ingress,
+            &clock,
+            start_ns,
+            &mut recorder,
+            &mut progress,
+            &control,
+        )?
+    };
+
+    stop_probe.store(true, Ordering::Relaxed);
+    let (control_ns, control_errors) = match prober {
+        Some(handle) => handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("the probe thread panicked"))?,
+        None => (histogram(), 0),
+    };
+    let shards = engine.shards();
+    let pinned = engine.pinned();
+    let engine_stats = engine.shutdown();
+    // Whatever the shards never saw is refused here, so it is counted too.
+    let mut late = Vec::new();
+    ingress.poll_completions(&mut late);
+    for completion in &late {
+        recorder.all.count(completion.outcome);
+    }
+    let lost = lost.saturating_sub(late.len() as u64);
+    drop(ingress);
+
+    let reconcile_errors = reconcile(&recorder, &engine_stats, lost);
+    let measured_phase = plan
+        .phases
+        .iter()
+        .find(|phase| phase.recorded)
+        .expect("checked above");
+    let recorded_ns: u64 = plan
+        .phases
+        .iter()
+        .filter(|phase| phase.recorded)
+        .map(|phase| phase.duration_ns)
+        .sum();
+    let control_slo_violations = engine_stats.control.slo_violations;
+    Ok(RunResult {
+        closed_loop: plan.closed_loop,
+        connections: measured_phase.connections,
+        shards,
+        pinned,
+        offered_rate: if plan.closed_loop {
+            0
+        } else {
+            measured_phase.rate
+        },
+        duration_s: recorded_ns as f64 / 1e9,
+        unrecorded_s: unrecorded_ns as f64 / 1e9,
+        service_ns: plan.service_ns,
+        submitted: recorder.submitted,
+        measured: recorder.measured,
+        all: recorder.all,
+        submitted_all: recorder.submitted_all,
+        latency_ns: recorder.latency_ns,
+        lag_ns: recorder.lag_ns,
+        per_priority: if plan.priority_weights.is_some() {
+            recorder
+                .per_priority
+                .into_iter()
+                .zip(Priority::ALL)
+                .map(|((outcomes, latency_ns), priority)| PriorityResult {
+                    priority,
+                    outcomes,
+                    latency_ns,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
+        unsent,
+        ring_full_retries: recorder.ring_full_retries,
+        lost,
+        control_ns,
+        control_slo_violations,
+        control_errors,
+        engine: engine_stats,
+        reconcile_errors,
+    })
+}
+
+/// The generator's counts against the engine's: every submitted message has exactly one
+/// completion, and the engine counted the same outcomes.
+fn reconcile(recorder: &Recorder, stats: &Stats, lost: u64) -> Vec<String> {
+    let mut errors = Vec::new();
+    if !stats.reconciles() {
+        errors.push("the engine's own counters do not reconcile".to_string());
+    }
+    let all = &recorder.all;
+    if lost > 0 {
+        errors.push(format!("{lost} submitted messages never completed"));
+    }
+    if all.completions != recorder.submitted_all {
+        errors.push(format!(
+            "submitted {} but read {} completions",
+            recorder.submitted_all, all.completions
+        ));
+    }
+    let total = &stats.total;
+    let pairs = [
+        ("submitted", total.submitted, all.completions),
+        ("admitted", total.admitted, all.admitted()),
+        ("delivered", total.delivered, all.delivered),
+        ("refused", total.refused_total(), all.refused_total()),
+        ("shed", total.shed_total(), all.shed_total()),
+        ("failed", total.failed_total(), all.failed_total()),
+        ("cancelled", total.cancelled, all.cancelled),
+        ("dropped", total.dropped_total(), all.dropped_total()),
+    ];
+    for (name, engine, generator) in pairs {
+        if engine != generator {
+            errors.push(format!(
+                "{name}: engine counted {engine}, generator read {generator}"
+            ));
+        }
+    }
+    for reason in RefusalReason::ALL {
+        let (engine, generator) = (total.refused[reason.index()], all.refused[reason.index()]);
+        if engine != generator {
+            errors.push(format!(
+                "refused {}: engine counted {engine}, generator read {generator}",
+                reason.name()
+            ));
+        }
+    }
+    errors
+}
+
+/// Reads completions and records each against its intended (open loop) send time.
+fn collect_open(
+    ingress: &mut Ingress,
+    buffer: &mut Vec<Completion>,
+    timeline: &Timeline,
+    now_ns: u64,
+    recorder: &mut Recorder,
+) -> usize {
+    buffer.clear();
+    let read = ingress.poll_completions(buffer);
+    for completion in buffer.iter() {
+        let (intended_ns, _, measured) = timeline.at(completion.message.0);
+        recorder.completed(completion, measured, now_ns.saturating_sub(intended_ns));
+    }
+    read
+}
+
+#[allow(clippy::too_many_arguments)]
+fn drive_open_loop(
+    plan: &RunPlan,
+    ingress: &mut Ingress,
+    clock: &Clock,
+    start_ns: u64,
+    recorder: &mut Recorder,
+    progress: &mut Progress,
+    control: &spillway::control::Control,
+) -> anyhow::Result<(u64, u64)> {
+    let timeline = Timeline::new(&plan.phases)?;
+    let end_ns = plan.total_ns();
+    let mut buffer = Vec::with_capacity(16 * 1024);
+    let mut next_ordinal = 0u64;
+    let mut held: Option<Message> = None;
+    let mut next_poll_ns = 0;
+    loop {
+        let now_ns = clock.now_ns() - start_ns;
+        // Every message of the run is due before `end_ns`, so the last turn (the one that
+        // finds the end has come) still submits all of them; it is not capped at a batch.
+        let last_turn = now_ns >= end_ns;
+        let mut sent = 0;
+        while sent < SUBMIT_BATCH_MAX || last_turn {
+            let message = match held.take() {
+                Some(message) => message,
+                None => {
+                    if next_ordinal >= timeline.total {
+                        break;
+                    }
+                    let (intended_ns, connection, _) = timeline.at(next_ordinal);
+                    if intended_ns > now_ns {
+                        break;
+                    }
+                    let message =
+                        Message::new(ConnectionId(u64::from(connection)), MessageId(next_ordinal))
+                            .with_role(Role::Session)
+                            .with_priority(priority_of(
+                                next_ordinal,
+                                plan.priority_weights.as_ref(),
+                            ));
+                    next_ordinal += 1;
+                    message
+                }
+            };
+            let ordinal = message.id.0;
+            match ingress.submit(message) {
+                Ok(()) => {
+                    let (intended_ns, _, measured) = timeline.at(ordinal);
+                    recorder.sent(measured, Some(now_ns.saturating_sub(intended_ns)));
+                    sent += 1;
+                }
+                Err(full) if full.stopped => bail!("the engine stopped during the run"),
+                Err(full) => {
+                    recorder.ring_full_retries += 1;
+                    held = Some(full.message);
+                    break;
+                }
+            }
+        }
+        if last_turn {
+            break;
+        }
+        let mut read = 0;
+        if plan.consumer_poll_ns == 0 || now_ns >= next_poll_ns {
+            read = collect_open(ingress, &mut buffer, &timeline, now_ns, recorder);
+            next_poll_ns = now_ns + plan.consumer_poll_ns;
+        }
+        progress.tick(now_ns, recorder_view(recorder), control);
+        if sent == 0 && read == 0 {
+            std::thread::yield_now();
+        }
+    }
+    // Stop sending; collect what is outstanding, within the drain timeout.
+    let unsent = timeline.total - next_ordinal + u64::from(held.is_some());
+    let deadline = Instant::now() + plan.drain_timeout;
+    while ingress.outstanding() > 0 && Instant::now() < deadline {
+        let now_ns = clock.now_ns() - start_ns;
+        if collect_open(ingress, &mut buffer, &timeline, now_ns, recorder) == 0 {
+            std::thread::yield_now();
+        }
+    }
+    Ok((unsent, ingress.outstanding() as u64))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn drive_closed_loop(
+    plan: &RunPlan,
+    ingress: &mut Ingress,
+    clock: &Clock,
+    start_ns: u64,
+    recorder: &mut Recorder,
+    progress: &mut Progress,
+    control: &spillway::control::Control,
+) -> anyhow::Result<(u64, u64)> {
+    let end_ns = plan.total_ns();
+    let connections = plan
+        .phases
+        .iter()
+        .map(|phase| phase.connections)
+        .max()
+        .unwrap_or(1);
+    // Per connection: when its outstanding message was sent (ns from the start).
+    let mut sent_at = vec![0u64; connections as usize];
+    let mut ready: VecDeque<u32> = (0..connections).collect();
+    let mut buffer = Vec::with_capacity(16 * 1024);
+    let mut next_ordinal = 0u64;
+    let mut next_poll_ns = 0;
+    let collect = |ingress: &mut Ingress,
+                   buffer: &mut Vec<Completion>,
+                   ready: &mut VecDeque<u32>,
+                   sent_at: &[u64],
+                   now_ns: u64,
+                   recorder: &mut Recorder| {
+        buffer.clear();
+        let read = ingress.poll_completions(buffer);
+        for completion in buffer.iter() {
+            let connection = completion.connection.0 as u32;
+            let sent_ns = sent_at[connection as usize];
+            let measured = recorded_at(&plan.phases, sent_ns);
+            recorder.completed(completion, measured, now_ns.saturating_sub(sent_ns));
+            ready.push_back(connection);
+        }
+        read
+    };
+    loop {
+        let now_ns = clock.now_ns() - start_ns;
+        if now_ns >= end_ns {
+            break;
+        }
+        let mut sent = 0;
+        while let Some(&connection) = ready.front() {
+            if sent >= SUBMIT_BATCH_MAX {
+                break;
+            }
+            let message =
+                Message::new(ConnectionId(u64::from(connection)), MessageId(next_ordinal))
+                    .with_role(Role::Session)
+                    .with_priority(priority_of(next_ordinal, plan.priority_weights.as_ref()));
+            match ingress.submit(message) {
+                Ok(()) => {
+                    ready.pop_front();
+                    next_ordinal += 1;
+                    sent_at[connection as usize] = now_ns;
+                    recorder.sent(recorded_at(&plan.phases, now_ns), None);
+                    sent += 1;
+                }
+                Err(full) if full.stopped => bail!("the engine stopped during the run"),
+                Err(_) => {
+                    recorder.ring_full_retries += 1;
+                    break;
+                }
+            }
+        }
+        let mut read = 0;
+        if plan.consumer_poll_ns == 0 || now_ns >= next_poll_ns {
+            read = collect(ingress, &mut buffer, &mut ready, &sent_at, now_ns, recorder);
+            next_poll_ns = now_ns + plan.consumer_poll_ns;
+        }
+        progress.tick(now_ns, recorder_view(recorder), control);
+        if sent == 0 && read == 0 {
+            std::thread::yield_now();
+        }
+    }
+    let deadline = Instant::now() + plan.drain_timeout;
+    while ingress.outstanding() > 0 && Instant::now() < deadline {
+        let now_ns = clock.now_ns() - start_ns;
+        if collect(ingress, &mut buffer, &mut ready, &sent_at, now_ns, recorder) == 0 {
+            std::thread::yield_now();
+        }
+    }
+    Ok((0, ingress.outstanding() as u64))
+}
+
+fn recorder_view(recorder: &Recorder) -> report::ProgressView<'_> {
+    report::ProgressView {
+        submitted_all: recorder.submitted_all,
+        all: &recorder.all,
+        latency_ns: &recorder.latency_ns,
+        lag_ns: &recorder.lag_ns,
+    }
+}
+
+/// Capacity of an engine with `config` and `service_ns` handlers, msg/s: a closed-loop run
+/// over `connections` connections (each keeps one message outstanding, so the shards
+/// always have work) for `seconds` after 0.2 s of warm-up, counting delivered messages per
+/// second.
+pub fn calibrate_capacity(
+    config: Config,
+    connections: u32,
+    service_ns: u64,
+    seconds: f64,
+) -> anyhow::Result<f64> {
+    let plan = RunPlan {
+        phases: vec![
+            Phase {
+                connections,
+                rate: 1,
+                duration_ns: 200_000_000,
+                recorded: false,
+            },
+            Phase {
+                connections,
+                rate: 1,
+                duration_ns: (seconds * 1e9) as u64,
+                recorded: true,
+            },
+        ],
+        closed_loop: true,
+        service_ns,
+        control_probe_ms: 0,
+        priority_weights: None,
+        consumer_poll_ns: 0,
+        progress: false,
+        drain_timeout: Duration::from_secs(10),
+    };
+    let result = run_inproc(config, &plan)?;
+    if !result.reconcile_errors.is_empty() {
+        bail!(
+            "calibration run did not reconcile: {}",
+            result.reconcile_errors.join("; ")
+        );
+    }
+    let capacity = result.delivered_rate();
+    if capacity < 1.0 {
+        bail!("calibration delivered nothing: cannot derive a capacity");
+    }
+    Ok(capacity)
+}
+
+/// Health-check latency as the control plane itself measured it, if any were served.
+pub fn engine_health_latency(stats: &Stats) -> Option<spillway::control::CommandLatency> {
+    stats
+        .control
+        .latency
+        .iter()
+        .find(|latency| latency.command == CommandKind::Health)
+        .copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn priority_mix_follows_the_weights() {
+        let weights = [1, 49, 30, 20];
+        let mut counts = [0u32; 4];
+        for ordinal in 0..100_000 {
+            counts[priority_of(ordinal, Some(&weights)).index()] += 1;
+        }
+        assert!((800..1_200).contains(&counts[0]), "{counts:?}");
+        assert!((48_000..50_000).contains(&counts[1]), "{counts:?}");
+        assert!((29_000..31_000).contains(&counts[2]), "{counts:?}");
+        assert!((19_000..21_000).contains(&counts[3]), "{counts:?}");
+        assert_eq!(priority_of(5, None), Priority::P1);
+    }
+
+    #[test]
+    fn the_timeline_spans_phases() {
+        let phases = [
+            Phase {
+                connections: 2,
+                rate: 10,
+                duration_ns: 1_000_000_000,
+                recorded: false,
+            },
+            Phase {
+                connections: 3,
+                rate: 20,
+                duration_ns: 1_000_000_000,
+                recorded: true,
+            },
+        ];
+        let timeline = Timeline::new(&phases).unwrap();
+        assert_eq!(timeline.total, 30);
+        assert_eq!(timeline.at(9), (900_000_000, 1, false));
+        assert_eq!(timeline.at(10), (1_000_000_000, 0, true));
+        assert_eq!(timeline.at(11), (1_050_000_000, 1, true));
+        assert!(!recorded_at(&phases, 999_999_999));
+        assert!(recorded_at(&phases, 1_000_000_000));
+    }
+}

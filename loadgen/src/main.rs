@@ -1,0 +1,422 @@
+//! `loadgen`: drives Spillway with a named scenario and reports what happened.
+//!
+//! `cargo run --release -p spillway-loadgen` runs the saturation scenario (15,000
+//! connections, 500K msg/s offered, 1 s warm-up then 10 s measured) against the in-process
+//! engine and prints the report. `--help` lists the flags.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use spillway::config::{Config, Profile};
+use spillway_loadgen::generator::{calibrate_capacity, run_inproc, Phase, RunPlan};
+use spillway_loadgen::report::{self, RunInfo};
+use spillway_loadgen::scenario::{self, Offered, Scenario};
+
+const DEFAULT_SCENARIO: &str = "saturation";
+const DEFAULT_DURATION_S: f64 = 10.0;
+const DEFAULT_WARMUP_S: f64 = 1.0;
+const DEFAULT_PROBE_MS: u64 = 10;
+const DEFAULT_PRIORITY_MIX: [u32; 4] = [1, 49, 30, 20];
+/// Length of the closed-loop calibration run that measures capacity for `--overload`.
+const CALIBRATION_S: f64 = 1.0;
+
+const USAGE: &str = "\
+usage: loadgen [FLAGS]
+
+With no flags: the saturation scenario (15000 connections, 500K msg/s offered) against the
+in-process engine, 1 s warm-up (run, not recorded) then 10 s measured; prints a progress
+line every second to stderr and a table to stdout.
+
+  --target inproc|tcp://HOST:PORT   what to drive (default inproc; tcp is not available yet)
+  --scenario NAME|all               one of: SCENARIOS; or all (runs them in order)
+  --connections N                   simulated connections (overrides the scenario)
+  --rate MSGS_PER_S                 offered rate, all connections together (open loop)
+  --duration SECS                   measured time (default 10)
+  --warmup SECS                     run but not recorded, before measuring (default 1)
+  --shards N                        engine shards (default: the config's, 0 = automatic)
+  --service-ns NS                   simulated handler cost per message (busy wait)
+  --overload X                      offer X times the capacity measured by a 1 s closed-loop
+                                    calibration run with the same config, connections and
+                                    handler cost (delivered msg/s)
+  --control-probe-ms MS             full health check every MS during the run (default 10;
+                                    0 disables)
+  --closed-loop                     each connection keeps one message outstanding and sends
+                                    the next when it completes (latency from send)
+  --priority-mix P0,P1,P2,P3        priority weights (default for priority-mix: 1,49,30,20)
+  --consumer-poll-ms MS             read completions only every MS (slow consumer)
+  --profile NAME                    engine profile: development, staging, production,
+                                    high-throughput (default production)
+  --config FILE                     engine settings from a TOML file
+  --json                            print exactly one JSON object instead of the table
+  --help                            this text
+";
+
+#[derive(Debug, Default)]
+struct Options {
+    target: Option<String>,
+    scenario: Option<String>,
+    connections: Option<u32>,
+    rate: Option<u64>,
+    duration_s: Option<f64>,
+    warmup_s: Option<f64>,
+    shards: Option<usize>,
+    service_ns: Option<u64>,
+    overload: Option<f64>,
+    control_probe_ms: Option<u64>,
+    closed_loop: bool,
+    priority_mix: Option<[u32; 4]>,
+    consumer_poll_ms: Option<u64>,
+    profile: Option<String>,
+    config: Option<PathBuf>,
+    json: bool,
+    help: bool,
+}
+
+fn parse_value<T: std::str::FromStr>(flag: &str, value: &str) -> anyhow::Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    value
+        .parse()
+        .map_err(|error| anyhow!("{flag}: bad value {value:?}: {error}"))
+}
+
+fn parse_seconds(flag: &str, value: &str, allow_zero: bool) -> anyhow::Result<f64> {
+    let seconds: f64 = parse_value(flag, value)?;
+    if !seconds.is_finite() || seconds < 0.0 || (!allow_zero && seconds == 0.0) {
+        bail!("{flag}: bad value {value:?}: must be a positive number of seconds");
+    }
+    Ok(seconds)
+}
+
+fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Options> {
+    let mut options = Options::default();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => {
+                (flag.to_string(), Some(value.to_string()))
+            }
+            _ => (arg.clone(), None),
+        };
+        let takes_value = match flag.as_str() {
+            "--closed-loop" | "--json" | "--help" | "-h" => false,
+            "--target" | "--scenario" | "--connections" | "--rate" | "--duration" | "--warmup"
+            | "--shards" | "--service-ns" | "--overload" | "--control-probe-ms"
+            | "--priority-mix" | "--consumer-poll-ms" | "--profile" | "--config" => true,
+            other => bail!("unknown flag {other:?} (see --help)"),
+        };
+        let value = if takes_value {
+            match inline {
+                Some(value) => value,
+                None => args.next().ok_or_else(|| anyhow!("{flag} needs a value"))?,
+            }
+        } else {
+            if inline.is_some() {
+                bail!("{flag} takes no value");
+            }
+            String::new()
+        };
+        match flag.as_str() {
+            "--target" => options.target = Some(value),
+            "--scenario" => options.scenario = Some(value),
+            "--connections" => {
+                let connections: u32 = parse_value(&flag, &value)?;
+                if connections == 0 {
+                    bail!("--connections: must be at least 1");
+                }
+                options.connections = Some(connections);
+            }
+            "--rate" => {
+                let rate: u64 = parse_value(&flag, &value)?;
+                if rate == 0 {
+                    bail!("--rate: must be at least 1 message per second");
+                }
+                options.rate = Some(rate);
+            }
+            "--duration" => options.duration_s = Some(parse_seconds(&flag, &value, false)?),
+            "--warmup" => options.warmup_s = Some(parse_seconds(&flag, &value, true)?),
+            "--shards" => options.shards = Some(parse_value(&flag, &value)?),
+            "--service-ns" => options.service_ns = Some(parse_value(&flag, &value)?),
+            "--overload" => {
+                let times: f64 = parse_value(&flag, &value)?;
+                if !times.is_finite() || times <= 0.0 {
+                    bail!("--overload: bad value {value:?}: must be a positive factor");
+                }
+                options.overload = Some(times);
+            }
+            "--control-probe-ms" => options.control_probe_ms = Some(parse_value(&flag, &value)?),
+            "--closed-loop" => options.closed_loop = true,
+            "--priority-mix" => {
+                let weights: Vec<u32> = value
+                    .split(',')
+                    .map(|part| parse_value(&flag, part.trim()))
+                    .collect::<anyhow::Result<_>>()?;
+                let weights: [u32; 4] = weights.try_into().map_err(|_| {
+                    anyhow!("--priority-mix: give four weights, P0,P1,P2,P3 (e.g. 1,49,30,20)")
+                })?;
+                if weights.iter().all(|&weight| weight == 0) {
+                    bail!("--priority-mix: the weights must not all be zero");
+                }
+                options.priority_mix = Some(weights);
+            }
+            "--consumer-poll-ms" => options.consumer_poll_ms = Some(parse_value(&flag, &value)?),
+            "--profile" => options.profile = Some(value),
+            "--config" => options.config = Some(PathBuf::from(value)),
+            "--json" => options.json = true,
+            "--help" | "-h" => options.help = true,
+            other => unreachable!("{other} was checked above"),
+        }
+    }
+    if options.rate.is_some() && options.overload.is_some() {
+        bail!("--rate and --overload both set the offered rate: give one");
+    }
+    if options.profile.is_some() && options.config.is_some() {
+        bail!("--profile and --config both choose the settings: give one (a file names its profile with its `profile` key)");
+    }
+    Ok(options)
+}
+
+fn engine_config(options: &Options) -> anyhow::Result<Config> {
+    let mut config = match (&options.config, &options.profile) {
+        (Some(path), _) => {
+            Config::from_toml_file(path).with_context(|| format!("--config {}", path.display()))?
+        }
+        (None, Some(name)) => Config::for_profile(Profile::from_name(name).context("--profile")?),
+        (None, None) => Config::default(),
+    };
+    if let Some(shards) = options.shards {
+        config.shards = shards;
+    }
+    config.validate().context("engine settings")?;
+    Ok(config)
+}
+
+fn profile_name(config: &Config) -> String {
+    config.profile.name().to_string()
+}
+
+/// Runs one scenario with the options' overrides; returns its info and result.
+fn run_scenario(
+    scenario: &Scenario,
+    options: &Options,
+    config: &Config,
+) -> anyhow::Result<(RunInfo, spillway_loadgen::generator::RunResult)> {
+    let connections = options.connections.unwrap_or(scenario.connections);
+    let service_ns = options.service_ns.unwrap_or(scenario.service_ns);
+    let overload = options.overload.or(match scenario.offered {
+        Offered::CapacityTimes(times) if options.rate.is_none() => Some(times),
+        _ => None,
+    });
+    let mut capacity = None;
+    let rate = match (options.rate, overload) {
+        (Some(rate), _) => rate,
+        (None, Some(times)) => {
+            eprintln!(
+                "{}: measuring capacity ({CALIBRATION_S} s closed loop, {connections} connections, handler {service_ns} ns)...",
+                scenario.name
+            );
+            let measured =
+                calibrate_capacity(config.clone(), connections, service_ns, CALIBRATION_S)?;
+            eprintln!(
+                "{}: capacity {measured:.0} msg/s; offering {times}x",
+                scenario.name
+            );
+            capacity = Some(measured);
+            ((measured * times).round() as u64).max(1)
+        }
+        (None, None) => match scenario.offered {
+            Offered::Rate(rate) => rate,
+            Offered::CapacityTimes(_) => unreachable!("handled above"),
+        },
+    };
+    let duration_s = options.duration_s.unwrap_or(DEFAULT_DURATION_S);
+    let warmup_s = options.warmup_s.unwrap_or(DEFAULT_WARMUP_S);
+    let mut phases = Vec::new();
+    let first = scenario
+        .pre_phase
+        .map_or((connections, rate), |pre| (pre.connections, pre.rate));
+    if warmup_s > 0.0 {
+        phases.push(Phase {
+            connections: first.0,
+            rate: first.1,
+            duration_ns: (warmup_s * 1e9) as u64,
+            recorded: false,
+        });
+    }
+    if let Some(pre) = scenario.pre_phase {
+        phases.push(Phase {
+            connections: pre.connections,
+            rate: pre.rate,
+            duration_ns: (pre.seconds * 1e9) as u64,
+            recorded: false,
+        });
+    }
+    phases.push(Phase {
+        connections,
+        rate,
+        duration_ns: (duration_s * 1e9) as u64,
+        recorded: true,
+    });
+    let plan = RunPlan {
+        phases,
+        closed_loop: options.closed_loop,
+        service_ns,
+        control_probe_ms: options.control_probe_ms.unwrap_or(DEFAULT_PROBE_MS),
+        priority_weights: options
+            .priority_mix
+            .or(scenario.priority_mix.then_some(DEFAULT_PRIORITY_MIX)),
+        consumer_poll_ns: options
+            .consumer_poll_ms
+            .unwrap_or(scenario.consumer_poll_ms)
+            * 1_000_000,
+        progress: true,
+        drain_timeout: Duration::from_secs(10),
+    };
+    eprintln!(
+        "{}: {} connections, {} msg/s offered{}, handler {} ns, warm-up {} s{} then {} s measured",
+        scenario.name,
+        connections,
+        rate,
+        if options.closed_loop {
+            " (ignored: closed loop)"
+        } else {
+            ""
+        },
+        service_ns,
+        warmup_s,
+        scenario
+            .pre_phase
+            .map(|pre| format!(
+                " + {} s lead-in at {} conns/{} msg/s",
+                pre.seconds, pre.connections, pre.rate
+            ))
+            .unwrap_or_default(),
+        duration_s,
+    );
+    let result = run_inproc(config.clone(), &plan)?;
+    let info = RunInfo {
+        scenario: scenario.name.to_string(),
+        target: "inproc".to_string(),
+        profile: profile_name(config),
+        capacity,
+        overload,
+    };
+    Ok((info, result))
+}
+
+fn run(options: &Options) -> anyhow::Result<bool> {
+    let config = engine_config(options)?;
+    let name = options.scenario.as_deref().unwrap_or(DEFAULT_SCENARIO);
+    let scenarios: Vec<Scenario> = if name == "all" {
+        scenario::SCENARIOS.to_vec()
+    } else {
+        vec![scenario::find(name).ok_or_else(|| {
+            anyhow!(
+                "--scenario: unknown scenario {name:?}; one of: {}, all",
+                scenario::names()
+            )
+        })?]
+    };
+    if options.scenario.is_none() {
+        eprintln!("no --scenario given: running {DEFAULT_SCENARIO} (the default)");
+    }
+    let mut all_reconciled = true;
+    let mut json_runs = Vec::new();
+    for scenario in &scenarios {
+        let (info, result) = run_scenario(scenario, options, &config)?;
+        if !result.reconcile_errors.is_empty() {
+            all_reconciled = false;
+            eprintln!(
+                "ERROR: {}: counts do not reconcile: {}",
+                scenario.name,
+                result.reconcile_errors.join("; ")
+            );
+        }
+        if options.json {
+            json_runs.push(report::json(&info, &result));
+        } else {
+            print!("{}", report::table(&info, &result));
+        }
+    }
+    if options.json {
+        let object = if name == "all" {
+            serde_json::json!({ "scenario": "all", "runs": json_runs })
+        } else {
+            json_runs.pop().expect("one run")
+        };
+        println!("{}", serde_json::to_string_pretty(&object)?);
+    }
+    Ok(all_reconciled)
+}
+
+fn main() -> ExitCode {
+    let options = match parse_args(std::env::args().skip(1)) {
+        Ok(options) => options,
+        Err(error) => {
+            eprintln!("loadgen: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if options.help {
+        print!("{}", USAGE.replace("SCENARIOS", &scenario::names()));
+        return ExitCode::SUCCESS;
+    }
+    match options.target.as_deref() {
+        None | Some("inproc") => {}
+        Some(target) if target.starts_with("tcp://") => {
+            eprintln!(
+                "loadgen: --target {target}: the TCP target is not available until the TCP transport (`spillway serve`) lands; use --target inproc"
+            );
+            return ExitCode::from(2);
+        }
+        Some(other) => {
+            eprintln!("loadgen: --target: unknown target {other:?}; inproc or tcp://HOST:PORT");
+            return ExitCode::from(2);
+        }
+    }
+    match run(&options) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("loadgen: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|arg| arg.to_string()).collect()
+    }
+
+    #[test]
+    fn flags_parse_and_bad_ones_are_named() {
+        let options = parse_args(args(&[
+            "--scenario=light",
+            "--rate",
+            "1000",
+            "--closed-loop",
+            "--priority-mix",
+            "1,2,3,4",
+        ]))
+        .unwrap();
+        assert_eq!(options.scenario.as_deref(), Some("light"));
+        assert_eq!(options.rate, Some(1000));
+        assert!(options.closed_loop);
+        assert_eq!(options.priority_mix, Some([1, 2, 3, 4]));
+        let error = parse_args(args(&["--bogus"])).unwrap_err().to_string();
+        assert!(error.contains("unknown flag \"--bogus\""), "{error}");
+        let error = parse_args(args(&["--rate", "fast"]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("--rate: bad value \"fast\""), "{error}");
+        assert!(parse_args(args(&["--duration"])).is_err());
+        assert!(parse_args(args(&["--rate", "5", "--overload", "2"])).is_err());
+    }
+}

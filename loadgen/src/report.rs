@@ -1,0 +1,472 @@
+//! What a run prints: a progress line every second (stderr), then a human table or exactly
+//! one JSON object (stdout).
+
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+use serde_json::{json, Map, Value};
+use spillway::control::Control;
+use spillway::outcome::{DropReason, FailureReason, RefusalReason, ShedReason};
+
+use crate::generator::{engine_health_latency, Outcomes, RunResult};
+
+/// What the progress line reads from the generator.
+pub struct ProgressView<'a> {
+    /// Messages submitted so far (warm-up included).
+    pub submitted_all: u64,
+    /// Outcomes read so far (warm-up included).
+    pub all: &'a Outcomes,
+    /// Latency of delivered measured messages so far, ns.
+    pub latency_ns: &'a Histogram<u64>,
+    /// Generator lag of measured messages so far, ns.
+    pub lag_ns: &'a Histogram<u64>,
+}
+
+/// Prints a progress line each second of the run.
+pub struct Progress {
+    enabled: bool,
+    unrecorded_ns: u64,
+    next_ns: u64,
+    last_submitted: u64,
+    last_delivered: u64,
+}
+
+impl Progress {
+    /// A progress printer; `unrecorded_ns` is the warm-up (and lead-in) before measuring.
+    pub fn new(enabled: bool, unrecorded_ns: u64) -> Self {
+        Self {
+            enabled,
+            unrecorded_ns,
+            next_ns: 1_000_000_000,
+            last_submitted: 0,
+            last_delivered: 0,
+        }
+    }
+
+    /// Prints a line if a second boundary has passed (`now_ns` from the run's start).
+    #[inline]
+    pub fn tick(&mut self, now_ns: u64, view: ProgressView<'_>, control: &Control) {
+        if !self.enabled || now_ns < self.next_ns {
+            return;
+        }
+        let seconds = (now_ns - self.next_ns) as f64 / 1e9 + 1.0;
+        // The line covers the second that ended now; name the part of the run it began in.
+        let began_ns = self.next_ns - 1_000_000_000;
+        self.next_ns = now_ns + 1_000_000_000;
+        let sent = view.submitted_all - self.last_submitted;
+        let delivered = view.all.delivered - self.last_delivered;
+        self.last_submitted = view.submitted_all;
+        self.last_delivered = view.all.delivered;
+        let phase = if began_ns < self.unrecorded_ns {
+            "warm-up"
+        } else {
+            "measured"
+        };
+        let p99 = if view.latency_ns.is_empty() {
+            "-".to_string()
+        } else {
+            format_ns(view.latency_ns.value_at_quantile(0.99))
+        };
+        let lag = if view.lag_ns.is_empty() {
+            "-".to_string()
+        } else {
+            format_ns(view.lag_ns.value_at_quantile(0.99))
+        };
+        eprintln!(
+            "[{:>5.1}s {phase:>8}] sent {:>9.0}/s delivered {:>9.0}/s | totals: delivered {} refused {} shed {} | p99 {p99} lag p99 {lag} | breaker {}",
+            now_ns as f64 / 1e9,
+            sent as f64 / seconds,
+            delivered as f64 / seconds,
+            view.all.delivered,
+            view.all.refused_total(),
+            view.all.shed_total(),
+            control.breaker_state().name(),
+        );
+    }
+}
+
+/// `1.23 ms` style.
+pub fn format_ns(ns: u64) -> String {
+    if ns < 10_000 {
+        format!("{:.2} us", ns as f64 / 1e3)
+    } else if ns < 1_000_000 {
+        format!("{:.1} us", ns as f64 / 1e3)
+    } else if ns < 10_000_000_000 {
+        format!("{:.2} ms", ns as f64 / 1e6)
+    } else {
+        format!("{:.2} s", ns as f64 / 1e9)
+    }
+}
+
+fn us(ns: u64) -> f64 {
+    (ns as f64 / 1e3 * 10.0).round() / 10.0
+}
+
+fn percentiles_us(histogram: &Histogram<u64>, quantiles: &[(&str, f64)]) -> Value {
+    let mut object = Map::new();
+    object.insert("count".into(), json!(histogram.len()));
+    for &(name, quantile) in quantiles {
+        let value = if histogram.is_empty() {
+            0
+        } else {
+            histogram.value_at_quantile(quantile)
+        };
+        object.insert(name.into(), json!(us(value)));
+    }
+    object.insert("max".into(), json!(us(histogram.max())));
+    Value::Object(object)
+}
+
+const LATENCY_QUANTILES: [(&str, f64); 4] =
+    [("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("p999", 0.999)];
+const CONTROL_QUANTILES: [(&str, f64); 3] = [("p50", 0.50), ("p99", 0.99), ("p999", 0.999)];
+
+fn refused_by_reason(outcomes: &Outcomes) -> Value {
+    Value::Object(
+        RefusalReason::ALL
+            .iter()
+            .map(|reason| {
+                (
+                    reason.name().to_string(),
+                    json!(outcomes.refused[reason.index()]),
+                )
+            })
+            .collect(),
+    )
+}
+
+fn shed_by_reason(outcomes: &Outcomes) -> Value {
+    Value::Object(
+        ShedReason::ALL
+            .iter()
+            .map(|reason| {
+                (
+                    reason.name().to_string(),
+                    json!(outcomes.shed[reason.index()]),
+                )
+            })
+            .collect(),
+    )
+}
+
+fn failed_by_reason(outcomes: &Outcomes) -> Value {
+    Value::Object(
+        FailureReason::ALL
+            .iter()
+            .map(|reason| {
+                (
+                    reason.name().to_string(),
+                    json!(outcomes.failed[reason.index()]),
+                )
+            })
+            .collect(),
+    )
+}
+
+fn dropped_by_reason(outcomes: &Outcomes) -> Value {
+    Value::Object(
+        DropReason::ALL
+            .iter()
+            .map(|reason| {
+                (
+                    reason.name().to_string(),
+                    json!(outcomes.dropped[reason.index()]),
+                )
+            })
+            .collect(),
+    )
+}
+
+/// Peak resident set size of this process, bytes: `VmHWM` from `/proc/self/status`, or
+/// `None` where that cannot be read (not Linux).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Cores this process may run on.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |cores| cores.get())
+}
+
+/// Context a run's report needs besides its result.
+#[derive(Clone, Debug)]
+pub struct RunInfo {
+    /// Scenario name.
+    pub scenario: String,
+    /// `inproc`.
+    pub target: String,
+    /// The engine profile's name.
+    pub profile: String,
+    /// Capacity measured by a calibration run, msg/s, when the rate was derived from it.
+    pub capacity: Option<f64>,
+    /// Times capacity offered, when it was.
+    pub overload: Option<f64>,
+}
+
+/// The run as one JSON object: every field SPEC 8 and the issue ask for.
+pub fn json(info: &RunInfo, result: &RunResult) -> Value {
+    let measured = &result.measured;
+    let peak_rss = peak_rss_bytes();
+    let health = engine_health_latency(&result.engine);
+    let mut object = json!({
+        "scenario": info.scenario,
+        "target": info.target,
+        "profile": info.profile,
+        "mode": if result.closed_loop { "closed_loop" } else { "open_loop" },
+        "connections": result.connections,
+        "shards": result.shards,
+        "cores": cores(),
+        "pinned": result.pinned,
+        "service_ns": result.service_ns,
+        "duration_s": result.duration_s,
+        "warmup_s": result.unrecorded_s,
+        "offered_rate": result.offered_rate,
+        "capacity_rate": info.capacity,
+        "overload_factor": info.overload,
+        "achieved_rate": result.achieved_rate().round(),
+        "delivered_rate": result.delivered_rate().round(),
+        "generator_lag_us": us(if result.lag_ns.is_empty() { 0 } else { result.lag_ns.value_at_quantile(0.99) }),
+        "generator_lag_detail_us": percentiles_us(&result.lag_ns, &LATENCY_QUANTILES),
+        "generator_fell_behind": result.generator_fell_behind(),
+        "generator_fell_behind_rule": "open loop only: generator lag p99 > 1 ms, or unsent > 0",
+        "unsent": result.unsent,
+        "ring_full_retries": result.ring_full_retries,
+        "submitted": result.submitted,
+        "admitted": measured.admitted(),
+        "refused": measured.refused_total(),
+        "refused_by_reason": refused_by_reason(measured),
+        "shed": measured.shed_total(),
+        "shed_by_reason": shed_by_reason(measured),
+        "delivered": measured.delivered,
+        "failed": measured.failed_total(),
+        "failed_by_reason": failed_by_reason(measured),
+        "cancelled": measured.cancelled,
+        "dropped": measured.dropped_total(),
+        "dropped_by_reason": dropped_by_reason(measured),
+        "latency_us": percentiles_us(&result.latency_ns, &LATENCY_QUANTILES),
+        "latency_of": "delivered messages of the measured phase, from intended send time (open loop) or send time (closed loop) to the generator reading the completion",
+        "control_latency_us": percentiles_us(&result.control_ns, &CONTROL_QUANTILES),
+        "control_probe_errors": result.control_errors,
+        "control_latency_engine_us": health.map(|latency| json!({
+            "count": latency.count,
+            "p50": us(latency.p50_ns),
+            "p99": us(latency.p99_ns),
+            "p999": us(latency.p999_ns),
+            "max": us(latency.max_ns),
+        })),
+        "control_slo_violations": result.control_slo_violations,
+        "breaker_final": result.engine.breaker.name(),
+        "peak_rss_bytes": peak_rss.unwrap_or(0),
+        "whole_run": {
+            "submitted": result.submitted_all,
+            "delivered": result.all.delivered,
+            "refused": result.all.refused_total(),
+            "shed": result.all.shed_total(),
+            "admitted": result.all.admitted(),
+        },
+        "reconciled": result.reconcile_errors.is_empty(),
+        "reconcile_errors": result.reconcile_errors,
+        "lost": result.lost,
+    });
+    if peak_rss.is_none() {
+        object["peak_rss_note"] = json!("/proc/self/status unreadable: peak RSS unknown");
+    }
+    if !result.per_priority.is_empty() {
+        let per: Map<String, Value> = result
+            .per_priority
+            .iter()
+            .map(|entry| {
+                (
+                    entry.priority.to_string(),
+                    json!({
+                        "submitted": entry.outcomes.completions,
+                        "delivered": entry.outcomes.delivered,
+                        "goodput_rate": (entry.outcomes.delivered as f64 / result.duration_s).round(),
+                        "refused": entry.outcomes.refused_total(),
+                        "shed": entry.outcomes.shed_total(),
+                        "latency_us": percentiles_us(&entry.latency_ns, &LATENCY_QUANTILES),
+                    }),
+                )
+            })
+            .collect();
+        object["per_priority"] = Value::Object(per);
+    }
+    object
+}
+
+/// The run as a human table.
+pub fn table(info: &RunInfo, result: &RunResult) -> String {
+    let mut out = String::new();
+    let measured = &result.measured;
+    let line = "-".repeat(72);
+    let _ = writeln!(out, "{line}");
+    let _ = writeln!(
+        out,
+        "scenario {}  target {}  profile {}  {}",
+        info.scenario,
+        info.target,
+        info.profile,
+        if result.closed_loop {
+            "closed loop"
+        } else {
+            "open loop"
+        }
+    );
+    let _ = writeln!(
+        out,
+        "connections {}  shards {}  cores {}  pinned {}  handler cost {} ns",
+        result.connections,
+        result.shards,
+        cores(),
+        result.pinned,
+        result.service_ns
+    );
+    let _ = writeln!(
+        out,
+        "measured {:.1} s after {:.1} s unrecorded (warm-up/lead-in)",
+        result.duration_s, result.unrecorded_s
+    );
+    if let Some(capacity) = info.capacity {
+        let _ = writeln!(
+            out,
+            "capacity (closed-loop calibration) {:.0} msg/s; offering {}x",
+            capacity,
+            info.overload.unwrap_or(1.0)
+        );
+    }
+    let _ = writeln!(out, "{line}");
+    let _ = writeln!(
+        out,
+        "{:<22}{:>14}",
+        "offered rate",
+        if result.closed_loop {
+            "closed loop".to_string()
+        } else {
+            format!("{}/s", result.offered_rate)
+        }
+    );
+    let _ = writeln!(
+        out,
+        "{:<22}{:>12.0}/s",
+        "achieved (submitted)",
+        result.achieved_rate()
+    );
+    let _ = writeln!(
+        out,
+        "{:<22}{:>12.0}/s",
+        "delivered",
+        result.delivered_rate()
+    );
+    let rows = [
+        ("submitted", result.submitted),
+        ("admitted", measured.admitted()),
+        ("delivered", measured.delivered),
+        ("refused", measured.refused_total()),
+        ("shed", measured.shed_total()),
+        ("failed", measured.failed_total()),
+        ("cancelled", measured.cancelled),
+        ("dropped", measured.dropped_total()),
+    ];
+    for (name, value) in rows {
+        let _ = writeln!(out, "{name:<22}{value:>14}");
+    }
+    for reason in RefusalReason::ALL {
+        let count = measured.refused[reason.index()];
+        if count > 0 {
+            let _ = writeln!(out, "  refused {:<20}{count:>8}", reason.name());
+        }
+    }
+    for reason in ShedReason::ALL {
+        let count = measured.shed[reason.index()];
+        if count > 0 {
+            let _ = writeln!(out, "  shed {:<23}{count:>8}", reason.name());
+        }
+    }
+    let _ = writeln!(out, "{line}");
+    let _ = writeln!(
+        out,
+        "{:<22}{:>10} {:>10} {:>10} {:>10} {:>10}",
+        "", "p50", "p90", "p99", "p99.9", "max"
+    );
+    let row = |out: &mut String, name: &str, histogram: &Histogram<u64>| {
+        if histogram.is_empty() {
+            let _ = writeln!(out, "{name:<22}{:>10}", "(none)");
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "{name:<22}{:>10} {:>10} {:>10} {:>10} {:>10}",
+            format_ns(histogram.value_at_quantile(0.50)),
+            format_ns(histogram.value_at_quantile(0.90)),
+            format_ns(histogram.value_at_quantile(0.99)),
+            format_ns(histogram.value_at_quantile(0.999)),
+            format_ns(histogram.max()),
+        );
+    };
+    row(&mut out, "latency (delivered)", &result.latency_ns);
+    if !result.closed_loop {
+        row(&mut out, "generator lag", &result.lag_ns);
+    }
+    row(&mut out, "health check", &result.control_ns);
+    for entry in &result.per_priority {
+        row(
+            &mut out,
+            &format!("latency {}", entry.priority),
+            &entry.latency_ns,
+        );
+    }
+    let _ = writeln!(out, "{line}");
+    for entry in &result.per_priority {
+        let _ = writeln!(
+            out,
+            "{}: submitted {} delivered {} ({:.0}/s goodput) refused {} shed {}",
+            entry.priority,
+            entry.outcomes.completions,
+            entry.outcomes.delivered,
+            entry.outcomes.delivered as f64 / result.duration_s,
+            entry.outcomes.refused_total(),
+            entry.outcomes.shed_total(),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "health checks {} (errors {}), SLO violations {}; breaker at end {}",
+        result.control_ns.len(),
+        result.control_errors,
+        result.control_slo_violations,
+        result.engine.breaker.name()
+    );
+    let _ = writeln!(
+        out,
+        "ring-full retries {}; unsent at end {}; peak RSS {}",
+        result.ring_full_retries,
+        result.unsent,
+        match peak_rss_bytes() {
+            Some(bytes) => format!("{:.1} MiB", bytes as f64 / 1048576.0),
+            None => "unknown (/proc/self/status unreadable)".to_string(),
+        }
+    );
+    if result.generator_fell_behind() {
+        let _ = writeln!(
+            out,
+            "WARNING: the generator fell behind its schedule (rule: lag p99 over 1 ms, or any message unsent at the end; here lag p99 {}, unsent {}): the load was not offered as scheduled",
+            format_ns(result.lag_ns.value_at_quantile(0.99)),
+            result.unsent
+        );
+    }
+    if result.reconcile_errors.is_empty() {
+        let _ = writeln!(
+            out,
+            "counts reconcile: every submitted message has one completion, and the engine's counters agree"
+        );
+    } else {
+        let _ = writeln!(out, "ERROR: counts do not reconcile:");
+        for error in &result.reconcile_errors {
+            let _ = writeln!(out, "  {error}");
+        }
+    }
+    out
+}

@@ -1,0 +1,148 @@
+//! Quick in-process runs: the counts reconcile, every submitted message gets a completion,
+//! and the JSON report has every required key. No timing assertions.
+
+use std::time::Duration;
+
+use spillway::config::Config;
+use spillway_loadgen::generator::{calibrate_capacity, run_inproc, Phase, RunPlan};
+use spillway_loadgen::report::{self, RunInfo};
+
+const REQUIRED_KEYS: [&str; 27] = [
+    "scenario",
+    "target",
+    "connections",
+    "shards",
+    "cores",
+    "pinned",
+    "duration_s",
+    "offered_rate",
+    "achieved_rate",
+    "generator_lag_us",
+    "submitted",
+    "admitted",
+    "refused",
+    "shed",
+    "delivered",
+    "failed",
+    "cancelled",
+    "dropped",
+    "latency_us",
+    "control_latency_us",
+    "control_slo_violations",
+    "peak_rss_bytes",
+    "refused_by_reason",
+    "shed_by_reason",
+    "generator_fell_behind",
+    "reconciled",
+    "unsent",
+];
+
+fn plan(closed_loop: bool, priority_weights: Option<[u32; 4]>) -> RunPlan {
+    RunPlan {
+        phases: vec![
+            Phase {
+                connections: 50,
+                rate: 20_000,
+                duration_ns: 100_000_000,
+                recorded: false,
+            },
+            Phase {
+                connections: 50,
+                rate: 20_000,
+                duration_ns: 500_000_000,
+                recorded: true,
+            },
+        ],
+        closed_loop,
+        service_ns: 0,
+        control_probe_ms: 10,
+        priority_weights,
+        consumer_poll_ns: 0,
+        progress: false,
+        drain_timeout: Duration::from_secs(10),
+    }
+}
+
+fn info() -> RunInfo {
+    RunInfo {
+        scenario: "test".into(),
+        target: "inproc".into(),
+        profile: "production".into(),
+        capacity: None,
+        overload: None,
+    }
+}
+
+#[test]
+fn an_open_loop_run_reconciles_and_reports_every_key() {
+    let mut config = Config::default();
+    config.shards = 1;
+    let result = run_inproc(config, &plan(false, None)).unwrap();
+    assert!(
+        result.reconcile_errors.is_empty(),
+        "{:?}",
+        result.reconcile_errors
+    );
+    assert!(result.engine.reconciles());
+    assert_eq!(result.lost, 0);
+    // Every submitted message got exactly one completion.
+    assert_eq!(result.all.completions, result.submitted_all);
+    assert_eq!(result.engine.total.submitted, result.submitted_all);
+    // Everything scheduled was sent (or counted as unsent).
+    assert_eq!(result.submitted_all + result.unsent, 12_000);
+    assert_eq!(result.submitted + result.unsent, 10_000);
+    assert_eq!(result.measured.completions, result.submitted);
+
+    let json = report::json(&info(), &result);
+    let object = json.as_object().unwrap();
+    for key in REQUIRED_KEYS {
+        assert!(object.contains_key(key), "missing {key}");
+    }
+    for key in ["p50", "p90", "p99", "p999", "max"] {
+        assert!(json["latency_us"].get(key).is_some(), "latency_us.{key}");
+    }
+    for key in ["p50", "p99", "p999", "max"] {
+        assert!(
+            json["control_latency_us"].get(key).is_some(),
+            "control_latency_us.{key}"
+        );
+    }
+    assert!(json["refused_by_reason"].get("rate_limited").is_some());
+    assert!(json["shed_by_reason"].get("circuit_open").is_some());
+    assert_eq!(json["reconciled"], true);
+    // One JSON object, serialisable.
+    let text = serde_json::to_string(&json).unwrap();
+    assert!(text.starts_with('{') && text.ends_with('}'));
+    let table = report::table(&info(), &result);
+    assert!(table.contains("counts reconcile"), "{table}");
+}
+
+#[test]
+fn a_closed_loop_run_with_a_priority_mix_reconciles() {
+    let mut config = Config::default();
+    config.shards = 1;
+    let result = run_inproc(config, &plan(true, Some([1, 49, 30, 20]))).unwrap();
+    assert!(
+        result.reconcile_errors.is_empty(),
+        "{:?}",
+        result.reconcile_errors
+    );
+    assert_eq!(result.all.completions, result.submitted_all);
+    assert_eq!(result.per_priority.len(), 4);
+    let per_priority: u64 = result
+        .per_priority
+        .iter()
+        .map(|entry| entry.outcomes.completions)
+        .sum();
+    assert_eq!(per_priority, result.measured.completions);
+    let json = report::json(&info(), &result);
+    assert!(json["per_priority"]["P0"].get("goodput_rate").is_some());
+}
+
+#[test]
+fn calibration_measures_a_capacity() {
+    let mut config = Config::default();
+    config.shards = 1;
+    let capacity = calibrate_capacity(config, 50, 1_000, 0.3).unwrap();
+    assert!(capacity > 0.0);
+}
