@@ -179,6 +179,10 @@ pub struct RunResult {
     pub all: Outcomes,
     /// Messages submitted in the whole run.
     pub submitted_all: u64,
+    /// Submissions made during the measured phase (by the clock, whatever their schedule).
+    pub sent_in_window: u64,
+    /// Deliveries read during the measured phase (by the clock).
+    pub delivered_in_window: u64,
     /// Latency of delivered measured messages, ns (intended send to completion read).
     pub latency_ns: Histogram<u64>,
     /// Generator lag of measured messages, ns (actual submit minus intended submit).
@@ -187,7 +191,8 @@ pub struct RunResult {
     pub per_priority: Vec<PriorityResult>,
     /// Messages whose time had come by the end but that were never submitted.
     pub unsent: u64,
-    /// Times `submit` handed a message back because its shard's ring credit was used up.
+    /// Times `submit` handed a message back because its shard's ring credit was used up
+    /// (after one, the generator retries only once a read of completions has freed credit).
     pub ring_full_retries: u64,
     /// Messages still without a completion after the drain timeout.
     pub lost: u64,
@@ -205,14 +210,15 @@ pub struct RunResult {
 }
 
 impl RunResult {
-    /// Submitted measured messages per second of the measured phase.
+    /// Submissions per second made during the measured phase (by the clock: a generator
+    /// that is behind is still sending earlier messages, and those count here).
     pub fn achieved_rate(&self) -> f64 {
-        self.submitted as f64 / self.duration_s
+        self.sent_in_window as f64 / self.duration_s
     }
 
-    /// Delivered measured messages per second of the measured phase.
+    /// Deliveries per second read during the measured phase (by the clock).
     pub fn delivered_rate(&self) -> f64 {
-        self.measured.delivered as f64 / self.duration_s
+        self.delivered_in_window as f64 / self.duration_s
     }
 
     /// The generator fell behind its schedule: lag p99 over 1 ms, or messages whose time
@@ -332,6 +338,12 @@ struct Recorder {
     submitted: u64,
     submitted_all: u64,
     ring_full_retries: u64,
+    /// Whether the clock is in a recorded phase now (set by the driver once per turn).
+    window: bool,
+    /// Submissions made while `window` was set.
+    sent_in_window: u64,
+    /// Deliveries read while `window` was set.
+    delivered_in_window: u64,
 }
 
 impl Recorder {
@@ -348,12 +360,16 @@ impl Recorder {
             submitted: 0,
             submitted_all: 0,
             ring_full_retries: 0,
+            window: false,
+            sent_in_window: 0,
+            delivered_in_window: 0,
         }
     }
 
     #[inline]
     fn sent(&mut self, measured: bool, lag_ns: Option<u64>) {
         self.submitted_all += 1;
+        self.sent_in_window += u64::from(self.window);
         if measured {
             self.submitted += 1;
             if let Some(lag_ns) = lag_ns {
@@ -365,6 +381,9 @@ impl Recorder {
     #[inline]
     fn completed(&mut self, completion: &Completion, measured: bool, latency_ns: u64) {
         self.all.count(completion.outcome);
+        if self.window && completion.outcome == Outcome::Delivered {
+            self.delivered_in_window += 1;
+        }
         if !measured {
             return;
         }
@@ -558,6 +577,8 @@ pub fn run_inproc(config: Config, plan: &RunPlan) -> anyhow::Result<RunResult> {
         measured: recorder.measured,
         all: recorder.all,
         submitted_all: recorder.submitted_all,
+        sent_in_window: recorder.sent_in_window,
+        delivered_in_window: recorder.delivered_in_window,
         latency_ns: recorder.latency_ns,
         lag_ns: recorder.lag_ns,
         per_priority: if plan.priority_weights.is_some() {
@@ -664,14 +685,19 @@ fn drive_open_loop(
     let mut buffer = Vec::with_capacity(16 * 1024);
     let mut next_ordinal = 0u64;
     let mut held: Option<Message> = None;
+    // Set when `submit` handed a message back: the ring credit comes back only as this
+    // thread reads completions, so retrying before a read that found some is pointless (and
+    // a hot retry loop steals memory bandwidth and CPU from the shards).
+    let mut credit_blocked = false;
     let mut next_poll_ns = 0;
     loop {
         let now_ns = clock.now_ns() - start_ns;
         // Every message of the run is due before `end_ns`, so the last turn (the one that
         // finds the end has come) still submits all of them; it is not capped at a batch.
         let last_turn = now_ns >= end_ns;
+        recorder.window = recorded_at(&plan.phases, now_ns);
         let mut sent = 0;
-        while sent < SUBMIT_BATCH_MAX || last_turn {
+        while (sent < SUBMIT_BATCH_MAX || last_turn) && !credit_blocked {
             let message = match held.take() {
                 Some(message) => message,
                 None => {
@@ -704,6 +730,7 @@ fn drive_open_loop(
                 Err(full) => {
                     recorder.ring_full_retries += 1;
                     held = Some(full.message);
+                    credit_blocked = true;
                     break;
                 }
             }
@@ -715,6 +742,9 @@ fn drive_open_loop(
         if plan.consumer_poll_ns == 0 || now_ns >= next_poll_ns {
             read = collect_open(ingress, &mut buffer, &timeline, now_ns, recorder);
             next_poll_ns = now_ns + plan.consumer_poll_ns;
+            if read > 0 {
+                credit_blocked = false;
+            }
         }
         progress.tick(now_ns, recorder_view(recorder), control);
         if sent == 0 && read == 0 {
@@ -722,6 +752,7 @@ fn drive_open_loop(
         }
     }
     // Stop sending; collect what is outstanding, within the drain timeout.
+    recorder.window = false;
     let unsent = timeline.total - next_ordinal + u64::from(held.is_some());
     let deadline = Instant::now() + plan.drain_timeout;
     while ingress.outstanding() > 0 && Instant::now() < deadline {
@@ -756,6 +787,8 @@ fn drive_closed_loop(
     let mut buffer = Vec::with_capacity(16 * 1024);
     let mut next_ordinal = 0u64;
     let mut next_poll_ns = 0;
+    // As in the open loop: after a hand-back, wait for a read that frees credit.
+    let mut credit_blocked = false;
     let collect = |ingress: &mut Ingress,
                    buffer: &mut Vec<Completion>,
                    ready: &mut VecDeque<u32>,
@@ -778,9 +811,10 @@ fn drive_closed_loop(
         if now_ns >= end_ns {
             break;
         }
+        recorder.window = recorded_at(&plan.phases, now_ns);
         let mut sent = 0;
         while let Some(&connection) = ready.front() {
-            if sent >= SUBMIT_BATCH_MAX {
+            if sent >= SUBMIT_BATCH_MAX || credit_blocked {
                 break;
             }
             let message =
@@ -798,6 +832,7 @@ fn drive_closed_loop(
                 Err(full) if full.stopped => bail!("the engine stopped during the run"),
                 Err(_) => {
                     recorder.ring_full_retries += 1;
+                    credit_blocked = true;
                     break;
                 }
             }
@@ -806,12 +841,16 @@ fn drive_closed_loop(
         if plan.consumer_poll_ns == 0 || now_ns >= next_poll_ns {
             read = collect(ingress, &mut buffer, &mut ready, &sent_at, now_ns, recorder);
             next_poll_ns = now_ns + plan.consumer_poll_ns;
+            if read > 0 {
+                credit_blocked = false;
+            }
         }
         progress.tick(now_ns, recorder_view(recorder), control);
         if sent == 0 && read == 0 {
             std::thread::yield_now();
         }
     }
+    recorder.window = false;
     let deadline = Instant::now() + plan.drain_timeout;
     while ingress.outstanding() > 0 && Instant::now() < deadline {
         let now_ns = clock.now_ns() - start_ns;
