@@ -653,6 +653,46 @@ fn reconcile(recorder: &Recorder, stats: &Stats, lost: u64) -> Vec<String> {
     errors
 }
 
+/// How the generator waits when a turn found nothing to do: it spins for a while (a yield
+/// hands the core to whichever thread is runnable, and on a machine with fewer cores than
+/// threads the generator then comes back late: that showed as generator lag), then yields.
+///
+/// A busy generator also yields once every [`YIELD_EVERY_NS`] even when it has work: on a
+/// machine with no spare core the engine's control thread and the probe need a core now and
+/// then, and otherwise wait for the scheduler to preempt the generator (milliseconds).
+#[derive(Default)]
+struct Idle {
+    turns: u32,
+    last_yield_ns: u64,
+}
+
+/// Idle turns spent spinning before the generator starts yielding.
+const IDLE_SPIN_TURNS: u32 = 512;
+/// Longest stretch the generator runs without a yield.
+const YIELD_EVERY_NS: u64 = 100_000;
+
+impl Idle {
+    #[inline]
+    fn wait_if(&mut self, idle: bool, now_ns: u64) {
+        if now_ns.saturating_sub(self.last_yield_ns) >= YIELD_EVERY_NS {
+            self.last_yield_ns = now_ns;
+            std::thread::yield_now();
+            return;
+        }
+        if !idle {
+            self.turns = 0;
+            return;
+        }
+        self.turns = self.turns.saturating_add(1);
+        if self.turns < IDLE_SPIN_TURNS {
+            std::hint::spin_loop();
+        } else {
+            self.last_yield_ns = now_ns;
+            std::thread::yield_now();
+        }
+    }
+}
+
 /// Reads completions and records each against its intended (open loop) send time.
 fn collect_open(
     ingress: &mut Ingress,
@@ -685,6 +725,7 @@ fn drive_open_loop(
     let mut buffer = Vec::with_capacity(16 * 1024);
     let mut next_ordinal = 0u64;
     let mut held: Option<Message> = None;
+    let mut idle = Idle::default();
     // Set when `submit` handed a message back: the ring credit comes back only as this
     // thread reads completions, so retrying before a read that found some is pointless (and
     // a hot retry loop steals memory bandwidth and CPU from the shards).
@@ -747,9 +788,7 @@ fn drive_open_loop(
             }
         }
         progress.tick(now_ns, recorder_view(recorder), control);
-        if sent == 0 && read == 0 {
-            std::thread::yield_now();
-        }
+        idle.wait_if(sent == 0 && read == 0, now_ns);
     }
     // Stop sending; collect what is outstanding, within the drain timeout.
     recorder.window = false;
@@ -787,6 +826,7 @@ fn drive_closed_loop(
     let mut buffer = Vec::with_capacity(16 * 1024);
     let mut next_ordinal = 0u64;
     let mut next_poll_ns = 0;
+    let mut idle = Idle::default();
     // As in the open loop: after a hand-back, wait for a read that frees credit.
     let mut credit_blocked = false;
     let collect = |ingress: &mut Ingress,
@@ -846,9 +886,7 @@ fn drive_closed_loop(
             }
         }
         progress.tick(now_ns, recorder_view(recorder), control);
-        if sent == 0 && read == 0 {
-            std::thread::yield_now();
-        }
+        idle.wait_if(sent == 0 && read == 0, now_ns);
     }
     recorder.window = false;
     let deadline = Instant::now() + plan.drain_timeout;
