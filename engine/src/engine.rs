@@ -314,7 +314,7 @@ impl<H: Handler + Clone> EngineBuilder<H> {
             .map(|_| ShardShared {
                 registrations: Mpmc::new(INGRESSES_MAX),
                 shared_submissions: Mpmc::new(config.ring_capacity),
-                shared_completions: Mpmc::new(config.ring_capacity),
+                shared_completions: Mpmc::new(crate::ingress::completion_capacity(&config)),
                 shared_outstanding: AtomicUsize::new(0),
                 published: PublishedCounters::new(tenants.len()),
                 sleeping: AtomicBool::new(false),

@@ -8,9 +8,16 @@
 //! accepted message, which [`Ingress::poll_completions`] collects.
 //!
 //! The completion ring can never overflow: the ingress counts, per shard, the messages it
-//! submitted whose completions it has not yet collected, and refuses a submission (as
-//! `Full`) once that count reaches the ring's capacity. So a shard always has room for
-//! every completion it owes, and never has to block, buffer or drop one.
+//! submitted whose completions it has not yet collected, and hands a submission back (as
+//! `Full`) once that count reaches the completion ring's capacity. So a shard always has
+//! room for every completion it owes, and never has to block, buffer or drop one.
+//!
+//! The completion ring holds [`completion_capacity`]: the submission ring plus the
+//! shard's handler-queue cap. Admitted work waiting in the shard's queue therefore never
+//! uses up the producer's credit before the queue caps are reached, and overload shows as
+//! counted refusals with a `retry_after` (SPEC 2), not as a blocked producer. `Full` then
+//! means what it says: the submission ring itself is full (or the producer stopped reading
+//! its completions).
 //!
 //! [`SharedIngress`] is the same over MPMC rings, for callers that cannot keep one handle
 //! per thread: any clone may submit, and any clone collects the completions of all.
@@ -115,10 +122,11 @@ pub struct Ingress {
 impl Ingress {
     /// Builds the rings for ingress number `index` and hands the shard ends to the shards.
     pub(crate) fn new(engine: Arc<EngineShared>, index: u16, token: Arc<()>) -> Self {
-        let capacity = engine.config.ring_capacity;
+        let submission_capacity = engine.config.ring_capacity;
+        let capacity = completion_capacity(&engine.config);
         let mut links = Vec::with_capacity(engine.shards.len());
         for shard in engine.shards.iter() {
-            let (submit_producer, submit_consumer) = spsc::channel(capacity);
+            let (submit_producer, submit_consumer) = spsc::channel(submission_capacity);
             let (complete_producer, complete_consumer) = spsc::channel(capacity);
             let orphan = Arc::new(Mutex::new(None));
             let link = ShardLink {
@@ -173,7 +181,7 @@ impl Ingress {
             });
         }
         if let Err(message) = link.submissions.push(message) {
-            // Unreachable while `outstanding` bounds the ring, kept as a typed answer.
+            // The shard has not yet taken the last `ring_capacity` submissions.
             self.engine.ring_full.fetch_add(1, Ordering::Relaxed);
             return Err(Full {
                 message,
@@ -273,6 +281,12 @@ impl fmt::Debug for Ingress {
     }
 }
 
+/// Completions a producer may owe per shard: its submission ring plus everything the shard
+/// can hold admitted (the handler-queue cap). Sizes the completion rings and the credit.
+pub(crate) fn completion_capacity(config: &crate::config::Config) -> usize {
+    config.ring_capacity + config.caps.handler_queue as usize
+}
+
 fn shutting_down(message: &Message) -> Completion {
     Completion {
         message: message.id,
@@ -313,7 +327,7 @@ impl SharedIngress {
         // Relaxed: a credit count whose atomic read-modify-writes alone keep it exact; the
         // message itself is published by the ring.
         if shard.shared_outstanding.fetch_add(1, Ordering::Relaxed)
-            >= self.engine.config.ring_capacity
+            >= completion_capacity(&self.engine.config)
         {
             shard.shared_outstanding.fetch_sub(1, Ordering::Relaxed);
             self.engine.ring_full.fetch_add(1, Ordering::Relaxed);

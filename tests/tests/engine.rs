@@ -411,3 +411,48 @@ fn shutdown_can_cancel_what_is_queued_instead() {
     ingress.poll_completions(&mut completions);
     assert_one_completion_each(&completions, 0..1);
 }
+
+#[test]
+fn one_producer_overloading_a_shard_gets_counted_refusals_not_a_blocked_ring() {
+    // Admission runs between bounded handler batches, so it keeps up with the producer;
+    // the queue fills to its caps and the excess is refused with a reason and a
+    // retry-after. (The ingress's credit covers the submission ring plus the handler
+    // queue, so admitted work waiting in the queue does not block the producer first.)
+    let mut config = config(1);
+    config.levels.rate_limit = false;
+    config.handler_batch_max = 8;
+    let engine = Engine::builder()
+        .config(config)
+        .handler(|_: &Message| {
+            std::thread::sleep(Duration::from_micros(50));
+            Ok::<(), HandlerError>(())
+        })
+        .start()
+        .unwrap();
+    let mut ingress = engine.ingress().unwrap();
+    let messages = (0..15_000u64)
+        .map(|id| {
+            Message::new(ConnectionId(id % 20), MessageId(id))
+                .with_role(Role::Session)
+                .with_priority(Priority::P1)
+        })
+        .collect();
+    let completions = submit_all(&mut ingress, messages);
+    assert_one_completion_each(&completions, 0..15_000);
+    let role_refusals = completions
+        .iter()
+        .filter(|completion| {
+            matches!(
+                completion.outcome,
+                Outcome::Refused {
+                    reason: RefusalReason::RoleQueueFull,
+                    retry_after_ns,
+                } if retry_after_ns > 0
+            )
+        })
+        .count();
+    assert!(role_refusals > 1_000, "only {role_refusals} refusals");
+    drop(ingress);
+    let stats = engine.shutdown();
+    assert!(stats.reconciles());
+}
