@@ -366,7 +366,7 @@ pub enum WaitStrategy {
         /// Longest park, in microseconds.
         park_timeout_us: u32,
     },
-    /// Busy-spin when every engine thread has a core of its own, spin-then-park otherwise
+    /// Spin then yield when every engine thread has a core of its own, spin-then-park otherwise
     /// (the default: spinning threads must not starve others on a small machine).
     Adaptive,
 }

@@ -250,8 +250,10 @@ pub(crate) struct SeqLock {
     words: Box<[AtomicU64]>,
 }
 
-/// Attempts a reader spins before it yields between attempts; a shard publishes in well
-/// under a microsecond, so this is only reached if the writer was descheduled mid-write.
+/// Attempts a reader spins before it yields between attempts. A reader retries when a
+/// publication overlaps its copy; shards publish at most once per 100 µs while busy and
+/// not at all while idle and unchanged, so a copy (well under a microsecond) rarely needs
+/// a second attempt, and the yields only matter if the writer is descheduled mid-write.
 const READ_SPINS_MAX: u32 = 64;
 
 impl SeqLock {
@@ -301,7 +303,7 @@ impl SeqLock {
                     return;
                 }
             }
-            attempts += 1;
+            attempts = attempts.saturating_add(1);
             if attempts < READ_SPINS_MAX {
                 crate::sync::spin_hint();
             } else {

@@ -1,8 +1,11 @@
 //! The one switch between std's atomics and loom's model-checked ones.
 //!
-//! Every atomic, `Arc` and `UnsafeCell` that lock-free code in this crate shares between
-//! threads comes from here, so that `RUSTFLAGS="--cfg loom"` (scripts/loom.sh) swaps all of
-//! them for loom's at once and the models in the modules' `loom_tests` see every access.
+//! The atomics, `Arc`s and `UnsafeCell`s of the lock-free pieces (rings, bucket, seqlock,
+//! breaker, tenant counts, engine flags) come from here, so that `RUSTFLAGS="--cfg loom"`
+//! (scripts/loom.sh) swaps them for loom's at once and the models in the modules'
+//! `loom_tests` see every access. Not routed through here, and so not modelled: the
+//! control-path `Mutex`es and `OnceLock`s, thread park/unpark, and crossbeam's `ArrayQueue`
+//! behind `ring::Mpmc`.
 //! Modelled on tokio's `src/loom/mod.rs`.
 
 #[cfg(loom)]

@@ -112,10 +112,13 @@ impl Waiter {
                 } else if self.idle_polls <= spins.saturating_add(yields) {
                     std::thread::yield_now();
                 } else {
-                    // SeqCst store and load: the flag and the producer's ring index are two
-                    // locations; without a total order the producer could miss the flag and
-                    // we could miss its item. (The producer's side is Relaxed, so this only
-                    // narrows the race; the park timeout bounds what remains.)
+                    // The flag and the producer's ring index are two locations: a producer
+                    // may push, then read the flag before our store is visible, while we
+                    // read its ring before its push is visible (the store-buffer pattern;
+                    // x86 reorders it too). Closing that would take a SeqCst fence on both
+                    // sides, one per submission; instead a missed wake-up costs at most the
+                    // park timeout (50 µs for the adaptive default, up to the configured
+                    // `park_timeout_us` otherwise).
                     sleeping.store(true, Ordering::SeqCst);
                     if !has_work() {
                         std::thread::park_timeout(park);

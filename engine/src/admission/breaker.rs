@@ -122,8 +122,8 @@ impl CircuitBreaker {
     }
 
     /// The current state. Relaxed: the word is self-contained (shards act on the state
-    /// itself, no other memory is published with it), and a change reaches each shard's next
-    /// batch, which is the granularity SPEC asks for.
+    /// itself, no other memory is published with it). A change becomes visible to each shard
+    /// soon after (in practice by its next batch); Relaxed promises visibility, not when.
     #[inline]
     pub fn read(&self) -> BreakerReading {
         BreakerReading {

@@ -3,8 +3,10 @@
 //! A tenant's connections may sit on different shards, so its pending count is the one piece
 //! of admission state that shards share. Each shard charges it with a compare-exchange that
 //! only succeeds below the priority's threshold, so concurrent shards can never push it past
-//! its cap (no overshoot, not even transiently), and releases it with a `fetch_sub` when the
-//! message finishes. Tenants without settings take no shared state at all.
+//! its cap (no overshoot, not even transiently, for a given cap), and releases it with a
+//! `fetch_sub` when the message finishes. A cap lowered at run time is seen by each shard
+//! soon after, not at an instant: a charge that read the old cap may still land. Tenants
+//! without settings take no shared state at all.
 
 use crate::config::TenantConfig;
 use crate::message::{Priority, TenantId};

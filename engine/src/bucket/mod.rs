@@ -123,6 +123,9 @@ impl TokenBucket {
         // Relaxed throughout: the TAT publishes no other memory, and every successful
         // compare-exchange is a read-modify-write, so it acts on the latest TAT in the
         // atomic's single modification order; that total order is all the bound needs.
+        // A refusal may come from a stale load, with no read-modify-write: that is still
+        // right, because the TAT only grows (each write is `max(tat, now) + increment`) and
+        // a larger TAT only refuses more; its `wait_ns` may then be an underestimate.
         let mut tat_ns = self.tat_ns.load(Ordering::Relaxed);
         loop {
             let new_tat_ns = decide(tat_ns, now_ns, increment_ns, limit_ns)?;

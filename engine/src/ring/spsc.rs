@@ -100,8 +100,10 @@ struct Shared<T> {
     /// after it has written the item), read by the consumer (Acquire) to learn which slots
     /// hold items.
     tail: CachePadded<AtomicUsize>,
-    /// `mask + 1` slots. Slot `i & mask` holds an initialised item exactly when
-    /// `head <= i < tail` (in wrapping arithmetic).
+    /// `mask + 1` slots. Slot `i & mask` holds an initialised item when
+    /// `head <= i < tail` (in wrapping arithmetic); besides those, only the producer's
+    /// written-but-unpublished slots and the consumer's moved-out-but-unpublished ones are
+    /// in transition, each touched by its owner alone.
     slots: Box<[UnsafeCell<MaybeUninit<T>>]>,
     /// Slot count minus one; the slot count is a power of two.
     mask: usize,
@@ -232,12 +234,16 @@ impl<T> Producer<T> {
             let start = self.tail & self.shared.mask;
             let first = count.min(slot_count - start);
             let base = self.shared.slots.as_ptr() as *mut T;
+            debug_assert!(count <= self.capacity && self.capacity <= slot_count);
+            debug_assert!(start + first <= slot_count && count - first <= start);
             // SAFETY: slots `tail .. tail + count` are free (count ≤ free, checked against a
-            // head loaded with Acquire) and unpublished, so only we touch them; `start + first
-            // ≤ slot_count` and `count - first ≤ start`, so both runs lie inside the buffer;
+            // head loaded with Acquire) and unpublished, so only we touch them; since
+            // `count ≤ capacity ≤ slot_count`, `start + first ≤ slot_count` and
+            // `count - first ≤ start`, so both runs lie inside the buffer;
             // `UnsafeCell<MaybeUninit<T>>` is `repr(transparent)` over `T`, and the cells
-            // permit writes through a shared reference; `values` cannot overlap the ring's
-            // private buffer.
+            // permit writes through a shared reference. `values` may be a slice this very
+            // ring lent through `pop_slices`, but those are occupied slots and these are
+            // free ones, so the two never overlap.
             unsafe {
                 core::ptr::copy_nonoverlapping(values.as_ptr(), base.add(start), first);
                 core::ptr::copy_nonoverlapping(values.as_ptr().add(first), base, count - first);
@@ -408,6 +414,8 @@ impl<T> Consumer<T> {
             let start = self.head & self.shared.mask;
             let first = count.min(slot_count - start);
             let base = self.shared.slots.as_ptr() as *const T;
+            debug_assert!(count <= self.capacity && self.capacity <= slot_count);
+            debug_assert!(start + first <= slot_count && count - first <= start);
             // SAFETY: slots `head .. head + count` hold initialised items (below a tail loaded
             // with Acquire) that the producer will not overwrite until we publish a head past
             // them, which happens only after `f` returns; both runs lie inside the buffer
@@ -519,11 +527,15 @@ impl<T> Consumer<T> {
 
 /// Whether the other half has been dropped.
 fn is_abandoned<T>(shared: &Arc<Shared<T>>) -> bool {
+    // The Arc is never cloned beyond the two halves and has no weak references, so the
+    // count only falls, and 1 means the other half is gone for good.
     let alone = Arc::strong_count(shared) == 1;
     if alone {
-        // The other half's drop decremented the count with Release; this fence makes
-        // everything that half did before (its last push or pop) visible to what the
-        // caller does next, e.g. a final drain after seeing the producer gone.
+        // `strong_count` is a Relaxed load; it read the value written by the other half's
+        // Release decrement, so this Acquire fence makes everything that half did before
+        // (its last push) visible to what the caller does next, e.g. the shard's "empty"
+        // check before it drops a link. (loom's `strong_count` synchronizes by itself, so
+        // the models cannot tell whether this fence is needed.)
         crate::sync::fence(Ordering::Acquire);
     }
     alone

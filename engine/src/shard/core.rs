@@ -94,6 +94,8 @@ pub(crate) struct ShardCore {
     batch_finished: Vec<Finished>,
     /// Connections being drained by the control plane, until their queue is empty.
     drains: Vec<Drain>,
+    /// `change_marker()` at the last publication (`u64::MAX`s before the first).
+    published_marker: [u64; 5],
 }
 
 /// A drain under way: the connection refuses new work; it is done when nothing of it is
@@ -168,6 +170,7 @@ impl ShardCore {
             local_completions: Vec::new(),
             batch_finished: Vec::with_capacity(config.handler_batch_max),
             drains: Vec::new(),
+            published_marker: [u64::MAX; 5],
         }
     }
 
@@ -853,6 +856,28 @@ impl ShardCore {
         self.counters.connections = self.connections.len() as u64;
         self.counters.backpressure_active = u64::from(self.backpressure_active);
         published.publish(&self.counters, scratch);
+        self.published_marker = self.change_marker();
+    }
+
+    /// Whether anything a `Stats` reader sees changed since the last publication.
+    pub(crate) fn counters_changed(&self) -> bool {
+        self.change_marker() != self.published_marker
+    }
+
+    /// Every count only grows, so these sums change whenever any counter does; the gauges
+    /// are compared as they are.
+    fn change_marker(&self) -> [u64; 5] {
+        let total = &self.counters.total;
+        [
+            total.submitted + total.finished(),
+            self.counters.priority_downgraded
+                + self.counters.backpressure_raised
+                + self.counters.connections_evicted
+                + self.counters.breaker_trips,
+            self.queue.len() as u64,
+            self.connections.len() as u64,
+            u64::from(self.backpressure_active),
+        ]
     }
 
     /// This shard's counters as they are now (for the single-threaded simulation).

@@ -136,10 +136,13 @@ pub(crate) fn run<H: Handler>(
 
         // Links whose ingress is gone, with nothing left to read or to answer.
         active.retain(|&slot| {
+            // Abandoned first, then empty: once the producer is gone its last push is visible
+            // (`is_abandoned`'s Acquire fence), so "empty" is final. The other order could
+            // see the ring empty, then a last push and the drop, and lose that message.
             let finished = links[slot as usize].as_ref().is_some_and(|entry| {
                 entry.in_flight == 0
+                    && entry.link.submissions.is_abandoned()
                     && entry.link.submissions.is_empty()
-                    && entry.link.completions.is_abandoned()
             });
             if finished {
                 links[slot as usize] = None;
@@ -154,7 +157,11 @@ pub(crate) fn run<H: Handler>(
         // A fresh reading (once per loop): a long handler batch must not make the
         // published counters lag by more than the batch itself.
         let loop_end_ns = clock.now_ns();
-        if idle || loop_end_ns.saturating_sub(published_ns) >= PUBLISH_INTERVAL_NS {
+        let due = loop_end_ns.saturating_sub(published_ns) >= PUBLISH_INTERVAL_NS;
+        // Publish while busy at most once per interval, and when going idle only if
+        // something changed: a reader's copy then races at most one publication, instead of
+        // one every idle poll.
+        if (due || idle) && core.counters_changed() {
             core.publish(&shard.published, &mut scratch);
             published_ns = loop_end_ns;
         }
