@@ -484,7 +484,10 @@ fn messages_from_an_ingress_dropped_right_after_submitting_are_all_counted() {
     // Ingress indices are reused only once every shard has let go of the old link.
     let started = Instant::now();
     while engine.stats().total.submitted < accepted {
-        assert!(started.elapsed() < DEADLINE, "accepted messages went missing");
+        assert!(
+            started.elapsed() < DEADLINE,
+            "accepted messages went missing"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
     let stats = engine.shutdown();

@@ -318,6 +318,11 @@ pub(crate) struct ControlShared {
     pub(crate) sleeping: AtomicBool,
     /// Set after the shards have exited: answer what is left with `Stopped` and exit.
     pub(crate) stopping: AtomicBool,
+    /// Set by the control thread under this lock when it drains its inboxes for the last
+    /// time; handles push under the same lock. So a request is either queued before the
+    /// final drain (and answered `Stopped` by it) or refused at once: never left unanswered.
+    /// Control path only.
+    pub(crate) closed: Mutex<bool>,
     pub(crate) latency: Mutex<thread::LatencyBook>,
     pub(crate) monitor: Mutex<Monitor>,
 }
@@ -331,6 +336,7 @@ impl ControlShared {
             thread: OnceLock::new(),
             sleeping: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
+            closed: Mutex::new(false),
             latency: Mutex::new(thread::LatencyBook::new()),
             monitor: Mutex::new(monitor),
         }
@@ -533,9 +539,13 @@ impl Control {
 
     /// Queues `command` without waiting for its answer.
     fn enqueue(&self, command: Command) -> Result<std::sync::mpsc::Receiver<Answer>, ControlError> {
-        // Acquire: pairs with the Release store in `Engine::stop` once the control thread
-        // is gone; past it nobody would answer.
-        if self.engine.control.stopping.load(Ordering::Acquire) {
+        let closed = self
+            .engine
+            .control
+            .closed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if *closed {
             return Err(ControlError::Stopped);
         }
         let (answer, receiver) = sync_channel(1);
@@ -549,6 +559,7 @@ impl Control {
         if control.inboxes[kind.index()].push(request).is_err() {
             return Err(ControlError::Busy);
         }
+        drop(closed);
         control.wake();
         Ok(receiver)
     }

@@ -583,8 +583,15 @@ impl ControlLoop<'_> {
         }
     }
 
-    /// Answers everything still waiting with `Stopped`.
+    /// Answers everything still waiting with `Stopped`, and closes the inboxes.
     fn stop(&mut self) {
+        let mut closed = self
+            .engine
+            .control
+            .closed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *closed = true;
         for (_, pending) in self.pending.drain() {
             let _ = pending
                 .request
