@@ -304,6 +304,13 @@ pub struct ControlConfig {
     pub drain_finishes_queued: bool,
     /// Pin the control-plane thread to a core of its own when one is spare.
     pub pinning: bool,
+    /// Scheduling niceness the control-plane thread asks for, -20 (most favoured) to 19; 0
+    /// leaves it as it is. When threads outnumber cores, a busy data path would otherwise
+    /// keep the control thread waiting for the scheduler for milliseconds. Best effort:
+    /// without the privilege (CAP_SYS_NICE) the thread keeps its niceness, and
+    /// [`Engine::control_nice`](crate::engine::Engine::control_nice) says which. The control
+    /// thread never spins, so its priority costs the data path nothing while it waits.
+    pub nice: i32,
 }
 
 impl Default for ControlConfig {
@@ -313,6 +320,7 @@ impl Default for ControlConfig {
             ring_capacity: 256,
             drain_finishes_queued: true,
             pinning: true,
+            nice: -20,
         }
     }
 }
@@ -400,6 +408,7 @@ mod range {
     pub(super) const CONNECTIONS_PER_SHARD: RangeInclusive<usize> = 1..=1 << 24;
     pub(super) const WAIT_ITERATIONS: RangeInclusive<u32> = 0..=u32::MAX;
     pub(super) const PARK_TIMEOUT_US: RangeInclusive<u32> = 1..=1_000_000;
+    pub(super) const NICE: RangeInclusive<i32> = -20..=19;
 
     pub(super) const RATE_PER_SEC: RangeInclusive<u32> = 1..=1_000_000_000;
     pub(super) const BURST: RangeInclusive<u32> = 1..=u32::MAX;
@@ -619,6 +628,7 @@ impl Config {
             control.ring_capacity,
             range::CONTROL_RING_CAPACITY,
         )?;
+        check("control.nice", control.nice, range::NICE)?;
 
         let monitor = &self.monitor;
         check(

@@ -236,6 +236,13 @@ impl Engine {
             + crate::shard::queue::ROUND_ROBIN_BYTES_PER_CONNECTION
     }
 
+    /// The niceness the control-plane thread runs at: `Some(nice)` once it applied
+    /// `control.nice`, `None` if that was 0 or the system refused (no CAP_SYS_NICE), or the
+    /// thread has not started yet.
+    pub fn control_nice(&self) -> Option<i32> {
+        self.shared.control.nice.get().copied().flatten()
+    }
+
     /// The engine's clock (nanoseconds since start), for callers that timestamp work.
     pub fn clock(&self) -> &Clock {
         &self.shared.clock
@@ -402,7 +409,14 @@ impl<H: Handler + Clone> EngineBuilder<H> {
         // The control plane gets a core of its own when one is spare (SPEC 2).
         let control_core = (shared.config.control.pinning && core_ids.len() > shard_count)
             .then(|| core_ids[shard_count]);
-        let control_waiting = wait::resolve(shared.config.wait, shard_count + 2, cores);
+        // The control thread waits by parking, never spinning: commands and shard replies
+        // unpark it, so spinning would buy nothing but CPU taken from the shards (which its
+        // raised priority would make worse). The timeout bounds a missed wake-up.
+        let control_waiting = wait::Resolved::SpinThenPark {
+            spins: 0,
+            yields: 0,
+            park: std::time::Duration::from_millis(1),
+        };
         let engine_shared = Arc::clone(&shared);
         let control_thread = std::thread::Builder::new()
             .name("spillway-control".to_string())

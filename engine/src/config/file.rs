@@ -211,6 +211,7 @@ struct ControlFile {
     ring_capacity: Option<i64>,
     drain_finishes_queued: Option<bool>,
     pinning: Option<bool>,
+    nice: Option<i64>,
 }
 
 #[derive(Default, Deserialize, Serialize)]
@@ -424,6 +425,7 @@ impl ConfigFile {
                 ring_capacity: wide(config.control.ring_capacity),
                 drain_finishes_queued: Some(config.control.drain_finishes_queued),
                 pinning: Some(config.control.pinning),
+                nice: wide(config.control.nice),
             }),
             monitor: Some(MonitorFile {
                 interval_ns: wide(config.monitor.interval_ns),
@@ -892,6 +894,7 @@ impl ControlFile {
             self.drain_finishes_queued,
         );
         set_flag(&mut control.pinning, self.pinning);
+        set(&mut control.nice, "control.nice", self.nice, range::NICE)?;
         Ok(())
     }
 }
@@ -1121,6 +1124,7 @@ mod tests {
             ring_capacity: 52,
             drain_finishes_queued: false,
             pinning: false,
+            nice: 5,
         };
         config.monitor = MonitorConfig {
             interval_ns: 61_000_000,

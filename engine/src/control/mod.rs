@@ -323,6 +323,9 @@ pub(crate) struct ControlShared {
     /// final drain (and answered `Stopped` by it) or refused at once: never left unanswered.
     /// Control path only.
     pub(crate) closed: Mutex<bool>,
+    /// The niceness the control thread runs at, once it has applied `control.nice`:
+    /// `Some(nice)` if applied, `None` if the system refused (or it was 0, or not Linux).
+    pub(crate) nice: OnceLock<Option<i32>>,
     pub(crate) latency: Mutex<thread::LatencyBook>,
     pub(crate) monitor: Mutex<Monitor>,
 }
@@ -337,6 +340,7 @@ impl ControlShared {
             sleeping: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             closed: Mutex::new(false),
+            nice: OnceLock::new(),
             latency: Mutex::new(thread::LatencyBook::new()),
             monitor: Mutex::new(monitor),
         }

@@ -122,6 +122,10 @@ struct ControlLoop<'a> {
 }
 
 pub(crate) fn run(engine: &EngineShared, links: Vec<ControlLink>, mut waiter: Waiter) {
+    let _ = engine
+        .control
+        .nice
+        .set(raise_priority(engine.config.control.nice));
     let shards = links.len();
     let config = &engine.config;
     let mut state = ControlLoop {
@@ -603,6 +607,25 @@ impl ControlLoop<'_> {
                 let _ = request.answer.send(Answer::Error(ControlError::Stopped));
             }
         }
+    }
+}
+
+/// Asks the scheduler to favour this thread (`nice` in -20..=19; 0 asks nothing). Returns
+/// the niceness in force if the request was granted.
+fn raise_priority(nice: i32) -> Option<i32> {
+    if nice == 0 {
+        return None;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        // On Linux, PRIO_PROCESS with who = 0 applies to the calling thread alone.
+        // SAFETY: setpriority takes only integers and touches no memory of this process.
+        let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+        (result == 0).then_some(nice)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
     }
 }
 
