@@ -20,8 +20,8 @@ use crate::wait::Waiter;
 use super::core::ShardCore;
 use super::queue::Origin;
 
-/// How often the counters are published for `Stats` readers while busy, in ns (and always
-/// before waiting).
+/// How often, at most, the counters are published for `Stats` readers while busy, in ns
+/// (and once more when the shard goes idle, if anything changed).
 const PUBLISH_INTERVAL_NS: u64 = 100_000;
 
 /// A link and how many of its admitted messages are still in flight (its index may be
@@ -87,7 +87,7 @@ pub(crate) fn run<H: Handler>(
                     Ok(()) => *in_flight += 1,
                     Err(outcome) => {
                         // Room is guaranteed: the ingress never has more outstanding
-                        // messages than this ring holds.
+                        // messages than the completion ring holds.
                         let _ = completions.push(Completion {
                             message: id,
                             connection,
@@ -113,7 +113,8 @@ pub(crate) fn run<H: Handler>(
         }
         route(&mut core, &mut links, engine, index);
 
-        // Handlers: a bounded batch, or everything left when winding down.
+        // Handlers: a bounded batch; when winding down with `shutdown_finishes_queued` off,
+        // the queue is cancelled instead.
         let ran = if stopping && !config.shutdown_finishes_queued {
             core.cancel_all(now_ns);
             0
