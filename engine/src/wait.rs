@@ -112,14 +112,16 @@ impl Waiter {
                 } else if self.idle_polls <= spins.saturating_add(yields) {
                     std::thread::yield_now();
                 } else {
-                    // The flag and the producer's ring index are two locations: a producer
-                    // may push, then read the flag before our store is visible, while we
-                    // read its ring before its push is visible (the store-buffer pattern;
-                    // x86 reorders it too). Closing that would take a SeqCst fence on both
-                    // sides, one per submission; instead a missed wake-up costs at most the
-                    // park timeout (50 µs for the adaptive default, up to the configured
-                    // `park_timeout_us` otherwise).
-                    sleeping.store(true, Ordering::SeqCst);
+                    // The flag and a waker's ring index are two locations: a waker may push,
+                    // then read the flag before our store is visible, while we read its ring
+                    // before its push is visible (the store-buffer pattern; x86 reorders it
+                    // too). Our side always fences (once per park, which is cheap). The
+                    // control thread's wakers (shard replies) fence too, so it never misses
+                    // one. Producers waking a shard do not (it would be a fence per
+                    // submission), so a shard can miss one and then sleeps at most the park
+                    // timeout (50 µs for the adaptive default, `park_timeout_us` otherwise).
+                    sleeping.store(true, Ordering::Relaxed);
+                    crate::sync::fence(Ordering::SeqCst);
                     if !has_work() {
                         std::thread::park_timeout(park);
                     }

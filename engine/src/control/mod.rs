@@ -354,8 +354,13 @@ impl ControlShared {
 
     /// Unparks the control thread if it is parked (a shard that just replied calls this).
     pub(crate) fn wake_if_sleeping(&self) {
-        // Relaxed: as for shards (see the wait module); a miss costs at most the park
-        // timeout.
+        // Dekker's handshake with `Waiter::idle`: we pushed a reply, then read the flag; the
+        // control thread raised the flag, then looks at the replies. With a SeqCst fence
+        // between the store and the load on both sides, at least one of us sees the other:
+        // either we unpark it or it finds the reply. Without it (store-buffer reordering)
+        // both can miss, and the reply waits out the park timeout. Replies are rare, so the
+        // fence costs nothing that matters.
+        crate::sync::fence(Ordering::SeqCst);
         if self.sleeping.load(Ordering::Relaxed) {
             self.wake();
         }
