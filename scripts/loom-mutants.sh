@@ -24,6 +24,7 @@ mutants=(
   "producer loads head Relaxed|engine/src/ring/spsc.rs|self.head_cached = self.shared.head.load(Ordering::Acquire);|self.head_cached = self.shared.head.load(Ordering::Relaxed);"
   "seqlock reader's first load Relaxed|engine/src/metrics.rs|let before = self.sequence.load(Ordering::Acquire);|let before = self.sequence.load(Ordering::Relaxed);"
   "seqlock reader ignores the odd sequence|engine/src/metrics.rs|if before % 2 == 0 {|if before < u64::MAX {"
+  "consumer retires before its producer is gone|engine/src/ring/spsc.rs|self.is_abandoned() && self.is_empty()|self.is_empty() && self.is_abandoned()"
   "bucket update is a plain store|engine/src/bucket/mod.rs|match self.tat_ns.compare_exchange_weak(|self.tat_ns.store(new_tat_ns, Ordering::Relaxed); return Ok(()); #[allow(unreachable_code)] match self.tat_ns.compare_exchange_weak("
 )
 

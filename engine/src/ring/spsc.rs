@@ -500,6 +500,17 @@ impl<T> Consumer<T> {
         is_abandoned(&self.shared)
     }
 
+    /// Whether the ring is done for good: the producer is gone and everything it pushed has
+    /// been popped, so the consumer can be retired without losing an item.
+    ///
+    /// The order matters: abandonment first, then emptiness. Once the producer is gone its
+    /// last push is visible (see `is_abandoned`), so "empty" is final. Checked the other
+    /// way round, the ring could look empty, then receive a last push just before its
+    /// producer drops, and that item would be lost.
+    pub fn is_finished(&self) -> bool {
+        self.is_abandoned() && self.is_empty()
+    }
+
     /// Items known to be there according to our cached tail.
     #[inline(always)]
     fn available_cached(&self) -> usize {
@@ -796,6 +807,29 @@ mod loom_tests {
                 }
             }
             assert_eq!(received, [0, 1, 2, 3]);
+            sender.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn a_consumer_retired_when_finished_has_seen_every_item() {
+        // The shard's rule for dropping an ingress link: no item pushed before the producer
+        // went away may be left behind when `is_finished` says the ring is done.
+        loom::model(|| {
+            let (mut producer, mut consumer) = channel::<usize>(2);
+            let sender = thread::spawn(move || {
+                let _ = producer.push(1);
+                let _ = producer.push(2);
+                // Dropped here, right after the last push.
+            });
+            let mut received = Vec::new();
+            while !consumer.is_finished() {
+                match consumer.pop() {
+                    Some(value) => received.push(value),
+                    None => thread::yield_now(),
+                }
+            }
+            assert_eq!(received, [1, 2], "retired with items left");
             sender.join().unwrap();
         });
     }

@@ -137,14 +137,11 @@ pub(crate) fn run<H: Handler>(
 
         // Links whose ingress is gone, with nothing left to read or to answer.
         active.retain(|&slot| {
-            // Abandoned first, then empty: once the producer is gone its last push is visible
-            // (`is_abandoned`'s Acquire fence), so "empty" is final. The other order could
-            // see the ring empty, then a last push and the drop, and lose that message.
-            let finished = links[slot as usize].as_ref().is_some_and(|entry| {
-                entry.in_flight == 0
-                    && entry.link.submissions.is_abandoned()
-                    && entry.link.submissions.is_empty()
-            });
+            // `is_finished`: the producer is gone and its last push has been read (in that
+            // order; see there), so no submitted message can be left behind.
+            let finished = links[slot as usize]
+                .as_ref()
+                .is_some_and(|entry| entry.in_flight == 0 && entry.link.submissions.is_finished());
             if finished {
                 links[slot as usize] = None;
             }
