@@ -75,6 +75,19 @@ impl Tally {
             && self.admitted >= self.finished()
     }
 
+    /// Counts one completion as the message's submitter sees it: the decision, and for an
+    /// admitted message also how it finished. A submitter that counts every completion it
+    /// reads (a load generator, a client) gets a tally that reconciles like the engine's.
+    pub fn count_completion(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Refused { .. } | Outcome::Shed { .. } => self.count_decision(Some(outcome)),
+            finished => {
+                self.count_decision(None);
+                self.count_finish(finished);
+            }
+        }
+    }
+
     /// Counts the first decision on a message that reached admission: `outcome` is a
     /// refusal or shed, or `None` for admitted.
     #[inline(always)]

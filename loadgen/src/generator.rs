@@ -29,9 +29,8 @@ use spillway::engine::Engine;
 use spillway::ingress::Ingress;
 use spillway::message::{ConnectionId, Message, MessageId, Priority, Role};
 use spillway::metrics::Stats;
-use spillway::outcome::{
-    Completion, DropReason, FailureReason, Outcome, RefusalReason, ShedReason,
-};
+pub use spillway::metrics::Tally;
+use spillway::outcome::{Completion, Outcome, RefusalReason};
 
 use crate::report::{self, Progress};
 use crate::schedule::OpenLoopSchedule;
@@ -82,72 +81,13 @@ impl RunPlan {
     }
 }
 
-/// Outcome counts, by kind and reason.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Outcomes {
-    /// Completions read.
-    pub completions: u64,
-    /// Delivered.
-    pub delivered: u64,
-    /// Refused, by [`RefusalReason::index`].
-    pub refused: [u64; RefusalReason::COUNT],
-    /// Shed, by [`ShedReason::index`].
-    pub shed: [u64; ShedReason::COUNT],
-    /// Failed, by [`FailureReason::index`].
-    pub failed: [u64; FailureReason::COUNT],
-    /// Cancelled.
-    pub cancelled: u64,
-    /// Dropped, by [`DropReason::index`].
-    pub dropped: [u64; DropReason::COUNT],
-}
-
-impl Outcomes {
-    /// Counts one completion.
-    pub fn count(&mut self, outcome: Outcome) {
-        self.completions += 1;
-        match outcome {
-            Outcome::Delivered => self.delivered += 1,
-            Outcome::Refused { reason, .. } => self.refused[reason.index()] += 1,
-            Outcome::Shed { reason } => self.shed[reason.index()] += 1,
-            Outcome::Failed { reason } => self.failed[reason.index()] += 1,
-            Outcome::Cancelled => self.cancelled += 1,
-            Outcome::Dropped { reason } => self.dropped[reason.index()] += 1,
-        }
-    }
-
-    /// All refusals.
-    pub fn refused_total(&self) -> u64 {
-        self.refused.iter().sum()
-    }
-
-    /// All sheds.
-    pub fn shed_total(&self) -> u64 {
-        self.shed.iter().sum()
-    }
-
-    /// All failures.
-    pub fn failed_total(&self) -> u64 {
-        self.failed.iter().sum()
-    }
-
-    /// All drops.
-    pub fn dropped_total(&self) -> u64 {
-        self.dropped.iter().sum()
-    }
-
-    /// Admitted: every completion that is not a refusal or a shed.
-    pub fn admitted(&self) -> u64 {
-        self.delivered + self.failed_total() + self.cancelled + self.dropped_total()
-    }
-}
-
 /// Results for one priority (priority-mix runs).
 #[derive(Clone, Debug)]
 pub struct PriorityResult {
     /// Which priority.
     pub priority: Priority,
-    /// Outcomes of its measured messages.
-    pub outcomes: Outcomes,
+    /// Tally of its measured messages.
+    pub outcomes: Tally,
     /// Latency of its delivered measured messages, ns.
     pub latency_ns: Histogram<u64>,
 }
@@ -173,10 +113,10 @@ pub struct RunResult {
     pub service_ns: u64,
     /// Messages of the measured phase that were submitted.
     pub submitted: u64,
-    /// Outcomes of the measured phase's messages.
-    pub measured: Outcomes,
-    /// Outcomes of every message of the run, warm-up included.
-    pub all: Outcomes,
+    /// Tally of the measured phase's messages.
+    pub measured: Tally,
+    /// Tally of every message of the run, warm-up included.
+    pub all: Tally,
     /// Messages submitted in the whole run.
     pub submitted_all: u64,
     /// Submissions made during the measured phase (by the clock, whatever their schedule).
@@ -330,11 +270,11 @@ fn recorded_at(phases: &[Phase], ns: u64) -> bool {
 /// The generator's bookkeeping.
 struct Recorder {
     weights: Option<[u32; 4]>,
-    measured: Outcomes,
-    all: Outcomes,
+    measured: Tally,
+    all: Tally,
     latency_ns: Histogram<u64>,
     lag_ns: Histogram<u64>,
-    per_priority: Vec<(Outcomes, Histogram<u64>)>,
+    per_priority: Vec<(Tally, Histogram<u64>)>,
     submitted: u64,
     submitted_all: u64,
     ring_full_retries: u64,
@@ -350,12 +290,12 @@ impl Recorder {
     fn new(weights: Option<[u32; 4]>) -> Self {
         Self {
             weights,
-            measured: Outcomes::default(),
-            all: Outcomes::default(),
+            measured: Tally::default(),
+            all: Tally::default(),
             latency_ns: histogram(),
             lag_ns: histogram(),
             per_priority: (0..Priority::COUNT)
-                .map(|_| (Outcomes::default(), histogram()))
+                .map(|_| (Tally::default(), histogram()))
                 .collect(),
             submitted: 0,
             submitted_all: 0,
@@ -380,14 +320,14 @@ impl Recorder {
 
     #[inline]
     fn completed(&mut self, completion: &Completion, measured: bool, latency_ns: u64) {
-        self.all.count(completion.outcome);
+        self.all.count_completion(completion.outcome);
         if self.window && completion.outcome == Outcome::Delivered {
             self.delivered_in_window += 1;
         }
         if !measured {
             return;
         }
-        self.measured.count(completion.outcome);
+        self.measured.count_completion(completion.outcome);
         let delivered = completion.outcome == Outcome::Delivered;
         if delivered {
             self.latency_ns.saturating_record(latency_ns.max(1));
@@ -395,7 +335,7 @@ impl Recorder {
         if self.weights.is_some() {
             let priority = priority_of(completion.message.0, self.weights.as_ref());
             let (outcomes, latency) = &mut self.per_priority[priority.index()];
-            outcomes.count(completion.outcome);
+            outcomes.count_completion(completion.outcome);
             if delivered {
                 latency.saturating_record(latency_ns.max(1));
             }
@@ -542,7 +482,7 @@ pub fn run_inproc(config: Config, plan: &RunPlan) -> anyhow::Result<RunResult> {
     let mut late = Vec::new();
     ingress.poll_completions(&mut late);
     for completion in &late {
-        recorder.all.count(completion.outcome);
+        recorder.all.count_completion(completion.outcome);
     }
     let lost = lost.saturating_sub(late.len() as u64);
     drop(ingress);
@@ -617,16 +557,16 @@ fn reconcile(recorder: &Recorder, stats: &Stats, lost: u64) -> Vec<String> {
     if lost > 0 {
         errors.push(format!("{lost} submitted messages never completed"));
     }
-    if all.completions != recorder.submitted_all {
+    if all.submitted != recorder.submitted_all {
         errors.push(format!(
             "submitted {} but read {} completions",
-            recorder.submitted_all, all.completions
+            recorder.submitted_all, all.submitted
         ));
     }
     let total = &stats.total;
     let pairs = [
-        ("submitted", total.submitted, all.completions),
-        ("admitted", total.admitted, all.admitted()),
+        ("submitted", total.submitted, all.submitted),
+        ("admitted", total.admitted, all.admitted),
         ("delivered", total.delivered, all.delivered),
         ("refused", total.refused_total(), all.refused_total()),
         ("shed", total.shed_total(), all.shed_total()),

@@ -6,16 +6,17 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
 use spillway::control::Control;
+use spillway::metrics::Tally;
 use spillway::outcome::{DropReason, FailureReason, RefusalReason, ShedReason};
 
-use crate::generator::{engine_health_latency, Outcomes, RunResult};
+use crate::generator::{engine_health_latency, RunResult};
 
 /// What the progress line reads from the generator.
 pub struct ProgressView<'a> {
     /// Messages submitted so far (warm-up included).
     pub submitted_all: u64,
     /// Outcomes read so far (warm-up included).
-    pub all: &'a Outcomes,
+    pub all: &'a Tally,
     /// Latency of delivered measured messages so far, ns.
     pub latency_ns: &'a Histogram<u64>,
     /// Generator lag of measured messages so far, ns.
@@ -121,58 +122,13 @@ const LATENCY_QUANTILES: [(&str, f64); 4] =
     [("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("p999", 0.999)];
 const CONTROL_QUANTILES: [(&str, f64); 3] = [("p50", 0.50), ("p99", 0.99), ("p999", 0.999)];
 
-fn refused_by_reason(outcomes: &Outcomes) -> Value {
+/// Counts keyed by reason name, as one JSON object.
+fn by_reason(names: impl IntoIterator<Item = &'static str>, counts: &[u64]) -> Value {
     Value::Object(
-        RefusalReason::ALL
-            .iter()
-            .map(|reason| {
-                (
-                    reason.name().to_string(),
-                    json!(outcomes.refused[reason.index()]),
-                )
-            })
-            .collect(),
-    )
-}
-
-fn shed_by_reason(outcomes: &Outcomes) -> Value {
-    Value::Object(
-        ShedReason::ALL
-            .iter()
-            .map(|reason| {
-                (
-                    reason.name().to_string(),
-                    json!(outcomes.shed[reason.index()]),
-                )
-            })
-            .collect(),
-    )
-}
-
-fn failed_by_reason(outcomes: &Outcomes) -> Value {
-    Value::Object(
-        FailureReason::ALL
-            .iter()
-            .map(|reason| {
-                (
-                    reason.name().to_string(),
-                    json!(outcomes.failed[reason.index()]),
-                )
-            })
-            .collect(),
-    )
-}
-
-fn dropped_by_reason(outcomes: &Outcomes) -> Value {
-    Value::Object(
-        DropReason::ALL
-            .iter()
-            .map(|reason| {
-                (
-                    reason.name().to_string(),
-                    json!(outcomes.dropped[reason.index()]),
-                )
-            })
+        names
+            .into_iter()
+            .zip(counts)
+            .map(|(name, &count)| (name.to_string(), json!(count)))
             .collect(),
     )
 }
@@ -235,17 +191,17 @@ pub fn json(info: &RunInfo, result: &RunResult) -> Value {
         "unsent": result.unsent,
         "ring_full_retries": result.ring_full_retries,
         "submitted": result.submitted,
-        "admitted": measured.admitted(),
+        "admitted": measured.admitted,
         "refused": measured.refused_total(),
-        "refused_by_reason": refused_by_reason(measured),
+        "refused_by_reason": by_reason(RefusalReason::ALL.map(RefusalReason::name), &measured.refused),
         "shed": measured.shed_total(),
-        "shed_by_reason": shed_by_reason(measured),
+        "shed_by_reason": by_reason(ShedReason::ALL.map(ShedReason::name), &measured.shed),
         "delivered": measured.delivered,
         "failed": measured.failed_total(),
-        "failed_by_reason": failed_by_reason(measured),
+        "failed_by_reason": by_reason(FailureReason::ALL.map(FailureReason::name), &measured.failed),
         "cancelled": measured.cancelled,
         "dropped": measured.dropped_total(),
-        "dropped_by_reason": dropped_by_reason(measured),
+        "dropped_by_reason": by_reason(DropReason::ALL.map(DropReason::name), &measured.dropped),
         "latency_us": percentiles_us(&result.latency_ns, &LATENCY_QUANTILES),
         "latency_of": "delivered messages of the measured phase, from intended send time (open loop) or send time (closed loop) to the generator reading the completion",
         "control_latency_us": percentiles_us(&result.control_ns, &CONTROL_QUANTILES),
@@ -265,7 +221,7 @@ pub fn json(info: &RunInfo, result: &RunResult) -> Value {
             "delivered": result.all.delivered,
             "refused": result.all.refused_total(),
             "shed": result.all.shed_total(),
-            "admitted": result.all.admitted(),
+            "admitted": result.all.admitted,
         },
         "reconciled": result.reconcile_errors.is_empty(),
         "reconcile_errors": result.reconcile_errors,
@@ -282,7 +238,7 @@ pub fn json(info: &RunInfo, result: &RunResult) -> Value {
                 (
                     entry.priority.to_string(),
                     json!({
-                        "submitted": entry.outcomes.completions,
+                        "submitted": entry.outcomes.submitted,
                         "delivered": entry.outcomes.delivered,
                         "goodput_rate": (entry.outcomes.delivered as f64 / result.duration_s).round(),
                         "refused": entry.outcomes.refused_total(),
@@ -362,7 +318,7 @@ pub fn table(info: &RunInfo, result: &RunResult) -> String {
     );
     let rows = [
         ("submitted", result.submitted),
-        ("admitted", measured.admitted()),
+        ("admitted", measured.admitted),
         ("delivered", measured.delivered),
         ("refused", measured.refused_total()),
         ("shed", measured.shed_total()),
@@ -424,7 +380,7 @@ pub fn table(info: &RunInfo, result: &RunResult) -> String {
             out,
             "{}: submitted {} delivered {} ({:.0}/s goodput) refused {} shed {}",
             entry.priority,
-            entry.outcomes.completions,
+            entry.outcomes.submitted,
             entry.outcomes.delivered,
             entry.outcomes.delivered as f64 / result.duration_s,
             entry.outcomes.refused_total(),

@@ -86,12 +86,12 @@ fn an_open_loop_run_reconciles_and_reports_every_key() {
     assert!(result.engine.reconciles());
     assert_eq!(result.lost, 0);
     // Every submitted message got exactly one completion.
-    assert_eq!(result.all.completions, result.submitted_all);
+    assert_eq!(result.all.submitted, result.submitted_all);
     assert_eq!(result.engine.total.submitted, result.submitted_all);
     // Everything scheduled was sent (or counted as unsent).
     assert_eq!(result.submitted_all + result.unsent, 12_000);
     assert_eq!(result.submitted + result.unsent, 10_000);
-    assert_eq!(result.measured.completions, result.submitted);
+    assert_eq!(result.measured.submitted, result.submitted);
 
     let json = report::json(&info(), &result);
     let object = json.as_object().unwrap();
@@ -127,14 +127,14 @@ fn a_closed_loop_run_with_a_priority_mix_reconciles() {
         "{:?}",
         result.reconcile_errors
     );
-    assert_eq!(result.all.completions, result.submitted_all);
+    assert_eq!(result.all.submitted, result.submitted_all);
     assert_eq!(result.per_priority.len(), 4);
     let per_priority: u64 = result
         .per_priority
         .iter()
-        .map(|entry| entry.outcomes.completions)
+        .map(|entry| entry.outcomes.submitted)
         .sum();
-    assert_eq!(per_priority, result.measured.completions);
+    assert_eq!(per_priority, result.measured.submitted);
     let json = report::json(&info(), &result);
     assert!(json["per_priority"]["P0"].get("goodput_rate").is_some());
 }
