@@ -69,6 +69,15 @@ impl ConnectionState {
         }
     }
 
+    /// The rate the adaptive controller recovers towards: the one set for this connection
+    /// at run time, or the configured one.
+    pub(crate) fn nominal_rate_per_sec(&self, configured_per_sec: u32) -> u32 {
+        match self.nominal_rate_per_sec {
+            0 => configured_per_sec,
+            set => set,
+        }
+    }
+
     /// Whether evicting it would lose nothing.
     fn is_idle(&self, now_ns: u64, nominal_per_sec: u32) -> bool {
         self.pending_messages == 0
@@ -182,6 +191,11 @@ impl ConnectionTable {
     #[inline(always)]
     pub(crate) fn get_mut(&mut self, slot: Slot) -> &mut ConnectionState {
         &mut self.entries[slot as usize]
+    }
+
+    /// The configured per-connection rate, for connections without one of their own.
+    pub(crate) fn configured_rate_per_sec(&self) -> u32 {
+        self.rate_per_sec
     }
 
     /// Connections held.

@@ -80,7 +80,6 @@ pub(crate) struct ShardCore {
     adaptive: Option<AdaptiveSettings>,
     adaptive_interval_ns: u64,
     adaptive_next_ns: u64,
-    nominal_rate_per_sec: u32,
     intake_closed: bool,
     backpressure_active: bool,
     /// Mean handler time per message over recent batches (EWMA, 1/8 weight), for the
@@ -161,7 +160,6 @@ impl ShardCore {
             adaptive,
             adaptive_interval_ns: rate.adaptive_interval_ns,
             adaptive_next_ns: rate.adaptive_interval_ns,
-            nominal_rate_per_sec: rate.per_connection_per_sec,
             intake_closed: false,
             backpressure_active: false,
             service_ns_mean: SERVICE_NS_DEFAULT,
@@ -829,14 +827,11 @@ impl ShardCore {
     /// One adaptive interval for every connection: cut where its latency was over the
     /// threshold, recover elsewhere. O(connections) once per interval (1 s by default).
     fn adjust_rates(&mut self, settings: &AdaptiveSettings) {
+        let configured_per_sec = self.connections.configured_rate_per_sec();
         for state in self.connections.iter_mut() {
-            let nominal_per_sec = match state.nominal_rate_per_sec {
-                0 => self.nominal_rate_per_sec,
-                set => set,
-            };
             let decision = adaptive_decide(
                 settings,
-                nominal_per_sec,
+                state.nominal_rate_per_sec(configured_per_sec),
                 state.rate_per_sec,
                 state.interval_latency_max_ns,
             );
