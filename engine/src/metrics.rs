@@ -116,14 +116,20 @@ impl Tally {
     }
 
     fn add(&mut self, other: &Tally) {
-        let mut mine = [0; TALLY_WORDS];
-        let mut theirs = [0; TALLY_WORDS];
-        self.write(&mut mine);
-        other.write(&mut theirs);
-        for (sum, value) in mine.iter_mut().zip(theirs) {
+        self.submitted += other.submitted;
+        self.admitted += other.admitted;
+        self.delivered += other.delivered;
+        self.cancelled += other.cancelled;
+        let pairs = self
+            .refused
+            .iter_mut()
+            .zip(&other.refused)
+            .chain(self.shed.iter_mut().zip(&other.shed))
+            .chain(self.failed.iter_mut().zip(&other.failed))
+            .chain(self.dropped.iter_mut().zip(&other.dropped));
+        for (sum, value) in pairs {
             *sum += value;
         }
-        *self = Tally::read(&mine);
     }
 
     fn write(&self, out: &mut [u64]) {
