@@ -12,6 +12,7 @@
 //! - [`bucket_checks`]: nanoseconds per token-bucket check, spillway against governor;
 //! - [`admission`]: nanoseconds per message through one simulated shard's admission
 //!   pipeline (no peer: judged against absolute budgets);
+//! - [`scaling`]: delivered throughput of the in-process engine as shards are added;
 //! - [`suite`]: the whole comparison as `compare` runs it, and its settings;
 //! - [`report`]: the table and the JSON object;
 //! - [`machine`]: core pinning, the wait on a full or empty ring, and the machine line;
@@ -27,5 +28,6 @@ pub mod report;
 pub mod ring_latency;
 pub mod ring_throughput;
 pub mod rings;
+pub mod scaling;
 pub mod stats;
 pub mod suite;

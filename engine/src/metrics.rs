@@ -115,7 +115,9 @@ impl Tally {
         }
     }
 
-    fn add(&mut self, other: &Tally) {
+    /// Adds every count of `other` to this one: the tallies of several shards, or of several
+    /// producers that each read their own completions, merged into one.
+    pub fn add(&mut self, other: &Tally) {
         self.submitted += other.submitted;
         self.admitted += other.admitted;
         self.delivered += other.delivered;
