@@ -391,12 +391,13 @@ pub struct ConfigError {
     pub got: String,
 }
 
-/// The allowed range of each bounded setting, shared by [`Config::validate`] and the TOML
+/// The allowed range of each bounded setting, shared by [`Config::validate`],
+/// [`EgressConfig::validate`](crate::net::egress::EgressConfig::validate) and the TOML
 /// loader (which range-checks a file's numbers before they are narrowed to the field's type,
 /// so that `-5` is reported as out of range, not as a type error). Ranges that depend on
 /// another field (a floor under the rate, thresholds under each other) are checked by
 /// `validate` against that field; the loader checks their outer bound.
-mod range {
+pub(crate) mod range {
     use super::{RangeInclusive, SHARDS_MAX};
 
     const HOUR_NS: u64 = 3_600_000_000_000;
@@ -413,7 +414,7 @@ mod range {
     pub(super) const RATE_PER_SEC: RangeInclusive<u32> = 1..=1_000_000_000;
     pub(super) const BURST: RangeInclusive<u32> = 1..=u32::MAX;
     pub(super) const CUT_PERCENT: RangeInclusive<u32> = 1..=99;
-    pub(super) const PERCENT: RangeInclusive<u32> = 1..=100;
+    pub(crate) const PERCENT: RangeInclusive<u32> = 1..=100;
     pub(super) const ADAPTIVE_INTERVAL_NS: RangeInclusive<u64> = 1_000_000..=HOUR_NS;
     pub(super) const LATENCY_NS: RangeInclusive<u64> = 1..=HOUR_NS;
 
@@ -431,6 +432,14 @@ mod range {
     pub(super) const CONTROL_RING_CAPACITY: RangeInclusive<usize> = 2..=65_536;
     pub(super) const MONITOR_INTERVAL_NS: RangeInclusive<u64> = 1_000_000..=HOUR_NS;
     pub(super) const MONITOR_HISTORY: RangeInclusive<usize> = 1..=100_000;
+
+    const MINUTE_NS: u64 = 60_000_000_000;
+    pub(crate) const EGRESS_BUFFER_CAPACITY: RangeInclusive<u32> = 1..=1 << 20;
+    pub(crate) const EGRESS_PAUSE_PERCENT: RangeInclusive<u32> = 2..=100;
+    pub(crate) const EGRESS_DELAY_NS: RangeInclusive<u64> = 0..=MINUTE_NS;
+    pub(crate) const EGRESS_PERIOD_NS: RangeInclusive<u64> = 1_000..=MINUTE_NS;
+    pub(crate) const EGRESS_HEALTH_WINDOW_NS: RangeInclusive<u64> = 10_000_000..=HOUR_NS;
+    pub(crate) const EGRESS_HEALTH_MIN_OFFERED: RangeInclusive<u32> = 1..=1 << 24;
 }
 
 /// The error for `got` outside `range`.
@@ -447,7 +456,7 @@ fn out_of_range<T: core::fmt::Display>(
 }
 
 /// `Ok` when `value` lies in `range`; NaN lies in no range.
-fn check<T: PartialOrd + core::fmt::Display>(
+pub(crate) fn check<T: PartialOrd + core::fmt::Display>(
     field: &str,
     value: T,
     range: RangeInclusive<T>,
