@@ -51,6 +51,7 @@
 use core::ops::RangeInclusive;
 
 use crate::message::{Priority, Role, TenantId};
+use crate::net::egress::EgressConfig;
 
 mod file;
 mod profile;
@@ -102,6 +103,8 @@ pub struct Config {
     pub control: ControlConfig,
     /// The overload monitor.
     pub monitor: MonitorConfig,
+    /// Egress flow control of each connection's reply stream (SPEC 4), for the TCP front end.
+    pub egress: EgressConfig,
 }
 
 impl Default for Config {
@@ -123,6 +126,7 @@ impl Default for Config {
             shutdown_finishes_queued: true,
             control: ControlConfig::default(),
             monitor: MonitorConfig::default(),
+            egress: EgressConfig::default(),
         }
     }
 }
@@ -663,7 +667,8 @@ impl Config {
             monitor.warning_percent,
             1..=monitor.critical_percent - 1,
         )?;
-        Ok(())
+
+        self.egress.validate()
     }
 
     /// The shard count to run: `shards`, or the automatic choice when it is `0`.
@@ -771,6 +776,55 @@ mod tests {
         let mut config = Config::default();
         config.monitor.critical_percent = 100;
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn egress_defaults_are_the_spec_values_and_are_validated() {
+        let egress = Config::default().egress;
+        assert_eq!(egress, EgressConfig::default());
+        assert_eq!(egress.buffer_capacity, 1000);
+        assert_eq!((egress.throttle_percent, egress.pause_percent), (70, 90));
+        assert_eq!(egress.throttle_delay_min_ns, 0);
+        assert_eq!(egress.throttle_delay_max_ns, 500_000_000);
+        assert_eq!(egress.pause_duration_ns, 50_000_000);
+        assert_eq!(
+            (egress.warning_drop_percent, egress.unhealthy_drop_percent),
+            (10, 30)
+        );
+        assert!(!egress.disconnect_unhealthy);
+        for profile in Profile::ALL {
+            assert_eq!(Config::for_profile(profile).egress, egress, "{profile}");
+        }
+        let mut config = Config::default();
+        config.egress.buffer_capacity = 0;
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            "egress.buffer_capacity must be in 1..=1048576, got 0"
+        );
+        let mut config = Config::default();
+        config.egress.throttle_percent = 90;
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            "egress.throttle_percent must be in 1..=89, got 90"
+        );
+        let mut config = Config::default();
+        config.egress.throttle_delay_min_ns = 600_000_000;
+        assert_eq!(
+            config.validate().unwrap_err().field,
+            "egress.throttle_delay_min_ns"
+        );
+        let mut config = Config::default();
+        config.egress.warning_drop_percent = 31;
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            "egress.warning_drop_percent must be in 1..=30, got 31"
+        );
+        let mut config = Config::default();
+        config.egress.health_window_ns = 9_999_999;
+        assert_eq!(
+            config.validate().unwrap_err().field,
+            "egress.health_window_ns"
+        );
     }
 
     #[test]
