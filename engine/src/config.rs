@@ -51,6 +51,7 @@
 use core::ops::RangeInclusive;
 
 use crate::message::{Priority, Role, TenantId};
+use crate::net::egress::EgressConfig;
 
 mod file;
 mod profile;
@@ -102,6 +103,8 @@ pub struct Config {
     pub control: ControlConfig,
     /// The overload monitor.
     pub monitor: MonitorConfig,
+    /// Egress flow control of each connection's reply stream (SPEC 4), for the TCP front end.
+    pub egress: EgressConfig,
 }
 
 impl Default for Config {
@@ -123,6 +126,7 @@ impl Default for Config {
             shutdown_finishes_queued: true,
             control: ControlConfig::default(),
             monitor: MonitorConfig::default(),
+            egress: EgressConfig::default(),
         }
     }
 }
@@ -391,12 +395,13 @@ pub struct ConfigError {
     pub got: String,
 }
 
-/// The allowed range of each bounded setting, shared by [`Config::validate`] and the TOML
+/// The allowed range of each bounded setting, shared by [`Config::validate`],
+/// [`EgressConfig::validate`](crate::net::egress::EgressConfig::validate) and the TOML
 /// loader (which range-checks a file's numbers before they are narrowed to the field's type,
 /// so that `-5` is reported as out of range, not as a type error). Ranges that depend on
 /// another field (a floor under the rate, thresholds under each other) are checked by
 /// `validate` against that field; the loader checks their outer bound.
-mod range {
+pub(crate) mod range {
     use super::{RangeInclusive, SHARDS_MAX};
 
     const HOUR_NS: u64 = 3_600_000_000_000;
@@ -413,7 +418,7 @@ mod range {
     pub(super) const RATE_PER_SEC: RangeInclusive<u32> = 1..=1_000_000_000;
     pub(super) const BURST: RangeInclusive<u32> = 1..=u32::MAX;
     pub(super) const CUT_PERCENT: RangeInclusive<u32> = 1..=99;
-    pub(super) const PERCENT: RangeInclusive<u32> = 1..=100;
+    pub(crate) const PERCENT: RangeInclusive<u32> = 1..=100;
     pub(super) const ADAPTIVE_INTERVAL_NS: RangeInclusive<u64> = 1_000_000..=HOUR_NS;
     pub(super) const LATENCY_NS: RangeInclusive<u64> = 1..=HOUR_NS;
 
@@ -431,6 +436,14 @@ mod range {
     pub(super) const CONTROL_RING_CAPACITY: RangeInclusive<usize> = 2..=65_536;
     pub(super) const MONITOR_INTERVAL_NS: RangeInclusive<u64> = 1_000_000..=HOUR_NS;
     pub(super) const MONITOR_HISTORY: RangeInclusive<usize> = 1..=100_000;
+
+    const MINUTE_NS: u64 = 60_000_000_000;
+    pub(crate) const EGRESS_BUFFER_CAPACITY: RangeInclusive<u32> = 1..=1 << 20;
+    pub(crate) const EGRESS_PAUSE_PERCENT: RangeInclusive<u32> = 2..=100;
+    pub(crate) const EGRESS_DELAY_NS: RangeInclusive<u64> = 0..=MINUTE_NS;
+    pub(crate) const EGRESS_PERIOD_NS: RangeInclusive<u64> = 1_000..=MINUTE_NS;
+    pub(crate) const EGRESS_HEALTH_WINDOW_NS: RangeInclusive<u64> = 10_000_000..=HOUR_NS;
+    pub(crate) const EGRESS_HEALTH_MIN_OFFERED: RangeInclusive<u32> = 1..=1 << 24;
 }
 
 /// The error for `got` outside `range`.
@@ -447,7 +460,7 @@ fn out_of_range<T: core::fmt::Display>(
 }
 
 /// `Ok` when `value` lies in `range`; NaN lies in no range.
-fn check<T: PartialOrd + core::fmt::Display>(
+pub(crate) fn check<T: PartialOrd + core::fmt::Display>(
     field: &str,
     value: T,
     range: RangeInclusive<T>,
@@ -654,7 +667,8 @@ impl Config {
             monitor.warning_percent,
             1..=monitor.critical_percent - 1,
         )?;
-        Ok(())
+
+        self.egress.validate()
     }
 
     /// The shard count to run: `shards`, or the automatic choice when it is `0`.
@@ -762,6 +776,55 @@ mod tests {
         let mut config = Config::default();
         config.monitor.critical_percent = 100;
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn egress_defaults_are_the_spec_values_and_are_validated() {
+        let egress = Config::default().egress;
+        assert_eq!(egress, EgressConfig::default());
+        assert_eq!(egress.buffer_capacity, 1000);
+        assert_eq!((egress.throttle_percent, egress.pause_percent), (70, 90));
+        assert_eq!(egress.throttle_delay_min_ns, 0);
+        assert_eq!(egress.throttle_delay_max_ns, 500_000_000);
+        assert_eq!(egress.pause_duration_ns, 50_000_000);
+        assert_eq!(
+            (egress.warning_drop_percent, egress.unhealthy_drop_percent),
+            (10, 30)
+        );
+        assert!(!egress.disconnect_unhealthy);
+        for profile in Profile::ALL {
+            assert_eq!(Config::for_profile(profile).egress, egress, "{profile}");
+        }
+        let mut config = Config::default();
+        config.egress.buffer_capacity = 0;
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            "egress.buffer_capacity must be in 1..=1048576, got 0"
+        );
+        let mut config = Config::default();
+        config.egress.throttle_percent = 90;
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            "egress.throttle_percent must be in 1..=89, got 90"
+        );
+        let mut config = Config::default();
+        config.egress.throttle_delay_min_ns = 600_000_000;
+        assert_eq!(
+            config.validate().unwrap_err().field,
+            "egress.throttle_delay_min_ns"
+        );
+        let mut config = Config::default();
+        config.egress.warning_drop_percent = 31;
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            "egress.warning_drop_percent must be in 1..=30, got 31"
+        );
+        let mut config = Config::default();
+        config.egress.health_window_ns = 9_999_999;
+        assert_eq!(
+            config.validate().unwrap_err().field,
+            "egress.health_window_ns"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ use spillway::config::{
 };
 use spillway::engine::Engine;
 use spillway::message::{ConnectionId, Message, MessageId, Priority, Role, TenantId};
+use spillway::net::egress::{EgressConfig, EgressDropPolicy};
 
 /// The repository's `config/` directory.
 fn config_dir() -> PathBuf {
@@ -232,4 +233,76 @@ fn an_unreadable_file_is_an_io_error() {
         Config::from_toml_file(&path),
         Err(ConfigLoadError::Io { .. })
     ));
+}
+
+#[test]
+fn egress_defaults_are_the_spec_values_in_every_profile() {
+    let expected = EgressConfig {
+        buffer_capacity: 1000,
+        throttle_percent: 70,
+        pause_percent: 90,
+        throttle_delay_min_ns: 0,
+        throttle_delay_max_ns: 500_000_000,
+        pause_duration_ns: 50_000_000,
+        drop_policy: EgressDropPolicy::DropOldest,
+        block_timeout_ns: 1_000_000_000,
+        health_window_ns: 10_000_000_000,
+        health_min_offered: 100,
+        warning_drop_percent: 10,
+        unhealthy_drop_percent: 30,
+        disconnect_unhealthy: false,
+    };
+    assert_eq!(EgressConfig::default(), expected);
+    for profile in Profile::ALL {
+        assert_eq!(Config::for_profile(profile).egress, expected, "{profile}");
+    }
+    let text = Config::default().to_toml_string();
+    assert!(text.contains("[egress]"), "{text}");
+    assert!(text.contains("drop_policy = \"drop-oldest\""), "{text}");
+}
+
+#[test]
+fn egress_settings_load_from_a_file() {
+    let config = Config::from_toml_str(
+        "[egress]\n\
+         buffer_capacity = 64\n\
+         drop_policy = \"block\"\n\
+         block_timeout_ns = 5_000_000\n\
+         disconnect_unhealthy = true\n",
+    )
+    .unwrap();
+    let mut expected = Config::default();
+    expected.egress.buffer_capacity = 64;
+    expected.egress.drop_policy = EgressDropPolicy::Block;
+    expected.egress.block_timeout_ns = 5_000_000;
+    expected.egress.disconnect_unhealthy = true;
+    assert_eq!(config, expected);
+    assert_eq!(Config::from_toml_str(&config.to_toml_string()), Ok(config));
+}
+
+#[test]
+fn an_invalid_egress_value_is_named() {
+    let error = load_error("[egress]\nbuffer_capacity = 0\n");
+    assert_eq!(error.field, "egress.buffer_capacity");
+    assert_eq!(error.allowed, "1..=1048576");
+    assert_eq!(error.got, "0");
+    assert_eq!(
+        load_error("[egress]\nthrottle_percent = 95").to_string(),
+        "egress.throttle_percent must be in 1..=89, got 95"
+    );
+    assert_eq!(
+        load_error("[egress]\ndrop_policy = \"oldest\"").field,
+        "egress.drop_policy"
+    );
+    assert_eq!(
+        load_error("[egress]\nbuffer_size = 10").field,
+        "egress.buffer_size"
+    );
+    // The same check in code, before a queue is made.
+    let mut config = Config::default();
+    config.egress.unhealthy_drop_percent = 5;
+    assert_eq!(
+        config.validate().unwrap_err().to_string(),
+        "egress.warning_drop_percent must be in 1..=5, got 10"
+    );
 }

@@ -33,6 +33,8 @@
 //! [breaker]                    # BreakerConfig's fields
 //! [control]                    # ControlConfig's fields
 //! [monitor]                    # MonitorConfig's fields
+//! [egress]                     # EgressConfig's fields, and:
+//! drop_policy = "drop-oldest"  # drop-oldest | drop-newest | block | drop-all
 //! [[tenants]]                  # replaces the profile's list; one table per tenant
 //! tenant = 7
 //! max_pending = 5000           # absent: no aggregate cap
@@ -58,6 +60,7 @@ use super::{
     WaitStrategy,
 };
 use crate::message::{Priority, Role, TenantId};
+use crate::net::egress::{EgressConfig, EgressDropPolicy};
 
 /// Why a configuration file could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +127,7 @@ struct ConfigFile {
     breaker: Option<BreakerFile>,
     control: Option<ControlFile>,
     monitor: Option<MonitorFile>,
+    egress: Option<EgressFile>,
     tenants: Option<Vec<TenantFile>>,
 }
 
@@ -224,6 +228,24 @@ struct MonitorFile {
     overload_percent: Option<i64>,
 }
 
+#[derive(Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct EgressFile {
+    buffer_capacity: Option<i64>,
+    throttle_percent: Option<i64>,
+    pause_percent: Option<i64>,
+    throttle_delay_min_ns: Option<i64>,
+    throttle_delay_max_ns: Option<i64>,
+    pause_duration_ns: Option<i64>,
+    drop_policy: Option<String>,
+    block_timeout_ns: Option<i64>,
+    health_window_ns: Option<i64>,
+    health_min_offered: Option<i64>,
+    warning_drop_percent: Option<i64>,
+    unhealthy_drop_percent: Option<i64>,
+    disconnect_unhealthy: Option<bool>,
+}
+
 // ---------------------------------------------------------------------------------------
 // Names of the enumerated settings, shared by reading and printing.
 
@@ -264,6 +286,13 @@ const ACTIONS: [(&str, CapAction); 3] = [
 const DROP_POLICIES: [(&str, QueueDropPolicy); 2] = [
     ("drop-oldest", QueueDropPolicy::DropOldest),
     ("drop-newest", QueueDropPolicy::DropNewest),
+];
+
+const EGRESS_DROP_POLICIES: [(&str, EgressDropPolicy); 4] = [
+    ("drop-oldest", EgressDropPolicy::DropOldest),
+    ("drop-newest", EgressDropPolicy::DropNewest),
+    ("block", EgressDropPolicy::Block),
+    ("drop-all", EgressDropPolicy::DropAll),
 ];
 
 const PRIORITIES: [(&str, Priority); Priority::COUNT] = [
@@ -391,6 +420,9 @@ impl ConfigFile {
         if let Some(monitor) = self.monitor {
             monitor.apply(&mut config.monitor)?;
         }
+        if let Some(egress) = self.egress {
+            egress.apply(&mut config.egress)?;
+        }
         if let Some(tenants) = self.tenants {
             config.tenants = tenants
                 .into_iter()
@@ -434,6 +466,7 @@ impl ConfigFile {
                 critical_percent: wide(config.monitor.critical_percent),
                 overload_percent: wide(config.monitor.overload_percent),
             }),
+            egress: Some(EgressFile::from_config(&config.egress)),
             tenants: Some(config.tenants.iter().map(TenantFile::from_tenant).collect()),
         }
     }
@@ -934,6 +967,100 @@ impl MonitorFile {
     }
 }
 
+impl EgressFile {
+    fn apply(self, egress: &mut EgressConfig) -> Result<(), ConfigError> {
+        set(
+            &mut egress.buffer_capacity,
+            "egress.buffer_capacity",
+            self.buffer_capacity,
+            range::EGRESS_BUFFER_CAPACITY,
+        )?;
+        set(
+            &mut egress.throttle_percent,
+            "egress.throttle_percent",
+            self.throttle_percent,
+            range::PERCENT,
+        )?;
+        set(
+            &mut egress.pause_percent,
+            "egress.pause_percent",
+            self.pause_percent,
+            range::EGRESS_PAUSE_PERCENT,
+        )?;
+        set(
+            &mut egress.throttle_delay_min_ns,
+            "egress.throttle_delay_min_ns",
+            self.throttle_delay_min_ns,
+            range::EGRESS_DELAY_NS,
+        )?;
+        set(
+            &mut egress.throttle_delay_max_ns,
+            "egress.throttle_delay_max_ns",
+            self.throttle_delay_max_ns,
+            range::EGRESS_DELAY_NS,
+        )?;
+        set(
+            &mut egress.pause_duration_ns,
+            "egress.pause_duration_ns",
+            self.pause_duration_ns,
+            range::EGRESS_PERIOD_NS,
+        )?;
+        if let Some(policy) = &self.drop_policy {
+            egress.drop_policy = choose("egress.drop_policy", policy, &EGRESS_DROP_POLICIES)?;
+        }
+        set(
+            &mut egress.block_timeout_ns,
+            "egress.block_timeout_ns",
+            self.block_timeout_ns,
+            range::EGRESS_PERIOD_NS,
+        )?;
+        set(
+            &mut egress.health_window_ns,
+            "egress.health_window_ns",
+            self.health_window_ns,
+            range::EGRESS_HEALTH_WINDOW_NS,
+        )?;
+        set(
+            &mut egress.health_min_offered,
+            "egress.health_min_offered",
+            self.health_min_offered,
+            range::EGRESS_HEALTH_MIN_OFFERED,
+        )?;
+        set(
+            &mut egress.warning_drop_percent,
+            "egress.warning_drop_percent",
+            self.warning_drop_percent,
+            range::PERCENT,
+        )?;
+        set(
+            &mut egress.unhealthy_drop_percent,
+            "egress.unhealthy_drop_percent",
+            self.unhealthy_drop_percent,
+            range::PERCENT,
+        )?;
+        set_flag(&mut egress.disconnect_unhealthy, self.disconnect_unhealthy);
+        Ok(())
+    }
+
+    fn from_config(egress: &EgressConfig) -> EgressFile {
+        EgressFile {
+            buffer_capacity: wide(egress.buffer_capacity),
+            throttle_percent: wide(egress.throttle_percent),
+            pause_percent: wide(egress.pause_percent),
+            throttle_delay_min_ns: wide(egress.throttle_delay_min_ns),
+            throttle_delay_max_ns: wide(egress.throttle_delay_max_ns),
+            pause_duration_ns: wide(egress.pause_duration_ns),
+            drop_policy: Some(name_of(egress.drop_policy, &EGRESS_DROP_POLICIES).to_string()),
+            block_timeout_ns: wide(egress.block_timeout_ns),
+            health_window_ns: wide(egress.health_window_ns),
+            health_min_offered: wide(egress.health_min_offered),
+            warning_drop_percent: wide(egress.warning_drop_percent),
+            unhealthy_drop_percent: wide(egress.unhealthy_drop_percent),
+            disconnect_unhealthy: Some(egress.disconnect_unhealthy),
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // toml's errors -> ConfigError naming the key.
 
@@ -1133,6 +1260,21 @@ mod tests {
             critical_percent: 64,
             overload_percent: 64,
         };
+        config.egress = EgressConfig {
+            buffer_capacity: 71,
+            throttle_percent: 50,
+            pause_percent: 100,
+            throttle_delay_min_ns: 72,
+            throttle_delay_max_ns: 73,
+            pause_duration_ns: 74_000,
+            drop_policy: EgressDropPolicy::Block,
+            block_timeout_ns: 75_000,
+            health_window_ns: 76_000_000,
+            health_min_offered: 77,
+            warning_drop_percent: 78,
+            unhealthy_drop_percent: 79,
+            disconnect_unhealthy: true,
+        };
         config
     }
 
@@ -1150,10 +1292,54 @@ mod tests {
             config.wait = strategy;
             assert_eq!(Config::from_toml_str(&config.to_toml_string()), Ok(config));
         }
+        for policy in EGRESS_DROP_POLICIES.map(|(_, policy)| policy) {
+            let mut config = everything_changed();
+            config.egress.drop_policy = policy;
+            assert_eq!(Config::from_toml_str(&config.to_toml_string()), Ok(config));
+        }
         for profile in Profile::ALL {
             let config = Config::for_profile(profile);
             assert_eq!(Config::from_toml_str(&config.to_toml_string()), Ok(config));
         }
+    }
+
+    #[test]
+    fn egress_settings_load_and_errors_name_the_field() {
+        let config = Config::from_toml_str(
+            "[egress]\n\
+             buffer_capacity = 200\n\
+             drop_policy = \"drop-all\"\n\
+             disconnect_unhealthy = true\n",
+        )
+        .unwrap();
+        let mut expected = Config::default();
+        expected.egress.buffer_capacity = 200;
+        expected.egress.drop_policy = EgressDropPolicy::DropAll;
+        expected.egress.disconnect_unhealthy = true;
+        assert_eq!(config, expected);
+        assert_eq!(
+            error("[egress]\nbuffer_capacity = -1").to_string(),
+            "egress.buffer_capacity must be in 1..=1048576, got -1"
+        );
+        assert_eq!(
+            error("[egress]\ndrop_policy = \"drop-some\"").to_string(),
+            "egress.drop_policy must be in {drop-oldest, drop-newest, block, drop-all}, \
+             got \"drop-some\""
+        );
+        // Ranges that depend on another field are checked once both are known.
+        assert_eq!(
+            error("[egress]\npause_percent = 60").to_string(),
+            "egress.throttle_percent must be in 1..=59, got 70"
+        );
+        assert_eq!(
+            error("[egress]\nthrottle_delay_min_ns = 600_000_000").to_string(),
+            "egress.throttle_delay_min_ns must be in 0..=500000000, got 600000000"
+        );
+        assert_eq!(error("[egress]\npause_ns = 1").field, "egress.pause_ns");
+        assert_eq!(
+            error("[egress]\ndisconnect_unhealthy = \"yes\"").field,
+            "egress.disconnect_unhealthy"
+        );
     }
 
     #[test]
