@@ -11,6 +11,8 @@
 //!   changeable at run time from another thread, and the adaptive rate controller.
 //! - [`clock`]: monotonic nanoseconds from quanta, read once per batch by the data path and
 //!   passed in explicitly, so that tests drive time by hand.
+//! - [`net`]: the TCP front end; so far its wire protocol ([`net::protocol`]), a
+//!   length-prefixed binary framing specified in `docs/PROTOCOL.md`.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
@@ -26,6 +28,7 @@ pub mod ingress;
 pub mod message;
 pub mod metrics;
 pub mod monitor;
+pub mod net;
 pub mod outcome;
 pub mod ring;
 pub(crate) mod shard;
