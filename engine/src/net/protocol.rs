@@ -872,8 +872,8 @@ pub enum ServerFrame<'detail> {
         /// What became of it.
         outcome: Outcome,
     },
-    /// The send buffer is filling (70% to 90%): wait `delay_ns` before each Submit until
-    /// the next flow signal.
+    /// The send buffer is filling (70% to 90%): wait `delay_ns` after each Submit before
+    /// the next, until the next Throttle or a Resume.
     Throttle {
         /// The wait before each Submit, from 0 at 70% to 500 ms at 90% by default.
         delay_ns: u64,
@@ -1164,8 +1164,9 @@ impl Direction for ServerToClient {
 /// frame is refused without buffering it. After the first error it is spent: every later
 /// call answers the same error and fed bytes are ignored, since the connection is to close.
 ///
-/// Memory: it holds the bytes fed and not yet decoded, so at most one partial frame (under
-/// the limit) plus one read.
+/// Memory: it holds the bytes fed and not yet decoded; a caller that drains
+/// [`Decoder::next_frame`] after each read holds at most one read plus one partial frame
+/// (under the limit).
 ///
 /// ```
 /// use spillway::net::protocol::{ClientFrame, ClientToServer, Decoder, FrameLimit};
