@@ -11,9 +11,9 @@
 //!   changeable at run time from another thread, and the adaptive rate controller.
 //! - [`clock`]: monotonic nanoseconds from quanta, read once per batch by the data path and
 //!   passed in explicitly, so that tests drive time by hand.
-//! - [`net`]: the TCP front end's per-connection pieces, starting with egress flow control
-//!   ([`net::egress`]): a connection's bounded send buffer, the Normal / Throttled / Paused /
-//!   Dropping states its fill puts the client in, the drop policies and the health verdict.
+//! - [`net`]: the TCP front end: its wire protocol ([`net::protocol`], specified in
+//!   `docs/PROTOCOL.md`) and the egress flow control of each connection's replies
+//!   ([`net::egress`]).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]

@@ -1,9 +1,13 @@
-//! The TCP front end's per-connection building blocks: plain data structures that the shard
-//! owning a connection keeps for it, with time passed in, so that each one is tested on its
-//! own with a fake clock.
+//! The TCP front end (SPEC 1, 4, 9; `spillway serve`), in the pieces a shard keeps per
+//! connection:
 //!
+//! - [`protocol`]: the wire format, the frames a client and the server exchange, specified
+//!   for clients in any language in `docs/PROTOCOL.md`;
 //! - [`egress`]: flow control of a connection's reply stream (SPEC 4): the bounded send
 //!   buffer, the Normal / Throttled / Paused / Dropping states its fill puts the client in,
 //!   the drop policies, and the health verdict by drop rate.
+//!
+//! Both are plain data structures with time passed in, each tested on its own.
 
 pub mod egress;
+pub mod protocol;
