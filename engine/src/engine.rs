@@ -108,6 +108,13 @@ impl ShardShared {
 }
 
 /// State every thread of one engine shares.
+/// The shard that owns `connection` among `shard_count`: a multiply-shift hash (Fibonacci
+/// hashing), so consecutive ids spread evenly and the map needs no table.
+pub(crate) fn shard_of_connection(connection: ConnectionId, shard_count: usize) -> usize {
+    let mixed = connection.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    ((mixed >> 32) as usize * shard_count) >> 32
+}
+
 pub(crate) struct EngineShared {
     pub(crate) config: Config,
     pub(crate) shards: Box<[ShardShared]>,
@@ -132,8 +139,7 @@ impl EngineShared {
     /// spread evenly and the map never changes while the engine runs.
     #[inline]
     pub(crate) fn shard_of(&self, connection: ConnectionId) -> usize {
-        let mixed = connection.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        ((mixed >> 32) as usize * self.shards.len()) >> 32
+        shard_of_connection(connection, self.shards.len())
     }
 
     pub(crate) fn stats(&self) -> Stats {
@@ -370,6 +376,7 @@ impl<H: Handler + Clone> EngineBuilder<H> {
         for index in 0..shard_count {
             let core = ShardCore::new(
                 index,
+                shard_count,
                 &shared.config,
                 Arc::clone(&tenants),
                 Arc::clone(&breaker),

@@ -1,7 +1,7 @@
 //! The user's code: a [`Handler`] runs each admitted message on the shard that owns its
 //! connection, and a [`ShardContext`] lets code on the shard admit more work synchronously.
 
-use crate::message::Message;
+use crate::message::{ConnectionId, Message, MessageId};
 use crate::outcome::{Completion, Outcome};
 use crate::shard::core::ShardCore;
 use crate::shard::queue::Origin;
@@ -46,6 +46,26 @@ pub trait Handler: Send + 'static {
     fn completed(&mut self, completion: &Completion) {
         let _ = completion;
     }
+
+    /// Runs once per turn of the shard loop, after the control ring and before the
+    /// submission rings: code that feeds the shard from outside the engine (the TCP front
+    /// end of [`crate::net`] reads its sockets here) admits through `context` and gets each
+    /// verdict at once. Returns how many units of work it found (frames read, bytes
+    /// written...), `0` when it found none, so that the shard knows when it is idle.
+    ///
+    /// It must not block: the shard's control latency and every other connection wait for
+    /// it. Does nothing by default.
+    fn poll(&mut self, context: &mut ShardContext<'_>) -> usize {
+        let _ = context;
+        0
+    }
+
+    /// Runs once when the shard has finished its last turn at shutdown, after the last
+    /// [`completed`](Self::completed): the place to flush and close what
+    /// [`poll`](Self::poll) opened. Does nothing by default.
+    fn stopped(&mut self, context: &mut ShardContext<'_>) {
+        let _ = context;
+    }
 }
 
 impl<F> Handler for F
@@ -67,7 +87,32 @@ pub struct ShardContext<'a> {
     pub(crate) now_ns: u64,
 }
 
-impl ShardContext<'_> {
+impl<'a> ShardContext<'a> {
+    pub(crate) fn new(core: &'a mut ShardCore, now_ns: u64) -> Self {
+        Self { core, now_ns }
+    }
+
+    /// Number of shards in the engine.
+    pub fn shard_count(&self) -> usize {
+        self.core.shard_count()
+    }
+
+    /// Whether this shard owns `connection` (the engine's connection-to-shard map): only
+    /// messages of connections it owns may be admitted here.
+    pub fn owns(&self, connection: ConnectionId) -> bool {
+        crate::engine::shard_of_connection(connection, self.core.shard_count()) == self.core.index()
+    }
+
+    /// The first connection id at or after `from` that this shard owns (ids are spread
+    /// evenly, so this looks at about [`shard_count`](Self::shard_count) ids), or `None` if
+    /// none is left before `u64::MAX`. Code that opens connections on the shard (the TCP
+    /// front end) names them with it.
+    pub fn owned_connection_from(&self, from: u64) -> Option<ConnectionId> {
+        (from..u64::MAX)
+            .map(ConnectionId)
+            .find(|&candidate| self.owns(candidate))
+    }
+
     /// The shard's index.
     pub fn shard(&self) -> usize {
         self.core.index()
@@ -84,5 +129,12 @@ impl ShardContext<'_> {
     /// shard owns; the engine's connection-to-shard map decides which that is.
     pub fn admit(&mut self, message: Message) -> Result<(), Outcome> {
         self.core.admit(message, Origin::LOCAL, self.now_ns)
+    }
+
+    /// Cancels the queued message `message` of `connection` (one this shard owns): true if
+    /// it was queued, and then it completes [`Outcome::Cancelled`]; false if it is not
+    /// queued (unknown, running or already run), and nothing is touched.
+    pub fn cancel(&mut self, connection: ConnectionId, message: MessageId) -> bool {
+        self.core.cancel(connection, message, self.now_ns)
     }
 }

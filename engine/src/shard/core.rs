@@ -60,6 +60,8 @@ struct Finished {
 /// One shard's state.
 pub(crate) struct ShardCore {
     index: usize,
+    /// Shards of the engine, for the connection-to-shard map.
+    shard_count: usize,
     levels: Levels,
     cap_action: CapAction,
     drop_policy: QueueDropPolicy,
@@ -121,6 +123,7 @@ impl ShardCore {
     /// A shard's state, with every table allocated now.
     pub(crate) fn new(
         index: usize,
+        shard_count: usize,
         config: &Config,
         tenants: Arc<TenantTable>,
         breaker: Arc<CircuitBreaker>,
@@ -137,6 +140,7 @@ impl ShardCore {
         let tenant_count = tenants.len();
         Self {
             index,
+            shard_count,
             levels: config.levels,
             cap_action: config.caps.action,
             drop_policy: config.caps.drop_policy,
@@ -174,6 +178,10 @@ impl ShardCore {
 
     pub(crate) fn index(&self) -> usize {
         self.index
+    }
+
+    pub(crate) fn shard_count(&self) -> usize {
+        self.shard_count
     }
 
     /// Connections held.
@@ -573,10 +581,7 @@ impl ShardCore {
             };
             ran += 1;
             let result = catch_unwind(AssertUnwindSafe(|| {
-                let mut context = ShardContext {
-                    core: &mut *self,
-                    now_ns,
-                };
+                let mut context = ShardContext::new(&mut *self, now_ns);
                 handler.handle(&entry.message, &mut context)
             }));
             let outcome = match result {

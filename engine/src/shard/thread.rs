@@ -10,7 +10,7 @@
 use crate::control::protocol::{ShardCommand, ShardReply};
 use crate::control::thread::{report_finished_drains, serve_shard_commands};
 use crate::engine::EngineShared;
-use crate::handler::Handler;
+use crate::handler::{Handler, ShardContext};
 use crate::ingress::ShardLink;
 use crate::outcome::Completion;
 use crate::ring::spsc;
@@ -69,8 +69,13 @@ pub(crate) fn run<H: Handler>(
             core.close_intake();
         }
 
+        // Code that feeds the shard from outside (sockets) admits with an immediate verdict.
+        let mut taken = if stopping {
+            0
+        } else {
+            handler.poll(&mut ShardContext::new(&mut core, now_ns))
+        };
         // Admission: a bounded batch from every ring.
-        let mut taken = 0;
         for &slot in &active {
             let Some(Link { link, in_flight }) = links[slot as usize].as_mut() else {
                 continue;
@@ -179,6 +184,8 @@ pub(crate) fn run<H: Handler>(
             waiter.found_work();
         }
     }
+
+    handler.stopped(&mut ShardContext::new(&mut core, clock.now_ns()));
 
     // Leave every submission ring where its ingress can refuse what arrives from now on.
     for slot in active {
