@@ -16,13 +16,19 @@
 //! - [`suite`]: the whole comparison as `compare` runs it, and its settings;
 //! - [`report`]: the table and the JSON object;
 //! - [`machine`]: core pinning, the wait on a full or empty ring, and the machine line;
-//! - [`stats`]: median, min and max over repetitions.
+//! - [`stats`]: median, min and max over repetitions;
+//! - [`baseline`]: the same workload built with tokio, governor and tower, driven by
+//!   loadgen's generator for the `e2e` binary;
+//! - [`e2e`]: the `e2e` run (spillway, then the baseline, at 15K connections), its settings
+//!   and its report.
 //!
 //! Peers are dependencies of this crate only, never of the engine (SPEC 1).
 #![warn(missing_docs)]
 
 pub mod admission;
+pub mod baseline;
 pub mod bucket_checks;
+pub mod e2e;
 pub mod machine;
 pub mod report;
 pub mod ring_latency;

@@ -1,5 +1,7 @@
-//! The in-process target: builds an [`Engine`], drives it from one generator thread that
-//! holds an [`Ingress`], and measures what comes back.
+//! The generator: drives a [`Target`] from one generator thread and measures what comes
+//! back. The default target is the in-process engine: [`run_inproc`] builds an [`Engine`]
+//! and drives its [`Ingress`](spillway::ingress::Ingress). [`run_with_target`] runs the
+//! same plan, measured the same way, against any [`SystemUnderTest`].
 //!
 //! Open loop (the default): message `k` of a phase goes to connection `k mod N` at
 //! `k × 1e9 / rate` ns after the phase starts ([`OpenLoopSchedule`]). Each turn of the loop
@@ -8,8 +10,8 @@
 //! from its id: nothing is stored per message. Latency runs from the intended send time to
 //! the turn in which the generator reads the completion, so a stall anywhere (engine, ring,
 //! generator) shows in latency instead of hiding by delaying sends (coordinated omission,
-//! corrected as wrk2 does). When `submit` hands a message back (its shard's ring credit is
-//! used up) the generator keeps it and retries next turn; its latency keeps growing from its
+//! corrected as wrk2 does). When `submit` hands a message back (for the engine: its shard's
+//! ring credit is used up) the generator keeps it and retries next turn; its latency keeps growing from its
 //! intended time.
 //!
 //! Closed loop: each connection has at most one message outstanding and sends the next as
@@ -24,9 +26,8 @@ use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
 use spillway::clock::Clock;
 use spillway::config::Config;
-use spillway::control::{CommandKind, HealthKind};
+use spillway::control::{Control, HealthKind};
 use spillway::engine::Engine;
-use spillway::ingress::Ingress;
 use spillway::message::{ConnectionId, Message, MessageId, Priority, Role};
 use spillway::metrics::Stats;
 pub use spillway::metrics::Tally;
@@ -34,6 +35,7 @@ use spillway::outcome::{Completion, Outcome, RefusalReason};
 
 use crate::report::{self, Progress};
 use crate::schedule::OpenLoopSchedule;
+use crate::target::{SystemUnderTest, Target, TargetStats};
 
 /// Longest latency a histogram holds (an hour, in ns); longer values are clamped.
 const HISTOGRAM_MAX_NS: u64 = 3_600_000_000_000;
@@ -92,16 +94,27 @@ pub struct PriorityResult {
     pub latency_ns: Histogram<u64>,
 }
 
-/// Everything a run measured.
+/// What the health-check probe saw, for a target with a control plane.
 #[derive(Clone, Debug)]
-pub struct RunResult {
+pub struct ProbeResult {
+    /// Health-check latency seen by the probe thread, ns (measured phase only); empty when
+    /// the plan disabled the probe.
+    pub latency_ns: Histogram<u64>,
+    /// Health checks that returned an error.
+    pub errors: u64,
+}
+
+/// Everything a run measured. `S` is the target's own final counters: spillway's
+/// [`Stats`] for the in-process engine.
+#[derive(Clone, Debug)]
+pub struct RunResult<S = Stats> {
     /// Closed loop or open loop.
     pub closed_loop: bool,
     /// Connections of the measured phase.
     pub connections: u32,
-    /// Shards the engine ran.
+    /// Shards the engine ran (for another target: its worker threads).
     pub shards: usize,
-    /// Whether every shard was pinned.
+    /// Whether every shard (worker thread) was pinned.
     pub pinned: bool,
     /// Offered rate of the measured phase (open loop), msg/s.
     pub offered_rate: u64,
@@ -131,25 +144,23 @@ pub struct RunResult {
     pub per_priority: Vec<PriorityResult>,
     /// Messages whose time had come by the end but that were never submitted.
     pub unsent: u64,
-    /// Times `submit` handed a message back because its shard's ring credit was used up
-    /// (after one, the generator retries only once a read of completions has freed credit).
+    /// Times `submit` handed a message back because the target had no room (for the
+    /// engine: its shard's ring credit was used up); after one, the generator retries only
+    /// once a read of completions has found some.
     pub ring_full_retries: u64,
     /// Messages still without a completion after the drain timeout.
     pub lost: u64,
-    /// Health-check latency seen by the probe thread, ns (measured phase only).
-    pub control_ns: Histogram<u64>,
-    /// Health checks slower than the engine's SLO (engine's count, whole run).
-    pub control_slo_violations: u64,
-    /// Health checks that returned an error.
-    pub control_errors: u64,
-    /// The engine's final counters.
-    pub engine: Stats,
-    /// Disagreements between the generator's counts and the engine's; empty when they
+    /// The health-check probe's figures; `None` when the target has no control plane
+    /// (the baseline), so reports say "not applicable" rather than print zeros.
+    pub control: Option<ProbeResult>,
+    /// The target's final counters (the engine's [`Stats`] for the in-process engine).
+    pub engine: S,
+    /// Disagreements between the generator's counts and the target's; empty when they
     /// reconcile.
     pub reconcile_errors: Vec<String>,
 }
 
-impl RunResult {
+impl<S> RunResult<S> {
     /// Submissions per second made during the measured phase (by the clock: a generator
     /// that is behind is still sending earlier messages, and those count here).
     pub fn achieved_rate(&self) -> f64 {
@@ -343,9 +354,10 @@ impl Recorder {
     }
 }
 
-/// Busy-waits `service_ns` on `clock`: the simulated handler cost.
+/// Busy-waits `service_ns` on `clock`: the simulated handler cost. Public so that other
+/// targets (the baseline in `spillway-bench`) run the very same handler.
 #[inline]
-fn busy_wait(clock: &Clock, service_ns: u64) {
+pub fn busy_wait(clock: &Clock, service_ns: u64) {
     if service_ns == 0 {
         return;
     }
@@ -372,12 +384,11 @@ pub fn start_engine(config: Config, service_ns: u64) -> anyhow::Result<Engine> {
 /// Health-check probe: a full health check every `interval`, timed from call to answer,
 /// recorded once `record_after` has passed, until `stop` is raised.
 fn probe(
-    engine: &Engine,
+    control: Control,
     interval: Duration,
     record_after: Duration,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<(Histogram<u64>, u64)> {
-    let control = engine.control();
     std::thread::Builder::new()
         .name("loadgen-probe".into())
         .spawn(move || {
@@ -409,8 +420,8 @@ fn probe(
         .expect("spawning the probe thread")
 }
 
-/// Runs `plan` against a fresh in-process engine built from `config`.
-pub fn run_inproc(config: Config, plan: &RunPlan) -> anyhow::Result<RunResult> {
+/// Checks that `plan` can run: a phase, a recorded phase, weights not all zero.
+fn check_plan(plan: &RunPlan) -> anyhow::Result<()> {
     if plan.phases.is_empty() {
         bail!("a run needs at least one phase");
     }
@@ -422,10 +433,29 @@ pub fn run_inproc(config: Config, plan: &RunPlan) -> anyhow::Result<RunResult> {
             bail!("priority weights must not all be zero");
         }
     }
+    Ok(())
+}
+
+/// Runs `plan` against a fresh in-process engine built from `config`.
+pub fn run_inproc(config: Config, plan: &RunPlan) -> anyhow::Result<RunResult> {
+    check_plan(plan)?;
     let engine = start_engine(config, plan.service_ns)?;
-    let mut ingress = engine.ingress().context("taking an ingress")?;
-    let clock = engine.clock().clone();
-    let control = engine.control();
+    run_with_target(engine, plan)
+}
+
+/// Runs `plan` against `system`, already started (with the plan's handler cost), and shuts
+/// it down at the end: the same schedules, latency, lag, reconciliation and report as
+/// [`run_inproc`], for any target. The health-check probe and the breaker on the progress
+/// line run only when the system has a control plane; the generator's counts are
+/// reconciled against the system's own ([`TargetStats::tally`]).
+pub fn run_with_target<S: SystemUnderTest>(
+    mut system: S,
+    plan: &RunPlan,
+) -> anyhow::Result<RunResult<S::Stats>> {
+    check_plan(plan)?;
+    let mut target = system.target()?;
+    let control = system.control();
+    let clock = Clock::new();
 
     let unrecorded_ns: u64 = plan
         .phases
@@ -434,60 +464,75 @@ pub fn run_inproc(config: Config, plan: &RunPlan) -> anyhow::Result<RunResult> {
         .map(|phase| phase.duration_ns)
         .sum();
     let stop_probe = Arc::new(AtomicBool::new(false));
-    let prober = (plan.control_probe_ms > 0).then(|| {
-        probe(
-            &engine,
-            Duration::from_millis(plan.control_probe_ms),
-            Duration::from_nanos(unrecorded_ns),
-            Arc::clone(&stop_probe),
-        )
-    });
+    let prober = control
+        .as_ref()
+        .filter(|_| plan.control_probe_ms > 0)
+        .map(|control| {
+            probe(
+                control.clone(),
+                Duration::from_millis(plan.control_probe_ms),
+                Duration::from_nanos(unrecorded_ns),
+                Arc::clone(&stop_probe),
+            )
+        });
 
     let mut recorder = Recorder::new(plan.priority_weights);
     let mut progress = Progress::new(plan.progress, unrecorded_ns);
     let start_ns = clock.now_ns();
-    let (unsent, lost) = if plan.closed_loop {
+    let driven = if plan.closed_loop {
         drive_closed_loop(
             plan,
-            &mut ingress,
+            &mut target,
             &clock,
             start_ns,
             &mut recorder,
             &mut progress,
-            &control,
-        )?
+            control.as_ref(),
+        )
     } else {
         drive_open_loop(
             plan,
-            &mut ingress,
+            &mut target,
             &clock,
             start_ns,
             &mut recorder,
             &mut progress,
-            &control,
-        )?
+            control.as_ref(),
+        )
     };
 
     stop_probe.store(true, Ordering::Relaxed);
-    let (control_ns, control_errors) = match prober {
-        Some(handle) => handle
+    let probed = prober.map(|handle| {
+        handle
             .join()
-            .map_err(|_| anyhow::anyhow!("the probe thread panicked"))?,
-        None => (histogram(), 0),
+            .map_err(|_| anyhow::anyhow!("the probe thread panicked"))
+    });
+    let shards = system.workers();
+    let pinned = system.pinned();
+    // Stopped whatever happened in the run, so that an error does not leave it running.
+    let target_stats = system.shutdown();
+    let (unsent, lost) = driven?;
+    let control = match probed {
+        Some(probed) => {
+            let (latency_ns, errors) = probed?;
+            Some(ProbeResult { latency_ns, errors })
+        }
+        None if control.is_some() => Some(ProbeResult {
+            latency_ns: histogram(),
+            errors: 0,
+        }),
+        None => None,
     };
-    let shards = engine.shards();
-    let pinned = engine.pinned();
-    let engine_stats = engine.shutdown();
-    // Whatever the shards never saw is refused here, so it is counted too.
+    // Whatever the target never saw is refused here, so it is counted too.
     let mut late = Vec::new();
-    ingress.poll_completions(&mut late);
+    target.poll_completions(&mut late);
     for completion in &late {
         recorder.all.count_completion(completion.outcome);
     }
     let lost = lost.saturating_sub(late.len() as u64);
-    drop(ingress);
+    drop(target);
 
-    let reconcile_errors = reconcile(&recorder, &engine_stats, lost);
+    let reconcile_errors = reconcile(&recorder, &target_stats, lost);
     let measured_phase = plan
         .phases
         .iter()
@@ -499,7 +544,6 @@ pub fn run_inproc(config: Config, plan: &RunPlan) -> anyhow::Result<RunResult> {
         .filter(|phase| phase.recorded)
         .map(|phase| phase.duration_ns)
         .sum();
-    let control_slo_violations = engine_stats.control.slo_violations;
     Ok(RunResult {
         closed_loop: plan.closed_loop,
         connections: measured_phase.connections,
@@ -538,21 +582,16 @@ pub fn run_inproc(config: Config, plan: &RunPlan) -> anyhow::Result<RunResult> {
         unsent,
         ring_full_retries: recorder.ring_full_retries,
         lost,
-        control_ns,
-        control_slo_violations,
-        control_errors,
-        engine: engine_stats,
+        control,
+        engine: target_stats,
         reconcile_errors,
     })
 }
 
-/// The generator's counts against the engine's: every submitted message has exactly one
-/// completion, and the engine counted the same outcomes.
-fn reconcile(recorder: &Recorder, stats: &Stats, lost: u64) -> Vec<String> {
-    let mut errors = Vec::new();
-    if !stats.reconciles() {
-        errors.push("the engine's own counters do not reconcile".to_string());
-    }
+/// The generator's counts against the target's: every submitted message has exactly one
+/// completion, and the target counted the same outcomes.
+fn reconcile(recorder: &Recorder, stats: &impl TargetStats, lost: u64) -> Vec<String> {
+    let mut errors = stats.self_check();
     let all = &recorder.all;
     if lost > 0 {
         errors.push(format!("{lost} submitted messages never completed"));
@@ -563,7 +602,7 @@ fn reconcile(recorder: &Recorder, stats: &Stats, lost: u64) -> Vec<String> {
             recorder.submitted_all, all.submitted
         ));
     }
-    let total = &stats.total;
+    let total = stats.tally();
     let pairs = [
         ("submitted", total.submitted, all.submitted),
         ("admitted", total.admitted, all.admitted),
@@ -574,18 +613,18 @@ fn reconcile(recorder: &Recorder, stats: &Stats, lost: u64) -> Vec<String> {
         ("cancelled", total.cancelled, all.cancelled),
         ("dropped", total.dropped_total(), all.dropped_total()),
     ];
-    for (name, engine, generator) in pairs {
-        if engine != generator {
+    for (name, target, generator) in pairs {
+        if target != generator {
             errors.push(format!(
-                "{name}: engine counted {engine}, generator read {generator}"
+                "{name}: target counted {target}, generator read {generator}"
             ));
         }
     }
     for reason in RefusalReason::ALL {
-        let (engine, generator) = (total.refused[reason.index()], all.refused[reason.index()]);
-        if engine != generator {
+        let (target, generator) = (total.refused[reason.index()], all.refused[reason.index()]);
+        if target != generator {
             errors.push(format!(
-                "refused {}: engine counted {engine}, generator read {generator}",
+                "refused {}: target counted {target}, generator read {generator}",
                 reason.name()
             ));
         }
@@ -634,15 +673,15 @@ impl Idle {
 }
 
 /// Reads completions and records each against its intended (open loop) send time.
-fn collect_open(
-    ingress: &mut Ingress,
+fn collect_open<T: Target>(
+    target: &mut T,
     buffer: &mut Vec<Completion>,
     timeline: &Timeline,
     now_ns: u64,
     recorder: &mut Recorder,
 ) -> usize {
     buffer.clear();
-    let read = ingress.poll_completions(buffer);
+    let read = target.poll_completions(buffer);
     for completion in buffer.iter() {
         let (intended_ns, _, measured) = timeline.at(completion.message.0);
         recorder.completed(completion, measured, now_ns.saturating_sub(intended_ns));
@@ -651,14 +690,14 @@ fn collect_open(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn drive_open_loop(
+fn drive_open_loop<T: Target>(
     plan: &RunPlan,
-    ingress: &mut Ingress,
+    target: &mut T,
     clock: &Clock,
     start_ns: u64,
     recorder: &mut Recorder,
     progress: &mut Progress,
-    control: &spillway::control::Control,
+    control: Option<&Control>,
 ) -> anyhow::Result<(u64, u64)> {
     let timeline = Timeline::new(&plan.phases)?;
     let end_ns = plan.total_ns();
@@ -666,9 +705,10 @@ fn drive_open_loop(
     let mut next_ordinal = 0u64;
     let mut held: Option<Message> = None;
     let mut idle = Idle::default();
-    // Set when `submit` handed a message back: the ring credit comes back only as this
-    // thread reads completions, so retrying before a read that found some is pointless (and
-    // a hot retry loop steals memory bandwidth and CPU from the shards).
+    // Set when `submit` handed a message back: the engine's ring credit comes back only as
+    // this thread reads completions, so retrying before a read that found some is pointless
+    // (and a hot retry loop steals memory bandwidth and CPU from the shards). Other targets
+    // get the same rule, so that both are driven the same way.
     let mut credit_blocked = false;
     let mut next_poll_ns = 0;
     loop {
@@ -701,13 +741,13 @@ fn drive_open_loop(
                 }
             };
             let ordinal = message.id.0;
-            match ingress.submit(message) {
+            match target.submit(message) {
                 Ok(()) => {
                     let (intended_ns, _, measured) = timeline.at(ordinal);
                     recorder.sent(measured, Some(now_ns.saturating_sub(intended_ns)));
                     sent += 1;
                 }
-                Err(full) if full.stopped => bail!("the engine stopped during the run"),
+                Err(full) if full.stopped => bail!("the target stopped during the run"),
                 Err(full) => {
                     recorder.ring_full_retries += 1;
                     held = Some(full.message);
@@ -721,7 +761,7 @@ fn drive_open_loop(
         }
         let mut read = 0;
         if plan.consumer_poll_ns == 0 || now_ns >= next_poll_ns {
-            read = collect_open(ingress, &mut buffer, &timeline, now_ns, recorder);
+            read = collect_open(target, &mut buffer, &timeline, now_ns, recorder);
             next_poll_ns = now_ns + plan.consumer_poll_ns;
             if read > 0 {
                 credit_blocked = false;
@@ -734,24 +774,24 @@ fn drive_open_loop(
     recorder.window = false;
     let unsent = timeline.total - next_ordinal + u64::from(held.is_some());
     let deadline = Instant::now() + plan.drain_timeout;
-    while ingress.outstanding() > 0 && Instant::now() < deadline {
+    while target.outstanding() > 0 && Instant::now() < deadline {
         let now_ns = clock.now_ns() - start_ns;
-        if collect_open(ingress, &mut buffer, &timeline, now_ns, recorder) == 0 {
+        if collect_open(target, &mut buffer, &timeline, now_ns, recorder) == 0 {
             std::thread::yield_now();
         }
     }
-    Ok((unsent, ingress.outstanding() as u64))
+    Ok((unsent, target.outstanding() as u64))
 }
 
 #[allow(clippy::too_many_arguments)]
-fn drive_closed_loop(
+fn drive_closed_loop<T: Target>(
     plan: &RunPlan,
-    ingress: &mut Ingress,
+    target: &mut T,
     clock: &Clock,
     start_ns: u64,
     recorder: &mut Recorder,
     progress: &mut Progress,
-    control: &spillway::control::Control,
+    control: Option<&Control>,
 ) -> anyhow::Result<(u64, u64)> {
     let end_ns = plan.total_ns();
     let connections = plan
@@ -769,14 +809,14 @@ fn drive_closed_loop(
     let mut idle = Idle::default();
     // As in the open loop: after a hand-back, wait for a read that frees credit.
     let mut credit_blocked = false;
-    let collect = |ingress: &mut Ingress,
+    let collect = |target: &mut T,
                    buffer: &mut Vec<Completion>,
                    ready: &mut VecDeque<u32>,
                    sent_at: &[u64],
                    now_ns: u64,
                    recorder: &mut Recorder| {
         buffer.clear();
-        let read = ingress.poll_completions(buffer);
+        let read = target.poll_completions(buffer);
         for completion in buffer.iter() {
             let connection = completion.connection.0 as u32;
             let sent_ns = sent_at[connection as usize];
@@ -801,7 +841,7 @@ fn drive_closed_loop(
                 Message::new(ConnectionId(u64::from(connection)), MessageId(next_ordinal))
                     .with_role(Role::Session)
                     .with_priority(priority_of(next_ordinal, plan.priority_weights.as_ref()));
-            match ingress.submit(message) {
+            match target.submit(message) {
                 Ok(()) => {
                     ready.pop_front();
                     next_ordinal += 1;
@@ -809,7 +849,7 @@ fn drive_closed_loop(
                     recorder.sent(recorded_at(&plan.phases, now_ns), None);
                     sent += 1;
                 }
-                Err(full) if full.stopped => bail!("the engine stopped during the run"),
+                Err(full) if full.stopped => bail!("the target stopped during the run"),
                 Err(_) => {
                     recorder.ring_full_retries += 1;
                     credit_blocked = true;
@@ -819,7 +859,7 @@ fn drive_closed_loop(
         }
         let mut read = 0;
         if plan.consumer_poll_ns == 0 || now_ns >= next_poll_ns {
-            read = collect(ingress, &mut buffer, &mut ready, &sent_at, now_ns, recorder);
+            read = collect(target, &mut buffer, &mut ready, &sent_at, now_ns, recorder);
             next_poll_ns = now_ns + plan.consumer_poll_ns;
             if read > 0 {
                 credit_blocked = false;
@@ -830,13 +870,13 @@ fn drive_closed_loop(
     }
     recorder.window = false;
     let deadline = Instant::now() + plan.drain_timeout;
-    while ingress.outstanding() > 0 && Instant::now() < deadline {
+    while target.outstanding() > 0 && Instant::now() < deadline {
         let now_ns = clock.now_ns() - start_ns;
-        if collect(ingress, &mut buffer, &mut ready, &sent_at, now_ns, recorder) == 0 {
+        if collect(target, &mut buffer, &mut ready, &sent_at, now_ns, recorder) == 0 {
             std::thread::yield_now();
         }
     }
-    Ok((0, ingress.outstanding() as u64))
+    Ok((0, target.outstanding() as u64))
 }
 
 fn recorder_view(recorder: &Recorder) -> report::ProgressView<'_> {
@@ -898,11 +938,8 @@ pub fn calibrate_capacity(
 /// Health-check latency as the control plane itself measured it, if any were served.
 pub fn engine_health_latency(stats: &Stats) -> Option<spillway::control::CommandLatency> {
     stats
-        .control
-        .latency
-        .iter()
-        .find(|latency| latency.command == CommandKind::Health)
-        .copied()
+        .control_plane()
+        .and_then(|control_plane| control_plane.health_latency)
 }
 
 #[cfg(test)]

@@ -6,7 +6,9 @@
 //!   measured from;
 //! - [`scenario`]: the named scenarios (light ... saturation, recovery, overload, slow
 //!   consumer, priority mix);
-//! - [`generator`]: the in-process target, its open and closed loops, the control-plane
+//! - [`target`]: what the generator drives (spillway's `Ingress`, or any other system
+//!   under test measured the same way);
+//! - [`generator`]: the open and closed loops, the in-process engine, the control-plane
 //!   probe and the capacity calibration;
 //! - [`report`]: the progress line, the final table and the JSON object.
 #![warn(missing_docs)]
@@ -17,3 +19,4 @@ pub mod generator;
 pub mod report;
 pub mod scenario;
 pub mod schedule;
+pub mod target;

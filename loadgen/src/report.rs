@@ -9,7 +9,12 @@ use spillway::control::Control;
 use spillway::metrics::Tally;
 use spillway::outcome::{DropReason, FailureReason, RefusalReason, ShedReason};
 
-use crate::generator::{engine_health_latency, RunResult};
+use crate::generator::RunResult;
+use crate::target::TargetStats;
+
+/// What reports say where a target has no control plane, instead of printing zeros.
+pub const NO_CONTROL_PLANE: &str =
+    "not applicable: the target has no control plane (no health checks, no breaker)";
 
 /// What the progress line reads from the generator.
 pub struct ProgressView<'a> {
@@ -44,9 +49,10 @@ impl Progress {
         }
     }
 
-    /// Prints a line if a second boundary has passed (`now_ns` from the run's start).
+    /// Prints a line if a second boundary has passed (`now_ns` from the run's start); the
+    /// breaker's state is on it when the target has a control plane.
     #[inline]
-    pub fn tick(&mut self, now_ns: u64, view: ProgressView<'_>, control: &Control) {
+    pub fn tick(&mut self, now_ns: u64, view: ProgressView<'_>, control: Option<&Control>) {
         if !self.enabled || now_ns < self.next_ns {
             return;
         }
@@ -73,15 +79,17 @@ impl Progress {
         } else {
             format_ns(view.lag_ns.value_at_quantile(0.99))
         };
+        let breaker = control.map_or_else(String::new, |control| {
+            format!(" | breaker {}", control.breaker_state().name())
+        });
         eprintln!(
-            "[{:>5.1}s {phase:>8}] sent {:>9.0}/s delivered {:>9.0}/s | totals: delivered {} refused {} shed {} | p99 {p99} lag p99 {lag} | breaker {}",
+            "[{:>5.1}s {phase:>8}] sent {:>9.0}/s delivered {:>9.0}/s | totals: delivered {} refused {} shed {} | p99 {p99} lag p99 {lag}{breaker}",
             now_ns as f64 / 1e9,
             sent as f64 / seconds,
             delivered as f64 / seconds,
             view.all.delivered,
             view.all.refused_total(),
             view.all.shed_total(),
-            control.breaker_state().name(),
         );
     }
 }
@@ -162,11 +170,13 @@ pub struct RunInfo {
     pub overload: Option<f64>,
 }
 
-/// The run as one JSON object: every field SPEC 8 and the issue ask for.
-pub fn json(info: &RunInfo, result: &RunResult) -> Value {
+/// The run as one JSON object: every field SPEC 8 and the issue ask for. For a target
+/// without a control plane the control fields are `null` and `control_note` says why.
+pub fn json<S: TargetStats>(info: &RunInfo, result: &RunResult<S>) -> Value {
     let measured = &result.measured;
     let peak_rss = peak_rss_bytes();
-    let health = engine_health_latency(&result.engine);
+    let control_plane = result.engine.control_plane();
+    let health = control_plane.and_then(|control_plane| control_plane.health_latency);
     let mut object = json!({
         "scenario": info.scenario,
         "target": info.target,
@@ -204,8 +214,8 @@ pub fn json(info: &RunInfo, result: &RunResult) -> Value {
         "dropped_by_reason": by_reason(DropReason::ALL.map(DropReason::name), &measured.dropped),
         "latency_us": percentiles_us(&result.latency_ns, &LATENCY_QUANTILES),
         "latency_of": "delivered messages of the measured phase, from intended send time (open loop) or send time (closed loop) to the generator reading the completion",
-        "control_latency_us": percentiles_us(&result.control_ns, &CONTROL_QUANTILES),
-        "control_probe_errors": result.control_errors,
+        "control_latency_us": result.control.as_ref().map(|probe| percentiles_us(&probe.latency_ns, &CONTROL_QUANTILES)),
+        "control_probe_errors": result.control.as_ref().map(|probe| probe.errors),
         "control_latency_engine_us": health.map(|latency| json!({
             "count": latency.count,
             "p50": us(latency.p50_ns),
@@ -213,8 +223,8 @@ pub fn json(info: &RunInfo, result: &RunResult) -> Value {
             "p999": us(latency.p999_ns),
             "max": us(latency.max_ns),
         })),
-        "control_slo_violations": result.control_slo_violations,
-        "breaker_final": result.engine.breaker.name(),
+        "control_slo_violations": control_plane.map(|control_plane| control_plane.slo_violations),
+        "breaker_final": control_plane.map(|control_plane| control_plane.breaker_final),
         "peak_rss_bytes": peak_rss.unwrap_or(0),
         "whole_run": {
             "submitted": result.submitted_all,
@@ -227,6 +237,9 @@ pub fn json(info: &RunInfo, result: &RunResult) -> Value {
         "reconcile_errors": result.reconcile_errors,
         "lost": result.lost,
     });
+    if control_plane.is_none() || result.control.is_none() {
+        object["control_note"] = json!(NO_CONTROL_PLANE);
+    }
     if peak_rss.is_none() {
         object["peak_rss_note"] = json!("/proc/self/status unreadable: peak RSS unknown");
     }
@@ -254,7 +267,7 @@ pub fn json(info: &RunInfo, result: &RunResult) -> Value {
 }
 
 /// The run as a human table.
-pub fn table(info: &RunInfo, result: &RunResult) -> String {
+pub fn table<S: TargetStats>(info: &RunInfo, result: &RunResult<S>) -> String {
     let mut out = String::new();
     let measured = &result.measured;
     let line = "-".repeat(72);
@@ -366,7 +379,12 @@ pub fn table(info: &RunInfo, result: &RunResult) -> String {
     if !result.closed_loop {
         row(&mut out, "generator lag", &result.lag_ns);
     }
-    row(&mut out, "health check", &result.control_ns);
+    match &result.control {
+        Some(probe) => row(&mut out, "health check", &probe.latency_ns),
+        None => {
+            let _ = writeln!(out, "{:<22}{NO_CONTROL_PLANE}", "health check");
+        }
+    }
     for entry in &result.per_priority {
         row(
             &mut out,
@@ -387,14 +405,21 @@ pub fn table(info: &RunInfo, result: &RunResult) -> String {
             entry.outcomes.shed_total(),
         );
     }
-    let _ = writeln!(
-        out,
-        "health checks {} (errors {}), SLO violations {}; breaker at end {}",
-        result.control_ns.len(),
-        result.control_errors,
-        result.control_slo_violations,
-        result.engine.breaker.name()
-    );
+    match (&result.control, result.engine.control_plane()) {
+        (Some(probe), Some(control_plane)) => {
+            let _ = writeln!(
+                out,
+                "health checks {} (errors {}), SLO violations {}; breaker at end {}",
+                probe.latency_ns.len(),
+                probe.errors,
+                control_plane.slo_violations,
+                control_plane.breaker_final
+            );
+        }
+        _ => {
+            let _ = writeln!(out, "control plane: {NO_CONTROL_PLANE}");
+        }
+    }
     let _ = writeln!(
         out,
         "ring-full retries {}; unsent at end {}; peak RSS {}",
@@ -416,7 +441,7 @@ pub fn table(info: &RunInfo, result: &RunResult) -> String {
     if result.reconcile_errors.is_empty() {
         let _ = writeln!(
             out,
-            "counts reconcile: every submitted message has one completion, and the engine's counters agree"
+            "counts reconcile: every submitted message has one completion, and the target's own counters agree"
         );
     } else {
         let _ = writeln!(out, "ERROR: counts do not reconcile:");
