@@ -1,5 +1,10 @@
 //! The `spillway` command.
 //!
+//! `spillway serve --listen ADDR` runs the engine behind its TCP front end
+//! (`spillway::net::server`, protocol in docs/PROTOCOL.md) with a handler that acknowledges
+//! each message after an optional simulated cost, until SIGINT or SIGTERM (or
+//! `--duration-s`), then prints the engine's and the server's counters.
+//!
 //! `spillway check-config FILE` validates a TOML configuration file and prints the
 //! effective settings (the file's profile with the file's keys applied), in the same TOML
 //! layout. Exit status: 0 valid, 1 invalid or unreadable, 2 wrong usage.
@@ -10,12 +15,21 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
+
+#[path = "cli/serve.rs"]
+mod serve;
 use spillway::config::{Config, ConfigLoadError};
 
 const USAGE: &str = "\
 spillway: a thread-per-core data-plane engine that keeps a server fast under overload
 
 Usage:
+  spillway serve [--listen ADDR] [--config FILE] [--shards N] [--service-ns NS]
+                 [--max-connections N] [--duration-s S]
+                               serve the wire protocol (docs/PROTOCOL.md) on ADDR
+                               (default 127.0.0.1:7878); each message is acknowledged
+                               after busy-waiting NS ns (default 0); stops on SIGINT or
+                               SIGTERM, or after S seconds, and prints its counters
   spillway check-config FILE   validate the TOML configuration FILE and print the
                                effective settings (its profile with its keys applied)
   spillway --help              print this help
@@ -45,6 +59,13 @@ fn main() -> ExitCode {
             println!("spillway {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+        Some("serve") => match serve::parse(&args[1..]) {
+            Ok(options) => serve::run(options).unwrap_or_else(|error| {
+                eprintln!("error: {error:#}");
+                ExitCode::from(EXIT_INVALID)
+            }),
+            Err(error) => usage_error(&format!("{error:#}")),
+        },
         Some("check-config") => match &args[1..] {
             [file] => check_config(Path::new(file)).unwrap_or_else(|error| {
                 eprintln!("error: {error:#}");

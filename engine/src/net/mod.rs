@@ -7,7 +7,11 @@
 //!   buffer, the Normal / Throttled / Paused / Dropping states its fill puts the client in,
 //!   the drop policies, and the health verdict by drop rate.
 //!
-//! Both are plain data structures with time passed in, each tested on its own.
+//! - [`server`]: the TCP server that uses them: one mio event loop per shard, run from the
+//!   shard loop by a [`server::TcpFrontEnd`] wrapped around the user's handler.
+//!
+//! The first two are plain data structures with time passed in, each tested on its own.
 
 pub mod egress;
 pub mod protocol;
+pub mod server;

@@ -1,0 +1,1270 @@
+//! The TCP server: the engine on the network, one mio event loop per shard.
+//!
+//! [`TcpServer::bind`] opens one listening socket. [`TcpServer::front_end`] wraps the user's
+//! [`Handler`] in a [`TcpFrontEnd`], which the engine clones onto every shard. On its shard,
+//! each clone opens its own mio `Poll` the first time the shard loop calls
+//! [`Handler::poll`], registers a duplicate of the listening socket in it, and from then on
+//! serves the connections it accepted: thread per core, with no hand-off between threads.
+//! Every shard may accept, and the kernel gives each new connection to exactly one of them;
+//! a busy shard accepts less often, so new connections drift to idle ones.
+//!
+//! Per turn of the shard loop the front end, in this order:
+//! 1. writes what is due: replies that completed since the last turn, flow signals, Pongs;
+//! 2. asks its `Poll` for readiness without waiting, accepts, reads, decodes each frame and
+//!    admits each Submit through [`ShardContext::admit`], which answers at once: a refusal
+//!    or a shed becomes a Reply right away, an admitted message's Reply comes with its
+//!    completion ([`Handler::completed`]);
+//! 3. every [`ServerConfig::housekeeping_interval_ns`], checks the timers: the hello and
+//!    frame timeouts, closing connections past their close timeout, and flow-signal changes
+//!    that only time makes (a pause running out).
+//!
+//! The protocol is `docs/PROTOCOL.md`; section 7.3 is the contract this module keeps for
+//! every violation, and section 9 the flow signals ([`super::egress`] decides them). Every
+//! closure and every lost reply is counted by reason in [`NetStats`].
+//!
+//! ```no_run
+//! use spillway::config::Config;
+//! use spillway::engine::Engine;
+//! use spillway::message::Message;
+//! use spillway::net::server::{ServerConfig, TcpServer};
+//!
+//! let server = TcpServer::bind("127.0.0.1:7878", ServerConfig::default())?;
+//! let engine = Engine::builder()
+//!     .config(Config::default())
+//!     .handler(server.front_end(|_: &Message| Ok(())))
+//!     .start()?;
+//! println!("serving on {}", server.local_addr());
+//! // ... later:
+//! let net = server.stats();
+//! let engine_stats = engine.shutdown();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_utils::CachePadded;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+
+use crate::handler::{Handler, HandlerError, ShardContext};
+use crate::message::{ConnectionId, Message, MessageId};
+use crate::outcome::{Completion, Outcome};
+use crate::sync::Ordering;
+
+use super::egress::{EgressConfig, EgressDropReason, EgressHealth, EgressQueue, FlowSignal, Offer};
+use super::protocol::{
+    encode_error_reply, ClientFrame, ClientToServer, Decoder, ErrorCode, FrameLimit, ProtocolError,
+    ServerFrame,
+};
+
+/// Connection ids the server gives out start here, so they never collide with the ids an
+/// embedding application picks for its own in-process ingresses (which count up from 0).
+pub const CONNECTION_ID_BASE: u64 = 1 << 63;
+
+/// Token of the listening socket in every shard's `Poll`; connection `slot` is
+/// `Token(slot + 1)`.
+const LISTENER: Token = Token(0);
+
+/// The server's settings. Defaults suit 15,000 connections on one machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Open connections, all shards together; one more is accepted, told
+    /// `too_many_connections`, and closed.
+    pub max_connections: usize,
+    /// The largest frame accepted, announced in Welcome.
+    pub frame_limit: FrameLimit,
+    /// Time from accept to Hello before the connection is cut (`timeout`), in ns.
+    pub hello_timeout_ns: u64,
+    /// Time from a frame's first byte to its last before the connection is cut
+    /// (`timeout`), in ns. An idle connection with no partial frame is never cut.
+    pub frame_timeout_ns: u64,
+    /// Time a closing connection has to take its last frames (the Error among them) before
+    /// it is closed regardless, in ns.
+    pub close_timeout_ns: u64,
+    /// After the process runs out of descriptors (EMFILE/ENFILE), how long a shard stops
+    /// accepting before it tries again, in ns, instead of spinning on the error.
+    pub accept_backoff_ns: u64,
+    /// Connections one shard accepts per turn, so a connection storm cannot hold up the
+    /// connections it already serves.
+    pub accepts_per_turn_max: usize,
+    /// Bytes read from one connection per turn before the others get theirs.
+    pub read_bytes_per_turn_max: usize,
+    /// Bytes of encoded frames a connection keeps ready to write; replies beyond wait in
+    /// its egress queue, whose fill drives the flow signals.
+    pub write_buffer_bytes_max: usize,
+    /// Readiness events taken from the `Poll` per turn.
+    pub events_per_turn_max: usize,
+    /// How often the timers are checked, in ns.
+    pub housekeeping_interval_ns: u64,
+    /// Egress flow control of every connection's replies (SPEC 4).
+    pub egress: EgressConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 16_384,
+            frame_limit: FrameLimit::DEFAULT,
+            hello_timeout_ns: 10_000_000_000,
+            frame_timeout_ns: 10_000_000_000,
+            close_timeout_ns: 1_000_000_000,
+            accept_backoff_ns: 10_000_000,
+            accepts_per_turn_max: 256,
+            read_bytes_per_turn_max: 64 * 1024,
+            write_buffer_bytes_max: 64 * 1024,
+            events_per_turn_max: 1024,
+            housekeeping_interval_ns: 10_000_000,
+            egress: EgressConfig::default(),
+        }
+    }
+}
+
+/// Why the server closed a connection, each with its own counter in [`NetStats`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CloseReason {
+    /// The client closed its side at a frame boundary and every reply was sent.
+    PeerClosed,
+    /// A read or write failed (reset by the peer, broken pipe).
+    IoError,
+    /// The server sent an Error frame with this code, then closed.
+    Error(ErrorCode),
+}
+
+/// The server's counters, summed over its shards: every accepted or refused connection,
+/// every closure by reason, and every reply that was not sent, by reason.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NetStats {
+    /// Connections accepted and served (handshake or not).
+    pub accepted: u64,
+    /// Connections accepted only to be told `too_many_connections` and closed.
+    pub refused_connection_limit: u64,
+    /// Times a shard stopped accepting for [`ServerConfig::accept_backoff_ns`] because the
+    /// process had no descriptor left.
+    pub accept_backoffs: u64,
+    /// Connections open now.
+    pub open: u64,
+    /// Closed after the client's clean close.
+    pub closed_peer: u64,
+    /// Closed after an I/O error.
+    pub closed_io_error: u64,
+    /// Closed after an Error frame, by code, in [`ErrorCode::ALL`] order.
+    pub closed_error: [u64; ErrorCode::ALL.len()],
+    /// Frames decoded.
+    pub frames_in: u64,
+    /// Submits read.
+    pub submits: u64,
+    /// Reply frames written.
+    pub replies_sent: u64,
+    /// Replies dropped by a connection's egress policy, by reason, in
+    /// [`EgressDropReason::ALL`] order ([`EgressDropReason::Closed`]: still queued when the
+    /// connection closed).
+    pub replies_dropped: [u64; EgressDropReason::COUNT],
+    /// Completions for a connection that had already closed (their Reply had nowhere to go).
+    pub replies_discarded: u64,
+    /// Throttle, Pause and Resume frames written.
+    pub flow_signals: u64,
+}
+
+impl NetStats {
+    /// Connections closed with an Error frame of `code`.
+    pub fn closed_with(&self, code: ErrorCode) -> u64 {
+        self.closed_error[error_index(code)]
+    }
+
+    /// Every reply dropped by the egress policies, all reasons together.
+    pub fn replies_dropped_total(&self) -> u64 {
+        self.replies_dropped.iter().sum()
+    }
+}
+
+fn error_index(code: ErrorCode) -> usize {
+    ErrorCode::ALL
+        .iter()
+        .position(|&candidate| candidate == code)
+        .expect("ALL lists every code")
+}
+
+/// One shard's counters. Written by that shard alone and read by [`TcpServer::stats`]:
+/// Relaxed loads and stores suffice, since nothing else is published through them and a
+/// reader only needs each value to be one the shard wrote (a sum may be a moment stale).
+#[derive(Default)]
+struct ShardCounters {
+    accepted: AtomicU64,
+    refused_connection_limit: AtomicU64,
+    accept_backoffs: AtomicU64,
+    open: AtomicU64,
+    closed_peer: AtomicU64,
+    closed_io_error: AtomicU64,
+    closed_error: [AtomicU64; ErrorCode::ALL.len()],
+    frames_in: AtomicU64,
+    submits: AtomicU64,
+    replies_sent: AtomicU64,
+    replies_dropped: [AtomicU64; EgressDropReason::COUNT],
+    replies_discarded: AtomicU64,
+    flow_signals: AtomicU64,
+}
+
+/// Adds `count` to a counter only this thread writes: a plain load and store, no
+/// read-modify-write (see [`ShardCounters`]).
+#[inline]
+fn bump(counter: &AtomicU64, count: u64) {
+    counter.store(counter.load(Ordering::Relaxed) + count, Ordering::Relaxed);
+}
+
+/// What every shard's front end shares.
+struct Shared {
+    listener: std::net::TcpListener,
+    local_addr: SocketAddr,
+    config: ServerConfig,
+    /// Open connections, all shards together, for [`ServerConfig::max_connections`]. An
+    /// increment that takes it past the limit is undone at once; Relaxed is enough, as the
+    /// count guards no other memory.
+    open_connections: AtomicUsize,
+    /// One per shard, indexed by shard; made when the first front end starts on a shard.
+    counters: Box<[CachePadded<ShardCounters>]>,
+}
+
+/// A bound listening socket and the counters of every shard that serves it.
+#[derive(Clone)]
+pub struct TcpServer {
+    shared: Arc<Shared>,
+}
+
+/// Most shards a server's counters have room for (the engine's limit is lower).
+const SHARDS_MAX: usize = 1024;
+
+impl TcpServer {
+    /// Binds `address` (port 0 picks a free port; see [`local_addr`](Self::local_addr)).
+    /// Nothing is served until an engine runs [`front_end`](Self::front_end).
+    pub fn bind(address: impl ToSocketAddrs, config: ServerConfig) -> io::Result<Self> {
+        config
+            .egress
+            .validate()
+            .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error.to_string()))?;
+        if config.max_connections == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "max_connections must be at least 1",
+            ));
+        }
+        let listener = std::net::TcpListener::bind(address)?;
+        listener.set_nonblocking(true)?;
+        let local_addr = listener.local_addr()?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                listener,
+                local_addr,
+                config,
+                open_connections: AtomicUsize::new(0),
+                counters: (0..SHARDS_MAX)
+                    .map(|_| CachePadded::new(ShardCounters::default()))
+                    .collect(),
+            }),
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// The front end for an engine: `handler` serves every message the clients submit.
+    pub fn front_end<H: Handler + Clone>(&self, handler: H) -> TcpFrontEnd<H> {
+        TcpFrontEnd {
+            inner: handler,
+            shared: Arc::clone(&self.shared),
+            shard: None,
+        }
+    }
+
+    /// The counters of every shard, summed.
+    pub fn stats(&self) -> NetStats {
+        let mut stats = NetStats::default();
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        for counters in self.shared.counters.iter() {
+            stats.accepted += load(&counters.accepted);
+            stats.refused_connection_limit += load(&counters.refused_connection_limit);
+            stats.accept_backoffs += load(&counters.accept_backoffs);
+            stats.open += load(&counters.open);
+            stats.closed_peer += load(&counters.closed_peer);
+            stats.closed_io_error += load(&counters.closed_io_error);
+            for (sum, counter) in stats.closed_error.iter_mut().zip(&counters.closed_error) {
+                *sum += load(counter);
+            }
+            stats.frames_in += load(&counters.frames_in);
+            stats.submits += load(&counters.submits);
+            stats.replies_sent += load(&counters.replies_sent);
+            for (sum, counter) in stats
+                .replies_dropped
+                .iter_mut()
+                .zip(&counters.replies_dropped)
+            {
+                *sum += load(counter);
+            }
+            stats.replies_discarded += load(&counters.replies_discarded);
+            stats.flow_signals += load(&counters.flow_signals);
+        }
+        stats
+    }
+}
+
+/// A [`Handler`] that serves TCP connections on its shard and hands every admitted message
+/// to the handler it wraps. Made by [`TcpServer::front_end`]; give it to
+/// [`EngineBuilder::handler`](crate::engine::EngineBuilder::handler).
+pub struct TcpFrontEnd<H> {
+    inner: H,
+    shared: Arc<Shared>,
+    /// This shard's event loop and connections, opened on the shard's first turn.
+    shard: Option<ShardNet>,
+}
+
+impl<H: Clone> Clone for TcpFrontEnd<H> {
+    /// A front end for another shard: the same handler and listener, no connections.
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+            shard: None,
+        }
+    }
+}
+
+impl<H: Handler> Handler for TcpFrontEnd<H> {
+    fn handle(
+        &mut self,
+        message: &Message,
+        context: &mut ShardContext<'_>,
+    ) -> Result<(), HandlerError> {
+        self.inner.handle(message, context)
+    }
+
+    fn completed(&mut self, completion: &Completion) {
+        if completion.connection.0 < CONNECTION_ID_BASE {
+            // Work the wrapped handler admitted itself.
+            self.inner.completed(completion);
+            return;
+        }
+        match self.shard.as_mut() {
+            Some(net) => net.completed(completion),
+            None => self.inner.completed(completion),
+        }
+    }
+
+    fn poll(&mut self, context: &mut ShardContext<'_>) -> usize {
+        let own = self.inner.poll(context);
+        if self.shard.is_none() {
+            match ShardNet::open(&self.shared, context.shard()) {
+                Ok(net) => self.shard = Some(net),
+                // Without a Poll or a listener this shard serves no sockets; the others
+                // still do. Nothing to count it under but the accept backoff: retry then.
+                Err(_) => return own,
+            }
+        }
+        let net = self.shard.as_mut().expect("opened above");
+        own + net.turn(context)
+    }
+
+    fn stopped(&mut self, context: &mut ShardContext<'_>) {
+        if let Some(net) = self.shard.as_mut() {
+            net.shut_down(context.now_ns());
+        }
+        self.shard = None;
+        self.inner.stopped(context);
+    }
+}
+
+/// A Reply waiting in a connection's egress queue.
+#[derive(Clone, Copy, Debug)]
+struct Reply {
+    message_id: MessageId,
+    outcome: Outcome,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Accepted; Hello due before the deadline.
+    Handshake { deadline_ns: u64 },
+    /// Serving.
+    Open,
+    /// Reading stopped; the last frames go out until the deadline, then it closes.
+    Closing {
+        deadline_ns: u64,
+        reason: CloseReason,
+    },
+}
+
+/// One connection, owned by its shard.
+struct Connection {
+    stream: TcpStream,
+    id: ConnectionId,
+    decoder: Decoder<ClientToServer>,
+    replies: EgressQueue<Reply>,
+    /// Replies the `Block` policy handed back, offered again before any newer one.
+    blocked: std::collections::VecDeque<Reply>,
+    /// Encoded frames, written from `written_bytes` on.
+    out: Vec<u8>,
+    written_bytes: usize,
+    /// At most one of each is pending; a newer one replaces it (PROTOCOL.md section 8).
+    pong: Option<u64>,
+    signal: Option<FlowSignal>,
+    phase: Phase,
+    /// The client closed its side; the connection ends once every reply is out.
+    read_closed: bool,
+    /// When the partial frame in the decoder began, for the frame timeout.
+    frame_started_ns: Option<u64>,
+    /// Admitted messages whose Reply has not been queued yet.
+    in_flight: u32,
+    /// A Hello was read and its Welcome is not written yet.
+    welcome_due: bool,
+    /// Listed in `ShardNet::dirty` (something to write).
+    dirty: bool,
+    /// Listed in `ShardNet::read_again` (bytes may be waiting that no event will announce).
+    read_pending: bool,
+}
+
+impl Connection {
+    fn has_output(&self) -> bool {
+        self.written_bytes < self.out.len()
+            || self.pong.is_some()
+            || self.signal.is_some()
+            || self.welcome_due
+            || !self.replies.is_empty()
+    }
+
+    fn is_closing(&self) -> bool {
+        matches!(self.phase, Phase::Closing { .. })
+    }
+}
+
+/// One shard's side of the server.
+struct ShardNet {
+    shared: Arc<Shared>,
+    shard: usize,
+    poll: Poll,
+    events: Events,
+    listener: TcpListener,
+    /// Slab of connections: slot `i` is `Token(i + 1)`.
+    slots: Vec<Option<Connection>>,
+    free_slots: Vec<usize>,
+    by_id: HashMap<u64, usize>,
+    next_id: u64,
+    /// Accepting is paused until then (descriptor exhaustion).
+    accept_paused_until_ns: u64,
+    /// More connections may be waiting than the last turn accepted.
+    accept_pending: bool,
+    dirty: Vec<usize>,
+    read_again: Vec<usize>,
+    next_housekeeping_ns: u64,
+    /// The time of the current turn: completions, which come between turns, are stamped
+    /// with it (the egress queue's clock only orders its own events).
+    turn_ns: u64,
+}
+
+impl ShardNet {
+    fn open(shared: &Arc<Shared>, shard: usize) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let mut listener = TcpListener::from_std(shared.listener.try_clone()?);
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        Ok(Self {
+            shared: Arc::clone(shared),
+            shard: shard.min(SHARDS_MAX - 1),
+            poll,
+            events: Events::with_capacity(shared.config.events_per_turn_max),
+            listener,
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            by_id: HashMap::new(),
+            next_id: CONNECTION_ID_BASE,
+            accept_paused_until_ns: 0,
+            // Connections may have queued before this shard's first turn.
+            accept_pending: true,
+            dirty: Vec::new(),
+            read_again: Vec::new(),
+            next_housekeeping_ns: 0,
+            turn_ns: 0,
+        })
+    }
+
+    fn counters(&self) -> &ShardCounters {
+        &self.shared.counters[self.shard]
+    }
+
+    /// One turn: write what is due, take readiness, accept, read and admit, and the timers
+    /// when due. Returns the units of work done (0: idle).
+    fn turn(&mut self, context: &mut ShardContext<'_>) -> usize {
+        let now_ns = context.now_ns();
+        self.turn_ns = now_ns;
+        let mut work = self.flush_dirty(now_ns);
+        if self
+            .poll
+            .poll(&mut self.events, Some(Duration::ZERO))
+            .is_err()
+        {
+            // EINTR and the like: the next turn polls again.
+            return work;
+        }
+        let mut readable = std::mem::take(&mut self.read_again);
+        let mut writable = Vec::new();
+        let mut accept = self.accept_pending;
+        for event in self.events.iter() {
+            if event.token() == LISTENER {
+                accept = true;
+                continue;
+            }
+            let slot = event.token().0 - 1;
+            if event.is_readable() || event.is_read_closed() || event.is_error() {
+                readable.push(slot);
+            }
+            if event.is_writable() {
+                writable.push(slot);
+            }
+        }
+        if accept && now_ns >= self.accept_paused_until_ns {
+            work += self.accept(context, now_ns);
+        }
+        for slot in readable {
+            if let Some(connection) = self.slots.get_mut(slot).and_then(Option::as_mut) {
+                connection.read_pending = false;
+                work += self.read(slot, context);
+            }
+        }
+        for slot in writable {
+            work += self.flush(slot, now_ns);
+        }
+        work += self.flush_dirty(now_ns);
+        if now_ns >= self.next_housekeeping_ns {
+            self.next_housekeeping_ns = now_ns + self.shared.config.housekeeping_interval_ns;
+            work += self.housekeeping(now_ns);
+        }
+        work
+    }
+
+    /// Accepts up to the per-turn limit.
+    fn accept(&mut self, context: &mut ShardContext<'_>, now_ns: u64) -> usize {
+        self.accept_pending = false;
+        let config = self.shared.config;
+        let mut accepted = 0;
+        while accepted < config.accepts_per_turn_max {
+            let (mut stream, _) = match self.listener.accept() {
+                Ok(pair) => pair,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return accepted,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) if is_descriptor_exhaustion(&error) => {
+                    self.accept_paused_until_ns = now_ns + config.accept_backoff_ns;
+                    self.accept_pending = true;
+                    bump(&self.counters().accept_backoffs, 1);
+                    return accepted;
+                }
+                // ECONNABORTED and the like: that one connection is gone; go on.
+                Err(_) => continue,
+            };
+            accepted += 1;
+            let open = self.shared.open_connections.fetch_add(1, Ordering::Relaxed);
+            if open >= config.max_connections {
+                self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
+                refuse_at_limit(&mut stream);
+                bump(&self.counters().refused_connection_limit, 1);
+                continue;
+            }
+            if self.admit_connection(stream, context, now_ns).is_err() {
+                self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
+                bump(&self.counters().closed_io_error, 1);
+            }
+        }
+        // The limit, not the backlog, stopped us: look again next turn without an event.
+        self.accept_pending = true;
+        accepted
+    }
+
+    fn admit_connection(
+        &mut self,
+        mut stream: TcpStream,
+        context: &ShardContext<'_>,
+        now_ns: u64,
+    ) -> io::Result<()> {
+        let config = self.shared.config;
+        // Replies are small and latency matters more than packet count.
+        stream.set_nodelay(true)?;
+        let id = context
+            .owned_connection_from(self.next_id)
+            .ok_or_else(|| io::Error::other("connection ids exhausted"))?;
+        self.next_id = id.0 + 1;
+        let slot = self.free_slots.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            self.slots.len() - 1
+        });
+        if let Err(error) = self.poll.registry().register(
+            &mut stream,
+            Token(slot + 1),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            self.free_slots.push(slot);
+            return Err(error);
+        }
+        let replies = EgressQueue::new(config.egress).expect("validated in TcpServer::bind");
+        self.slots[slot] = Some(Connection {
+            stream,
+            id,
+            decoder: Decoder::new(config.frame_limit),
+            replies,
+            blocked: std::collections::VecDeque::new(),
+            out: Vec::new(),
+            written_bytes: 0,
+            pong: None,
+            signal: None,
+            phase: Phase::Handshake {
+                deadline_ns: now_ns + config.hello_timeout_ns,
+            },
+            read_closed: false,
+            frame_started_ns: None,
+            in_flight: 0,
+            welcome_due: false,
+            dirty: false,
+            // Bytes sent before our registration raise no edge: read once anyway.
+            read_pending: true,
+        });
+        self.read_again.push(slot);
+        self.by_id.insert(id.0, slot);
+        let counters = self.counters();
+        bump(&counters.accepted, 1);
+        bump(&counters.open, 1);
+        Ok(())
+    }
+
+    /// Reads what the connection has (up to the per-turn limit), decodes and serves every
+    /// whole frame. Returns the frames served.
+    fn read(&mut self, slot: usize, context: &mut ShardContext<'_>) -> usize {
+        let config = self.shared.config;
+        let now_ns = context.now_ns();
+        let Some(connection) = self.slots[slot].as_mut() else {
+            return 0;
+        };
+        if connection.is_closing() || connection.read_closed || !connection.blocked.is_empty() {
+            // Closing: reading stopped. Blocked (`Block` policy): no Submit is read until the
+            // send buffer has room again; `flush` puts it back on the read list then.
+            return 0;
+        }
+        let mut read_bytes = 0;
+        let mut peer_closed = false;
+        let mut io_failed = false;
+        while read_bytes < config.read_bytes_per_turn_max {
+            let space = connection.decoder.unfilled(16 * 1024);
+            match connection.stream.read(space) {
+                Ok(0) => {
+                    peer_closed = true;
+                    break;
+                }
+                Ok(count) => {
+                    connection.decoder.commit(count);
+                    read_bytes += count;
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    io_failed = true;
+                    break;
+                }
+            }
+        }
+        if read_bytes >= config.read_bytes_per_turn_max && !connection.read_pending {
+            connection.read_pending = true;
+            self.read_again.push(slot);
+        }
+        let served = self.serve_frames(slot, context);
+        let Some(connection) = self.slots[slot].as_mut() else {
+            return served;
+        };
+        if connection.is_closing() {
+            return served;
+        }
+        if io_failed {
+            self.close_now(slot, CloseReason::IoError, now_ns);
+            return served;
+        }
+        // The frame timeout runs from a partial frame's first byte.
+        connection.frame_started_ns = match connection.decoder.buffered_bytes() {
+            0 => None,
+            _ => connection.frame_started_ns.or(Some(now_ns)),
+        };
+        if peer_closed {
+            match connection.decoder.finish() {
+                Ok(()) => {
+                    connection.read_closed = true;
+                    self.end_if_done(slot, now_ns);
+                }
+                Err(error) => self.close_with_protocol_error(slot, &error, now_ns),
+            }
+        }
+        served
+    }
+
+    /// Serves every whole frame the connection's decoder holds.
+    fn serve_frames(&mut self, slot: usize, context: &mut ShardContext<'_>) -> usize {
+        let now_ns = context.now_ns();
+        let mut served = 0u64;
+        let mut submits = 0u64;
+        let mut violation = None;
+        {
+            let Some(connection) = self.slots[slot].as_mut() else {
+                return 0;
+            };
+            let Connection {
+                decoder,
+                replies,
+                blocked,
+                id,
+                phase,
+                pong,
+                signal,
+                in_flight,
+                welcome_due,
+                ..
+            } = connection;
+            loop {
+                if !blocked.is_empty() {
+                    // The `Block` policy holds the rest until the send buffer has room.
+                    break;
+                }
+                let frame = match decoder.next_frame() {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => break,
+                    Err(error) => {
+                        violation = Some(error);
+                        break;
+                    }
+                };
+                served += 1;
+                match frame {
+                    ClientFrame::Hello => {
+                        // The Welcome goes out on the next flush, before anything else.
+                        *phase = Phase::Open;
+                        *welcome_due = true;
+                    }
+                    ClientFrame::Submit(submit) => {
+                        submits += 1;
+                        let message = submit.to_message(*id);
+                        let message_id = message.id;
+                        match context.admit(message) {
+                            Ok(()) => *in_flight += 1,
+                            Err(outcome) => {
+                                let reply = Reply {
+                                    message_id,
+                                    outcome,
+                                };
+                                offer_reply(
+                                    replies,
+                                    blocked,
+                                    signal,
+                                    reply,
+                                    now_ns,
+                                    &self.shared.counters[self.shard],
+                                );
+                            }
+                        }
+                    }
+                    ClientFrame::Cancel { message_id } => {
+                        // Its Reply (`cancelled`) comes through `completed`; a message not
+                        // queued is left alone (PROTOCOL.md section 5.3).
+                        context.cancel(*id, message_id);
+                    }
+                    ClientFrame::Ping { nonce } => *pong = Some(nonce),
+                }
+            }
+        }
+        let counters = &self.shared.counters[self.shard];
+        bump(&counters.frames_in, served);
+        bump(&counters.submits, submits);
+        let connection = self.slots[slot].as_mut().expect("still open");
+        if served > 0 {
+            mark_dirty(&mut self.dirty, slot, connection);
+        }
+        if let Some(error) = violation {
+            self.close_with_protocol_error(slot, &error, now_ns);
+        } else if matches!(connection.phase, Phase::Open) && served > 0 {
+            self.check_health(slot, now_ns);
+        }
+        served as usize
+    }
+
+    /// A completion for one of this shard's connections: its Reply joins the send buffer.
+    fn completed(&mut self, completion: &Completion) {
+        let Some(&slot) = self.by_id.get(&completion.connection.0) else {
+            bump(&self.counters().replies_discarded, 1);
+            return;
+        };
+        let now_ns = self.turn_ns;
+        let counters = &self.shared.counters[self.shard];
+        let connection = self.slots[slot].as_mut().expect("by_id lists open slots");
+        connection.in_flight = connection.in_flight.saturating_sub(1);
+        if connection.is_closing() {
+            // Replies of a closing connection are discarded with it (PROTOCOL.md 7.3).
+            bump(&counters.replies_discarded, 1);
+            return;
+        }
+        let reply = Reply {
+            message_id: completion.message,
+            outcome: completion.outcome,
+        };
+        offer_reply(
+            &mut connection.replies,
+            &mut connection.blocked,
+            &mut connection.signal,
+            reply,
+            now_ns,
+            counters,
+        );
+        mark_dirty(&mut self.dirty, slot, connection);
+        self.check_health(slot, now_ns);
+    }
+
+    /// Closes a connection whose drop rate makes it unhealthy, when configured to.
+    fn check_health(&mut self, slot: usize, now_ns: u64) {
+        let Some(connection) = self.slots[slot].as_mut() else {
+            return;
+        };
+        if let EgressHealth::Unhealthy {
+            recommend_disconnect: true,
+        } = connection.replies.health(now_ns)
+        {
+            self.close_with(
+                slot,
+                ErrorCode::Disconnected,
+                "reader too slow: over the unhealthy drop rate",
+                now_ns,
+            );
+        }
+    }
+
+    fn flush_dirty(&mut self, now_ns: u64) -> usize {
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut work = 0;
+        for &slot in &dirty {
+            if let Some(connection) = self.slots.get_mut(slot).and_then(Option::as_mut) {
+                connection.dirty = false;
+                work += self.flush(slot, now_ns);
+            }
+        }
+        // Keep the allocation.
+        let mut dirty = dirty;
+        dirty.clear();
+        if self.dirty.is_empty() {
+            self.dirty = dirty;
+        }
+        work
+    }
+
+    /// Writes what the connection has to say until the socket takes no more. Returns the
+    /// frames encoded.
+    fn flush(&mut self, slot: usize, now_ns: u64) -> usize {
+        let config = self.shared.config;
+        let counters = &self.shared.counters[self.shard];
+        let Some(connection) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
+            return 0;
+        };
+        let mut frames = 0;
+        let mut failed = false;
+        loop {
+            if connection.written_bytes == connection.out.len() {
+                connection.out.clear();
+                connection.written_bytes = 0;
+                frames += fill(connection, &config, counters, now_ns);
+                if connection.out.is_empty() {
+                    break;
+                }
+            }
+            match connection
+                .stream
+                .write(&connection.out[connection.written_bytes..])
+            {
+                Ok(0) => {
+                    failed = true;
+                    break;
+                }
+                Ok(count) => connection.written_bytes += count,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if failed {
+            let reason = match connection.phase {
+                Phase::Closing { reason, .. } => reason,
+                _ => CloseReason::IoError,
+            };
+            self.close_now(slot, reason, now_ns);
+            return frames;
+        }
+        // The `Block` policy may have room again: read what was held back.
+        if !connection.blocked.is_empty() {
+            retry_blocked(connection, now_ns, counters);
+            if connection.blocked.is_empty() && !connection.read_pending {
+                connection.read_pending = true;
+                self.read_again.push(slot);
+            }
+        }
+        self.end_if_done(slot, now_ns);
+        frames
+    }
+
+    /// Ends a closing connection whose last frames are out, and a half-closed one whose
+    /// every reply is out.
+    fn end_if_done(&mut self, slot: usize, now_ns: u64) {
+        let Some(connection) = self.slots[slot].as_ref() else {
+            return;
+        };
+        let drained = !connection.has_output() && connection.blocked.is_empty();
+        match connection.phase {
+            Phase::Closing { reason, .. } if connection.written_bytes == connection.out.len() => {
+                self.close_now(slot, reason, now_ns);
+            }
+            Phase::Open | Phase::Handshake { .. }
+                if connection.read_closed && connection.in_flight == 0 && drained =>
+            {
+                self.close_now(slot, CloseReason::PeerClosed, now_ns);
+            }
+            _ => {}
+        }
+    }
+
+    fn close_with_protocol_error(&mut self, slot: usize, error: &ProtocolError, now_ns: u64) {
+        let Some(connection) = self.slots[slot].as_mut() else {
+            return;
+        };
+        // Frames already queued go first (PROTOCOL.md 7.3): replies, then the Error.
+        drain_replies_into_out(connection, now_ns, &self.shared.counters[self.shard]);
+        encode_error_reply(error, &mut connection.out);
+        self.begin_closing(slot, CloseReason::Error(error.code()), now_ns);
+    }
+
+    /// Queues an Error frame of `code` after what is queued, stops reading, and closes once
+    /// it is written (or at the close timeout).
+    fn close_with(&mut self, slot: usize, code: ErrorCode, detail: &str, now_ns: u64) {
+        let Some(connection) = self.slots[slot].as_mut() else {
+            return;
+        };
+        if connection.is_closing() {
+            return;
+        }
+        drain_replies_into_out(connection, now_ns, &self.shared.counters[self.shard]);
+        ServerFrame::Error { code, detail }.encode(&mut connection.out);
+        self.begin_closing(slot, CloseReason::Error(code), now_ns);
+    }
+
+    fn begin_closing(&mut self, slot: usize, reason: CloseReason, now_ns: u64) {
+        let deadline_ns = now_ns + self.shared.config.close_timeout_ns;
+        let connection = self.slots[slot].as_mut().expect("checked by the callers");
+        connection.phase = Phase::Closing {
+            deadline_ns,
+            reason,
+        };
+        // Nothing more is read; what the client sends from now on is discarded.
+        let _ = connection.stream.shutdown(Shutdown::Read);
+        mark_dirty(&mut self.dirty, slot, connection);
+    }
+
+    /// Closes the socket now and counts the closure.
+    fn close_now(&mut self, slot: usize, reason: CloseReason, now_ns: u64) {
+        let Some(mut connection) = self.slots[slot].take() else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut connection.stream);
+        let _ = connection.stream.shutdown(Shutdown::Both);
+        let dropped_at_close = connection.replies.close(now_ns) + connection.blocked.len() as u64;
+        self.by_id.remove(&connection.id.0);
+        self.free_slots.push(slot);
+        self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
+        let counters = self.counters();
+        bump(
+            &counters.replies_dropped[EgressDropReason::Closed.index()],
+            dropped_at_close,
+        );
+        // Only this shard writes it; it counted this connection when it opened.
+        counters
+            .open
+            .store(counters.open.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
+        match reason {
+            CloseReason::PeerClosed => bump(&counters.closed_peer, 1),
+            CloseReason::IoError => bump(&counters.closed_io_error, 1),
+            CloseReason::Error(code) => bump(&counters.closed_error[error_index(code)], 1),
+        }
+    }
+
+    /// The timers: hello and frame timeouts, close deadlines, time-made flow signals.
+    fn housekeeping(&mut self, now_ns: u64) -> usize {
+        let config = self.shared.config;
+        let mut work = 0;
+        for slot in 0..self.slots.len() {
+            let Some(connection) = self.slots[slot].as_mut() else {
+                continue;
+            };
+            match connection.phase {
+                Phase::Handshake { deadline_ns } if now_ns >= deadline_ns => {
+                    work += 1;
+                    self.close_with(
+                        slot,
+                        ErrorCode::Timeout,
+                        "no hello within the hello timeout",
+                        now_ns,
+                    );
+                    continue;
+                }
+                Phase::Closing {
+                    deadline_ns,
+                    reason,
+                } if now_ns >= deadline_ns => {
+                    work += 1;
+                    self.close_now(slot, reason, now_ns);
+                    continue;
+                }
+                _ => {}
+            }
+            if let Some(started_ns) = connection.frame_started_ns {
+                if now_ns.saturating_sub(started_ns) >= config.frame_timeout_ns {
+                    work += 1;
+                    self.close_with(
+                        slot,
+                        ErrorCode::Timeout,
+                        "a frame was begun and not finished within the frame timeout",
+                        now_ns,
+                    );
+                    continue;
+                }
+            }
+            if let Some(signal) = connection.replies.poll_signal(now_ns) {
+                connection.signal = Some(signal);
+                mark_dirty(&mut self.dirty, slot, connection);
+                work += 1;
+            }
+            if !connection.blocked.is_empty() {
+                mark_dirty(&mut self.dirty, slot, connection);
+            }
+        }
+        work
+    }
+
+    /// Shutdown: every connection gets its remaining Replies and `shutting_down`, within
+    /// the close timeout, then closes.
+    fn shut_down(&mut self, now_ns: u64) {
+        for slot in 0..self.slots.len() {
+            if self.slots[slot].is_some() {
+                self.close_with(
+                    slot,
+                    ErrorCode::ShuttingDown,
+                    "the server is shutting down",
+                    now_ns,
+                );
+            }
+        }
+        let started = std::time::Instant::now();
+        let close_timeout = Duration::from_nanos(self.shared.config.close_timeout_ns);
+        while self.slots.iter().any(Option::is_some) && started.elapsed() < close_timeout {
+            let _ = self
+                .poll
+                .poll(&mut self.events, Some(Duration::from_millis(5)));
+            let now_ns = now_ns + started.elapsed().as_nanos() as u64;
+            for slot in 0..self.slots.len() {
+                if self.slots[slot].is_some() {
+                    self.flush(slot, now_ns);
+                }
+            }
+        }
+        for slot in 0..self.slots.len() {
+            if let Some(connection) = self.slots[slot].as_ref() {
+                let reason = match connection.phase {
+                    Phase::Closing { reason, .. } => reason,
+                    _ => CloseReason::Error(ErrorCode::ShuttingDown),
+                };
+                self.close_now(slot, reason, now_ns);
+            }
+        }
+    }
+}
+
+fn mark_dirty(dirty: &mut Vec<usize>, slot: usize, connection: &mut Connection) {
+    if !connection.dirty {
+        connection.dirty = true;
+        dirty.push(slot);
+    }
+}
+
+/// Offers a Reply to the send buffer, after any the `Block` policy holds, and counts what
+/// the policy drops.
+fn offer_reply(
+    replies: &mut EgressQueue<Reply>,
+    blocked: &mut std::collections::VecDeque<Reply>,
+    signal: &mut Option<FlowSignal>,
+    reply: Reply,
+    now_ns: u64,
+    counters: &ShardCounters,
+) {
+    if !blocked.is_empty() {
+        blocked.push_back(reply);
+        return;
+    }
+    match replies.offer(reply, now_ns) {
+        Offer::Queued { signal: due } => {
+            if due.is_some() {
+                *signal = due;
+            }
+        }
+        Offer::Dropped { reason, .. } => bump(&counters.replies_dropped[reason.index()], 1),
+        Offer::Blocked { item, .. } => blocked.push_back(item),
+        Offer::DroppedAll {
+            dropped_count,
+            signal: due,
+        } => {
+            bump(
+                &counters.replies_dropped[EgressDropReason::DropAll.index()],
+                u64::from(dropped_count),
+            );
+            if due.is_some() {
+                *signal = due;
+            }
+        }
+    }
+}
+
+/// Offers the replies the `Block` policy held back, oldest first, while the buffer takes
+/// them (or its block timeout drops them).
+fn retry_blocked(connection: &mut Connection, now_ns: u64, counters: &ShardCounters) {
+    while let Some(reply) = connection.blocked.pop_front() {
+        match connection.replies.offer(reply, now_ns) {
+            Offer::Queued { signal } => {
+                if signal.is_some() {
+                    connection.signal = signal;
+                }
+            }
+            Offer::Dropped { reason, .. } => bump(&counters.replies_dropped[reason.index()], 1),
+            Offer::Blocked { item, .. } => {
+                connection.blocked.push_front(item);
+                return;
+            }
+            Offer::DroppedAll {
+                dropped_count,
+                signal,
+            } => {
+                bump(
+                    &counters.replies_dropped[EgressDropReason::DropAll.index()],
+                    u64::from(dropped_count),
+                );
+                if signal.is_some() {
+                    connection.signal = signal;
+                }
+            }
+        }
+    }
+}
+
+/// Encodes what is due into the (empty) write buffer: the Welcome after a Hello, then the
+/// frames that do not wait behind Replies (Pong, the flow signal, RepliesDropped), then
+/// Replies up to the buffer's limit. Returns the frames encoded.
+fn fill(
+    connection: &mut Connection,
+    config: &ServerConfig,
+    counters: &ShardCounters,
+    now_ns: u64,
+) -> usize {
+    let mut frames = 0;
+    if connection.is_closing() {
+        // Its last frames were queued when it began closing.
+        return 0;
+    }
+    if connection.welcome_due {
+        connection.welcome_due = false;
+        ServerFrame::Welcome {
+            connection: connection.id,
+            frame_limit: config.frame_limit,
+            send_buffer_replies: core::num::NonZeroU32::new(config.egress.buffer_capacity)
+                .expect("validated: at least 1"),
+        }
+        .encode(&mut connection.out);
+        frames += 1;
+    }
+    if let Some(nonce) = connection.pong.take() {
+        ServerFrame::Pong { nonce }.encode(&mut connection.out);
+        frames += 1;
+    }
+    if let Some(signal) = connection.signal.take() {
+        let frame = match signal {
+            FlowSignal::Throttle { delay_ns } => ServerFrame::Throttle { delay_ns },
+            FlowSignal::Pause { duration_ns } => ServerFrame::Pause { duration_ns },
+            FlowSignal::Resume => ServerFrame::Resume,
+        };
+        frame.encode(&mut connection.out);
+        bump(&counters.flow_signals, 1);
+        frames += 1;
+    }
+    if let Some(count) = core::num::NonZeroU64::new(connection.replies.dropped_since_last_report())
+    {
+        ServerFrame::RepliesDropped { count }.encode(&mut connection.out);
+        frames += 1;
+    }
+    let mut replies = 0;
+    while connection.out.len() < config.write_buffer_bytes_max {
+        let Some(reply) = connection.replies.pop(now_ns) else {
+            break;
+        };
+        ServerFrame::Reply {
+            message_id: reply.message_id,
+            outcome: reply.outcome,
+        }
+        .encode(&mut connection.out);
+        replies += 1;
+    }
+    if replies > 0 {
+        bump(&counters.replies_sent, replies);
+        if let Some(signal) = connection.replies.poll_signal(now_ns) {
+            // Written on the next fill, ahead of any later Reply.
+            connection.signal = Some(signal);
+        }
+    }
+    frames + replies as usize
+}
+
+/// Moves every queued Reply (and a pending Pong or signal) into the write buffer, for a
+/// connection about to get its last frame.
+fn drain_replies_into_out(connection: &mut Connection, now_ns: u64, counters: &ShardCounters) {
+    if let Some(nonce) = connection.pong.take() {
+        ServerFrame::Pong { nonce }.encode(&mut connection.out);
+    }
+    connection.signal = None;
+    let mut replies = 0;
+    while let Some(reply) = connection.replies.pop(now_ns) {
+        ServerFrame::Reply {
+            message_id: reply.message_id,
+            outcome: reply.outcome,
+        }
+        .encode(&mut connection.out);
+        replies += 1;
+    }
+    bump(&counters.replies_sent, replies);
+}
+
+/// Tells a connection over the limit why it is refused, without waiting: a fresh socket's
+/// send buffer is empty, so the few bytes go out at once or not at all.
+fn refuse_at_limit(stream: &mut TcpStream) {
+    let mut frame = Vec::new();
+    ServerFrame::Error {
+        code: ErrorCode::TooManyConnections,
+        detail: "the server is at its connection limit",
+    }
+    .encode(&mut frame);
+    let _ = stream.write(&frame);
+    let _ = stream.shutdown(Shutdown::Both);
+}
+
+fn is_descriptor_exhaustion(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EMFILE) | Some(libc::ENFILE)
+    )
+}
