@@ -23,11 +23,15 @@
 //! loop (the load generator's, on mio) can reuse them.
 
 mod backoff;
+mod connection;
 mod error;
 mod flow;
 mod load;
 
 pub use backoff::{backoff_delay, BackoffConfig, BackpressureStats, RandomSource, SplitMix64};
+pub use connection::{
+    AdaptiveBatch, Client, ClientConfig, ClientEvent, CloseReport, SubmitRequest,
+};
 pub use error::{ClientError, OutcomeText};
 pub use flow::FlowState;
 pub use load::{
