@@ -14,12 +14,16 @@
 //! - [`net`]: the TCP front end: its wire protocol ([`net::protocol`], specified in
 //!   `docs/PROTOCOL.md`) and the egress flow control of each connection's replies
 //!   ([`net::egress`]).
+//! - [`client`]: a client for that protocol over a blocking TCP connection, with SPEC 6's
+//!   sender side: `send_with_backpressure` (exponential backoff with full jitter, honouring
+//!   `retry_after` and the flow signals) and batch pacing by CPU load.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
 pub mod admission;
 pub mod bucket;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod control;
