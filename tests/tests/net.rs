@@ -30,11 +30,17 @@ struct Running {
 
 impl Running {
     fn start(server_config: ServerConfig) -> Self {
+        Self::start_with(
+            server_config,
+            Config {
+                shards: 1,
+                ..Config::default()
+            },
+        )
+    }
+
+    fn start_with(server_config: ServerConfig, config: Config) -> Self {
         let server = TcpServer::bind("127.0.0.1:0", server_config).expect("binding 127.0.0.1:0");
-        let config = Config {
-            shards: 1,
-            ..Config::default()
-        };
         let engine = Engine::builder()
             .config(config)
             .handler(server.front_end(|_: &spillway::message::Message| Ok(())))
@@ -444,4 +450,56 @@ fn a_client_that_never_reads_loses_replies_counted_and_told() {
     }
     assert!(told > 0, "the client was told of its dropped replies");
     writer.join().unwrap();
+}
+
+#[test]
+fn the_client_library_backs_off_on_a_real_refusal_and_gets_through() {
+    // One message per 50 ms per connection, no burst: back-to-back sends are refused with
+    // a retry_after, which send_with_backpressure honours.
+    let mut config = Config {
+        shards: 2,
+        ..Config::default()
+    };
+    config.rate.per_connection_per_sec = 20;
+    config.rate.burst = 1;
+    config.rate.adaptive = false;
+    config.rate.adaptive_floor_per_sec = 20;
+    let running = Running::start_with(ServerConfig::default(), config);
+    let mut client = spillway::client::Client::connect(
+        running.addr(),
+        spillway::client::ClientConfig::default(),
+    )
+    .expect("connecting with the client library");
+    let backoff = spillway::client::BackoffConfig {
+        base_delay: Duration::from_millis(5),
+        max_delay: Duration::from_millis(200),
+        max_retries: 20,
+    };
+    let started = Instant::now();
+    for id in 0..3 {
+        let outcome = client
+            .send_with_backpressure(
+                Submit {
+                    message_id: MessageId(id),
+                    tenant: TenantId(0),
+                    priority: Priority::P1,
+                    role: Role::Session,
+                    payload: b"paced",
+                },
+                &backoff,
+            )
+            .expect("delivered within the retries");
+        assert_eq!(outcome, Outcome::Delivered);
+    }
+    // Three messages at 20/s with no burst take at least two intervals.
+    assert!(
+        started.elapsed() >= Duration::from_millis(90),
+        "{:?}",
+        started.elapsed()
+    );
+    let stats = client.backpressure_stats();
+    assert!(stats.waits >= 2, "{stats:?}");
+    let (_, engine) = running.stop();
+    assert!(engine.total.refused_total() >= 2);
+    assert_eq!(engine.total.delivered, 3);
 }
