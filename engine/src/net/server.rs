@@ -66,6 +66,9 @@ use super::protocol::{
 /// embedding application picks for its own in-process ingresses (which count up from 0).
 pub const CONNECTION_ID_BASE: u64 = 1 << 63;
 
+/// Bytes one read takes from a socket (a shard's one scratch buffer).
+const READ_CHUNK_BYTES: usize = 16 * 1024;
+
 /// Token of the listening socket in every shard's `Poll`; connection `slot` is
 /// `Token(slot + 1)`.
 const LISTENER: Token = Token(0);
@@ -463,6 +466,10 @@ struct ShardNet {
     /// The time of the current turn: completions, which come between turns, are stamped
     /// with it (the egress queue's clock only orders its own events).
     turn_ns: u64,
+    /// Every read lands here first and is then fed to the connection's decoder, which so
+    /// keeps only partial frames: 15,000 connections each reading into a buffer of its own
+    /// would hold 15,000 read-sized buffers.
+    scratch: Box<[u8]>,
 }
 
 impl ShardNet {
@@ -488,6 +495,7 @@ impl ShardNet {
             read_again: Vec::new(),
             next_housekeeping_ns: 0,
             turn_ns: 0,
+            scratch: vec![0; READ_CHUNK_BYTES].into_boxed_slice(),
         })
     }
 
@@ -654,14 +662,13 @@ impl ShardNet {
         let mut peer_closed = false;
         let mut io_failed = false;
         while read_bytes < config.read_bytes_per_turn_max {
-            let space = connection.decoder.unfilled(16 * 1024);
-            match connection.stream.read(space) {
+            match connection.stream.read(&mut self.scratch) {
                 Ok(0) => {
                     peer_closed = true;
                     break;
                 }
                 Ok(count) => {
-                    connection.decoder.commit(count);
+                    connection.decoder.feed(&self.scratch[..count]);
                     read_bytes += count;
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
