@@ -113,18 +113,6 @@ impl ScalingPoint {
     }
 }
 
-/// Busy-waits `service_ns` on `clock` (the same simulated cost as the load generator's).
-#[inline]
-fn busy_wait(clock: &Clock, service_ns: u64) {
-    if service_ns == 0 {
-        return;
-    }
-    let until_ns = clock.now_ns() + service_ns;
-    while clock.now_ns() < until_ns {
-        std::hint::spin_loop();
-    }
-}
-
 /// Turns that found no completion before a producer starts yielding its core.
 const IDLE_SPIN_TURNS: u32 = 256;
 
@@ -158,7 +146,7 @@ pub fn run_once(settings: &ScalingSettings, shards: usize) -> anyhow::Result<Sca
     let engine = Engine::builder()
         .config(config)
         .handler(move |_: &Message| {
-            busy_wait(&clock, service_ns);
+            clock.spin_for_ns(service_ns);
             Ok(())
         })
         .start()

@@ -41,6 +41,20 @@ impl Clock {
     pub fn now_ns(&self) -> u64 {
         self.inner.delta_as_nanos(self.epoch_raw, self.inner.raw())
     }
+
+    /// Busy-waits `duration_ns` on this clock, keeping the core: the simulated handler cost
+    /// that the load generator, `spillway serve` and the benches give a handler, so that a
+    /// shard's capacity is known. Returns at once for 0.
+    #[inline]
+    pub fn spin_for_ns(&self, duration_ns: u64) {
+        if duration_ns == 0 {
+            return;
+        }
+        let until_ns = self.now_ns() + duration_ns;
+        while self.now_ns() < until_ns {
+            core::hint::spin_loop();
+        }
+    }
 }
 
 impl Default for Clock {

@@ -358,13 +358,7 @@ impl Recorder {
 /// targets (the baseline in `spillway-bench`) run the very same handler.
 #[inline]
 pub fn busy_wait(clock: &Clock, service_ns: u64) {
-    if service_ns == 0 {
-        return;
-    }
-    let until_ns = clock.now_ns() + service_ns;
-    while clock.now_ns() < until_ns {
-        std::hint::spin_loop();
-    }
+    clock.spin_for_ns(service_ns);
 }
 
 /// Starts an engine with `config` whose handler costs `service_ns` per message.

@@ -64,17 +64,6 @@ pub fn parse(args: &[OsString]) -> anyhow::Result<Options> {
     Ok(options)
 }
 
-/// Busy-waits `service_ns` on `clock` (as the load generator's simulated handler does).
-fn busy_wait(clock: &Clock, service_ns: u64) {
-    if service_ns == 0 {
-        return;
-    }
-    let until_ns = clock.now_ns() + service_ns;
-    while clock.now_ns() < until_ns {
-        std::hint::spin_loop();
-    }
-}
-
 pub fn run(options: Options) -> anyhow::Result<ExitCode> {
     let mut config = match &options.config {
         Some(file) => {
@@ -115,7 +104,7 @@ pub fn run(options: Options) -> anyhow::Result<ExitCode> {
     let engine = Engine::builder()
         .config(config)
         .handler(server.front_end(move |_: &Message| {
-            busy_wait(&clock, service_ns);
+            clock.spin_for_ns(service_ns);
             Ok(())
         }))
         .start()
