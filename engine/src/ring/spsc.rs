@@ -57,9 +57,13 @@ const SLIP_LINES: usize = 2;
 /// prefetcher that `CachePadded` pads against pairs them, but a consumer two lines back is
 /// already off the producer's line).
 const CACHE_LINE_BYTES: usize = 64;
-/// Most `spin_loop` hints a slip waits before the consumer takes what is there: the bound on
-/// the delay a slip adds (about 350 ns on the Sapphire Rapids machine of the README).
-const SLIP_SPINS: u32 = 32;
+/// `spin_loop` hints a slip waits before the consumer reloads the tail once and takes what is
+/// there: the bound on the delay a slip adds (about 1.4 µs on the Sapphire Rapids machine of
+/// the README). Chosen by measurement (`compare`, single-op rows): 16 and 32 left the ring
+/// near empty on that machine (62–180 Mmsg/s), 128 moved it to rtrb's regime (330 and
+/// 620–650 Mmsg/s); reloading every 16 hints until enough items are there fell back to
+/// 110 Mmsg/s, because each reload is itself the cache-line transfer the slip avoids.
+const SLIP_SPINS: u32 = 128;
 
 /// Makes a ring that holds up to `capacity` items and returns its two halves.
 ///
