@@ -576,13 +576,14 @@ impl Client {
                 .min(wanted - self.connections.len());
             while to_start > 0 {
                 let index = self.connections.len();
-                let mut stream = TcpStream::connect(address).with_context(|| {
-                    format!(
-                        "opening connection {} of {wanted} to {address} ({} connected)",
+                let mut stream = match TcpStream::connect(address) {
+                    Ok(stream) => stream,
+                    Err(error) => bail!(
+                        "connection {} to {address}: connecting failed: {error} ({} of {wanted} connections to {address} had completed the handshake)",
                         index + 1,
                         self.welcomed
-                    )
-                })?;
+                    ),
+                };
                 self.poll
                     .registry()
                     .register(
