@@ -19,6 +19,8 @@
 //! - [`stats`]: median, min and max over repetitions;
 //! - [`baseline`]: the same workload built with tokio, governor and tower, driven by
 //!   loadgen's generator for the `e2e` binary;
+//! - [`baseline_tcp`]: the baseline's TCP twin, a tokio server speaking spillway's wire
+//!   protocol (`baseline-serve`), for the TCP rows of `e2e --tcp`;
 //! - [`e2e`]: the `e2e` run (spillway, then the baseline, at 15K connections), its settings
 //!   and its report.
 //!
@@ -27,6 +29,7 @@
 
 pub mod admission;
 pub mod baseline;
+pub mod baseline_tcp;
 pub mod bucket_checks;
 pub mod e2e;
 pub mod machine;
