@@ -377,6 +377,12 @@ struct Shared {
     limiter: Option<DefaultKeyedRateLimiter<u64>>,
 }
 
+/// SIGINT and SIGTERM, taken over by [`TwinServer::stop_signals`].
+pub struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
 /// The running twin: a tokio runtime with its accept loop.
 pub struct TwinServer {
     runtime: tokio::runtime::Runtime,
@@ -460,24 +466,28 @@ impl TwinServer {
         snapshot(&self.counters)
     }
 
-    /// Blocks until SIGINT or SIGTERM arrives (what `baseline-serve` waits for).
-    pub fn wait_for_signal(&self) -> io::Result<()> {
+    /// Takes over SIGINT and SIGTERM (from now on they no longer end the process), for
+    /// [`TwinServer::wait_for`].
+    pub fn stop_signals(&self) -> io::Result<StopSignals> {
         use tokio::signal::unix::{signal, SignalKind};
-        self.runtime.block_on(async {
-            let mut interrupt = signal(SignalKind::interrupt())?;
-            let mut terminate = signal(SignalKind::terminate())?;
-            let either = std::future::poll_fn(|context| {
-                if interrupt.poll_recv(context).is_ready()
-                    || terminate.poll_recv(context).is_ready()
-                {
-                    std::task::Poll::Ready(())
-                } else {
-                    std::task::Poll::Pending
-                }
-            });
-            either.await;
-            Ok(())
+        let _runtime = self.runtime.enter();
+        Ok(StopSignals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
         })
+    }
+
+    /// Blocks until one of `signals` arrives (what `baseline-serve` waits for).
+    pub fn wait_for(&self, signals: &mut StopSignals) {
+        self.runtime.block_on(std::future::poll_fn(|context| {
+            if signals.interrupt.poll_recv(context).is_ready()
+                || signals.terminate.poll_recv(context).is_ready()
+            {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        }));
     }
 
     /// Stops the runtime (every connection ends at its next await) and returns the final
@@ -1067,7 +1077,7 @@ pub fn serve_settings(options: &ServeOptions, cores: usize) -> TwinSettings {
 ///
 /// # Errors
 /// When the settings are invalid, the address cannot be bound, or the signals cannot be
-/// waited for.
+/// taken over.
 pub fn serve(options: &ServeOptions, out: &mut impl io::Write) -> anyhow::Result<TwinStats> {
     use anyhow::Context;
     use spillway_loadgen::tcp::{nofile_limits, raise_nofile_limit, NOFILE_SPARE};
@@ -1084,6 +1094,10 @@ pub fn serve(options: &ServeOptions, out: &mut impl io::Write) -> anyhow::Result
     }
     raise_nofile_limit(settings.max_connections as u64)?;
     let server = TwinServer::start(settings, options.listen)?;
+    // Before saying where it listens: whoever waits for that line may signal at once.
+    let mut signals = server
+        .stop_signals()
+        .context("taking over SIGINT and SIGTERM")?;
     writeln!(out, "listening on {}", server.local_address()).context("writing to stdout")?;
     out.flush().context("writing to stdout")?;
     eprintln!(
@@ -1101,9 +1115,7 @@ pub fn serve(options: &ServeOptions, out: &mut impl io::Write) -> anyhow::Result
         settings.send_buffer_replies,
         settings.max_connections
     );
-    server
-        .wait_for_signal()
-        .context("waiting for SIGINT or SIGTERM")?;
+    server.wait_for(&mut signals);
     let stats = server.shutdown();
     writeln!(out, "{}", stats.to_json()).context("writing to stdout")?;
     out.flush().context("writing to stdout")?;
