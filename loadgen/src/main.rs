@@ -463,7 +463,7 @@ fn run(options: &Options) -> anyhow::Result<bool> {
             .collect();
             if !ignored.is_empty() {
                 eprintln!(
-                    "loadgen: {} set up the in-process engine: ignored with a tcp target, whose server runs with its own settings",
+                    "loadgen: {}: in-process engine settings, ignored with a tcp target (the server runs with its own)",
                     ignored.join(", ")
                 );
             }
@@ -574,6 +574,25 @@ mod tests {
             .to_string();
         assert!(error.contains("--rate: bad value \"fast\""), "{error}");
         assert!(parse_args(args(&["--duration"])).is_err());
+        let options = parse_args(args(&[
+            "--target",
+            "tcp://127.0.0.1:7878",
+            "--connect-timeout=5",
+        ]))
+        .unwrap();
+        assert_eq!(
+            TargetKind::parse(options.target.as_deref()).unwrap(),
+            TargetKind::Tcp("127.0.0.1:7878".parse().unwrap())
+        );
+        assert_eq!(options.connect_timeout_s, Some(5.0));
+        assert_eq!(TargetKind::parse(None).unwrap(), TargetKind::Inproc);
+        assert_eq!(
+            TargetKind::parse(Some("inproc")).unwrap(),
+            TargetKind::Inproc
+        );
+        let error = TargetKind::parse(Some("udp://x")).unwrap_err().to_string();
+        assert!(error.contains("unknown target"), "{error}");
+        assert!(TargetKind::parse(Some("tcp://127.0.0.1")).is_err());
         assert!(parse_args(args(&["--rate", "5", "--overload", "2"])).is_err());
     }
 }
