@@ -67,6 +67,8 @@ pub const THROUGHPUT_RATIO_GOAL: f64 = 3.0;
 pub const USAGE: &str = "\
 usage: e2e [--duration SECS] [--warmup SECS] [--service-ns NS] [--shards N]
            [--connections N] [--rate MSGS_PER_S] [--control-probe-ms MS] [--json]
+           [--tcp] [--spillway HOST:PORT]
+       e2e serve-baseline --listen ADDR [...]   (the tokio TCP twin, as baseline-serve)
 
 Runs spillway, then a tokio/tower baseline (tokio multi-thread runtime, governor keyed
 limiter per connection, bounded tokio mpsc, tower load-shed + concurrency-limit), driven by
@@ -87,6 +89,14 @@ Four runs, each WARMUP + DURATION seconds plus the drain; progress goes to stder
   --rate MSGS_PER_S      offered rate of the open-loop run (default 500000)
   --control-probe-ms MS  spillway's health-check probe interval (default 10; 0 disables)
   --json                 print one JSON object instead of the table
+  --tcp                  the TCP rows instead: loadgen's TCP target (real sockets, one
+                         per connection) against the tokio twin (baseline-serve, started
+                         by e2e as a child process, as `e2e serve-baseline`) and, with
+                         --spillway, against spillway's server; --shards sets the twin's
+                         workers, --service-ns its handler cost
+  --spillway HOST:PORT   with --tcp (implies it): also measure `spillway serve` running
+                         at HOST:PORT, with its own settings (start it with the same
+                         handler cost); without it only the twin is measured
   -h, --help             this text
 ";
 
@@ -135,6 +145,15 @@ pub enum Command {
         /// One JSON object instead of the table.
         json: bool,
     },
+    /// Run both measurements over TCP ([`crate::e2e_tcp`]).
+    RunTcp {
+        /// What to run.
+        settings: E2eSettings,
+        /// Where `spillway serve` runs, if it is to be measured.
+        spillway: Option<std::net::SocketAddr>,
+        /// One JSON object instead of the table.
+        json: bool,
+    },
 }
 
 fn parse_number<T: std::str::FromStr>(flag: &str, value: Option<String>) -> anyhow::Result<T>
@@ -166,6 +185,8 @@ impl Command {
     pub fn parse(args: impl IntoIterator<Item = String>) -> anyhow::Result<Self> {
         let mut settings = E2eSettings::default();
         let mut json = false;
+        let mut tcp = false;
+        let mut spillway = None;
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             let (flag, inline) = match arg.split_once('=') {
@@ -174,7 +195,7 @@ impl Command {
                 }
                 _ => (arg.clone(), None),
             };
-            let takes_value = !matches!(flag.as_str(), "--json" | "--help" | "-h");
+            let takes_value = !matches!(flag.as_str(), "--json" | "--tcp" | "--help" | "-h");
             if !takes_value && inline.is_some() {
                 bail!("{flag} takes no value");
             }
@@ -185,6 +206,12 @@ impl Command {
             };
             match flag.as_str() {
                 "--json" => json = true,
+                "--tcp" => tcp = true,
+                "--spillway" => {
+                    let value = value.with_context(|| format!("{flag} needs a value"))?;
+                    spillway =
+                        Some(spillway_loadgen::tcp::parse_target(&value).context("--spillway")?);
+                }
                 "--help" | "-h" => return Ok(Command::Help),
                 "--duration" => settings.duration_s = parse_seconds(&flag, value, false)?,
                 "--warmup" => settings.warmup_s = parse_seconds(&flag, value, true)?,
@@ -211,6 +238,13 @@ impl Command {
                 "--control-probe-ms" => settings.control_probe_ms = parse_number(&flag, value)?,
                 other => bail!("unknown flag {other:?} (see --help)"),
             }
+        }
+        if tcp || spillway.is_some() {
+            return Ok(Command::RunTcp {
+                settings,
+                spillway,
+                json,
+            });
         }
         Ok(Command::Run { settings, json })
     }
@@ -314,7 +348,7 @@ pub fn run(settings: &E2eSettings, mut progress: impl FnMut(&str)) -> anyhow::Re
     })
 }
 
-fn p99(histogram: &Histogram<u64>) -> Option<u64> {
+pub(crate) fn p99(histogram: &Histogram<u64>) -> Option<u64> {
     (!histogram.is_empty()).then(|| histogram.value_at_quantile(0.99))
 }
 
@@ -322,11 +356,11 @@ fn us(ns: u64) -> f64 {
     (ns as f64 / 1e3 * 10.0).round() / 10.0
 }
 
-fn ratio(numerator: f64, denominator: f64) -> Option<f64> {
+pub(crate) fn ratio(numerator: f64, denominator: f64) -> Option<f64> {
     (denominator > 0.0 && numerator.is_finite()).then(|| numerator / denominator)
 }
 
-fn refused_reasons<S>(result: &RunResult<S>) -> String {
+pub(crate) fn refused_reasons<S>(result: &RunResult<S>) -> String {
     let reasons: Vec<String> = RefusalReason::ALL
         .iter()
         .filter(|reason| result.measured.refused[reason.index()] > 0)
@@ -346,7 +380,7 @@ fn refused_reasons<S>(result: &RunResult<S>) -> String {
 }
 
 /// One run's figures for the side-by-side JSON.
-fn summary<S: TargetStats>(result: &RunResult<S>) -> Value {
+pub(crate) fn summary<S: TargetStats>(result: &RunResult<S>) -> Value {
     let latency = &result.latency_ns;
     let quantile = |q: f64| (!latency.is_empty()).then(|| us(latency.value_at_quantile(q)));
     let control_p99 = result
@@ -671,7 +705,7 @@ impl E2eReport {
     }
 }
 
-fn latency_cells(histogram: &Histogram<u64>) -> String {
+pub(crate) fn latency_cells(histogram: &Histogram<u64>) -> String {
     if histogram.is_empty() {
         return format!("{:>11}{:>11}{:>11}{:>11}", "-", "-", "-", "-");
     }
@@ -684,7 +718,7 @@ fn latency_cells(histogram: &Histogram<u64>) -> String {
     )
 }
 
-fn yes_no(value: bool) -> &'static str {
+pub(crate) fn yes_no(value: bool) -> &'static str {
     if value {
         "yes"
     } else {
@@ -739,6 +773,35 @@ mod tests {
         ] {
             assert!(Command::parse(args(bad)).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn tcp_flags_choose_the_tcp_rows() {
+        let Command::RunTcp {
+            settings,
+            spillway,
+            json,
+        } = Command::parse(args(&["--tcp", "--connections", "10"])).unwrap()
+        else {
+            panic!("expected a tcp run");
+        };
+        assert_eq!(settings.connections, 10);
+        assert_eq!(spillway, None);
+        assert!(!json);
+        // --spillway implies --tcp.
+        let Command::RunTcp { spillway, .. } =
+            Command::parse(args(&["--spillway", "tcp://127.0.0.1:7878"])).unwrap()
+        else {
+            panic!("expected a tcp run");
+        };
+        assert_eq!(spillway, Some("127.0.0.1:7878".parse().unwrap()));
+        assert!(Command::parse(args(&["--spillway"])).is_err());
+        assert!(Command::parse(args(&["--spillway", "nowhere"])).is_err());
+        assert!(Command::parse(args(&["--tcp=1"])).is_err());
+        assert!(matches!(
+            Command::parse(args(&["--rate", "5"])).unwrap(),
+            Command::Run { .. }
+        ));
     }
 
     #[test]

@@ -19,16 +19,22 @@
 //! - [`stats`]: median, min and max over repetitions;
 //! - [`baseline`]: the same workload built with tokio, governor and tower, driven by
 //!   loadgen's generator for the `e2e` binary;
+//! - [`baseline_tcp`]: the baseline's TCP twin, a tokio server speaking spillway's wire
+//!   protocol (`baseline-serve`), for the TCP rows of `e2e --tcp`;
 //! - [`e2e`]: the `e2e` run (spillway, then the baseline, at 15K connections), its settings
-//!   and its report.
+//!   and its report;
+//! - [`e2e_tcp`]: `e2e --tcp`, the same measurements over TCP: loadgen's TCP target against
+//!   the twin (in a child process) and `spillway serve`.
 //!
 //! Peers are dependencies of this crate only, never of the engine (SPEC 1).
 #![warn(missing_docs)]
 
 pub mod admission;
 pub mod baseline;
+pub mod baseline_tcp;
 pub mod bucket_checks;
 pub mod e2e;
+pub mod e2e_tcp;
 pub mod machine;
 pub mod report;
 pub mod ring_latency;

@@ -61,3 +61,70 @@ fn bad_flags_are_refused() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--duration"), "{stderr}");
 }
+
+/// `e2e --tcp` with tiny settings: the twin runs as a child process, and a second twin
+/// started here stands in for `spillway serve` (`--spillway`); every run reconciles, the
+/// twin's own counts agree with the client's, and both rows and the ratios are printed.
+#[test]
+fn a_tiny_tcp_run_measures_both_servers_and_reconciles() {
+    use spillway::config::Config;
+    use spillway_bench::baseline_tcp::{TwinServer, TwinSettings};
+
+    let mut config = Config::default();
+    config.shards = 1;
+    let stand_in = TwinServer::start(
+        TwinSettings::matching(&config, 2, 0),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .expect("starting the stand-in server");
+    let output = Command::new(env!("CARGO_BIN_EXE_e2e"))
+        .args([
+            "--tcp",
+            "--spillway",
+            &format!("tcp://{}", stand_in.local_address()),
+            "--duration",
+            "0.2",
+            "--warmup",
+            "0",
+            "--connections",
+            "100",
+            "--rate",
+            "20000",
+            "--shards",
+            "1",
+            "--json",
+        ])
+        .output()
+        .expect("running e2e --tcp");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let json: Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+    assert_eq!(json["transport"], "tcp");
+    assert_eq!(json["reconciled"], true, "{json:#}");
+    assert_eq!(json["twin"]["workers"], 1);
+    for section in ["max_throughput", "open_loop"] {
+        for target in ["spillway", "tokio_twin"] {
+            let row = &json[section][target];
+            assert_eq!(row["reconciled"], true, "{section}.{target}: {row:#}");
+            assert!(row["delivered"].as_u64().unwrap() > 0, "{section}.{target}");
+            assert_eq!(row["tcp"]["connections"], 100, "{section}.{target}");
+            assert_eq!(
+                row["detail"]["target"],
+                format!("tcp://{}", row["address"].as_str().unwrap())
+            );
+        }
+        let twin = &json[section]["tokio_twin"];
+        assert_eq!(twin["server"]["accepted"], 100, "{section}");
+        assert_eq!(
+            twin["cross_check_errors"],
+            serde_json::json!([]),
+            "{section}"
+        );
+        assert!(json[section]["spillway"]["server"].is_null());
+    }
+    assert!(json["max_throughput_ratio_spillway_over_twin"].is_number());
+    assert!(json["open_loop_ratio_p99_twin_over_spillway"].is_number());
+    let stand_in = stand_in.shutdown();
+    // Both runs against the stand-in half-closed their 100 connections at the end.
+    assert_eq!(stand_in.half_closed_by_client, 200);
+}

@@ -8,6 +8,8 @@
 //!   consumer, priority mix);
 //! - [`target`]: what the generator drives (spillway's `Ingress`, or any other system
 //!   under test measured the same way);
+//! - [`tcp`]: the TCP target, real sockets over mio against a server speaking
+//!   `docs/PROTOCOL.md`, and the descriptor limit it needs;
 //! - [`generator`]: the open and closed loops, the in-process engine, the control-plane
 //!   probe and the capacity calibration;
 //! - [`report`]: the progress line, the final table and the JSON object.
@@ -20,3 +22,4 @@ pub mod report;
 pub mod scenario;
 pub mod schedule;
 pub mod target;
+pub mod tcp;

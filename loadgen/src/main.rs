@@ -2,17 +2,25 @@
 //!
 //! `cargo run --release -p spillway-loadgen` runs the saturation scenario (15,000
 //! connections, 500K msg/s offered, 1 s warm-up then 10 s measured) against the in-process
-//! engine and prints the report. `--help` lists the flags.
+//! engine and prints the report; `--target tcp://HOST:PORT` runs it over real sockets
+//! against a server speaking `docs/PROTOCOL.md`. `--help` lists the flags.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
+use serde_json::Value;
 use spillway::config::{Config, Profile};
-use spillway_loadgen::generator::{calibrate_capacity, run_inproc, Phase, RunPlan};
+use spillway_loadgen::generator::{
+    calibrate_capacity, calibrate_capacity_with, run_inproc, run_with_target, Phase, RunPlan,
+    RunResult,
+};
 use spillway_loadgen::report::{self, RunInfo};
 use spillway_loadgen::scenario::{self, Offered, Scenario};
+use spillway_loadgen::target::TargetStats;
+use spillway_loadgen::tcp::{self, TcpSettings, TcpSystem};
 
 const DEFAULT_SCENARIO: &str = "saturation";
 const DEFAULT_DURATION_S: f64 = 10.0;
@@ -29,7 +37,12 @@ With no flags: the saturation scenario (15000 connections, 500K msg/s offered) a
 in-process engine, 1 s warm-up (run, not recorded) then 10 s measured; prints a progress
 line every second to stderr and a table to stdout.
 
-  --target inproc|tcp://HOST:PORT   what to drive (default inproc; tcp is not available yet)
+  --target inproc|tcp://HOST:PORT   what to drive (default inproc): the engine in this
+                                    process, or a server speaking docs/PROTOCOL.md over
+                                    one TCP connection per simulated connection (spillway
+                                    serve, or spillway-bench's baseline-serve); --shards,
+                                    --service-ns, --profile and --config set up the
+                                    in-process engine only
   --scenario NAME|all               one of: SCENARIOS; or all (runs them in order)
   --connections N                   simulated connections (overrides the scenario)
   --rate MSGS_PER_S                 offered rate, all connections together (open loop)
@@ -49,6 +62,7 @@ line every second to stderr and a table to stdout.
   --profile NAME                    engine profile: development, staging, production,
                                     high-throughput (default production)
   --config FILE                     engine settings from a TOML file
+  --connect-timeout SECS            tcp: longest the connect phase may take (default 30)
   --json                            print exactly one JSON object instead of the table
   --help                            this text
 ";
@@ -70,8 +84,32 @@ struct Options {
     consumer_poll_ms: Option<u64>,
     profile: Option<String>,
     config: Option<PathBuf>,
+    connect_timeout_s: Option<f64>,
     json: bool,
     help: bool,
+}
+
+/// What a run drives.
+#[derive(Clone, Debug, PartialEq)]
+enum TargetKind {
+    /// The engine in this process.
+    Inproc,
+    /// A server at this address.
+    Tcp(SocketAddr),
+}
+
+impl TargetKind {
+    fn parse(target: Option<&str>) -> anyhow::Result<Self> {
+        match target {
+            None | Some("inproc") => Ok(TargetKind::Inproc),
+            Some(target) if target.starts_with("tcp://") => Ok(TargetKind::Tcp(
+                tcp::parse_target(target).context("--target")?,
+            )),
+            Some(other) => {
+                bail!("--target: unknown target {other:?}; inproc or tcp://HOST:PORT")
+            }
+        }
+    }
 }
 
 fn parse_value<T: std::str::FromStr>(flag: &str, value: &str) -> anyhow::Result<T>
@@ -105,7 +143,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Options>
             "--closed-loop" | "--json" | "--help" | "-h" => false,
             "--target" | "--scenario" | "--connections" | "--rate" | "--duration" | "--warmup"
             | "--shards" | "--service-ns" | "--overload" | "--control-probe-ms"
-            | "--priority-mix" | "--consumer-poll-ms" | "--profile" | "--config" => true,
+            | "--priority-mix" | "--consumer-poll-ms" | "--profile" | "--config"
+            | "--connect-timeout" => true,
             other => bail!("unknown flag {other:?} (see --help)"),
         };
         let value = if takes_value {
@@ -165,6 +204,9 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Options>
             "--consumer-poll-ms" => options.consumer_poll_ms = Some(parse_value(&flag, &value)?),
             "--profile" => options.profile = Some(value),
             "--config" => options.config = Some(PathBuf::from(value)),
+            "--connect-timeout" => {
+                options.connect_timeout_s = Some(parse_seconds(&flag, &value, false)?)
+            }
             "--json" => options.json = true,
             "--help" | "-h" => options.help = true,
             other => unreachable!("{other} was checked above"),
@@ -198,14 +240,74 @@ fn profile_name(config: &Config) -> String {
     config.profile.name().to_string()
 }
 
-/// Runs one scenario with the options' overrides; returns its info and result.
+/// What a run drives, set up: the in-process engine's settings, or the server's address.
+enum Driven {
+    Inproc(Box<Config>),
+    Tcp {
+        address: SocketAddr,
+        connect_timeout: Duration,
+    },
+}
+
+impl Driven {
+    fn name(&self) -> String {
+        match self {
+            Driven::Inproc(_) => "inproc".to_string(),
+            Driven::Tcp { address, .. } => format!("tcp://{address}"),
+        }
+    }
+
+    /// Connects `connections` connections to the server.
+    fn connect(
+        address: SocketAddr,
+        connections: u32,
+        timeout: Duration,
+    ) -> anyhow::Result<TcpSystem> {
+        let mut settings = TcpSettings::new(address, connections);
+        settings.connect_timeout = timeout;
+        let system = TcpSystem::connect(settings)?;
+        eprintln!(
+            "tcp: {connections} connections to {address} open in {:.2} s",
+            system.connect_time().as_secs_f64()
+        );
+        Ok(system)
+    }
+}
+
+/// One scenario's report: the table or the JSON object, and whether it reconciled.
+struct Reported {
+    table: String,
+    json: Value,
+    reconcile_errors: Vec<String>,
+}
+
+fn reported<S: TargetStats>(info: &RunInfo, result: &RunResult<S>) -> Reported {
+    Reported {
+        table: report::table(info, result),
+        json: report::json(info, result),
+        reconcile_errors: result.reconcile_errors.clone(),
+    }
+}
+
+/// Runs one scenario with the options' overrides and reports it.
 fn run_scenario(
     scenario: &Scenario,
     options: &Options,
-    config: &Config,
-) -> anyhow::Result<(RunInfo, spillway_loadgen::generator::RunResult)> {
+    driven: &Driven,
+) -> anyhow::Result<Reported> {
     let connections = options.connections.unwrap_or(scenario.connections);
-    let service_ns = options.service_ns.unwrap_or(scenario.service_ns);
+    let service_ns = match driven {
+        Driven::Inproc(_) => options.service_ns.unwrap_or(scenario.service_ns),
+        Driven::Tcp { .. } => {
+            if scenario.service_ns > 0 {
+                eprintln!(
+                    "{}: the scenario assumes a handler cost of {} ns; over TCP the server's own applies (baseline-serve --service-ns {})",
+                    scenario.name, scenario.service_ns, scenario.service_ns
+                );
+            }
+            0
+        }
+    };
     let overload = options.overload.or(match scenario.offered {
         Offered::CapacityTimes(times) if options.rate.is_none() => Some(times),
         _ => None,
@@ -215,11 +317,26 @@ fn run_scenario(
         (Some(rate), _) => rate,
         (None, Some(times)) => {
             eprintln!(
-                "{}: measuring capacity ({CALIBRATION_S} s closed loop, {connections} connections, handler {service_ns} ns)...",
-                scenario.name
+                "{}: measuring capacity ({CALIBRATION_S} s closed loop, {connections} connections, handler {})...",
+                scenario.name,
+                match driven {
+                    Driven::Inproc(_) => format!("{service_ns} ns"),
+                    Driven::Tcp { .. } => "the server's".to_string(),
+                }
             );
-            let measured =
-                calibrate_capacity(config.clone(), connections, service_ns, CALIBRATION_S)?;
+            let measured = match driven {
+                Driven::Inproc(config) => {
+                    calibrate_capacity((**config).clone(), connections, service_ns, CALIBRATION_S)?
+                }
+                Driven::Tcp {
+                    address,
+                    connect_timeout,
+                } => calibrate_capacity_with(
+                    Driven::connect(*address, connections, *connect_timeout)?,
+                    connections,
+                    CALIBRATION_S,
+                )?,
+            };
             eprintln!(
                 "{}: capacity {measured:.0} msg/s; offering {times}x",
                 scenario.name
@@ -276,7 +393,7 @@ fn run_scenario(
         drain_timeout: Duration::from_secs(10),
     };
     eprintln!(
-        "{}: {} connections, {} msg/s offered{}, handler {} ns, warm-up {} s{} then {} s measured",
+        "{}: {} connections, {} msg/s offered{}, handler {}, warm-up {} s{} then {} s measured",
         scenario.name,
         connections,
         rate,
@@ -285,7 +402,10 @@ fn run_scenario(
         } else {
             ""
         },
-        service_ns,
+        match driven {
+            Driven::Inproc(_) => format!("{service_ns} ns"),
+            Driven::Tcp { .. } => "the server's".to_string(),
+        },
         warmup_s,
         scenario
             .pre_phase
@@ -296,19 +416,65 @@ fn run_scenario(
             .unwrap_or_default(),
         duration_s,
     );
-    let result = run_inproc(config.clone(), &plan)?;
-    let info = RunInfo {
+    let mut info = RunInfo {
         scenario: scenario.name.to_string(),
-        target: "inproc".to_string(),
-        profile: profile_name(config),
+        target: driven.name(),
+        profile: String::new(),
         capacity,
         overload,
     };
-    Ok((info, result))
+    match driven {
+        Driven::Inproc(config) => {
+            info.profile = profile_name(config);
+            let result = run_inproc((**config).clone(), &plan)?;
+            Ok(reported(&info, &result))
+        }
+        Driven::Tcp {
+            address,
+            connect_timeout,
+        } => {
+            info.profile = "the server's".to_string();
+            // Every phase's connections are open from the start.
+            let most = plan
+                .phases
+                .iter()
+                .map(|phase| phase.connections)
+                .max()
+                .unwrap_or(connections);
+            let system = Driven::connect(*address, most, *connect_timeout)?;
+            let result = run_with_target(system, &plan)?;
+            Ok(reported(&info, &result))
+        }
+    }
 }
 
 fn run(options: &Options) -> anyhow::Result<bool> {
-    let config = engine_config(options)?;
+    let driven = match TargetKind::parse(options.target.as_deref())? {
+        TargetKind::Inproc => Driven::Inproc(Box::new(engine_config(options)?)),
+        TargetKind::Tcp(address) => {
+            let ignored: Vec<&str> = [
+                ("--shards", options.shards.is_some()),
+                ("--service-ns", options.service_ns.is_some()),
+                ("--profile", options.profile.is_some()),
+                ("--config", options.config.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(flag, given)| given.then_some(flag))
+            .collect();
+            if !ignored.is_empty() {
+                eprintln!(
+                    "loadgen: {}: in-process engine settings, ignored with a tcp target (the server runs with its own)",
+                    ignored.join(", ")
+                );
+            }
+            Driven::Tcp {
+                address,
+                connect_timeout: options
+                    .connect_timeout_s
+                    .map_or(tcp::CONNECT_TIMEOUT_DEFAULT, Duration::from_secs_f64),
+            }
+        }
+    };
     let name = options.scenario.as_deref().unwrap_or(DEFAULT_SCENARIO);
     let scenarios: Vec<Scenario> = if name == "all" {
         scenario::SCENARIOS.to_vec()
@@ -326,19 +492,19 @@ fn run(options: &Options) -> anyhow::Result<bool> {
     let mut all_reconciled = true;
     let mut json_runs = Vec::new();
     for scenario in &scenarios {
-        let (info, result) = run_scenario(scenario, options, &config)?;
-        if !result.reconcile_errors.is_empty() {
+        let reported = run_scenario(scenario, options, &driven)?;
+        if !reported.reconcile_errors.is_empty() {
             all_reconciled = false;
             eprintln!(
                 "ERROR: {}: counts do not reconcile: {}",
                 scenario.name,
-                result.reconcile_errors.join("; ")
+                reported.reconcile_errors.join("; ")
             );
         }
         if options.json {
-            json_runs.push(report::json(&info, &result));
+            json_runs.push(reported.json);
         } else {
-            print!("{}", report::table(&info, &result));
+            print!("{}", reported.table);
         }
     }
     if options.json {
@@ -364,18 +530,9 @@ fn main() -> ExitCode {
         print!("{}", USAGE.replace("SCENARIOS", &scenario::names()));
         return ExitCode::SUCCESS;
     }
-    match options.target.as_deref() {
-        None | Some("inproc") => {}
-        Some(target) if target.starts_with("tcp://") => {
-            eprintln!(
-                "loadgen: --target {target}: the TCP target is not available until the TCP transport (`spillway serve`) lands; use --target inproc"
-            );
-            return ExitCode::from(2);
-        }
-        Some(other) => {
-            eprintln!("loadgen: --target: unknown target {other:?}; inproc or tcp://HOST:PORT");
-            return ExitCode::from(2);
-        }
+    if let Err(error) = TargetKind::parse(options.target.as_deref()) {
+        eprintln!("loadgen: {error:#}");
+        return ExitCode::from(2);
     }
     match run(&options) {
         Ok(true) => ExitCode::SUCCESS,
@@ -417,6 +574,25 @@ mod tests {
             .to_string();
         assert!(error.contains("--rate: bad value \"fast\""), "{error}");
         assert!(parse_args(args(&["--duration"])).is_err());
+        let options = parse_args(args(&[
+            "--target",
+            "tcp://127.0.0.1:7878",
+            "--connect-timeout=5",
+        ]))
+        .unwrap();
+        assert_eq!(
+            TargetKind::parse(options.target.as_deref()).unwrap(),
+            TargetKind::Tcp("127.0.0.1:7878".parse().unwrap())
+        );
+        assert_eq!(options.connect_timeout_s, Some(5.0));
+        assert_eq!(TargetKind::parse(None).unwrap(), TargetKind::Inproc);
+        assert_eq!(
+            TargetKind::parse(Some("inproc")).unwrap(),
+            TargetKind::Inproc
+        );
+        let error = TargetKind::parse(Some("udp://x")).unwrap_err().to_string();
+        assert!(error.contains("unknown target"), "{error}");
+        assert!(TargetKind::parse(Some("tcp://127.0.0.1")).is_err());
         assert!(parse_args(args(&["--rate", "5", "--overload", "2"])).is_err());
     }
 }

@@ -7,10 +7,12 @@ use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
 use spillway::control::Control;
 use spillway::metrics::Tally;
+use spillway::net::protocol::ErrorCode;
 use spillway::outcome::{DropReason, FailureReason, RefusalReason, ShedReason};
 
 use crate::generator::RunResult;
 use crate::target::TargetStats;
+use crate::tcp::TcpStats;
 
 /// What reports say where a target has no control plane, instead of printing zeros.
 pub const NO_CONTROL_PLANE: &str =
@@ -160,7 +162,7 @@ pub fn cores() -> usize {
 pub struct RunInfo {
     /// Scenario name.
     pub scenario: String,
-    /// `inproc`.
+    /// `inproc`, `tcp://HOST:PORT`, or another target's name.
     pub target: String,
     /// The engine profile's name.
     pub profile: String,
@@ -177,16 +179,22 @@ pub fn json<S: TargetStats>(info: &RunInfo, result: &RunResult<S>) -> Value {
     let peak_rss = peak_rss_bytes();
     let control_plane = result.engine.control_plane();
     let health = control_plane.and_then(|control_plane| control_plane.health_latency);
+    let tcp = result.engine.tcp();
+    // Over TCP the server's threads and handler cost are its own, not visible here.
+    let (shards, service_ns) = match tcp {
+        Some(_) => (Value::Null, Value::Null),
+        None => (json!(result.shards), json!(result.service_ns)),
+    };
     let mut object = json!({
         "scenario": info.scenario,
         "target": info.target,
         "profile": info.profile,
         "mode": if result.closed_loop { "closed_loop" } else { "open_loop" },
         "connections": result.connections,
-        "shards": result.shards,
+        "shards": shards,
         "cores": cores(),
         "pinned": result.pinned,
-        "service_ns": result.service_ns,
+        "service_ns": service_ns,
         "duration_s": result.duration_s,
         "warmup_s": result.unrecorded_s,
         "offered_rate": result.offered_rate,
@@ -240,6 +248,10 @@ pub fn json<S: TargetStats>(info: &RunInfo, result: &RunResult<S>) -> Value {
     if control_plane.is_none() || result.control.is_none() {
         object["control_note"] = json!(NO_CONTROL_PLANE);
     }
+    if let Some(tcp) = tcp {
+        object["tcp"] = tcp_json(tcp);
+        object["remote_note"] = json!(REMOTE_NOTE);
+    }
     if peak_rss.is_none() {
         object["peak_rss_note"] = json!("/proc/self/status unreadable: peak RSS unknown");
     }
@@ -266,6 +278,132 @@ pub fn json<S: TargetStats>(info: &RunInfo, result: &RunResult<S>) -> Value {
     object
 }
 
+/// What reports say of the server-side settings of a TCP run.
+pub const REMOTE_NOTE: &str = "shards, pinning and handler cost are the server's own settings, not visible over the protocol: null here";
+
+/// Counts keyed by error code name, as one JSON object.
+fn by_error_code(counts: &[u64; ErrorCode::ALL.len()]) -> Value {
+    by_reason(ErrorCode::ALL.map(ErrorCode::name), counts)
+}
+
+/// The TCP client's figures as one JSON object.
+pub fn tcp_json(tcp: &TcpStats) -> Value {
+    json!({
+        "address": tcp.address.to_string(),
+        "connections": tcp.connections,
+        "connect_s": tcp.connect_ns as f64 / 1e9,
+        "send_buffer_replies": tcp.send_buffer_replies,
+        "max_frame_bytes": tcp.max_frame_bytes,
+        "submitted": tcp.submitted,
+        "replies": tcp.replies.submitted,
+        "without_reply": tcp.without_reply(),
+        "replies_dropped": tcp.replies_dropped,
+        "replies_dropped_frames": tcp.replies_dropped_frames,
+        "unanswered_on_close": tcp.unanswered_on_close,
+        "unsent_after_close": tcp.unsent_after_close,
+        "in_flight_at_end": tcp.in_flight_at_end,
+        "too_large": tcp.too_large,
+        "unexpected_replies": tcp.unexpected_replies,
+        "flow_signals": {
+            "throttle": tcp.throttles,
+            "pause": tcp.pauses,
+            "resume": tcp.resumes,
+        },
+        "pongs": tcp.pongs,
+        "closed": {
+            "by_error": tcp.errors_total(),
+            "errors_by_code": by_error_code(&tcp.errors_by_code),
+            "protocol_violations_by_server": tcp.violations_total(),
+            "violations_by_code": by_error_code(&tcp.violations_by_code),
+            "without_error": tcp.closed_without_error,
+            "io_errors": tcp.io_errors,
+            "at_end": tcp.closed_at_end,
+            "close_timeouts": tcp.close_timeouts,
+        },
+        "handed_back": {
+            "credit_full": tcp.credit_full,
+            "write_buffer_full": tcp.write_buffer_full,
+        },
+        "syscalls": {
+            "write": tcp.write_calls,
+            "write_blocked": tcp.writes_blocked,
+            "read": tcp.read_calls,
+            "epoll_wait": tcp.poll_calls,
+            "events": tcp.events,
+        },
+        "bytes_written": tcp.bytes_written,
+        "bytes_read": tcp.bytes_read,
+    })
+}
+
+/// Non-zero counts by error code, `name count, ...`, or `none`.
+fn error_codes_line(counts: &[u64; ErrorCode::ALL.len()]) -> String {
+    let named: Vec<String> = ErrorCode::ALL
+        .iter()
+        .zip(counts)
+        .filter(|(_, &count)| count > 0)
+        .map(|(code, count)| format!("{} {count}", code.name()))
+        .collect();
+    if named.is_empty() {
+        "none".to_string()
+    } else {
+        named.join(", ")
+    }
+}
+
+/// The TCP client's figures as table lines.
+fn tcp_lines(out: &mut String, tcp: &TcpStats) {
+    let _ = writeln!(
+        out,
+        "tcp: {} connections to {} in {:.2} s; server: send buffer {} replies, frames up to {} bytes",
+        tcp.connections,
+        tcp.address,
+        tcp.connect_ns as f64 / 1e9,
+        tcp.send_buffer_replies,
+        tcp.max_frame_bytes
+    );
+    let _ = writeln!(
+        out,
+        "tcp: flow signals: throttle {} pause {} resume {}; replies dropped {} (in {} frames)",
+        tcp.throttles, tcp.pauses, tcp.resumes, tcp.replies_dropped, tcp.replies_dropped_frames
+    );
+    let _ = writeln!(
+        out,
+        "tcp: without a reply {}: dropped {}, in flight on a closed connection {}, sent to a closed connection {}, too large {}, in flight at the end {}",
+        tcp.without_reply(),
+        tcp.replies_dropped,
+        tcp.unanswered_on_close,
+        tcp.unsent_after_close,
+        tcp.too_large,
+        tcp.in_flight_at_end
+    );
+    let _ = writeln!(
+        out,
+        "tcp: closed by the server's Error {} ({}); protocol violations by the server {} ({}); without an Error {}; I/O errors {}; at the end {} (close timeouts {})",
+        tcp.errors_total(),
+        error_codes_line(&tcp.errors_by_code),
+        tcp.violations_total(),
+        error_codes_line(&tcp.violations_by_code),
+        tcp.closed_without_error,
+        tcp.io_errors,
+        tcp.closed_at_end,
+        tcp.close_timeouts
+    );
+    let syscalls = tcp.write_calls + tcp.read_calls + tcp.poll_calls;
+    let _ = writeln!(
+        out,
+        "tcp: handed back: credit full {} write buffer full {}; system calls, whole run: write {} ({} blocked) read {} epoll_wait {} ({} events), {:.2} per message",
+        tcp.credit_full,
+        tcp.write_buffer_full,
+        tcp.write_calls,
+        tcp.writes_blocked,
+        tcp.read_calls,
+        tcp.poll_calls,
+        tcp.events,
+        syscalls as f64 / tcp.submitted.max(1) as f64,
+    );
+}
+
 /// The run as a human table.
 pub fn table<S: TargetStats>(info: &RunInfo, result: &RunResult<S>) -> String {
     let mut out = String::new();
@@ -284,15 +422,24 @@ pub fn table<S: TargetStats>(info: &RunInfo, result: &RunResult<S>) -> String {
             "open loop"
         }
     );
-    let _ = writeln!(
-        out,
-        "connections {}  shards {}  cores {}  pinned {}  handler cost {} ns",
-        result.connections,
-        result.shards,
-        cores(),
-        result.pinned,
-        result.service_ns
-    );
+    if result.engine.tcp().is_some() {
+        let _ = writeln!(
+            out,
+            "connections {}  cores {} (this process)  shards, pinning, handler cost: the server's",
+            result.connections,
+            cores(),
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "connections {}  shards {}  cores {}  pinned {}  handler cost {} ns",
+            result.connections,
+            result.shards,
+            cores(),
+            result.pinned,
+            result.service_ns
+        );
+    }
     let _ = writeln!(
         out,
         "measured {:.1} s after {:.1} s unrecorded (warm-up/lead-in)",
@@ -419,6 +566,9 @@ pub fn table<S: TargetStats>(info: &RunInfo, result: &RunResult<S>) -> String {
         _ => {
             let _ = writeln!(out, "control plane: {NO_CONTROL_PLANE}");
         }
+    }
+    if let Some(tcp) = result.engine.tcp() {
+        tcp_lines(&mut out, tcp);
     }
     let _ = writeln!(
         out,

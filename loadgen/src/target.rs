@@ -8,7 +8,8 @@
 //! implements these traits and goes through
 //! [`run_with_target`](crate::generator::run_with_target): the same schedules, the same
 //! coordinated-omission-corrected latency, the same lag histogram, the same reconciliation
-//! and the same report.
+//! and the same report. So does the TCP client ([`crate::tcp`]), against a server in
+//! another process.
 
 use anyhow::Context;
 use spillway::control::{CommandKind, CommandLatency, Control};
@@ -18,12 +19,20 @@ use spillway::message::Message;
 use spillway::metrics::{Stats, Tally};
 use spillway::outcome::Completion;
 
+use crate::tcp::TcpStats;
+
 /// A producer's handle on the system under test, owned by the generator thread.
 pub trait Target {
     /// Hands `message` to the target, or hands it back in [`Full`]: `stopped: false` when
     /// the target has no room now (read completions, then retry), `stopped: true` when it
     /// has stopped and retrying cannot help.
     fn submit(&mut self, message: Message) -> Result<(), Full<Message>>;
+
+    /// Sends what the `submit` calls since the last flush left buffered. The generator
+    /// calls it once per turn, after that turn's submissions. Targets that hand each
+    /// message over in `submit` (spillway's `Ingress`) have nothing to do.
+    #[inline]
+    fn flush(&mut self) {}
 
     /// Moves the completions that have arrived to the end of `completions`; returns how
     /// many.
@@ -76,6 +85,20 @@ pub trait TargetStats {
     /// The control plane's figures; `None` when the target has no control plane (reports
     /// then say so instead of printing zeros).
     fn control_plane(&self) -> Option<ControlPlaneStats>;
+
+    /// Submitted messages the target accounted for that have no completion and never
+    /// will: for a TCP target, replies the server reported dropped, and messages in flight
+    /// on a connection that closed. The generator's reconciliation counts them with the
+    /// completions it read. 0 (the default) for a target that completes every message.
+    fn without_reply(&self) -> u64 {
+        0
+    }
+
+    /// The TCP client's figures, for a TCP target (reports then add them); `None` (the
+    /// default) for any other.
+    fn tcp(&self) -> Option<&TcpStats> {
+        None
+    }
 }
 
 impl TargetStats for Stats {

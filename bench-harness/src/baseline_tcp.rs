@@ -1,0 +1,1123 @@
+//! The tokio baseline's TCP twin: a server speaking `docs/PROTOCOL.md`, built the way a
+//! typical tokio user builds one, so that the TCP path of spillway (`spillway serve`) can be
+//! compared side by side with it, both driven by loadgen's TCP target
+//! (`loadgen --target tcp://...`, or `e2e --tcp`).
+//!
+//! Shape, per connection (the admission pieces are those of the in-process
+//! [baseline](crate::baseline), with the same settings):
+//!
+//! ```text
+//! TcpListener::accept --> task per connection
+//!   read half --> Decoder<ClientToServer> --> Hello: Welcome
+//!                                         --> Ping: Pong
+//!                                         --> Submit: reserve a slot in the reply channel
+//!                                               | governor keyed limiter (key: connection)
+//!                                               |   no -> Reply refused(rate_limited)
+//!                                               | tower LoadShed<ConcurrencyLimit<handler>>
+//!                                               |   ready().await, call(), tokio::spawn(response)
+//!                                               v
+//!                              spawned task: handler (busy wait service_ns)
+//!                                               |   Ok -> Reply delivered
+//!                                               |   Overloaded -> Reply refused(handler_queue_full)
+//!   write half <-- BufWriter <-- writer task <-- bounded tokio mpsc (send_buffer_replies)
+//! ```
+//!
+//! - One tokio multi-thread runtime; a task per connection, which splits the socket into
+//!   its halves (`into_split`), reads and decodes with spillway's codec, and a writer task
+//!   that drains a bounded `tokio::sync::mpsc` of frames into a `BufWriter` and flushes
+//!   whenever the channel is momentarily empty.
+//! - Each Submit first reserves a slot in that channel (`reserve_owned`), so the messages a
+//!   connection has in the server (running or with a Reply not yet written) never exceed
+//!   its capacity, announced in Welcome as `send_buffer_replies`. A client that does not
+//!   read stalls its own connection (the writer blocks, the reader stops reading), as TCP
+//!   backpressure does in a typical tokio server; this server sends no flow signals and
+//!   drops no Replies.
+//! - A protocol violation is answered as PROTOCOL.md section 7.3 says: the reader stops,
+//!   the Error frame (spillway's `encode_error_reply`) follows the frames already queued,
+//!   the writer flushes it within the close timeout and shuts its half; the reader then
+//!   discards what the client still sends until it closes (so the Error is not lost to a
+//!   reset) or the close timeout passes. No Hello within the hello timeout, or a frame
+//!   begun and not finished within the frame timeout, is `timeout`.
+//! - At the connection limit a new connection gets `Error too_many_connections` and is
+//!   closed. A client's half-close at a frame boundary gets the Replies of everything it
+//!   sent, then the server closes.
+//!
+//! Every Submit gets exactly one count where it is decided: received, then rate limited,
+//! shed (load-shed) or admitted; an admitted message ends delivered or failed.
+//! [`TwinStats::self_check`] checks both sums, and `e2e --tcp` checks them against what
+//! loadgen's TCP client saw.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::clock::Clock as _;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use serde_json::{json, Value};
+use spillway::clock::Clock;
+use spillway::config::Config;
+use spillway::message::{ConnectionId, Message, MessageId};
+use spillway::metrics::Tally;
+use spillway::net::protocol::{
+    encode_error_reply, ClientFrame, ClientToServer, Decoder, ErrorCode, FrameLimit, ProtocolError,
+    ServerFrame,
+};
+use spillway::outcome::{FailureReason, Outcome, RefusalReason};
+use spillway_loadgen::generator::busy_wait;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tower::load_shed::error::Overloaded;
+use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
+
+use crate::baseline::{BaselineSettings, RateSettings, SHUTDOWN_TIMEOUT};
+
+/// How long a new connection has to send Hello (spillway's default hello timeout).
+pub const HELLO_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
+/// How long a frame may take from its first byte to its last (spillway's default).
+pub const FRAME_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
+/// How long the frames before a close (an Error's, or the last Replies) may take to write.
+pub const CLOSE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
+/// How often idle keys are removed from the keyed limiter, so that connections that came
+/// and went do not keep their state forever.
+pub const LIMITER_CLEANUP_INTERVAL: Duration = Duration::from_secs(10);
+/// Bytes asked of each read: the space the decoder keeps ready per connection.
+const READ_CHUNK_BYTES: usize = 4 * 1024;
+/// Wait after a failed `accept` (out of descriptors, most often) before the next, as
+/// typical tokio accept loops do, so that the loop does not spin.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(10);
+
+/// Why the twin could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TwinError {
+    /// A setting is out of range.
+    #[error("baseline-serve setting {field} must be at least 1, got 0")]
+    Zero {
+        /// The setting's name.
+        field: &'static str,
+    },
+    /// The tokio runtime could not be built.
+    #[error("building the tokio runtime: {0}")]
+    Runtime(#[source] io::Error),
+    /// The listening socket could not be bound.
+    #[error("listening on {address}: {source}")]
+    Bind {
+        /// The address asked for.
+        address: SocketAddr,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The twin's settings. [`TwinSettings::matching`] derives them from spillway's
+/// configuration as the in-process baseline's are derived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TwinSettings {
+    /// Tokio worker threads.
+    pub workers: usize,
+    /// Requests the tower stack lets run at once, all connections together; past it,
+    /// load-shed refuses.
+    pub concurrency_limit: usize,
+    /// governor's per-connection quota; `None` runs without a rate limiter.
+    pub rate: Option<RateSettings>,
+    /// Simulated handler cost per message (busy wait), ns.
+    pub service_ns: u64,
+    /// Capacity of each connection's reply channel, announced in Welcome.
+    pub send_buffer_replies: NonZeroU32,
+    /// Connections served at once; more get `Error too_many_connections`.
+    pub max_connections: usize,
+    /// The largest frame accepted, announced in Welcome.
+    pub frame_limit: FrameLimit,
+    /// How long a new connection has to send Hello.
+    pub hello_timeout: Duration,
+    /// How long a frame may take from its first byte to its last.
+    pub frame_timeout: Duration,
+    /// How long closing frames may take to write.
+    pub close_timeout: Duration,
+}
+
+impl TwinSettings {
+    /// Settings that match spillway started with `config` and `service_ns` handlers on a
+    /// machine with `cores` cores: workers, concurrency limit and rate as
+    /// [`BaselineSettings::matching`] gives them; the reply channel holds spillway's send
+    /// buffer (`egress.buffer_capacity`, 1000 by default); the connection limit is
+    /// spillway's (`connections_per_shard_max` per shard); frame limit and timeouts are
+    /// spillway's defaults.
+    pub fn matching(config: &Config, cores: usize, service_ns: u64) -> Self {
+        let baseline = BaselineSettings::matching(config, cores, service_ns);
+        Self {
+            workers: baseline.workers,
+            concurrency_limit: baseline.concurrency_limit,
+            rate: baseline.rate,
+            service_ns,
+            send_buffer_replies: NonZeroU32::new(config.egress.buffer_capacity)
+                .unwrap_or(NonZeroU32::MIN),
+            max_connections: config
+                .connections_per_shard_max
+                .saturating_mul(baseline.workers),
+            frame_limit: FrameLimit::DEFAULT,
+            hello_timeout: HELLO_TIMEOUT_DEFAULT,
+            frame_timeout: FRAME_TIMEOUT_DEFAULT,
+            close_timeout: CLOSE_TIMEOUT_DEFAULT,
+        }
+    }
+
+    fn validate(&self) -> Result<(), TwinError> {
+        let sizes = [
+            ("workers", self.workers),
+            ("concurrency_limit", self.concurrency_limit),
+            ("max_connections", self.max_connections),
+        ];
+        match sizes.into_iter().find(|&(_, value)| value == 0) {
+            Some((field, _)) => Err(TwinError::Zero { field }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The twin's counts, each written by the one place that decides it. Relaxed throughout:
+/// statistics, read after the runtime has stopped (or as a snapshot that may be mid-way).
+#[derive(Debug, Default)]
+struct Counters {
+    accepted: AtomicU64,
+    refused_connections: AtomicU64,
+    open: AtomicUsize,
+    accept_errors: AtomicU64,
+    received: AtomicU64,
+    rate_limited: AtomicU64,
+    shed: AtomicU64,
+    admitted: AtomicU64,
+    abandoned: AtomicU64,
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    pongs: AtomicU64,
+    cancels: AtomicU64,
+    replies_unsent: AtomicU64,
+    errors_sent: [AtomicU64; ErrorCode::ALL.len()],
+    half_closed_by_client: AtomicU64,
+    io_errors: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The twin's counters at one moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TwinStats {
+    /// Connections accepted and served.
+    pub accepted: u64,
+    /// Connections refused with `too_many_connections`.
+    pub refused_connections: u64,
+    /// Connections open now.
+    pub open: u64,
+    /// `accept` calls that failed.
+    pub accept_errors: u64,
+    /// Submits read.
+    pub received: u64,
+    /// Refused by governor's keyed limiter (Reply `refused rate_limited`).
+    pub rate_limited: u64,
+    /// Refused by tower's load-shed (Reply `refused handler_queue_full`).
+    pub shed: u64,
+    /// Handlers started.
+    pub admitted: u64,
+    /// Submits read on a connection whose writer had already stopped (the client went
+    /// away): no decision, no Reply.
+    pub abandoned: u64,
+    /// Handlers finished with success (Reply `delivered`).
+    pub delivered: u64,
+    /// Responses that ended in another error (Reply `failed handler_error`).
+    pub failed: u64,
+    /// Pongs queued.
+    pub pongs: u64,
+    /// Cancels read (nothing is ever queued here, so each is ignored, as the protocol says
+    /// of an id that is not queued).
+    pub cancels: u64,
+    /// Replies still queued when their connection's writer stopped (after an Error, or a
+    /// failed write); Replies decided later still are dropped uncounted, with their
+    /// connection.
+    pub replies_unsent: u64,
+    /// Error frames sent, by code (index `code - 1`).
+    pub errors_sent: [u64; ErrorCode::ALL.len()],
+    /// Connections the client half-closed at a frame boundary (the normal end).
+    pub half_closed_by_client: u64,
+    /// Connections ended by a failed read or write.
+    pub io_errors: u64,
+}
+
+impl TwinStats {
+    /// The outcomes in spillway's terms (submitted = received).
+    pub fn tally(&self) -> Tally {
+        let mut tally = Tally {
+            submitted: self.received,
+            admitted: self.admitted,
+            delivered: self.delivered,
+            ..Tally::default()
+        };
+        tally.refused[RefusalReason::RateLimited.index()] = self.rate_limited;
+        tally.refused[RefusalReason::HandlerQueueFull.index()] = self.shed;
+        tally.failed[FailureReason::HandlerError.index()] = self.failed;
+        tally
+    }
+
+    /// Where the counts disagree with each other; empty when they reconcile (once every
+    /// connection has ended: a snapshot taken mid-run may catch a message between two
+    /// counts).
+    pub fn self_check(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        let decided = self.rate_limited + self.shed + self.admitted + self.abandoned;
+        if self.received != decided {
+            errors.push(format!(
+                "baseline-serve: received {} but rate-limited + shed + admitted + abandoned = {decided}",
+                self.received
+            ));
+        }
+        let finished = self.delivered + self.failed;
+        if self.admitted != finished {
+            errors.push(format!(
+                "baseline-serve: admitted {} but delivered + failed = {finished}",
+                self.admitted
+            ));
+        }
+        errors
+    }
+
+    /// As one JSON object (what `baseline-serve` prints when it stops).
+    pub fn to_json(&self) -> Value {
+        json!({
+            "accepted": self.accepted,
+            "refused_connections": self.refused_connections,
+            "open": self.open,
+            "accept_errors": self.accept_errors,
+            "received": self.received,
+            "rate_limited": self.rate_limited,
+            "shed": self.shed,
+            "admitted": self.admitted,
+            "abandoned": self.abandoned,
+            "delivered": self.delivered,
+            "failed": self.failed,
+            "pongs": self.pongs,
+            "cancels": self.cancels,
+            "replies_unsent": self.replies_unsent,
+            "errors_sent": ErrorCode::ALL
+                .iter()
+                .zip(self.errors_sent)
+                .map(|(code, count)| (code.name().to_string(), json!(count)))
+                .collect::<serde_json::Map<String, Value>>(),
+            "half_closed_by_client": self.half_closed_by_client,
+            "io_errors": self.io_errors,
+        })
+    }
+
+    /// Reads what [`TwinStats::to_json`] wrote; `None` if a field is missing.
+    pub fn from_json(value: &Value) -> Option<Self> {
+        let field = |name: &str| value.get(name).and_then(Value::as_u64);
+        let mut errors_sent = [0; ErrorCode::ALL.len()];
+        let errors = value.get("errors_sent")?;
+        for (slot, code) in errors_sent.iter_mut().zip(ErrorCode::ALL) {
+            *slot = errors.get(code.name()).and_then(Value::as_u64)?;
+        }
+        Some(Self {
+            accepted: field("accepted")?,
+            refused_connections: field("refused_connections")?,
+            open: field("open")?,
+            accept_errors: field("accept_errors")?,
+            received: field("received")?,
+            rate_limited: field("rate_limited")?,
+            shed: field("shed")?,
+            admitted: field("admitted")?,
+            abandoned: field("abandoned")?,
+            delivered: field("delivered")?,
+            failed: field("failed")?,
+            pongs: field("pongs")?,
+            cancels: field("cancels")?,
+            replies_unsent: field("replies_unsent")?,
+            errors_sent,
+            half_closed_by_client: field("half_closed_by_client")?,
+            io_errors: field("io_errors")?,
+        })
+    }
+}
+
+/// What the writer task writes.
+#[derive(Debug)]
+enum Outgoing {
+    Welcome {
+        connection: ConnectionId,
+        frame_limit: FrameLimit,
+        send_buffer_replies: NonZeroU32,
+    },
+    Reply {
+        message: MessageId,
+        outcome: Outcome,
+    },
+    Pong {
+        nonce: u64,
+    },
+    /// A violation found by the decoder: the last frame.
+    Violation(ProtocolError),
+    /// An error decided by the server (timeout): the last frame.
+    Error {
+        code: ErrorCode,
+        detail: &'static str,
+    },
+}
+
+/// What every connection task shares.
+struct Shared {
+    settings: TwinSettings,
+    counters: Arc<Counters>,
+    limiter: Option<DefaultKeyedRateLimiter<u64>>,
+}
+
+/// SIGINT and SIGTERM, taken over by [`TwinServer::stop_signals`].
+pub struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+/// The running twin: a tokio runtime with its accept loop.
+pub struct TwinServer {
+    runtime: tokio::runtime::Runtime,
+    local_address: SocketAddr,
+    counters: Arc<Counters>,
+    settings: TwinSettings,
+}
+
+impl TwinServer {
+    /// Builds the runtime, binds `listen` (port 0 picks a free port; see
+    /// [`TwinServer::local_address`]) and starts accepting.
+    pub fn start(settings: TwinSettings, listen: SocketAddr) -> Result<Self, TwinError> {
+        settings.validate()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(settings.workers)
+            .thread_name("baseline-serve")
+            .enable_all()
+            .build()
+            .map_err(TwinError::Runtime)?;
+        let listener = runtime
+            .block_on(TcpListener::bind(listen))
+            .map_err(|source| TwinError::Bind {
+                address: listen,
+                source,
+            })?;
+        let local_address = listener.local_addr().map_err(|source| TwinError::Bind {
+            address: listen,
+            source,
+        })?;
+        let counters = Arc::new(Counters::default());
+        let limiter = settings.rate.map(|rate| {
+            RateLimiter::keyed(
+                Quota::per_second(rate.per_connection_per_sec).allow_burst(rate.burst),
+            )
+        });
+        let handler_counters = Arc::clone(&counters);
+        let service_ns = settings.service_ns;
+        let clock = Clock::new();
+        let handler = tower::service_fn(move |_message: Message| {
+            let counters = Arc::clone(&handler_counters);
+            let clock = clock.clone();
+            async move {
+                bump(&counters.admitted);
+                busy_wait(&clock, service_ns);
+                Ok::<(), Infallible>(())
+            }
+        });
+        let service = ServiceBuilder::new()
+            .load_shed()
+            .concurrency_limit(settings.concurrency_limit)
+            .service(handler);
+        let shared = Arc::new(Shared {
+            settings,
+            counters: Arc::clone(&counters),
+            limiter,
+        });
+        if shared.limiter.is_some() {
+            runtime.spawn(clean_limiter(Arc::clone(&shared)));
+        }
+        runtime.spawn(accept_loop(listener, service, shared));
+        Ok(Self {
+            runtime,
+            local_address,
+            counters,
+            settings,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_address(&self) -> SocketAddr {
+        self.local_address
+    }
+
+    /// The settings it runs with.
+    pub fn settings(&self) -> &TwinSettings {
+        &self.settings
+    }
+
+    /// The counters now.
+    pub fn stats(&self) -> TwinStats {
+        snapshot(&self.counters)
+    }
+
+    /// Takes over SIGINT and SIGTERM (from now on they no longer end the process), for
+    /// [`TwinServer::wait_for`].
+    pub fn stop_signals(&self) -> io::Result<StopSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let _runtime = self.runtime.enter();
+        Ok(StopSignals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// Blocks until one of `signals` arrives (what `baseline-serve` waits for).
+    pub fn wait_for(&self, signals: &mut StopSignals) {
+        self.runtime.block_on(std::future::poll_fn(|context| {
+            if signals.interrupt.poll_recv(context).is_ready()
+                || signals.terminate.poll_recv(context).is_ready()
+            {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        }));
+    }
+
+    /// Stops the runtime (every connection ends at its next await) and returns the final
+    /// counters.
+    pub fn shutdown(self) -> TwinStats {
+        self.runtime.shutdown_timeout(SHUTDOWN_TIMEOUT);
+        snapshot(&self.counters)
+    }
+}
+
+fn snapshot(counters: &Counters) -> TwinStats {
+    let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+    TwinStats {
+        accepted: load(&counters.accepted),
+        refused_connections: load(&counters.refused_connections),
+        open: counters.open.load(Ordering::Relaxed) as u64,
+        accept_errors: load(&counters.accept_errors),
+        received: load(&counters.received),
+        rate_limited: load(&counters.rate_limited),
+        shed: load(&counters.shed),
+        admitted: load(&counters.admitted),
+        abandoned: load(&counters.abandoned),
+        delivered: load(&counters.delivered),
+        failed: load(&counters.failed),
+        pongs: load(&counters.pongs),
+        cancels: load(&counters.cancels),
+        replies_unsent: load(&counters.replies_unsent),
+        errors_sent: std::array::from_fn(|index| load(&counters.errors_sent[index])),
+        half_closed_by_client: load(&counters.half_closed_by_client),
+        io_errors: load(&counters.io_errors),
+    }
+}
+
+/// Removes limiter keys whose buckets have refilled (connections long gone or idle).
+async fn clean_limiter(shared: Arc<Shared>) {
+    let mut interval = tokio::time::interval(LIMITER_CLEANUP_INTERVAL);
+    loop {
+        interval.tick().await;
+        if let Some(limiter) = &shared.limiter {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+    }
+}
+
+/// Accepts connections; one task each, with its own clone of the tower stack (the clones
+/// share the concurrency limit's semaphore), or `too_many_connections` past the limit.
+async fn accept_loop<S>(listener: TcpListener, service: S, shared: Arc<Shared>)
+where
+    S: Service<Message, Response = (), Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    let mut next_connection = 1u64;
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                bump(&shared.counters.accept_errors);
+                tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                continue;
+            }
+        };
+        // Replies are small and latency matters: no Nagle delay.
+        let _ = stream.set_nodelay(true);
+        let open = shared.counters.open.fetch_add(1, Ordering::Relaxed);
+        if open >= shared.settings.max_connections {
+            shared.counters.open.fetch_sub(1, Ordering::Relaxed);
+            bump(&shared.counters.refused_connections);
+            tokio::spawn(refuse(stream, Arc::clone(&shared)));
+            continue;
+        }
+        bump(&shared.counters.accepted);
+        let id = next_connection;
+        next_connection += 1;
+        tokio::spawn(serve_connection(
+            stream,
+            id,
+            service.clone(),
+            Arc::clone(&shared),
+        ));
+    }
+}
+
+/// Answers a connection over the limit with `Error too_many_connections` and closes it.
+async fn refuse(mut stream: TcpStream, shared: Arc<Shared>) {
+    let mut frame = Vec::new();
+    ServerFrame::Error {
+        code: ErrorCode::TooManyConnections,
+        detail: "the server is at its connection limit",
+    }
+    .encode(&mut frame);
+    bump(&shared.counters.errors_sent[code_index(ErrorCode::TooManyConnections)]);
+    let close_timeout = shared.settings.close_timeout;
+    let _ = tokio::time::timeout(close_timeout, async {
+        stream.write_all(&frame).await?;
+        stream.shutdown().await?;
+        // Wait for the client to close, so that the Error is not lost to a reset.
+        let mut sink = [0u8; 256];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<(), io::Error>(())
+    })
+    .await;
+}
+
+/// Decrements the open-connection count when the connection's task ends, however it ends.
+struct OpenGuard(Arc<Counters>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One connection: a writer task on the write half, the reader here.
+async fn serve_connection<S>(stream: TcpStream, id: u64, service: S, shared: Arc<Shared>)
+where
+    S: Service<Message, Response = (), Error = BoxError> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    let _open = OpenGuard(Arc::clone(&shared.counters));
+    let (read_half, write_half) = stream.into_split();
+    let capacity = shared.settings.send_buffer_replies.get() as usize;
+    let (sender, receiver) = mpsc::channel(capacity);
+    let writer = tokio::spawn(write_loop(
+        write_half,
+        receiver,
+        Arc::clone(&shared.counters),
+        shared.settings.close_timeout,
+    ));
+    read_loop(read_half, id, sender, service, &shared).await;
+    let _ = writer.await;
+}
+
+/// Reads and decodes the client's frames until the end of the stream, a violation or a
+/// timeout; each Submit goes through the limiter and the tower stack.
+async fn read_loop<S>(
+    mut read_half: OwnedReadHalf,
+    id: u64,
+    sender: mpsc::Sender<Outgoing>,
+    mut service: S,
+    shared: &Shared,
+) where
+    S: Service<Message, Response = (), Error = BoxError> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    let settings = &shared.settings;
+    let counters = &shared.counters;
+    let mut decoder = Decoder::<ClientToServer>::new(settings.frame_limit);
+    let accepted_at = Instant::now();
+    // When the frame now partly received began to arrive.
+    let mut partial_since: Option<Instant> = None;
+    loop {
+        let deadline = if decoder.handshake_done() {
+            partial_since.map(|since| since + settings.frame_timeout)
+        } else {
+            Some(accepted_at + settings.hello_timeout)
+        };
+        let buffer = decoder.unfilled(READ_CHUNK_BYTES);
+        let read = match deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline, read_half.read(buffer)).await
+            {
+                Ok(read) => read,
+                Err(_elapsed) => {
+                    let detail = if decoder.handshake_done() {
+                        "a frame was begun and not finished within the frame timeout"
+                    } else {
+                        "no hello within the hello timeout"
+                    };
+                    let last = Outgoing::Error {
+                        code: ErrorCode::Timeout,
+                        detail,
+                    };
+                    close_with(last, &mut read_half, &sender, settings.close_timeout).await;
+                    return;
+                }
+            },
+            None => read_half.read(buffer).await,
+        };
+        let read = match read {
+            Ok(read) => read,
+            Err(_) => {
+                bump(&counters.io_errors);
+                return;
+            }
+        };
+        if read == 0 {
+            match decoder.finish() {
+                // A half-close at a frame boundary: the Replies of what was read follow,
+                // then the writer closes once every sender is gone.
+                Ok(()) => bump(&counters.half_closed_by_client),
+                Err(error) => {
+                    close_with(
+                        Outgoing::Violation(error),
+                        &mut read_half,
+                        &sender,
+                        settings.close_timeout,
+                    )
+                    .await;
+                }
+            }
+            return;
+        }
+        decoder.commit(read);
+        let mut completed = 0u32;
+        loop {
+            // Owned before any await, so that the decoder is free again.
+            let request = match decoder.next_frame() {
+                Ok(Some(ClientFrame::Hello)) => Request::Hello,
+                Ok(Some(ClientFrame::Submit(submit))) => {
+                    Request::Submit(submit.to_message(ConnectionId(id)))
+                }
+                Ok(Some(ClientFrame::Cancel { .. })) => Request::Cancel,
+                Ok(Some(ClientFrame::Ping { nonce })) => Request::Ping(nonce),
+                Ok(None) => break,
+                Err(error) => {
+                    close_with(
+                        Outgoing::Violation(error),
+                        &mut read_half,
+                        &sender,
+                        settings.close_timeout,
+                    )
+                    .await;
+                    return;
+                }
+            };
+            completed += 1;
+            let queued = match request {
+                Request::Hello => sender
+                    .send(Outgoing::Welcome {
+                        connection: ConnectionId(id),
+                        frame_limit: settings.frame_limit,
+                        send_buffer_replies: settings.send_buffer_replies,
+                    })
+                    .await
+                    .is_ok(),
+                Request::Ping(nonce) => {
+                    bump(&counters.pongs);
+                    sender.send(Outgoing::Pong { nonce }).await.is_ok()
+                }
+                Request::Cancel => {
+                    bump(&counters.cancels);
+                    true
+                }
+                Request::Submit(message) => submit(message, &sender, shared, &mut service).await,
+            };
+            if !queued {
+                // The writer is gone (the client stopped reading and the write failed).
+                return;
+            }
+        }
+        partial_since = match (decoder.buffered_bytes(), completed) {
+            (0, _) => None,
+            // The rest is a frame begun in this read.
+            (_, 1..) => Some(Instant::now()),
+            (_, 0) => partial_since.or_else(|| Some(Instant::now())),
+        };
+    }
+}
+
+/// A decoded client frame, owned.
+enum Request {
+    Hello,
+    Submit(Message),
+    Cancel,
+    Ping(u64),
+}
+
+/// One Submit: a slot for its Reply, the limiter, then the tower stack. Returns `false`
+/// when the writer is gone.
+async fn submit<S>(
+    message: Message,
+    sender: &mpsc::Sender<Outgoing>,
+    shared: &Shared,
+    service: &mut S,
+) -> bool
+where
+    S: Service<Message, Response = (), Error = BoxError> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    let counters = &shared.counters;
+    bump(&counters.received);
+    let id = message.id;
+    // The Reply's slot, taken before the work: at most `send_buffer_replies` messages of
+    // this connection are in the server at once.
+    let Ok(permit) = sender.clone().reserve_owned().await else {
+        bump(&counters.abandoned);
+        return false;
+    };
+    if let Some(limiter) = &shared.limiter {
+        if let Err(not_until) = limiter.check_key(&message.connection.0) {
+            bump(&counters.rate_limited);
+            let retry_after = not_until.wait_time_from(limiter.clock().now());
+            permit.send(Outgoing::Reply {
+                message: id,
+                outcome: Outcome::Refused {
+                    reason: RefusalReason::RateLimited,
+                    retry_after_ns: u64::try_from(retry_after.as_nanos()).unwrap_or(u64::MAX),
+                },
+            });
+            return true;
+        }
+    }
+    // load_shed's poll_ready never fails (it fails the call instead); a service that cannot
+    // get ready is broken, and the connection stops, as a tower server does.
+    let Ok(ready) = service.ready().await else {
+        bump(&counters.abandoned);
+        return false;
+    };
+    let response = ready.call(message);
+    let counters = Arc::clone(counters);
+    tokio::spawn(async move {
+        let outcome = match response.await {
+            Ok(()) => {
+                bump(&counters.delivered);
+                Outcome::Delivered
+            }
+            Err(error) if error.is::<Overloaded>() => {
+                bump(&counters.shed);
+                Outcome::Refused {
+                    reason: RefusalReason::HandlerQueueFull,
+                    retry_after_ns: 0,
+                }
+            }
+            Err(_) => {
+                bump(&counters.failed);
+                Outcome::Failed {
+                    reason: FailureReason::HandlerError,
+                }
+            }
+        };
+        permit.send(Outgoing::Reply {
+            message: id,
+            outcome,
+        });
+    });
+    true
+}
+
+/// Ends a connection on a violation or a timeout: queues `last` after the frames already
+/// queued (the writer writes it, flushes and shuts its half), then discards what the
+/// client still sends until it closes or the close timeout passes, so that the client
+/// reads the Error instead of a reset.
+async fn close_with(
+    last: Outgoing,
+    read_half: &mut OwnedReadHalf,
+    sender: &mpsc::Sender<Outgoing>,
+    close_timeout: Duration,
+) {
+    let deadline = Instant::now() + close_timeout;
+    if tokio::time::timeout_at(deadline, sender.send(last))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut sink = [0u8; 1024];
+    let _ = tokio::time::timeout_at(deadline, async {
+        while read_half.read(&mut sink).await? > 0 {}
+        Ok::<(), io::Error>(())
+    })
+    .await;
+}
+
+/// Writes frames from the channel through a `BufWriter`, flushing whenever the channel is
+/// momentarily empty. Ends after an Error frame (flushed within the close timeout), on a
+/// failed write, or when every sender is gone (then it shuts its half: the client reads
+/// the end of the stream).
+async fn write_loop(
+    write_half: OwnedWriteHalf,
+    mut receiver: mpsc::Receiver<Outgoing>,
+    counters: Arc<Counters>,
+    close_timeout: Duration,
+) {
+    let mut writer = BufWriter::new(write_half);
+    let mut frame = Vec::with_capacity(64);
+    while let Some(first) = receiver.recv().await {
+        let mut next = Some(first);
+        while let Some(outgoing) = next {
+            frame.clear();
+            let last = encode(&outgoing, &mut frame);
+            if let Some(code) = last {
+                bump(&counters.errors_sent[code_index(code)]);
+            }
+            if writer.write_all(&frame).await.is_err() {
+                bump(&counters.io_errors);
+                count_unsent(&mut receiver, &counters);
+                return;
+            }
+            if last.is_some() {
+                let _ = tokio::time::timeout(close_timeout, async {
+                    writer.flush().await?;
+                    writer.shutdown().await
+                })
+                .await;
+                count_unsent(&mut receiver, &counters);
+                return;
+            }
+            next = receiver.try_recv().ok();
+        }
+        if writer.flush().await.is_err() {
+            bump(&counters.io_errors);
+            count_unsent(&mut receiver, &counters);
+            return;
+        }
+    }
+    let _ = tokio::time::timeout(close_timeout, writer.shutdown()).await;
+}
+
+/// Counts the Replies still queued when the writer stops, then closes the channel (later
+/// Replies fail to send and are dropped with their tasks).
+fn count_unsent(receiver: &mut mpsc::Receiver<Outgoing>, counters: &Counters) {
+    receiver.close();
+    while let Ok(outgoing) = receiver.try_recv() {
+        if matches!(outgoing, Outgoing::Reply { .. }) {
+            counters.replies_unsent.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Encodes one frame into `out`; returns the error code when it is a closing Error.
+fn encode(outgoing: &Outgoing, out: &mut Vec<u8>) -> Option<ErrorCode> {
+    match *outgoing {
+        Outgoing::Welcome {
+            connection,
+            frame_limit,
+            send_buffer_replies,
+        } => {
+            ServerFrame::Welcome {
+                connection,
+                frame_limit,
+                send_buffer_replies,
+            }
+            .encode(out);
+            None
+        }
+        Outgoing::Reply { message, outcome } => {
+            ServerFrame::Reply {
+                message_id: message,
+                outcome,
+            }
+            .encode(out);
+            None
+        }
+        Outgoing::Pong { nonce } => {
+            ServerFrame::Pong { nonce }.encode(out);
+            None
+        }
+        Outgoing::Violation(error) => {
+            encode_error_reply(&error, out);
+            Some(error.code())
+        }
+        Outgoing::Error { code, detail } => {
+            ServerFrame::Error { code, detail }.encode(out);
+            Some(code)
+        }
+    }
+}
+
+/// The index of `code` in the per-code arrays.
+fn code_index(code: ErrorCode) -> usize {
+    usize::from(code.code() - 1)
+}
+
+/// The usage text of `baseline-serve` (and of `e2e serve-baseline`, the same server).
+pub const SERVE_USAGE: &str = "\
+usage: baseline-serve --listen ADDR [--workers N] [--service-ns NS] [--max-connections N]
+
+The tokio/tower baseline's TCP twin: a tokio server speaking spillway's wire protocol
+(docs/PROTOCOL.md), task per connection, governor keyed limiter per connection, tower
+load-shed + concurrency-limit around a busy-wait handler, replies through a bounded mpsc per
+connection. Settings match spillway's defaults for this machine, as the in-process baseline's.
+Prints `listening on ADDR` on stdout once bound (port 0 picks one); on SIGINT or SIGTERM prints
+its counters as one JSON line on stdout and exits. Drive it with
+`loadgen --target tcp://ADDR`.
+
+  --listen ADDR          address to listen on (e.g. 127.0.0.1:7979; port 0 for any)
+  --workers N            tokio worker threads (default: spillway's shard count here); the
+                         concurrency limit scales with it as spillway's caps do with shards
+  --service-ns NS        simulated handler cost per message, busy wait (default 0)
+  --max-connections N    connections served at once (default spillway's limit, at most what
+                         the descriptor limit allows); more get Error too_many_connections
+  -h, --help             this text
+";
+
+/// What `baseline-serve` was asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServeOptions {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Worker threads, if given.
+    pub workers: Option<usize>,
+    /// Handler cost, ns.
+    pub service_ns: u64,
+    /// Connection limit, if given.
+    pub max_connections: Option<usize>,
+}
+
+/// `baseline-serve`'s command line: run, or print the usage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServeCommand {
+    /// Print [`SERVE_USAGE`].
+    Help,
+    /// Serve.
+    Serve(ServeOptions),
+}
+
+impl ServeCommand {
+    /// Parses the arguments (without the program name).
+    ///
+    /// # Errors
+    /// On an unknown flag, a missing or malformed value, a zero count, or no `--listen`.
+    pub fn parse(args: impl IntoIterator<Item = String>) -> anyhow::Result<Self> {
+        use anyhow::{anyhow, bail};
+        let mut listen = None;
+        let mut workers = None;
+        let mut service_ns = 0;
+        let mut max_connections = None;
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            let (flag, inline) = match arg.split_once('=') {
+                Some((flag, value)) if flag.starts_with("--") => {
+                    (flag.to_string(), Some(value.to_string()))
+                }
+                _ => (arg.clone(), None),
+            };
+            if matches!(flag.as_str(), "--help" | "-h") {
+                return Ok(ServeCommand::Help);
+            }
+            let value = inline
+                .or_else(|| args.next())
+                .ok_or_else(|| anyhow!("{flag} needs a value"))?;
+            let count = |value: &str| -> anyhow::Result<usize> {
+                let count: usize = value
+                    .parse()
+                    .map_err(|error| anyhow!("{flag}: bad value {value:?}: {error}"))?;
+                if count == 0 {
+                    bail!("{flag}: must be at least 1");
+                }
+                Ok(count)
+            };
+            match flag.as_str() {
+                "--listen" => {
+                    listen = Some(
+                        value
+                            .parse()
+                            .map_err(|error| anyhow!("--listen: bad address {value:?}: {error}"))?,
+                    )
+                }
+                "--workers" => workers = Some(count(&value)?),
+                "--max-connections" => max_connections = Some(count(&value)?),
+                "--service-ns" => {
+                    service_ns = value
+                        .parse()
+                        .map_err(|error| anyhow!("--service-ns: bad value {value:?}: {error}"))?
+                }
+                other => bail!("unknown flag {other:?} (see --help)"),
+            }
+        }
+        let listen = listen.ok_or_else(|| anyhow!("--listen ADDR is required (see --help)"))?;
+        Ok(ServeCommand::Serve(ServeOptions {
+            listen,
+            workers,
+            service_ns,
+            max_connections,
+        }))
+    }
+}
+
+/// The settings `baseline-serve` runs with for `options` on a machine with `cores` cores,
+/// before the descriptor limit is applied.
+pub fn serve_settings(options: &ServeOptions, cores: usize) -> TwinSettings {
+    let mut config = Config::default();
+    if let Some(workers) = options.workers {
+        config.shards = workers;
+    }
+    let mut settings = TwinSettings::matching(&config, cores, options.service_ns);
+    if let Some(max_connections) = options.max_connections {
+        settings.max_connections = max_connections;
+    }
+    settings
+}
+
+/// Runs `baseline-serve`: binds, prints `listening on ADDR` to `out`, serves until SIGINT or
+/// SIGTERM, then prints the counters as one JSON line to `out`. The connection limit is
+/// lowered to what the descriptor limit allows (raised first as far as the hard limit
+/// lets it), with a note on stderr.
+///
+/// # Errors
+/// When the settings are invalid, the address cannot be bound, or the signals cannot be
+/// taken over.
+pub fn serve(options: &ServeOptions, out: &mut impl io::Write) -> anyhow::Result<TwinStats> {
+    use anyhow::Context;
+    use spillway_loadgen::tcp::{nofile_limits, raise_nofile_limit, NOFILE_SPARE};
+    let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get());
+    let mut settings = serve_settings(options, cores);
+    let hard = nofile_limits().context("reading RLIMIT_NOFILE")?.hard;
+    let allowed = usize::try_from(hard.saturating_sub(NOFILE_SPARE)).unwrap_or(usize::MAX);
+    if settings.max_connections > allowed {
+        eprintln!(
+            "baseline-serve: the hard limit on open files is {hard}: serving at most {allowed} connections instead of {} (raise it with `ulimit -Hn` as root for more)",
+            settings.max_connections
+        );
+        settings.max_connections = allowed.max(1);
+    }
+    raise_nofile_limit(settings.max_connections as u64)?;
+    let server = TwinServer::start(settings, options.listen)?;
+    // Before saying where it listens: whoever waits for that line may signal at once.
+    let mut signals = server
+        .stop_signals()
+        .context("taking over SIGINT and SIGTERM")?;
+    writeln!(out, "listening on {}", server.local_address()).context("writing to stdout")?;
+    out.flush().context("writing to stdout")?;
+    eprintln!(
+        "baseline-serve: {} worker(s), concurrency limit {}, {}, handler {} ns, send buffer {} replies, at most {} connections",
+        settings.workers,
+        settings.concurrency_limit,
+        match settings.rate {
+            Some(rate) => format!(
+                "governor keyed limiter {}/s burst {} per connection",
+                rate.per_connection_per_sec, rate.burst
+            ),
+            None => "no rate limiter".to_string(),
+        },
+        settings.service_ns,
+        settings.send_buffer_replies,
+        settings.max_connections
+    );
+    server.wait_for(&mut signals);
+    let stats = server.shutdown();
+    writeln!(out, "{}", stats.to_json()).context("writing to stdout")?;
+    out.flush().context("writing to stdout")?;
+    Ok(stats)
+}

@@ -1,0 +1,516 @@
+//! `e2e --tcp`: the TCP rows. loadgen's TCP target (one generator thread, real sockets on
+//! loopback, one per simulated connection) drives the tokio baseline's TCP twin
+//! ([`crate::baseline_tcp`]) and, given its address, `spillway serve`, each measured as the
+//! in-process rows are: (a) max throughput in a closed loop, (b) an open loop at the
+//! offered rate, with the same schedules, latency, lag and reconciliation.
+//!
+//! The twin runs in a child process (this binary again, as `e2e serve-baseline`), started
+//! afresh for each run, so that client and server do not share a descriptor table (15,000
+//! connections are 30,000 descriptors on loopback, over a typical hard limit of 20,000
+//! for one process) and each run's server counts are that run's alone. When a run ends the
+//! child gets SIGTERM and prints its counters, which are checked against what the client
+//! read: the twin's received, refused and delivered counts equal the client's.
+//!
+//! Spillway's server is started by the user (`spillway serve --listen ADDR`) with its own
+//! settings; its counters are not reachable over the protocol, so its rows reconcile what
+//! the client saw (every message got a Reply, or was reported dropped, or was in flight on a
+//! connection that closed).
+//!
+//! Known bias: on one machine the client and the server share its cores, and over loopback
+//! each message costs a system call on each side and the kernel's TCP work for both ends;
+//! on a machine with two cores that, not either program, bounds the rate (see the figures
+//! loadgen reports: system calls per message).
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use serde_json::{json, Value};
+use spillway_loadgen::generator::{run_with_target, RunResult};
+use spillway_loadgen::report::{self, format_ns, RunInfo};
+use spillway_loadgen::target::TargetStats;
+use spillway_loadgen::tcp::{TcpSettings, TcpStats, TcpSystem};
+
+use crate::baseline::BaselineSettings;
+use crate::baseline_tcp::TwinStats;
+use crate::e2e::{
+    latency_cells, p99, plan, ratio, refused_reasons, spillway_config, summary, yes_no,
+    E2eSettings, THROUGHPUT_RATIO_GOAL,
+};
+
+/// The subcommand of the `e2e` binary that runs the twin (`e2e serve-baseline ...`).
+pub const SERVE_SUBCOMMAND: &str = "serve-baseline";
+/// How long the twin child may take to say where it listens.
+pub const TWIN_START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the twin child may take to exit after SIGTERM.
+pub const TWIN_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The twin, running as a child process.
+pub struct TwinChild {
+    child: Child,
+    /// The child's stdout, line by line, from a reader thread (so that waiting for a line
+    /// can time out).
+    lines: mpsc::Receiver<String>,
+    address: SocketAddr,
+}
+
+impl TwinChild {
+    /// Starts `program serve-baseline --listen 127.0.0.1:0 --workers W --service-ns NS`
+    /// and reads the address it bound. `program` is normally this binary.
+    ///
+    /// # Errors
+    /// When the child cannot start or does not say where it listens.
+    pub fn spawn(
+        program: &std::path::Path,
+        workers: usize,
+        service_ns: u64,
+    ) -> anyhow::Result<Self> {
+        let mut child = Command::new(program)
+            .args([
+                SERVE_SUBCOMMAND,
+                "--listen",
+                "127.0.0.1:0",
+                "--workers",
+                &workers.to_string(),
+                "--service-ns",
+                &service_ns.to_string(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {} {SERVE_SUBCOMMAND}", program.display()))?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (sender, lines) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("e2e-twin-stdout".into())
+            .spawn(move || forward_lines(stdout, sender))
+            .context("starting the thread that reads the twin's output")?;
+        let mut twin = Self {
+            child,
+            lines,
+            address: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        // The first line; a child that fails to bind exits, and the read ends.
+        let line = twin.read_line(TWIN_START_TIMEOUT)?;
+        twin.address = line
+            .trim()
+            .strip_prefix("listening on ")
+            .and_then(|address| address.parse().ok())
+            .ok_or_else(|| anyhow!("the twin said {line:?} instead of `listening on ADDR`"))?;
+        Ok(twin)
+    }
+
+    /// Where it listens.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Sends SIGTERM, reads the counters it prints, and waits for it to exit.
+    ///
+    /// # Errors
+    /// When the signal cannot be sent, or the child exits without printing its counters.
+    pub fn stop(mut self) -> anyhow::Result<TwinStats> {
+        let pid = libc::pid_t::try_from(self.child.id()).context("the twin's process id")?;
+        // SAFETY: `kill` has no memory-safety preconditions; `pid` is our own child, not
+        // yet waited for, so the id cannot have been reused.
+        if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("sending SIGTERM to the twin");
+        }
+        let line = self.read_line(TWIN_STOP_TIMEOUT)?;
+        let stats = serde_json::from_str::<Value>(line.trim())
+            .ok()
+            .as_ref()
+            .and_then(TwinStats::from_json)
+            .ok_or_else(|| anyhow!("the twin printed {line:?} instead of its counters"))?;
+        let _ = self.child.wait();
+        Ok(stats)
+    }
+
+    /// The next line of the child's stdout, waiting at most `timeout`.
+    fn read_line(&mut self, timeout: Duration) -> anyhow::Result<String> {
+        match self.lines.recv_timeout(timeout) {
+            Ok(line) => Ok(line),
+            Err(mpsc::RecvTimeoutError::Timeout) => bail!(
+                "the twin printed nothing for {:.0} s",
+                timeout.as_secs_f64()
+            ),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                bail!("the twin exited before printing (see its message above)")
+            }
+        }
+    }
+}
+
+/// Sends each line of `stdout` until it ends or nobody listens.
+fn forward_lines(stdout: ChildStdout, sender: mpsc::Sender<String>) {
+    for line in BufReader::new(stdout).lines() {
+        let Ok(line) = line else {
+            return;
+        };
+        if sender.send(line).is_err() {
+            return;
+        }
+    }
+}
+
+impl Drop for TwinChild {
+    fn drop(&mut self) {
+        // Stopped already, or abandoned on an error: never leave it running.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// One TCP run: which server, and what the client (and, for the twin, the server) saw.
+pub struct TcpRow {
+    /// `spillway` or `tokio twin`.
+    pub system: &'static str,
+    /// The server's address.
+    pub address: SocketAddr,
+    /// The generator's result, with the TCP client's figures.
+    pub result: RunResult<TcpStats>,
+    /// The twin's own counters after the run (`None` for spillway's server).
+    pub server: Option<TwinStats>,
+    /// Where the server's counters disagree with the client's.
+    pub cross_check: Vec<String>,
+}
+
+impl TcpRow {
+    /// Whether the client's counts reconciled and, for the twin, agree with its own.
+    pub fn reconciled(&self) -> bool {
+        self.result.reconcile_errors.is_empty() && self.cross_check.is_empty()
+    }
+}
+
+/// The twin's counts against what the client read.
+fn cross_check(result: &RunResult<TcpStats>, server: &TwinStats) -> Vec<String> {
+    let mut errors = server.self_check();
+    let without_reply = result.engine.without_reply();
+    if without_reply > 0 {
+        errors.push(format!(
+            "not compared with the twin: {without_reply} messages have no Reply"
+        ));
+        return errors;
+    }
+    let (twin, client) = (server.tally(), result.all);
+    let pairs = [
+        ("received", twin.submitted, client.submitted),
+        ("delivered", twin.delivered, client.delivered),
+        ("refused", twin.refused_total(), client.refused_total()),
+        ("failed", twin.failed_total(), client.failed_total()),
+    ];
+    for (name, twin, client) in pairs {
+        if twin != client {
+            errors.push(format!(
+                "{name}: the twin counted {twin}, the client read {client}"
+            ));
+        }
+    }
+    errors
+}
+
+/// Both measurements over TCP.
+pub struct TcpE2eReport {
+    /// What ran.
+    pub settings: E2eSettings,
+    /// Cores of this machine.
+    pub cores: usize,
+    /// The twin's worker threads.
+    pub twin_workers: usize,
+    /// Spillway's server, if measured.
+    pub spillway: Option<SocketAddr>,
+    /// (a) rows: spillway first when measured, then the twin.
+    pub max: Vec<TcpRow>,
+    /// (b) rows, in the same order.
+    pub open: Vec<TcpRow>,
+}
+
+/// Runs (a) then (b) over TCP: against `spillway` when given, then against a fresh twin
+/// child started from `program` (this binary); `progress` gets a line before each run.
+///
+/// # Errors
+/// When a server cannot be reached or the twin cannot be started.
+pub fn run(
+    settings: &E2eSettings,
+    spillway: Option<SocketAddr>,
+    program: &std::path::Path,
+    mut progress: impl FnMut(&str),
+) -> anyhow::Result<TcpE2eReport> {
+    let config = spillway_config(settings)?;
+    let cores = report::cores();
+    let twin_workers = BaselineSettings::matching(&config, cores, settings.service_ns).workers;
+    let connect = |address: SocketAddr| -> anyhow::Result<TcpSystem> {
+        let system = TcpSystem::connect(TcpSettings::new(address, settings.connections))?;
+        Ok(system)
+    };
+    let mut max = Vec::new();
+    let mut open = Vec::new();
+    for (closed_loop, rows) in [(true, &mut max), (false, &mut open)] {
+        let what = if closed_loop {
+            "(a) max throughput, closed loop".to_string()
+        } else {
+            format!("(b) open loop at {} msg/s", settings.rate)
+        };
+        let plan = plan(settings, closed_loop, 0);
+        if let Some(address) = spillway {
+            progress(&format!("{what}: spillway serve at {address}"));
+            let result = run_with_target(connect(address)?, &plan)
+                .with_context(|| format!("{what}: spillway at {address}"))?;
+            rows.push(TcpRow {
+                system: "spillway",
+                address,
+                result,
+                server: None,
+                cross_check: Vec::new(),
+            });
+        }
+        let twin = TwinChild::spawn(program, twin_workers, settings.service_ns)?;
+        let address = twin.address();
+        progress(&format!("{what}: tokio twin at {address}"));
+        let result = run_with_target(connect(address)?, &plan)
+            .with_context(|| format!("{what}: the tokio twin"))?;
+        let server = twin.stop()?;
+        let cross_check = cross_check(&result, &server);
+        rows.push(TcpRow {
+            system: "tokio twin",
+            address,
+            result,
+            server: Some(server),
+            cross_check,
+        });
+    }
+    Ok(TcpE2eReport {
+        settings: settings.clone(),
+        cores,
+        twin_workers,
+        spillway,
+        max,
+        open,
+    })
+}
+
+impl TcpE2eReport {
+    fn row<'a>(rows: &'a [TcpRow], system: &str) -> Option<&'a TcpRow> {
+        rows.iter().find(|row| row.system == system)
+    }
+
+    /// (a): spillway's delivered rate over the twin's; `None` without spillway rows or
+    /// when the twin delivered nothing.
+    pub fn throughput_ratio(&self) -> Option<f64> {
+        let spillway = Self::row(&self.max, "spillway")?;
+        let twin = Self::row(&self.max, "tokio twin")?;
+        ratio(
+            spillway.result.delivered_rate(),
+            twin.result.delivered_rate(),
+        )
+    }
+
+    /// (b): the twin's p99 over spillway's; `None` without spillway rows or when either
+    /// delivered nothing.
+    pub fn p99_ratio(&self) -> Option<f64> {
+        let spillway = p99(&Self::row(&self.open, "spillway")?.result.latency_ns)?;
+        let twin = p99(&Self::row(&self.open, "tokio twin")?.result.latency_ns)?;
+        ratio(twin as f64, spillway as f64)
+    }
+
+    /// Whether every run reconciled (and the twin's counts agree with the client's).
+    pub fn reconciled(&self) -> bool {
+        self.max.iter().chain(&self.open).all(TcpRow::reconciled)
+    }
+
+    /// The side-by-side table.
+    pub fn to_table(&self) -> String {
+        let mut out = String::new();
+        let line = "-".repeat(100);
+        let settings = &self.settings;
+        let _ = writeln!(out, "{line}");
+        let _ = writeln!(
+            out,
+            "e2e --tcp: loadgen's TCP target (1 generator thread, mio, one socket per connection) against servers on loopback"
+        );
+        let _ = writeln!(
+            out,
+            "machine: {} core(s), shared by client and server; {} connections; each run {:.1} s warm-up + {:.1} s measured",
+            self.cores, settings.connections, settings.warmup_s, settings.duration_s
+        );
+        let _ = writeln!(
+            out,
+            "tokio twin: baseline-serve in a child process, {} worker(s), handler {} ns; spillway: {}",
+            self.twin_workers,
+            settings.service_ns,
+            match self.spillway {
+                Some(address) => format!("`spillway serve` at {address}, its own settings"),
+                None => "not measured (give --spillway HOST:PORT of a running `spillway serve`)"
+                    .to_string(),
+            }
+        );
+        let _ = writeln!(out, "{line}");
+        let _ = writeln!(
+            out,
+            "(a) max throughput: closed loop, each connection keeps one message outstanding; delivered msg/s"
+        );
+        let _ = writeln!(
+            out,
+            "{:<12}{:>14}{:>12}{:>11}{:>11}{:>11}{:>11}{:>10}  reconciled",
+            "target", "delivered/s", "refused", "p50", "p99", "p99.9", "max", "connect"
+        );
+        for row in &self.max {
+            let _ = writeln!(
+                out,
+                "{:<12}{:>14.0}{:>12}{}{:>9.2}s  {}",
+                row.system,
+                row.result.delivered_rate(),
+                row.result.measured.refused_total(),
+                latency_cells(&row.result.latency_ns),
+                row.result.engine.connect_ns as f64 / 1e9,
+                yes_no(row.reconciled()),
+            );
+        }
+        self.reasons(&mut out, &self.max);
+        if let Some(ratio) = self.throughput_ratio() {
+            let _ = writeln!(
+                out,
+                "spillway / twin max throughput over TCP: {ratio:.2}x (in-process goal >= {THROUGHPUT_RATIO_GOAL}x)"
+            );
+        }
+        let _ = writeln!(out, "{line}");
+        let _ = writeln!(
+            out,
+            "(b) open loop: {} msg/s offered over {} connections; latency of delivered messages from their intended send time",
+            settings.rate, settings.connections
+        );
+        let _ = writeln!(
+            out,
+            "{:<12}{:>12}{:>12}{:>10}{:>11}{:>11}{:>11}{:>11}{:>11}  reconciled",
+            "target",
+            "achieved/s",
+            "delivered/s",
+            "refused",
+            "p50",
+            "p99",
+            "p99.9",
+            "max",
+            "lag p99"
+        );
+        for row in &self.open {
+            let lag = p99(&row.result.lag_ns).map_or_else(|| "-".to_string(), format_ns);
+            let _ = writeln!(
+                out,
+                "{:<12}{:>12.0}{:>12.0}{:>10}{}{lag:>11}  {}",
+                row.system,
+                row.result.achieved_rate(),
+                row.result.delivered_rate(),
+                row.result.measured.refused_total(),
+                latency_cells(&row.result.latency_ns),
+                yes_no(row.reconciled()),
+            );
+        }
+        self.reasons(&mut out, &self.open);
+        if let Some(ratio) = self.p99_ratio() {
+            let _ = writeln!(
+                out,
+                "twin p99 / spillway p99 over TCP: {ratio:.2}x (spillway lower: {})",
+                if ratio > 1.0 { "yes" } else { "no" }
+            );
+        }
+        for row in &self.open {
+            if row.result.generator_fell_behind() {
+                let _ = writeln!(
+                    out,
+                    "WARNING: {} (b): the generator fell behind its schedule (lag p99 over 1 ms or messages unsent): the load was not offered as scheduled",
+                    row.system
+                );
+            }
+        }
+        let _ = writeln!(out, "{line}");
+        if self.reconciled() {
+            let _ = writeln!(
+                out,
+                "counts reconcile in every run: each message has one Reply or is accounted for, and the twin's own counts agree with the client's"
+            );
+        } else {
+            let _ = writeln!(out, "ERROR: counts do not reconcile:");
+            for (what, rows) in [("(a)", &self.max), ("(b)", &self.open)] {
+                for row in rows.iter() {
+                    for error in row.result.reconcile_errors.iter().chain(&row.cross_check) {
+                        let _ = writeln!(out, "  {what} {}: {error}", row.system);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn reasons(&self, out: &mut String, rows: &[TcpRow]) {
+        for row in rows {
+            let tcp = &row.result.engine;
+            let _ = writeln!(
+                out,
+                "  {}: refused by reason {}; flow signals {}; replies dropped {}; closed by Error {}; syscalls/message {:.2}",
+                row.system,
+                refused_reasons(&row.result),
+                tcp.throttles + tcp.pauses + tcp.resumes,
+                tcp.replies_dropped,
+                tcp.errors_total(),
+                (tcp.write_calls + tcp.read_calls + tcp.poll_calls) as f64
+                    / tcp.submitted.max(1) as f64,
+            );
+        }
+    }
+
+    /// The whole run as one JSON object: settings, each row, the ratios, and each run's
+    /// full loadgen report under `detail`.
+    pub fn to_json(&self) -> Value {
+        let settings = &self.settings;
+        let rows = |rows: &[TcpRow], scenario: &str| -> Value {
+            Value::Object(
+                rows.iter()
+                    .map(|row| {
+                        let mut value = summary(&row.result);
+                        value["address"] = json!(row.address.to_string());
+                        value["tcp"] = report::tcp_json(&row.result.engine);
+                        value["server"] = row.server.map_or(Value::Null, |server| server.to_json());
+                        value["cross_check_errors"] = json!(row.cross_check);
+                        value["reconciled"] = json!(row.reconciled());
+                        let info = RunInfo {
+                            scenario: scenario.to_string(),
+                            target: format!("tcp://{}", row.address),
+                            profile: "the server's".to_string(),
+                            capacity: None,
+                            overload: None,
+                        };
+                        value["detail"] = report::json(&info, &row.result);
+                        (row.system.replace(' ', "_"), value)
+                    })
+                    .collect(),
+            )
+        };
+        json!({
+            "transport": "tcp",
+            "cores": self.cores,
+            "connections": settings.connections,
+            "service_ns": settings.service_ns,
+            "duration_s": settings.duration_s,
+            "warmup_s": settings.warmup_s,
+            "twin": {
+                "server": "baseline-serve (tokio multi-thread, task per connection), child process",
+                "workers": self.twin_workers,
+            },
+            "spillway_address": self.spillway.map(|address| address.to_string()),
+            "spillway_note": self.spillway.is_none().then_some("not measured: give --spillway HOST:PORT of a running `spillway serve`"),
+            "max_throughput": rows(&self.max, "e2e-tcp-max-throughput"),
+            "max_throughput_ratio_spillway_over_twin": self.throughput_ratio(),
+            "open_loop": rows(&self.open, "e2e-tcp-open-loop"),
+            "open_loop_offered_rate": settings.rate,
+            "open_loop_ratio_p99_twin_over_spillway": self.p99_ratio(),
+            "reconciled": self.reconciled(),
+        })
+    }
+}

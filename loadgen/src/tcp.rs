@@ -1,0 +1,1291 @@
+//! The TCP target: `loadgen --target tcp://HOST:PORT` drives a server that speaks
+//! `docs/PROTOCOL.md` (`spillway serve`, or the tokio twin `baseline-serve` of
+//! `spillway-bench`) over real sockets, one per simulated connection, with the same
+//! schedules, latency, lag, reconciliation and report as the in-process engine.
+//!
+//! # Design
+//!
+//! One thread: the generator thread owns a mio [`Poll`] and every socket. There is no I/O
+//! thread to hand messages to, so nothing is queued between threads and a message costs
+//! the generator what the kernel costs it:
+//!
+//! - [`Target::submit`] encodes the Submit frame into its connection's write buffer and
+//!   marks the connection dirty (no system call);
+//! - [`Target::flush`], called by the generator once per turn after that turn's submissions,
+//!   writes each dirty connection's buffer with one `write`; the messages a turn gives one
+//!   connection go out in one segment;
+//! - [`Target::poll_completions`] asks epoll for ready sockets without waiting, reads each
+//!   readable one once into a shared scratch buffer (a short read means the socket is
+//!   drained; epoll reports it again when more arrives), decodes the frames with the
+//!   connection's [`Decoder<ServerToClient>`] and turns each Reply into a [`Completion`].
+//!
+//! On loopback every message then costs one `write` and about one `read` (and a share of an
+//! `epoll_wait`) in this process, and as many in the server; those system calls, not the
+//! generator's bookkeeping, bound the rate (the report counts them).
+//!
+//! # Credit, ids and what is counted
+//!
+//! The wire's message id is the generator's [`MessageId`](spillway::message::MessageId)
+//! (the ordinal), and each Reply comes back with the generator's own
+//! [`ConnectionId`] (the connection's index), not the id the server gave in Welcome.
+//! `submit` hands a message back, as a full ring does in-process, when its connection has
+//! `send_buffer_replies` (from Welcome) Submits without a Reply, or more than
+//! [`WRITE_BUFFER_MAX_BYTES`] waiting to be written: a client that keeps within the credit
+//! never has a Reply dropped (PROTOCOL.md section 9).
+//!
+//! The server's own counters are not reachable over the protocol, so [`TcpStats`] reconciles
+//! what this client saw: every message submitted got exactly one Reply, or was reported in
+//! a RepliesDropped, or was in flight on a connection that closed (an Error, an end of
+//! stream, an I/O error), or was submitted to a connection already closed, or was still in
+//! flight when the run ended; each is counted. Flow signals are counted and, the schedule
+//! being open-loop, do not delay sends.
+//!
+//! # Set-up and shutdown
+//!
+//! [`TcpSystem::connect`] raises `RLIMIT_NOFILE` as far as the connections need (or fails
+//! naming the numbers, [`check_nofile_limit`]), then opens the connections with
+//! non-blocking connects, at most [`TcpSettings::connect_in_flight`] handshakes at a time so
+//! that the server's listen backlog is not overrun, each sending Hello and waiting for
+//! Welcome; past [`TcpSettings::connect_timeout`] it fails naming how many connected. At
+//! the end [`SystemUnderTest::shutdown`] half-closes every connection (the protocol's
+//! "nothing more to submit"), reads the last Replies until the server closes, and reports.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use spillway::control::Control;
+use spillway::ingress::Full;
+use spillway::message::{ConnectionId, Message};
+use spillway::metrics::Tally;
+use spillway::net::protocol::{
+    ClientFrame, Decoder, ErrorCode, FrameLimit, ProtocolError, ServerFrame, ServerToClient, Submit,
+};
+use spillway::outcome::Completion;
+
+use crate::target::{ControlPlaneStats, SystemUnderTest, Target, TargetStats};
+
+/// File descriptors kept free beyond one per connection: the epoll instance, stdio, the
+/// probe and anything else the process opens.
+pub const NOFILE_SPARE: u64 = 64;
+/// How long the connect phase may take, all connections together, unless set otherwise.
+pub const CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
+/// Handshakes (connect, Hello, Welcome) in flight at once unless set otherwise: well under
+/// a listen backlog of 1024 (tokio's, and Linux's `somaxconn` is at least 4096 since 5.4).
+pub const CONNECT_IN_FLIGHT_DEFAULT: usize = 256;
+/// How long shutdown waits for the server to close the half-closed connections.
+pub const CLOSE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
+/// Bytes a connection may hold unwritten before `submit` hands messages back (about 2,700
+/// Submits without payload; the credit from Welcome normally binds first).
+pub const WRITE_BUFFER_MAX_BYTES: usize = 64 * 1024;
+/// A write buffer that grew past this is given back once it is written out, so that a
+/// burst does not leave 15,000 large buffers behind.
+const WRITE_BUFFER_KEEP_BYTES: usize = 4 * 1024;
+/// One read's worth: the scratch buffer every connection reads into.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Readiness events taken from epoll per call.
+const EVENTS_CAPACITY: usize = 4_096;
+/// Longest single wait of the connect and close phases, so their deadlines are checked.
+const PHASE_POLL_INTERVAL: Duration = Duration::from_millis(10);
+/// Connection closures described on stderr as they happen; the rest are only counted.
+const CLOSURES_LOGGED_MAX: u32 = 5;
+
+const _: () = assert!(READ_CHUNK_BYTES >= FrameLimit::MIN.max_frame_bytes() as usize);
+
+/// The descriptor limits of this process, as `getrlimit(RLIMIT_NOFILE)` gives them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NofileLimits {
+    /// The soft limit, which `open`, `socket` and `accept` are held to.
+    pub soft: u64,
+    /// The hard limit: the most an unprivileged process may raise the soft limit to.
+    pub hard: u64,
+}
+
+/// The hard descriptor limit is lower than a run needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NofileTooLow {
+    /// What the run needs: one per connection plus [`NOFILE_SPARE`].
+    pub needed: u64,
+    /// The connections asked for.
+    pub connections: u64,
+    /// The hard limit found.
+    pub hard: u64,
+}
+
+impl fmt::Display for NofileTooLow {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            formatter,
+            "{} connections need {} file descriptors ({} + {NOFILE_SPARE} spare), but the hard \
+             limit on open files (RLIMIT_NOFILE) is {}: raise it to at least {} (`ulimit -Hn {}` \
+             as root before starting, `LimitNOFILE={}` in a systemd unit, or a `nofile` line in \
+             /etc/security/limits.conf), or use fewer connections (--connections {})",
+            self.connections,
+            self.needed,
+            self.connections,
+            self.hard,
+            self.needed,
+            self.needed,
+            self.needed,
+            self.hard.saturating_sub(NOFILE_SPARE),
+        )
+    }
+}
+
+impl std::error::Error for NofileTooLow {}
+
+/// Decides the soft descriptor limit for `connections` sockets: `Ok(None)` when the soft
+/// limit already suffices, `Ok(Some(soft))` with the soft limit to set (the need, at most
+/// the hard limit), or the error to report when even the hard limit is too low. Pure: the
+/// caller reads and sets the limits ([`raise_nofile_limit`]).
+pub fn check_nofile_limit(
+    connections: u64,
+    limits: NofileLimits,
+) -> Result<Option<u64>, NofileTooLow> {
+    let needed = connections.saturating_add(NOFILE_SPARE);
+    if limits.hard < needed {
+        return Err(NofileTooLow {
+            needed,
+            connections,
+            hard: limits.hard,
+        });
+    }
+    if limits.soft >= needed {
+        return Ok(None);
+    }
+    Ok(Some(needed.min(limits.hard)))
+}
+
+/// This process's descriptor limits.
+pub fn nofile_limits() -> io::Result<NofileLimits> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable `rlimit` that outlives the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(NofileLimits {
+        soft: limit.rlim_cur,
+        hard: limit.rlim_max,
+    })
+}
+
+/// Raises this process's soft descriptor limit so that `connections` sockets (plus
+/// [`NOFILE_SPARE`]) fit, as far as the hard limit allows; fails with [`NofileTooLow`]'s
+/// message when the hard limit is too low. Returns the limits in force afterwards.
+pub fn raise_nofile_limit(connections: u64) -> anyhow::Result<NofileLimits> {
+    let limits = nofile_limits().context("reading RLIMIT_NOFILE")?;
+    let Some(soft) = check_nofile_limit(connections, limits)? else {
+        return Ok(limits);
+    };
+    let limit = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: limits.hard,
+    };
+    // SAFETY: `limit` is a valid `rlimit` that outlives the call; the kernel only reads it.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        return Err(io::Error::last_os_error()).with_context(|| {
+            format!(
+                "raising the soft limit on open files from {} to {soft} (hard limit {})",
+                limits.soft, limits.hard
+            )
+        });
+    }
+    Ok(NofileLimits {
+        soft,
+        hard: limits.hard,
+    })
+}
+
+/// Resolves `tcp://HOST:PORT` (or `HOST:PORT`) to the first address it names.
+pub fn parse_target(target: &str) -> anyhow::Result<SocketAddr> {
+    let host_port = target.strip_prefix("tcp://").unwrap_or(target);
+    if host_port.is_empty() {
+        bail!("{target:?}: expected tcp://HOST:PORT");
+    }
+    let mut addresses = host_port
+        .to_socket_addrs()
+        .with_context(|| format!("{target:?}: expected tcp://HOST:PORT"))?;
+    addresses
+        .next()
+        .ok_or_else(|| anyhow!("{target:?}: {host_port} resolves to no address"))
+}
+
+/// How to reach the server and how many connections to open.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TcpSettings {
+    /// The server's address.
+    pub address: SocketAddr,
+    /// Connections to open: the most any phase of the run uses (the generator's connection
+    /// ids `0..connections`).
+    pub connections: u32,
+    /// The longest the connect phase may take, all connections together.
+    pub connect_timeout: Duration,
+    /// Handshakes in flight at once.
+    pub connect_in_flight: usize,
+    /// The longest shutdown waits for the server to close the connections.
+    pub close_timeout: Duration,
+}
+
+impl TcpSettings {
+    /// Settings with the defaults for `connections` connections to `address`.
+    pub fn new(address: SocketAddr, connections: u32) -> Self {
+        Self {
+            address,
+            connections,
+            connect_timeout: CONNECT_TIMEOUT_DEFAULT,
+            connect_in_flight: CONNECT_IN_FLIGHT_DEFAULT,
+            close_timeout: CLOSE_TIMEOUT_DEFAULT,
+        }
+    }
+}
+
+/// Where a connection is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// The non-blocking connect has not completed.
+    Connecting,
+    /// Hello sent (or buffered); waiting for Welcome.
+    Handshaking,
+    /// Welcome received: Submits may go.
+    Open,
+    /// Shutdown half-closed it (or will once its buffer is written); waiting for the
+    /// server to close.
+    Closing,
+    /// Closed, its socket released.
+    Closed,
+}
+
+/// One connection's socket and buffers.
+struct Connection {
+    /// `None` once closed.
+    stream: Option<TcpStream>,
+    state: State,
+    decoder: Decoder<ServerToClient>,
+    /// Bytes to write are `out[out_start..]`.
+    out: Vec<u8>,
+    out_start: usize,
+    /// The last write found the socket full; the rest waits for a writable event.
+    write_blocked: bool,
+    /// In the dirty list (something to write since the last flush).
+    dirty: bool,
+    /// Submits without a Reply (nor a RepliesDropped that stands for one).
+    in_flight: u32,
+    /// `send_buffer_replies` from Welcome; 0 until then.
+    credit: u32,
+    /// The server's frame limit from Welcome.
+    limit: FrameLimit,
+    /// Shutdown has half-closed it (sent FIN): nothing more is written.
+    half_closed: bool,
+}
+
+impl Connection {
+    fn new(stream: TcpStream) -> Self {
+        Self {
+            stream: Some(stream),
+            state: State::Connecting,
+            decoder: Decoder::new(FrameLimit::DEFAULT),
+            out: Vec::new(),
+            out_start: 0,
+            write_blocked: false,
+            dirty: false,
+            in_flight: 0,
+            credit: 0,
+            limit: FrameLimit::DEFAULT,
+            half_closed: false,
+        }
+    }
+
+    fn unwritten_bytes(&self) -> usize {
+        self.out.len() - self.out_start
+    }
+}
+
+/// Why a connection closed.
+#[derive(Debug)]
+enum Closure {
+    /// The server sent an Error frame.
+    Error {
+        /// Its code.
+        code: ErrorCode,
+        /// Its detail, for the log.
+        detail: String,
+    },
+    /// The server's bytes broke the protocol (found by this client's decoder).
+    Violation(ProtocolError),
+    /// The server ended the stream at a frame boundary without an Error.
+    EndOfStream,
+    /// A connect, read or write failed (refused, reset, broken pipe, ...).
+    Io(io::Error),
+    /// Shutdown gave up waiting for the server to close it.
+    CloseTimeout,
+}
+
+/// What the TCP client counted, whole run: the [`TargetStats`] of a TCP run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TcpStats {
+    /// The server's address.
+    pub address: SocketAddr,
+    /// Connections opened (each completed the handshake).
+    pub connections: u32,
+    /// How long connecting all of them took, ns.
+    pub connect_ns: u64,
+    /// The smallest `send_buffer_replies` any Welcome announced.
+    pub send_buffer_replies: u32,
+    /// The smallest `max_frame_bytes` any Welcome announced.
+    pub max_frame_bytes: u32,
+    /// Messages `submit` accepted.
+    pub submitted: u64,
+    /// Outcomes of the Replies received (`submitted` there counts Replies).
+    pub replies: Tally,
+    /// Messages whose Reply a RepliesDropped frame reported dropped.
+    pub replies_dropped: u64,
+    /// RepliesDropped frames received.
+    pub replies_dropped_frames: u64,
+    /// Replies reported dropped beyond the messages in flight on their connection (a
+    /// server that miscounts).
+    pub replies_dropped_excess: u64,
+    /// Messages in flight on a connection when it closed during the run.
+    pub unanswered_on_close: u64,
+    /// Messages submitted to a connection already closed (never sent).
+    pub unsent_after_close: u64,
+    /// Messages still in flight when shutdown ended (their Replies never came; the
+    /// generator reports them lost).
+    pub in_flight_at_end: u64,
+    /// Messages too large for the server's frame limit (never sent).
+    pub too_large: u64,
+    /// Replies on a connection with nothing in flight (a server that answers twice).
+    pub unexpected_replies: u64,
+    /// Throttle frames received.
+    pub throttles: u64,
+    /// Pause frames received.
+    pub pauses: u64,
+    /// Resume frames received.
+    pub resumes: u64,
+    /// Pong frames received (this client sends no Ping).
+    pub pongs: u64,
+    /// Connections closed by an Error frame, by [`ErrorCode`] (index `code - 1`).
+    pub errors_by_code: [u64; ErrorCode::ALL.len()],
+    /// Connections closed because the server's bytes broke the protocol, by the code this
+    /// client's decoder found (index `code - 1`).
+    pub violations_by_code: [u64; ErrorCode::ALL.len()],
+    /// Connections the server closed during the run without an Error.
+    pub closed_without_error: u64,
+    /// Connections closed by a failed read or write.
+    pub io_errors: u64,
+    /// Connections the server closed after shutdown half-closed them (the normal end).
+    pub closed_at_end: u64,
+    /// Connections still open when the close timeout ran out (closed by this client).
+    pub close_timeouts: u64,
+    /// Times `submit` handed a message back because its connection had its credit of
+    /// Submits in flight.
+    pub credit_full: u64,
+    /// Times `submit` handed a message back because its connection's write buffer was
+    /// over [`WRITE_BUFFER_MAX_BYTES`].
+    pub write_buffer_full: u64,
+    /// `write` system calls.
+    pub write_calls: u64,
+    /// `write` calls that found the socket full.
+    pub writes_blocked: u64,
+    /// `read` system calls.
+    pub read_calls: u64,
+    /// `epoll_wait` system calls.
+    pub poll_calls: u64,
+    /// Readiness events those returned.
+    pub events: u64,
+    /// Bytes written.
+    pub bytes_written: u64,
+    /// Bytes read.
+    pub bytes_read: u64,
+}
+
+impl TcpStats {
+    fn new(address: SocketAddr) -> Self {
+        Self {
+            address,
+            connections: 0,
+            connect_ns: 0,
+            send_buffer_replies: 0,
+            max_frame_bytes: 0,
+            submitted: 0,
+            replies: Tally::default(),
+            replies_dropped: 0,
+            replies_dropped_frames: 0,
+            replies_dropped_excess: 0,
+            unanswered_on_close: 0,
+            unsent_after_close: 0,
+            in_flight_at_end: 0,
+            too_large: 0,
+            unexpected_replies: 0,
+            throttles: 0,
+            pauses: 0,
+            resumes: 0,
+            pongs: 0,
+            errors_by_code: [0; ErrorCode::ALL.len()],
+            violations_by_code: [0; ErrorCode::ALL.len()],
+            closed_without_error: 0,
+            io_errors: 0,
+            closed_at_end: 0,
+            close_timeouts: 0,
+            credit_full: 0,
+            write_buffer_full: 0,
+            write_calls: 0,
+            writes_blocked: 0,
+            read_calls: 0,
+            poll_calls: 0,
+            events: 0,
+            bytes_written: 0,
+            bytes_read: 0,
+        }
+    }
+
+    /// `tcp://ADDRESS`, as reports name the target.
+    pub fn target_name(&self) -> String {
+        format!("tcp://{}", self.address)
+    }
+
+    /// Connections closed by the server's Error frames, all codes.
+    pub fn errors_total(&self) -> u64 {
+        self.errors_by_code.iter().sum()
+    }
+
+    /// Connections closed because the server broke the protocol, all codes.
+    pub fn violations_total(&self) -> u64 {
+        self.violations_by_code.iter().sum()
+    }
+}
+
+impl TargetStats for TcpStats {
+    fn tally(&self) -> Tally {
+        self.replies
+    }
+
+    fn self_check(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        let accounted = self.replies.submitted + self.without_reply();
+        if self.submitted != accounted {
+            errors.push(format!(
+                "tcp: submitted {} but replies {} + without a reply {} = {accounted}",
+                self.submitted,
+                self.replies.submitted,
+                self.without_reply()
+            ));
+        }
+        if self.unexpected_replies > 0 {
+            errors.push(format!(
+                "tcp: {} Replies came on connections with nothing in flight",
+                self.unexpected_replies
+            ));
+        }
+        if self.replies_dropped_excess > 0 {
+            errors.push(format!(
+                "tcp: RepliesDropped reported {} more replies than were in flight",
+                self.replies_dropped_excess
+            ));
+        }
+        if self.violations_total() > 0 {
+            errors.push(format!(
+                "tcp: the server broke the protocol on {} connections",
+                self.violations_total()
+            ));
+        }
+        errors
+    }
+
+    fn control_plane(&self) -> Option<ControlPlaneStats> {
+        None
+    }
+
+    /// Dropped replies, messages in flight on a connection that closed, submitted after
+    /// their connection closed, too large to send, or still in flight at the end.
+    fn without_reply(&self) -> u64 {
+        self.replies_dropped
+            + self.unanswered_on_close
+            + self.unsent_after_close
+            + self.too_large
+            + self.in_flight_at_end
+    }
+
+    fn tcp(&self) -> Option<&TcpStats> {
+        Some(self)
+    }
+}
+
+/// Everything the client owns, shared by the [`TcpSystem`] and its [`TcpTarget`] on the
+/// generator thread.
+struct Client {
+    poll: Poll,
+    events: Events,
+    connections: Vec<Connection>,
+    /// Indices of connections with something to write since the last flush.
+    dirty: Vec<u32>,
+    /// Every read lands here first, then is fed to the connection's decoder.
+    scratch: Vec<u8>,
+    /// Replies decoded outside `poll_completions` (during shutdown), handed out by the
+    /// next call.
+    pending: Vec<Completion>,
+    /// Submitted, not yet completed or accounted for.
+    outstanding: usize,
+    /// Connections not closed.
+    open: usize,
+    /// Connections that completed the handshake.
+    welcomed: usize,
+    /// The first refusal during the handshake, which ends the connect phase.
+    handshake_refusal: Option<String>,
+    closures_logged: u32,
+    stats: TcpStats,
+}
+
+impl Client {
+    fn new(address: SocketAddr, connections: usize) -> io::Result<Self> {
+        Ok(Self {
+            poll: Poll::new()?,
+            events: Events::with_capacity(EVENTS_CAPACITY),
+            connections: Vec::with_capacity(connections),
+            dirty: Vec::with_capacity(connections),
+            scratch: vec![0; READ_CHUNK_BYTES],
+            pending: Vec::new(),
+            outstanding: 0,
+            open: 0,
+            welcomed: 0,
+            handshake_refusal: None,
+            closures_logged: 0,
+            stats: TcpStats::new(address),
+        })
+    }
+
+    /// Opens `settings.connections` connections and completes each handshake.
+    fn connect_all(&mut self, settings: &TcpSettings) -> anyhow::Result<()> {
+        let wanted = settings.connections as usize;
+        let started = Instant::now();
+        let deadline = started + settings.connect_timeout;
+        let address = settings.address;
+        let in_flight_max = settings.connect_in_flight.max(1);
+        while self.welcomed < wanted {
+            let handshaking = self.connections.len() - self.welcomed;
+            let mut to_start = in_flight_max
+                .saturating_sub(handshaking)
+                .min(wanted - self.connections.len());
+            while to_start > 0 {
+                let index = self.connections.len();
+                let mut stream = match TcpStream::connect(address) {
+                    Ok(stream) => stream,
+                    Err(error) => bail!(
+                        "connection {} to {address}: connecting failed: {error} ({} of {wanted} connections to {address} had completed the handshake)",
+                        index + 1,
+                        self.welcomed
+                    ),
+                };
+                self.poll
+                    .registry()
+                    .register(
+                        &mut stream,
+                        Token(index),
+                        Interest::READABLE | Interest::WRITABLE,
+                    )
+                    .context("registering a socket with epoll")?;
+                self.connections.push(Connection::new(stream));
+                self.open += 1;
+                to_start -= 1;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                bail!(
+                    "connecting to {address} timed out after {:.1} s: {} of {wanted} connections completed the handshake ({} in progress)",
+                    settings.connect_timeout.as_secs_f64(),
+                    self.welcomed,
+                    self.connections.len() - self.welcomed
+                );
+            }
+            self.poll_once(Some(PHASE_POLL_INTERVAL.min(deadline - now)), None)
+                .context("waiting for connections")?;
+            if let Some(refusal) = self.handshake_refusal.take() {
+                bail!(
+                    "{refusal} ({} of {wanted} connections to {address} had completed the handshake)",
+                    self.welcomed
+                );
+            }
+        }
+        self.stats.connections = self.welcomed as u32;
+        self.stats.connect_ns = started.elapsed().as_nanos() as u64;
+        Ok(())
+    }
+
+    /// One `epoll_wait` (waiting at most `timeout`) and the handling of every event it
+    /// returned. Replies go to `completions`, or to `pending` when there is none. Returns
+    /// the Replies decoded.
+    fn poll_once(
+        &mut self,
+        timeout: Option<Duration>,
+        mut completions: Option<&mut Vec<Completion>>,
+    ) -> io::Result<usize> {
+        let Client {
+            poll,
+            events,
+            connections,
+            scratch,
+            pending,
+            outstanding,
+            welcomed,
+            stats,
+            ..
+        } = self;
+        stats.poll_calls += 1;
+        match poll.poll(events, timeout) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => return Ok(0),
+            Err(error) => return Err(error),
+        }
+        // Closures are applied once the event list is no longer borrowed.
+        let mut closures: Vec<(usize, Closure)> = Vec::new();
+        let mut decoded = 0;
+        for event in events.iter() {
+            stats.events += 1;
+            let index = event.token().0;
+            let Some(connection) = connections.get_mut(index) else {
+                continue;
+            };
+            if connection.stream.is_none() {
+                continue;
+            }
+            if connection.state == State::Connecting {
+                match connect_result(connection) {
+                    ConnectProgress::Pending => continue,
+                    ConnectProgress::Connected => {
+                        connection.state = State::Handshaking;
+                        // Hello is far below every frame limit: encoding cannot fail.
+                        let _ = ClientFrame::Hello.encode(FrameLimit::MIN, &mut connection.out);
+                        if let Err(error) = write_out(connection, stats) {
+                            closures.push((index, Closure::Io(error)));
+                            continue;
+                        }
+                    }
+                    ConnectProgress::Failed(error) => {
+                        closures.push((index, Closure::Io(error)));
+                        continue;
+                    }
+                }
+            }
+            if event.is_writable() && connection.write_blocked {
+                connection.write_blocked = false;
+                if let Err(error) = write_out(connection, stats) {
+                    closures.push((index, Closure::Io(error)));
+                    continue;
+                }
+            }
+            if event.is_readable() || event.is_read_closed() || event.is_error() {
+                let sink: &mut Vec<Completion> = match completions.as_deref_mut() {
+                    Some(completions) => completions,
+                    None => pending,
+                };
+                let before = sink.len();
+                let closure = read_connection(
+                    index,
+                    connection,
+                    scratch,
+                    sink,
+                    stats,
+                    outstanding,
+                    welcomed,
+                );
+                decoded += sink.len() - before;
+                if let Some(closure) = closure {
+                    closures.push((index, closure));
+                }
+            }
+        }
+        for (index, closure) in closures {
+            self.close(index, closure);
+        }
+        Ok(decoded)
+    }
+
+    /// Writes every dirty connection's buffer once.
+    fn flush(&mut self) {
+        let mut failed = Vec::new();
+        for index in self.dirty.drain(..) {
+            let connection = &mut self.connections[index as usize];
+            connection.dirty = false;
+            if connection.write_blocked || connection.stream.is_none() {
+                continue;
+            }
+            if let Err(error) = write_out(connection, &mut self.stats) {
+                failed.push((index as usize, error));
+            }
+        }
+        for (index, error) in failed {
+            self.close(index, Closure::Io(error));
+        }
+    }
+
+    /// Closes connection `index`: every message in flight on it is accounted for without
+    /// a Reply, and the closure is counted by its cause. A closure during the handshake
+    /// ends the connect phase with its description.
+    fn close(&mut self, index: usize, closure: Closure) {
+        let connection = &mut self.connections[index];
+        let Some(mut stream) = connection.stream.take() else {
+            return;
+        };
+        // Dropping the socket removes it from the epoll set as well; deregistering first
+        // is what mio asks for, and a failure to do so changes nothing.
+        let _ = self.poll.registry().deregister(&mut stream);
+        drop(stream);
+        let was = connection.state;
+        connection.state = State::Closed;
+        connection.out = Vec::new();
+        connection.out_start = 0;
+        connection.decoder = Decoder::new(FrameLimit::MIN);
+        let in_flight = u64::from(connection.in_flight);
+        connection.in_flight = 0;
+        self.open -= 1;
+        self.outstanding -= in_flight as usize;
+        let stats = &mut self.stats;
+        let description = match &closure {
+            Closure::Error { code, detail } => {
+                stats.errors_by_code[code_index(*code)] += 1;
+                format!("the server sent Error {code}: {detail}")
+            }
+            Closure::Violation(error) => {
+                stats.violations_by_code[code_index(error.code())] += 1;
+                format!("the server broke the protocol: {error}")
+            }
+            Closure::EndOfStream if was == State::Closing => {
+                stats.closed_at_end += 1;
+                String::new()
+            }
+            Closure::EndOfStream => {
+                stats.closed_without_error += 1;
+                "the server closed it without an Error".to_string()
+            }
+            Closure::Io(error) => {
+                stats.io_errors += 1;
+                error.to_string()
+            }
+            Closure::CloseTimeout => {
+                stats.close_timeouts += 1;
+                String::new()
+            }
+        };
+        match was {
+            State::Connecting | State::Handshaking => {
+                if self.handshake_refusal.is_none() {
+                    self.handshake_refusal = Some(format!(
+                        "connection {} to {}: {}: {description}",
+                        index + 1,
+                        stats.address,
+                        if was == State::Connecting {
+                            "connecting failed"
+                        } else {
+                            "the handshake failed"
+                        }
+                    ));
+                }
+            }
+            State::Closing => {
+                // Whatever shutdown found still in flight never got its Reply.
+                stats.in_flight_at_end += in_flight;
+            }
+            State::Open => {
+                stats.unanswered_on_close += in_flight;
+                if self.closures_logged < CLOSURES_LOGGED_MAX {
+                    self.closures_logged += 1;
+                    eprintln!(
+                        "loadgen: tcp connection {index} to {} closed: {description}; {in_flight} messages in flight{}",
+                        stats.address,
+                        if self.closures_logged == CLOSURES_LOGGED_MAX {
+                            " (further closures are only counted)"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+            }
+            State::Closed => {}
+        }
+    }
+
+    /// The end of a run: writes what is buffered, half-closes every connection once its
+    /// buffer is out (the protocol's "nothing more to submit"), reads the last Replies into
+    /// `pending` until the server closes each or `timeout` passes, then closes what is left.
+    fn close_all(&mut self, timeout: Duration) {
+        self.flush();
+        for connection in &mut self.connections {
+            if connection.stream.is_some() {
+                connection.state = State::Closing;
+            }
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            for index in 0..self.connections.len() {
+                let connection = &mut self.connections[index];
+                if connection.half_closed || connection.unwritten_bytes() > 0 {
+                    continue;
+                }
+                let Some(stream) = &connection.stream else {
+                    continue;
+                };
+                connection.half_closed = true;
+                // The server sends the Replies of every Submit it has read, then closes
+                // (PROTOCOL.md section 7.3).
+                if let Err(error) = stream.shutdown(Shutdown::Write) {
+                    self.close(index, Closure::Io(error));
+                }
+            }
+            let now = Instant::now();
+            if self.open == 0 || now >= deadline {
+                break;
+            }
+            if self
+                .poll_once(Some(PHASE_POLL_INTERVAL.min(deadline - now)), None)
+                .is_err()
+            {
+                break;
+            }
+        }
+        for index in 0..self.connections.len() {
+            self.close(index, Closure::CloseTimeout);
+        }
+    }
+}
+
+/// The index of `code` in the per-code arrays.
+fn code_index(code: ErrorCode) -> usize {
+    usize::from(code.code() - 1)
+}
+
+/// How a non-blocking connect stands.
+enum ConnectProgress {
+    Pending,
+    Connected,
+    Failed(io::Error),
+}
+
+/// Whether a non-blocking connect has completed, as mio documents it: an error from
+/// `take_error`, else connected once `peer_addr` answers.
+fn connect_result(connection: &Connection) -> ConnectProgress {
+    let Some(stream) = &connection.stream else {
+        return ConnectProgress::Pending;
+    };
+    match stream.take_error() {
+        Ok(Some(error)) | Err(error) => return ConnectProgress::Failed(error),
+        Ok(None) => {}
+    }
+    match stream.peer_addr() {
+        Ok(_) => match stream.set_nodelay(true) {
+            Ok(()) => ConnectProgress::Connected,
+            Err(error) => ConnectProgress::Failed(error),
+        },
+        Err(error)
+            if error.kind() == io::ErrorKind::NotConnected
+                || error.raw_os_error() == Some(libc::EINPROGRESS) =>
+        {
+            ConnectProgress::Pending
+        }
+        Err(error) => ConnectProgress::Failed(error),
+    }
+}
+
+/// Writes as much of the connection's buffer as the socket takes; a full socket marks it
+/// blocked (its writable event resumes it). An error is for the caller to close on.
+fn write_out(connection: &mut Connection, stats: &mut TcpStats) -> io::Result<()> {
+    let Some(stream) = connection.stream.as_mut() else {
+        return Ok(());
+    };
+    while connection.out_start < connection.out.len() {
+        stats.write_calls += 1;
+        match stream.write(&connection.out[connection.out_start..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(written) => {
+                connection.out_start += written;
+                stats.bytes_written += written as u64;
+            }
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                stats.writes_blocked += 1;
+                connection.write_blocked = true;
+                return Ok(());
+            }
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    connection.out.clear();
+    connection.out_start = 0;
+    if connection.out.capacity() > WRITE_BUFFER_KEEP_BYTES {
+        connection.out = Vec::new();
+    }
+    Ok(())
+}
+
+/// Reads what connection `index` has and handles every whole frame: Replies become
+/// completions in `sink`. Returns why the connection must close, if it must.
+fn read_connection(
+    index: usize,
+    connection: &mut Connection,
+    scratch: &mut [u8],
+    sink: &mut Vec<Completion>,
+    stats: &mut TcpStats,
+    outstanding: &mut usize,
+    welcomed: &mut usize,
+) -> Option<Closure> {
+    loop {
+        let stream = connection.stream.as_mut()?;
+        stats.read_calls += 1;
+        let read = match stream.read(scratch) {
+            Ok(0) => {
+                return Some(match connection.decoder.finish() {
+                    Ok(()) => Closure::EndOfStream,
+                    Err(error) => Closure::Violation(error),
+                });
+            }
+            Ok(read) => read,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return None,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Some(Closure::Io(error)),
+        };
+        stats.bytes_read += read as u64;
+        connection.decoder.feed(&scratch[..read]);
+        if let Some(closure) = decode_frames(index, connection, sink, stats, outstanding, welcomed)
+        {
+            return Some(closure);
+        }
+        if read < scratch.len() {
+            // A short read drained the socket; epoll reports it again when more arrives.
+            return None;
+        }
+    }
+}
+
+/// Handles every whole frame the connection's decoder holds.
+fn decode_frames(
+    index: usize,
+    connection: &mut Connection,
+    sink: &mut Vec<Completion>,
+    stats: &mut TcpStats,
+    outstanding: &mut usize,
+    welcomed: &mut usize,
+) -> Option<Closure> {
+    loop {
+        let frame = match connection.decoder.next_frame() {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return None,
+            Err(error) => return Some(Closure::Violation(error)),
+        };
+        match frame {
+            ServerFrame::Welcome {
+                frame_limit,
+                send_buffer_replies,
+                ..
+            } => {
+                connection.credit = send_buffer_replies.get();
+                connection.limit = frame_limit;
+                connection.state = State::Open;
+                *welcomed += 1;
+                stats.send_buffer_replies = match stats.send_buffer_replies {
+                    0 => connection.credit,
+                    known => known.min(connection.credit),
+                };
+                stats.max_frame_bytes = match stats.max_frame_bytes {
+                    0 => frame_limit.max_frame_bytes(),
+                    known => known.min(frame_limit.max_frame_bytes()),
+                };
+            }
+            ServerFrame::Reply {
+                message_id,
+                outcome,
+            } => {
+                if connection.in_flight == 0 {
+                    stats.unexpected_replies += 1;
+                    continue;
+                }
+                connection.in_flight -= 1;
+                *outstanding -= 1;
+                stats.replies.count_completion(outcome);
+                sink.push(Completion {
+                    message: message_id,
+                    connection: ConnectionId(index as u64),
+                    outcome,
+                });
+            }
+            ServerFrame::Throttle { .. } => stats.throttles += 1,
+            ServerFrame::Pause { .. } => stats.pauses += 1,
+            ServerFrame::Resume => stats.resumes += 1,
+            ServerFrame::RepliesDropped { count } => {
+                stats.replies_dropped_frames += 1;
+                let in_flight = u64::from(connection.in_flight);
+                let dropped = count.get().min(in_flight);
+                stats.replies_dropped_excess += count.get() - dropped;
+                stats.replies_dropped += dropped;
+                // `dropped <= in_flight`, a u32.
+                connection.in_flight -= dropped as u32;
+                *outstanding -= dropped as usize;
+            }
+            ServerFrame::Pong { .. } => stats.pongs += 1,
+            ServerFrame::Error { code, detail } => {
+                return Some(Closure::Error {
+                    code,
+                    detail: detail.to_string(),
+                });
+            }
+        }
+    }
+}
+
+/// A running TCP client: every connection open and welcomed. It is the
+/// [`SystemUnderTest`] of a TCP run; [`SystemUnderTest::shutdown`] closes the connections
+/// and returns the [`TcpStats`].
+pub struct TcpSystem {
+    client: Rc<RefCell<Client>>,
+    settings: TcpSettings,
+    target_taken: bool,
+}
+
+impl TcpSystem {
+    /// Raises the descriptor limit as far as needed (failing with the numbers if the hard
+    /// limit is too low), then opens `settings.connections` connections to the server and
+    /// completes each handshake, within `settings.connect_timeout`.
+    ///
+    /// # Errors
+    /// When the descriptor limit is too low, a connection is refused (the message names the
+    /// server's Error and how many had connected), or the connect phase times out.
+    pub fn connect(settings: TcpSettings) -> anyhow::Result<Self> {
+        if settings.connections == 0 {
+            bail!("a tcp run needs at least one connection");
+        }
+        raise_nofile_limit(u64::from(settings.connections))?;
+        let mut client = Client::new(settings.address, settings.connections as usize)
+            .context("creating the epoll instance")?;
+        client.connect_all(&settings)?;
+        Ok(Self {
+            client: Rc::new(RefCell::new(client)),
+            settings,
+            target_taken: false,
+        })
+    }
+
+    /// How long connecting took.
+    pub fn connect_time(&self) -> Duration {
+        Duration::from_nanos(self.client.borrow().stats.connect_ns)
+    }
+
+    /// The settings it connected with.
+    pub fn settings(&self) -> &TcpSettings {
+        &self.settings
+    }
+}
+
+impl SystemUnderTest for TcpSystem {
+    type Target = TcpTarget;
+    type Stats = TcpStats;
+
+    fn target(&mut self) -> anyhow::Result<TcpTarget> {
+        if self.target_taken {
+            bail!("the tcp target was already taken");
+        }
+        self.target_taken = true;
+        Ok(TcpTarget {
+            client: Rc::clone(&self.client),
+        })
+    }
+
+    /// The server's threads are not visible over the protocol: 0.
+    fn workers(&self) -> usize {
+        0
+    }
+
+    fn pinned(&self) -> bool {
+        false
+    }
+
+    fn control(&self) -> Option<Control> {
+        None
+    }
+
+    fn shutdown(self) -> TcpStats {
+        let mut client = self.client.borrow_mut();
+        client.close_all(self.settings.close_timeout);
+        client.stats.clone()
+    }
+}
+
+/// The generator's handle on the TCP client (see the [module](self) for the design).
+pub struct TcpTarget {
+    client: Rc<RefCell<Client>>,
+}
+
+impl Target for TcpTarget {
+    fn submit(&mut self, message: Message) -> Result<(), Full<Message>> {
+        let mut client = self.client.borrow_mut();
+        let client = &mut *client;
+        let index = message.connection.0 as usize;
+        let Some(connection) = client.connections.get_mut(index) else {
+            // The generator never uses more connections than the run connected.
+            return Err(Full {
+                message,
+                stopped: true,
+            });
+        };
+        if connection.state != State::Open {
+            if client.open == 0 {
+                return Err(Full {
+                    message,
+                    stopped: true,
+                });
+            }
+            client.stats.submitted += 1;
+            client.stats.unsent_after_close += 1;
+            return Ok(());
+        }
+        if connection.in_flight >= connection.credit {
+            client.stats.credit_full += 1;
+            return Err(Full {
+                message,
+                stopped: false,
+            });
+        }
+        if connection.unwritten_bytes() > WRITE_BUFFER_MAX_BYTES {
+            client.stats.write_buffer_full += 1;
+            return Err(Full {
+                message,
+                stopped: false,
+            });
+        }
+        let frame = ClientFrame::Submit(Submit {
+            message_id: message.id,
+            tenant: message.tenant,
+            priority: message.priority,
+            role: message.role,
+            payload: &message.payload,
+        });
+        client.stats.submitted += 1;
+        if frame.encode(connection.limit, &mut connection.out).is_err() {
+            client.stats.too_large += 1;
+            return Ok(());
+        }
+        connection.in_flight += 1;
+        client.outstanding += 1;
+        if !connection.dirty {
+            connection.dirty = true;
+            client.dirty.push(index as u32);
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) {
+        self.client.borrow_mut().flush();
+    }
+
+    fn poll_completions(&mut self, completions: &mut Vec<Completion>) -> usize {
+        let mut client = self.client.borrow_mut();
+        let mut read = client.pending.len();
+        completions.append(&mut client.pending);
+        if client.open > 0 {
+            // An epoll failure leaves the events unread; the run's drain timeout and
+            // reconciliation report what never came.
+            read += client
+                .poll_once(Some(Duration::ZERO), Some(completions))
+                .unwrap_or(0);
+        }
+        read
+    }
+
+    fn outstanding(&self) -> usize {
+        self.client.borrow().outstanding
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use spillway::outcome::Outcome;
+
+    use super::*;
+
+    fn limits(soft: u64, hard: u64) -> NofileLimits {
+        NofileLimits { soft, hard }
+    }
+
+    #[test]
+    fn the_soft_limit_is_raised_to_the_need_within_the_hard_limit() {
+        assert_eq!(
+            check_nofile_limit(15_000, limits(1_024, 20_000)),
+            Ok(Some(15_064))
+        );
+        assert_eq!(check_nofile_limit(15_000, limits(20_000, 20_000)), Ok(None));
+        assert_eq!(check_nofile_limit(100, limits(1_024, 4_096)), Ok(None));
+        assert_eq!(
+            check_nofile_limit(19_936, limits(1_024, 20_000)),
+            Ok(Some(20_000))
+        );
+        assert_eq!(
+            check_nofile_limit(15_000, limits(1_024, u64::MAX)),
+            Ok(Some(15_064))
+        );
+    }
+
+    #[test]
+    fn a_hard_limit_too_low_is_refused_with_both_numbers_and_the_fix() {
+        let error = check_nofile_limit(15_000, limits(1_024, 4_096)).unwrap_err();
+        assert_eq!(
+            error,
+            NofileTooLow {
+                needed: 15_064,
+                connections: 15_000,
+                hard: 4_096
+            }
+        );
+        let text = error.to_string();
+        assert!(
+            text.contains("15000 connections need 15064 file descriptors"),
+            "{text}"
+        );
+        assert!(
+            text.contains("hard limit on open files (RLIMIT_NOFILE) is 4096"),
+            "{text}"
+        );
+        assert!(text.contains("ulimit -Hn 15064"), "{text}");
+        assert!(text.contains("--connections 4032"), "{text}");
+        // One short of the spare is still refused.
+        assert!(check_nofile_limit(19_937, limits(20_000, 20_000)).is_err());
+    }
+
+    #[test]
+    fn targets_parse() {
+        assert_eq!(
+            parse_target("tcp://127.0.0.1:7878").unwrap(),
+            "127.0.0.1:7878".parse().unwrap()
+        );
+        assert_eq!(
+            parse_target("127.0.0.1:9").unwrap(),
+            "127.0.0.1:9".parse().unwrap()
+        );
+        assert!(parse_target("tcp://").is_err());
+        assert!(parse_target("tcp://127.0.0.1").is_err());
+        assert!(parse_target("tcp://127.0.0.1:notaport").is_err());
+    }
+
+    #[test]
+    fn stats_reconcile_only_when_every_message_is_accounted_for() {
+        let mut stats = TcpStats::new("127.0.0.1:1".parse().unwrap());
+        stats.submitted = 10;
+        for _ in 0..6 {
+            stats.replies.count_completion(Outcome::Delivered);
+        }
+        stats.replies_dropped = 2;
+        stats.unanswered_on_close = 1;
+        stats.unsent_after_close = 1;
+        assert!(stats.self_check().is_empty(), "{:?}", stats.self_check());
+        assert_eq!(stats.without_reply(), 4);
+        stats.submitted = 11;
+        assert_eq!(stats.self_check().len(), 1);
+        stats.submitted = 10;
+        stats.unexpected_replies = 1;
+        assert_eq!(stats.self_check().len(), 1);
+    }
+}
