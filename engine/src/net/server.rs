@@ -97,6 +97,9 @@ pub struct ServerConfig {
     pub accepts_per_turn_max: usize,
     /// Bytes read from one connection per turn before the others get theirs.
     pub read_bytes_per_turn_max: usize,
+    /// Frames one shard serves per turn, all its connections together (like the engine's
+    /// `admission_batch_max` from a ring); the rest wait in the kernel for the next turn.
+    pub frames_per_turn_max: usize,
     /// Bytes of encoded frames a connection keeps ready to write; replies beyond wait in
     /// its egress queue, whose fill drives the flow signals.
     pub write_buffer_bytes_max: usize,
@@ -119,6 +122,7 @@ impl Default for ServerConfig {
             accept_backoff_ns: 10_000_000,
             accepts_per_turn_max: 256,
             read_bytes_per_turn_max: 64 * 1024,
+            frames_per_turn_max: 256,
             write_buffer_bytes_max: 64 * 1024,
             events_per_turn_max: 1024,
             housekeeping_interval_ns: 10_000_000,
@@ -249,11 +253,18 @@ impl TcpServer {
             .egress
             .validate()
             .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error.to_string()))?;
-        if config.max_connections == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "max_connections must be at least 1",
-            ));
+        for (name, value) in [
+            ("max_connections", config.max_connections),
+            ("frames_per_turn_max", config.frames_per_turn_max),
+            ("accepts_per_turn_max", config.accepts_per_turn_max),
+            ("events_per_turn_max", config.events_per_turn_max),
+        ] {
+            if value == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{name} must be at least 1"),
+                ));
+            }
         }
         let listener = std::net::TcpListener::bind(address)?;
         listener.set_nonblocking(true)?;
@@ -461,7 +472,10 @@ struct ShardNet {
     /// More connections may be waiting than the last turn accepted.
     accept_pending: bool,
     dirty: Vec<usize>,
-    read_again: Vec<usize>,
+    /// Connections to read, oldest first: readable by an event, or left over by a turn's
+    /// budget (edge-triggered readiness announces only new bytes, so what is left must be
+    /// remembered here).
+    read_again: std::collections::VecDeque<usize>,
     next_housekeeping_ns: u64,
     /// The time of the current turn: completions, which come between turns, are stamped
     /// with it (the egress queue's clock only orders its own events).
@@ -492,7 +506,7 @@ impl ShardNet {
             // Connections may have queued before this shard's first turn.
             accept_pending: true,
             dirty: Vec::new(),
-            read_again: Vec::new(),
+            read_again: std::collections::VecDeque::new(),
             next_housekeeping_ns: 0,
             turn_ns: 0,
             scratch: vec![0; READ_CHUNK_BYTES].into_boxed_slice(),
@@ -517,7 +531,6 @@ impl ShardNet {
             // EINTR and the like: the next turn polls again.
             return work;
         }
-        let mut readable = std::mem::take(&mut self.read_again);
         let mut writable = Vec::new();
         let mut accept = self.accept_pending;
         for event in self.events.iter() {
@@ -527,7 +540,13 @@ impl ShardNet {
             }
             let slot = event.token().0 - 1;
             if event.is_readable() || event.is_read_closed() || event.is_error() {
-                readable.push(slot);
+                // `read_later`, inlined: `self.events` is borrowed here.
+                if let Some(connection) = self.slots.get_mut(slot).and_then(Option::as_mut) {
+                    if !connection.read_pending {
+                        connection.read_pending = true;
+                        self.read_again.push_back(slot);
+                    }
+                }
             }
             if event.is_writable() {
                 writable.push(slot);
@@ -536,10 +555,23 @@ impl ShardNet {
         if accept && now_ns >= self.accept_paused_until_ns {
             work += self.accept(context, now_ns);
         }
-        for slot in readable {
+        // At most `frames_per_turn_max` frames a turn, like a bounded batch from a ring: the
+        // shard's handlers run between turns, so admission cannot outrun them by thousands
+        // of messages per turn (what it does not take waits in the kernel, and is read next
+        // turn).
+        // Connections are served in the order they became readable; those the budget does
+        // not reach stay queued, in place, for the next turn.
+        let mut budget = self.shared.config.frames_per_turn_max;
+        for _ in 0..self.read_again.len() {
+            if budget == 0 {
+                break;
+            }
+            let Some(slot) = self.read_again.pop_front() else {
+                break;
+            };
             if let Some(connection) = self.slots.get_mut(slot).and_then(Option::as_mut) {
                 connection.read_pending = false;
-                work += self.read(slot, context);
+                work += self.read(slot, context, &mut budget);
             }
         }
         for slot in writable {
@@ -637,7 +669,7 @@ impl ShardNet {
             // Bytes sent before our registration raise no edge: read once anyway.
             read_pending: true,
         });
-        self.read_again.push(slot);
+        self.read_again.push_back(slot);
         self.by_id.insert(id.0, slot);
         let counters = self.counters();
         bump(&counters.accepted, 1);
@@ -647,16 +679,28 @@ impl ShardNet {
 
     /// Reads what the connection has (up to the per-turn limit), decodes and serves every
     /// whole frame. Returns the frames served.
-    fn read(&mut self, slot: usize, context: &mut ShardContext<'_>) -> usize {
+    fn read(&mut self, slot: usize, context: &mut ShardContext<'_>, budget: &mut usize) -> usize {
         let config = self.shared.config;
         let now_ns = context.now_ns();
-        let Some(connection) = self.slots[slot].as_mut() else {
+        let Some(connection) = self.slots[slot].as_ref() else {
             return 0;
         };
         if connection.is_closing() || connection.read_closed || !connection.blocked.is_empty() {
             // Closing: reading stopped. Blocked (`Block` policy): no Submit is read until the
             // send buffer has room again; `flush` puts it back on the read list then.
             return 0;
+        }
+        // Whole frames an earlier turn's budget left in the decoder go first.
+        let mut served = self.serve_frames(slot, context, budget);
+        if *budget == 0 {
+            self.read_later(slot);
+            return served;
+        }
+        let Some(connection) = self.slots[slot].as_mut() else {
+            return served;
+        };
+        if connection.is_closing() {
+            return served;
         }
         let mut read_bytes = 0;
         let mut peer_closed = false;
@@ -679,11 +723,14 @@ impl ShardNet {
                 }
             }
         }
-        if read_bytes >= config.read_bytes_per_turn_max && !connection.read_pending {
-            connection.read_pending = true;
-            self.read_again.push(slot);
+        served += self.serve_frames(slot, context, budget);
+        if read_bytes >= config.read_bytes_per_turn_max || *budget == 0 {
+            // More may be waiting than this turn takes (an end of stream is read again).
+            self.read_later(slot);
+            if *budget == 0 {
+                return served;
+            }
         }
-        let served = self.serve_frames(slot, context);
         let Some(connection) = self.slots[slot].as_mut() else {
             return served;
         };
@@ -711,8 +758,25 @@ impl ShardNet {
         served
     }
 
-    /// Serves every whole frame the connection's decoder holds.
-    fn serve_frames(&mut self, slot: usize, context: &mut ShardContext<'_>) -> usize {
+    /// Puts the connection on the list read next turn without an event (edge-triggered
+    /// readiness announces only new bytes).
+    fn read_later(&mut self, slot: usize) {
+        if let Some(connection) = self.slots[slot].as_mut() {
+            if !connection.read_pending {
+                connection.read_pending = true;
+                self.read_again.push_back(slot);
+            }
+        }
+    }
+
+    /// Serves the whole frames the connection's decoder holds, at most `budget` of them
+    /// (and takes them from it).
+    fn serve_frames(
+        &mut self,
+        slot: usize,
+        context: &mut ShardContext<'_>,
+        budget: &mut usize,
+    ) -> usize {
         let now_ns = context.now_ns();
         let mut served = 0u64;
         let mut submits = 0u64;
@@ -734,8 +798,9 @@ impl ShardNet {
                 ..
             } = connection;
             loop {
-                if !blocked.is_empty() {
-                    // The `Block` policy holds the rest until the send buffer has room.
+                if !blocked.is_empty() || served as usize >= *budget {
+                    // The `Block` policy holds the rest until the send buffer has room; the
+                    // turn's budget leaves the rest for the next turn.
                     break;
                 }
                 let frame = match decoder.next_frame() {
@@ -784,6 +849,7 @@ impl ShardNet {
                 }
             }
         }
+        *budget -= served as usize;
         let counters = &self.shared.counters[self.shard];
         bump(&counters.frames_in, served);
         bump(&counters.submits, submits);
@@ -915,7 +981,7 @@ impl ShardNet {
             retry_blocked(connection, now_ns, counters);
             if connection.blocked.is_empty() && !connection.read_pending {
                 connection.read_pending = true;
-                self.read_again.push(slot);
+                self.read_again.push_back(slot);
             }
         }
         self.end_if_done(slot, now_ns);

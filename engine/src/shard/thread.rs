@@ -24,6 +24,10 @@ use super::queue::Origin;
 /// (and once more when the shard goes idle, if anything changed).
 const PUBLISH_INTERVAL_NS: u64 = 100_000;
 
+/// Most time a turn spends in back-to-back handler batches before it looks at its rings
+/// and sockets again.
+const HANDLER_TURN_BUDGET_NS: u64 = 200_000;
+
 /// A link and how many of its admitted messages are still in flight (its index may be
 /// reused by a new ingress only after the last of them completed).
 struct Link {
@@ -59,7 +63,7 @@ pub(crate) fn run<H: Handler>(
         }
         core.maintain(now_ns);
         // Control first: it waits for at most the batch before it, never for the backlog.
-        let controlled = serve_shard_commands(&mut core, &mut commands, &mut replies, now_ns);
+        let mut controlled = serve_shard_commands(&mut core, &mut commands, &mut replies, now_ns);
         if controlled {
             engine.control.wake_if_sleeping();
         }
@@ -70,11 +74,12 @@ pub(crate) fn run<H: Handler>(
         }
 
         // Code that feeds the shard from outside (sockets) admits with an immediate verdict.
-        let mut taken = if stopping {
+        let polled = if stopping {
             0
         } else {
             handler.poll(&mut ShardContext::new(&mut core, now_ns))
         };
+        let mut taken = polled;
         // Admission: a bounded batch from every ring.
         for &slot in &active {
             let Some(Link { link, in_flight }) = links[slot as usize].as_mut() else {
@@ -120,14 +125,43 @@ pub(crate) fn run<H: Handler>(
 
         // Handlers: a bounded batch; when winding down with `shutdown_finishes_queued` off,
         // the queue is cancelled instead.
-        let ran = if stopping && !config.shutdown_finishes_queued {
+        let mut ran = 0;
+        if stopping && !config.shutdown_finishes_queued {
             core.cancel_all(now_ns);
-            0
         } else {
-            core.run_handlers(&mut handler, config.handler_batch_max, now_ns, || {
-                clock.now_ns()
-            })
-        };
+            // Batches of `handler_batch_max`, back to back while the queue has work, up to
+            // `admission_batch_max` handlers per turn (as many as one ring may admit) and
+            // HANDLER_TURN_BUDGET_NS: cheap handlers then keep pace with admission instead
+            // of falling behind it (64 per turn is far less than a turn can admit from a
+            // busy ring or a few thousand sockets). The control ring is served between
+            // batches, so its latency stays bounded by one batch.
+            // The handlers' time budget starts now: a front end's socket work (a turn's
+            // worth of system calls) must not use it up.
+            let handlers_start_ns = if polled > 0 { clock.now_ns() } else { now_ns };
+            let mut batch_ns = handlers_start_ns;
+            loop {
+                let batch =
+                    core.run_handlers(&mut handler, config.handler_batch_max, batch_ns, || {
+                        clock.now_ns()
+                    });
+                ran += batch;
+                for completion in core.local_completions.drain(..) {
+                    handler.completed(&completion);
+                }
+                route(&mut core, &mut links, engine, index);
+                if batch < config.handler_batch_max || ran >= config.admission_batch_max {
+                    break;
+                }
+                batch_ns = clock.now_ns();
+                if batch_ns.saturating_sub(handlers_start_ns) >= HANDLER_TURN_BUDGET_NS {
+                    break;
+                }
+                if serve_shard_commands(&mut core, &mut commands, &mut replies, batch_ns) {
+                    engine.control.wake_if_sleeping();
+                    controlled = true;
+                }
+            }
+        }
         for completion in core.local_completions.drain(..) {
             handler.completed(&completion);
         }
