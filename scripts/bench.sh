@@ -23,7 +23,7 @@ SCENARIO_TABLE=(light normal high heavy saturation recovery)
 OVERLOAD_TABLE=(overload-0.5x overload-1x overload-2x overload-5x priority-mix)
 
 cargo build --release -p spillway-loadgen
-LOADGEN=target/release/loadgen
+LOADGEN="${CARGO_TARGET_DIR:-target}/release/loadgen"
 
 start=$(date +%s)
 for scenario in "${SCENARIO_TABLE[@]}" "${OVERLOAD_TABLE[@]}"; do

@@ -32,7 +32,7 @@ cargo build --release -p spillway-loadgen
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-cmd=(target/release/loadgen --scenario "$SCENARIO" --duration "$DURATION")
+cmd=("${CARGO_TARGET_DIR:-target}/release/loadgen" --scenario "$SCENARIO" --duration "$DURATION")
 perf record -e cpu-clock -g -o "$tmp/perf.data" -- "${cmd[@]}" > "$tmp/loadgen.txt" 2> "$tmp/loadgen.err"
 
 mkdir -p docs/results

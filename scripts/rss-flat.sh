@@ -18,7 +18,7 @@ mkdir -p "$OUT"
 SAMPLES="$OUT/rss-$SCENARIO.txt"
 
 cargo build --release -p spillway-loadgen
-target/release/loadgen --scenario "$SCENARIO" --duration "$DURATION" --json \
+"${CARGO_TARGET_DIR:-target}/release/loadgen" --scenario "$SCENARIO" --duration "$DURATION" --json \
     >"$OUT/rss-$SCENARIO.json" 2>/dev/null &
 pid=$!
 start_ns=$(date +%s%N)
