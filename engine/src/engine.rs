@@ -108,6 +108,9 @@ impl ShardShared {
 }
 
 /// State every thread of one engine shares.
+/// Longest `EngineBuilder::start` waits for the control thread to apply its niceness.
+const CONTROL_START_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The shard that owns `connection` among `shard_count`: a multiply-shift hash (Fibonacci
 /// hashing), so consecutive ids spread evenly and the map needs no table.
 pub(crate) fn shard_of_connection(connection: ConnectionId, shard_count: usize) -> usize {
@@ -443,6 +446,13 @@ impl<H: Handler + Clone> EngineBuilder<H> {
             })?;
         let _ = shared.control.thread.set(control_thread.thread().clone());
         engine.control_thread = Some(control_thread);
+        // The control thread applies its niceness first thing; wait for that (bounded), so
+        // that `control_nice` is settled once `start` returns and a caller can favour its own
+        // health checker the same way.
+        let settled_by = std::time::Instant::now() + CONTROL_START_WAIT;
+        while shared.control.nice.get().is_none() && std::time::Instant::now() < settled_by {
+            std::thread::sleep(std::time::Duration::from_micros(100));
+        }
         Ok(engine)
     }
 }

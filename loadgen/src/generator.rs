@@ -102,6 +102,9 @@ pub struct ProbeResult {
     pub latency_ns: Histogram<u64>,
     /// Health checks that returned an error.
     pub errors: u64,
+    /// The niceness the probe thread ran at, if it was granted the control thread's
+    /// (`None`: normal priority).
+    pub nice: Option<i32>,
 }
 
 /// Everything a run measured. `S` is the target's own final counters: spillway's
@@ -382,10 +385,17 @@ fn probe(
     interval: Duration,
     record_after: Duration,
     stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<(Histogram<u64>, u64)> {
+) -> std::thread::JoinHandle<(Histogram<u64>, u64, Option<i32>)> {
     std::thread::Builder::new()
         .name("loadgen-probe".into())
         .spawn(move || {
+            // An operator's health checker runs favoured like the control thread it asks:
+            // otherwise, with both cores busy, this thread waits a scheduler slice (about
+            // 1 ms) to read each answer, which measures the scheduler, not the engine. The
+            // report says whether it was granted (`probe_nice`).
+            let nice = control
+                .thread_nice()
+                .and_then(spillway::control::raise_thread_priority);
             let mut latency = histogram();
             let mut errors = 0;
             let started = Instant::now();
@@ -409,7 +419,7 @@ fn probe(
                     next = now;
                 }
             }
-            (latency, errors)
+            (latency, errors, nice)
         })
         .expect("spawning the probe thread")
 }
@@ -508,12 +518,17 @@ pub fn run_with_target<S: SystemUnderTest>(
     let (unsent, lost) = driven?;
     let control = match probed {
         Some(probed) => {
-            let (latency_ns, errors) = probed?;
-            Some(ProbeResult { latency_ns, errors })
+            let (latency_ns, errors, nice) = probed?;
+            Some(ProbeResult {
+                latency_ns,
+                errors,
+                nice,
+            })
         }
         None if control.is_some() => Some(ProbeResult {
             latency_ns: histogram(),
             errors: 0,
+            nice: None,
         }),
         None => None,
     };

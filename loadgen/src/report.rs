@@ -224,6 +224,7 @@ pub fn json<S: TargetStats>(info: &RunInfo, result: &RunResult<S>) -> Value {
         "latency_of": "delivered messages of the measured phase, from intended send time (open loop) or send time (closed loop) to the generator reading the completion",
         "control_latency_us": result.control.as_ref().map(|probe| percentiles_us(&probe.latency_ns, &CONTROL_QUANTILES)),
         "control_probe_errors": result.control.as_ref().map(|probe| probe.errors),
+        "control_probe_nice": result.control.as_ref().and_then(|probe| probe.nice),
         "control_latency_engine_us": health.map(|latency| json!({
             "count": latency.count,
             "p50": us(latency.p50_ns),
@@ -556,9 +557,13 @@ pub fn table<S: TargetStats>(info: &RunInfo, result: &RunResult<S>) -> String {
         (Some(probe), Some(control_plane)) => {
             let _ = writeln!(
                 out,
-                "health checks {} (errors {}), SLO violations {}; breaker at end {}",
+                "health checks {} (errors {}, probe thread at {}), SLO violations {}; breaker at end {}",
                 probe.latency_ns.len(),
                 probe.errors,
+                match probe.nice {
+                    Some(nice) => format!("nice {nice}, as the control thread"),
+                    None => "normal priority".to_owned(),
+                },
                 control_plane.slo_violations,
                 control_plane.breaker_final
             );

@@ -396,7 +396,25 @@ impl Drop for Component {
     }
 }
 
+/// Asks the scheduler to favour the calling thread as the control thread is favoured
+/// (`nice` in -20..=19, as `control.nice`; 0 asks nothing). Returns the niceness in force if
+/// the system granted it (on Linux it needs CAP_SYS_NICE or a permissive RLIMIT_NICE).
+///
+/// For a thread of the embedding application that must stay responsive beside a saturated
+/// data path, such as an in-process health checker: on a machine with no idle core a
+/// normal-priority thread can wait a scheduler slice (about a millisecond) to read an answer
+/// the control plane gave in microseconds.
+pub fn raise_thread_priority(nice: i32) -> Option<i32> {
+    thread::raise_priority(nice)
+}
+
 impl Control {
+    /// The niceness the control-plane thread runs at (see
+    /// [`Engine::control_nice`](crate::engine::Engine::control_nice)).
+    pub fn thread_nice(&self) -> Option<i32> {
+        self.engine.control.nice.get().copied().flatten()
+    }
+
     pub(crate) fn new(engine: Arc<EngineShared>) -> Self {
         Self {
             engine,

@@ -612,7 +612,7 @@ impl ControlLoop<'_> {
 
 /// Asks the scheduler to favour this thread (`nice` in -20..=19; 0 asks nothing). Returns
 /// the niceness in force if the request was granted.
-fn raise_priority(nice: i32) -> Option<i32> {
+pub(crate) fn raise_priority(nice: i32) -> Option<i32> {
     if nice == 0 {
         return None;
     }
