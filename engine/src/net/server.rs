@@ -435,6 +435,8 @@ struct Connection {
     in_flight: u32,
     /// A Hello was read and its Welcome is not written yet.
     welcome_due: bool,
+    /// An event said the peer closed its side (or the socket failed): read to the end.
+    peer_hung_up: bool,
     /// Listed in `ShardNet::dirty` (something to write).
     dirty: bool,
     /// Listed in `ShardNet::read_again` (bytes may be waiting that no event will announce).
@@ -542,6 +544,7 @@ impl ShardNet {
             if event.is_readable() || event.is_read_closed() || event.is_error() {
                 // `read_later`, inlined: `self.events` is borrowed here.
                 if let Some(connection) = self.slots.get_mut(slot).and_then(Option::as_mut) {
+                    connection.peer_hung_up |= event.is_read_closed() || event.is_error();
                     if !connection.read_pending {
                         connection.read_pending = true;
                         self.read_again.push_back(slot);
@@ -665,6 +668,7 @@ impl ShardNet {
             frame_started_ns: None,
             in_flight: 0,
             welcome_due: false,
+            peer_hung_up: false,
             dirty: false,
             // Bytes sent before our registration raise no edge: read once anyway.
             read_pending: true,
@@ -714,6 +718,14 @@ impl ShardNet {
                 Ok(count) => {
                     connection.decoder.feed(&self.scratch[..count]);
                     read_bytes += count;
+                    if count < self.scratch.len() && !connection.peer_hung_up {
+                        // A short read emptied the socket's receive queue: asking again would
+                        // only return WouldBlock (a system call per message at these rates).
+                        // Bytes that arrive later raise a new edge, so nothing is missed. Not
+                        // once the peer has closed: its end of stream may have come with these
+                        // bytes, in the same edge, and must still be read.
+                        break;
+                    }
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
