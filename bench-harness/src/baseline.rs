@@ -63,7 +63,6 @@ use spillway::ingress::Full;
 use spillway::message::{Message, Priority, Role};
 use spillway::metrics::Tally;
 use spillway::outcome::{Completion, FailureReason, Outcome, RefusalReason};
-use spillway_loadgen::generator::busy_wait;
 use spillway_loadgen::target::{ControlPlaneStats, SystemUnderTest, Target, TargetStats};
 use tokio::sync::mpsc;
 use tower::load_shed::error::Overloaded;
@@ -310,6 +309,42 @@ impl Target for BaselineTarget {
     }
 }
 
+/// Governor's keyed limiter per connection with `rate`'s quota, or none when the rate
+/// limit is off. Shared by the in-process baseline and its TCP twin.
+pub(crate) fn keyed_limiter(rate: Option<RateSettings>) -> Option<DefaultKeyedRateLimiter<u64>> {
+    rate.map(|rate| {
+        RateLimiter::keyed(Quota::per_second(rate.per_connection_per_sec).allow_burst(rate.burst))
+    })
+}
+
+/// The handler as a tokio user stacks it: tower's `load_shed` over `concurrency_limit`
+/// over a service that busy-waits `service_ns` (the load generator's simulated cost).
+/// `started` runs as each handler starts (the caller counts admissions with it). Shared by
+/// the in-process baseline and its TCP twin.
+pub(crate) fn service_stack(
+    service_ns: u64,
+    concurrency_limit: usize,
+    started: impl Fn() + Clone + Send + Sync + 'static,
+) -> impl Service<Message, Response = (), Error = BoxError, Future: Send + 'static>
+       + Clone
+       + Send
+       + 'static {
+    let clock = Clock::new();
+    let handler = tower::service_fn(move |_message: Message| {
+        let started = started.clone();
+        let clock = clock.clone();
+        async move {
+            started();
+            clock.spin_for_ns(service_ns);
+            Ok::<(), Infallible>(())
+        }
+    });
+    ServiceBuilder::new()
+        .load_shed()
+        .concurrency_limit(concurrency_limit)
+        .service(handler)
+}
+
 /// The running baseline: a tokio runtime with the dispatcher task on it.
 pub struct Baseline {
     runtime: tokio::runtime::Runtime,
@@ -332,27 +367,11 @@ impl Baseline {
         let counters = Arc::new(Counters::default());
         let (submit_sender, submit_receiver) = mpsc::channel(settings.submission_capacity);
         let (complete_sender, complete_receiver) = mpsc::channel(settings.completion_capacity);
-        let limiter = settings.rate.map(|rate| {
-            RateLimiter::keyed(
-                Quota::per_second(rate.per_connection_per_sec).allow_burst(rate.burst),
-            )
-        });
+        let limiter = keyed_limiter(settings.rate);
         let handler_counters = Arc::clone(&counters);
-        let service_ns = settings.service_ns;
-        let clock = Clock::new();
-        let handler = tower::service_fn(move |_message: Message| {
-            let counters = Arc::clone(&handler_counters);
-            let clock = clock.clone();
-            async move {
-                bump(&counters.admitted);
-                busy_wait(&clock, service_ns);
-                Ok::<(), Infallible>(())
-            }
+        let service = service_stack(settings.service_ns, settings.concurrency_limit, move || {
+            bump(&handler_counters.admitted)
         });
-        let service = ServiceBuilder::new()
-            .load_shed()
-            .concurrency_limit(settings.concurrency_limit)
-            .service(handler);
         runtime.spawn(dispatch(
             submit_receiver,
             limiter,

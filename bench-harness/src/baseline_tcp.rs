@@ -47,7 +47,6 @@
 //! [`TwinStats::self_check`] checks both sums, and `e2e --tcp` checks them against what
 //! loadgen's TCP client saw.
 
-use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -56,9 +55,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use governor::clock::Clock as _;
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::DefaultKeyedRateLimiter;
 use serde_json::{json, Value};
-use spillway::clock::Clock;
 use spillway::config::Config;
 use spillway::message::{ConnectionId, Message, MessageId};
 use spillway::metrics::Tally;
@@ -67,16 +65,17 @@ use spillway::net::protocol::{
     ServerFrame,
 };
 use spillway::outcome::{FailureReason, Outcome, RefusalReason};
-use spillway_loadgen::generator::busy_wait;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tower::load_shed::error::Overloaded;
-use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
+use tower::{BoxError, Service, ServiceExt};
 
-use crate::baseline::{BaselineSettings, RateSettings, SHUTDOWN_TIMEOUT};
+use crate::baseline::{
+    keyed_limiter, service_stack, BaselineSettings, RateSettings, SHUTDOWN_TIMEOUT,
+};
 
 /// How long a new connection has to send Hello (spillway's default hello timeout).
 pub const HELLO_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
@@ -413,27 +412,11 @@ impl TwinServer {
             source,
         })?;
         let counters = Arc::new(Counters::default());
-        let limiter = settings.rate.map(|rate| {
-            RateLimiter::keyed(
-                Quota::per_second(rate.per_connection_per_sec).allow_burst(rate.burst),
-            )
-        });
+        let limiter = keyed_limiter(settings.rate);
         let handler_counters = Arc::clone(&counters);
-        let service_ns = settings.service_ns;
-        let clock = Clock::new();
-        let handler = tower::service_fn(move |_message: Message| {
-            let counters = Arc::clone(&handler_counters);
-            let clock = clock.clone();
-            async move {
-                bump(&counters.admitted);
-                busy_wait(&clock, service_ns);
-                Ok::<(), Infallible>(())
-            }
+        let service = service_stack(settings.service_ns, settings.concurrency_limit, move || {
+            bump(&handler_counters.admitted)
         });
-        let service = ServiceBuilder::new()
-            .load_shed()
-            .concurrency_limit(settings.concurrency_limit)
-            .service(handler);
         let shared = Arc::new(Shared {
             settings,
             counters: Arc::clone(&counters),

@@ -357,20 +357,13 @@ impl Recorder {
     }
 }
 
-/// Busy-waits `service_ns` on `clock`: the simulated handler cost. Public so that other
-/// targets (the baseline in `spillway-bench`) run the very same handler.
-#[inline]
-pub fn busy_wait(clock: &Clock, service_ns: u64) {
-    clock.spin_for_ns(service_ns);
-}
-
 /// Starts an engine with `config` whose handler costs `service_ns` per message.
 pub fn start_engine(config: Config, service_ns: u64) -> anyhow::Result<Engine> {
     let clock = Clock::new();
     let engine = Engine::builder()
         .config(config)
         .handler(move |_: &Message| {
-            busy_wait(&clock, service_ns);
+            clock.spin_for_ns(service_ns);
             Ok(())
         })
         .start()
