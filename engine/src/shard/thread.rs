@@ -123,26 +123,33 @@ pub(crate) fn run<H: Handler>(
         }
         route(&mut core, &mut links, engine, index);
 
-        // Handlers: a bounded batch; when winding down with `shutdown_finishes_queued` off,
-        // the queue is cancelled instead.
+        // Handlers, in batches of `handler_batch_max` back to back while the queue has work,
+        // up to `admission_batch_max` handlers per turn (as many as one ring may admit) and
+        // HANDLER_TURN_BUDGET_NS: cheap handlers then keep pace with admission instead of
+        // falling behind it (one batch of 64 is far less than a turn can admit from a busy
+        // ring or a few thousand sockets). The control ring is served between batches, so
+        // its latency stays bounded by one batch. When winding down with
+        // `shutdown_finishes_queued` off, the queue is cancelled instead.
         let mut ran = 0;
         if stopping && !config.shutdown_finishes_queued {
             core.cancel_all(now_ns);
+            for completion in core.local_completions.drain(..) {
+                handler.completed(&completion);
+            }
+            route(&mut core, &mut links, engine, index);
         } else {
-            // Batches of `handler_batch_max`, back to back while the queue has work, up to
-            // `admission_batch_max` handlers per turn (as many as one ring may admit) and
-            // HANDLER_TURN_BUDGET_NS: cheap handlers then keep pace with admission instead
-            // of falling behind it (64 per turn is far less than a turn can admit from a
-            // busy ring or a few thousand sockets). The control ring is served between
-            // batches, so its latency stays bounded by one batch.
-            // The handlers' time budget starts now: a front end's socket work (a turn's
-            // worth of system calls) must not use it up.
+            // The budget starts after the front end's socket work (a turn's worth of system
+            // calls), which must not use it up.
             let handlers_start_ns = if polled > 0 { clock.now_ns() } else { now_ns };
             let mut batch_ns = handlers_start_ns;
             loop {
+                // The batch's end time, read once by `run_handlers` for its latencies, is
+                // also the next batch's start.
+                let mut batch_end_ns = batch_ns;
                 let batch =
                     core.run_handlers(&mut handler, config.handler_batch_max, batch_ns, || {
-                        clock.now_ns()
+                        batch_end_ns = clock.now_ns();
+                        batch_end_ns
                     });
                 ran += batch;
                 for completion in core.local_completions.drain(..) {
@@ -152,7 +159,7 @@ pub(crate) fn run<H: Handler>(
                 if batch < config.handler_batch_max || ran >= config.admission_batch_max {
                     break;
                 }
-                batch_ns = clock.now_ns();
+                batch_ns = batch_end_ns;
                 if batch_ns.saturating_sub(handlers_start_ns) >= HANDLER_TURN_BUDGET_NS {
                     break;
                 }
@@ -162,10 +169,6 @@ pub(crate) fn run<H: Handler>(
                 }
             }
         }
-        for completion in core.local_completions.drain(..) {
-            handler.completed(&completion);
-        }
-        route(&mut core, &mut links, engine, index);
         if report_finished_drains(&mut core, &mut replies, &mut drains_done) {
             engine.control.wake_if_sleeping();
         }
