@@ -474,6 +474,8 @@ struct ShardNet {
     /// More connections may be waiting than the last turn accepted.
     accept_pending: bool,
     dirty: Vec<usize>,
+    /// Connections an event said are writable this turn.
+    writable: Vec<usize>,
     /// Connections to read, oldest first: readable by an event, or left over by a turn's
     /// budget (edge-triggered readiness announces only new bytes, so what is left must be
     /// remembered here).
@@ -508,6 +510,7 @@ impl ShardNet {
             // Connections may have queued before this shard's first turn.
             accept_pending: true,
             dirty: Vec::new(),
+            writable: Vec::new(),
             read_again: std::collections::VecDeque::new(),
             next_housekeeping_ns: 0,
             turn_ns: 0,
@@ -533,7 +536,8 @@ impl ShardNet {
             // EINTR and the like: the next turn polls again.
             return work;
         }
-        let mut writable = Vec::new();
+        // Reused from turn to turn, so a turn allocates nothing for its writable list.
+        let mut writable = std::mem::take(&mut self.writable);
         let mut accept = self.accept_pending;
         for event in self.events.iter() {
             if event.token() == LISTENER {
@@ -577,9 +581,11 @@ impl ShardNet {
                 work += self.read(slot, context, &mut budget);
             }
         }
-        for slot in writable {
+        for &slot in &writable {
             work += self.flush(slot, now_ns);
         }
+        writable.clear();
+        self.writable = writable;
         work += self.flush_dirty(now_ns);
         if now_ns >= self.next_housekeeping_ns {
             self.next_housekeeping_ns = now_ns + self.shared.config.housekeeping_interval_ns;
@@ -927,7 +933,7 @@ impl ShardNet {
     }
 
     fn flush_dirty(&mut self, now_ns: u64) -> usize {
-        let dirty = std::mem::take(&mut self.dirty);
+        let mut dirty = std::mem::take(&mut self.dirty);
         let mut work = 0;
         for &slot in &dirty {
             if let Some(connection) = self.slots.get_mut(slot).and_then(Option::as_mut) {
@@ -935,8 +941,7 @@ impl ShardNet {
                 work += self.flush(slot, now_ns);
             }
         }
-        // Keep the allocation.
-        let mut dirty = dirty;
+        // Keep the allocation, unless a flush marked something dirty meanwhile.
         dirty.clear();
         if self.dirty.is_empty() {
             self.dirty = dirty;
