@@ -43,6 +43,7 @@ use spillway_loadgen::report::{self, format_ns, RunInfo, NO_CONTROL_PLANE};
 use spillway_loadgen::target::TargetStats;
 
 use crate::baseline::{Baseline, BaselineSettings, BaselineStats};
+use crate::report::nonzero_counts;
 
 /// Connections of both measurements unless `--connections` says otherwise (SPEC 8's
 /// saturation scenario).
@@ -361,17 +362,11 @@ pub(crate) fn ratio(numerator: f64, denominator: f64) -> Option<f64> {
 }
 
 pub(crate) fn refused_reasons<S>(result: &RunResult<S>) -> String {
-    let reasons: Vec<String> = RefusalReason::ALL
-        .iter()
-        .filter(|reason| result.measured.refused[reason.index()] > 0)
-        .map(|reason| {
-            format!(
-                "{} {}",
-                reason.name(),
-                result.measured.refused[reason.index()]
-            )
-        })
-        .collect();
+    let reasons: Vec<String> = nonzero_counts(
+        RefusalReason::ALL.map(RefusalReason::name),
+        &result.measured.refused,
+    )
+    .collect();
     if reasons.is_empty() {
         "none".to_string()
     } else {

@@ -570,6 +570,20 @@ impl Report {
     }
 }
 
+/// `name count` for every counter that is not zero, in counter order: the reasons behind a
+/// [`Tally`](spillway::metrics::Tally)'s refused, shed or dropped counts, for one line of
+/// a report.
+pub(crate) fn nonzero_counts<'a>(
+    names: impl IntoIterator<Item = &'static str> + 'a,
+    counts: &'a [u64],
+) -> impl Iterator<Item = String> + 'a {
+    names
+        .into_iter()
+        .zip(counts)
+        .filter(|(_, &count)| count > 0)
+        .map(|(name, count)| format!("{name} {count}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

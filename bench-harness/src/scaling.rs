@@ -37,6 +37,7 @@ use spillway::message::{ConnectionId, Message, MessageId, Role};
 use spillway::metrics::Tally;
 use spillway::outcome::{Completion, DropReason, Outcome, RefusalReason, ShedReason};
 
+use crate::report::nonzero_counts;
 use crate::stats::Summary;
 
 /// Per-connection token-bucket rate during a scaling run: far above what one connection is
@@ -364,25 +365,19 @@ fn read_completions(
 /// The non-delivered outcomes of `tally` by reason, e.g. `refused rate_limited 12, shed
 /// circuit_open 3`; empty when every message was delivered.
 pub fn undelivered_reasons(tally: &Tally) -> String {
-    let mut parts = Vec::new();
-    for reason in RefusalReason::ALL {
-        let count = tally.refused[reason.index()];
-        if count > 0 {
-            parts.push(format!("refused {} {count}", reason.name()));
-        }
-    }
-    for reason in ShedReason::ALL {
-        let count = tally.shed[reason.index()];
-        if count > 0 {
-            parts.push(format!("shed {} {count}", reason.name()));
-        }
-    }
-    for reason in DropReason::ALL {
-        let count = tally.dropped[reason.index()];
-        if count > 0 {
-            parts.push(format!("dropped {} {count}", reason.name()));
-        }
-    }
+    let prefixed = |kind: &'static str| move |reason: String| format!("{kind} {reason}");
+    let mut parts: Vec<String> =
+        nonzero_counts(RefusalReason::ALL.map(RefusalReason::name), &tally.refused)
+            .map(prefixed("refused"))
+            .chain(
+                nonzero_counts(ShedReason::ALL.map(ShedReason::name), &tally.shed)
+                    .map(prefixed("shed")),
+            )
+            .chain(
+                nonzero_counts(DropReason::ALL.map(DropReason::name), &tally.dropped)
+                    .map(prefixed("dropped")),
+            )
+            .collect();
     let failed: u64 = tally.failed.iter().sum();
     if failed > 0 {
         parts.push(format!("failed {failed}"));
