@@ -293,6 +293,7 @@ impl TcpServer {
             inner: handler,
             shared: Arc::clone(&self.shared),
             shard: None,
+            open_retry_ns: 0,
         }
     }
 
@@ -335,6 +336,8 @@ pub struct TcpFrontEnd<H> {
     shared: Arc<Shared>,
     /// This shard's event loop and connections, opened on the shard's first turn.
     shard: Option<ShardNet>,
+    /// When opening them failed: no new try before then.
+    open_retry_ns: u64,
 }
 
 impl<H: Clone> Clone for TcpFrontEnd<H> {
@@ -344,6 +347,7 @@ impl<H: Clone> Clone for TcpFrontEnd<H> {
             inner: self.inner.clone(),
             shared: Arc::clone(&self.shared),
             shard: None,
+            open_retry_ns: 0,
         }
     }
 }
@@ -372,11 +376,20 @@ impl<H: Handler> Handler for TcpFrontEnd<H> {
     fn poll(&mut self, context: &mut ShardContext<'_>) -> usize {
         let own = self.inner.poll(context);
         if self.shard.is_none() {
+            if context.now_ns() < self.open_retry_ns {
+                return own;
+            }
             match ShardNet::open(&self.shared, context.shard()) {
                 Ok(net) => self.shard = Some(net),
-                // Without a Poll or a listener this shard serves no sockets; the others
-                // still do. Nothing to count it under but the accept backoff: retry then.
-                Err(_) => return own,
+                // Without a Poll or a listener (out of descriptors, say) this shard serves no
+                // sockets; the others still do. Counted as an accept backoff, and retried
+                // after one, not every turn.
+                Err(_) => {
+                    self.open_retry_ns = context.now_ns() + self.shared.config.accept_backoff_ns;
+                    let counters = &self.shared.counters[context.shard().min(SHARDS_MAX - 1)];
+                    bump(&counters.accept_backoffs, 1);
+                    return own;
+                }
             }
         }
         let net = self.shard.as_mut().expect("opened above");
