@@ -2,7 +2,7 @@
 //! through their control rings ahead of the data backlog. Functional and bounded; nothing
 //! here asserts a duration.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -307,21 +307,53 @@ fn set_rate_applies_to_the_next_messages_of_that_connection() {
 
 #[test]
 fn the_monitor_alerts_on_a_filling_queue_and_a_full_queue_opens_the_breaker() {
-    let engine = slow_engine(Duration::from_millis(20), |config| {
-        config.handler_batch_max = 1;
-        config.caps.role_messages[Role::Transport.index()] = 10;
-        config.caps.connection_messages = 1000;
-        config.monitor.interval_ns = 1_000_000;
-    });
+    // The shard trips the breaker when an admission leaves a queue at 100% of its cap. If
+    // it admitted the ten messages over two turns with a handler run between them, the
+    // queue would peak at 9 of 10 and never trip, so a gate holds the shard inside the
+    // first (session) handler until all ten transport messages wait in the ring; it then
+    // admits them in one batch.
+    let gate_open = Arc::new(AtomicBool::new(false));
+    let gated_handler_entered = Arc::new(AtomicBool::new(false));
+    let (gate, entered) = (Arc::clone(&gate_open), Arc::clone(&gated_handler_entered));
+    let mut config = Config::default();
+    config.shards = 1;
+    config.levels.rate_limit = false;
+    config.handler_batch_max = 1;
+    config.caps.role_messages[Role::Transport.index()] = 10;
+    config.caps.connection_messages = 1000;
+    config.monitor.interval_ns = 1_000_000;
+    let engine = Engine::builder()
+        .config(config)
+        .handler(move |message: &Message| {
+            if message.role == Role::Session {
+                // Relaxed: the flags carry no data (the rings publish the messages with
+                // their own orderings); each side only has to see the other's flag.
+                entered.store(true, Ordering::Relaxed);
+                while !gate.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+            } else {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok::<(), HandlerError>(())
+        })
+        .start()
+        .unwrap();
     let mut ingress = engine.ingress().unwrap();
+    submit(&mut ingress, session(100, 100));
+    let started = Instant::now();
+    while !gated_handler_entered.load(Ordering::Relaxed) {
+        assert!(started.elapsed() < DEADLINE, "the gated handler never ran");
+        std::thread::sleep(Duration::from_micros(200));
+    }
     for id in 0..10 {
         let transport = Message::new(ConnectionId(id), MessageId(id))
             .with_role(Role::Transport)
             .with_priority(Priority::P0);
         submit(&mut ingress, transport);
     }
+    gate_open.store(true, Ordering::Relaxed);
     let control = engine.control();
-    let started = Instant::now();
     // The shard publishes after each handler batch, so the monitor sees the queue at 9 of
     // 10 (critical) at the highest; the shard itself opens the breaker at 10 of 10.
     while !control
