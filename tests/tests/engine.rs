@@ -290,6 +290,10 @@ fn concurrent_producers_get_exactly_one_completion_per_message_and_counts_reconc
 fn shutdown_with_work_in_flight_loses_nothing() {
     let mut config = config(2);
     config.levels.rate_limit = false;
+    // No cap may bind before shutdown does: the shards admit between slow handlers, so with
+    // the default role cap a slow machine refused some as
+    // `role_queue_full`, which is not what this test is about.
+    config.caps.role_messages = [config.caps.handler_queue; Role::COUNT];
     let engine = Engine::builder()
         .config(config)
         .handler(|_: &Message| {
@@ -316,14 +320,18 @@ fn shutdown_with_work_in_flight_loses_nothing() {
     ingress.poll_completions(&mut completions);
     assert_one_completion_each(&completions, accepted.iter().copied());
     for completion in &completions {
-        assert!(matches!(
-            completion.outcome,
-            Outcome::Delivered
-                | Outcome::Refused {
-                    reason: RefusalReason::ShuttingDown,
-                    ..
-                }
-        ));
+        assert!(
+            matches!(
+                completion.outcome,
+                Outcome::Delivered
+                    | Outcome::Refused {
+                        reason: RefusalReason::ShuttingDown,
+                        ..
+                    }
+            ),
+            "{:?}",
+            completion.outcome
+        );
     }
     // After shutdown the ingress hands messages straight back.
     let late = ingress.submit(Message::new(ConnectionId(1), MessageId(99_999)));
@@ -493,4 +501,74 @@ fn messages_from_an_ingress_dropped_right_after_submitting_are_all_counted() {
     let stats = engine.shutdown();
     assert_eq!(stats.total.submitted, accepted);
     assert!(stats.reconciles());
+}
+
+#[test]
+fn a_p0_message_arriving_behind_a_slow_backlog_runs_next_not_after_the_batch() {
+    // One shard, 1 ms handlers, 200 P1 messages queued. A P0 message submitted while they
+    // run must be admitted between handlers (the shard's admission pass every
+    // ADMISSION_INTERVAL_NS of handler time) and run next: at most the handler running when
+    // it arrived and one more may finish first. With fixed batches of 64 handlers it
+    // waited for the rest of the batch.
+    const BACKLOG: u64 = 200;
+    let mut config = config(1);
+    config.levels.rate_limit = false;
+    config.levels.circuit_breaker = false;
+    let engine = Engine::builder()
+        .config(config)
+        .handler(|_: &Message| {
+            std::thread::sleep(Duration::from_millis(1));
+            Ok::<(), HandlerError>(())
+        })
+        .start()
+        .unwrap();
+    let mut ingress = engine.ingress().unwrap();
+    for id in 0..BACKLOG {
+        let message =
+            Message::new(ConnectionId(id % 10), MessageId(id)).with_priority(Priority::P1);
+        ingress
+            .submit(message)
+            .expect("the ring has room for the backlog");
+    }
+    let mut completions = Vec::new();
+    let started = Instant::now();
+    while completions.is_empty() {
+        ingress.poll_completions(&mut completions);
+        assert!(started.elapsed() < DEADLINE, "the backlog never started");
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    // Everything that finished before the P0 was submitted has been read by now.
+    ingress.poll_completions(&mut completions);
+    let finished_before = completions.len();
+    assert!(
+        (finished_before as u64) < BACKLOG / 2,
+        "the backlog ran too far before the P0 could be submitted: {finished_before}"
+    );
+    let urgent = MessageId(1_000_000);
+    ingress
+        .submit(Message::new(ConnectionId(99), urgent).with_priority(Priority::P0))
+        .unwrap();
+    while !completions
+        .iter()
+        .any(|completion| completion.message == urgent)
+    {
+        ingress.poll_completions(&mut completions);
+        assert!(
+            started.elapsed() < DEADLINE,
+            "the P0 message never completed"
+        );
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    let position = completions
+        .iter()
+        .position(|completion| completion.message == urgent)
+        .unwrap();
+    let overtaken_by = position - finished_before;
+    assert!(
+        overtaken_by <= 2,
+        "{overtaken_by} backlog messages finished between the P0's submission and its completion"
+    );
+    assert_eq!(completions[position].outcome, Outcome::Delivered);
+    drop(ingress);
+    engine.shutdown();
 }

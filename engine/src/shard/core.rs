@@ -85,7 +85,7 @@ pub(crate) struct ShardCore {
     intake_closed: bool,
     backpressure_active: bool,
     /// Mean handler time per message over recent batches (EWMA, 1/8 weight), for the
-    /// retry-after of cap refusals.
+    /// retry-after of cap refusals and the size of handler batches.
     service_ns_mean: u64,
     counters: ShardCounters,
     /// Completions of messages from rings, to be routed by the shard thread.
@@ -192,6 +192,17 @@ impl ShardCore {
     /// Messages queued.
     pub(crate) fn pending(&self) -> usize {
         self.queue.len()
+    }
+
+    /// How many handlers the next batch may run so that it takes about `slice_ns` at the
+    /// mean handler time: at least one, at most `max`. Cheap handlers still run `max` to a
+    /// batch; slow ones run one or a few, so the loop is back at admission (where a newly
+    /// arrived P0 message waits to be queued ahead of the backlog) within about a slice.
+    pub(crate) fn handler_batch_for(&self, slice_ns: u64, max: usize) -> usize {
+        let fits = slice_ns / self.service_ns_mean.max(1);
+        usize::try_from(fits)
+            .unwrap_or(usize::MAX)
+            .clamp(1, max.max(1))
     }
 
     /// Whether the handler queue is at or over its backpressure threshold.

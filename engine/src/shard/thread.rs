@@ -28,6 +28,19 @@ const PUBLISH_INTERVAL_NS: u64 = 100_000;
 /// and sockets again.
 const HANDLER_TURN_BUDGET_NS: u64 = 200_000;
 
+/// The time one handler batch aims at: its size is this over the mean handler time (at
+/// least one handler, at most `handler_batch_max`). With a fixed 64 handlers of 10 µs a
+/// batch took 640 µs, during which nothing was admitted: a P0 message waited that long to
+/// be queued ahead of the backlog, and one ring's 256 per turn capped what the shard could
+/// even refuse at about 400K msg/s.
+const HANDLER_SLICE_NS: u64 = 5_000;
+
+/// Longest the handler loop goes without an admission pass over the rings. Cheap handlers
+/// never reach it (a turn's 256 take about 10 µs); slow ones get one every few handlers, so
+/// a P0 message that arrives during a long turn is queued ahead of the backlog within about
+/// this plus one handler, and refusals keep up with the offered rate.
+const ADMISSION_INTERVAL_NS: u64 = 20_000;
+
 /// A link and how many of its admitted messages are still in flight (its index may be
 /// reused by a new ingress only after the last of them completed).
 struct Link {
@@ -79,57 +92,27 @@ pub(crate) fn run<H: Handler>(
         } else {
             handler.poll(&mut ShardContext::new(&mut core, now_ns))
         };
-        let mut taken = polled;
-        // Admission: a bounded batch from every ring.
-        for &slot in &active {
-            let Some(Link { link, in_flight }) = links[slot as usize].as_mut() else {
-                continue;
-            };
-            let ShardLink {
-                origin,
-                submissions,
-                completions,
-                ..
-            } = link;
-            taken += submissions.pop_each(config.admission_batch_max, |message| {
-                let (id, connection) = (message.id, message.connection);
-                match core.admit(message, *origin, now_ns) {
-                    Ok(()) => *in_flight += 1,
-                    Err(outcome) => {
-                        // Room is guaranteed: the ingress never has more outstanding
-                        // messages than the completion ring holds.
-                        let _ = completions.push(Completion {
-                            message: id,
-                            connection,
-                            outcome,
-                        });
-                    }
-                }
-            });
-        }
-        for _ in 0..config.admission_batch_max {
-            let Some(message) = shard.shared_submissions.pop() else {
-                break;
-            };
-            taken += 1;
-            let (id, connection) = (message.id, message.connection);
-            if let Err(outcome) = core.admit(message, Origin::SHARED, now_ns) {
-                let _ = shard.shared_completions.push(Completion {
-                    message: id,
-                    connection,
-                    outcome,
-                });
-            }
-        }
+        let admission_batch_max = config.admission_batch_max;
+        let mut taken_from_rings = admit_from_rings(
+            &mut core,
+            &mut links,
+            &active,
+            engine,
+            index,
+            admission_batch_max,
+            now_ns,
+        );
         route(&mut core, &mut links, engine, index);
 
-        // Handlers, in batches of `handler_batch_max` back to back while the queue has work,
-        // up to `admission_batch_max` handlers per turn (as many as one ring may admit) and
+        // Handlers, in batches back to back while the queue has work, up to
+        // `admission_batch_max` handlers per turn (as many as one ring may admit) and
         // HANDLER_TURN_BUDGET_NS: cheap handlers then keep pace with admission instead of
-        // falling behind it (one batch of 64 is far less than a turn can admit from a busy
-        // ring or a few thousand sockets). The control ring is served between batches, so
-        // its latency stays bounded by one batch. When winding down with
-        // `shutdown_finishes_queued` off, the queue is cancelled instead.
+        // falling behind it. Each batch takes about HANDLER_SLICE_NS, and the rings get an
+        // admission pass between batches every ADMISSION_INTERVAL_NS, which only slow
+        // handlers reach: new arrivals are then queued (a P0 ahead of the backlog) or
+        // refused promptly while the backlog runs. The control ring is served between
+        // batches, so its latency stays bounded by one batch. When winding down with `shutdown_finishes_queued` off, the queue is
+        // cancelled instead.
         let mut ran = 0;
         if stopping && !config.shutdown_finishes_queued {
             core.cancel_all(now_ns);
@@ -138,28 +121,39 @@ pub(crate) fn run<H: Handler>(
             }
             route(&mut core, &mut links, engine, index);
         } else {
-            // The budget starts after the front end's socket work (a turn's worth of system
-            // calls), which must not use it up.
-            let handlers_start_ns = if polled > 0 { clock.now_ns() } else { now_ns };
+            // The budget starts after admission and the front end's socket work (a turn's
+            // worth of system calls), which must not use it up nor count as handler time in
+            // the mean that sizes batches.
+            let handlers_start_ns = clock.now_ns();
+            let mut admission_ns = handlers_start_ns;
             let mut batch_ns = handlers_start_ns;
             loop {
+                let batch_size = core.handler_batch_for(HANDLER_SLICE_NS, config.handler_batch_max);
                 // The batch's end time, read once by `run_handlers` for its latencies, is
                 // also the next batch's start.
                 let mut batch_end_ns = batch_ns;
-                let batch =
-                    core.run_handlers(&mut handler, config.handler_batch_max, batch_ns, || {
-                        batch_end_ns = clock.now_ns();
-                        batch_end_ns
-                    });
+                let batch = core.run_handlers(&mut handler, batch_size, batch_ns, || {
+                    batch_end_ns = clock.now_ns();
+                    batch_end_ns
+                });
                 ran += batch;
                 for completion in core.local_completions.drain(..) {
                     handler.completed(&completion);
                 }
+                batch_ns = batch_end_ns;
+                if batch_ns.saturating_sub(admission_ns) >= ADMISSION_INTERVAL_NS {
+                    // What this turn took already counts against the ring's batch, so a
+                    // cheap backlog is not admitted faster than the turn runs it.
+                    let allowance = admission_batch_max.saturating_sub(taken_from_rings);
+                    taken_from_rings += admit_from_rings(
+                        &mut core, &mut links, &active, engine, index, allowance, batch_ns,
+                    );
+                    admission_ns = batch_ns;
+                }
                 route(&mut core, &mut links, engine, index);
-                if batch < config.handler_batch_max || ran >= config.admission_batch_max {
+                if core.pending() == 0 || ran >= config.admission_batch_max {
                     break;
                 }
-                batch_ns = batch_end_ns;
                 if batch_ns.saturating_sub(handlers_start_ns) >= HANDLER_TURN_BUDGET_NS {
                     break;
                 }
@@ -190,7 +184,7 @@ pub(crate) fn run<H: Handler>(
             !finished
         });
 
-        let idle = taken == 0 && ran == 0 && !controlled;
+        let idle = polled == 0 && taken_from_rings == 0 && ran == 0 && !controlled;
         if stopping && idle && core.pending() == 0 {
             break;
         }
@@ -239,6 +233,62 @@ pub(crate) fn run<H: Handler>(
         }
     }
     core.publish(&shard.published, &mut scratch);
+}
+
+/// Admission: at most `limit` messages from each submission ring (and from the shared
+/// one), each admitted or answered at once. Returns how many it took.
+fn admit_from_rings(
+    core: &mut ShardCore,
+    links: &mut [Option<Link>],
+    active: &[u16],
+    engine: &EngineShared,
+    index: usize,
+    limit: usize,
+    now_ns: u64,
+) -> usize {
+    let shard = &engine.shards[index];
+    let mut taken = 0;
+    for &slot in active {
+        let Some(Link { link, in_flight }) = links[slot as usize].as_mut() else {
+            continue;
+        };
+        let ShardLink {
+            origin,
+            submissions,
+            completions,
+            ..
+        } = link;
+        taken += submissions.pop_each(limit, |message| {
+            let (id, connection) = (message.id, message.connection);
+            match core.admit(message, *origin, now_ns) {
+                Ok(()) => *in_flight += 1,
+                Err(outcome) => {
+                    // Room is guaranteed: the ingress never has more outstanding messages
+                    // than the completion ring holds.
+                    let _ = completions.push(Completion {
+                        message: id,
+                        connection,
+                        outcome,
+                    });
+                }
+            }
+        });
+    }
+    for _ in 0..limit {
+        let Some(message) = shard.shared_submissions.pop() else {
+            break;
+        };
+        taken += 1;
+        let (id, connection) = (message.id, message.connection);
+        if let Err(outcome) = core.admit(message, Origin::SHARED, now_ns) {
+            let _ = shard.shared_completions.push(Completion {
+                message: id,
+                connection,
+                outcome,
+            });
+        }
+    }
+    taken
 }
 
 /// Sends the completions the core produced to the rings they belong to.
