@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench.sh: builds the load generator and runs the scenario table (light, normal, high,
 # heavy, saturation, recovery) and the overload table (overload-0.5x/1x/2x/5x,
-# priority-mix) against the in-process engine, one scenario at a time, each with `--json`.
+# priority-mix, plus priority-mix at 0.1x as its unloaded reference) against the in-process
+# engine, one scenario at a time, each with `--json`.
 # Each JSON object goes to docs/results/loadgen-<scenario>.json; then
 # docs/results/loadgen-tables.md is generated from those files (python3).
 #
@@ -39,6 +40,12 @@ for scenario in "${SCENARIO_TABLE[@]}" "${OVERLOAD_TABLE[@]}"; do
     fi
     mv "$OUT/loadgen-$scenario.json.tmp" "$OUT/loadgen-$scenario.json"
 done
+# The priority mix's unloaded reference: the same mix, connections and handler cost at
+# 0.1x the measured capacity, for "P0 p99 within 1.5x of its unloaded value".
+echo "== priority-mix --overload 0.1 (unloaded reference, --duration $DURATION)" >&2
+"$LOADGEN" --scenario priority-mix --overload 0.1 --duration "$DURATION" --json \
+    > "$OUT/loadgen-priority-mix-unloaded.json.tmp" || [ $? -eq 1 ]
+mv "$OUT/loadgen-priority-mix-unloaded.json.tmp" "$OUT/loadgen-priority-mix-unloaded.json"
 elapsed=$(( $(date +%s) - start ))
 
 CPU_MODEL=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
@@ -124,6 +131,30 @@ print("## Scenario table\n")
 print(table(os.environ["SCENARIOS"].split(), False))
 print("\n## Overload table\n")
 print(table(os.environ["OVERLOADS"].split(), True))
+
+loaded, unloaded = load("priority-mix"), load("priority-mix-unloaded")
+print("\n## Priority mix per priority\n")
+print(f"At {num(loaded.get('overload_factor'), 1)}x the measured capacity "
+      f"({num(loaded.get('capacity_rate'))} msg/s), against the same mix at "
+      f"{num(unloaded.get('overload_factor'), 1)}x (unloaded reference, "
+      "`loadgen --scenario priority-mix --overload 0.1`).\n")
+print("| priority | submitted | delivered | goodput (% of submitted) | refused | shed | "
+      "p50 / p99 loaded (µs) | p99 unloaded (µs) | p99 loaded / unloaded |")
+print("|---|---|---|---|---|---|---|---|---|")
+for name in ("P0", "P1", "P2", "P3"):
+    row_loaded = loaded["per_priority"][name]
+    row_unloaded = unloaded["per_priority"][name]
+    submitted = row_loaded["submitted"]
+    lat = row_loaded["latency_us"]
+    reference = row_unloaded["latency_us"]["p99"]
+    ratio = (f"{lat['p99'] / reference:.2f}x"
+             if row_loaded["delivered"] and reference else "-")
+    print(f"| {name} | {num(submitted)} | {num(row_loaded['delivered'])} | "
+          f"{100.0 * row_loaded['delivered'] / submitted if submitted else 0:.2f}% | "
+          f"{num(row_loaded['refused'])} | {num(row_loaded['shed'])} | "
+          f"{num(lat['p50'], 1) if row_loaded['delivered'] else '-'} / "
+          f"{num(lat['p99'], 1) if row_loaded['delivered'] else '-'} | "
+          f"{num(reference, 1)} | {ratio} |")
 PY
 
 echo "wrote $OUT/loadgen-tables.md (${elapsed} s of runs)" >&2
