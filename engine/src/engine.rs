@@ -371,8 +371,12 @@ impl<H: Handler + Clone> EngineBuilder<H> {
         let mut control_links = Vec::with_capacity(shard_count);
         let mut shard_control_ends = Vec::with_capacity(shard_count);
         for _ in 0..shard_count {
-            let (commands, shard_commands) = spsc::channel::<ShardCommand>(control_capacity);
-            let (shard_replies, replies) = spsc::channel::<ShardReply>(control_capacity);
+            let (commands, mut shard_commands) = spsc::channel::<ShardCommand>(control_capacity);
+            let (shard_replies, mut replies) = spsc::channel::<ShardReply>(control_capacity);
+            // Control latency first: neither end may pause behind a stream (a no-op for
+            // items too large to slip).
+            shard_commands.set_slip(false);
+            replies.set_slip(false);
             control_links.push(ControlLink { commands, replies });
             shard_control_ends.push(Some((shard_commands, shard_replies)));
         }

@@ -127,7 +127,10 @@ impl Ingress {
         let mut links = Vec::with_capacity(engine.shards.len());
         for shard in engine.shards.iter() {
             let (submit_producer, submit_consumer) = spsc::channel(submission_capacity);
-            let (complete_producer, complete_consumer) = spsc::channel(capacity);
+            let (complete_producer, mut complete_consumer) = spsc::channel(capacity);
+            // The owner of an ingress polls its completions between submissions: a slip's
+            // pause there would delay its sending (see `Consumer::set_slip`).
+            complete_consumer.set_slip(false);
             let orphan = Arc::new(Mutex::new(None));
             let link = ShardLink {
                 origin: Origin(index),

@@ -100,6 +100,7 @@ pub fn channel<T>(capacity: usize) -> (Producer<T>, Consumer<T>) {
         tail_cached: 0,
         capacity,
         streaming: false,
+        slip_items: Consumer::<T>::SLIP_ITEMS,
         not_sync: PhantomData,
     };
     (producer, consumer)
@@ -209,6 +210,8 @@ pub struct Consumer<T> {
     /// Whether the last reload of `tail` by [`pop`](Consumer::pop) found items: the producer
     /// is streaming, not sending a lone message (see [`Consumer::refresh_for_pop`]).
     streaming: bool,
+    /// [`Consumer::SLIP_ITEMS`], or 0 once [`Consumer::set_slip`] turned slipping off.
+    slip_items: usize,
     not_sync: PhantomData<Cell<()>>,
 }
 
@@ -416,7 +419,7 @@ impl<T> Consumer<T> {
     {
         let mut available = self.available_cached();
         if available < max {
-            available = self.refresh_available();
+            available = self.refresh_for_batch();
         }
         let count = available.min(max);
         #[cfg(loom)]
@@ -468,7 +471,7 @@ impl<T> Consumer<T> {
         // for: once per batch at most, never per item.
         let mut available = self.available_cached();
         if available < max {
-            available = self.refresh_available();
+            available = self.refresh_for_batch();
         }
         let count = available.min(max);
         for offset in 0..count {
@@ -538,6 +541,24 @@ impl<T> Consumer<T> {
         self.tail_cached.wrapping_sub(self.head)
     }
 
+    /// Turns slipping behind a streaming producer (see [`pop`](Self::pop) and the batch
+    /// pops) on or off; it is on from [`channel`] for items of at most half a cache line.
+    ///
+    /// Slipping buys throughput when this consumer streams from one ring, at the price of
+    /// up to [`SLIP_SPINS`] spin hints (about 1.4 µs) on a reload that finds the stream has
+    /// paused. A thread that polls several rings and other work in one loop, where that
+    /// pause would delay everything else, turns it off: the engine does for its completion
+    /// and control rings.
+    ///
+    /// ```
+    /// let (_producer, mut consumer) = spillway::ring::spsc::channel::<u64>(1024);
+    /// consumer.set_slip(false);
+    /// assert_eq!(consumer.pop(), None);
+    /// ```
+    pub fn set_slip(&mut self, enabled: bool) {
+        self.slip_items = if enabled { Self::SLIP_ITEMS } else { 0 };
+    }
+
     /// Reloads the producer's tail and returns the item count it implies.
     // Not `#[cold]`: a consumer polling an empty ring runs this on every poll, and keeping it
     // inline shortened the ping-pong round trip (see `compare`'s latency rows).
@@ -580,7 +601,30 @@ impl<T> Consumer<T> {
     fn refresh_for_pop(&mut self) -> usize {
         let was_streaming = self.streaming;
         let mut available = self.refresh_available();
-        if was_streaming && available > 0 && available < Self::SLIP_ITEMS {
+        if was_streaming && available > 0 && available < self.slip_items {
+            // Under loom the wait means nothing; the second reload is still modelled.
+            #[cfg(not(loom))]
+            for _ in 0..SLIP_SPINS {
+                core::hint::spin_loop();
+            }
+            available = self.refresh_available();
+        }
+        self.streaming = available > 0;
+        available
+    }
+
+    /// Reloads the producer's tail for a batch pop. The same slip as
+    /// [`refresh_for_pop`](Self::refresh_for_pop), at the point where a batch consumer
+    /// meets it: batches arrive whole, so a consumer that has caught up with a streaming
+    /// producer finds the ring empty, not nearly so. Polling again at once only pulls the
+    /// tail's line back while the producer is writing its next batch; waiting
+    /// [`SLIP_SPINS`] and reloading once lets that batch land. An empty ring after an
+    /// empty reload (no stream) answers at once.
+    #[inline]
+    fn refresh_for_batch(&mut self) -> usize {
+        let was_streaming = self.streaming;
+        let mut available = self.refresh_available();
+        if was_streaming && available == 0 && self.slip_items > 0 {
             // Under loom the wait means nothing; the second reload is still modelled.
             #[cfg(not(loom))]
             for _ in 0..SLIP_SPINS {
@@ -679,6 +723,41 @@ mod tests {
         assert_eq!(Consumer::<[u64; 5]>::SLIP_ITEMS, 0);
         assert_eq!(Consumer::<()>::SLIP_ITEMS, 0);
         assert_eq!(Consumer::<u64>::SLIP_ITEMS, 16);
+    }
+
+    #[test]
+    fn a_batch_pop_slips_once_when_a_stream_runs_dry_and_loses_nothing() {
+        let (mut producer, mut consumer) = channel::<u64>(64);
+        assert_eq!(producer.push_slice(&[0, 1, 2, 3]), 4);
+        let mut out = Vec::new();
+        assert_eq!(consumer.pop_into(&mut out, 64), 4);
+        assert!(
+            consumer.streaming,
+            "a reload that found items starts a stream"
+        );
+        // Caught up: the reload finds nothing, waits SLIP_SPINS, reloads once, and still
+        // answers empty (nothing arrives in a single-threaded test).
+        assert_eq!(
+            consumer.pop_slices(64, |first, second| first.len() + second.len()),
+            (0, 0)
+        );
+        assert!(
+            !consumer.streaming,
+            "an empty reload after the slip ends the stream"
+        );
+        // The next batch is taken whole, in order.
+        assert_eq!(producer.push_slice(&[4, 5]), 2);
+        assert_eq!(consumer.pop_into(&mut out, 64), 2);
+        assert_eq!(out, [0, 1, 2, 3, 4, 5]);
+        // Large items never slip, so their empty batch pop keeps no stream either way.
+        let (_large_producer, mut large) = channel::<[u64; 5]>(4);
+        assert_eq!(large.pop_each(4, |_| {}), 0);
+        assert_eq!(large.slip_items, 0);
+        // Turned off, and back on.
+        consumer.set_slip(false);
+        assert_eq!(consumer.slip_items, 0);
+        consumer.set_slip(true);
+        assert_eq!(consumer.slip_items, Consumer::<u64>::SLIP_ITEMS);
     }
 
     #[test]
