@@ -196,8 +196,50 @@ struct Counters {
     failed: CachePadded<AtomicU64>,
 }
 
-fn bump(counter: &AtomicU64) {
+pub(crate) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The refusal for a message governor's keyed limiter turned away, with its retry-after.
+pub(crate) fn rate_limited(
+    not_until: &governor::NotUntil<governor::clock::QuantaInstant>,
+    limiter: &DefaultKeyedRateLimiter<u64>,
+) -> Outcome {
+    let retry_after = not_until.wait_time_from(limiter.clock().now());
+    Outcome::Refused {
+        reason: RefusalReason::RateLimited,
+        retry_after_ns: u64::try_from(retry_after.as_nanos()).unwrap_or(u64::MAX),
+    }
+}
+
+/// What the tower stack's answer to one message means, counted in the matching counter:
+/// delivered, shed by `load_shed` (refused `HandlerQueueFull`: every concurrency permit
+/// was taken), or failed. Both baselines map answers this way.
+pub(crate) fn counted_outcome(
+    response: Result<(), BoxError>,
+    delivered: &AtomicU64,
+    shed: &AtomicU64,
+    failed: &AtomicU64,
+) -> Outcome {
+    match response {
+        Ok(()) => {
+            bump(delivered);
+            Outcome::Delivered
+        }
+        Err(error) if error.is::<Overloaded>() => {
+            bump(shed);
+            Outcome::Refused {
+                reason: RefusalReason::HandlerQueueFull,
+                retry_after_ns: 0,
+            }
+        }
+        Err(_) => {
+            bump(failed);
+            Outcome::Failed {
+                reason: FailureReason::HandlerError,
+            }
+        }
+    }
 }
 
 /// The baseline's final counters, as [`Baseline::shutdown`] read them.
@@ -416,11 +458,7 @@ async fn dispatch<S>(
         if let Some(limiter) = &limiter {
             if let Err(not_until) = limiter.check_key(&connection.0) {
                 bump(&counters.rate_limited);
-                let retry_after = not_until.wait_time_from(limiter.clock().now());
-                let outcome = Outcome::Refused {
-                    reason: RefusalReason::RateLimited,
-                    retry_after_ns: u64::try_from(retry_after.as_nanos()).unwrap_or(u64::MAX),
-                };
+                let outcome = rate_limited(&not_until, limiter);
                 let completion = Completion {
                     message: id,
                     connection,
@@ -444,25 +482,12 @@ async fn dispatch<S>(
         let completions = completions.clone();
         let counters = Arc::clone(&counters);
         tokio::spawn(async move {
-            let outcome = match response.await {
-                Ok(()) => {
-                    bump(&counters.delivered);
-                    Outcome::Delivered
-                }
-                Err(error) if error.is::<Overloaded>() => {
-                    bump(&counters.shed);
-                    Outcome::Refused {
-                        reason: RefusalReason::HandlerQueueFull,
-                        retry_after_ns: 0,
-                    }
-                }
-                Err(_) => {
-                    bump(&counters.failed);
-                    Outcome::Failed {
-                        reason: FailureReason::HandlerError,
-                    }
-                }
-            };
+            let outcome = counted_outcome(
+                response.await,
+                &counters.delivered,
+                &counters.shed,
+                &counters.failed,
+            );
             // Fails only when the generator's end is gone; nothing is left to tell.
             let _ = completions
                 .send(Completion {

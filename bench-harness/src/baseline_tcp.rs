@@ -54,7 +54,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use governor::clock::Clock as _;
 use governor::DefaultKeyedRateLimiter;
 use serde_json::{json, Value};
 use spillway::config::Config;
@@ -70,11 +69,11 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tower::load_shed::error::Overloaded;
 use tower::{BoxError, Service, ServiceExt};
 
 use crate::baseline::{
-    keyed_limiter, service_stack, BaselineSettings, RateSettings, SHUTDOWN_TIMEOUT,
+    bump, counted_outcome, keyed_limiter, rate_limited, service_stack, BaselineSettings,
+    RateSettings, SHUTDOWN_TIMEOUT,
 };
 
 /// How long a new connection has to send Hello (spillway's default hello timeout).
@@ -202,10 +201,6 @@ struct Counters {
     errors_sent: [AtomicU64; ErrorCode::ALL.len()],
     half_closed_by_client: AtomicU64,
     io_errors: AtomicU64,
-}
-
-fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 /// The twin's counters at one moment.
@@ -762,13 +757,9 @@ where
     if let Some(limiter) = &shared.limiter {
         if let Err(not_until) = limiter.check_key(&message.connection.0) {
             bump(&counters.rate_limited);
-            let retry_after = not_until.wait_time_from(limiter.clock().now());
             permit.send(Outgoing::Reply {
                 message: id,
-                outcome: Outcome::Refused {
-                    reason: RefusalReason::RateLimited,
-                    retry_after_ns: u64::try_from(retry_after.as_nanos()).unwrap_or(u64::MAX),
-                },
+                outcome: rate_limited(&not_until, limiter),
             });
             return true;
         }
@@ -782,25 +773,12 @@ where
     let response = ready.call(message);
     let counters = Arc::clone(counters);
     tokio::spawn(async move {
-        let outcome = match response.await {
-            Ok(()) => {
-                bump(&counters.delivered);
-                Outcome::Delivered
-            }
-            Err(error) if error.is::<Overloaded>() => {
-                bump(&counters.shed);
-                Outcome::Refused {
-                    reason: RefusalReason::HandlerQueueFull,
-                    retry_after_ns: 0,
-                }
-            }
-            Err(_) => {
-                bump(&counters.failed);
-                Outcome::Failed {
-                    reason: FailureReason::HandlerError,
-                }
-            }
-        };
+        let outcome = counted_outcome(
+            response.await,
+            &counters.delivered,
+            &counters.shed,
+            &counters.failed,
+        );
         permit.send(Outgoing::Reply {
             message: id,
             outcome,
