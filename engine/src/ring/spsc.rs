@@ -599,18 +599,8 @@ impl<T> Consumer<T> {
     /// Batch pops do not slip: they already move many items per reload.
     #[inline]
     fn refresh_for_pop(&mut self) -> usize {
-        let was_streaming = self.streaming;
-        let mut available = self.refresh_available();
-        if was_streaming && available > 0 && available < self.slip_items {
-            // Under loom the wait means nothing; the second reload is still modelled.
-            #[cfg(not(loom))]
-            for _ in 0..SLIP_SPINS {
-                core::hint::spin_loop();
-            }
-            available = self.refresh_available();
-        }
-        self.streaming = available > 0;
-        available
+        let slip_items = self.slip_items;
+        self.refresh_slipping(|available| available > 0 && available < slip_items)
     }
 
     /// Reloads the producer's tail for a batch pop. The same slip as
@@ -622,9 +612,18 @@ impl<T> Consumer<T> {
     /// empty reload (no stream) answers at once.
     #[inline]
     fn refresh_for_batch(&mut self) -> usize {
+        let slips = self.slip_items > 0;
+        self.refresh_slipping(|available| slips && available == 0)
+    }
+
+    /// The slip itself, for both callers: reload; if the producer was streaming and
+    /// `slip_on` says this reload found too little, wait [`SLIP_SPINS`] and reload once
+    /// more. Records whether the stream goes on.
+    #[inline(always)]
+    fn refresh_slipping(&mut self, slip_on: impl FnOnce(usize) -> bool) -> usize {
         let was_streaming = self.streaming;
         let mut available = self.refresh_available();
-        if was_streaming && available == 0 && self.slip_items > 0 {
+        if was_streaming && slip_on(available) {
             // Under loom the wait means nothing; the second reload is still modelled.
             #[cfg(not(loom))]
             for _ in 0..SLIP_SPINS {

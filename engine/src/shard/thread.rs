@@ -38,9 +38,9 @@ const HANDLER_SLICE_NS: u64 = 5_000;
 /// Longest the handler loop goes without an admission pass over the rings: about one slow
 /// handler, so a P0 message that arrives during a long turn is queued ahead of the backlog
 /// after at most the handler in progress and one more, and refusals keep up with the
-/// offered rate. The pass takes no more from a ring than the turn's `admission_batch_max`
-/// left, so a busy ring with cheap handlers (whose turn took the whole batch at its start)
-/// is not admitted faster than the turn runs it. 20 µs gave P0 p99 52–111 µs at 5x
+/// offered rate. The pass takes no more than what the turn has left of
+/// `admission_batch_max`, so a busy ring with cheap handlers (whose turn took the whole
+/// batch at its start) is not admitted faster than the turn runs it. 20 µs gave P0 p99 52–111 µs at 5x
 /// overload with 10 µs handlers; 10 µs gave 52–77.
 const ADMISSION_INTERVAL_NS: u64 = 10_000;
 
@@ -95,14 +95,13 @@ pub(crate) fn run<H: Handler>(
         } else {
             handler.poll(&mut ShardContext::new(&mut core, now_ns))
         };
-        let admission_batch_max = config.admission_batch_max;
         let mut taken_from_rings = admit_from_rings(
             &mut core,
             &mut links,
             &active,
             engine,
             index,
-            admission_batch_max,
+            config.admission_batch_max,
             now_ns,
         );
         route(&mut core, &mut links, engine, index);
@@ -114,8 +113,8 @@ pub(crate) fn run<H: Handler>(
         // admission pass between batches every ADMISSION_INTERVAL_NS, which only slow
         // handlers reach: new arrivals are then queued (a P0 ahead of the backlog) or
         // refused promptly while the backlog runs. The control ring is served between
-        // batches, so its latency stays bounded by one batch. When winding down with `shutdown_finishes_queued` off, the queue is
-        // cancelled instead.
+        // batches, so its latency stays bounded by one batch. When winding down with
+        // `shutdown_finishes_queued` off, the queue is cancelled instead.
         let mut ran = 0;
         if stopping && !config.shutdown_finishes_queued {
             core.cancel_all(now_ns);
@@ -126,8 +125,12 @@ pub(crate) fn run<H: Handler>(
         } else {
             // The budget starts after admission and the front end's socket work (a turn's
             // worth of system calls), which must not use it up nor count as handler time in
-            // the mean that sizes batches.
-            let handlers_start_ns = clock.now_ns();
+            // the mean that sizes batches; a turn that took nothing keeps its first reading.
+            let handlers_start_ns = if polled > 0 || taken_from_rings > 0 {
+                clock.now_ns()
+            } else {
+                now_ns
+            };
             let mut admission_ns = handlers_start_ns;
             let mut batch_ns = handlers_start_ns;
             loop {
@@ -145,9 +148,10 @@ pub(crate) fn run<H: Handler>(
                 }
                 batch_ns = batch_end_ns;
                 if batch_ns.saturating_sub(admission_ns) >= ADMISSION_INTERVAL_NS {
-                    // What this turn took already counts against the ring's batch, so a
-                    // cheap backlog is not admitted faster than the turn runs it.
-                    let allowance = admission_batch_max.saturating_sub(taken_from_rings);
+                    // What this turn took from all rings counts against one ring's batch
+                    // (exact with one ring, stricter with more), so a cheap backlog is not
+                    // admitted faster than the turn runs it.
+                    let allowance = config.admission_batch_max.saturating_sub(taken_from_rings);
                     taken_from_rings += admit_from_rings(
                         &mut core, &mut links, &active, engine, index, allowance, batch_ns,
                     );
