@@ -20,16 +20,24 @@ const DEADLINE: Duration = Duration::from_secs(60);
 
 /// One shard, no rate limit, a handler that takes `service` per message.
 fn slow_engine(service: Duration, configure: impl FnOnce(&mut Config)) -> Engine {
+    engine_with(configure, move |_: &Message| {
+        std::thread::sleep(service);
+        Ok::<(), HandlerError>(())
+    })
+}
+
+/// One shard, no rate limit, `configure`'s changes, and `handler`.
+fn engine_with(
+    configure: impl FnOnce(&mut Config),
+    handler: impl Fn(&Message) -> Result<(), HandlerError> + Clone + Send + 'static,
+) -> Engine {
     let mut config = Config::default();
     config.shards = 1;
     config.levels.rate_limit = false;
     configure(&mut config);
     Engine::builder()
         .config(config)
-        .handler(move |_: &Message| {
-            std::thread::sleep(service);
-            Ok::<(), HandlerError>(())
-        })
+        .handler(handler)
         .start()
         .unwrap()
 }
@@ -315,16 +323,14 @@ fn the_monitor_alerts_on_a_filling_queue_and_a_full_queue_opens_the_breaker() {
     let gate_open = Arc::new(AtomicBool::new(false));
     let gated_handler_entered = Arc::new(AtomicBool::new(false));
     let (gate, entered) = (Arc::clone(&gate_open), Arc::clone(&gated_handler_entered));
-    let mut config = Config::default();
-    config.shards = 1;
-    config.levels.rate_limit = false;
-    config.handler_batch_max = 1;
-    config.caps.role_messages[Role::Transport.index()] = 10;
-    config.caps.connection_messages = 1000;
-    config.monitor.interval_ns = 1_000_000;
-    let engine = Engine::builder()
-        .config(config)
-        .handler(move |message: &Message| {
+    let engine = engine_with(
+        |config| {
+            config.handler_batch_max = 1;
+            config.caps.role_messages[Role::Transport.index()] = 10;
+            config.caps.connection_messages = 1000;
+            config.monitor.interval_ns = 1_000_000;
+        },
+        move |message: &Message| {
             if message.role == Role::Session {
                 // Relaxed: the flags carry no data (the rings publish the messages with
                 // their own orderings); each side only has to see the other's flag.
@@ -336,9 +342,8 @@ fn the_monitor_alerts_on_a_filling_queue_and_a_full_queue_opens_the_breaker() {
                 std::thread::sleep(Duration::from_millis(20));
             }
             Ok::<(), HandlerError>(())
-        })
-        .start()
-        .unwrap();
+        },
+    );
     let mut ingress = engine.ingress().unwrap();
     submit(&mut ingress, session(100, 100));
     let started = Instant::now();
