@@ -26,26 +26,29 @@ OVERLOAD_TABLE=(overload-0.5x overload-1x overload-2x overload-5x priority-mix)
 cargo build --release -p spillway-loadgen
 LOADGEN="${CARGO_TARGET_DIR:-target}/release/loadgen"
 
-start=$(date +%s)
-for scenario in "${SCENARIO_TABLE[@]}" "${OVERLOAD_TABLE[@]}"; do
-    echo "== $scenario (--duration $DURATION)" >&2
-    # loadgen exits 1 when counts do not reconcile; keep the JSON and go on (the table
-    # shows the reconciled flag), but stop on any other failure.
-    status=0
-    "$LOADGEN" --scenario "$scenario" --duration "$DURATION" --json \
-        > "$OUT/loadgen-$scenario.json.tmp" || status=$?
+# run_one NAME ARGS...: one loadgen run with --json into docs/results/loadgen-NAME.json.
+# loadgen exits 1 when counts do not reconcile; keep the JSON and go on (the table shows
+# the reconciled flag), but stop on any other failure.
+run_one() {
+    local name="$1"
+    shift
+    echo "== $name ($* --duration $DURATION)" >&2
+    local status=0
+    "$LOADGEN" "$@" --duration "$DURATION" --json > "$OUT/loadgen-$name.json.tmp" || status=$?
     if [ "$status" -ne 0 ] && [ "$status" -ne 1 ]; then
-        echo "bench.sh: loadgen --scenario $scenario failed (exit $status)" >&2
+        echo "bench.sh: loadgen $* failed (exit $status)" >&2
         exit "$status"
     fi
-    mv "$OUT/loadgen-$scenario.json.tmp" "$OUT/loadgen-$scenario.json"
+    mv "$OUT/loadgen-$name.json.tmp" "$OUT/loadgen-$name.json"
+}
+
+start=$(date +%s)
+for scenario in "${SCENARIO_TABLE[@]}" "${OVERLOAD_TABLE[@]}"; do
+    run_one "$scenario" --scenario "$scenario"
 done
 # The priority mix's unloaded reference: the same mix, connections and handler cost at
 # 0.1x the measured capacity, for "P0 p99 within 1.5x of its unloaded value".
-echo "== priority-mix --overload 0.1 (unloaded reference, --duration $DURATION)" >&2
-"$LOADGEN" --scenario priority-mix --overload 0.1 --duration "$DURATION" --json \
-    > "$OUT/loadgen-priority-mix-unloaded.json.tmp" || [ $? -eq 1 ]
-mv "$OUT/loadgen-priority-mix-unloaded.json.tmp" "$OUT/loadgen-priority-mix-unloaded.json"
+run_one priority-mix-unloaded --scenario priority-mix --overload 0.1
 elapsed=$(( $(date +%s) - start ))
 
 CPU_MODEL=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
