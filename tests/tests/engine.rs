@@ -572,3 +572,33 @@ fn a_p0_message_arriving_behind_a_slow_backlog_runs_next_not_after_the_batch() {
     drop(ingress);
     engine.shutdown();
 }
+
+#[test]
+fn an_ingress_made_just_before_shutdown_still_gets_one_completion_per_message() {
+    // The shard picks up a new ingress's rings at the top of its loop and learns of
+    // shutdown a little later in the same turn. An ingress registered between the two, with
+    // shutdown following at once, must still be adopted (or left to its ingress), not lost
+    // with its messages. A busy-spinning shard turns fastest, so it meets that window most
+    // often; each round is a fresh engine.
+    const ROUNDS: u64 = 600;
+    let started = Instant::now();
+    for round in 0..ROUNDS {
+        let mut config = config(1);
+        config.wait = spillway::config::WaitStrategy::BusySpin;
+        let engine = Engine::builder()
+            .config(config)
+            .handler(|_: &Message| Ok::<(), HandlerError>(()))
+            .start()
+            .unwrap();
+        let mut ingress = engine.ingress().unwrap();
+        ingress
+            .submit(Message::new(ConnectionId(round), MessageId(round)))
+            .unwrap();
+        let stats = engine.shutdown();
+        assert!(stats.reconciles());
+        let mut completions = Vec::new();
+        ingress.poll_completions(&mut completions);
+        assert_one_completion_each(&completions, round..round + 1);
+        assert!(started.elapsed() < DEADLINE, "stuck after {round} rounds");
+    }
+}

@@ -72,6 +72,17 @@ pub(crate) fn run<H: Handler>(
 
     loop {
         let now_ns = clock.now_ns();
+        // Shutdown is checked before new ingresses are adopted, never after: an ingress
+        // registers before `Engine::stop` can run (both borrow the engine), so a turn that
+        // sees `stopping` also sees every registration and adopts it here, refusing what
+        // its ring holds below before the loop may end. Checked the other way round, a
+        // registration landing between the two went unseen in the turn that ended the
+        // loop, and its messages got no completion at all.
+        // Acquire: pairs with the Release store in `Engine::stop`.
+        if !stopping && engine.stopping.load(Ordering::Acquire) {
+            stopping = true;
+            core.close_intake();
+        }
         while let Some(link) = shard.registrations.pop() {
             let slot = link.origin.0;
             links[slot as usize] = Some(Link { link, in_flight: 0 });
@@ -82,11 +93,6 @@ pub(crate) fn run<H: Handler>(
         let mut controlled = serve_shard_commands(&mut core, &mut commands, &mut replies, now_ns);
         if controlled {
             engine.control.wake_if_sleeping();
-        }
-        // Acquire: pairs with the Release store in `Engine::stop`.
-        if !stopping && engine.stopping.load(Ordering::Acquire) {
-            stopping = true;
-            core.close_intake();
         }
 
         // Code that feeds the shard from outside (sockets) admits with an immediate verdict.
