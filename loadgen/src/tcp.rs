@@ -1274,6 +1274,24 @@ mod tests {
     }
 
     #[test]
+    fn a_connect_phase_past_its_timeout_fails_naming_how_many_connected() {
+        // The kernel completes the TCP handshakes for a listener that never accepts, so the
+        // connections hang waiting for a Welcome that never comes.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut settings = TcpSettings::new(listener.local_addr().unwrap(), 3);
+        settings.connect_timeout = Duration::from_millis(300);
+        let started = Instant::now();
+        let error = TcpSystem::connect(settings).err().expect("timed out");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let text = error.to_string();
+        assert!(text.contains("timed out after 0.3 s"), "{text}");
+        assert!(
+            text.contains("0 of 3 connections completed the handshake (3 in progress)"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn stats_reconcile_only_when_every_message_is_accounted_for() {
         let mut stats = TcpStats::new("127.0.0.1:1".parse().unwrap());
         stats.submitted = 10;
