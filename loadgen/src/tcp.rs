@@ -76,9 +76,12 @@ use crate::target::{ControlPlaneStats, SystemUnderTest, Target, TargetStats};
 pub const NOFILE_SPARE: u64 = 64;
 /// How long the connect phase may take, all connections together, unless set otherwise.
 pub const CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
-/// Handshakes (connect, Hello, Welcome) in flight at once unless set otherwise: well under
-/// a listen backlog of 1024 (tokio's, and Linux's `somaxconn` is at least 4096 since 5.4).
-pub const CONNECT_IN_FLIGHT_DEFAULT: usize = 256;
+/// Handshakes (connect, Hello, Welcome) in flight at once unless set otherwise: half the
+/// listen backlog of 128 that std's, mio's and tokio's `TcpListener::bind` ask for. With
+/// 256 in flight a tokio server's accept queue overflowed on loopback (`ListenOverflows`
+/// in `nstat`, then 1 s SYN retransmits); with 64 it did not, and 15,000 connections still
+/// open in about 1.5 s, most of it the kernel's search for a free local port.
+pub const CONNECT_IN_FLIGHT_DEFAULT: usize = 64;
 /// How long shutdown waits for the server to close the half-closed connections.
 pub const CLOSE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
 /// Bytes a connection may hold unwritten before `submit` hands messages back (about 2,700
@@ -1253,6 +1256,24 @@ mod tests {
         assert!(parse_target("tcp://").is_err());
         assert!(parse_target("tcp://127.0.0.1").is_err());
         assert!(parse_target("tcp://127.0.0.1:notaport").is_err());
+    }
+
+    #[test]
+    fn a_connect_phase_past_its_timeout_fails_naming_how_many_connected() {
+        // The kernel completes the TCP handshakes for a listener that never accepts, so the
+        // connections hang waiting for a Welcome that never comes.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut settings = TcpSettings::new(listener.local_addr().unwrap(), 3);
+        settings.connect_timeout = Duration::from_millis(300);
+        let started = Instant::now();
+        let error = TcpSystem::connect(settings).err().expect("timed out");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let text = error.to_string();
+        assert!(text.contains("timed out after 0.3 s"), "{text}");
+        assert!(
+            text.contains("0 of 3 connections completed the handshake (3 in progress)"),
+            "{text}"
+        );
     }
 
     #[test]
