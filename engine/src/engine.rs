@@ -84,6 +84,10 @@ pub(crate) struct ShardShared {
     /// Raised by the shard before it parks; producers unpark it when they see it.
     pub(crate) sleeping: AtomicBool,
     pub(crate) thread: OnceLock<Thread>,
+    /// Wakes the shard from its handler's event source (the TCP front end's epoll), where
+    /// it sleeps instead of parking when its handler has one (`Handler::wait`); set once,
+    /// by the handler, through `ShardContext::set_waker`.
+    pub(crate) event_waker: OnceLock<EventWaker>,
     /// The shard's backpressure signal (handler queue at or over its threshold).
     pub(crate) backpressure: AtomicBool,
     /// Whether pinning this shard to its core succeeded.
@@ -100,12 +104,34 @@ impl ShardShared {
         }
     }
 
+    /// Unparks the shard if it is parked, never missing a shard that is about to: for the
+    /// control thread, whose commands must not wait out a wait timeout (up to a millisecond
+    /// in an event source, see `Handler::wait`).
+    pub(crate) fn wake_if_sleeping_fenced(&self) {
+        // Dekker's handshake with `Waiter::idle`, as in `ControlShared::wake_if_sleeping`:
+        // we pushed the command, then read the flag; the shard raised the flag, fenced, then
+        // looks at its command ring. With a SeqCst fence on both sides at least one of us
+        // sees the other. Commands are rare next to messages, so the fence is affordable
+        // here and not on the producers' path.
+        crate::sync::fence(Ordering::SeqCst);
+        if self.sleeping.load(Ordering::Relaxed) {
+            self.wake();
+        }
+    }
+
     pub(crate) fn wake(&self) {
         if let Some(thread) = self.thread.get() {
             thread.unpark();
         }
+        if let Some(waker) = self.event_waker.get() {
+            waker();
+        }
     }
 }
+
+/// How a shard sleeping in its handler's event source is woken (see
+/// [`ShardContext::set_waker`](crate::handler::ShardContext::set_waker)).
+pub(crate) type EventWaker = Box<dyn Fn() + Send + Sync>;
 
 /// State every thread of one engine shares.
 /// Longest `EngineBuilder::start` waits for the control thread to apply its niceness.
@@ -335,6 +361,7 @@ impl<H: Handler + Clone> EngineBuilder<H> {
                 published: PublishedCounters::new(tenants.len()),
                 sleeping: AtomicBool::new(false),
                 thread: OnceLock::new(),
+                event_waker: OnceLock::new(),
                 backpressure: AtomicBool::new(false),
                 pinned: AtomicBool::new(false),
             })

@@ -1,6 +1,10 @@
 //! The user's code: a [`Handler`] runs each admitted message on the shard that owns its
 //! connection, and a [`ShardContext`] lets code on the shard admit more work synchronously.
 
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::engine::EventWaker;
 use crate::message::{ConnectionId, Message, MessageId};
 use crate::outcome::{Completion, Outcome};
 use crate::shard::core::ShardCore;
@@ -60,6 +64,22 @@ pub trait Handler: Send + 'static {
         0
     }
 
+    /// Sleeps in the handler's own event source, when it has one, instead of the shard
+    /// parking its thread: called when the shard has found no work for a while (per its
+    /// wait strategy) and would park for `timeout`. Returns `true` if it waited there,
+    /// `false` (the default) if the shard should park as usual.
+    ///
+    /// A handler that waits here must have registered a waker with
+    /// [`ShardContext::set_waker`] from [`poll`](Self::poll), and must return when it is
+    /// called, when its source has work, or after about `timeout` (an epoll wait rounds it
+    /// up to a millisecond). The TCP front end of [`crate::net`] blocks in its epoll here,
+    /// so an idle shard leaves the core to other threads, and wakes on the first socket
+    /// event or submission. What it finds is handled by the next `poll`.
+    fn wait(&mut self, timeout: Duration) -> bool {
+        let _ = timeout;
+        false
+    }
+
     /// Runs once when the shard has finished its last turn at shutdown, after the last
     /// [`completed`](Self::completed): the place to flush and close what
     /// [`poll`](Self::poll) opened. Does nothing by default.
@@ -85,11 +105,39 @@ where
 pub struct ShardContext<'a> {
     pub(crate) core: &'a mut ShardCore,
     pub(crate) now_ns: u64,
+    /// The shard's waker slot, offered to [`Handler::poll`] only.
+    event_waker: Option<&'a OnceLock<EventWaker>>,
 }
 
 impl<'a> ShardContext<'a> {
     pub(crate) fn new(core: &'a mut ShardCore, now_ns: u64) -> Self {
-        Self { core, now_ns }
+        Self {
+            core,
+            now_ns,
+            event_waker: None,
+        }
+    }
+
+    /// A context for [`Handler::poll`] on a shard thread, which may set the shard's waker.
+    pub(crate) fn with_waker_slot(
+        core: &'a mut ShardCore,
+        now_ns: u64,
+        event_waker: &'a OnceLock<EventWaker>,
+    ) -> Self {
+        Self {
+            core,
+            now_ns,
+            event_waker: Some(event_waker),
+        }
+    }
+
+    /// Registers how to wake this shard while it sleeps in the handler's event source (see
+    /// [`Handler::wait`]): producers and the control plane call `wake` after giving the
+    /// shard work while it sleeps. Set once per shard; returns `false` if one was set
+    /// already, or if called outside [`Handler::poll`] or off an engine's shard thread.
+    pub fn set_waker(&mut self, wake: impl Fn() + Send + Sync + 'static) -> bool {
+        self.event_waker
+            .is_some_and(|slot| slot.set(Box::new(wake)).is_ok())
     }
 
     /// Number of shards in the engine.

@@ -89,9 +89,16 @@ impl Waiter {
     }
 
     /// The last poll found nothing: wait a little, per the strategy. `sleeping` is the flag
-    /// producers read to decide whether to unpark this thread; `has_work` re-checks the
-    /// rings after the flag is raised, so that work that arrived meanwhile is not slept on.
-    pub(crate) fn idle(&mut self, sleeping: &AtomicBool, has_work: impl Fn() -> bool) {
+    /// producers read to decide whether to wake this thread; `has_work` re-checks the
+    /// rings after the flag is raised, so that work that arrived meanwhile is not slept on;
+    /// `sleep` sleeps for at most the timeout it is given, until woken (a park, or a shard
+    /// handler's event source).
+    pub(crate) fn idle(
+        &mut self,
+        sleeping: &AtomicBool,
+        has_work: impl Fn() -> bool,
+        sleep: impl FnOnce(Duration),
+    ) {
         self.idle_polls = self.idle_polls.saturating_add(1);
         match self.strategy {
             Resolved::BusySpin => core::hint::spin_loop(),
@@ -123,7 +130,7 @@ impl Waiter {
                     sleeping.store(true, Ordering::Relaxed);
                     crate::sync::fence(Ordering::SeqCst);
                     if !has_work() {
-                        std::thread::park_timeout(park);
+                        sleep(park);
                     }
                     sleeping.store(false, Ordering::Relaxed);
                 }
@@ -158,10 +165,14 @@ mod tests {
         });
         let sleeping = AtomicBool::new(false);
         let start = std::time::Instant::now();
-        waiter.idle(&sleeping, || false);
+        waiter.idle(&sleeping, || false, std::thread::park_timeout);
         assert!(start.elapsed() < Duration::from_secs(5));
         assert!(!sleeping.load(Ordering::Relaxed));
         // Work seen after raising the flag: no park at all.
-        waiter.idle(&sleeping, || true);
+        waiter.idle(
+            &sleeping,
+            || true,
+            |_| unreachable!("work was seen: no sleep"),
+        );
     }
 }

@@ -445,3 +445,116 @@ fn breaker_commands_components_and_latency_per_command_type() {
         Err(ControlError::Stopped)
     );
 }
+
+/// A handler with an event source of its own (a condition variable standing in for the TCP
+/// front end's epoll): the shard sleeps in it rather than parking, and is woken through the
+/// waker the handler registered. Its wait ignores the shard's timeout and lasts up to
+/// `OWN_SOURCE_WAIT`, so a wake-up that does not come shows as a stall, not a short delay.
+#[derive(Clone, Default)]
+struct SleepsInItsOwnSource {
+    source: Arc<OwnSource>,
+}
+
+#[derive(Default)]
+struct OwnSource {
+    state: std::sync::Mutex<OwnSourceState>,
+    wakeups: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct OwnSourceState {
+    registered: bool,
+    woken: bool,
+    /// Waits begun, and those ended by the waker rather than by `OWN_SOURCE_WAIT`.
+    waits: u64,
+    woken_waits: u64,
+}
+
+const OWN_SOURCE_WAIT: Duration = Duration::from_secs(30);
+
+impl spillway::handler::Handler for SleepsInItsOwnSource {
+    fn handle(
+        &mut self,
+        _: &Message,
+        _: &mut spillway::handler::ShardContext<'_>,
+    ) -> Result<(), HandlerError> {
+        Ok(())
+    }
+
+    fn poll(&mut self, context: &mut spillway::handler::ShardContext<'_>) -> usize {
+        let mut state = self.source.state.lock().unwrap();
+        if !state.registered {
+            let source = Arc::clone(&self.source);
+            state.registered = context.set_waker(move || {
+                source.state.lock().unwrap().woken = true;
+                source.wakeups.notify_all();
+            });
+            assert!(state.registered, "the first waker of a shard is taken");
+            assert!(!context.set_waker(|| ()), "a shard has one waker");
+        }
+        0
+    }
+
+    fn wait(&mut self, _timeout: Duration) -> bool {
+        let mut state = self.source.state.lock().unwrap();
+        state.waits += 1;
+        self.source.wakeups.notify_all();
+        let (mut state, _) = self
+            .source
+            .wakeups
+            .wait_timeout_while(state, OWN_SOURCE_WAIT, |state| !state.woken)
+            .unwrap();
+        if std::mem::take(&mut state.woken) {
+            state.woken_waits += 1;
+        }
+        true
+    }
+}
+
+#[test]
+fn a_shard_sleeping_in_its_handlers_event_source_is_woken_by_a_command_and_by_shutdown() {
+    let mut config = Config::default();
+    config.shards = 1;
+    // Straight to sleep when idle.
+    config.wait = spillway::config::WaitStrategy::SpinThenPark {
+        spin_iterations: 0,
+        yield_iterations: 0,
+        park_timeout_us: 50,
+    };
+    let handler = SleepsInItsOwnSource::default();
+    let engine = Engine::builder()
+        .config(config)
+        .handler(handler.clone())
+        .start()
+        .unwrap();
+    let source = Arc::clone(&handler.source);
+    let started = Instant::now();
+    {
+        let state = source.state.lock().unwrap();
+        let (state, _) = source
+            .wakeups
+            .wait_timeout_while(state, DEADLINE, |state| state.waits == 0)
+            .unwrap();
+        assert!(state.waits > 0, "the idle shard never slept in the source");
+    }
+    // The shard is asleep in the source (or about to be): a command that needs it must
+    // wake it there, through the waker, not wait out OWN_SOURCE_WAIT.
+    let health = engine.control().health(HealthKind::Full).unwrap();
+    assert_eq!(health.shards.len(), 1);
+    assert!(
+        source.state.lock().unwrap().woken_waits > 0,
+        "the health check was answered without a wake-up"
+    );
+    assert!(
+        started.elapsed() < OWN_SOURCE_WAIT,
+        "the shard slept through the command"
+    );
+    // Shutdown wakes it too.
+    let stats = engine.shutdown();
+    assert!(stats.reconciles());
+    assert!(
+        started.elapsed() < OWN_SOURCE_WAIT,
+        "the shard slept through shutdown"
+    );
+    assert!(source.state.lock().unwrap().woken_waits > 0);
+}

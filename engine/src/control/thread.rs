@@ -168,11 +168,15 @@ pub(crate) fn run(engine: &EngineShared, links: Vec<ControlLink>, mut waiter: Wa
         if busy {
             waiter.found_work();
         } else {
-            waiter.idle(&control.sleeping, || {
-                control.stopping.load(Ordering::Relaxed)
-                    || control.inboxes.iter().any(|inbox| !inbox.is_empty())
-                    || state.links.iter().any(|link| !link.replies.is_empty())
-            });
+            waiter.idle(
+                &control.sleeping,
+                || {
+                    control.stopping.load(Ordering::Relaxed)
+                        || control.inboxes.iter().any(|inbox| !inbox.is_empty())
+                        || state.links.iter().any(|link| !link.replies.is_empty())
+                },
+                std::thread::park_timeout,
+            );
         }
     }
 }
@@ -384,7 +388,7 @@ impl ControlLoop<'_> {
         match self.links[shard].commands.push(command) {
             Ok(()) => {
                 self.outstanding[shard] += 1;
-                self.engine.shards[shard].wake_if_sleeping();
+                self.engine.shards[shard].wake_if_sleeping_fenced();
             }
             Err(command) => self.backlog[shard].push_back(command),
         }
@@ -402,7 +406,7 @@ impl ControlLoop<'_> {
                     break;
                 }
                 self.outstanding[shard] += 1;
-                self.engine.shards[shard].wake_if_sleeping();
+                self.engine.shards[shard].wake_if_sleeping_fenced();
                 sent = true;
             }
         }

@@ -99,7 +99,11 @@ pub(crate) fn run<H: Handler>(
         let polled = if stopping {
             0
         } else {
-            handler.poll(&mut ShardContext::new(&mut core, now_ns))
+            handler.poll(&mut ShardContext::with_waker_slot(
+                &mut core,
+                now_ns,
+                &shard.event_waker,
+            ))
         };
         let mut taken_from_rings = admit_from_rings(
             &mut core,
@@ -213,17 +217,27 @@ pub(crate) fn run<H: Handler>(
             published_ns = loop_end_ns;
         }
         if idle {
-            waiter.idle(&shard.sleeping, || {
-                !shard.registrations.is_empty()
-                    || !commands.is_empty()
-                    || !shard.shared_submissions.is_empty()
-                    || engine.stopping.load(Ordering::Relaxed)
-                    || active.iter().any(|&slot| {
-                        links[slot as usize]
-                            .as_ref()
-                            .is_some_and(|entry| !entry.link.submissions.is_empty())
-                    })
-            });
+            waiter.idle(
+                &shard.sleeping,
+                || {
+                    !shard.registrations.is_empty()
+                        || !commands.is_empty()
+                        || !shard.shared_submissions.is_empty()
+                        || engine.stopping.load(Ordering::Relaxed)
+                        || active.iter().any(|&slot| {
+                            links[slot as usize]
+                                .as_ref()
+                                .is_some_and(|entry| !entry.link.submissions.is_empty())
+                        })
+                },
+                // The handler's event source if it has one (the TCP front end's epoll, which
+                // wakes on a socket event too), else a park.
+                |timeout| {
+                    if !handler.wait(timeout) {
+                        std::thread::park_timeout(timeout);
+                    }
+                },
+            );
         } else {
             waiter.found_work();
         }
