@@ -915,6 +915,7 @@ fn code_index(code: ErrorCode) -> usize {
 /// The usage text of `baseline-serve` (and of `e2e serve-baseline`, the same server).
 pub const SERVE_USAGE: &str = "\
 usage: baseline-serve --listen ADDR [--workers N] [--service-ns NS] [--max-connections N]
+                      [--concurrency-limit N]
 
 The tokio/tower baseline's TCP twin: a tokio server speaking spillway's wire protocol
 (docs/PROTOCOL.md), task per connection, governor keyed limiter per connection, tower
@@ -930,6 +931,8 @@ its counters as one JSON line on stdout and exits. Drive it with
   --service-ns NS        simulated handler cost per message, busy wait (default 0)
   --max-connections N    connections served at once (default spillway's limit, at most what
                          the descriptor limit allows); more get Error too_many_connections
+  --concurrency-limit N  messages admitted and unfinished at once, past which load-shed
+                         refuses (default: spillway's matching queue caps, 9,500 per worker)
   -h, --help             this text
 ";
 
@@ -944,6 +947,8 @@ pub struct ServeOptions {
     pub service_ns: u64,
     /// Connection limit, if given.
     pub max_connections: Option<usize>,
+    /// Concurrency limit, if given.
+    pub concurrency_limit: Option<usize>,
 }
 
 /// `baseline-serve`'s command line: run, or print the usage.
@@ -966,6 +971,7 @@ impl ServeCommand {
         let mut workers = None;
         let mut service_ns = 0;
         let mut max_connections = None;
+        let mut concurrency_limit = None;
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             let (flag, inline) = match arg.split_once('=') {
@@ -999,6 +1005,7 @@ impl ServeCommand {
                 }
                 "--workers" => workers = Some(count(&value)?),
                 "--max-connections" => max_connections = Some(count(&value)?),
+                "--concurrency-limit" => concurrency_limit = Some(count(&value)?),
                 "--service-ns" => {
                     service_ns = value
                         .parse()
@@ -1013,6 +1020,7 @@ impl ServeCommand {
             workers,
             service_ns,
             max_connections,
+            concurrency_limit,
         }))
     }
 }
@@ -1027,6 +1035,9 @@ pub fn serve_settings(options: &ServeOptions, cores: usize) -> TwinSettings {
     let mut settings = TwinSettings::matching(&config, cores, options.service_ns);
     if let Some(max_connections) = options.max_connections {
         settings.max_connections = max_connections;
+    }
+    if let Some(concurrency_limit) = options.concurrency_limit {
+        settings.concurrency_limit = concurrency_limit;
     }
     settings
 }

@@ -56,6 +56,11 @@ pub const DURATION_S_DEFAULT: f64 = 5.0;
 pub const WARMUP_S_DEFAULT: f64 = 1.0;
 /// Spillway's health-check probe interval, ms (loadgen's default); 0 disables it.
 pub const CONTROL_PROBE_MS_DEFAULT: u64 = 10;
+/// `--tcp`'s closed-loop windows (messages outstanding per connection): one at a time, and
+/// two depths of pipelining.
+pub const TCP_WINDOWS_DEFAULT: [u32; 3] = [1, 4, 16];
+/// The deepest window `--windows` accepts.
+pub const WINDOW_MAX: u32 = 1_000;
 /// Most time a run waits for outstanding completions after its last send (loadgen's).
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest measured phase or warm-up `e2e` accepts, s: the whole run (four runs, each
@@ -98,6 +103,11 @@ Four runs, each WARMUP + DURATION seconds plus the drain; progress goes to stder
   --spillway HOST:PORT   with --tcp (implies it): also measure `spillway serve` running
                          at HOST:PORT, with its own settings (start it with the same
                          handler cost); without it only the twin is measured
+  --windows W1,W2,...    with --tcp (implies it): the closed loop's messages outstanding per
+                         connection, one run per window and server (default 1,4,16); max
+                         throughput is each server's best; the twin's concurrency limit
+                         is raised to connections x window, so it sheds nothing for lack
+                         of permits and its capacity, not its limit, is measured
   -h, --help             this text
 ";
 
@@ -118,6 +128,8 @@ pub struct E2eSettings {
     pub shards: Option<usize>,
     /// Spillway's health-check probe interval, ms; 0 disables it.
     pub control_probe_ms: u64,
+    /// `--tcp`: the closed loop's windows (messages outstanding per connection).
+    pub tcp_windows: Vec<u32>,
 }
 
 impl Default for E2eSettings {
@@ -130,6 +142,7 @@ impl Default for E2eSettings {
             service_ns: 0,
             shards: None,
             control_probe_ms: CONTROL_PROBE_MS_DEFAULT,
+            tcp_windows: TCP_WINDOWS_DEFAULT.to_vec(),
         }
     }
 }
@@ -237,6 +250,21 @@ impl Command {
                     }
                 }
                 "--control-probe-ms" => settings.control_probe_ms = parse_number(&flag, value)?,
+                "--windows" => {
+                    let value = value.with_context(|| format!("{flag} needs a value"))?;
+                    settings.tcp_windows = value
+                        .split(',')
+                        .map(|part| parse_number(&flag, Some(part.trim().to_string())))
+                        .collect::<anyhow::Result<_>>()?;
+                    if settings
+                        .tcp_windows
+                        .iter()
+                        .any(|&window| window == 0 || window > WINDOW_MAX)
+                    {
+                        bail!("--windows: each window must be 1 to {WINDOW_MAX} messages");
+                    }
+                    tcp = true;
+                }
                 other => bail!("unknown flag {other:?} (see --help)"),
             }
         }
@@ -284,6 +312,7 @@ pub fn plan(settings: &E2eSettings, closed_loop: bool, control_probe_ms: u64) ->
     RunPlan {
         phases,
         closed_loop,
+        window: 1,
         service_ns: settings.service_ns,
         control_probe_ms,
         priority_weights: None,
@@ -755,6 +784,13 @@ mod tests {
         assert_eq!(settings.connections, 100);
         assert_eq!(settings.rate, 20_000);
         assert_eq!(settings.service_ns, 500);
+        assert_eq!(settings.tcp_windows, TCP_WINDOWS_DEFAULT);
+        let Command::RunTcp { settings, .. } =
+            Command::parse(args(&["--windows", "1, 8,64"])).unwrap()
+        else {
+            panic!("--windows implies --tcp");
+        };
+        assert_eq!(settings.tcp_windows, [1, 8, 64]);
         assert_eq!(Command::parse(args(&["-h"])).unwrap(), Command::Help);
         for bad in [
             &["--bogus"][..],
@@ -765,6 +801,9 @@ mod tests {
             &["--shards", "0"],
             &["--connections", "0"],
             &["--json=1"],
+            &["--windows", "0"],
+            &["--windows", "4,,8"],
+            &["--windows", "1001"],
         ] {
             assert!(Command::parse(args(bad)).is_err(), "{bad:?}");
         }

@@ -4,6 +4,14 @@
 //! in-process rows are: (a) max throughput in a closed loop, (b) an open loop at the
 //! offered rate, with the same schedules, latency, lag and reconciliation.
 //!
+//! (a) runs once per window (messages each connection keeps outstanding, sent together):
+//! with one, every message is a TCP segment each way and the kernel's per-segment work
+//! bounds both servers; with more, a client writes a connection's messages in one system
+//! call and a server that keeps them together (reads them in one call, writes their
+//! replies in one) does less kernel work per message. A server's max throughput is its
+//! best over the windows. The twin's concurrency limit is raised to connections x window
+//! for these runs, so that it is measured at its capacity, not shed at its limit.
+//!
 //! The twin runs in a child process (this binary again, as `e2e serve-baseline`), started
 //! afresh for each run, so that client and server do not share a descriptor table (15,000
 //! connections are 30,000 descriptors on loopback, over a typical hard limit of 20,000
@@ -71,17 +79,22 @@ impl TwinChild {
         program: &std::path::Path,
         workers: usize,
         service_ns: u64,
+        concurrency_limit: Option<usize>,
     ) -> anyhow::Result<Self> {
+        let mut args = vec![
+            SERVE_SUBCOMMAND.to_string(),
+            "--listen".to_string(),
+            "127.0.0.1:0".to_string(),
+            "--workers".to_string(),
+            workers.to_string(),
+            "--service-ns".to_string(),
+            service_ns.to_string(),
+        ];
+        if let Some(limit) = concurrency_limit {
+            args.extend(["--concurrency-limit".to_string(), limit.to_string()]);
+        }
         let mut child = Command::new(program)
-            .args([
-                SERVE_SUBCOMMAND,
-                "--listen",
-                "127.0.0.1:0",
-                "--workers",
-                &workers.to_string(),
-                "--service-ns",
-                &service_ns.to_string(),
-            ])
+            .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -178,6 +191,8 @@ impl Drop for TwinChild {
 pub struct TcpRow {
     /// `spillway` or `tokio twin`.
     pub system: &'static str,
+    /// (a): messages outstanding per connection; `None` for (b), the open loop.
+    pub window: Option<u32>,
     /// The server's address.
     pub address: SocketAddr,
     /// The generator's result, with the TCP client's figures.
@@ -230,9 +245,11 @@ pub struct TcpE2eReport {
     pub cores: usize,
     /// The twin's worker threads.
     pub twin_workers: usize,
+    /// The twin's concurrency limit in (b) (in (a) it is raised, see the module).
+    pub twin_concurrency_limit: usize,
     /// Spillway's server, if measured.
     pub spillway: Option<SocketAddr>,
-    /// (a) rows: spillway first when measured, then the twin.
+    /// (a) rows, window by window: spillway first when measured, then the twin.
     pub max: Vec<TcpRow>,
     /// (b) rows, in the same order.
     pub open: Vec<TcpRow>,
@@ -251,33 +268,57 @@ pub fn run(
 ) -> anyhow::Result<TcpE2eReport> {
     let config = spillway_config(settings)?;
     let cores = report::cores();
-    let twin_workers = BaselineSettings::matching(&config, cores, settings.service_ns).workers;
+    let twin_settings = BaselineSettings::matching(&config, cores, settings.service_ns);
+    let twin_workers = twin_settings.workers;
     let connect = |address: SocketAddr| -> anyhow::Result<TcpSystem> {
         let system = TcpSystem::connect(TcpSettings::new(address, settings.connections))?;
         Ok(system)
     };
+    // (a) window by window, then (b).
+    let runs = settings
+        .tcp_windows
+        .iter()
+        .map(|&window| Some(window))
+        .chain([None]);
     let mut max = Vec::new();
     let mut open = Vec::new();
-    for (closed_loop, rows) in [(true, &mut max), (false, &mut open)] {
-        let what = if closed_loop {
-            "(a) max throughput, closed loop".to_string()
-        } else {
-            format!("(b) open loop at {} msg/s", settings.rate)
+    for window in runs {
+        let (what, rows, concurrency_limit) = match window {
+            Some(window) => (
+                format!("(a) max throughput, closed loop, window {window}"),
+                &mut max,
+                Some(
+                    (settings.connections as usize * window as usize)
+                        .max(twin_settings.concurrency_limit),
+                ),
+            ),
+            None => (
+                format!("(b) open loop at {} msg/s", settings.rate),
+                &mut open,
+                None,
+            ),
         };
-        let plan = plan(settings, closed_loop, 0);
+        let mut plan = plan(settings, window.is_some(), 0);
+        plan.window = window.unwrap_or(1);
         if let Some(address) = spillway {
             progress(&format!("{what}: spillway serve at {address}"));
             let result = run_with_target(connect(address)?, &plan)
                 .with_context(|| format!("{what}: spillway at {address}"))?;
             rows.push(TcpRow {
                 system: "spillway",
+                window,
                 address,
                 result,
                 server: None,
                 cross_check: Vec::new(),
             });
         }
-        let twin = TwinChild::spawn(program, twin_workers, settings.service_ns)?;
+        let twin = TwinChild::spawn(
+            program,
+            twin_workers,
+            settings.service_ns,
+            concurrency_limit,
+        )?;
         let address = twin.address();
         progress(&format!("{what}: tokio twin at {address}"));
         let result = run_with_target(connect(address)?, &plan)
@@ -286,6 +327,7 @@ pub fn run(
         let cross_check = cross_check(&result, &server);
         rows.push(TcpRow {
             system: "tokio twin",
+            window,
             address,
             result,
             server: Some(server),
@@ -296,6 +338,7 @@ pub fn run(
         settings: settings.clone(),
         cores,
         twin_workers,
+        twin_concurrency_limit: twin_settings.concurrency_limit,
         spillway,
         max,
         open,
@@ -307,15 +350,36 @@ impl TcpE2eReport {
         rows.iter().find(|row| row.system == system)
     }
 
-    /// (a): spillway's delivered rate over the twin's; `None` without spillway rows or
-    /// when the twin delivered nothing.
+    /// (a): `system`'s run with the most delivered msg/s, over the windows.
+    pub fn best(&self, system: &str) -> Option<&TcpRow> {
+        self.max
+            .iter()
+            .filter(|row| row.system == system)
+            .max_by(|a, b| {
+                a.result
+                    .delivered_rate()
+                    .total_cmp(&b.result.delivered_rate())
+            })
+    }
+
+    /// (a): spillway's max throughput (its best window) over the twin's (its best window);
+    /// `None` without spillway rows or when the twin delivered nothing.
     pub fn throughput_ratio(&self) -> Option<f64> {
-        let spillway = Self::row(&self.max, "spillway")?;
-        let twin = Self::row(&self.max, "tokio twin")?;
         ratio(
-            spillway.result.delivered_rate(),
-            twin.result.delivered_rate(),
+            self.best("spillway")?.result.delivered_rate(),
+            self.best("tokio twin")?.result.delivered_rate(),
         )
+    }
+
+    /// (a): spillway over the twin at `window`.
+    pub fn throughput_ratio_at(&self, window: u32) -> Option<f64> {
+        let at = |system: &str| {
+            self.max
+                .iter()
+                .find(|row| row.system == system && row.window == Some(window))
+                .map(|row| row.result.delivered_rate())
+        };
+        ratio(at("spillway")?, at("tokio twin")?)
     }
 
     /// (b): the twin's p99 over spillway's; `None` without spillway rows or when either
@@ -360,18 +424,24 @@ impl TcpE2eReport {
         let _ = writeln!(out, "{line}");
         let _ = writeln!(
             out,
-            "(a) max throughput: closed loop, each connection keeps one message outstanding; delivered msg/s"
+            "(a) max throughput: closed loop, each connection keeps `window` messages outstanding (sent together); delivered msg/s"
         );
         let _ = writeln!(
             out,
-            "{:<12}{:>14}{:>12}{:>11}{:>11}{:>11}{:>11}{:>10}  reconciled",
-            "target", "delivered/s", "refused", "p50", "p99", "p99.9", "max", "connect"
+            "    the twin's concurrency limit is raised to connections x window here ({} in (b)), so it sheds nothing for lack of permits",
+            self.twin_concurrency_limit
+        );
+        let _ = writeln!(
+            out,
+            "{:<12}{:>7}{:>14}{:>12}{:>11}{:>11}{:>11}{:>11}{:>10}  reconciled",
+            "target", "window", "delivered/s", "refused", "p50", "p99", "p99.9", "max", "connect"
         );
         for row in &self.max {
             let _ = writeln!(
                 out,
-                "{:<12}{:>14.0}{:>12}{}{:>9.2}s  {}",
+                "{:<12}{:>7}{:>14.0}{:>12}{}{:>9.2}s  {}",
                 row.system,
+                row.window.unwrap_or(1),
                 row.result.delivered_rate(),
                 row.result.measured.refused_total(),
                 latency_cells(&row.result.latency_ns),
@@ -380,10 +450,21 @@ impl TcpE2eReport {
             );
         }
         self.reasons(&mut out, &self.max);
-        if let Some(ratio) = self.throughput_ratio() {
+        for &window in &settings.tcp_windows {
+            if let Some(ratio) = self.throughput_ratio_at(window) {
+                let _ = writeln!(out, "spillway / twin at window {window}: {ratio:.2}x");
+            }
+        }
+        if let (Some(ratio), Some(spillway), Some(twin)) = (
+            self.throughput_ratio(),
+            self.best("spillway"),
+            self.best("tokio twin"),
+        ) {
             let _ = writeln!(
                 out,
-                "spillway / twin max throughput over TCP: {ratio:.2}x (goal >= {TCP_THROUGHPUT_RATIO_GOAL}x: {})",
+                "spillway / twin max throughput over TCP (each at its best window: {} and {}): {ratio:.2}x (goal >= {TCP_THROUGHPUT_RATIO_GOAL}x: {})",
+                spillway.window.unwrap_or(1),
+                twin.window.unwrap_or(1),
                 if ratio >= TCP_THROUGHPUT_RATIO_GOAL { "met" } else { "not met" }
             );
         }
@@ -460,8 +541,9 @@ impl TcpE2eReport {
             let tcp = &row.result.engine;
             let _ = writeln!(
                 out,
-                "  {}: refused by reason {}; flow signals {}; replies dropped {}; closed by Error {}; syscalls/message {:.2}",
+                "  {}{}: refused by reason {}; flow signals {}; replies dropped {}; closed by Error {}; client syscalls/message {:.2}",
                 row.system,
+                row.window.map_or_else(String::new, |window| format!(" (window {window})")),
                 refused_reasons(&row.result),
                 tcp.throttles + tcp.pauses + tcp.resumes,
                 tcp.replies_dropped,
@@ -494,7 +576,14 @@ impl TcpE2eReport {
                             overload: None,
                         };
                         value["detail"] = report::json(&info, &row.result);
-                        (row.system.replace(' ', "_"), value)
+                        let key = match row.window {
+                            Some(window) => {
+                                format!("{}_window_{window}", row.system.replace(' ', "_"))
+                            }
+                            None => row.system.replace(' ', "_"),
+                        };
+                        value["window"] = json!(row.window);
+                        (key, value)
                     })
                     .collect(),
             )
@@ -513,7 +602,14 @@ impl TcpE2eReport {
             "spillway_address": self.spillway.map(|address| address.to_string()),
             "spillway_note": self.spillway.is_none().then_some("not measured: give --spillway HOST:PORT of a running `spillway serve`"),
             "max_throughput": rows(&self.max, "e2e-tcp-max-throughput"),
+            "max_throughput_windows": settings.tcp_windows,
+            "max_throughput_best_window": {
+                "spillway": self.best("spillway").and_then(|row| row.window),
+                "tokio_twin": self.best("tokio twin").and_then(|row| row.window),
+            },
             "max_throughput_ratio_spillway_over_twin": self.throughput_ratio(),
+            "max_throughput_ratio_by_window": settings.tcp_windows.iter().map(|&window| json!({"window": window, "ratio": self.throughput_ratio_at(window)})).collect::<Vec<_>>(),
+            "twin_concurrency_limit_open_loop": self.twin_concurrency_limit,
             "open_loop": rows(&self.open, "e2e-tcp-open-loop"),
             "open_loop_offered_rate": settings.rate,
             "open_loop_ratio_p99_twin_over_spillway": self.p99_ratio(),

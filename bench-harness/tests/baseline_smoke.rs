@@ -30,6 +30,7 @@ fn plan(closed_loop: bool) -> RunPlan {
             },
         ],
         closed_loop,
+        window: 1,
         service_ns: 0,
         control_probe_ms: 10,
         priority_weights: None,

@@ -138,6 +138,7 @@ fn loadgen_over_tcp_against_the_twin_reconciles_on_both_sides() {
             },
         ],
         closed_loop: false,
+        window: 1,
         service_ns: 0,
         control_probe_ms: 10,
         priority_weights: None,

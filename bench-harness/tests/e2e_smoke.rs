@@ -92,6 +92,8 @@ fn a_tiny_tcp_run_measures_both_servers_and_reconciles() {
             "20000",
             "--shards",
             "1",
+            "--windows",
+            "1,4",
             "--json",
         ])
         .output()
@@ -102,8 +104,13 @@ fn a_tiny_tcp_run_measures_both_servers_and_reconciles() {
     assert_eq!(json["transport"], "tcp");
     assert_eq!(json["reconciled"], true, "{json:#}");
     assert_eq!(json["twin"]["workers"], 1);
-    for section in ["max_throughput", "open_loop"] {
-        for target in ["spillway", "tokio_twin"] {
+    let rows = [
+        ("max_throughput", "spillway_window_1", "tokio_twin_window_1"),
+        ("max_throughput", "spillway_window_4", "tokio_twin_window_4"),
+        ("open_loop", "spillway", "tokio_twin"),
+    ];
+    for (section, spillway, twin) in rows {
+        for target in [spillway, twin] {
             let row = &json[section][target];
             assert_eq!(row["reconciled"], true, "{section}.{target}: {row:#}");
             assert!(row["delivered"].as_u64().unwrap() > 0, "{section}.{target}");
@@ -113,18 +120,20 @@ fn a_tiny_tcp_run_measures_both_servers_and_reconciles() {
                 format!("tcp://{}", row["address"].as_str().unwrap())
             );
         }
-        let twin = &json[section]["tokio_twin"];
+        let twin = &json[section][twin];
         assert_eq!(twin["server"]["accepted"], 100, "{section}");
         assert_eq!(
             twin["cross_check_errors"],
             serde_json::json!([]),
             "{section}"
         );
-        assert!(json[section]["spillway"]["server"].is_null());
+        assert!(json[section][spillway]["server"].is_null());
     }
+    assert_eq!(json["max_throughput"]["spillway_window_4"]["window"], 4);
+    assert_eq!(json["max_throughput_windows"], serde_json::json!([1, 4]));
     assert!(json["max_throughput_ratio_spillway_over_twin"].is_number());
     assert!(json["open_loop_ratio_p99_twin_over_spillway"].is_number());
     let stand_in = stand_in.shutdown();
-    // Both runs against the stand-in half-closed their 100 connections at the end.
-    assert_eq!(stand_in.half_closed_by_client, 200);
+    // All three runs against the stand-in half-closed their 100 connections at the end.
+    assert_eq!(stand_in.half_closed_by_client, 300);
 }

@@ -62,6 +62,10 @@ pub struct RunPlan {
     pub phases: Vec<Phase>,
     /// Closed loop instead of open loop.
     pub closed_loop: bool,
+    /// Closed loop: messages each connection keeps outstanding (1: send the next only when
+    /// the last completes; more: pipelining, sent together, so a client that writes its
+    /// connection's messages in one system call can). Ignored in open loop.
+    pub window: u32,
     /// Busy-wait per message in the handler, ns (0: the handler does nothing).
     pub service_ns: u64,
     /// A full health check every this many ms during the run; 0 disables the probe.
@@ -113,6 +117,8 @@ pub struct ProbeResult {
 pub struct RunResult<S = Stats> {
     /// Closed loop or open loop.
     pub closed_loop: bool,
+    /// Closed loop: messages outstanding per connection.
+    pub window: u32,
     /// Connections of the measured phase.
     pub connections: u32,
     /// Shards the engine ran (for another target: its worker threads).
@@ -548,6 +554,7 @@ pub fn run_with_target<S: SystemUnderTest>(
         .sum();
     Ok(RunResult {
         closed_loop: plan.closed_loop,
+        window: plan.window,
         connections: measured_phase.connections,
         shards,
         pinned,
@@ -814,9 +821,19 @@ fn drive_closed_loop<T: Target>(
         .map(|phase| phase.connections)
         .max()
         .unwrap_or(1);
-    // Per connection: when its outstanding message was sent (ns from the start).
-    let mut sent_at = vec![0u64; connections as usize];
-    let mut ready: VecDeque<u32> = (0..connections).collect();
+    // One slot per message a connection may have outstanding: slot `s` belongs to
+    // connection `s / window`. Each message carries its slot in the low bits of its id (the
+    // Reply echoes the id), so its send time is found whatever order the target completes
+    // a connection's messages in; the high bits count messages, so ids stay unique.
+    let window = plan.window.max(1);
+    let slots = u64::from(connections) * u64::from(window);
+    let slot_bits = u64::BITS - slots.saturating_sub(1).leading_zeros();
+    let slot_mask = (1u64 << slot_bits) - 1;
+    // Per slot: when its outstanding message was sent (ns from the start).
+    let mut sent_at = vec![0u64; slots as usize];
+    // A connection's slots are next to each other, so its first `window` messages go out
+    // together, and so do those its completions free together.
+    let mut ready: VecDeque<u32> = (0..slots as u32).collect();
     let mut buffer = Vec::with_capacity(16 * 1024);
     let mut next_ordinal = 0u64;
     let mut next_poll_ns = 0;
@@ -832,11 +849,11 @@ fn drive_closed_loop<T: Target>(
         buffer.clear();
         let read = target.poll_completions(buffer);
         for completion in buffer.iter() {
-            let connection = completion.connection.0 as u32;
-            let sent_ns = sent_at[connection as usize];
+            let slot = (completion.message.0 & slot_mask) as u32;
+            let sent_ns = sent_at[slot as usize];
             let measured = recorded_at(&plan.phases, sent_ns);
             recorder.completed(completion, measured, now_ns.saturating_sub(sent_ns));
-            ready.push_back(connection);
+            ready.push_back(slot);
         }
         read
     };
@@ -847,19 +864,20 @@ fn drive_closed_loop<T: Target>(
         }
         recorder.window = recorded_at(&plan.phases, now_ns);
         let mut sent = 0;
-        while let Some(&connection) = ready.front() {
+        while let Some(&slot) = ready.front() {
             if sent >= SUBMIT_BATCH_MAX || credit_blocked {
                 break;
             }
-            let message =
-                Message::new(ConnectionId(u64::from(connection)), MessageId(next_ordinal))
-                    .with_role(Role::Session)
-                    .with_priority(priority_of(next_ordinal, plan.priority_weights.as_ref()));
+            let connection = ConnectionId(u64::from(slot / window));
+            let id = MessageId(next_ordinal << slot_bits | u64::from(slot));
+            let message = Message::new(connection, id)
+                .with_role(Role::Session)
+                .with_priority(priority_of(next_ordinal, plan.priority_weights.as_ref()));
             match target.submit(message) {
                 Ok(()) => {
                     ready.pop_front();
                     next_ordinal += 1;
-                    sent_at[connection as usize] = now_ns;
+                    sent_at[slot as usize] = now_ns;
                     recorder.sent(recorded_at(&plan.phases, now_ns), None);
                     sent += 1;
                 }
@@ -967,6 +985,7 @@ fn calibration_plan(connections: u32, service_ns: u64, seconds: f64) -> RunPlan 
             },
         ],
         closed_loop: true,
+        window: 1,
         service_ns,
         control_probe_ms: 0,
         priority_weights: None,

@@ -57,6 +57,8 @@ line every second to stderr and a table to stdout.
                                     0 disables)
   --closed-loop                     each connection keeps one message outstanding and sends
                                     the next when it completes (latency from send)
+  --window N                        with --closed-loop: N messages outstanding per
+                                    connection (default 1), sent together (pipelining)
   --priority-mix P0,P1,P2,P3        priority weights (default for priority-mix: 1,49,30,20)
   --consumer-poll-ms MS             read completions only every MS (slow consumer)
   --profile NAME                    engine profile: development, staging, production,
@@ -80,6 +82,7 @@ struct Options {
     overload: Option<f64>,
     control_probe_ms: Option<u64>,
     closed_loop: bool,
+    window: Option<u32>,
     priority_mix: Option<[u32; 4]>,
     consumer_poll_ms: Option<u64>,
     profile: Option<String>,
@@ -144,7 +147,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Options>
             "--target" | "--scenario" | "--connections" | "--rate" | "--duration" | "--warmup"
             | "--shards" | "--service-ns" | "--overload" | "--control-probe-ms"
             | "--priority-mix" | "--consumer-poll-ms" | "--profile" | "--config"
-            | "--connect-timeout" => true,
+            | "--connect-timeout" | "--window" => true,
             other => bail!("unknown flag {other:?} (see --help)"),
         };
         let value = if takes_value {
@@ -188,6 +191,13 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Options>
             }
             "--control-probe-ms" => options.control_probe_ms = Some(parse_value(&flag, &value)?),
             "--closed-loop" => options.closed_loop = true,
+            "--window" => {
+                let window: u32 = parse_value(&flag, &value)?;
+                if window == 0 {
+                    bail!("--window: must be at least 1 message per connection");
+                }
+                options.window = Some(window);
+            }
             "--priority-mix" => {
                 let weights: Vec<u32> = value
                     .split(',')
@@ -214,6 +224,9 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Options>
     }
     if options.rate.is_some() && options.overload.is_some() {
         bail!("--rate and --overload both set the offered rate: give one");
+    }
+    if options.window.is_some() && !options.closed_loop {
+        bail!("--window sets the closed loop's messages per connection: add --closed-loop");
     }
     if options.profile.is_some() && options.config.is_some() {
         bail!("--profile and --config both choose the settings: give one (a file names its profile with its `profile` key)");
@@ -380,6 +393,7 @@ fn run_scenario(
     let plan = RunPlan {
         phases,
         closed_loop: options.closed_loop,
+        window: options.window.unwrap_or(1),
         service_ns,
         control_probe_ms: options.control_probe_ms.unwrap_or(DEFAULT_PROBE_MS),
         priority_weights: options

@@ -190,6 +190,7 @@ pub fn json<S: TargetStats>(info: &RunInfo, result: &RunResult<S>) -> Value {
         "target": info.target,
         "profile": info.profile,
         "mode": if result.closed_loop { "closed_loop" } else { "open_loop" },
+        "window": if result.closed_loop { json!(result.window) } else { json!(null) },
         "connections": result.connections,
         "shards": shards,
         "cores": cores(),
@@ -417,10 +418,10 @@ pub fn table<S: TargetStats>(info: &RunInfo, result: &RunResult<S>) -> String {
         info.scenario,
         info.target,
         info.profile,
-        if result.closed_loop {
-            "closed loop"
-        } else {
-            "open loop"
+        match (result.closed_loop, result.window) {
+            (false, _) => "open loop".to_string(),
+            (true, 1) => "closed loop".to_string(),
+            (true, window) => format!("closed loop, window {window} per connection"),
         }
     );
     if result.engine.tcp().is_some() {

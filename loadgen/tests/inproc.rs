@@ -54,6 +54,7 @@ fn plan(closed_loop: bool, priority_weights: Option<[u32; 4]>) -> RunPlan {
             },
         ],
         closed_loop,
+        window: 1,
         service_ns: 0,
         control_probe_ms: 10,
         priority_weights,
@@ -145,4 +146,27 @@ fn calibration_measures_a_capacity() {
     config.shards = 1;
     let capacity = calibrate_capacity(config, 50, 1_000, 0.3).unwrap();
     assert!(capacity > 0.0);
+}
+
+#[test]
+fn a_closed_loop_with_a_window_keeps_that_many_per_connection_and_reconciles() {
+    let mut config = Config::default();
+    config.shards = 1;
+    let mut plan = plan(true, None);
+    plan.window = 4;
+    plan.service_ns = 2_000;
+    let result = run_inproc(config, &plan).unwrap();
+    assert!(
+        result.reconcile_errors.is_empty(),
+        "{:?}",
+        result.reconcile_errors
+    );
+    assert_eq!(result.all.submitted, result.submitted_all);
+    assert_eq!(result.window, 4);
+    // Every delivered message of the measured phase found its own send time (its slot
+    // travels in its id), so each has exactly one latency sample.
+    assert_eq!(result.latency_ns.len(), result.measured.delivered);
+    let json = report::json(&info(), &result);
+    assert_eq!(json["window"], 4);
+    assert!(report::table(&info(), &result).contains("window 4 per connection"));
 }
