@@ -72,6 +72,9 @@ const READ_CHUNK_BYTES: usize = 16 * 1024;
 /// Token of the listening socket in every shard's `Poll`; connection `slot` is
 /// `Token(slot + 1)`.
 const LISTENER: Token = Token(0);
+/// The shard's waker, for producers and the control plane while it sleeps in `epoll_wait`.
+/// Connection tokens are slot + 1 and slots never reach it.
+const WAKER: Token = Token(usize::MAX);
 
 /// The server's settings. Defaults suit 15,000 connections on one machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -393,7 +396,23 @@ impl<H: Handler> Handler for TcpFrontEnd<H> {
             }
         }
         let net = self.shard.as_mut().expect("opened above");
+        if let Some(waker) = net.waker.take() {
+            // Register how the shard is woken from `wait`; without it (the wrapped handler
+            // set the shard's waker first) this front end never sleeps in epoll.
+            net.sleeps_in_epoll = context.set_waker(move || {
+                // An eventfd write. A failure leaves the shard to its wait timeout.
+                let _ = waker.wake();
+            });
+        }
         own + net.turn(context)
+    }
+
+    fn wait(&mut self, timeout: Duration) -> bool {
+        match self.shard.as_mut() {
+            Some(net) if net.sleeps_in_epoll => net.wait(timeout),
+            // The wrapped handler's own event source, if it set the waker first.
+            _ => self.inner.wait(timeout),
+        }
     }
 
     fn stopped(&mut self, context: &mut ShardContext<'_>) {
@@ -476,6 +495,12 @@ struct ShardNet {
     shard: usize,
     poll: Poll,
     events: Events,
+    /// `events` came from a blocking wait (`wait`) and are the next turn's, not yet seen.
+    events_waiting: bool,
+    /// Until registered as the shard's waker on its first turn.
+    waker: Option<mio::Waker>,
+    /// The waker is registered: the shard may sleep in `epoll_wait` (`wait`).
+    sleeps_in_epoll: bool,
     listener: TcpListener,
     /// Slab of connections: slot `i` is `Token(i + 1)`.
     slots: Vec<Option<Connection>>,
@@ -509,11 +534,15 @@ impl ShardNet {
         let mut listener = TcpListener::from_std(shared.listener.try_clone()?);
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = mio::Waker::new(poll.registry(), WAKER)?;
         Ok(Self {
             shared: Arc::clone(shared),
             shard: shard.min(SHARDS_MAX - 1),
             poll,
             events: Events::with_capacity(shared.config.events_per_turn_max),
+            events_waiting: false,
+            waker: Some(waker),
+            sleeps_in_epoll: false,
             listener,
             slots: Vec::new(),
             free_slots: Vec::new(),
@@ -541,10 +570,12 @@ impl ShardNet {
         let now_ns = context.now_ns();
         self.turn_ns = now_ns;
         let mut work = self.flush_dirty(now_ns);
-        if self
-            .poll
-            .poll(&mut self.events, Some(Duration::ZERO))
-            .is_err()
+        // Events a blocking `wait` collected are this turn's: no second system call.
+        if !std::mem::take(&mut self.events_waiting)
+            && self
+                .poll
+                .poll(&mut self.events, Some(Duration::ZERO))
+                .is_err()
         {
             // EINTR and the like: the next turn polls again.
             return work;
@@ -555,6 +586,10 @@ impl ShardNet {
         for event in self.events.iter() {
             if event.token() == LISTENER {
                 accept = true;
+                continue;
+            }
+            if event.token() == WAKER {
+                // Only ends a `wait`: what woke it is in the rings, which the shard reads.
                 continue;
             }
             let slot = event.token().0 - 1;
@@ -605,6 +640,20 @@ impl ShardNet {
             work += self.housekeeping(now_ns);
         }
         work
+    }
+
+    /// Blocks in `epoll_wait` for at most `timeout` (rounded up to a millisecond) or until
+    /// a socket event or the waker, and keeps the events for the next turn. Returns false,
+    /// without waiting, when it holds work that no event will announce (output to write,
+    /// reads a turn's budget left over): the shard then parks for its usual short while.
+    /// An accept paused by descriptor exhaustion is a timer, which the timeout serves.
+    fn wait(&mut self, timeout: Duration) -> bool {
+        if !self.dirty.is_empty() || !self.read_again.is_empty() {
+            return false;
+        }
+        // An error (EINTR) leaves no events; the next turn polls as usual.
+        self.events_waiting = self.poll.poll(&mut self.events, Some(timeout)).is_ok();
+        true
     }
 
     /// Accepts up to the per-turn limit.
