@@ -126,7 +126,8 @@ impl Waiter {
                     // control thread's wakers (shard replies) fence too, so it never misses
                     // one. Producers waking a shard do not (it would be a fence per
                     // submission), so a shard can miss one and then sleeps at most the park
-                    // timeout (50 µs for the adaptive default, `park_timeout_us` otherwise).
+                    // timeout (50 µs for the adaptive default, `park_timeout_us` otherwise;
+                    // a millisecond in an epoll wait, which rounds it up).
                     sleeping.store(true, Ordering::Relaxed);
                     crate::sync::fence(Ordering::SeqCst);
                     if !has_work() {
