@@ -107,6 +107,9 @@ pub struct Config {
     pub monitor: MonitorConfig,
     /// Egress flow control of each connection's reply stream (SPEC 4), for the TCP front end.
     pub egress: EgressConfig,
+    /// The TCP front end's limits and timers (`spillway serve`,
+    /// [`ServerConfig::from_config`](crate::net::server::ServerConfig::from_config)).
+    pub net: NetConfig,
 }
 
 impl Default for Config {
@@ -129,6 +132,7 @@ impl Default for Config {
             control: ControlConfig::default(),
             monitor: MonitorConfig::default(),
             egress: EgressConfig::default(),
+            net: NetConfig::default(),
         }
     }
 }
@@ -359,6 +363,60 @@ impl Default for MonitorConfig {
     }
 }
 
+/// The TCP front end's limits and timers: what [`ServerConfig`](crate::net::server::ServerConfig)
+/// holds besides egress flow control. The same in every profile; each field's range is
+/// checked by [`Config::validate`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetConfig {
+    /// Open connections, all shards together; one more is accepted, told
+    /// `too_many_connections`, and closed. 1 to 2^24.
+    pub max_connections: usize,
+    /// The largest frame accepted, header included, announced in Welcome; 512 B to 16 MiB.
+    pub max_frame_bytes: u32,
+    /// Time from accept to Hello before the connection is cut, in ns; 1 ms to 1 h.
+    pub hello_timeout_ns: u64,
+    /// Time from a frame's first byte to its last before the connection is cut, in ns;
+    /// 1 ms to 1 h. An idle connection with no partial frame is never cut.
+    pub frame_timeout_ns: u64,
+    /// Time a closing connection has to take its last frames before it is closed
+    /// regardless, in ns; 1 ms to 1 h.
+    pub close_timeout_ns: u64,
+    /// How long a shard stops accepting after the process runs out of descriptors, in ns;
+    /// 1 µs to 1 min.
+    pub accept_backoff_ns: u64,
+    /// Connections one shard accepts per turn; 1 to 65536.
+    pub accepts_per_turn_max: usize,
+    /// Bytes read from one connection per turn before the others get theirs; 1 KiB to 64 MiB.
+    pub read_bytes_per_turn_max: usize,
+    /// Frames one shard serves per turn, all its connections together; 1 to 65536.
+    pub frames_per_turn_max: usize,
+    /// Bytes of encoded frames a connection keeps ready to write; 1 KiB to 64 MiB.
+    pub write_buffer_bytes_max: usize,
+    /// Readiness events taken from epoll per turn; 1 to 65536.
+    pub events_per_turn_max: usize,
+    /// How often the timers are checked, in ns; 100 µs to 1 min.
+    pub housekeeping_interval_ns: u64,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 16_384,
+            max_frame_bytes: crate::net::protocol::FrameLimit::DEFAULT.max_frame_bytes(),
+            hello_timeout_ns: 10_000_000_000,
+            frame_timeout_ns: 10_000_000_000,
+            close_timeout_ns: 1_000_000_000,
+            accept_backoff_ns: 10_000_000,
+            accepts_per_turn_max: 256,
+            read_bytes_per_turn_max: 64 * 1024,
+            frames_per_turn_max: 256,
+            write_buffer_bytes_max: 64 * 1024,
+            events_per_turn_max: 1024,
+            housekeeping_interval_ns: 10_000_000,
+        }
+    }
+}
+
 /// How an idle thread waits for work (LMAX Disruptor's wait strategies).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WaitStrategy {
@@ -446,6 +504,14 @@ pub(crate) mod range {
     pub(crate) const EGRESS_PERIOD_NS: RangeInclusive<u64> = 1_000..=MINUTE_NS;
     pub(crate) const EGRESS_HEALTH_WINDOW_NS: RangeInclusive<u64> = 10_000_000..=HOUR_NS;
     pub(crate) const EGRESS_HEALTH_MIN_OFFERED: RangeInclusive<u32> = 1..=1 << 24;
+
+    pub(crate) const NET_CONNECTIONS: RangeInclusive<usize> = 1..=1 << 24;
+    pub(crate) const NET_FRAME_BYTES: RangeInclusive<u32> = 512..=16 * 1024 * 1024;
+    pub(crate) const NET_TIMEOUT_NS: RangeInclusive<u64> = 1_000_000..=HOUR_NS;
+    pub(crate) const NET_BACKOFF_NS: RangeInclusive<u64> = 1_000..=MINUTE_NS;
+    pub(crate) const NET_PER_TURN: RangeInclusive<usize> = 1..=1 << 16;
+    pub(crate) const NET_BUFFER_BYTES: RangeInclusive<usize> = 1024..=1 << 26;
+    pub(crate) const NET_HOUSEKEEPING_NS: RangeInclusive<u64> = 100_000..=MINUTE_NS;
 }
 
 /// The error for `got` outside `range`.
@@ -668,6 +734,48 @@ impl Config {
             "monitor.warning_percent",
             monitor.warning_percent,
             1..=monitor.critical_percent - 1,
+        )?;
+
+        let net = &self.net;
+        check(
+            "net.max_connections",
+            net.max_connections,
+            range::NET_CONNECTIONS,
+        )?;
+        check(
+            "net.max_frame_bytes",
+            net.max_frame_bytes,
+            range::NET_FRAME_BYTES,
+        )?;
+        for (field, value) in [
+            ("net.hello_timeout_ns", net.hello_timeout_ns),
+            ("net.frame_timeout_ns", net.frame_timeout_ns),
+            ("net.close_timeout_ns", net.close_timeout_ns),
+        ] {
+            check(field, value, range::NET_TIMEOUT_NS)?;
+        }
+        check(
+            "net.accept_backoff_ns",
+            net.accept_backoff_ns,
+            range::NET_BACKOFF_NS,
+        )?;
+        for (field, value) in [
+            ("net.accepts_per_turn_max", net.accepts_per_turn_max),
+            ("net.frames_per_turn_max", net.frames_per_turn_max),
+            ("net.events_per_turn_max", net.events_per_turn_max),
+        ] {
+            check(field, value, range::NET_PER_TURN)?;
+        }
+        for (field, value) in [
+            ("net.read_bytes_per_turn_max", net.read_bytes_per_turn_max),
+            ("net.write_buffer_bytes_max", net.write_buffer_bytes_max),
+        ] {
+            check(field, value, range::NET_BUFFER_BYTES)?;
+        }
+        check(
+            "net.housekeeping_interval_ns",
+            net.housekeeping_interval_ns,
+            range::NET_HOUSEKEEPING_NS,
         )?;
 
         self.egress.validate()

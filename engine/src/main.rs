@@ -29,7 +29,9 @@ Usage:
                                serve the wire protocol (docs/PROTOCOL.md) on ADDR
                                (default 127.0.0.1:7878); each message is acknowledged
                                after busy-waiting NS ns (default 0); stops on SIGINT or
-                               SIGTERM, or after S seconds, and prints its counters
+                               SIGTERM, or after S seconds, and prints its counters;
+                               FILE's [net] and [egress] set the server, --shards and
+                               --max-connections override FILE
   spillway check-config FILE   validate the TOML configuration FILE and print the
                                effective settings (its profile with its keys applied)
   spillway --help              print this help

@@ -74,10 +74,8 @@ pub fn run(options: Options) -> anyhow::Result<ExitCode> {
     if let Some(shards) = options.shards {
         config.shards = shards;
     }
-    let mut server_config = ServerConfig {
-        egress: config.egress,
-        ..ServerConfig::default()
-    };
+    // The file's `[net]` and `[egress]`; `--max-connections` overrides its limit.
+    let mut server_config = ServerConfig::from_config(&config);
     if let Some(max_connections) = options.max_connections {
         server_config.max_connections = max_connections;
     }

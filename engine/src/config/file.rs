@@ -35,6 +35,7 @@
 //! [monitor]                    # MonitorConfig's fields
 //! [egress]                     # EgressConfig's fields, and:
 //! drop_policy = "drop-oldest"  # drop-oldest | drop-newest | block | drop-all
+//! [net]                        # NetConfig's fields (the TCP front end)
 //! [[tenants]]                  # replaces the profile's list; one table per tenant
 //! tenant = 7
 //! max_pending = 5000           # absent: no aggregate cap
@@ -56,8 +57,8 @@ use toml::de::{DeTable, DeValue};
 use super::profile::one_of;
 use super::{
     check, out_of_range, range, BreakerConfig, CapAction, CapsConfig, Config, ConfigError,
-    ControlConfig, Levels, MonitorConfig, Profile, QueueDropPolicy, RateConfig, TenantConfig,
-    WaitStrategy,
+    ControlConfig, Levels, MonitorConfig, NetConfig, Profile, QueueDropPolicy, RateConfig,
+    TenantConfig, WaitStrategy,
 };
 use crate::message::{Priority, Role, TenantId};
 use crate::net::egress::{EgressConfig, EgressDropPolicy};
@@ -128,6 +129,7 @@ struct ConfigFile {
     control: Option<ControlFile>,
     monitor: Option<MonitorFile>,
     egress: Option<EgressFile>,
+    net: Option<NetFile>,
     tenants: Option<Vec<TenantFile>>,
 }
 
@@ -244,6 +246,23 @@ struct EgressFile {
     warning_drop_percent: Option<i64>,
     unhealthy_drop_percent: Option<i64>,
     disconnect_unhealthy: Option<bool>,
+}
+
+#[derive(Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct NetFile {
+    max_connections: Option<i64>,
+    max_frame_bytes: Option<i64>,
+    hello_timeout_ns: Option<i64>,
+    frame_timeout_ns: Option<i64>,
+    close_timeout_ns: Option<i64>,
+    accept_backoff_ns: Option<i64>,
+    accepts_per_turn_max: Option<i64>,
+    read_bytes_per_turn_max: Option<i64>,
+    frames_per_turn_max: Option<i64>,
+    write_buffer_bytes_max: Option<i64>,
+    events_per_turn_max: Option<i64>,
+    housekeeping_interval_ns: Option<i64>,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -423,6 +442,9 @@ impl ConfigFile {
         if let Some(egress) = self.egress {
             egress.apply(&mut config.egress)?;
         }
+        if let Some(net) = self.net {
+            net.apply(&mut config.net)?;
+        }
         if let Some(tenants) = self.tenants {
             config.tenants = tenants
                 .into_iter()
@@ -467,6 +489,7 @@ impl ConfigFile {
                 overload_percent: wide(config.monitor.overload_percent),
             }),
             egress: Some(EgressFile::from_config(&config.egress)),
+            net: Some(NetFile::from_config(&config.net)),
             tenants: Some(config.tenants.iter().map(TenantFile::from_tenant).collect()),
         }
     }
@@ -967,6 +990,118 @@ impl MonitorFile {
     }
 }
 
+impl NetFile {
+    fn apply(self, net: &mut NetConfig) -> Result<(), ConfigError> {
+        let NetFile {
+            max_connections,
+            max_frame_bytes,
+            hello_timeout_ns,
+            frame_timeout_ns,
+            close_timeout_ns,
+            accept_backoff_ns,
+            accepts_per_turn_max,
+            read_bytes_per_turn_max,
+            frames_per_turn_max,
+            write_buffer_bytes_max,
+            events_per_turn_max,
+            housekeeping_interval_ns,
+        } = self;
+        set(
+            &mut net.max_connections,
+            "net.max_connections",
+            max_connections,
+            range::NET_CONNECTIONS,
+        )?;
+        set(
+            &mut net.max_frame_bytes,
+            "net.max_frame_bytes",
+            max_frame_bytes,
+            range::NET_FRAME_BYTES,
+        )?;
+        for (slot, field, value) in [
+            (
+                &mut net.hello_timeout_ns,
+                "net.hello_timeout_ns",
+                hello_timeout_ns,
+            ),
+            (
+                &mut net.frame_timeout_ns,
+                "net.frame_timeout_ns",
+                frame_timeout_ns,
+            ),
+            (
+                &mut net.close_timeout_ns,
+                "net.close_timeout_ns",
+                close_timeout_ns,
+            ),
+        ] {
+            set(slot, field, value, range::NET_TIMEOUT_NS)?;
+        }
+        set(
+            &mut net.accept_backoff_ns,
+            "net.accept_backoff_ns",
+            accept_backoff_ns,
+            range::NET_BACKOFF_NS,
+        )?;
+        for (slot, field, value) in [
+            (
+                &mut net.accepts_per_turn_max,
+                "net.accepts_per_turn_max",
+                accepts_per_turn_max,
+            ),
+            (
+                &mut net.frames_per_turn_max,
+                "net.frames_per_turn_max",
+                frames_per_turn_max,
+            ),
+            (
+                &mut net.events_per_turn_max,
+                "net.events_per_turn_max",
+                events_per_turn_max,
+            ),
+        ] {
+            set(slot, field, value, range::NET_PER_TURN)?;
+        }
+        for (slot, field, value) in [
+            (
+                &mut net.read_bytes_per_turn_max,
+                "net.read_bytes_per_turn_max",
+                read_bytes_per_turn_max,
+            ),
+            (
+                &mut net.write_buffer_bytes_max,
+                "net.write_buffer_bytes_max",
+                write_buffer_bytes_max,
+            ),
+        ] {
+            set(slot, field, value, range::NET_BUFFER_BYTES)?;
+        }
+        set(
+            &mut net.housekeeping_interval_ns,
+            "net.housekeeping_interval_ns",
+            housekeeping_interval_ns,
+            range::NET_HOUSEKEEPING_NS,
+        )
+    }
+
+    fn from_config(net: &NetConfig) -> NetFile {
+        NetFile {
+            max_connections: wide(net.max_connections),
+            max_frame_bytes: wide(net.max_frame_bytes),
+            hello_timeout_ns: wide(net.hello_timeout_ns),
+            frame_timeout_ns: wide(net.frame_timeout_ns),
+            close_timeout_ns: wide(net.close_timeout_ns),
+            accept_backoff_ns: wide(net.accept_backoff_ns),
+            accepts_per_turn_max: wide(net.accepts_per_turn_max),
+            read_bytes_per_turn_max: wide(net.read_bytes_per_turn_max),
+            frames_per_turn_max: wide(net.frames_per_turn_max),
+            write_buffer_bytes_max: wide(net.write_buffer_bytes_max),
+            events_per_turn_max: wide(net.events_per_turn_max),
+            housekeeping_interval_ns: wide(net.housekeeping_interval_ns),
+        }
+    }
+}
+
 impl EgressFile {
     fn apply(self, egress: &mut EgressConfig) -> Result<(), ConfigError> {
         set(
@@ -1275,6 +1410,20 @@ mod tests {
             unhealthy_drop_percent: 79,
             disconnect_unhealthy: true,
         };
+        config.net = NetConfig {
+            max_connections: 81,
+            max_frame_bytes: 8_200,
+            hello_timeout_ns: 83_000_000,
+            frame_timeout_ns: 84_000_000,
+            close_timeout_ns: 85_000_000,
+            accept_backoff_ns: 86_000,
+            accepts_per_turn_max: 87,
+            read_bytes_per_turn_max: 88_000,
+            frames_per_turn_max: 89,
+            write_buffer_bytes_max: 90_000,
+            events_per_turn_max: 91,
+            housekeeping_interval_ns: 92_000_000,
+        };
         config
     }
 
@@ -1339,6 +1488,54 @@ mod tests {
         assert_eq!(
             error("[egress]\ndisconnect_unhealthy = \"yes\"").field,
             "egress.disconnect_unhealthy"
+        );
+    }
+
+    #[test]
+    fn net_settings_load_and_errors_name_the_field() {
+        let config = Config::from_toml_str(
+            "[net]\n\
+             max_connections = 500\n\
+             max_frame_bytes = 4096\n\
+             hello_timeout_ns = 2_000_000_000\n\
+             frames_per_turn_max = 64\n",
+        )
+        .unwrap();
+        let mut expected = Config::default();
+        expected.net.max_connections = 500;
+        expected.net.max_frame_bytes = 4096;
+        expected.net.hello_timeout_ns = 2_000_000_000;
+        expected.net.frames_per_turn_max = 64;
+        assert_eq!(config, expected);
+        let server = crate::net::server::ServerConfig::from_config(&config);
+        assert_eq!(server.max_connections, 500);
+        assert_eq!(server.frame_limit.max_frame_bytes(), 4096);
+        assert_eq!(server.hello_timeout_ns, 2_000_000_000);
+        assert_eq!(server.frames_per_turn_max, 64);
+        assert_eq!(server.egress, config.egress);
+        assert_eq!(
+            error("[net]\nmax_connections = 0").to_string(),
+            "net.max_connections must be in 1..=16777216, got 0"
+        );
+        assert_eq!(
+            error("[net]\nmax_frame_bytes = 100").to_string(),
+            "net.max_frame_bytes must be in 512..=16777216, got 100"
+        );
+        assert_eq!(
+            error("[net]\nframe_timeout_ns = -5").to_string(),
+            "net.frame_timeout_ns must be in 1000000..=3600000000000, got -5"
+        );
+        assert_eq!(
+            error("[net]\nevents_per_turn_max = 100000").field,
+            "net.events_per_turn_max"
+        );
+        assert_eq!(error("[net]\nlisten = 1").field, "net.listen");
+        // The builder side checks the same ranges.
+        let mut config = Config::default();
+        config.net.write_buffer_bytes_max = 10;
+        assert_eq!(
+            config.validate().unwrap_err().field,
+            "net.write_buffer_bytes_max"
         );
     }
 

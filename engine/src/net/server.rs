@@ -115,21 +115,45 @@ pub struct ServerConfig {
 }
 
 impl Default for ServerConfig {
+    /// The production profile's settings (see [`ServerConfig::from_config`]).
     fn default() -> Self {
+        Self::from_config(&crate::config::Config::default())
+    }
+}
+
+impl ServerConfig {
+    /// The server's settings from an engine configuration: its `net` limits and timers and
+    /// its `egress` flow control, as a TOML file's `[net]` and `[egress]` give them.
+    /// `config` should be valid ([`Config::validate`](crate::config::Config::validate)); a
+    /// frame limit outside its range is clamped to it.
+    ///
+    /// ```
+    /// use spillway::config::Config;
+    /// use spillway::net::server::ServerConfig;
+    ///
+    /// let config = Config::from_toml_str("[net]\nmax_connections = 500\n").unwrap();
+    /// assert_eq!(ServerConfig::from_config(&config).max_connections, 500);
+    /// ```
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        let net = &config.net;
+        let frame_bytes = net.max_frame_bytes.clamp(
+            FrameLimit::MIN.max_frame_bytes(),
+            FrameLimit::MAX.max_frame_bytes(),
+        );
         Self {
-            max_connections: 16_384,
-            frame_limit: FrameLimit::DEFAULT,
-            hello_timeout_ns: 10_000_000_000,
-            frame_timeout_ns: 10_000_000_000,
-            close_timeout_ns: 1_000_000_000,
-            accept_backoff_ns: 10_000_000,
-            accepts_per_turn_max: 256,
-            read_bytes_per_turn_max: 64 * 1024,
-            frames_per_turn_max: 256,
-            write_buffer_bytes_max: 64 * 1024,
-            events_per_turn_max: 1024,
-            housekeeping_interval_ns: 10_000_000,
-            egress: EgressConfig::default(),
+            max_connections: net.max_connections,
+            frame_limit: FrameLimit::new(frame_bytes).expect("clamped into range"),
+            hello_timeout_ns: net.hello_timeout_ns,
+            frame_timeout_ns: net.frame_timeout_ns,
+            close_timeout_ns: net.close_timeout_ns,
+            accept_backoff_ns: net.accept_backoff_ns,
+            accepts_per_turn_max: net.accepts_per_turn_max,
+            read_bytes_per_turn_max: net.read_bytes_per_turn_max,
+            frames_per_turn_max: net.frames_per_turn_max,
+            write_buffer_bytes_max: net.write_buffer_bytes_max,
+            events_per_turn_max: net.events_per_turn_max,
+            housekeeping_interval_ns: net.housekeeping_interval_ns,
+            egress: config.egress,
         }
     }
 }
