@@ -363,9 +363,9 @@ impl Default for MonitorConfig {
     }
 }
 
-/// The TCP front end's limits and timers: what [`ServerConfig`](crate::net::server::ServerConfig)
-/// holds besides egress flow control. The same in every profile; each field's range is
-/// checked by [`Config::validate`].
+/// The TCP front end's limits and timers, which
+/// [`ServerConfig`](crate::net::server::ServerConfig) holds beside egress flow control. The
+/// same in every profile; each field's range is checked by [`Config::validate`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NetConfig {
     /// Open connections, all shards together; one more is accepted, told

@@ -11,7 +11,7 @@ use crate::shard::core::ShardCore;
 use crate::shard::queue::Origin;
 
 /// A handler's refusal of one message; the message completes
-/// [`Outcome::Failed`](crate::outcome::Outcome::Failed) with
+/// [`Outcome::Failed`] with
 /// [`FailureReason::HandlerError`](crate::outcome::FailureReason::HandlerError).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("handler failed: {0}")]

@@ -12,7 +12,7 @@
 //! `Full`) once that count reaches the completion ring's capacity. So a shard always has
 //! room for every completion it owes, and never has to block, buffer or drop one.
 //!
-//! The completion ring holds [`completion_capacity`]: the submission ring plus the
+//! The completion ring holds `completion_capacity`: the submission ring plus the
 //! shard's handler-queue cap. Admitted work waiting in the shard's queue therefore never
 //! uses up the producer's credit before the queue caps are reached, and overload shows as
 //! counted refusals with a `retry_after` (SPEC 2), not as a blocked producer. `Full` then

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use spillway::config::Config;
+use spillway::config::{Config, NetConfig};
 use spillway::engine::Engine;
 use spillway::message::{MessageId, Priority, Role, TenantId};
 use spillway::net::egress::EgressConfig;
@@ -354,8 +354,11 @@ fn a_frame_cut_short_then_closed_is_counted_as_truncated() {
 #[test]
 fn a_partial_frame_held_open_is_cut_by_the_frame_timeout() {
     let running = Running::start(ServerConfig {
-        frame_timeout_ns: 200_000_000,
-        hello_timeout_ns: 200_000_000,
+        net: NetConfig {
+            frame_timeout_ns: 200_000_000,
+            hello_timeout_ns: 200_000_000,
+            ..NetConfig::default()
+        },
         ..ServerConfig::default()
     });
     let mut good = Client::open(running.addr());
@@ -382,7 +385,10 @@ fn a_partial_frame_held_open_is_cut_by_the_frame_timeout() {
 #[test]
 fn connections_beyond_the_limit_are_refused_cleanly() {
     let running = Running::start(ServerConfig {
-        max_connections: 3,
+        net: NetConfig {
+            max_connections: 3,
+            ..NetConfig::default()
+        },
         ..ServerConfig::default()
     });
     let mut open: Vec<Client> = (0..3).map(|_| Client::open(running.addr())).collect();

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use spillway::config::Config;
+use spillway::config::{Config, NetConfig};
 use spillway::engine::Engine;
 use spillway::message::{Message, MessageId, Priority, Role, TenantId};
 use spillway::net::protocol::{ClientFrame, FrameLimit, Submit, HEADER_BYTES};
@@ -36,7 +36,10 @@ fn out_of_descriptors_the_server_backs_off_and_recovers() {
     let server = TcpServer::bind(
         "127.0.0.1:0",
         ServerConfig {
-            accept_backoff_ns: 20_000_000,
+            net: NetConfig {
+                accept_backoff_ns: 20_000_000,
+                ..NetConfig::default()
+            },
             ..ServerConfig::default()
         },
     )

@@ -77,12 +77,12 @@ pub fn run(options: Options) -> anyhow::Result<ExitCode> {
     // The file's `[net]` and `[egress]`; `--max-connections` overrides its limit.
     let mut server_config = ServerConfig::from_config(&config);
     if let Some(max_connections) = options.max_connections {
-        server_config.max_connections = max_connections;
+        server_config.net.max_connections = max_connections;
     }
     // 15,000 connections need 15,000 descriptors: raise the soft limit to what is needed,
     // up to the hard limit, and shrink the connection limit to fit when the hard limit is
     // lower (the excess is then refused with `too_many_connections`, never EMFILE).
-    let wanted = server_config.max_connections as u64 + SPARE_DESCRIPTORS;
+    let wanted = server_config.net.max_connections as u64 + SPARE_DESCRIPTORS;
     let granted = rlimit::increase_nofile_limit(wanted).context("raising RLIMIT_NOFILE")?;
     if granted < wanted {
         let fits = granted.saturating_sub(SPARE_DESCRIPTORS) as usize;
@@ -92,7 +92,7 @@ pub fn run(options: Options) -> anyhow::Result<ExitCode> {
         eprintln!(
             "spillway serve: descriptor limit {granted} < {wanted}: serving at most {fits} connections (raise `ulimit -Hn` for more)"
         );
-        server_config.max_connections = fits;
+        server_config.net.max_connections = fits;
     }
 
     let server = TcpServer::bind(&options.listen, server_config)
@@ -113,7 +113,7 @@ pub fn run(options: Options) -> anyhow::Result<ExitCode> {
         engine.shards(),
         engine.pinned(),
         service_ns,
-        server_config.max_connections
+        server_config.net.max_connections
     );
 
     let stop = Arc::new(AtomicBool::new(false));

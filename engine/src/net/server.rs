@@ -14,7 +14,7 @@
 //!    admits each Submit through [`ShardContext::admit`], which answers at once: a refusal
 //!    or a shed becomes a Reply right away, an admitted message's Reply comes with its
 //!    completion ([`Handler::completed`]);
-//! 3. every [`ServerConfig::housekeeping_interval_ns`], checks the timers: the hello and
+//! 3. every [`NetConfig::housekeeping_interval_ns`], checks the timers: the hello and
 //!    frame timeouts, closing connections past their close timeout, and flow-signal changes
 //!    that only time makes (a pause running out).
 //!
@@ -51,6 +51,7 @@ use crossbeam_utils::CachePadded;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
+use crate::config::NetConfig;
 use crate::handler::{Handler, HandlerError, ShardContext};
 use crate::message::{ConnectionId, Message, MessageId};
 use crate::outcome::{Completion, Outcome};
@@ -76,85 +77,43 @@ const LISTENER: Token = Token(0);
 /// Connection tokens are slot + 1 and slots never reach it.
 const WAKER: Token = Token(usize::MAX);
 
-/// The server's settings. Defaults suit 15,000 connections on one machine.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The server's settings: its limits and timers, and egress flow control. Defaults suit
+/// 15,000 connections on one machine; [`ServerConfig::from_config`] takes them from an
+/// engine configuration (a TOML file's `[net]` and `[egress]`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ServerConfig {
-    /// Open connections, all shards together; one more is accepted, told
-    /// `too_many_connections`, and closed.
-    pub max_connections: usize,
-    /// The largest frame accepted, announced in Welcome.
-    pub frame_limit: FrameLimit,
-    /// Time from accept to Hello before the connection is cut (`timeout`), in ns.
-    pub hello_timeout_ns: u64,
-    /// Time from a frame's first byte to its last before the connection is cut
-    /// (`timeout`), in ns. An idle connection with no partial frame is never cut.
-    pub frame_timeout_ns: u64,
-    /// Time a closing connection has to take its last frames (the Error among them) before
-    /// it is closed regardless, in ns.
-    pub close_timeout_ns: u64,
-    /// After the process runs out of descriptors (EMFILE/ENFILE), how long a shard stops
-    /// accepting before it tries again, in ns, instead of spinning on the error.
-    pub accept_backoff_ns: u64,
-    /// Connections one shard accepts per turn, so a connection storm cannot hold up the
-    /// connections it already serves.
-    pub accepts_per_turn_max: usize,
-    /// Bytes read from one connection per turn before the others get theirs.
-    pub read_bytes_per_turn_max: usize,
-    /// Frames one shard serves per turn, all its connections together (like the engine's
-    /// `admission_batch_max` from a ring); the rest wait in the kernel for the next turn.
-    pub frames_per_turn_max: usize,
-    /// Bytes of encoded frames a connection keeps ready to write; replies beyond wait in
-    /// its egress queue, whose fill drives the flow signals.
-    pub write_buffer_bytes_max: usize,
-    /// Readiness events taken from the `Poll` per turn.
-    pub events_per_turn_max: usize,
-    /// How often the timers are checked, in ns.
-    pub housekeeping_interval_ns: u64,
+    /// Connection limit, frame size, timeouts and per-turn budgets.
+    pub net: NetConfig,
     /// Egress flow control of every connection's replies (SPEC 4).
     pub egress: EgressConfig,
 }
 
-impl Default for ServerConfig {
-    /// The production profile's settings (see [`ServerConfig::from_config`]).
-    fn default() -> Self {
-        Self::from_config(&crate::config::Config::default())
-    }
-}
-
 impl ServerConfig {
     /// The server's settings from an engine configuration: its `net` limits and timers and
-    /// its `egress` flow control, as a TOML file's `[net]` and `[egress]` give them.
-    /// `config` should be valid ([`Config::validate`](crate::config::Config::validate)); a
-    /// frame limit outside its range is clamped to it.
+    /// its `egress` flow control.
     ///
     /// ```
     /// use spillway::config::Config;
     /// use spillway::net::server::ServerConfig;
     ///
     /// let config = Config::from_toml_str("[net]\nmax_connections = 500\n").unwrap();
-    /// assert_eq!(ServerConfig::from_config(&config).max_connections, 500);
+    /// assert_eq!(ServerConfig::from_config(&config).net.max_connections, 500);
     /// ```
     pub fn from_config(config: &crate::config::Config) -> Self {
-        let net = &config.net;
-        let frame_bytes = net.max_frame_bytes.clamp(
+        Self {
+            net: config.net,
+            egress: config.egress,
+        }
+    }
+
+    /// The largest frame accepted, as announced in Welcome: `net.max_frame_bytes`, clamped
+    /// into [`FrameLimit`]'s range (a validated configuration is already inside it).
+    pub fn frame_limit(&self) -> FrameLimit {
+        let bytes = self.net.max_frame_bytes.clamp(
             FrameLimit::MIN.max_frame_bytes(),
             FrameLimit::MAX.max_frame_bytes(),
         );
-        Self {
-            max_connections: net.max_connections,
-            frame_limit: FrameLimit::new(frame_bytes).expect("clamped into range"),
-            hello_timeout_ns: net.hello_timeout_ns,
-            frame_timeout_ns: net.frame_timeout_ns,
-            close_timeout_ns: net.close_timeout_ns,
-            accept_backoff_ns: net.accept_backoff_ns,
-            accepts_per_turn_max: net.accepts_per_turn_max,
-            read_bytes_per_turn_max: net.read_bytes_per_turn_max,
-            frames_per_turn_max: net.frames_per_turn_max,
-            write_buffer_bytes_max: net.write_buffer_bytes_max,
-            events_per_turn_max: net.events_per_turn_max,
-            housekeeping_interval_ns: net.housekeeping_interval_ns,
-            egress: config.egress,
-        }
+        FrameLimit::new(bytes).expect("clamped into range")
     }
 }
 
@@ -177,7 +136,7 @@ pub struct NetStats {
     pub accepted: u64,
     /// Connections accepted only to be told `too_many_connections` and closed.
     pub refused_connection_limit: u64,
-    /// Times a shard stopped accepting for [`ServerConfig::accept_backoff_ns`] because the
+    /// Times a shard stopped accepting for [`NetConfig::accept_backoff_ns`] because the
     /// process had no descriptor left.
     pub accept_backoffs: u64,
     /// Connections open now.
@@ -255,7 +214,7 @@ struct Shared {
     listener: std::net::TcpListener,
     local_addr: SocketAddr,
     config: ServerConfig,
-    /// Open connections, all shards together, for [`ServerConfig::max_connections`]. An
+    /// Open connections, all shards together, for [`NetConfig::max_connections`]. An
     /// increment that takes it past the limit is undone at once; Relaxed is enough, as the
     /// count guards no other memory.
     open_connections: AtomicUsize,
@@ -281,10 +240,10 @@ impl TcpServer {
             .validate()
             .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error.to_string()))?;
         for (name, value) in [
-            ("max_connections", config.max_connections),
-            ("frames_per_turn_max", config.frames_per_turn_max),
-            ("accepts_per_turn_max", config.accepts_per_turn_max),
-            ("events_per_turn_max", config.events_per_turn_max),
+            ("max_connections", config.net.max_connections),
+            ("frames_per_turn_max", config.net.frames_per_turn_max),
+            ("accepts_per_turn_max", config.net.accepts_per_turn_max),
+            ("events_per_turn_max", config.net.events_per_turn_max),
         ] {
             if value == 0 {
                 return Err(io::Error::new(
@@ -412,7 +371,8 @@ impl<H: Handler> Handler for TcpFrontEnd<H> {
                 // sockets; the others still do. Counted as an accept backoff, and retried
                 // after one, not every turn.
                 Err(_) => {
-                    self.open_retry_ns = context.now_ns() + self.shared.config.accept_backoff_ns;
+                    self.open_retry_ns =
+                        context.now_ns() + self.shared.config.net.accept_backoff_ns;
                     let counters = &self.shared.counters[context.shard().min(SHARDS_MAX - 1)];
                     bump(&counters.accept_backoffs, 1);
                     return own;
@@ -563,7 +523,7 @@ impl ShardNet {
             shared: Arc::clone(shared),
             shard: shard.min(SHARDS_MAX - 1),
             poll,
-            events: Events::with_capacity(shared.config.events_per_turn_max),
+            events: Events::with_capacity(shared.config.net.events_per_turn_max),
             events_waiting: false,
             waker: Some(waker),
             sleeps_in_epoll: false,
@@ -640,7 +600,7 @@ impl ShardNet {
         // turn).
         // Connections are served in the order they became readable; those the budget does
         // not reach stay queued, in place, for the next turn.
-        let mut budget = self.shared.config.frames_per_turn_max;
+        let mut budget = self.shared.config.net.frames_per_turn_max;
         for _ in 0..self.read_again.len() {
             if budget == 0 {
                 break;
@@ -660,7 +620,7 @@ impl ShardNet {
         self.writable = writable;
         work += self.flush_dirty(now_ns);
         if now_ns >= self.next_housekeeping_ns {
-            self.next_housekeeping_ns = now_ns + self.shared.config.housekeeping_interval_ns;
+            self.next_housekeeping_ns = now_ns + self.shared.config.net.housekeeping_interval_ns;
             work += self.housekeeping(now_ns);
         }
         work
@@ -685,13 +645,13 @@ impl ShardNet {
         self.accept_pending = false;
         let config = self.shared.config;
         let mut accepted = 0;
-        while accepted < config.accepts_per_turn_max {
+        while accepted < config.net.accepts_per_turn_max {
             let (mut stream, _) = match self.listener.accept() {
                 Ok(pair) => pair,
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return accepted,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
                 Err(error) if is_descriptor_exhaustion(&error) => {
-                    self.accept_paused_until_ns = now_ns + config.accept_backoff_ns;
+                    self.accept_paused_until_ns = now_ns + config.net.accept_backoff_ns;
                     self.accept_pending = true;
                     bump(&self.counters().accept_backoffs, 1);
                     return accepted;
@@ -701,7 +661,7 @@ impl ShardNet {
             };
             accepted += 1;
             let open = self.shared.open_connections.fetch_add(1, Ordering::Relaxed);
-            if open >= config.max_connections {
+            if open >= config.net.max_connections {
                 self.shared.open_connections.fetch_sub(1, Ordering::Relaxed);
                 refuse_at_limit(&mut stream);
                 bump(&self.counters().refused_connection_limit, 1);
@@ -746,7 +706,7 @@ impl ShardNet {
         self.slots[slot] = Some(Connection {
             stream,
             id,
-            decoder: Decoder::new(config.frame_limit),
+            decoder: Decoder::new(config.frame_limit()),
             replies,
             blocked: std::collections::VecDeque::new(),
             out: Vec::new(),
@@ -754,7 +714,7 @@ impl ShardNet {
             pong: None,
             signal: None,
             phase: Phase::Handshake {
-                deadline_ns: now_ns + config.hello_timeout_ns,
+                deadline_ns: now_ns + config.net.hello_timeout_ns,
             },
             read_closed: false,
             frame_started_ns: None,
@@ -801,7 +761,7 @@ impl ShardNet {
         let mut read_bytes = 0;
         let mut peer_closed = false;
         let mut io_failed = false;
-        while read_bytes < config.read_bytes_per_turn_max {
+        while read_bytes < config.net.read_bytes_per_turn_max {
             match connection.stream.read(&mut self.scratch) {
                 Ok(0) => {
                     peer_closed = true;
@@ -828,7 +788,7 @@ impl ShardNet {
             }
         }
         served += self.serve_frames(slot, context, budget);
-        if read_bytes >= config.read_bytes_per_turn_max || *budget == 0 {
+        if read_bytes >= config.net.read_bytes_per_turn_max || *budget == 0 {
             // More may be waiting than this turn takes (an end of stream is read again).
             self.read_later(slot);
             if *budget == 0 {
@@ -1136,7 +1096,7 @@ impl ShardNet {
     }
 
     fn begin_closing(&mut self, slot: usize, reason: CloseReason, now_ns: u64) {
-        let deadline_ns = now_ns + self.shared.config.close_timeout_ns;
+        let deadline_ns = now_ns + self.shared.config.net.close_timeout_ns;
         let connection = self.slots[slot].as_mut().expect("checked by the callers");
         connection.phase = Phase::Closing {
             deadline_ns,
@@ -1204,7 +1164,7 @@ impl ShardNet {
                 _ => {}
             }
             if let Some(started_ns) = connection.frame_started_ns {
-                if now_ns.saturating_sub(started_ns) >= config.frame_timeout_ns {
+                if now_ns.saturating_sub(started_ns) >= config.net.frame_timeout_ns {
                     work += 1;
                     self.close_with(
                         slot,
@@ -1241,7 +1201,7 @@ impl ShardNet {
             }
         }
         let started = std::time::Instant::now();
-        let close_timeout = Duration::from_nanos(self.shared.config.close_timeout_ns);
+        let close_timeout = Duration::from_nanos(self.shared.config.net.close_timeout_ns);
         while self.slots.iter().any(Option::is_some) && started.elapsed() < close_timeout {
             let _ = self
                 .poll
@@ -1358,7 +1318,7 @@ fn fill(
         connection.welcome_due = false;
         ServerFrame::Welcome {
             connection: connection.id,
-            frame_limit: config.frame_limit,
+            frame_limit: config.frame_limit(),
             send_buffer_replies: core::num::NonZeroU32::new(config.egress.buffer_capacity)
                 .expect("validated: at least 1"),
         }
@@ -1385,7 +1345,7 @@ fn fill(
         frames += 1;
     }
     let mut replies = 0;
-    while connection.out.len() < config.write_buffer_bytes_max {
+    while connection.out.len() < config.net.write_buffer_bytes_max {
         let Some(reply) = connection.replies.pop(now_ns) else {
             break;
         };

@@ -545,7 +545,7 @@ impl<T> Consumer<T> {
     /// pops) on or off; it is on from [`channel`] for items of at most half a cache line.
     ///
     /// Slipping buys throughput when this consumer streams from one ring, at the price of
-    /// up to [`SLIP_SPINS`] spin hints (about 1.4 µs) on a reload that finds the stream has
+    /// up to `SLIP_SPINS` (128) spin hints (about 1.4 µs) on a reload that finds the stream has
     /// paused. A thread that polls several rings and other work in one loop, where that
     /// pause would delay everything else, turns it off: the engine does for its completion
     /// and control rings.
