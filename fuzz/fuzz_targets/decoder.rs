@@ -9,7 +9,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use spillway::net::protocol::{ClientToServer, Decoder, FrameLimit, ProtocolError, ServerToClient};
+use spillway::net::protocol::{
+    ClientToServer, Decoder, Direction, FrameLimit, ProtocolError, ServerToClient,
+};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&control, wire)) = data.split_first() else {
@@ -44,48 +46,41 @@ fuzz_target!(|data: &[u8]| {
     );
 });
 
+/// What a decoder made of a stream: the re-encoded frames it accepted, and how it ended.
+type Accepted = (Vec<u8>, Result<(), ProtocolError>);
+
 /// The re-encoded frames a server decoder accepts from `wire` fed in `chunk_bytes` pieces,
 /// and how it ended.
-fn server_side(
-    wire: &[u8],
-    chunk_bytes: usize,
-    limit: FrameLimit,
-) -> (Vec<u8>, Result<(), ProtocolError>) {
-    let mut decoder = Decoder::<ClientToServer>::new(limit);
-    let mut accepted = Vec::new();
-    for chunk in wire.chunks(chunk_bytes) {
-        decoder.feed(chunk);
-        loop {
-            match decoder.next_frame() {
-                Ok(Some(frame)) => {
-                    frame
-                        .encode(limit, &mut accepted)
-                        .expect("an accepted frame is within the limit");
-                }
-                Ok(None) => break,
-                Err(error) => return (accepted, Err(error)),
-            }
-        }
-    }
-    (accepted, decoder.finish())
+fn server_side(wire: &[u8], chunk_bytes: usize, limit: FrameLimit) -> Accepted {
+    decode::<ClientToServer>(wire, chunk_bytes, limit, |frame, accepted| {
+        frame
+            .encode(limit, accepted)
+            .expect("an accepted frame is within the limit");
+    })
 }
 
-/// The re-encoded frames a client decoder accepts from `wire` fed in `chunk_bytes` pieces,
-/// and how it ended.
-fn client_side(
+/// The same for a client decoder.
+fn client_side(wire: &[u8], chunk_bytes: usize, limit: FrameLimit) -> Accepted {
+    decode::<ServerToClient>(wire, chunk_bytes, limit, |frame, accepted| {
+        frame.encode(accepted);
+    })
+}
+
+/// Feeds `wire` to a decoder for direction `D` in `chunk_bytes` pieces, re-encoding each
+/// frame it accepts with `encode`.
+fn decode<D: Direction>(
     wire: &[u8],
     chunk_bytes: usize,
     limit: FrameLimit,
-) -> (Vec<u8>, Result<(), ProtocolError>) {
-    let mut decoder = Decoder::<ServerToClient>::new(limit);
+    encode: impl Fn(&D::Frame<'_>, &mut Vec<u8>),
+) -> Accepted {
+    let mut decoder = Decoder::<D>::new(limit);
     let mut accepted = Vec::new();
     for chunk in wire.chunks(chunk_bytes) {
         decoder.feed(chunk);
         loop {
             match decoder.next_frame() {
-                Ok(Some(frame)) => {
-                    frame.encode(&mut accepted);
-                }
+                Ok(Some(frame)) => encode(&frame, &mut accepted),
                 Ok(None) => break,
                 Err(error) => return (accepted, Err(error)),
             }

@@ -19,10 +19,10 @@ use proptest::sample::{select, Index};
 use proptest::test_runner::FileFailurePersistence;
 use spillway::message::{ConnectionId, MessageId, Priority, Role, TenantId};
 use spillway::net::protocol::{
-    encode_error_reply, ClientFrame, ClientToServer, Decoder, ErrorCode, FrameLimit, FrameType,
-    ProtocolError, ServerFrame, ServerToClient, Submit, WireCode, ERROR_DETAIL_MAX_BYTES,
-    HEADER_BYTES, MAGIC, OUTCOME_CANCELLED, OUTCOME_DELIVERED, OUTCOME_DROPPED, OUTCOME_FAILED,
-    OUTCOME_REFUSED, OUTCOME_SHED, PROTOCOL_VERSION,
+    encode_error_reply, ClientFrame, ClientToServer, Decoder, Direction, ErrorCode, FrameLimit,
+    FrameType, ProtocolError, ServerFrame, ServerToClient, Submit, WireCode,
+    ERROR_DETAIL_MAX_BYTES, HEADER_BYTES, MAGIC, OUTCOME_CANCELLED, OUTCOME_DELIVERED,
+    OUTCOME_DROPPED, OUTCOME_FAILED, OUTCOME_REFUSED, OUTCOME_SHED, PROTOCOL_VERSION,
 };
 use spillway::outcome::{DropReason, FailureReason, Outcome, RefusalReason, ShedReason};
 
@@ -336,9 +336,14 @@ struct Transcript {
     end: Result<(), ProtocolError>,
 }
 
-/// Runs `pieces` through a fresh server decoder, read by read, as a server would.
-fn server_transcript(pieces: &[&[u8]], limit: FrameLimit) -> Transcript {
-    let mut decoder = Decoder::<ClientToServer>::new(limit);
+/// Runs `pieces` through a fresh decoder for direction `D`, read by read, as its receiver
+/// would, re-encoding each frame with `encode`.
+fn transcript<D: Direction>(
+    pieces: &[&[u8]],
+    limit: FrameLimit,
+    encode: impl Fn(&D::Frame<'_>, &mut Vec<u8>),
+) -> Transcript {
+    let mut decoder = Decoder::<D>::new(limit);
     let mut frames = Vec::new();
     for piece in pieces {
         decoder.feed(piece);
@@ -346,9 +351,7 @@ fn server_transcript(pieces: &[&[u8]], limit: FrameLimit) -> Transcript {
             match decoder.next_frame() {
                 Ok(Some(frame)) => {
                     let mut wire = Vec::new();
-                    frame
-                        .encode(FrameLimit::MAX, &mut wire)
-                        .expect("a decoded frame fits the largest limit");
+                    encode(&frame, &mut wire);
                     frames.push(wire);
                 }
                 Ok(None) => break,
@@ -367,33 +370,20 @@ fn server_transcript(pieces: &[&[u8]], limit: FrameLimit) -> Transcript {
     }
 }
 
-/// Runs `pieces` through a fresh client decoder, read by read, as a client would.
+/// What a server's decoder makes of `pieces`.
+fn server_transcript(pieces: &[&[u8]], limit: FrameLimit) -> Transcript {
+    transcript::<ClientToServer>(pieces, limit, |frame, wire| {
+        frame
+            .encode(FrameLimit::MAX, wire)
+            .expect("a decoded frame fits the largest limit");
+    })
+}
+
+/// What a client's decoder makes of `pieces`.
 fn client_transcript(pieces: &[&[u8]], limit: FrameLimit) -> Transcript {
-    let mut decoder = Decoder::<ServerToClient>::new(limit);
-    let mut frames = Vec::new();
-    for piece in pieces {
-        decoder.feed(piece);
-        loop {
-            match decoder.next_frame() {
-                Ok(Some(frame)) => {
-                    let mut wire = Vec::new();
-                    frame.encode(&mut wire);
-                    frames.push(wire);
-                }
-                Ok(None) => break,
-                Err(error) => {
-                    return Transcript {
-                        frames,
-                        end: Err(error),
-                    }
-                }
-            }
-        }
-    }
-    Transcript {
-        frames,
-        end: decoder.finish(),
-    }
+    transcript::<ServerToClient>(pieces, limit, |frame, wire| {
+        frame.encode(wire);
+    })
 }
 
 /// The frames a decoder accepted are, re-encoded, exactly the bytes at the front of the
