@@ -365,7 +365,7 @@ impl<H: Handler> Handler for TcpFrontEnd<H> {
             if context.now_ns() < self.open_retry_ns {
                 return own;
             }
-            match ShardNet::open(&self.shared, context.shard()) {
+            match ShardNet::open(&self.shared, context) {
                 Ok(net) => self.shard = Some(net),
                 // Without a Poll or a listener (out of descriptors, say) this shard serves no
                 // sockets; the others still do. Counted as an accept backoff, and retried
@@ -380,14 +380,6 @@ impl<H: Handler> Handler for TcpFrontEnd<H> {
             }
         }
         let net = self.shard.as_mut().expect("opened above");
-        if let Some(waker) = net.waker.take() {
-            // Register how the shard is woken from `wait`; without it (the wrapped handler
-            // set the shard's waker first) this front end never sleeps in epoll.
-            net.sleeps_in_epoll = context.set_waker(move || {
-                // An eventfd write. A failure leaves the shard to its wait timeout.
-                let _ = waker.wake();
-            });
-        }
         own + net.turn(context)
     }
 
@@ -481,9 +473,8 @@ struct ShardNet {
     events: Events,
     /// `events` came from a blocking wait (`wait`) and are the next turn's, not yet seen.
     events_waiting: bool,
-    /// Until registered as the shard's waker on its first turn.
-    waker: Option<mio::Waker>,
-    /// The waker is registered: the shard may sleep in `epoll_wait` (`wait`).
+    /// Its waker is the shard's: the shard may sleep in `epoll_wait` (`wait`). False when
+    /// the wrapped handler set the shard's waker first.
     sleeps_in_epoll: bool,
     listener: TcpListener,
     /// Slab of connections: slot `i` is `Token(i + 1)`.
@@ -513,20 +504,25 @@ struct ShardNet {
 }
 
 impl ShardNet {
-    fn open(shared: &Arc<Shared>, shard: usize) -> io::Result<Self> {
+    /// Opens the shard's `Poll` and listener, and registers the `Poll`'s waker as the
+    /// shard's (how producers and the control plane end a `wait`).
+    fn open(shared: &Arc<Shared>, context: &mut ShardContext<'_>) -> io::Result<Self> {
         let poll = Poll::new()?;
         let mut listener = TcpListener::from_std(shared.listener.try_clone()?);
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = mio::Waker::new(poll.registry(), WAKER)?;
+        let sleeps_in_epoll = context.set_waker(move || {
+            // An eventfd write. A failure leaves the shard to its wait timeout.
+            let _ = waker.wake();
+        });
         Ok(Self {
             shared: Arc::clone(shared),
-            shard: shard.min(SHARDS_MAX - 1),
+            shard: context.shard().min(SHARDS_MAX - 1),
             poll,
             events: Events::with_capacity(shared.config.net.events_per_turn_max),
             events_waiting: false,
-            waker: Some(waker),
-            sleeps_in_epoll: false,
+            sleeps_in_epoll,
             listener,
             slots: Vec::new(),
             free_slots: Vec::new(),
