@@ -48,7 +48,7 @@ use crate::outcome::Completion;
 use crate::ring::{spsc, Mpmc};
 use crate::shard::core::ShardCore;
 use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use crate::wait::{self, Waiter};
+use crate::wait::{self, Handshake, Waiter};
 
 /// What can go wrong starting or using an engine.
 #[derive(Debug, thiserror::Error)]
@@ -95,28 +95,20 @@ pub(crate) struct ShardShared {
 }
 
 impl ShardShared {
-    /// Unparks the shard if it is parked (or about to be).
+    /// Wakes the shard if it sleeps (or is about to): a producer's check, one Relaxed load
+    /// per submission, which may miss a shard going to sleep (see the wait module); the
+    /// miss costs at most the wait timeout.
     #[inline]
     pub(crate) fn wake_if_sleeping(&self) {
-        // Relaxed: see the wait module; a miss costs at most the park timeout.
-        if self.sleeping.load(Ordering::Relaxed) {
-            self.wake();
-        }
+        wait::wake_if_sleeping(&self.sleeping, Handshake::Relaxed, || self.wake());
     }
 
-    /// Unparks the shard if it is parked, never missing a shard that is about to: for the
-    /// control thread, whose commands must not wait out a wait timeout (up to a millisecond
-    /// in an event source, see `Handler::wait`).
+    /// Wakes the shard if it sleeps, never missing one that is about to: for the control
+    /// thread, whose commands must not wait out a wait timeout (up to a millisecond in an
+    /// event source, see `Handler::wait`). Commands are rare next to messages, so the fence
+    /// is affordable here and not on the producers' path.
     pub(crate) fn wake_if_sleeping_fenced(&self) {
-        // Dekker's handshake with `Waiter::idle`, as in `ControlShared::wake_if_sleeping`:
-        // we pushed the command, then read the flag; the shard raised the flag, fenced, then
-        // looks at its command ring. With a SeqCst fence on both sides at least one of us
-        // sees the other. Commands are rare next to messages, so the fence is affordable
-        // here and not on the producers' path.
-        crate::sync::fence(Ordering::SeqCst);
-        if self.sleeping.load(Ordering::Relaxed) {
-            self.wake();
-        }
+        wait::wake_if_sleeping(&self.sleeping, Handshake::Fenced, || self.wake());
     }
 
     pub(crate) fn wake(&self) {
@@ -133,7 +125,6 @@ impl ShardShared {
 /// [`ShardContext::set_waker`](crate::handler::ShardContext::set_waker)).
 pub(crate) type EventWaker = Box<dyn Fn() + Send + Sync>;
 
-/// State every thread of one engine shares.
 /// Longest `EngineBuilder::start` waits for the control thread to apply its niceness.
 const CONTROL_START_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -144,6 +135,7 @@ pub(crate) fn shard_of_connection(connection: ConnectionId, shard_count: usize) 
     ((mixed >> 32) as usize * shard_count) >> 32
 }
 
+/// State every thread of one engine shares.
 pub(crate) struct EngineShared {
     pub(crate) config: Config,
     pub(crate) shards: Box<[ShardShared]>,

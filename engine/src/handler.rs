@@ -125,9 +125,8 @@ impl<'a> ShardContext<'a> {
         event_waker: &'a OnceLock<EventWaker>,
     ) -> Self {
         Self {
-            core,
-            now_ns,
             event_waker: Some(event_waker),
+            ..Self::new(core, now_ns)
         }
     }
 

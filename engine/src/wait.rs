@@ -67,6 +67,42 @@ pub(crate) fn resolve(strategy: WaitStrategy, threads: usize, cores: usize) -> R
     }
 }
 
+/// How a waker reads a sleeper's flag: see [`wake_if_sleeping`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Handshake {
+    /// A Relaxed load only: cheap enough for every submission, and may miss a thread that
+    /// is just going to sleep, which then sleeps out its timeout.
+    Relaxed,
+    /// A SeqCst fence before the load, pairing with the fence in [`Waiter::idle`]: never
+    /// misses (Dekker's handshake). For rare wake-ups whose latency matters (control
+    /// commands and replies).
+    Fenced,
+}
+
+/// The waker's half of the handshake with [`Waiter::idle`]: after publishing work, calls
+/// `wake` if the thread's `sleeping` flag is raised, and claims the flag so that one wake
+/// goes out per sleep. Without the claim, every producer that comes by before the woken
+/// thread lowers its flag would wake it again (for a shard asleep in epoll, an eventfd
+/// write each).
+///
+/// The fenced form: we published, then read the flag; the sleeper raised the flag, fenced,
+/// then looks for work. With a SeqCst fence on both sides at least one of us sees the other:
+/// either we wake it or it finds the work. Without the fence (store-buffer reordering, which
+/// x86 does too) both can miss.
+#[inline]
+pub(crate) fn wake_if_sleeping(sleeping: &AtomicBool, handshake: Handshake, wake: impl FnOnce()) {
+    if handshake == Handshake::Fenced {
+        crate::sync::fence(Ordering::SeqCst);
+    }
+    // Relaxed load first, so the common case (awake) stays a plain read. The swap claims the
+    // flag; Relaxed is enough for it: it orders nothing, the wake itself (an unpark or an
+    // eventfd write) is what the sleeper synchronises with, and a claim made before the
+    // sleeper sleeps leaves that wake pending, so its sleep returns at once.
+    if sleeping.load(Ordering::Relaxed) && sleeping.swap(false, Ordering::Relaxed) {
+        wake();
+    }
+}
+
 /// One thread's waiting state.
 #[derive(Debug)]
 pub(crate) struct Waiter {

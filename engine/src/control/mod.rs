@@ -38,7 +38,7 @@ use crate::message::{ConnectionId, MessageId, Role, TenantId};
 use crate::metrics::Stats;
 use crate::monitor::{Alert, AlertLevel, Monitor, QueueStatus};
 use crate::ring::Mpmc;
-use crate::sync::{Arc, AtomicBool, Ordering};
+use crate::sync::{Arc, AtomicBool};
 
 /// How long a [`Control`] call waits for its answer unless told otherwise.
 pub const TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
@@ -353,17 +353,12 @@ impl ControlShared {
     }
 
     /// Unparks the control thread if it is parked (a shard that just replied calls this).
+    /// Fenced, so a reply never waits out the park timeout; replies are rare, so the fence
+    /// costs nothing that matters.
     pub(crate) fn wake_if_sleeping(&self) {
-        // Dekker's handshake with `Waiter::idle`: we pushed a reply, then read the flag; the
-        // control thread raised the flag, then looks at the replies. With a SeqCst fence
-        // between the store and the load on both sides, at least one of us sees the other:
-        // either we unpark it or it finds the reply. Without it (store-buffer reordering)
-        // both can miss, and the reply waits out the park timeout. Replies are rare, so the
-        // fence costs nothing that matters.
-        crate::sync::fence(Ordering::SeqCst);
-        if self.sleeping.load(Ordering::Relaxed) {
-            self.wake();
-        }
+        crate::wait::wake_if_sleeping(&self.sleeping, crate::wait::Handshake::Fenced, || {
+            self.wake()
+        });
     }
 }
 

@@ -207,8 +207,8 @@ pub struct Consumer<T> {
     tail_cached: usize,
     /// Copy of `Shared::capacity`.
     capacity: usize,
-    /// Whether the last reload of `tail` by [`pop`](Consumer::pop) found items: the producer
-    /// is streaming, not sending a lone message (see [`Consumer::refresh_for_pop`]).
+    /// Whether the last reload of `tail` (by `pop` or a batch pop) found items: the producer
+    /// is streaming, not sending a lone message (see [`Consumer::refresh_slipping`]).
     streaming: bool,
     /// [`Consumer::SLIP_ITEMS`], or 0 once [`Consumer::set_slip`] turned slipping off.
     slip_items: usize,
@@ -596,7 +596,8 @@ impl<T> Consumer<T> {
     /// [`SLIP_SPINS`] spin hints and reloads once more, then takes whatever is there. A lone
     /// message is never delayed: the reload before it found the ring empty. The delay a slip
     /// adds is bounded by [`SLIP_SPINS`], once per reload, and only while items keep coming.
-    /// Batch pops do not slip: they already move many items per reload.
+    /// Batch pops slip on an empty reload instead (see
+    /// [`refresh_for_batch`](Self::refresh_for_batch)).
     #[inline]
     fn refresh_for_pop(&mut self) -> usize {
         let slip_items = self.slip_items;

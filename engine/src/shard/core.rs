@@ -198,11 +198,10 @@ impl ShardCore {
     /// mean handler time: at least one, at most `max`. Cheap handlers still run `max` to a
     /// batch; slow ones run one or a few, so the loop is back at admission (where a newly
     /// arrived P0 message waits to be queued ahead of the backlog) within about a slice.
+    /// `max` is `handler_batch_max`, at least 1 in a validated configuration.
     pub(crate) fn handler_batch_for(&self, slice_ns: u64, max: usize) -> usize {
         let fits = slice_ns / self.service_ns_mean.max(1);
-        usize::try_from(fits)
-            .unwrap_or(usize::MAX)
-            .clamp(1, max.max(1))
+        usize::try_from(fits).unwrap_or(usize::MAX).clamp(1, max)
     }
 
     /// Whether the handler queue is at or over its backpressure threshold.
@@ -863,10 +862,7 @@ impl ShardCore {
 
     /// Publishes the counters (with current gauges) for `Stats` readers.
     pub(crate) fn publish(&mut self, published: &PublishedCounters, scratch: &mut Vec<u64>) {
-        self.counters.pending_messages = self.queue.len() as u64;
-        self.counters.connections = self.connections.len() as u64;
-        self.counters.backpressure_active = u64::from(self.backpressure_active);
-        published.publish(&self.counters, scratch);
+        published.publish(self.counters(), scratch);
         self.published_marker = self.change_marker();
     }
 
@@ -891,7 +887,8 @@ impl ShardCore {
         ]
     }
 
-    /// This shard's counters as they are now (for the single-threaded simulation).
+    /// This shard's counters as they are now, gauges refreshed (for `publish`, and for the
+    /// single-threaded simulation).
     pub(crate) fn counters(&mut self) -> &ShardCounters {
         self.counters.pending_messages = self.queue.len() as u64;
         self.counters.connections = self.connections.len() as u64;

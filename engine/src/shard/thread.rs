@@ -69,9 +69,11 @@ pub(crate) fn run<H: Handler>(
     let mut scratch = Vec::new();
     let mut published_ns = 0;
     let mut stopping = false;
+    // The turn's time: read after an idle wait, else the last turn's end (nothing but the
+    // loop's jump lies between them).
+    let mut now_ns = clock.now_ns();
 
     loop {
-        let now_ns = clock.now_ns();
         // Shutdown is checked before new ingresses are adopted, never after: an ingress
         // registers before `Engine::stop` can run (both borrow the engine), so a turn that
         // sees `stopping` also sees every registration and adopts it here, refusing what
@@ -128,9 +130,7 @@ pub(crate) fn run<H: Handler>(
         let mut ran = 0;
         if stopping && !config.shutdown_finishes_queued {
             core.cancel_all(now_ns);
-            for completion in core.local_completions.drain(..) {
-                handler.completed(&completion);
-            }
+            hand_local_completions(&mut core, &mut handler);
             route(&mut core, &mut links, engine, index);
         } else {
             // The budget starts after admission and the front end's socket work (a turn's
@@ -153,15 +153,13 @@ pub(crate) fn run<H: Handler>(
                     batch_end_ns
                 });
                 ran += batch;
-                for completion in core.local_completions.drain(..) {
-                    handler.completed(&completion);
-                }
+                hand_local_completions(&mut core, &mut handler);
                 batch_ns = batch_end_ns;
-                if batch_ns.saturating_sub(admission_ns) >= ADMISSION_INTERVAL_NS {
-                    // What this turn took from all rings counts against one ring's batch
-                    // (exact with one ring, stricter with more), so a cheap backlog is not
-                    // admitted faster than the turn runs it.
-                    let allowance = config.admission_batch_max.saturating_sub(taken_from_rings);
+                // What this turn took from all rings counts against one ring's batch (exact
+                // with one ring, stricter with more), so a cheap backlog is not admitted
+                // faster than the turn runs it; once it is used up, no pass is due.
+                let allowance = config.admission_batch_max.saturating_sub(taken_from_rings);
+                if allowance > 0 && batch_ns.saturating_sub(admission_ns) >= ADMISSION_INTERVAL_NS {
                     taken_from_rings += admit_from_rings(
                         &mut core, &mut links, &active, engine, index, allowance, batch_ns,
                     );
@@ -238,8 +236,10 @@ pub(crate) fn run<H: Handler>(
                     }
                 },
             );
+            now_ns = clock.now_ns();
         } else {
             waiter.found_work();
+            now_ns = loop_end_ns;
         }
     }
 
@@ -260,6 +260,14 @@ pub(crate) fn run<H: Handler>(
         }
     }
     core.publish(&shard.published, &mut scratch);
+}
+
+/// Hands the completions of work admitted on the shard itself (`ShardContext::admit`) to
+/// the handler.
+fn hand_local_completions<H: Handler>(core: &mut ShardCore, handler: &mut H) {
+    for completion in core.local_completions.drain(..) {
+        handler.completed(&completion);
+    }
 }
 
 /// Admission: at most `limit` messages from each submission ring (and from the shared
