@@ -417,6 +417,57 @@ impl Default for NetConfig {
     }
 }
 
+impl NetConfig {
+    /// Checks every field against its range; the error names the field (`net.…`).
+    ///
+    /// # Errors
+    /// The first field out of its range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let net = self;
+        check(
+            "net.max_connections",
+            net.max_connections,
+            range::NET_CONNECTIONS,
+        )?;
+        check(
+            "net.max_frame_bytes",
+            net.max_frame_bytes,
+            range::NET_FRAME_BYTES,
+        )?;
+        for (field, value) in [
+            ("net.hello_timeout_ns", net.hello_timeout_ns),
+            ("net.frame_timeout_ns", net.frame_timeout_ns),
+            ("net.close_timeout_ns", net.close_timeout_ns),
+        ] {
+            check(field, value, range::NET_TIMEOUT_NS)?;
+        }
+        check(
+            "net.accept_backoff_ns",
+            net.accept_backoff_ns,
+            range::NET_BACKOFF_NS,
+        )?;
+        for (field, value) in [
+            ("net.accepts_per_turn_max", net.accepts_per_turn_max),
+            ("net.frames_per_turn_max", net.frames_per_turn_max),
+            ("net.events_per_turn_max", net.events_per_turn_max),
+        ] {
+            check(field, value, range::NET_PER_TURN)?;
+        }
+        for (field, value) in [
+            ("net.read_bytes_per_turn_max", net.read_bytes_per_turn_max),
+            ("net.write_buffer_bytes_max", net.write_buffer_bytes_max),
+        ] {
+            check(field, value, range::NET_BUFFER_BYTES)?;
+        }
+        check(
+            "net.housekeeping_interval_ns",
+            net.housekeeping_interval_ns,
+            range::NET_HOUSEKEEPING_NS,
+        )?;
+        Ok(())
+    }
+}
+
 /// How an idle thread waits for work (LMAX Disruptor's wait strategies).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WaitStrategy {
@@ -463,6 +514,7 @@ pub struct ConfigError {
 /// `validate` against that field; the loader checks their outer bound.
 pub(crate) mod range {
     use super::{RangeInclusive, SHARDS_MAX};
+    use crate::net::protocol::FrameLimit;
 
     const HOUR_NS: u64 = 3_600_000_000_000;
     const DAY_NS: u64 = 86_400_000_000_000;
@@ -506,7 +558,8 @@ pub(crate) mod range {
     pub(crate) const EGRESS_HEALTH_MIN_OFFERED: RangeInclusive<u32> = 1..=1 << 24;
 
     pub(crate) const NET_CONNECTIONS: RangeInclusive<usize> = 1..=1 << 24;
-    pub(crate) const NET_FRAME_BYTES: RangeInclusive<u32> = 512..=16 * 1024 * 1024;
+    pub(crate) const NET_FRAME_BYTES: RangeInclusive<u32> =
+        FrameLimit::MIN.max_frame_bytes()..=FrameLimit::MAX.max_frame_bytes();
     pub(crate) const NET_TIMEOUT_NS: RangeInclusive<u64> = 1_000_000..=HOUR_NS;
     pub(crate) const NET_BACKOFF_NS: RangeInclusive<u64> = 1_000..=MINUTE_NS;
     pub(crate) const NET_PER_TURN: RangeInclusive<usize> = 1..=1 << 16;
@@ -736,47 +789,7 @@ impl Config {
             1..=monitor.critical_percent - 1,
         )?;
 
-        let net = &self.net;
-        check(
-            "net.max_connections",
-            net.max_connections,
-            range::NET_CONNECTIONS,
-        )?;
-        check(
-            "net.max_frame_bytes",
-            net.max_frame_bytes,
-            range::NET_FRAME_BYTES,
-        )?;
-        for (field, value) in [
-            ("net.hello_timeout_ns", net.hello_timeout_ns),
-            ("net.frame_timeout_ns", net.frame_timeout_ns),
-            ("net.close_timeout_ns", net.close_timeout_ns),
-        ] {
-            check(field, value, range::NET_TIMEOUT_NS)?;
-        }
-        check(
-            "net.accept_backoff_ns",
-            net.accept_backoff_ns,
-            range::NET_BACKOFF_NS,
-        )?;
-        for (field, value) in [
-            ("net.accepts_per_turn_max", net.accepts_per_turn_max),
-            ("net.frames_per_turn_max", net.frames_per_turn_max),
-            ("net.events_per_turn_max", net.events_per_turn_max),
-        ] {
-            check(field, value, range::NET_PER_TURN)?;
-        }
-        for (field, value) in [
-            ("net.read_bytes_per_turn_max", net.read_bytes_per_turn_max),
-            ("net.write_buffer_bytes_max", net.write_buffer_bytes_max),
-        ] {
-            check(field, value, range::NET_BUFFER_BYTES)?;
-        }
-        check(
-            "net.housekeeping_interval_ns",
-            net.housekeeping_interval_ns,
-            range::NET_HOUSEKEEPING_NS,
-        )?;
+        self.net.validate()?;
 
         self.egress.validate()
     }

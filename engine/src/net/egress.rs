@@ -2,8 +2,9 @@
 //! toward a client that may read slower than the server replies.
 //!
 //! One [`EgressQueue`] per connection, owned by the shard thread that owns the connection,
-//! so it is plain data: no atomics, no locks. Its slots are reserved once, when it is made,
-//! and it never holds more than [`EgressConfig::buffer_capacity`] items.
+//! so it is plain data: no atomics, no locks. Its storage starts small and grows on demand
+//! (15,000 idle connections should not each hold a full buffer), and it never holds more
+//! than [`EgressConfig::buffer_capacity`] items.
 //!
 //! # States
 //!

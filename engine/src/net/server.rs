@@ -41,6 +41,7 @@
 //! ```
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, AtomicUsize};
@@ -55,6 +56,7 @@ use crate::config::NetConfig;
 use crate::handler::{Handler, HandlerError, ShardContext};
 use crate::message::{ConnectionId, Message, MessageId};
 use crate::outcome::{Completion, Outcome};
+use crate::shard::connections::ConnectionIdHasher;
 use crate::sync::Ordering;
 
 use super::egress::{EgressConfig, EgressDropReason, EgressHealth, EgressQueue, FlowSignal, Offer};
@@ -190,7 +192,6 @@ struct ShardCounters {
     accepted: AtomicU64,
     refused_connection_limit: AtomicU64,
     accept_backoffs: AtomicU64,
-    open: AtomicU64,
     closed_peer: AtomicU64,
     closed_io_error: AtomicU64,
     closed_error: [AtomicU64; ErrorCode::ALL.len()],
@@ -228,30 +229,16 @@ pub struct TcpServer {
     shared: Arc<Shared>,
 }
 
-/// Most shards a server's counters have room for (the engine's limit is lower).
-const SHARDS_MAX: usize = 1024;
-
 impl TcpServer {
     /// Binds `address` (port 0 picks a free port; see [`local_addr`](Self::local_addr)).
     /// Nothing is served until an engine runs [`front_end`](Self::front_end).
+    /// Settings out of their ranges are an `InvalidInput` error naming the field.
     pub fn bind(address: impl ToSocketAddrs, config: ServerConfig) -> io::Result<Self> {
         config
             .egress
             .validate()
+            .and_then(|()| config.net.validate())
             .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error.to_string()))?;
-        for (name, value) in [
-            ("max_connections", config.net.max_connections),
-            ("frames_per_turn_max", config.net.frames_per_turn_max),
-            ("accepts_per_turn_max", config.net.accepts_per_turn_max),
-            ("events_per_turn_max", config.net.events_per_turn_max),
-        ] {
-            if value == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("{name} must be at least 1"),
-                ));
-            }
-        }
         let listener = std::net::TcpListener::bind(address)?;
         listener.set_nonblocking(true)?;
         let local_addr = listener.local_addr()?;
@@ -261,7 +248,8 @@ impl TcpServer {
                 local_addr,
                 config,
                 open_connections: AtomicUsize::new(0),
-                counters: (0..SHARDS_MAX)
+                // One set per shard an engine may run.
+                counters: (0..crate::config::SHARDS_MAX)
                     .map(|_| CachePadded::new(ShardCounters::default()))
                     .collect(),
             }),
@@ -285,13 +273,17 @@ impl TcpServer {
 
     /// The counters of every shard, summed.
     pub fn stats(&self) -> NetStats {
-        let mut stats = NetStats::default();
+        let mut stats = NetStats {
+            // Relaxed: a gauge. It also counts, for an instant, a connection being accepted
+            // or refused at the limit.
+            open: self.shared.open_connections.load(Ordering::Relaxed) as u64,
+            ..NetStats::default()
+        };
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         for counters in self.shared.counters.iter() {
             stats.accepted += load(&counters.accepted);
             stats.refused_connection_limit += load(&counters.refused_connection_limit);
             stats.accept_backoffs += load(&counters.accept_backoffs);
-            stats.open += load(&counters.open);
             stats.closed_peer += load(&counters.closed_peer);
             stats.closed_io_error += load(&counters.closed_io_error);
             for (sum, counter) in stats.closed_error.iter_mut().zip(&counters.closed_error) {
@@ -373,7 +365,7 @@ impl<H: Handler> Handler for TcpFrontEnd<H> {
                 Err(_) => {
                     self.open_retry_ns =
                         context.now_ns() + self.shared.config.net.accept_backoff_ns;
-                    let counters = &self.shared.counters[context.shard().min(SHARDS_MAX - 1)];
+                    let counters = &self.shared.counters[context.shard()];
                     bump(&counters.accept_backoffs, 1);
                     return own;
                 }
@@ -480,7 +472,9 @@ struct ShardNet {
     /// Slab of connections: slot `i` is `Token(i + 1)`.
     slots: Vec<Option<Connection>>,
     free_slots: Vec<usize>,
-    by_id: HashMap<u64, usize>,
+    /// Connection id to slot, looked up per completion: the shard's multiply-shift hasher
+    /// for ids, not SipHash.
+    by_id: HashMap<u64, usize, BuildHasherDefault<ConnectionIdHasher>>,
     next_id: u64,
     /// Accepting is paused until then (descriptor exhaustion).
     accept_paused_until_ns: u64,
@@ -518,7 +512,7 @@ impl ShardNet {
         });
         Ok(Self {
             shared: Arc::clone(shared),
-            shard: context.shard().min(SHARDS_MAX - 1),
+            shard: context.shard(),
             poll,
             events: Events::with_capacity(shared.config.net.events_per_turn_max),
             events_waiting: false,
@@ -526,7 +520,7 @@ impl ShardNet {
             listener,
             slots: Vec::new(),
             free_slots: Vec::new(),
-            by_id: HashMap::new(),
+            by_id: HashMap::default(),
             next_id: CONNECTION_ID_BASE,
             accept_paused_until_ns: 0,
             // Connections may have queued before this shard's first turn.
@@ -574,13 +568,9 @@ impl ShardNet {
             }
             let slot = event.token().0 - 1;
             if event.is_readable() || event.is_read_closed() || event.is_error() {
-                // `read_later`, inlined: `self.events` is borrowed here.
                 if let Some(connection) = self.slots.get_mut(slot).and_then(Option::as_mut) {
                     connection.peer_hung_up |= event.is_read_closed() || event.is_error();
-                    if !connection.read_pending {
-                        connection.read_pending = true;
-                        self.read_again.push_back(slot);
-                    }
+                    list_for_reading(&mut self.read_again, slot, connection);
                 }
             }
             if event.is_writable() {
@@ -725,7 +715,6 @@ impl ShardNet {
         self.by_id.insert(id.0, slot);
         let counters = self.counters();
         bump(&counters.accepted, 1);
-        bump(&counters.open, 1);
         Ok(())
     }
 
@@ -822,10 +811,7 @@ impl ShardNet {
     /// readiness announces only new bytes).
     fn read_later(&mut self, slot: usize) {
         if let Some(connection) = self.slots[slot].as_mut() {
-            if !connection.read_pending {
-                connection.read_pending = true;
-                self.read_again.push_back(slot);
-            }
+            list_for_reading(&mut self.read_again, slot, connection);
         }
     }
 
@@ -958,6 +944,11 @@ impl ShardNet {
 
     /// Closes a connection whose drop rate makes it unhealthy, when configured to.
     fn check_health(&mut self, slot: usize, now_ns: u64) {
+        // Health acts only by disconnecting, and only when configured to: otherwise there
+        // is nothing to compute per completion.
+        if !self.shared.config.egress.disconnect_unhealthy {
+            return;
+        }
         let Some(connection) = self.slots[slot].as_mut() else {
             return;
         };
@@ -1038,9 +1029,8 @@ impl ShardNet {
         // The `Block` policy may have room again: read what was held back.
         if !connection.blocked.is_empty() {
             retry_blocked(connection, now_ns, counters);
-            if connection.blocked.is_empty() && !connection.read_pending {
-                connection.read_pending = true;
-                self.read_again.push_back(slot);
+            if connection.blocked.is_empty() {
+                list_for_reading(&mut self.read_again, slot, connection);
             }
         }
         self.end_if_done(slot, now_ns);
@@ -1119,10 +1109,6 @@ impl ShardNet {
             &counters.replies_dropped[EgressDropReason::Closed.index()],
             dropped_at_close,
         );
-        // Only this shard writes it; it counted this connection when it opened.
-        counters
-            .open
-            .store(counters.open.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
         match reason {
             CloseReason::PeerClosed => bump(&counters.closed_peer, 1),
             CloseReason::IoError => bump(&counters.closed_io_error, 1),
@@ -1221,6 +1207,19 @@ impl ShardNet {
     }
 }
 
+/// Lists the connection on `read_again` (once), the reading counterpart of `mark_dirty`;
+/// a free function so that callers holding other parts of `ShardNet` borrowed can use it.
+fn list_for_reading(
+    read_again: &mut std::collections::VecDeque<usize>,
+    slot: usize,
+    connection: &mut Connection,
+) {
+    if !connection.read_pending {
+        connection.read_pending = true;
+        read_again.push_back(slot);
+    }
+}
+
 fn mark_dirty(dirty: &mut Vec<usize>, slot: usize, connection: &mut Connection) {
     if !connection.dirty {
         connection.dirty = true;
@@ -1242,14 +1241,38 @@ fn offer_reply(
         blocked.push_back(reply);
         return;
     }
-    match replies.offer(reply, now_ns) {
+    if let Some(item) = settle_offer(replies.offer(reply, now_ns), signal, counters) {
+        blocked.push_back(item);
+    }
+}
+
+/// Offers the replies the `Block` policy held back, oldest first, while the buffer takes
+/// them (or its block timeout drops them).
+fn retry_blocked(connection: &mut Connection, now_ns: u64, counters: &ShardCounters) {
+    while let Some(reply) = connection.blocked.pop_front() {
+        let offer = connection.replies.offer(reply, now_ns);
+        if let Some(item) = settle_offer(offer, &mut connection.signal, counters) {
+            connection.blocked.push_front(item);
+            return;
+        }
+    }
+}
+
+/// Books what an offer did: drops counted by reason, a flow signal now due kept in
+/// `signal`. Returns the reply the `Block` policy handed back, if it did.
+fn settle_offer(
+    offer: Offer<Reply>,
+    signal: &mut Option<FlowSignal>,
+    counters: &ShardCounters,
+) -> Option<Reply> {
+    match offer {
         Offer::Queued { signal: due } => {
             if due.is_some() {
                 *signal = due;
             }
         }
         Offer::Dropped { reason, .. } => bump(&counters.replies_dropped[reason.index()], 1),
-        Offer::Blocked { item, .. } => blocked.push_back(item),
+        Offer::Blocked { item, .. } => return Some(item),
         Offer::DroppedAll {
             dropped_count,
             signal: due,
@@ -1263,37 +1286,7 @@ fn offer_reply(
             }
         }
     }
-}
-
-/// Offers the replies the `Block` policy held back, oldest first, while the buffer takes
-/// them (or its block timeout drops them).
-fn retry_blocked(connection: &mut Connection, now_ns: u64, counters: &ShardCounters) {
-    while let Some(reply) = connection.blocked.pop_front() {
-        match connection.replies.offer(reply, now_ns) {
-            Offer::Queued { signal } => {
-                if signal.is_some() {
-                    connection.signal = signal;
-                }
-            }
-            Offer::Dropped { reason, .. } => bump(&counters.replies_dropped[reason.index()], 1),
-            Offer::Blocked { item, .. } => {
-                connection.blocked.push_front(item);
-                return;
-            }
-            Offer::DroppedAll {
-                dropped_count,
-                signal,
-            } => {
-                bump(
-                    &counters.replies_dropped[EgressDropReason::DropAll.index()],
-                    u64::from(dropped_count),
-                );
-                if signal.is_some() {
-                    connection.signal = signal;
-                }
-            }
-        }
-    }
+    None
 }
 
 /// Encodes what is due into the (empty) write buffer: the Welcome after a Hello, then the
@@ -1340,18 +1333,7 @@ fn fill(
         ServerFrame::RepliesDropped { count }.encode(&mut connection.out);
         frames += 1;
     }
-    let mut replies = 0;
-    while connection.out.len() < config.net.write_buffer_bytes_max {
-        let Some(reply) = connection.replies.pop(now_ns) else {
-            break;
-        };
-        ServerFrame::Reply {
-            message_id: reply.message_id,
-            outcome: reply.outcome,
-        }
-        .encode(&mut connection.out);
-        replies += 1;
-    }
+    let replies = encode_replies(connection, now_ns, config.net.write_buffer_bytes_max);
     if replies > 0 {
         bump(&counters.replies_sent, replies);
         if let Some(signal) = connection.replies.poll_signal(now_ns) {
@@ -1369,8 +1351,18 @@ fn drain_replies_into_out(connection: &mut Connection, now_ns: u64, counters: &S
         ServerFrame::Pong { nonce }.encode(&mut connection.out);
     }
     connection.signal = None;
+    let replies = encode_replies(connection, now_ns, usize::MAX);
+    bump(&counters.replies_sent, replies);
+}
+
+/// Encodes queued Replies into the write buffer while it holds under `out_bytes_max`;
+/// returns how many.
+fn encode_replies(connection: &mut Connection, now_ns: u64, out_bytes_max: usize) -> u64 {
     let mut replies = 0;
-    while let Some(reply) = connection.replies.pop(now_ns) {
+    while connection.out.len() < out_bytes_max {
+        let Some(reply) = connection.replies.pop(now_ns) else {
+            break;
+        };
         ServerFrame::Reply {
             message_id: reply.message_id,
             outcome: reply.outcome,
@@ -1378,7 +1370,7 @@ fn drain_replies_into_out(connection: &mut Connection, now_ns: u64, counters: &S
         .encode(&mut connection.out);
         replies += 1;
     }
-    bump(&counters.replies_sent, replies);
+    replies
 }
 
 /// Tells a connection over the limit why it is refused, without waiting: a fresh socket's
