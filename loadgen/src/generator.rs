@@ -721,7 +721,9 @@ fn drive_open_loop<T: Target>(
     let end_ns = plan.total_ns();
     let mut buffer = Vec::with_capacity(16 * 1024);
     let mut next_ordinal = 0u64;
-    let mut held: Option<Message> = None;
+    // A message `submit` handed back, with its intended send time and whether it is
+    // measured: retried before any newer one.
+    let mut held: Option<(Message, u64, bool)> = None;
     let mut idle = Idle::default();
     // Set when `submit` handed a message back: the engine's ring credit comes back only as
     // this thread reads completions, so retrying before a read that found some is pointless
@@ -737,38 +739,25 @@ fn drive_open_loop<T: Target>(
         recorder.window = recorded_at(&plan.phases, now_ns);
         let mut sent = 0;
         while (sent < SUBMIT_BATCH_MAX || last_turn) && !credit_blocked {
-            let message = match held.take() {
-                Some(message) => message,
-                None => {
-                    if next_ordinal >= timeline.total {
-                        break;
+            let (message, intended_ns, measured) = match held.take() {
+                Some(held) => held,
+                None => match due(&timeline, next_ordinal, now_ns, plan) {
+                    Some(due) => {
+                        next_ordinal += 1;
+                        due
                     }
-                    let (intended_ns, connection, _) = timeline.at(next_ordinal);
-                    if intended_ns > now_ns {
-                        break;
-                    }
-                    let message =
-                        Message::new(ConnectionId(u64::from(connection)), MessageId(next_ordinal))
-                            .with_role(Role::Session)
-                            .with_priority(priority_of(
-                                next_ordinal,
-                                plan.priority_weights.as_ref(),
-                            ));
-                    next_ordinal += 1;
-                    message
-                }
+                    None => break,
+                },
             };
-            let ordinal = message.id.0;
             match target.submit(message) {
                 Ok(()) => {
-                    let (intended_ns, _, measured) = timeline.at(ordinal);
                     recorder.sent(measured, Some(now_ns.saturating_sub(intended_ns)));
                     sent += 1;
                 }
                 Err(full) if full.stopped => bail!("the target stopped during the run"),
                 Err(full) => {
                     recorder.ring_full_retries += 1;
-                    held = Some(full.message);
+                    held = Some((full.message, intended_ns, measured));
                     credit_blocked = true;
                     break;
                 }
@@ -802,6 +791,27 @@ fn drive_open_loop<T: Target>(
         }
     }
     Ok((unsent, target.outstanding() as u64))
+}
+
+/// The open loop's message number `ordinal` if it is due by `now_ns` (none past the last),
+/// with its intended send time and whether it is measured.
+fn due(
+    timeline: &Timeline,
+    ordinal: u64,
+    now_ns: u64,
+    plan: &RunPlan,
+) -> Option<(Message, u64, bool)> {
+    if ordinal >= timeline.total {
+        return None;
+    }
+    let (intended_ns, connection, measured) = timeline.at(ordinal);
+    if intended_ns > now_ns {
+        return None;
+    }
+    let message = Message::new(ConnectionId(u64::from(connection)), MessageId(ordinal))
+        .with_role(Role::Session)
+        .with_priority(priority_of(ordinal, plan.priority_weights.as_ref()));
+    Some((message, intended_ns, measured))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -878,7 +888,8 @@ fn drive_closed_loop<T: Target>(
                     ready.pop_front();
                     next_ordinal += 1;
                     sent_at[slot as usize] = now_ns;
-                    recorder.sent(recorded_at(&plan.phases, now_ns), None);
+                    // The turn's window, set above from this `now_ns`.
+                    recorder.sent(recorder.window, None);
                     sent += 1;
                 }
                 Err(full) if full.stopped => bail!("the target stopped during the run"),
