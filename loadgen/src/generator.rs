@@ -192,15 +192,15 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, HISTOGRAM_MAX_NS, 3).expect("valid histogram bounds")
 }
 
-/// The priority of message `ordinal` under `weights`: a fixed hash of the ordinal, so it is
-/// recomputed from the id when the completion arrives.
-fn priority_of(ordinal: u64, weights: Option<&[u32; 4]>) -> Priority {
+/// The priority of the message with id `id` under `weights`: a fixed hash of the id, so it
+/// is recomputed from the id when the completion arrives.
+fn priority_of(id: u64, weights: Option<&[u32; 4]>) -> Priority {
     let Some(weights) = weights else {
         return Priority::P1;
     };
     let total: u64 = weights.iter().map(|&weight| u64::from(weight)).sum();
     // splitmix64 finaliser.
-    let mut z = ordinal.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = id.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^= z >> 31;
@@ -882,7 +882,8 @@ fn drive_closed_loop<T: Target>(
             let id = MessageId(next_ordinal << slot_bits | u64::from(slot));
             let message = Message::new(connection, id)
                 .with_role(Role::Session)
-                .with_priority(priority_of(next_ordinal, plan.priority_weights.as_ref()));
+                // From the id, as the recorder recomputes it from the completion's.
+                .with_priority(priority_of(id.0, plan.priority_weights.as_ref()));
             match target.submit(message) {
                 Ok(()) => {
                     ready.pop_front();
@@ -1029,6 +1030,82 @@ mod tests {
         assert!((29_000..31_000).contains(&counts[2]), "{counts:?}");
         assert!((19_000..21_000).contains(&counts[3]), "{counts:?}");
         assert_eq!(priority_of(5, None), Priority::P1);
+    }
+
+    /// Completes every message at once, and counts those whose priority is not the one the
+    /// recorder will attribute its completion to (recomputed from the completion's id).
+    struct Echo {
+        weights: [u32; 4],
+        completions: Vec<Completion>,
+        misattributed: u64,
+        submitted: u64,
+    }
+
+    impl Target for Echo {
+        fn submit(&mut self, message: Message) -> Result<(), spillway::ingress::Full<Message>> {
+            self.submitted += 1;
+            if priority_of(message.id.0, Some(&self.weights)) != message.priority {
+                self.misattributed += 1;
+            }
+            self.completions.push(Completion {
+                message: message.id,
+                connection: message.connection,
+                outcome: Outcome::Delivered,
+            });
+            Ok(())
+        }
+
+        fn poll_completions(&mut self, completions: &mut Vec<Completion>) -> usize {
+            let count = self.completions.len();
+            completions.append(&mut self.completions);
+            count
+        }
+
+        fn outstanding(&self) -> usize {
+            self.completions.len()
+        }
+    }
+
+    #[test]
+    fn a_closed_loop_with_a_window_attributes_each_completion_to_the_priority_it_was_sent_at() {
+        let weights = [1, 49, 30, 20];
+        let plan = RunPlan {
+            phases: vec![Phase {
+                connections: 10,
+                rate: 1,
+                duration_ns: 20_000_000,
+                recorded: true,
+            }],
+            closed_loop: true,
+            window: 3,
+            service_ns: 0,
+            control_probe_ms: 0,
+            priority_weights: Some(weights),
+            consumer_poll_ns: 0,
+            progress: false,
+            drain_timeout: Duration::from_secs(1),
+        };
+        let mut target = Echo {
+            weights,
+            completions: Vec::new(),
+            misattributed: 0,
+            submitted: 0,
+        };
+        let clock = Clock::new();
+        let mut recorder = Recorder::new(Some(weights));
+        let mut progress = Progress::new(false, 0);
+        drive_closed_loop(
+            &plan,
+            &mut target,
+            &clock,
+            clock.now_ns(),
+            &mut recorder,
+            &mut progress,
+            None,
+        )
+        .unwrap();
+        assert!(target.submitted > 30, "{}", target.submitted);
+        assert_eq!(target.misattributed, 0);
     }
 
     #[test]
