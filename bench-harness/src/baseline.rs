@@ -433,11 +433,6 @@ impl Baseline {
             settings,
         })
     }
-
-    /// The settings it runs with.
-    pub fn settings(&self) -> &BaselineSettings {
-        &self.settings
-    }
 }
 
 /// The dispatcher: one task that takes every submission in order, asks the limiter, then

@@ -382,7 +382,6 @@ pub struct TwinServer {
     runtime: tokio::runtime::Runtime,
     local_address: SocketAddr,
     counters: Arc<Counters>,
-    settings: TwinSettings,
 }
 
 impl TwinServer {
@@ -425,23 +424,12 @@ impl TwinServer {
             runtime,
             local_address,
             counters,
-            settings,
         })
     }
 
     /// The address it listens on.
     pub fn local_address(&self) -> SocketAddr {
         self.local_address
-    }
-
-    /// The settings it runs with.
-    pub fn settings(&self) -> &TwinSettings {
-        &self.settings
-    }
-
-    /// The counters now.
-    pub fn stats(&self) -> TwinStats {
-        snapshot(&self.counters)
     }
 
     /// Takes over SIGINT and SIGTERM (from now on they no longer end the process), for
@@ -557,7 +545,7 @@ async fn refuse(mut stream: TcpStream, shared: Arc<Shared>) {
         detail: "the server is at its connection limit",
     }
     .encode(&mut frame);
-    bump(&shared.counters.errors_sent[code_index(ErrorCode::TooManyConnections)]);
+    bump(&shared.counters.errors_sent[ErrorCode::TooManyConnections.index()]);
     let close_timeout = shared.settings.close_timeout;
     let _ = tokio::time::timeout(close_timeout, async {
         stream.write_all(&frame).await?;
@@ -830,7 +818,7 @@ async fn write_loop(
             frame.clear();
             let last = encode(&outgoing, &mut frame);
             if let Some(code) = last {
-                bump(&counters.errors_sent[code_index(code)]);
+                bump(&counters.errors_sent[code.index()]);
             }
             if writer.write_all(&frame).await.is_err() {
                 bump(&counters.io_errors);
@@ -905,11 +893,6 @@ fn encode(outgoing: &Outgoing, out: &mut Vec<u8>) -> Option<ErrorCode> {
             Some(code)
         }
     }
-}
-
-/// The index of `code` in the per-code arrays.
-fn code_index(code: ErrorCode) -> usize {
-    usize::from(code.code() - 1)
 }
 
 /// The usage text of `baseline-serve` (and of `e2e serve-baseline`, the same server).
@@ -1053,8 +1036,7 @@ pub fn serve_settings(options: &ServeOptions, cores: usize) -> TwinSettings {
 pub fn serve(options: &ServeOptions, out: &mut impl io::Write) -> anyhow::Result<TwinStats> {
     use anyhow::Context;
     use spillway_loadgen::tcp::{nofile_limits, raise_nofile_limit, NOFILE_SPARE};
-    let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get());
-    let mut settings = serve_settings(options, cores);
+    let mut settings = serve_settings(options, crate::machine::cores());
     let hard = nofile_limits().context("reading RLIMIT_NOFILE")?.hard;
     let allowed = usize::try_from(hard.saturating_sub(NOFILE_SPARE)).unwrap_or(usize::MAX);
     if settings.max_connections > allowed {

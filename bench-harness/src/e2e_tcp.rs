@@ -270,10 +270,8 @@ pub fn run(
     let cores = report::cores();
     let twin_settings = BaselineSettings::matching(&config, cores, settings.service_ns);
     let twin_workers = twin_settings.workers;
-    let connect = |address: SocketAddr| -> anyhow::Result<TcpSystem> {
-        let system = TcpSystem::connect(TcpSettings::new(address, settings.connections))?;
-        Ok(system)
-    };
+    let connect =
+        |address: SocketAddr| TcpSystem::connect(TcpSettings::new(address, settings.connections));
     // (a) window by window, then (b).
     let runs = settings
         .tcp_windows

@@ -125,10 +125,9 @@ impl Wait {
     }
 }
 
-/// Cores this process may use (`std::thread::available_parallelism`, 1 if unknown).
-pub fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |count| count.get())
-}
+/// Cores this process may use (`std::thread::available_parallelism`, 1 if unknown): the
+/// load generator's count, so that both report the same.
+pub use spillway_loadgen::report::cores;
 
 /// The CPU model from `/proc/cpuinfo`, if it is readable and names one.
 pub fn cpu_model() -> Option<String> {

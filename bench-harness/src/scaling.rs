@@ -29,9 +29,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use spillway::clock::Clock;
 use spillway::config::Config;
-use spillway::engine::Engine;
 use spillway::ingress::Ingress;
 use spillway::message::{ConnectionId, Message, MessageId, Role};
 use spillway::metrics::Tally;
@@ -142,16 +140,7 @@ pub fn run_once(settings: &ScalingSettings, shards: usize) -> anyhow::Result<Sca
     config
         .validate()
         .context("the scaling run's configuration")?;
-    let service_ns = settings.service_ns;
-    let clock = Clock::new();
-    let engine = Engine::builder()
-        .config(config)
-        .handler(move |_: &Message| {
-            clock.spin_for_ns(service_ns);
-            Ok(())
-        })
-        .start()
-        .context("starting the engine")?;
+    let engine = spillway_loadgen::generator::start_engine(config, settings.service_ns)?;
     let shard_of: Arc<Vec<usize>> = Arc::new(
         (0..u64::from(settings.connections))
             .map(|connection| engine.shard_of(ConnectionId(connection)))

@@ -30,7 +30,7 @@ use spillway::control::{Control, HealthKind};
 use spillway::engine::Engine;
 use spillway::message::{ConnectionId, Message, MessageId, Priority, Role};
 use spillway::metrics::Stats;
-pub use spillway::metrics::Tally;
+use spillway::metrics::Tally;
 use spillway::outcome::{Completion, Outcome, RefusalReason};
 
 use crate::report::{self, Progress};
@@ -1005,13 +1005,6 @@ fn calibration_plan(connections: u32, service_ns: u64, seconds: f64) -> RunPlan 
         progress: false,
         drain_timeout: Duration::from_secs(10),
     }
-}
-
-/// Health-check latency as the control plane itself measured it, if any were served.
-pub fn engine_health_latency(stats: &Stats) -> Option<spillway::control::CommandLatency> {
-    stats
-        .control_plane()
-        .and_then(|control_plane| control_plane.health_latency)
 }
 
 #[cfg(test)]

@@ -263,6 +263,14 @@ enum Driven {
 }
 
 impl Driven {
+    /// The handler cost, as the progress lines state it.
+    fn handler_cost(&self, service_ns: u64) -> String {
+        match self {
+            Driven::Inproc(_) => format!("{service_ns} ns"),
+            Driven::Tcp { .. } => "the server's".to_string(),
+        }
+    }
+
     fn name(&self) -> String {
         match self {
             Driven::Inproc(_) => "inproc".to_string(),
@@ -332,10 +340,7 @@ fn run_scenario(
             eprintln!(
                 "{}: measuring capacity ({CALIBRATION_S} s closed loop, {connections} connections, handler {})...",
                 scenario.name,
-                match driven {
-                    Driven::Inproc(_) => format!("{service_ns} ns"),
-                    Driven::Tcp { .. } => "the server's".to_string(),
-                }
+                driven.handler_cost(service_ns)
             );
             let measured = match driven {
                 Driven::Inproc(config) => {
@@ -416,10 +421,7 @@ fn run_scenario(
         } else {
             ""
         },
-        match driven {
-            Driven::Inproc(_) => format!("{service_ns} ns"),
-            Driven::Tcp { .. } => "the server's".to_string(),
-        },
+        driven.handler_cost(service_ns),
         warmup_s,
         scenario
             .pre_phase
@@ -462,8 +464,8 @@ fn run_scenario(
     }
 }
 
-fn run(options: &Options) -> anyhow::Result<bool> {
-    let driven = match TargetKind::parse(options.target.as_deref())? {
+fn run(options: &Options, target: TargetKind) -> anyhow::Result<bool> {
+    let driven = match target {
         TargetKind::Inproc => Driven::Inproc(Box::new(engine_config(options)?)),
         TargetKind::Tcp(address) => {
             let ignored: Vec<&str> = [
@@ -544,11 +546,14 @@ fn main() -> ExitCode {
         print!("{}", USAGE.replace("SCENARIOS", &scenario::names()));
         return ExitCode::SUCCESS;
     }
-    if let Err(error) = TargetKind::parse(options.target.as_deref()) {
-        eprintln!("loadgen: {error:#}");
-        return ExitCode::from(2);
-    }
-    match run(&options) {
+    let target = match TargetKind::parse(options.target.as_deref()) {
+        Ok(target) => target,
+        Err(error) => {
+            eprintln!("loadgen: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&options, target) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(error) => {

@@ -738,11 +738,11 @@ impl Client {
         let stats = &mut self.stats;
         let description = match &closure {
             Closure::Error { code, detail } => {
-                stats.errors_by_code[code_index(*code)] += 1;
+                stats.errors_by_code[code.index()] += 1;
                 format!("the server sent Error {code}: {detail}")
             }
             Closure::Violation(error) => {
-                stats.violations_by_code[code_index(error.code())] += 1;
+                stats.violations_by_code[error.code().index()] += 1;
                 format!("the server broke the protocol: {error}")
             }
             Closure::EndOfStream if was == State::Closing => {
@@ -842,11 +842,6 @@ impl Client {
             self.close(index, Closure::CloseTimeout);
         }
     }
-}
-
-/// The index of `code` in the per-code arrays.
-fn code_index(code: ErrorCode) -> usize {
-    usize::from(code.code() - 1)
 }
 
 /// How a non-blocking connect stands.
@@ -1061,11 +1056,6 @@ impl TcpSystem {
     /// How long connecting took.
     pub fn connect_time(&self) -> Duration {
         Duration::from_nanos(self.client.borrow().stats.connect_ns)
-    }
-
-    /// The settings it connected with.
-    pub fn settings(&self) -> &TcpSettings {
-        &self.settings
     }
 }
 

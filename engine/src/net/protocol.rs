@@ -311,6 +311,12 @@ impl ErrorCode {
         ErrorCode::Disconnected,
     ];
 
+    /// Its place in [`ErrorCode::ALL`] (code order): an index for a table of counts by code.
+    pub const fn index(self) -> usize {
+        // Codes run 1..=12 with no gap (see `code`).
+        self.code() as usize - 1
+    }
+
     /// The `u16` on the wire. Stable: fixed by `docs/PROTOCOL.md`.
     pub const fn code(self) -> u16 {
         match self {

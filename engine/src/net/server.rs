@@ -168,20 +168,13 @@ pub struct NetStats {
 impl NetStats {
     /// Connections closed with an Error frame of `code`.
     pub fn closed_with(&self, code: ErrorCode) -> u64 {
-        self.closed_error[error_index(code)]
+        self.closed_error[code.index()]
     }
 
     /// Every reply dropped by the egress policies, all reasons together.
     pub fn replies_dropped_total(&self) -> u64 {
         self.replies_dropped.iter().sum()
     }
-}
-
-fn error_index(code: ErrorCode) -> usize {
-    ErrorCode::ALL
-        .iter()
-        .position(|&candidate| candidate == code)
-        .expect("ALL lists every code")
 }
 
 /// One shard's counters. Written by that shard alone and read by [`TcpServer::stats`]:
@@ -1112,7 +1105,7 @@ impl ShardNet {
         match reason {
             CloseReason::PeerClosed => bump(&counters.closed_peer, 1),
             CloseReason::IoError => bump(&counters.closed_io_error, 1),
-            CloseReason::Error(code) => bump(&counters.closed_error[error_index(code)], 1),
+            CloseReason::Error(code) => bump(&counters.closed_error[code.index()], 1),
         }
     }
 
