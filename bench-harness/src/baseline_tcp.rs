@@ -957,12 +957,7 @@ impl ServeCommand {
         let mut concurrency_limit = None;
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
-            let (flag, inline) = match arg.split_once('=') {
-                Some((flag, value)) if flag.starts_with("--") => {
-                    (flag.to_string(), Some(value.to_string()))
-                }
-                _ => (arg.clone(), None),
-            };
+            let (flag, inline) = spillway_loadgen::cli::split_flag(&arg);
             if matches!(flag.as_str(), "--help" | "-h") {
                 return Ok(ServeCommand::Help);
             }
@@ -970,9 +965,7 @@ impl ServeCommand {
                 .or_else(|| args.next())
                 .ok_or_else(|| anyhow!("{flag} needs a value"))?;
             let count = |value: &str| -> anyhow::Result<usize> {
-                let count: usize = value
-                    .parse()
-                    .map_err(|error| anyhow!("{flag}: bad value {value:?}: {error}"))?;
+                let count: usize = spillway_loadgen::cli::parse_value(&flag, value)?;
                 if count == 0 {
                     bail!("{flag}: must be at least 1");
                 }
@@ -989,11 +982,7 @@ impl ServeCommand {
                 "--workers" => workers = Some(count(&value)?),
                 "--max-connections" => max_connections = Some(count(&value)?),
                 "--concurrency-limit" => concurrency_limit = Some(count(&value)?),
-                "--service-ns" => {
-                    service_ns = value
-                        .parse()
-                        .map_err(|error| anyhow!("--service-ns: bad value {value:?}: {error}"))?
-                }
+                "--service-ns" => service_ns = spillway_loadgen::cli::parse_value(&flag, &value)?,
                 other => bail!("unknown flag {other:?} (see --help)"),
             }
         }

@@ -38,6 +38,7 @@ use serde_json::{json, Value};
 use spillway::config::Config;
 use spillway::metrics::Stats;
 use spillway::outcome::RefusalReason;
+use spillway_loadgen::cli::{parse_value, split_flag};
 use spillway_loadgen::generator::{run_inproc, run_with_target, Phase, RunPlan, RunResult};
 use spillway_loadgen::report::{self, format_ns, RunInfo, NO_CONTROL_PLANE};
 use spillway_loadgen::target::TargetStats;
@@ -175,9 +176,7 @@ where
     T::Err: std::fmt::Display,
 {
     let value = value.with_context(|| format!("{flag} needs a value"))?;
-    value
-        .parse()
-        .map_err(|error| anyhow::anyhow!("{flag}: bad value {value:?}: {error}"))
+    parse_value(flag, &value)
 }
 
 fn parse_seconds(flag: &str, value: Option<String>, allow_zero: bool) -> anyhow::Result<f64> {
@@ -203,12 +202,7 @@ impl Command {
         let mut spillway = None;
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
-            let (flag, inline) = match arg.split_once('=') {
-                Some((flag, value)) if flag.starts_with("--") => {
-                    (flag.to_string(), Some(value.to_string()))
-                }
-                _ => (arg.clone(), None),
-            };
+            let (flag, inline) = split_flag(&arg);
             let takes_value = !matches!(flag.as_str(), "--json" | "--tcp" | "--help" | "-h");
             if !takes_value && inline.is_some() {
                 bail!("{flag} takes no value");

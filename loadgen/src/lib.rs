@@ -17,6 +17,7 @@
 // `report::json` builds one large `json!` object.
 #![recursion_limit = "256"]
 
+pub mod cli;
 pub mod generator;
 pub mod report;
 pub mod scenario;

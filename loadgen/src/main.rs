@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use serde_json::Value;
 use spillway::config::{Config, Profile};
+use spillway_loadgen::cli::{parse_value, split_flag};
 use spillway_loadgen::generator::{
     calibrate_capacity, calibrate_capacity_with, run_inproc, run_with_target, Phase, RunPlan,
     RunResult,
@@ -115,15 +116,6 @@ impl TargetKind {
     }
 }
 
-fn parse_value<T: std::str::FromStr>(flag: &str, value: &str) -> anyhow::Result<T>
-where
-    T::Err: std::fmt::Display,
-{
-    value
-        .parse()
-        .map_err(|error| anyhow!("{flag}: bad value {value:?}: {error}"))
-}
-
 fn parse_seconds(flag: &str, value: &str, allow_zero: bool) -> anyhow::Result<f64> {
     let seconds: f64 = parse_value(flag, value)?;
     if !seconds.is_finite() || seconds < 0.0 || (!allow_zero && seconds == 0.0) {
@@ -136,12 +128,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Options>
     let mut options = Options::default();
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((flag, value)) if flag.starts_with("--") => {
-                (flag.to_string(), Some(value.to_string()))
-            }
-            _ => (arg.clone(), None),
-        };
+        let (flag, inline) = split_flag(&arg);
         let takes_value = match flag.as_str() {
             "--closed-loop" | "--json" | "--help" | "-h" => false,
             "--target" | "--scenario" | "--connections" | "--rate" | "--duration" | "--warmup"
