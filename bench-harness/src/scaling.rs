@@ -121,7 +121,7 @@ struct ProducerCount {
     delivered_in_window: u64,
     not_delivered_in_window: u64,
     submitted: u64,
-    completed: u64,
+    /// Every completion read (its `submitted` counts them).
     outcomes: Tally,
 }
 
@@ -188,7 +188,6 @@ pub fn run_once(settings: &ScalingSettings, shards: usize) -> anyhow::Result<Sca
         total.delivered_in_window += count.delivered_in_window;
         total.not_delivered_in_window += count.not_delivered_in_window;
         total.submitted += count.submitted;
-        total.completed += count.completed;
         total.outcomes.add(&count.outcomes);
     }
     // Read after the run: each shard pins itself once its thread starts.
@@ -197,11 +196,11 @@ pub fn run_once(settings: &ScalingSettings, shards: usize) -> anyhow::Result<Sca
     if !stats.reconciles() {
         bail!("the engine's counters do not reconcile after a scaling run");
     }
-    if stats.total.submitted != total.submitted || total.completed != total.submitted {
+    if stats.total.submitted != total.submitted || total.outcomes.submitted != total.submitted {
         bail!(
             "producers submitted {} and read {} completions; the engine counted {} submitted",
             total.submitted,
-            total.completed,
+            total.outcomes.submitted,
             stats.total.submitted
         );
     }
@@ -257,7 +256,6 @@ fn produce(
     let mut count = ProducerCount::default();
     let mut completions: Vec<Completion> =
         Vec::with_capacity(window_per_shard * lanes.outstanding.len());
-    let mut next_id = 0u64;
     let mut idle_turns = 0u32;
     start.wait();
     while !stop.load(Ordering::Relaxed) {
@@ -267,13 +265,15 @@ fn produce(
                 continue;
             }
             while lanes.outstanding[shard] < window_per_shard {
-                let message = Message::new(ConnectionId(connections[*cursor]), MessageId(next_id))
-                    .with_role(Role::Session);
+                let message = Message::new(
+                    ConnectionId(connections[*cursor]),
+                    MessageId(count.submitted),
+                )
+                .with_role(Role::Session);
                 match ingress.submit(message) {
                     Ok(()) => {
                         count.submitted += 1;
                         lanes.outstanding[shard] += 1;
-                        next_id += 1;
                         *cursor = (*cursor + 1) % connections.len();
                     }
                     Err(full) if full.stopped => {
@@ -335,13 +335,11 @@ fn read_completions(
 ) -> usize {
     completions.clear();
     let read = ingress.poll_completions(completions);
-    count.completed += read as u64;
+    let recording = recording.load(Ordering::Relaxed);
     for completion in completions.iter() {
         count.outcomes.count_completion(completion.outcome);
         lanes.completed(completion.connection);
-    }
-    if recording.load(Ordering::Relaxed) {
-        for completion in completions.iter() {
+        if recording {
             match completion.outcome {
                 Outcome::Delivered => count.delivered_in_window += 1,
                 _ => count.not_delivered_in_window += 1,
