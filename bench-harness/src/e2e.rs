@@ -602,10 +602,7 @@ impl E2eReport {
             ("baseline (b)", self.open_baseline.generator_fell_behind()),
         ] {
             if result {
-                let _ = writeln!(
-                    out,
-                    "WARNING: {name}: the generator fell behind its schedule (lag p99 over 1 ms or messages unsent): the load was not offered as scheduled"
-                );
+                let _ = writeln!(out, "{}", fell_behind_warning(name));
             }
         }
         let _ = writeln!(out, "{line}");
@@ -633,27 +630,21 @@ impl E2eReport {
     fn closed_row<S>(&self, out: &mut String, name: &str, result: &RunResult<S>) {
         let _ = writeln!(
             out,
-            "{name:<10}{:>14.0}{:>12}{}  {}",
-            result.delivered_rate(),
-            result.measured.refused_total(),
-            latency_cells(&result.latency_ns),
+            "{name:<10}{}  {}",
+            closed_cells(result),
             yes_no(result.reconcile_errors.is_empty()),
         );
     }
 
     fn open_row<S>(&self, out: &mut String, name: &str, result: &RunResult<S>) {
-        let lag = p99(&result.lag_ns).map_or_else(|| "-".to_string(), format_ns);
         let health = match &result.control {
             Some(probe) => p99(&probe.latency_ns).map_or_else(|| "-".to_string(), format_ns),
             None => "n/a".to_string(),
         };
         let _ = writeln!(
             out,
-            "{name:<10}{:>12.0}{:>12.0}{:>10}{}{lag:>11}{health:>12}  {}",
-            result.achieved_rate(),
-            result.delivered_rate(),
-            result.measured.refused_total(),
-            latency_cells(&result.latency_ns),
+            "{name:<10}{}{health:>12}  {}",
+            open_cells(result),
             yes_no(result.reconcile_errors.is_empty()),
         );
     }
@@ -721,6 +712,34 @@ impl E2eReport {
             },
         })
     }
+}
+
+/// A closed-loop row's figures: delivered msg/s, refused, then the latency cells.
+pub(crate) fn closed_cells<S>(result: &RunResult<S>) -> String {
+    format!(
+        "{:>14.0}{:>12}{}",
+        result.delivered_rate(),
+        result.measured.refused_total(),
+        latency_cells(&result.latency_ns)
+    )
+}
+
+/// An open-loop row's figures: achieved and delivered msg/s, refused, the latency cells,
+/// then the generator's lag p99.
+pub(crate) fn open_cells<S>(result: &RunResult<S>) -> String {
+    let lag = p99(&result.lag_ns).map_or_else(|| "-".to_string(), format_ns);
+    format!(
+        "{:>12.0}{:>12.0}{:>10}{}{lag:>11}",
+        result.achieved_rate(),
+        result.delivered_rate(),
+        result.measured.refused_total(),
+        latency_cells(&result.latency_ns)
+    )
+}
+
+/// The warning for a run whose generator did not keep its schedule.
+pub(crate) fn fell_behind_warning(run: &str) -> String {
+    format!("WARNING: {run}: the generator fell behind its schedule (lag p99 over 1 ms or messages unsent): the load was not offered as scheduled")
 }
 
 pub(crate) fn latency_cells(histogram: &Histogram<u64>) -> String {

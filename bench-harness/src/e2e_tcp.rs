@@ -39,14 +39,15 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use serde_json::{json, Value};
 use spillway_loadgen::generator::{run_with_target, RunResult};
-use spillway_loadgen::report::{self, format_ns, RunInfo};
+use spillway_loadgen::report::{self, RunInfo};
 use spillway_loadgen::target::TargetStats;
 use spillway_loadgen::tcp::{TcpSettings, TcpStats, TcpSystem};
 
 use crate::baseline::BaselineSettings;
 use crate::baseline_tcp::TwinStats;
 use crate::e2e::{
-    latency_cells, p99, plan, ratio, refused_reasons, spillway_config, summary, yes_no, E2eSettings,
+    closed_cells, fell_behind_warning, open_cells, p99, plan, ratio, refused_reasons,
+    spillway_config, summary, yes_no, E2eSettings,
 };
 
 /// Issue #7's goal for the TCP path: spillway's closed-loop maximum over TCP at least this
@@ -437,12 +438,10 @@ impl TcpE2eReport {
         for row in &self.max {
             let _ = writeln!(
                 out,
-                "{:<12}{:>7}{:>14.0}{:>12}{}{:>9.2}s  {}",
+                "{:<12}{:>7}{}{:>9.2}s  {}",
                 row.system,
                 row.window.unwrap_or(1),
-                row.result.delivered_rate(),
-                row.result.measured.refused_total(),
-                latency_cells(&row.result.latency_ns),
+                closed_cells(&row.result),
                 row.result.engine.connect_ns as f64 / 1e9,
                 yes_no(row.reconciled()),
             );
@@ -486,15 +485,11 @@ impl TcpE2eReport {
             "lag p99"
         );
         for row in &self.open {
-            let lag = p99(&row.result.lag_ns).map_or_else(|| "-".to_string(), format_ns);
             let _ = writeln!(
                 out,
-                "{:<12}{:>12.0}{:>12.0}{:>10}{}{lag:>11}  {}",
+                "{:<12}{}  {}",
                 row.system,
-                row.result.achieved_rate(),
-                row.result.delivered_rate(),
-                row.result.measured.refused_total(),
-                latency_cells(&row.result.latency_ns),
+                open_cells(&row.result),
                 yes_no(row.reconciled()),
             );
         }
@@ -510,8 +505,8 @@ impl TcpE2eReport {
             if row.result.generator_fell_behind() {
                 let _ = writeln!(
                     out,
-                    "WARNING: {} (b): the generator fell behind its schedule (lag p99 over 1 ms or messages unsent): the load was not offered as scheduled",
-                    row.system
+                    "{}",
+                    fell_behind_warning(&format!("{} (b)", row.system))
                 );
             }
         }
