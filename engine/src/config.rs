@@ -51,11 +51,12 @@
 use core::ops::RangeInclusive;
 
 use crate::message::{Priority, Role, TenantId};
-use crate::net::egress::EgressConfig;
 
+mod egress;
 mod file;
 mod profile;
 
+pub use egress::{EgressConfig, EgressDropPolicy};
 pub use file::ConfigLoadError;
 pub use profile::Profile;
 
@@ -63,6 +64,13 @@ pub use profile::Profile;
 pub const SHARDS_MAX: usize = 256;
 /// The most producer threads (`Ingress` handles) alive at once, per engine.
 pub const INGRESSES_MAX: usize = 256;
+/// The smallest frame limit a TCP server may announce, header included: every server frame
+/// and a Submit with some payload fit under it ([`FrameLimit`](crate::net::protocol::FrameLimit)).
+pub const FRAME_BYTES_MIN: u32 = 512;
+/// The largest frame limit: 16 MiB, so a buffer for one frame always fits in memory.
+pub const FRAME_BYTES_MAX: u32 = 16 * 1024 * 1024;
+/// The default frame limit: 64 KiB, so a Submit payload of up to 65,512 bytes.
+pub const FRAME_BYTES_DEFAULT: u32 = 64 * 1024;
 
 /// All settings. `Default` is SPEC's production profile; [`Config::for_profile`] gives the
 /// others.
@@ -402,7 +410,7 @@ impl Default for NetConfig {
     fn default() -> Self {
         Self {
             max_connections: 16_384,
-            max_frame_bytes: crate::net::protocol::FrameLimit::DEFAULT.max_frame_bytes(),
+            max_frame_bytes: FRAME_BYTES_DEFAULT,
             hello_timeout_ns: 10_000_000_000,
             frame_timeout_ns: 10_000_000_000,
             close_timeout_ns: 1_000_000_000,
@@ -507,14 +515,13 @@ pub struct ConfigError {
 }
 
 /// The allowed range of each bounded setting, shared by [`Config::validate`],
-/// [`EgressConfig::validate`](crate::net::egress::EgressConfig::validate) and the TOML
+/// [`EgressConfig::validate`] and the TOML
 /// loader (which range-checks a file's numbers before they are narrowed to the field's type,
 /// so that `-5` is reported as out of range, not as a type error). Ranges that depend on
 /// another field (a floor under the rate, thresholds under each other) are checked by
 /// `validate` against that field; the loader checks their outer bound.
 pub(crate) mod range {
-    use super::{RangeInclusive, SHARDS_MAX};
-    use crate::net::protocol::FrameLimit;
+    use super::{RangeInclusive, FRAME_BYTES_MAX, FRAME_BYTES_MIN, SHARDS_MAX};
 
     const HOUR_NS: u64 = 3_600_000_000_000;
     const DAY_NS: u64 = 86_400_000_000_000;
@@ -558,8 +565,7 @@ pub(crate) mod range {
     pub(crate) const EGRESS_HEALTH_MIN_OFFERED: RangeInclusive<u32> = 1..=1 << 24;
 
     pub(crate) const NET_CONNECTIONS: RangeInclusive<usize> = 1..=1 << 24;
-    pub(crate) const NET_FRAME_BYTES: RangeInclusive<u32> =
-        FrameLimit::MIN.max_frame_bytes()..=FrameLimit::MAX.max_frame_bytes();
+    pub(crate) const NET_FRAME_BYTES: RangeInclusive<u32> = FRAME_BYTES_MIN..=FRAME_BYTES_MAX;
     pub(crate) const NET_TIMEOUT_NS: RangeInclusive<u64> = 1_000_000..=HOUR_NS;
     pub(crate) const NET_BACKOFF_NS: RangeInclusive<u64> = 1_000..=MINUTE_NS;
     pub(crate) const NET_PER_TURN: RangeInclusive<usize> = 1..=1 << 16;

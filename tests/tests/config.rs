@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use spillway::config::{
     CapAction, Config, ConfigError, ConfigLoadError, Profile, TenantConfig, WaitStrategy,
 };
+use spillway::config::{EgressConfig, EgressDropPolicy};
 use spillway::engine::Engine;
 use spillway::message::{ConnectionId, Message, MessageId, Priority, Role, TenantId};
-use spillway::net::egress::{EgressConfig, EgressDropPolicy};
 
 /// The repository's `config/` directory.
 fn config_dir() -> PathBuf {

@@ -10,9 +10,8 @@ use std::collections::VecDeque;
 
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
-use spillway::net::egress::{
-    EgressConfig, EgressDropPolicy, EgressDropReason, EgressQueue, FlowSignal, FlowState, Offer,
-};
+use spillway::config::{EgressConfig, EgressDropPolicy};
+use spillway::net::egress::{EgressDropReason, EgressQueue, FlowSignal, FlowState, Offer};
 
 #[derive(Clone, Debug)]
 enum Step {

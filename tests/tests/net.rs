@@ -9,10 +9,10 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use spillway::config::EgressConfig;
 use spillway::config::{Config, NetConfig};
 use spillway::engine::Engine;
 use spillway::message::{MessageId, Priority, Role, TenantId};
-use spillway::net::egress::EgressConfig;
 use spillway::net::protocol::{
     ClientFrame, Decoder, ErrorCode, FrameLimit, ProtocolError, ServerFrame, ServerToClient,
     Submit, HEADER_BYTES,

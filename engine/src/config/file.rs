@@ -57,11 +57,10 @@ use toml::de::{DeTable, DeValue};
 use super::profile::one_of;
 use super::{
     check, out_of_range, range, BreakerConfig, CapAction, CapsConfig, Config, ConfigError,
-    ControlConfig, Levels, MonitorConfig, NetConfig, Profile, QueueDropPolicy, RateConfig,
-    TenantConfig, WaitStrategy,
+    ControlConfig, EgressConfig, EgressDropPolicy, Levels, MonitorConfig, NetConfig, Profile,
+    QueueDropPolicy, RateConfig, TenantConfig, WaitStrategy,
 };
 use crate::message::{Priority, Role, TenantId};
-use crate::net::egress::{EgressConfig, EgressDropPolicy};
 
 /// Why a configuration file could not be loaded.
 #[derive(Debug, thiserror::Error)]

@@ -61,7 +61,7 @@
 
 use std::collections::VecDeque;
 
-use crate::config::{check, range, ConfigError};
+use crate::config::{range, ConfigError, EgressConfig, EgressDropPolicy};
 
 /// Within Throttled, the client is told the delay again once it has moved by
 /// `1 / THROTTLE_SIGNAL_STEPS` of `throttle_delay_max_ns - throttle_delay_min_ns` since the
@@ -77,80 +77,6 @@ const _: () =
     assert!(*range::EGRESS_HEALTH_WINDOW_NS.start() / HEALTH_WINDOW_SLOTS as u64 >= 1_000_000);
 // A buffered count fits the `u32` of `EgressStats::buffered`, and times 100 a `u64`.
 const _: () = assert!(*range::EGRESS_BUFFER_CAPACITY.end() <= u32::MAX / 100);
-
-/// Which item goes when a reply meets a full send buffer.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum EgressDropPolicy {
-    /// Drop the oldest buffered reply and queue the new one (SPEC default).
-    #[default]
-    DropOldest,
-    /// Drop the new reply.
-    DropNewest,
-    /// Hand the new reply back with a deadline ([`Offer::Blocked`]); the caller offers it
-    /// again, and once `block_timeout_ns` has passed since the first refusal it is dropped.
-    Block,
-    /// Drop every buffered reply, then queue the new one.
-    DropAll,
-}
-
-/// Egress flow-control settings of one connection (SPEC 4), the `[egress]` section of
-/// [`Config`](crate::config::Config). Defaults are SPEC's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct EgressConfig {
-    /// Replies the send buffer holds (SPEC: 1000); 1 to 2^20. Reserved when a queue is made.
-    pub buffer_capacity: u32,
-    /// Fill percentage from which the connection is Throttled (SPEC: 70); below
-    /// `pause_percent`.
-    pub throttle_percent: u32,
-    /// Fill percentage from which the connection is Paused (SPEC: 90); 2 to 100.
-    pub pause_percent: u32,
-    /// Throttle delay at `throttle_percent`, in ns (SPEC: 0); at most `throttle_delay_max_ns`.
-    pub throttle_delay_min_ns: u64,
-    /// Throttle delay at `pause_percent`, the end of the linear ramp, in ns (SPEC: 500 ms);
-    /// at most 60 s.
-    pub throttle_delay_max_ns: u64,
-    /// Length of one pause, in ns (SPEC: 50 ms); 1 µs to 60 s.
-    pub pause_duration_ns: u64,
-    /// What happens to a reply that meets a full buffer (SPEC: drop oldest).
-    pub drop_policy: EgressDropPolicy,
-    /// Under [`EgressDropPolicy::Block`], how long an offer may be refused before its item
-    /// is dropped, in ns; 1 µs to 60 s.
-    pub block_timeout_ns: u64,
-    /// The span the drop rate is measured over, in ns; 10 ms to 1 h.
-    pub health_window_ns: u64,
-    /// No health verdict (healthy) until the window holds at least this many offers; 1 to
-    /// 2^24.
-    pub health_min_offered: u32,
-    /// Drop rate, in percent of offers, from which the connection is a warning (SPEC: 10);
-    /// at most `unhealthy_drop_percent`.
-    pub warning_drop_percent: u32,
-    /// Drop rate, in percent of offers, over which the connection is unhealthy (SPEC: 30);
-    /// 1 to 100.
-    pub unhealthy_drop_percent: u32,
-    /// Recommend disconnecting an unhealthy client ([`EgressHealth::Unhealthy`]'s
-    /// `recommend_disconnect`); off by default.
-    pub disconnect_unhealthy: bool,
-}
-
-impl Default for EgressConfig {
-    fn default() -> Self {
-        Self {
-            buffer_capacity: 1000,
-            throttle_percent: 70,
-            pause_percent: 90,
-            throttle_delay_min_ns: 0,
-            throttle_delay_max_ns: 500_000_000,
-            pause_duration_ns: 50_000_000,
-            drop_policy: EgressDropPolicy::DropOldest,
-            block_timeout_ns: 1_000_000_000,
-            health_window_ns: 10_000_000_000,
-            health_min_offered: 100,
-            warning_drop_percent: 10,
-            unhealthy_drop_percent: 30,
-            disconnect_unhealthy: false,
-        }
-    }
-}
 
 /// The fill band a buffer is in, before time (the pause in progress) is looked at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,112 +95,6 @@ impl Band {
 }
 
 impl EgressConfig {
-    /// Checks every value; the first bad one is named (as `egress.FIELD`, its path in a
-    /// configuration file) with its allowed range.
-    ///
-    /// ```
-    /// use spillway::net::egress::EgressConfig;
-    /// let mut config = EgressConfig::default();
-    /// config.validate().unwrap();
-    /// config.throttle_percent = 95;
-    /// assert_eq!(
-    ///     config.validate().unwrap_err().to_string(),
-    ///     "egress.throttle_percent must be in 1..=89, got 95"
-    /// );
-    /// ```
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        check(
-            "egress.buffer_capacity",
-            self.buffer_capacity,
-            range::EGRESS_BUFFER_CAPACITY,
-        )?;
-        // throttle < pause <= 100, checked from the top down so that the field named is the
-        // one out of order with the level above it.
-        check(
-            "egress.pause_percent",
-            self.pause_percent,
-            range::EGRESS_PAUSE_PERCENT,
-        )?;
-        check(
-            "egress.throttle_percent",
-            self.throttle_percent,
-            1..=self.pause_percent - 1,
-        )?;
-        check(
-            "egress.throttle_delay_max_ns",
-            self.throttle_delay_max_ns,
-            range::EGRESS_DELAY_NS,
-        )?;
-        check(
-            "egress.throttle_delay_min_ns",
-            self.throttle_delay_min_ns,
-            0..=self.throttle_delay_max_ns,
-        )?;
-        check(
-            "egress.pause_duration_ns",
-            self.pause_duration_ns,
-            range::EGRESS_PERIOD_NS,
-        )?;
-        check(
-            "egress.block_timeout_ns",
-            self.block_timeout_ns,
-            range::EGRESS_PERIOD_NS,
-        )?;
-        check(
-            "egress.health_window_ns",
-            self.health_window_ns,
-            range::EGRESS_HEALTH_WINDOW_NS,
-        )?;
-        check(
-            "egress.health_min_offered",
-            self.health_min_offered,
-            range::EGRESS_HEALTH_MIN_OFFERED,
-        )?;
-        check(
-            "egress.unhealthy_drop_percent",
-            self.unhealthy_drop_percent,
-            range::PERCENT,
-        )?;
-        check(
-            "egress.warning_drop_percent",
-            self.warning_drop_percent,
-            1..=self.unhealthy_drop_percent,
-        )
-    }
-
-    /// The throttle delay for `buffered` items, in ns: `throttle_delay_min_ns` at and below
-    /// `throttle_percent` of the capacity, `throttle_delay_max_ns` at and above
-    /// `pause_percent`, linear in between (rounded down). Exact in integers: the product is
-    /// at most 60 s in ns (2^36) times 100 * 2^20 (2^27), computed in `u128`.
-    ///
-    /// ```
-    /// use spillway::net::egress::EgressConfig;
-    /// let config = EgressConfig::default(); // 1000 slots, 70% to 90%, 0 to 500 ms
-    /// assert_eq!(config.throttle_delay_ns(700), 0);
-    /// assert_eq!(config.throttle_delay_ns(800), 250_000_000);
-    /// assert_eq!(config.throttle_delay_ns(899), 497_500_000);
-    /// assert_eq!(config.throttle_delay_ns(900), 500_000_000);
-    /// ```
-    pub fn throttle_delay_ns(&self, buffered: u32) -> u64 {
-        let capacity = u64::from(self.buffer_capacity);
-        let fill = u64::from(buffered) * 100;
-        let start = u64::from(self.throttle_percent) * capacity;
-        let end = u64::from(self.pause_percent) * capacity;
-        if fill <= start {
-            return self.throttle_delay_min_ns;
-        }
-        if fill >= end {
-            return self.throttle_delay_max_ns;
-        }
-        // Here start < fill < end, so the divisor is not zero.
-        let range_ns = self
-            .throttle_delay_max_ns
-            .saturating_sub(self.throttle_delay_min_ns);
-        let ramp_ns = u128::from(range_ns) * u128::from(fill - start) / u128::from(end - start);
-        // ramp_ns < range_ns, which fits a u64.
-        self.throttle_delay_min_ns + ramp_ns as u64
-    }
-
     /// The band `buffered` items put the buffer in.
     fn band(&self, buffered: u32) -> Band {
         let capacity = u64::from(self.buffer_capacity);
@@ -546,9 +366,8 @@ impl HealthWindow {
 /// front.
 ///
 /// ```
-/// use spillway::net::egress::{
-///     EgressConfig, EgressDropReason, EgressQueue, FlowSignal, FlowState, Offer,
-/// };
+/// use spillway::config::EgressConfig;
+/// use spillway::net::egress::{EgressDropReason, EgressQueue, FlowSignal, FlowState, Offer};
 /// let mut config = EgressConfig::default();
 /// config.buffer_capacity = 10; // Throttled from 7 replies, Paused from 9, Dropping at 10.
 /// let mut queue = EgressQueue::new(config).unwrap();

@@ -27,6 +27,7 @@ use core::fmt;
 use core::marker::PhantomData;
 use core::num::{NonZeroU32, NonZeroU64};
 
+use crate::config::{FRAME_BYTES_DEFAULT, FRAME_BYTES_MAX, FRAME_BYTES_MIN};
 use crate::message::{ConnectionId, Message, MessageId, Priority, Role, TenantId};
 use crate::outcome::{DropReason, FailureReason, Outcome, RefusalReason, ShedReason};
 
@@ -74,15 +75,15 @@ pub struct FrameLimit {
 impl FrameLimit {
     /// The smallest limit: 512 bytes.
     pub const MIN: FrameLimit = FrameLimit {
-        max_frame_bytes: 512,
+        max_frame_bytes: FRAME_BYTES_MIN,
     };
     /// The largest limit: 16 MiB.
     pub const MAX: FrameLimit = FrameLimit {
-        max_frame_bytes: 16 * 1024 * 1024,
+        max_frame_bytes: FRAME_BYTES_MAX,
     };
     /// The default limit: 64 KiB, so a Submit payload of up to 65,512 bytes.
     pub const DEFAULT: FrameLimit = FrameLimit {
-        max_frame_bytes: 64 * 1024,
+        max_frame_bytes: FRAME_BYTES_DEFAULT,
     };
 
     /// The limit of `max_frame_bytes` (header included), or `None` outside

@@ -59,11 +59,12 @@ use crate::outcome::{Completion, Outcome};
 use crate::shard::connections::ConnectionIdHasher;
 use crate::sync::Ordering;
 
-use super::egress::{EgressConfig, EgressDropReason, EgressHealth, EgressQueue, FlowSignal, Offer};
+use super::egress::{EgressDropReason, EgressHealth, EgressQueue, FlowSignal, Offer};
 use super::protocol::{
     encode_error_reply, ClientFrame, ClientToServer, Decoder, ErrorCode, FrameLimit, ProtocolError,
     ServerFrame,
 };
+use crate::config::EgressConfig;
 
 /// Connection ids the server gives out start here, so they never collide with the ids an
 /// embedding application picks for its own in-process ingresses (which count up from 0).
