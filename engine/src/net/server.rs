@@ -54,9 +54,9 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::config::NetConfig;
 use crate::handler::{Handler, HandlerError, ShardContext};
+use crate::message::ConnectionIdHasher;
 use crate::message::{ConnectionId, Message, MessageId};
 use crate::outcome::{Completion, Outcome};
-use crate::shard::connections::ConnectionIdHasher;
 use crate::sync::Ordering;
 
 use super::egress::{EgressDropReason, EgressHealth, EgressQueue, FlowSignal, Offer};

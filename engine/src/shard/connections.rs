@@ -8,11 +8,11 @@
 //! none the new connection is refused with `ConnectionLimit`.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 
 use crate::admission::tenants::TenantIndex;
 use crate::bucket::TokenBucket;
-use crate::message::{ConnectionId, Priority, TenantId};
+use crate::message::{ConnectionId, ConnectionIdHasher, Priority, TenantId};
 
 use super::queue::List;
 
@@ -92,27 +92,6 @@ impl ConnectionState {
 
 fn nonzero(value: u32) -> core::num::NonZeroU32 {
     core::num::NonZeroU32::new(value.max(1)).expect("max(1) is non-zero")
-}
-
-/// Connection ids are arbitrary `u64`s chosen by users; a multiply-shift (Fibonacci) hash
-/// spreads sequential and strided ids alike, at a fraction of SipHash's cost.
-#[derive(Default)]
-pub(crate) struct ConnectionIdHasher(u64);
-
-impl Hasher for ConnectionIdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.write_u64(u64::from(byte) ^ self.0.rotate_left(8));
-        }
-    }
-
-    fn write_u64(&mut self, value: u64) {
-        self.0 = (value ^ self.0).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
 }
 
 /// Index of a connection's entry in the table.
