@@ -29,26 +29,28 @@
 //! assert!(stats.reconciles());
 //! ```
 
-use std::sync::{Mutex, OnceLock};
-use std::thread::{JoinHandle, Thread};
+use std::sync::Mutex;
+use std::thread::JoinHandle;
 
 use crate::admission::breaker::CircuitBreaker;
 use crate::admission::tenants::TenantTable;
 use crate::clock::Clock;
+use crate::command::{ShardCommand, ShardReply};
 use crate::config::{Config, ConfigError, INGRESSES_MAX};
-use crate::control::protocol::{ShardCommand, ShardReply};
 use crate::control::thread::ControlLink;
 use crate::control::{Control, ControlShared};
 use crate::handler::Handler;
-use crate::ingress::{Ingress, ShardLink, SharedIngress};
-use crate::message::{ConnectionId, Message, TenantId};
-use crate::metrics::{PublishedCounters, Stats};
+use crate::ingress::{completion_capacity, Ingress, SharedIngress};
+use crate::message::ConnectionId;
+use crate::metrics::Stats;
 use crate::monitor::{AlertThresholds, Monitor};
-use crate::outcome::Completion;
-use crate::ring::{spsc, Mpmc};
+use crate::ring::spsc;
 use crate::shard::core::ShardCore;
-use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use crate::wait::{self, Handshake, Waiter};
+use crate::shard::shared::ShardShared;
+use crate::shard::thread::Surroundings;
+use crate::shared::EngineShared;
+use crate::sync::{Arc, AtomicBool, AtomicU64, Ordering};
+use crate::wait::{self, Waiter};
 
 /// What can go wrong starting or using an engine.
 #[derive(Debug, thiserror::Error)]
@@ -69,123 +71,15 @@ pub enum Error {
     TooManyIngresses,
 }
 
-/// State one shard shares with the engine and the producers.
-pub(crate) struct ShardShared {
-    /// New `Ingress` links, picked up by the shard once per loop.
-    pub(crate) registrations: Mpmc<ShardLink>,
-    /// Submissions from every `SharedIngress`.
-    pub(crate) shared_submissions: Mpmc<Message>,
-    /// Completions for them.
-    pub(crate) shared_completions: Mpmc<Completion>,
-    /// Shared submissions whose completions are not yet collected (the credit that keeps
-    /// `shared_completions` from overflowing).
-    pub(crate) shared_outstanding: AtomicUsize,
-    pub(crate) published: PublishedCounters,
-    /// Raised by the shard before it parks; producers unpark it when they see it.
-    pub(crate) sleeping: AtomicBool,
-    pub(crate) thread: OnceLock<Thread>,
-    /// Wakes the shard from its handler's event source (the TCP front end's epoll), where
-    /// it sleeps instead of parking when its handler has one (`Handler::wait`); set once,
-    /// by the handler, through `ShardContext::set_waker`.
-    pub(crate) event_waker: OnceLock<EventWaker>,
-    /// The shard's backpressure signal (handler queue at or over its threshold).
-    pub(crate) backpressure: AtomicBool,
-    /// Whether pinning this shard to its core succeeded.
-    pub(crate) pinned: AtomicBool,
-}
-
-impl ShardShared {
-    /// Wakes the shard if it sleeps (or is about to): a producer's check, one Relaxed load
-    /// per submission, which may miss a shard going to sleep (see the wait module); the
-    /// miss costs at most the wait timeout.
-    #[inline]
-    pub(crate) fn wake_if_sleeping(&self) {
-        wait::wake_if_sleeping(&self.sleeping, Handshake::Relaxed, || self.wake());
-    }
-
-    /// Wakes the shard if it sleeps, never missing one that is about to: for the control
-    /// thread, whose commands must not wait out a wait timeout (up to a millisecond in an
-    /// event source, see `Handler::wait`). Commands are rare next to messages, so the fence
-    /// is affordable here and not on the producers' path.
-    pub(crate) fn wake_if_sleeping_fenced(&self) {
-        wait::wake_if_sleeping(&self.sleeping, Handshake::Fenced, || self.wake());
-    }
-
-    pub(crate) fn wake(&self) {
-        if let Some(thread) = self.thread.get() {
-            thread.unpark();
-        }
-        if let Some(waker) = self.event_waker.get() {
-            waker();
-        }
-    }
-}
-
-/// How a shard sleeping in its handler's event source is woken (see
-/// [`ShardContext::set_waker`](crate::handler::ShardContext::set_waker)).
-pub(crate) type EventWaker = Box<dyn Fn() + Send + Sync>;
-
 /// Longest `EngineBuilder::start` waits for the control thread to apply its niceness.
 const CONTROL_START_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// The shard that owns `connection` among `shard_count`: a multiply-shift hash (Fibonacci
-/// hashing), so consecutive ids spread evenly and the map needs no table.
-pub(crate) fn shard_of_connection(connection: ConnectionId, shard_count: usize) -> usize {
-    let mixed = connection.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    ((mixed >> 32) as usize * shard_count) >> 32
-}
-
-/// State every thread of one engine shares.
-pub(crate) struct EngineShared {
-    pub(crate) config: Config,
-    pub(crate) shards: Box<[ShardShared]>,
-    pub(crate) breaker: Arc<CircuitBreaker>,
-    pub(crate) tenants: Arc<TenantTable>,
-    pub(crate) tenant_ids: Vec<TenantId>,
-    pub(crate) clock: Clock,
-    /// Set by `shutdown`: shards refuse new work, finish or cancel what is queued, exit.
-    pub(crate) stopping: AtomicBool,
-    /// Set once every shard thread has exited and been joined.
-    pub(crate) stopped: AtomicBool,
-    /// Submissions handed back because a ring had no room.
-    pub(crate) ring_full: AtomicU64,
-    /// The control plane's inboxes, latency book and monitor.
-    pub(crate) control: ControlShared,
-    /// One token per ingress index; an index is free when only this table holds its token.
-    ingress_tokens: Mutex<Vec<Arc<()>>>,
-}
-
-impl EngineShared {
-    /// The shard that owns `connection`: a multiply-shift hash of the id, so sequential ids
-    /// spread evenly and the map never changes while the engine runs.
-    #[inline]
-    pub(crate) fn shard_of(&self, connection: ConnectionId) -> usize {
-        shard_of_connection(connection, self.shards.len())
-    }
-
-    pub(crate) fn stats(&self) -> Stats {
-        let counters: Vec<_> = self
-            .shards
-            .iter()
-            .map(|shard| shard.published.read())
-            .collect();
-        let mut stats = Stats::collect(
-            &counters,
-            &self.tenant_ids,
-            self.breaker.read().state(),
-            // Relaxed: a statistic.
-            self.ring_full.load(Ordering::Relaxed),
-        );
-        if let Ok(book) = self.control.latency.lock() {
-            stats.control = book.stats();
-        }
-        stats
-    }
-}
 
 /// A running engine. Dropping it shuts it down (as [`Engine::shutdown`] does).
 pub struct Engine {
     shared: Arc<EngineShared>,
+    control: Arc<ControlShared>,
+    /// One token per ingress index; an index is free when only this table holds its token.
+    ingress_tokens: Mutex<Vec<Arc<()>>>,
     threads: Vec<JoinHandle<()>>,
     control_thread: Option<JoinHandle<()>>,
 }
@@ -208,7 +102,6 @@ impl Engine {
     /// A producer thread's handle, with a ring to and from every shard.
     pub fn ingress(&self) -> Result<Ingress, Error> {
         let mut tokens = self
-            .shared
             .ingress_tokens
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -228,12 +121,12 @@ impl Engine {
 
     /// The control-plane handle.
     pub fn control(&self) -> Control {
-        Control::new(Arc::clone(&self.shared))
+        Control::new(Arc::clone(&self.shared), Arc::clone(&self.control))
     }
 
     /// A snapshot of every counter; each shard's part is consistent with itself.
     pub fn stats(&self) -> Stats {
-        self.shared.stats()
+        self.control.stats(&self.shared)
     }
 
     /// The shard that owns `connection`.
@@ -267,7 +160,7 @@ impl Engine {
     /// `control.nice`, `None` if that was 0 or the system refused (no CAP_SYS_NICE), or the
     /// thread has not started yet.
     pub fn control_nice(&self) -> Option<i32> {
-        self.shared.control.nice.get().copied().flatten()
+        self.control.nice.get().copied().flatten()
     }
 
     /// The engine's clock (nanoseconds since start), for callers that timestamp work.
@@ -281,7 +174,7 @@ impl Engine {
     /// last look are refused by that ingress's next `poll_completions`.
     pub fn shutdown(mut self) -> Stats {
         self.stop();
-        self.shared.stats()
+        self.stats()
     }
 
     fn stop(&mut self) {
@@ -297,8 +190,8 @@ impl Engine {
         }
         // The control plane goes last, so that drains under way can finish with the shards.
         // Release: pairs with the control thread's and the handles' Acquire loads.
-        self.shared.control.stopping.store(true, Ordering::Release);
-        self.shared.control.wake();
+        self.control.stopping.store(true, Ordering::Release);
+        self.control.sleeper.unpark();
         if let Some(thread) = self.control_thread.take() {
             let _ = thread.join();
         }
@@ -345,17 +238,13 @@ impl<H: Handler + Clone> EngineBuilder<H> {
         ));
         let breaker = Arc::new(CircuitBreaker::new());
         let shards: Box<[ShardShared]> = (0..shard_count)
-            .map(|_| ShardShared {
-                registrations: Mpmc::new(INGRESSES_MAX),
-                shared_submissions: Mpmc::new(config.ring_capacity),
-                shared_completions: Mpmc::new(crate::ingress::completion_capacity(&config)),
-                shared_outstanding: AtomicUsize::new(0),
-                published: PublishedCounters::new(tenants.len()),
-                sleeping: AtomicBool::new(false),
-                thread: OnceLock::new(),
-                event_waker: OnceLock::new(),
-                backpressure: AtomicBool::new(false),
-                pinned: AtomicBool::new(false),
+            .map(|_| {
+                ShardShared::new(
+                    config.ring_capacity,
+                    completion_capacity(&config),
+                    tenants.len(),
+                    INGRESSES_MAX,
+                )
             })
             .collect();
         let shared = Arc::new(EngineShared {
@@ -367,22 +256,23 @@ impl<H: Handler + Clone> EngineBuilder<H> {
             stopping: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             ring_full: AtomicU64::new(0),
-            control: ControlShared::new(Monitor::new(
-                AlertThresholds {
-                    warning_percent: config.monitor.warning_percent,
-                    critical_percent: config.monitor.critical_percent,
-                    overload_percent: config.monitor.overload_percent,
-                },
-                config.monitor.history,
-            )),
-            ingress_tokens: Mutex::new((0..INGRESSES_MAX).map(|_| Arc::new(())).collect()),
             config,
         });
+        let control = Arc::new(ControlShared::new(Monitor::new(
+            AlertThresholds {
+                warning_percent: shared.config.monitor.warning_percent,
+                critical_percent: shared.config.monitor.critical_percent,
+                overload_percent: shared.config.monitor.overload_percent,
+            },
+            shared.config.monitor.history,
+        )));
         // Shards plus at least one producer thread compete for the cores.
         let waiting = wait::resolve(shared.config.wait, shard_count + 1, cores);
         let core_ids = core_affinity::get_core_ids().unwrap_or_default();
         let mut engine = Engine {
             shared: Arc::clone(&shared),
+            control: Arc::clone(&control),
+            ingress_tokens: Mutex::new((0..INGRESSES_MAX).map(|_| Arc::new(())).collect()),
             threads: Vec::with_capacity(shard_count),
             control_thread: None,
         };
@@ -412,22 +302,28 @@ impl<H: Handler + Clone> EngineBuilder<H> {
                 .take()
                 .expect("each shard takes its own control rings once");
             let engine_shared = Arc::clone(&shared);
+            let control_shared = Arc::clone(&control);
             let pin_to = (shared.config.pinning && !core_ids.is_empty())
                 .then(|| core_ids[index % core_ids.len()]);
             let thread = std::thread::Builder::new()
                 .name(format!("spillway-shard-{index}"))
                 .spawn(move || {
+                    let shard = &engine_shared.shards[index];
                     if let Some(core_id) = pin_to {
                         let pinned = core_affinity::set_for_current(core_id);
-                        engine_shared.shards[index]
-                            .pinned
-                            .store(pinned, Ordering::Relaxed);
+                        shard.pinned.store(pinned, Ordering::Relaxed);
                     }
+                    let around = Surroundings {
+                        shard,
+                        config: &engine_shared.config,
+                        clock: &engine_shared.clock,
+                        stopping: &engine_shared.stopping,
+                        control: &control_shared.sleeper,
+                    };
                     crate::shard::thread::run(
-                        index,
                         core,
                         handler,
-                        &engine_shared,
+                        &around,
                         control_ends,
                         Waiter::new(waiting),
                     );
@@ -436,7 +332,10 @@ impl<H: Handler + Clone> EngineBuilder<H> {
                     shard: index,
                     source,
                 })?;
-            let _ = shared.shards[index].thread.set(thread.thread().clone());
+            let _ = shared.shards[index]
+                .sleeper
+                .thread
+                .set(thread.thread().clone());
             engine.threads.push(thread);
         }
         // The control plane gets a core of its own when one is spare (SPEC 2).
@@ -451,6 +350,7 @@ impl<H: Handler + Clone> EngineBuilder<H> {
             park: std::time::Duration::from_millis(1),
         };
         let engine_shared = Arc::clone(&shared);
+        let control_shared = Arc::clone(&control);
         let control_thread = std::thread::Builder::new()
             .name("spillway-control".to_string())
             .spawn(move || {
@@ -459,6 +359,7 @@ impl<H: Handler + Clone> EngineBuilder<H> {
                 }
                 crate::control::thread::run(
                     &engine_shared,
+                    &control_shared,
                     control_links,
                     Waiter::new(control_waiting),
                 );
@@ -467,13 +368,13 @@ impl<H: Handler + Clone> EngineBuilder<H> {
                 shard: shard_count,
                 source,
             })?;
-        let _ = shared.control.thread.set(control_thread.thread().clone());
+        let _ = control.sleeper.thread.set(control_thread.thread().clone());
         engine.control_thread = Some(control_thread);
         // The control thread applies its niceness first thing; wait for that (bounded), so
         // that `control_nice` is settled once `start` returns and a caller can favour its own
         // health checker the same way.
         let settled_by = std::time::Instant::now() + CONTROL_START_WAIT;
-        while shared.control.nice.get().is_none() && std::time::Instant::now() < settled_by {
+        while control.nice.get().is_none() && std::time::Instant::now() < settled_by {
             std::thread::sleep(std::time::Duration::from_micros(100));
         }
         Ok(engine)

@@ -27,11 +27,12 @@ use core::fmt;
 use core::marker::PhantomData;
 use std::sync::Mutex;
 
-use crate::engine::EngineShared;
 use crate::message::Message;
 use crate::outcome::{Completion, Outcome, RefusalReason};
 use crate::ring::spsc;
 use crate::shard::queue::Origin;
+use crate::shard::shared::ShardLink;
+use crate::shared::EngineShared;
 use crate::sync::{Arc, Ordering};
 
 /// A submission the engine could not take: the message comes back to the caller.
@@ -66,19 +67,6 @@ impl<T> fmt::Display for Full<T> {
 }
 
 impl<T> std::error::Error for Full<T> {}
-
-/// The shard's end of one ingress's rings.
-pub(crate) struct ShardLink {
-    pub(crate) origin: Origin,
-    pub(crate) submissions: spsc::Consumer<Message>,
-    pub(crate) completions: spsc::Producer<Completion>,
-    /// Where the shard leaves `submissions` when it exits, so the ingress can refuse what
-    /// it pushed too late for the shard to see.
-    pub(crate) orphan: Arc<Mutex<Option<spsc::Consumer<Message>>>>,
-    /// Held while the shard keeps this link; the engine reuses an ingress index only once
-    /// no shard holds its token.
-    pub(crate) _token: Arc<()>,
-}
 
 /// The ingress's end of its rings to one shard.
 struct IngressLink {

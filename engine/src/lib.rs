@@ -1,22 +1,43 @@
 //! Spillway: a lock-free, thread-per-core data-plane engine that keeps a server fast under
 //! overload.
 //!
-//! This crate is built up concept by concept; each module is one of them:
+//! Start at [`engine::Engine`] (the front door), [`handler::Handler`] (your code, run on
+//! the shards) and [`config::Config`] (every setting). A message goes: an
+//! [`ingress::Ingress`] puts it on the ring of the shard that owns its connection; the
+//! shard's loop (`shard::thread`) admits or refuses it (`shard::core`, through the levels of
+//! [`admission`] and [`bucket`]), queues it, runs your handler on it (`shard::run`) and
+//! posts exactly one [`outcome::Completion`] back; the [`control`] plane talks to every
+//! shard over its own rings between data batches.
 //!
-//! - [`ring`]: the bounded queues every cross-thread hand-off goes through: a lock-free
-//!   single-producer/single-consumer ring written for this project ([`ring::spsc`]) and a
-//!   bounded multi-producer ring ([`ring::Mpmc`]). A full ring is a typed answer that hands
-//!   the item back, never a block and never a silent drop.
-//! - [`bucket`]: the per-connection token bucket (GCRA on one atomic), with the rate
-//!   changeable at run time from another thread, and the adaptive rate controller.
-//! - [`clock`]: monotonic nanoseconds from quanta, read once per batch by the data path and
-//!   passed in explicitly, so that tests drive time by hand.
-//! - [`net`]: the TCP front end: its wire protocol ([`net::protocol`], specified in
-//!   `docs/PROTOCOL.md`) and the egress flow control of each connection's replies
-//!   ([`net::egress`]).
-//! - [`client`]: a client for that protocol over a blocking TCP connection, with SPEC 6's
-//!   sender side: `send_with_backpressure` (exponential backoff with full jitter, honouring
-//!   `retry_after` and the flow signals) and batch pacing by CPU load.
+//! # Module map
+//!
+//! The modules stand in layers; each imports only from the modules its row lists, all in
+//! lower layers or its own (never in a cycle). `tests/tests/layering.rs` checks this table
+//! against every `crate::` path in the code.
+//!
+//! | layer | module | what it is | may import |
+//! |---|---|---|---|
+//! | 0 vocabulary | [`message`] | the vocabulary of work: connection, message and tenant ids, priorities, roles, the message itself, the connection-id hasher | - |
+//! | 0 vocabulary | [`outcome`] | how a message ended (delivered, failed, refused, shed, cancelled, dropped) and why | `message` |
+//! | 0 vocabulary | [`config`] | every setting, its default, its allowed range and its TOML form (`spillway check-config`) | `message` |
+//! | 0 vocabulary | `command` | what the control plane and a shard say to each other: commands, replies, drain results | `message` |
+//! | 1 primitives | `sync` | the one switch between std's atomics and loom's | - |
+//! | 1 primitives | [`clock`] | monotonic nanoseconds from quanta, read once per batch | - |
+//! | 1 primitives | [`ring`] | the bounded rings: SPSC written here, MPMC from crossbeam | `sync` |
+//! | 1 primitives | [`bucket`] | the atomic token bucket (GCRA) and its adaptive rate controller | `sync` |
+//! | 1 primitives | `wait` | how an idle thread waits (spin, yield, park) and how it is woken | `config`, `sync` |
+//! | 2 admission levels | [`admission`] | the admission levels shared across shards: circuit breaker, priority caps, tenant counts | `config`, `message`, `sync` |
+//! | 2 admission levels | [`metrics`] | the counters of SPEC 3, per shard and published for readers (`Stats`) | `admission`, `command`, `message`, `outcome`, `sync` |
+//! | 3 shard | `shard` | one data shard: its connections, queues, admission pipeline, handler runs and thread; the `Handler` API (re-exported as `handler`) | `admission`, `bucket`, `clock`, `command`, `config`, `message`, `metrics`, `outcome`, `ring`, `sync`, `wait` |
+//! | 4 engine state | `shared` | what every thread of one engine shares: settings, clock, breaker, tenants, shard mailboxes, stop flags | `admission`, `clock`, `config`, `message`, `metrics`, `shard`, `sync` |
+//! | 5 control plane | [`monitor`] | the overload monitor: queue depths against caps, alerts, history | `message`, `metrics` |
+//! | 5 control plane | [`control`] | the control plane: its thread, the `Control` handle, command latencies | `admission`, `command`, `message`, `metrics`, `monitor`, `ring`, `shared`, `sync`, `wait` |
+//! | 6 front door | [`ingress`] | how producers hand work to shards and hear back (`Ingress`, `SharedIngress`) | `config`, `message`, `outcome`, `ring`, `shard`, `shared`, `sync` |
+//! | 6 front door | [`engine`] | the front door: `Engine::builder`, start, stats, shutdown | `admission`, `clock`, `command`, `config`, `control`, `ingress`, `message`, `metrics`, `monitor`, `ring`, `shard`, `shared`, `sync`, `wait` |
+//! | 6 front door | [`simulation`] | one shard on a hand-driven clock, for exact tests | `admission`, `config`, `message`, `metrics`, `outcome`, `shard`, `sync` |
+//! | 7 edges | [`net`] | the TCP front end: wire protocol, egress flow control, the server | `config`, `message`, `outcome`, `shard`, `sync` |
+//! | 7 edges | [`client`] | a client of that protocol with `send_with_backpressure` | `clock`, `message`, `net`, `outcome` |
+
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
@@ -25,10 +46,10 @@ pub mod admission;
 pub mod bucket;
 pub mod client;
 pub mod clock;
+pub(crate) mod command;
 pub mod config;
 pub mod control;
 pub mod engine;
-pub mod handler;
 pub mod ingress;
 pub mod message;
 pub mod metrics;
@@ -37,6 +58,8 @@ pub mod net;
 pub mod outcome;
 pub mod ring;
 pub(crate) mod shard;
+pub use shard::handler;
+pub(crate) mod shared;
 pub mod simulation;
 pub(crate) mod wait;
 

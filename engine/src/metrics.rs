@@ -9,6 +9,7 @@
 //! `admitted = delivered + failed + cancelled + dropped + in_flight`.
 
 use crate::admission::breaker::BreakerState;
+use crate::command::CommandKind;
 use crate::message::{Role, TenantId};
 use crate::outcome::{DropReason, FailureReason, Outcome, RefusalReason, ShedReason};
 use crate::sync::{fence, AtomicU64, Ordering};
@@ -414,7 +415,7 @@ pub struct Stats {
     /// (counted by the ingress; such messages never reached admission).
     pub ring_full: u64,
     /// The control plane's command latencies and SLO violations.
-    pub control: crate::control::ControlStats,
+    pub control: ControlStats,
 }
 
 impl Stats {
@@ -465,7 +466,7 @@ impl Stats {
             shards: shard_stats,
             breaker,
             ring_full,
-            control: crate::control::ControlStats::default(),
+            control: ControlStats::default(),
         }
     }
 
@@ -572,4 +573,32 @@ mod loom_tests {
             assert_eq!(snapshot, [2, 2]);
         });
     }
+}
+
+/// Latency of one command type, from request to answer, from an HDR histogram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommandLatency {
+    /// The command type.
+    pub command: CommandKind,
+    /// Commands answered.
+    pub count: u64,
+    /// Median, ns.
+    pub p50_ns: u64,
+    /// 95th percentile, ns.
+    pub p95_ns: u64,
+    /// 99th percentile, ns.
+    pub p99_ns: u64,
+    /// 99.9th percentile, ns.
+    pub p999_ns: u64,
+    /// Slowest, ns.
+    pub max_ns: u64,
+}
+
+/// The control plane's figures, part of [`Stats`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ControlStats {
+    /// Per command type that has been used.
+    pub latency: Vec<CommandLatency>,
+    /// Health checks slower than the SLO (`control.health_slo_ns`).
+    pub slo_violations: u64,
 }

@@ -28,6 +28,7 @@ use crate::metrics::Stats;
 use crate::outcome::{Completion, Outcome};
 use crate::shard::core::ShardCore;
 use crate::shard::queue::Origin;
+use crate::shard::run::run_handlers;
 use crate::sync::Arc;
 
 /// One shard on a hand-driven clock.
@@ -80,9 +81,7 @@ impl<H: Handler> Simulation<H> {
     /// (so each costs `(end_ns - now_ns) / ran`), then does the per-batch upkeep at `end_ns`.
     /// Returns how many ran.
     pub fn run(&mut self, now_ns: u64, end_ns: u64, max: usize) -> usize {
-        let ran = self
-            .core
-            .run_handlers(&mut self.handler, max, now_ns, || end_ns);
+        let ran = run_handlers(&mut self.core, &mut self.handler, max, now_ns, || end_ns);
         for completion in self.core.local_completions.drain(..) {
             self.handler.completed(&completion);
         }

@@ -11,6 +11,8 @@
 //! producer side is one Relaxed load per submission, not a fence, so a submission that
 //! races the shard going to sleep can miss it; the park timeout bounds that delay.
 
+use std::sync::OnceLock;
+use std::thread::Thread;
 use std::time::Duration;
 
 use crate::config::WaitStrategy;
@@ -100,6 +102,29 @@ pub(crate) fn wake_if_sleeping(sleeping: &AtomicBool, handshake: Handshake, wake
     // sleeper sleeps leaves that wake pending, so its sleep returns at once.
     if sleeping.load(Ordering::Relaxed) && sleeping.swap(false, Ordering::Relaxed) {
         wake();
+    }
+}
+
+/// A thread that sleeps when idle, as wakers see it: the flag it raises before it sleeps
+/// ([`Waiter::idle`]) and its handle, set once when it starts.
+#[derive(Debug, Default)]
+pub(crate) struct Sleeper {
+    pub(crate) sleeping: AtomicBool,
+    pub(crate) thread: OnceLock<Thread>,
+}
+
+impl Sleeper {
+    /// Unparks the thread (a no-op before it has started).
+    pub(crate) fn unpark(&self) {
+        if let Some(thread) = self.thread.get() {
+            thread.unpark();
+        }
+    }
+
+    /// Unparks the thread if it sleeps: [`wake_if_sleeping`] with `handshake`.
+    #[inline]
+    pub(crate) fn unpark_if_sleeping(&self, handshake: Handshake) {
+        wake_if_sleeping(&self.sleeping, handshake, || self.unpark());
     }
 }
 

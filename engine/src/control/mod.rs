@@ -24,78 +24,28 @@
 //! engine.shutdown();
 //! ```
 
-pub(crate) mod protocol;
 pub(crate) mod thread;
+
+pub use crate::command::CommandKind;
+pub use crate::metrics::{CommandLatency, ControlStats};
 
 use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender};
 use std::sync::{Mutex, OnceLock};
-use std::thread::Thread;
 use std::time::Duration;
 
 use crate::admission::breaker::BreakerState;
-use crate::engine::EngineShared;
 use crate::message::{ConnectionId, MessageId, Role, TenantId};
 use crate::metrics::Stats;
 use crate::monitor::{Alert, AlertLevel, Monitor, QueueStatus};
 use crate::ring::Mpmc;
+use crate::shared::EngineShared;
 use crate::sync::{Arc, AtomicBool};
+use crate::wait::{Handshake, Sleeper};
 
 /// How long a [`Control`] call waits for its answer unless told otherwise.
 pub const TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
 /// Requests waiting for the control thread, per command class.
 pub(crate) const INBOX_CAPACITY: usize = 1024;
-
-/// The command types, in the order the control thread serves them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum CommandKind {
-    /// Force the breaker open or closed, or reset it.
-    Breaker,
-    /// Liveness, readiness or full health.
-    Health,
-    /// Drain a connection.
-    Drain,
-    /// Cancel a queued message.
-    Cancel,
-    /// Change a cap at run time.
-    SetLimit,
-    /// Change a rate at run time.
-    SetRate,
-    /// Register, remove or message a named component.
-    Component,
-}
-
-impl CommandKind {
-    /// Every kind, in serving order.
-    pub const ALL: [CommandKind; 7] = [
-        CommandKind::Breaker,
-        CommandKind::Health,
-        CommandKind::Drain,
-        CommandKind::Cancel,
-        CommandKind::SetLimit,
-        CommandKind::SetRate,
-        CommandKind::Component,
-    ];
-    /// Number of kinds.
-    pub const COUNT: usize = Self::ALL.len();
-
-    /// Position in serving order.
-    pub const fn index(self) -> usize {
-        self as usize
-    }
-
-    /// A stable snake_case name for reports.
-    pub const fn name(self) -> &'static str {
-        match self {
-            CommandKind::Breaker => "breaker",
-            CommandKind::Health => "health",
-            CommandKind::Drain => "drain",
-            CommandKind::Cancel => "cancel",
-            CommandKind::SetLimit => "set_limit",
-            CommandKind::SetRate => "set_rate",
-            CommandKind::Component => "component",
-        }
-    }
-}
 
 /// Which health check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -229,34 +179,6 @@ pub enum ControlError {
     NoRoom(u64),
 }
 
-/// Latency of one command type, from request to answer, from an HDR histogram.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CommandLatency {
-    /// The command type.
-    pub command: CommandKind,
-    /// Commands answered.
-    pub count: u64,
-    /// Median, ns.
-    pub p50_ns: u64,
-    /// 95th percentile, ns.
-    pub p95_ns: u64,
-    /// 99th percentile, ns.
-    pub p99_ns: u64,
-    /// 99.9th percentile, ns.
-    pub p999_ns: u64,
-    /// Slowest, ns.
-    pub max_ns: u64,
-}
-
-/// The control plane's figures, part of [`Stats`].
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ControlStats {
-    /// Per command type that has been used.
-    pub latency: Vec<CommandLatency>,
-    /// Health checks slower than the SLO (`control.health_slo_ns`).
-    pub slo_violations: u64,
-}
-
 /// A component's handler for control messages: bytes in, bytes out, run on the control
 /// thread.
 pub type ComponentHandler = Box<dyn FnMut(&[u8]) -> Vec<u8> + Send>;
@@ -314,8 +236,8 @@ pub(crate) struct Request {
 pub(crate) struct ControlShared {
     /// One inbox per command kind, served in kind order.
     pub(crate) inboxes: Box<[Mpmc<Request>]>,
-    pub(crate) thread: OnceLock<Thread>,
-    pub(crate) sleeping: AtomicBool,
+    /// The control thread: handles unpark it, shards wake it after a reply.
+    pub(crate) sleeper: Sleeper,
     /// Set after the shards have exited: answer what is left with `Stopped` and exit.
     pub(crate) stopping: AtomicBool,
     /// Set by the control thread under this lock when it drains its inboxes for the last
@@ -336,8 +258,7 @@ impl ControlShared {
             inboxes: (0..CommandKind::COUNT)
                 .map(|_| Mpmc::new(INBOX_CAPACITY))
                 .collect(),
-            thread: OnceLock::new(),
-            sleeping: AtomicBool::new(false),
+            sleeper: Sleeper::default(),
             stopping: AtomicBool::new(false),
             closed: Mutex::new(false),
             nice: OnceLock::new(),
@@ -346,19 +267,19 @@ impl ControlShared {
         }
     }
 
+    /// Unparks the control thread if it is parked, never missing one that is about to
+    /// (fenced: requests are rare next to messages).
     pub(crate) fn wake(&self) {
-        if let Some(thread) = self.thread.get() {
-            thread.unpark();
-        }
+        self.sleeper.unpark_if_sleeping(Handshake::Fenced);
     }
 
-    /// Unparks the control thread if it is parked (a shard that just replied calls this).
-    /// Fenced, so a reply never waits out the park timeout; replies are rare, so the fence
-    /// costs nothing that matters.
-    pub(crate) fn wake_if_sleeping(&self) {
-        crate::wait::wake_if_sleeping(&self.sleeping, crate::wait::Handshake::Fenced, || {
-            self.wake()
-        });
+    /// The engine's counters with the control plane's latency figures.
+    pub(crate) fn stats(&self, engine: &EngineShared) -> Stats {
+        let mut stats = engine.stats();
+        if let Ok(book) = self.latency.lock() {
+            stats.control = book.stats();
+        }
+        stats
     }
 }
 
@@ -366,6 +287,7 @@ impl ControlShared {
 #[derive(Clone)]
 pub struct Control {
     engine: Arc<EngineShared>,
+    control: Arc<ControlShared>,
     timeout: Duration,
 }
 
@@ -407,12 +329,13 @@ impl Control {
     /// The niceness the control-plane thread runs at (see
     /// [`Engine::control_nice`](crate::engine::Engine::control_nice)).
     pub fn thread_nice(&self) -> Option<i32> {
-        self.engine.control.nice.get().copied().flatten()
+        self.control.nice.get().copied().flatten()
     }
 
-    pub(crate) fn new(engine: Arc<EngineShared>) -> Self {
+    pub(crate) fn new(engine: Arc<EngineShared>, control: Arc<ControlShared>) -> Self {
         Self {
             engine,
+            control,
             timeout: TIMEOUT_DEFAULT,
         }
     }
@@ -420,8 +343,8 @@ impl Control {
     /// A handle whose calls wait at most `timeout` for their answer.
     pub fn with_timeout(&self, timeout: Duration) -> Self {
         Self {
-            engine: Arc::clone(&self.engine),
             timeout,
+            ..self.clone()
         }
     }
 
@@ -526,7 +449,7 @@ impl Control {
     /// Every counter, with the control plane's latencies (see
     /// [`Engine::stats`](crate::engine::Engine::stats)).
     pub fn stats(&self) -> Stats {
-        self.engine.stats()
+        self.control.stats(&self.engine)
     }
 
     /// Every queue's status at the monitor's last sample.
@@ -551,7 +474,6 @@ impl Control {
 
     fn with_monitor<R>(&self, read: impl FnOnce(&Monitor) -> R) -> R {
         let monitor = self
-            .engine
             .control
             .monitor
             .lock()
@@ -562,7 +484,6 @@ impl Control {
     /// Queues `command` without waiting for its answer.
     fn enqueue(&self, command: Command) -> Result<std::sync::mpsc::Receiver<Answer>, ControlError> {
         let closed = self
-            .engine
             .control
             .closed
             .lock()
@@ -577,7 +498,7 @@ impl Control {
             answer,
             received_ns: self.engine.clock.now_ns(),
         };
-        let control = &self.engine.control;
+        let control = &self.control;
         if control.inboxes[kind.index()].push(request).is_err() {
             return Err(ControlError::Busy);
         }

@@ -10,19 +10,19 @@ use std::collections::{HashMap, VecDeque};
 use hdrhistogram::Histogram;
 
 use crate::admission::breaker::BreakerState;
-use crate::engine::EngineShared;
 use crate::message::Role;
 use crate::monitor::{shard_samples, AlertLevel, QueueId, QueueSample};
 use crate::ring::spsc;
-use crate::shard::core::RateScope;
+use crate::shared::EngineShared;
 use crate::sync::Ordering;
 use crate::wait::Waiter;
 
-use super::protocol::{ShardCommand, ShardReply};
 use super::{
     Answer, CancelOutcome, Command, CommandKind, CommandLatency, ComponentHandler, ControlError,
-    ControlStats, DrainReport, Health, HealthKind, Limit, RateTarget, Request, ShardHealth,
+    ControlShared, ControlStats, DrainReport, Health, HealthKind, Limit, RateTarget, Request,
+    ShardHealth,
 };
+use crate::command::{DrainResult, RateScope, ShardCommand, ShardReply};
 
 /// Requests served per turn before the thread looks at shard replies again, so that a
 /// flood of one kind cannot hold answers back.
@@ -108,6 +108,7 @@ enum PendingState {
 
 struct ControlLoop<'a> {
     engine: &'a EngineShared,
+    control: &'a ControlShared,
     links: Vec<ControlLink>,
     /// Commands a shard's full ring could not take yet, in order.
     backlog: Vec<VecDeque<ShardCommand>>,
@@ -121,15 +122,18 @@ struct ControlLoop<'a> {
     ring_capacity: usize,
 }
 
-pub(crate) fn run(engine: &EngineShared, links: Vec<ControlLink>, mut waiter: Waiter) {
-    let _ = engine
-        .control
-        .nice
-        .set(raise_priority(engine.config.control.nice));
+pub(crate) fn run(
+    engine: &EngineShared,
+    control: &ControlShared,
+    links: Vec<ControlLink>,
+    mut waiter: Waiter,
+) {
+    let _ = control.nice.set(raise_priority(engine.config.control.nice));
     let shards = links.len();
     let config = &engine.config;
     let mut state = ControlLoop {
         engine,
+        control,
         backlog: (0..shards).map(|_| VecDeque::new()).collect(),
         outstanding: vec![0; shards],
         links,
@@ -139,7 +143,6 @@ pub(crate) fn run(engine: &EngineShared, links: Vec<ControlLink>, mut waiter: Wa
         role_caps: config.caps.role_messages.map(u64::from),
         ring_capacity: config.control.ring_capacity,
     };
-    let control = &engine.control;
     let mut monitor_due_ns = engine.clock.now_ns() + config.monitor.interval_ns;
     loop {
         // Acquire: pairs with the Release store in `Engine::stop`, made after every shard
@@ -169,7 +172,7 @@ pub(crate) fn run(engine: &EngineShared, links: Vec<ControlLink>, mut waiter: Wa
             waiter.found_work();
         } else {
             waiter.idle(
-                &control.sleeping,
+                &control.sleeper.sleeping,
                 || {
                     control.stopping.load(Ordering::Relaxed)
                         || control.inboxes.iter().any(|inbox| !inbox.is_empty())
@@ -482,7 +485,7 @@ impl ControlLoop<'_> {
                 Answer::Health(self.health(kind, shards))
             }
             PendingState::Drain { connection } => {
-                let result = drained.unwrap_or(crate::shard::core::DrainResult {
+                let result = drained.unwrap_or(DrainResult {
                     finished: 0,
                     cancelled: 0,
                 });
@@ -518,7 +521,7 @@ impl ControlLoop<'_> {
     fn health(&self, kind: HealthKind, shards: Vec<ShardHealth>) -> Health {
         let engine = self.engine;
         let breaker = engine.breaker.read().state();
-        let alert_level = engine
+        let alert_level = self
             .control
             .monitor
             .lock()
@@ -551,7 +554,7 @@ impl ControlLoop<'_> {
 
     fn record(&self, kind: CommandKind, received_ns: u64) {
         let latency_ns = self.engine.clock.now_ns().saturating_sub(received_ns);
-        if let Ok(mut book) = self.engine.control.latency.lock() {
+        if let Ok(mut book) = self.control.latency.lock() {
             book.record(kind, latency_ns, self.engine.config.control.health_slo_ns);
         }
     }
@@ -579,7 +582,7 @@ impl ControlLoop<'_> {
             });
         }
         let overloaded = {
-            let Ok(mut monitor) = engine.control.monitor.lock() else {
+            let Ok(mut monitor) = self.control.monitor.lock() else {
                 return;
             };
             monitor.sample(now_ns, samples);
@@ -594,7 +597,6 @@ impl ControlLoop<'_> {
     /// Answers everything still waiting with `Stopped`, and closes the inboxes.
     fn stop(&mut self) {
         let mut closed = self
-            .engine
             .control
             .closed
             .lock()
@@ -606,7 +608,7 @@ impl ControlLoop<'_> {
                 .answer
                 .send(Answer::Error(ControlError::Stopped));
         }
-        for inbox in self.engine.control.inboxes.iter() {
+        for inbox in self.control.inboxes.iter() {
             while let Some(request) = inbox.pop() {
                 let _ = request.answer.send(Answer::Error(ControlError::Stopped));
             }
@@ -639,89 +641,4 @@ fn invalid_cap(max_pending: u32) -> ControlError {
         allowed: "1..=16777216",
         got: max_pending.to_string(),
     }
-}
-
-/// The shard's side: answers every command waiting in its ring. Called by the shard
-/// thread before each data batch.
-pub(crate) fn serve_shard_commands(
-    core: &mut crate::shard::core::ShardCore,
-    commands: &mut spsc::Consumer<ShardCommand>,
-    replies: &mut spsc::Producer<ShardReply>,
-    now_ns: u64,
-) -> bool {
-    let mut any = false;
-    while let Some(command) = commands.pop() {
-        any = true;
-        let reply = match command {
-            ShardCommand::Ping { request } => Some(ShardReply::Pong {
-                request,
-                shard: core.index(),
-                pending_messages: core.pending() as u64,
-                connections: core.connection_count() as u64,
-                backpressure: core.backpressure_active(),
-            }),
-            ShardCommand::Drain {
-                request,
-                connection,
-                finish_queued,
-            } => core
-                .begin_drain(connection, finish_queued, request, now_ns)
-                .map(|result| ShardReply::Drained { request, result }),
-            ShardCommand::Cancel {
-                request,
-                connection,
-                message,
-            } => Some(ShardReply::Cancelled {
-                request,
-                found: core.cancel(connection, message, now_ns),
-            }),
-            ShardCommand::SetRoleCap {
-                request,
-                role,
-                max_pending,
-            } => {
-                core.set_role_cap(role, max_pending);
-                Some(ShardReply::Applied {
-                    request,
-                    changed: 1,
-                })
-            }
-            ShardCommand::SetConnectionCap {
-                request,
-                connection,
-                max_pending,
-            } => Some(ShardReply::Applied {
-                request,
-                changed: usize::from(core.set_connection_cap(connection, max_pending, now_ns)),
-            }),
-            ShardCommand::SetRate {
-                request,
-                scope,
-                rate_per_sec,
-            } => Some(ShardReply::Applied {
-                request,
-                changed: core.set_rate(scope, rate_per_sec, now_ns),
-            }),
-        };
-        if let Some(reply) = reply {
-            // Room is guaranteed: the control thread never has more commands outstanding
-            // to this shard than the reply ring holds.
-            let _ = replies.push(reply);
-        }
-    }
-    any
-}
-
-/// Sends the replies of drains that finished since the last call.
-pub(crate) fn report_finished_drains(
-    core: &mut crate::shard::core::ShardCore,
-    replies: &mut spsc::Producer<ShardReply>,
-    scratch: &mut Vec<(u64, crate::shard::core::DrainResult)>,
-) -> bool {
-    scratch.clear();
-    core.finished_drains(scratch);
-    for &(request, result) in scratch.iter() {
-        let _ = replies.push(ShardReply::Drained { request, result });
-    }
-    !scratch.is_empty()
 }

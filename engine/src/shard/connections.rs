@@ -14,8 +14,6 @@ use crate::admission::tenants::TenantIndex;
 use crate::bucket::TokenBucket;
 use crate::message::{ConnectionId, ConnectionIdHasher, Priority, TenantId};
 
-use super::queue::List;
-
 /// Most entries one insertion examines for an idle connection to evict.
 pub(crate) const EVICTION_SCAN_MAX: usize = 64;
 
@@ -92,6 +90,28 @@ impl ConnectionState {
 
 fn nonzero(value: u32) -> core::num::NonZeroU32 {
     core::num::NonZeroU32::new(value.max(1)).expect("max(1) is non-zero")
+}
+
+/// The end of a list through the pending queue's slab: no slot.
+pub(super) const NIL: u32 = u32::MAX;
+
+/// A connection's queue at one priority: the ends of its list through the pending queue's
+/// slab (`shard::queue`), [`NIL`] when empty.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct List {
+    pub(super) head: u32,
+    pub(super) tail: u32,
+}
+
+impl List {
+    pub(crate) const EMPTY: List = List {
+        head: NIL,
+        tail: NIL,
+    };
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.head == NIL
+    }
 }
 
 /// Index of a connection's entry in the table.

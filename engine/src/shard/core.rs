@@ -8,17 +8,15 @@
 //! tenant's shared cap), level 1 (the connection's token bucket), queue. The first level
 //! that says no decides the outcome; a level that is switched off is skipped.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
-
 use crate::admission::breaker::{BreakerReading, BreakerWindow, CircuitBreaker, Transition};
 use crate::admission::caps::Thresholds;
 use crate::admission::tenants::{TenantIndex, TenantTable};
 use crate::bucket::{adaptive_decide, AdaptiveSettings};
+use crate::command::{DrainResult, RateScope};
 use crate::config::{BreakerConfig, CapAction, Config, Levels, QueueDropPolicy};
-use crate::handler::{Handler, ShardContext};
 use crate::message::{Message, Priority, Role, TenantId};
 use crate::metrics::{PublishedCounters, ShardCounters};
-use crate::outcome::{Completion, DropReason, FailureReason, Outcome, RefusalReason, ShedReason};
+use crate::outcome::{Completion, DropReason, Outcome, RefusalReason, ShedReason};
 use crate::sync::Arc;
 
 use super::connections::{ConnectionTable, Slot};
@@ -107,13 +105,6 @@ struct Drain {
     request: u64,
     pending_at_start: u64,
     cancelled: u64,
-}
-
-/// How a drain ended: messages that ran to completion and messages cancelled.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct DrainResult {
-    pub(crate) finished: u64,
-    pub(crate) cancelled: u64,
 }
 
 /// Retry-after for cap refusals when no handler time has been measured yet.
@@ -573,48 +564,32 @@ impl ShardCore {
 
     // ----- running handlers ------------------------------------------------------------
 
-    /// Runs up to `max` queued messages, highest priority first, each to completion.
-    /// `now_ns` is the batch's time; `batch_end_ns` is called once after the batch for the
-    /// latencies of the messages it finished. Returns how many ran.
-    pub(crate) fn run_handlers<H: Handler>(
-        &mut self,
-        handler: &mut H,
-        max: usize,
-        now_ns: u64,
-        batch_end_ns: impl FnOnce() -> u64,
-    ) -> usize {
-        self.batch_finished.clear();
-        let mut ran = 0;
-        while ran < max {
-            let Some(entry) = self.queue.pop_next(&mut self.connections) else {
-                break;
-            };
-            ran += 1;
-            let result = catch_unwind(AssertUnwindSafe(|| {
-                let mut context = ShardContext::new(&mut *self, now_ns);
-                handler.handle(&entry.message, &mut context)
-            }));
-            let outcome = match result {
-                Ok(Ok(())) => Outcome::Delivered,
-                Ok(Err(_)) => Outcome::Failed {
-                    reason: FailureReason::HandlerError,
-                },
-                Err(_) => Outcome::Failed {
-                    reason: FailureReason::HandlerPanic,
-                },
-            };
-            self.batch_finished.push(Finished {
-                connection: entry.connection,
-                admitted_ns: entry.admitted_ns,
-                failed: outcome != Outcome::Delivered,
-            });
-            let role = entry.message.role;
-            self.finish(entry, outcome);
-            self.after_queue_change(role, now_ns);
-        }
+    /// The next queued message to run, highest priority first, fairly across connections
+    /// within a priority (see `shard::run`, which runs it).
+    pub(crate) fn next_to_run(&mut self) -> Option<Entry> {
+        self.queue.pop_next(&mut self.connections)
+    }
+
+    /// Ends a message that ran with `outcome`: releases what it held, counts it, sends its
+    /// completion, and keeps it for the batch's latency figures ([`end_batch`](Self::end_batch)).
+    pub(crate) fn finish_run(&mut self, entry: Entry, outcome: Outcome, now_ns: u64) {
+        self.batch_finished.push(Finished {
+            connection: entry.connection,
+            admitted_ns: entry.admitted_ns,
+            failed: outcome != Outcome::Delivered,
+        });
+        let role = entry.message.role;
+        self.finish(entry, outcome);
+        self.after_queue_change(role, now_ns);
+    }
+
+    /// Closes a batch of `ran` messages that started at `start_ns` and ended at `end_ns`:
+    /// the mean handler time, and each finished message's latency for the breaker's window
+    /// and its connection's adaptive rate.
+    pub(crate) fn end_batch(&mut self, ran: usize, start_ns: u64, end_ns: u64) {
         if ran > 0 {
-            let end_ns = batch_end_ns().max(now_ns);
-            let per_message_ns = (end_ns - now_ns) / ran as u64;
+            let end_ns = end_ns.max(start_ns);
+            let per_message_ns = (end_ns - start_ns) / ran as u64;
             self.service_ns_mean = (self.service_ns_mean * 7 + per_message_ns.max(1)).div_ceil(8);
             for finished in &self.batch_finished {
                 let latency_ns = end_ns.saturating_sub(finished.admitted_ns);
@@ -623,7 +598,7 @@ impl ShardCore {
                 state.interval_latency_max_ns = state.interval_latency_max_ns.max(latency_ns);
             }
         }
-        ran
+        self.batch_finished.clear();
     }
 
     /// Releases what `entry` held, counts how it ended, and sends its completion.
@@ -904,13 +879,6 @@ impl Drain {
             cancelled: self.cancelled,
         }
     }
-}
-
-/// Which connections a rate change applies to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum RateScope {
-    Connection(crate::message::ConnectionId),
-    Tenant(TenantId),
 }
 
 fn refused(reason: RefusalReason, retry_after_ns: u64) -> Outcome {

@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use crate::admission::tenants::TenantIndex;
 use crate::message::{Message, Priority};
 
-use super::connections::{ConnectionTable, Slot};
+use super::connections::{ConnectionTable, Slot, NIL};
 
 /// Where a message came from, so its completion goes back there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,30 +41,10 @@ pub(crate) struct Entry {
     pub(crate) tenant_charged: bool,
 }
 
-const NIL: u32 = u32::MAX;
-
 /// Bytes each connection the shard can hold reserves in the round-robin rings (one slot
 /// per priority).
 pub(crate) const ROUND_ROBIN_BYTES_PER_CONNECTION: usize =
     Priority::COUNT * core::mem::size_of::<Slot>();
-
-/// A connection's queue at one priority: ends of a list through the slab.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct List {
-    head: u32,
-    tail: u32,
-}
-
-impl List {
-    pub(crate) const EMPTY: List = List {
-        head: NIL,
-        tail: NIL,
-    };
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.head == NIL
-    }
-}
 
 #[derive(Debug)]
 struct SlabSlot {

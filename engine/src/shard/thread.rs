@@ -7,18 +7,20 @@
 //! Admission always runs before handlers, so overload shows up as counted refusals with a
 //! retry-after, not as full rings.
 
-use crate::control::protocol::{ShardCommand, ShardReply};
-use crate::control::thread::{report_finished_drains, serve_shard_commands};
-use crate::engine::EngineShared;
-use crate::handler::{Handler, ShardContext};
-use crate::ingress::ShardLink;
+use crate::clock::Clock;
+use crate::command::{ShardCommand, ShardReply};
+use crate::config::{Config, INGRESSES_MAX};
 use crate::outcome::Completion;
 use crate::ring::spsc;
-use crate::sync::Ordering;
-use crate::wait::Waiter;
+use crate::sync::{AtomicBool, Ordering};
+use crate::wait::{Handshake, Sleeper, Waiter};
 
+use super::commands::{report_finished_drains, serve_shard_commands};
 use super::core::ShardCore;
+use super::handler::{Handler, ShardContext};
 use super::queue::Origin;
+use super::run::run_handlers;
+use super::shared::{ShardLink, ShardShared};
 
 /// How often, at most, the counters are published for `Stats` readers while busy, in ns
 /// (and once more when the shard goes idle, if anything changed).
@@ -51,21 +53,39 @@ struct Link {
     in_flight: usize,
 }
 
+/// What a shard thread sees of the engine around it: its own shared state, the settings and
+/// clock, the stop flag, and the control thread to wake when it has answered a command.
+pub(crate) struct Surroundings<'a> {
+    pub(crate) shard: &'a ShardShared,
+    pub(crate) config: &'a Config,
+    pub(crate) clock: &'a Clock,
+    /// Set by `Engine::shutdown`.
+    pub(crate) stopping: &'a AtomicBool,
+    pub(crate) control: &'a Sleeper,
+}
+
+impl Surroundings<'_> {
+    /// Wakes the control thread after a reply: fenced, so a reply never waits out its park
+    /// timeout; replies are rare, so the fence costs nothing that matters.
+    fn wake_control(&self) {
+        self.control.unpark_if_sleeping(Handshake::Fenced);
+    }
+}
+
 pub(crate) fn run<H: Handler>(
-    index: usize,
     mut core: ShardCore,
     mut handler: H,
-    engine: &EngineShared,
+    around: &Surroundings<'_>,
     (mut commands, mut replies): (spsc::Consumer<ShardCommand>, spsc::Producer<ShardReply>),
     mut waiter: Waiter,
 ) {
     let mut drains_done = Vec::new();
-    let shard = &engine.shards[index];
-    let config = &engine.config;
-    let clock = &engine.clock;
+    let shard = around.shard;
+    let config = around.config;
+    let clock = around.clock;
     // Indexed by ingress index; `active` lists the occupied ones in arrival order.
-    let mut links: Vec<Option<Link>> = (0..crate::config::INGRESSES_MAX).map(|_| None).collect();
-    let mut active: Vec<u16> = Vec::with_capacity(crate::config::INGRESSES_MAX);
+    let mut links: Vec<Option<Link>> = (0..INGRESSES_MAX).map(|_| None).collect();
+    let mut active: Vec<u16> = Vec::with_capacity(INGRESSES_MAX);
     let mut scratch = Vec::new();
     let mut published_ns = 0;
     let mut stopping = false;
@@ -81,7 +101,7 @@ pub(crate) fn run<H: Handler>(
         // registration landing between the two went unseen in the turn that ended the
         // loop, and its messages got no completion at all.
         // Acquire: pairs with the Release store in `Engine::stop`.
-        if !stopping && engine.stopping.load(Ordering::Acquire) {
+        if !stopping && around.stopping.load(Ordering::Acquire) {
             stopping = true;
             core.close_intake();
         }
@@ -94,7 +114,7 @@ pub(crate) fn run<H: Handler>(
         // Control first: it waits for at most the batch before it, never for the backlog.
         let mut controlled = serve_shard_commands(&mut core, &mut commands, &mut replies, now_ns);
         if controlled {
-            engine.control.wake_if_sleeping();
+            around.wake_control();
         }
 
         // Code that feeds the shard from outside (sockets) admits with an immediate verdict.
@@ -111,12 +131,11 @@ pub(crate) fn run<H: Handler>(
             &mut core,
             &mut links,
             &active,
-            engine,
-            index,
+            shard,
             config.admission_batch_max,
             now_ns,
         );
-        route(&mut core, &mut links, engine, index);
+        route(&mut core, &mut links, shard);
 
         // Handlers, in batches back to back while the queue has work, up to
         // `admission_batch_max` handlers per turn (as many as one ring may admit) and
@@ -131,7 +150,7 @@ pub(crate) fn run<H: Handler>(
         if stopping && !config.shutdown_finishes_queued {
             core.cancel_all(now_ns);
             hand_local_completions(&mut core, &mut handler);
-            route(&mut core, &mut links, engine, index);
+            route(&mut core, &mut links, shard);
         } else {
             // The budget starts after admission and the front end's socket work (a turn's
             // worth of system calls), which must not use it up nor count as handler time in
@@ -148,7 +167,7 @@ pub(crate) fn run<H: Handler>(
                 // The batch's end time, read once by `run_handlers` for its latencies, is
                 // also the next batch's start.
                 let mut batch_end_ns = batch_ns;
-                let batch = core.run_handlers(&mut handler, batch_size, batch_ns, || {
+                let batch = run_handlers(&mut core, &mut handler, batch_size, batch_ns, || {
                     batch_end_ns = clock.now_ns();
                     batch_end_ns
                 });
@@ -161,11 +180,11 @@ pub(crate) fn run<H: Handler>(
                 let allowance = config.admission_batch_max.saturating_sub(taken_from_rings);
                 if allowance > 0 && batch_ns.saturating_sub(admission_ns) >= ADMISSION_INTERVAL_NS {
                     taken_from_rings += admit_from_rings(
-                        &mut core, &mut links, &active, engine, index, allowance, batch_ns,
+                        &mut core, &mut links, &active, shard, allowance, batch_ns,
                     );
                     admission_ns = batch_ns;
                 }
-                route(&mut core, &mut links, engine, index);
+                route(&mut core, &mut links, shard);
                 if core.pending() == 0 || ran >= config.admission_batch_max {
                     break;
                 }
@@ -173,13 +192,13 @@ pub(crate) fn run<H: Handler>(
                     break;
                 }
                 if serve_shard_commands(&mut core, &mut commands, &mut replies, batch_ns) {
-                    engine.control.wake_if_sleeping();
+                    around.wake_control();
                     controlled = true;
                 }
             }
         }
         if report_finished_drains(&mut core, &mut replies, &mut drains_done) {
-            engine.control.wake_if_sleeping();
+            around.wake_control();
         }
         // Relaxed: an advisory signal for producers.
         shard
@@ -216,12 +235,12 @@ pub(crate) fn run<H: Handler>(
         }
         if idle {
             waiter.idle(
-                &shard.sleeping,
+                &shard.sleeper.sleeping,
                 || {
                     !shard.registrations.is_empty()
                         || !commands.is_empty()
                         || !shard.shared_submissions.is_empty()
-                        || engine.stopping.load(Ordering::Relaxed)
+                        || around.stopping.load(Ordering::Relaxed)
                         || active.iter().any(|&slot| {
                             links[slot as usize]
                                 .as_ref()
@@ -276,12 +295,10 @@ fn admit_from_rings(
     core: &mut ShardCore,
     links: &mut [Option<Link>],
     active: &[u16],
-    engine: &EngineShared,
-    index: usize,
+    shard: &ShardShared,
     limit: usize,
     now_ns: u64,
 ) -> usize {
-    let shard = &engine.shards[index];
     let mut taken = 0;
     for &slot in active {
         let Some(Link { link, in_flight }) = links[slot as usize].as_mut() else {
@@ -327,10 +344,10 @@ fn admit_from_rings(
 }
 
 /// Sends the completions the core produced to the rings they belong to.
-fn route(core: &mut ShardCore, links: &mut [Option<Link>], engine: &EngineShared, index: usize) {
+fn route(core: &mut ShardCore, links: &mut [Option<Link>], shard: &ShardShared) {
     for (origin, completion) in core.outbox.drain(..) {
         if origin == Origin::SHARED {
-            let _ = engine.shards[index].shared_completions.push(completion);
+            let _ = shard.shared_completions.push(completion);
         } else if let Some(entry) = links[origin.0 as usize].as_mut() {
             entry.in_flight -= 1;
             // Room is guaranteed by the ingress's credit; a consumer that is gone

@@ -4,11 +4,12 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::engine::EventWaker;
 use crate::message::{ConnectionId, Message, MessageId};
 use crate::outcome::{Completion, Outcome};
-use crate::shard::core::ShardCore;
-use crate::shard::queue::Origin;
+
+use super::core::ShardCore;
+use super::queue::Origin;
+use super::shared::{shard_of_connection, EventWaker};
 
 /// A handler's refusal of one message; the message completes
 /// [`Outcome::Failed`] with
@@ -147,7 +148,7 @@ impl<'a> ShardContext<'a> {
     /// Whether this shard owns `connection` (the engine's connection-to-shard map): only
     /// messages of connections it owns may be admitted here.
     pub fn owns(&self, connection: ConnectionId) -> bool {
-        crate::engine::shard_of_connection(connection, self.core.shard_count()) == self.core.index()
+        shard_of_connection(connection, self.core.shard_count()) == self.core.index()
     }
 
     /// The first connection id at or after `from` that this shard owns (ids are spread

@@ -1,11 +1,12 @@
 //! What the control thread and a shard say to each other over their pair of SPSC rings:
 //! commands one way, replies the other. A shard reads its command ring before every data
 //! batch, so a command waits for at most one bounded batch whatever the data load.
+//!
+//! Vocabulary: both the control plane and the shard speak it, so it lives below both.
 
 use core::num::NonZeroU32;
 
-use crate::message::{ConnectionId, MessageId, Role};
-use crate::shard::core::{DrainResult, RateScope};
+use crate::message::{ConnectionId, MessageId, Role, TenantId};
 
 /// A command to one shard. `request` ties the reply to the control-plane request.
 #[derive(Clone, Copy, Debug)]
@@ -75,6 +76,72 @@ impl ShardReply {
             | ShardReply::Drained { request, .. }
             | ShardReply::Cancelled { request, .. }
             | ShardReply::Applied { request, .. } => request,
+        }
+    }
+}
+
+/// How a drain ended: messages that ran to completion and messages cancelled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct DrainResult {
+    pub(crate) finished: u64,
+    pub(crate) cancelled: u64,
+}
+
+/// Which connections a rate change applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RateScope {
+    Connection(ConnectionId),
+    Tenant(TenantId),
+}
+
+/// The command types, in the order the control thread serves them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CommandKind {
+    /// Force the breaker open or closed, or reset it.
+    Breaker,
+    /// Liveness, readiness or full health.
+    Health,
+    /// Drain a connection.
+    Drain,
+    /// Cancel a queued message.
+    Cancel,
+    /// Change a cap at run time.
+    SetLimit,
+    /// Change a rate at run time.
+    SetRate,
+    /// Register, remove or message a named component.
+    Component,
+}
+
+impl CommandKind {
+    /// Every kind, in serving order.
+    pub const ALL: [CommandKind; 7] = [
+        CommandKind::Breaker,
+        CommandKind::Health,
+        CommandKind::Drain,
+        CommandKind::Cancel,
+        CommandKind::SetLimit,
+        CommandKind::SetRate,
+        CommandKind::Component,
+    ];
+    /// Number of kinds.
+    pub const COUNT: usize = Self::ALL.len();
+
+    /// Position in serving order.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// A stable snake_case name for reports.
+    pub const fn name(self) -> &'static str {
+        match self {
+            CommandKind::Breaker => "breaker",
+            CommandKind::Health => "health",
+            CommandKind::Drain => "drain",
+            CommandKind::Cancel => "cancel",
+            CommandKind::SetLimit => "set_limit",
+            CommandKind::SetRate => "set_rate",
+            CommandKind::Component => "component",
         }
     }
 }

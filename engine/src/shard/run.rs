@@ -1,0 +1,47 @@
+//! Running handlers: a batch of queued messages, highest priority first, each to
+//! completion. A handler's error fails its message with `HandlerError`; a panic is caught
+//! and fails it with `HandlerPanic`, and the shard keeps running.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::outcome::{FailureReason, Outcome};
+
+use super::core::ShardCore;
+use super::handler::{Handler, ShardContext};
+
+/// Runs up to `max` queued messages on `core` with `handler`. `now_ns` is the batch's time;
+/// `batch_end_ns` is called once after the batch for the latencies of the messages it
+/// finished. Returns how many ran.
+pub(crate) fn run_handlers<H: Handler>(
+    core: &mut ShardCore,
+    handler: &mut H,
+    max: usize,
+    now_ns: u64,
+    batch_end_ns: impl FnOnce() -> u64,
+) -> usize {
+    let mut ran = 0;
+    while ran < max {
+        let Some(entry) = core.next_to_run() else {
+            break;
+        };
+        ran += 1;
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            let mut context = ShardContext::new(&mut *core, now_ns);
+            handler.handle(&entry.message, &mut context)
+        }));
+        let outcome = match result {
+            Ok(Ok(())) => Outcome::Delivered,
+            Ok(Err(_)) => Outcome::Failed {
+                reason: FailureReason::HandlerError,
+            },
+            Err(_) => Outcome::Failed {
+                reason: FailureReason::HandlerPanic,
+            },
+        };
+        core.finish_run(entry, outcome, now_ns);
+    }
+    if ran > 0 {
+        core.end_batch(ran, now_ns, batch_end_ns());
+    }
+    ran
+}
