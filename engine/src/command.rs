@@ -54,6 +54,8 @@ pub(crate) enum ShardReply {
         pending_messages: u64,
         connections: u64,
         backpressure: bool,
+        /// The shard thread panicked outside a handler and now fails what reaches it.
+        lost: bool,
     },
     Drained {
         request: u64,

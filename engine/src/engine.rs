@@ -168,6 +168,14 @@ impl Engine {
         &self.shared.clock
     }
 
+    /// Arms a test hook: the `after + 1`-th pass of shard `shard` through `point` panics,
+    /// outside any handler, and the shard is lost (its messages fail `ShardLost`). Only with
+    /// the `fault-injection` feature, for tests.
+    #[cfg(feature = "fault-injection")]
+    pub fn inject_panic(&self, shard: usize, point: crate::fault::FaultPoint, after: u64) {
+        self.shared.shards[shard].fault.arm(point, after);
+    }
+
     /// Stops intake (later messages are refused `ShuttingDown`), finishes what is queued
     /// (or cancels it, per `shutdown_finishes_queued`), posts every completion, joins every
     /// thread, and returns the final counts. Messages an `Ingress` pushes after its shard's
@@ -296,6 +304,7 @@ impl<H: Handler + Clone> EngineBuilder<H> {
                 &shared.config,
                 Arc::clone(&tenants),
                 Arc::clone(&breaker),
+                Arc::clone(&shared.shards[index].fault),
             );
             let handler = self.handler.clone();
             let control_ends = shard_control_ends[index]

@@ -25,6 +25,7 @@
 //! | 1 primitives | [`clock`] | monotonic nanoseconds from quanta, read once per batch | - |
 //! | 1 primitives | [`ring`] | the bounded rings: SPSC written here, MPMC from crossbeam | `sync` |
 //! | 1 primitives | [`bucket`] | the atomic token bucket (GCRA) and its adaptive rate controller | `sync` |
+//! | 1 primitives | `fault` | panics injected at named points of a shard thread, for tests (feature `fault-injection`) | - |
 //! | 1 primitives | `wait` | how an idle thread waits (spin, yield, park) and how it is woken | `config`, `sync` |
 //! | 2 admission levels | [`admission`] | the admission levels shared across shards: circuit breaker, priority caps, tenant counts | `config`, `message`, `sync` |
 //! | 2 admission levels | [`metrics`] | the counters of SPEC 3, per shard and published for readers (`Stats`) | `admission`, `command`, `message`, `outcome`, `sync` |
@@ -50,6 +51,10 @@ pub(crate) mod command;
 pub mod config;
 pub mod control;
 pub mod engine;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
+#[cfg(not(feature = "fault-injection"))]
+pub(crate) mod fault;
 pub mod ingress;
 pub mod message;
 pub mod metrics;

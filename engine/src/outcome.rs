@@ -56,11 +56,19 @@ pub enum FailureReason {
     HandlerError,
     /// The handler panicked; the shard caught it and kept running.
     HandlerPanic,
+    /// The shard thread itself panicked (outside a handler) while it held the message, or
+    /// the message reached a shard that had been lost so: the shard fails everything it
+    /// holds and everything that reaches it afterwards, and its health says it is lost.
+    ShardLost,
 }
 
 impl FailureReason {
     /// Every reason, in counter order.
-    pub const ALL: [FailureReason; 2] = [FailureReason::HandlerError, FailureReason::HandlerPanic];
+    pub const ALL: [FailureReason; 3] = [
+        FailureReason::HandlerError,
+        FailureReason::HandlerPanic,
+        FailureReason::ShardLost,
+    ];
     /// Number of reasons.
     pub const COUNT: usize = Self::ALL.len();
 
@@ -74,6 +82,7 @@ impl FailureReason {
         match self {
             FailureReason::HandlerError => "handler_error",
             FailureReason::HandlerPanic => "handler_panic",
+            FailureReason::ShardLost => "shard_lost",
         }
     }
 }

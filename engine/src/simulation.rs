@@ -50,7 +50,7 @@ impl<H: Handler> Simulation<H> {
         ));
         let tenant_ids = tenants.tenant_ids().collect();
         let breaker = Arc::new(CircuitBreaker::new());
-        let core = ShardCore::new(0, 1, &config, tenants, Arc::clone(&breaker));
+        let core = ShardCore::new(0, 1, &config, tenants, Arc::clone(&breaker), Arc::default());
         Ok(Self {
             core,
             handler,

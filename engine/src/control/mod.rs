@@ -63,10 +63,13 @@ pub enum HealthKind {
 pub struct Health {
     /// Which check this answers.
     pub kind: HealthKind,
-    /// Every shard answered.
+    /// Every shard answered and none is lost.
     pub live: bool,
     /// Live, not shutting down, breaker not open, no queue at overload.
     pub ready: bool,
+    /// The lost shards, in shard order (see [`ShardHealth::lost`]); reported by every kind
+    /// of check.
+    pub lost_shards: Vec<usize>,
     /// The breaker's state.
     pub breaker: BreakerState,
     /// The highest alert level of any queue at the monitor's last sample.
@@ -86,6 +89,9 @@ pub struct ShardHealth {
     pub connections: u64,
     /// Whether it signals backpressure.
     pub backpressure: bool,
+    /// Whether the shard is lost: its thread panicked outside a handler, failed what it
+    /// held with `ShardLost`, and fails whatever reaches it until shutdown.
+    pub lost: bool,
 }
 
 /// What a drain did once the connection's queue was empty.

@@ -450,6 +450,7 @@ impl ControlLoop<'_> {
                     pending_messages,
                     connections,
                     backpressure,
+                    lost,
                     ..
                 },
                 PendingState::Health { shards, .. },
@@ -458,6 +459,7 @@ impl ControlLoop<'_> {
                 pending_messages,
                 connections,
                 backpressure,
+                lost,
             }),
             (ShardReply::Applied { changed, .. }, PendingState::Applied { changed: total }) => {
                 *total += changed;
@@ -526,7 +528,12 @@ impl ControlLoop<'_> {
             .monitor
             .lock()
             .map_or(AlertLevel::Normal, |monitor| monitor.level());
-        let live = shards.len() == self.links.len();
+        let lost_shards: Vec<usize> = shards
+            .iter()
+            .filter(|shard| shard.lost)
+            .map(|shard| shard.shard)
+            .collect();
+        let live = shards.len() == self.links.len() && lost_shards.is_empty();
         let ready = live
             // Relaxed: a status read; shutdown does not depend on it.
             && !engine.stopping.load(Ordering::Relaxed)
@@ -538,6 +545,7 @@ impl ControlLoop<'_> {
             ready,
             breaker,
             alert_level,
+            lost_shards,
             shards: if kind == HealthKind::Full {
                 shards
             } else {

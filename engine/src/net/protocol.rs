@@ -540,6 +540,7 @@ impl WireCode for FailureReason {
         match self {
             FailureReason::HandlerError => 1,
             FailureReason::HandlerPanic => 2,
+            FailureReason::ShardLost => 3,
         }
     }
 
@@ -547,6 +548,7 @@ impl WireCode for FailureReason {
         match code {
             1 => Some(FailureReason::HandlerError),
             2 => Some(FailureReason::HandlerPanic),
+            3 => Some(FailureReason::ShardLost),
             _ => None,
         }
     }
@@ -1985,7 +1987,7 @@ mod tests {
             (reply(1, 1, 0, 0), FrameType::Reply, "reason", 1),
             (reply(5, 2, 0, 0), FrameType::Reply, "reason", 2),
             (reply(2, 0, 0, 0), FrameType::Reply, "reason", 0),
-            (reply(2, 3, 0, 0), FrameType::Reply, "reason", 3),
+            (reply(2, 4, 0, 0), FrameType::Reply, "reason", 4),
             (reply(3, 11, 0, 0), FrameType::Reply, "reason", 11),
             (reply(4, 2, 0, 0), FrameType::Reply, "reason", 2),
             (reply(6, 4, 0, 0), FrameType::Reply, "reason", 4),

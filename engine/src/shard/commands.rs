@@ -24,6 +24,7 @@ pub(crate) fn serve_shard_commands(
                 pending_messages: core.pending() as u64,
                 connections: core.connection_count() as u64,
                 backpressure: core.backpressure_active(),
+                lost: false,
             }),
             ShardCommand::Drain {
                 request,
@@ -89,4 +90,47 @@ pub(crate) fn report_finished_drains(
         let _ = replies.push(ShardReply::Drained { request, result });
     }
     !scratch.is_empty()
+}
+
+/// A lost shard's answers: it is down (`lost` in its Pong), holds nothing to drain or
+/// cancel, and applies no limit. Called by the lost shard's loop.
+pub(crate) fn serve_commands_when_lost(
+    shard: usize,
+    commands: &mut spsc::Consumer<ShardCommand>,
+    replies: &mut spsc::Producer<ShardReply>,
+) -> bool {
+    let mut any = false;
+    while let Some(command) = commands.pop() {
+        any = true;
+        let reply = match command {
+            ShardCommand::Ping { request } => ShardReply::Pong {
+                request,
+                shard,
+                pending_messages: 0,
+                connections: 0,
+                backpressure: false,
+                lost: true,
+            },
+            ShardCommand::Drain { request, .. } => ShardReply::Drained {
+                request,
+                result: DrainResult {
+                    finished: 0,
+                    cancelled: 0,
+                },
+            },
+            ShardCommand::Cancel { request, .. } => ShardReply::Cancelled {
+                request,
+                found: false,
+            },
+            ShardCommand::SetRoleCap { request, .. }
+            | ShardCommand::SetConnectionCap { request, .. }
+            | ShardCommand::SetRate { request, .. } => ShardReply::Applied {
+                request,
+                changed: 0,
+            },
+        };
+        // Room is guaranteed, as in `serve_shard_commands`.
+        let _ = replies.push(reply);
+    }
+    any
 }

@@ -14,9 +14,10 @@ use crate::admission::tenants::{TenantIndex, TenantTable};
 use crate::bucket::{adaptive_decide, AdaptiveSettings};
 use crate::command::{DrainResult, RateScope};
 use crate::config::{BreakerConfig, CapAction, Config, Levels, QueueDropPolicy};
-use crate::message::{Message, Priority, Role, TenantId};
+use crate::fault::{FaultPoint, FaultSwitch};
+use crate::message::{ConnectionId, Message, MessageId, Priority, Role, TenantId};
 use crate::metrics::{PublishedCounters, ShardCounters};
-use crate::outcome::{Completion, DropReason, Outcome, RefusalReason, ShedReason};
+use crate::outcome::{Completion, DropReason, FailureReason, Outcome, RefusalReason, ShedReason};
 use crate::sync::Arc;
 
 use super::connections::{ConnectionTable, Slot};
@@ -95,6 +96,20 @@ pub(crate) struct ShardCore {
     drains: Vec<Drain>,
     /// `change_marker()` at the last publication (`u64::MAX`s before the first).
     published_marker: [u64; 5],
+    /// The message admission holds while it decides, so that a panic there (a lost shard)
+    /// still gives it an outcome ([`fail_lost`](Self::fail_lost)).
+    in_admission: Option<InAdmission>,
+    fault: Arc<FaultSwitch>,
+}
+
+/// What a lost shard needs of the message in admission to complete it.
+#[derive(Clone, Copy, Debug)]
+struct InAdmission {
+    message: MessageId,
+    connection: ConnectionId,
+    role: Role,
+    tenant: TenantId,
+    origin: Origin,
 }
 
 /// A drain under way: the connection refuses new work; it is done when nothing of it is
@@ -118,6 +133,7 @@ impl ShardCore {
         config: &Config,
         tenants: Arc<TenantTable>,
         breaker: Arc<CircuitBreaker>,
+        fault: Arc<FaultSwitch>,
     ) -> Self {
         let rate = &config.rate;
         let adaptive = rate.adaptive.then(|| AdaptiveSettings {
@@ -164,6 +180,8 @@ impl ShardCore {
             batch_finished: Vec::with_capacity(config.handler_batch_max),
             drains: Vec::new(),
             published_marker: [u64::MAX; 5],
+            in_admission: None,
+            fault,
         }
     }
 
@@ -210,13 +228,32 @@ impl ShardCore {
     /// Decides one message. `Ok`: admitted and queued. `Err`: the outcome it completes
     /// with now (refused, shed, or dropped as the newest at a cap); the caller delivers it.
     /// Completions of other messages that this decision drops go to the outbox.
+    ///
+    /// The message's outcome is counted at one point, with the decision, so a panic before
+    /// that point leaves it uncounted and [`fail_lost`](Self::fail_lost) counts it once.
     #[inline]
     pub(crate) fn admit(
         &mut self,
-        mut message: Message,
+        message: Message,
         origin: Origin,
         now_ns: u64,
     ) -> Result<(), Outcome> {
+        self.in_admission = Some(InAdmission {
+            message: message.id,
+            connection: message.connection,
+            role: message.role,
+            tenant: message.tenant,
+            origin,
+        });
+        self.fault.pass(FaultPoint::Admission);
+        let decision = self.decide(message, origin, now_ns);
+        self.in_admission = None;
+        decision
+    }
+
+    /// The admission pipeline itself (see [`admit`](Self::admit)).
+    #[inline(always)]
+    fn decide(&mut self, mut message: Message, origin: Origin, now_ns: u64) -> Result<(), Outcome> {
         let role = message.role;
 
         // The connection: found, added, or no room for it.
@@ -624,6 +661,37 @@ impl ShardCore {
         }
     }
 
+    /// After the shard thread panicked outside a handler (a lost shard): the message that
+    /// was in admission, if any, and every queued message end `Failed(ShardLost)`, counted.
+    /// Queued completions go to the outbox (or `local_completions`) as usual; the one in
+    /// admission is returned with its origin, for the caller to post straight to its ring
+    /// (its ingress never counted it in flight).
+    pub(crate) fn fail_lost(&mut self, now_ns: u64) -> Option<(Origin, Completion)> {
+        let in_admission = self.in_admission.take().map(|held| {
+            let completion = Completion {
+                message: held.message,
+                connection: held.connection,
+                outcome: SHARD_LOST,
+            };
+            self.count_lost(held.role, held.tenant);
+            (held.origin, completion)
+        });
+        while let Some(entry) = self.queue.pop_next(&mut self.connections) {
+            let role = entry.message.role;
+            self.finish(entry, SHARD_LOST);
+            self.after_queue_change(role, now_ns);
+        }
+        in_admission
+    }
+
+    /// Counts a message that reached a lost shard: admitted (it was the shard's to serve)
+    /// and failed `ShardLost`, so the reconciliation holds message by message.
+    pub(crate) fn count_lost(&mut self, role: Role, tenant: TenantId) {
+        let tenant_index = self.tenants.find(tenant);
+        self.count_decision(role, tenant_index, None);
+        self.count_finish(role, tenant_index, SHARD_LOST);
+    }
+
     /// Cancels everything queued (shutdown without finishing).
     pub(crate) fn cancel_all(&mut self, now_ns: u64) {
         while let Some(entry) = self.queue.pop_next(&mut self.connections) {
@@ -880,6 +948,11 @@ impl Drain {
         }
     }
 }
+
+/// How every message of a lost shard ends.
+const SHARD_LOST: Outcome = Outcome::Failed {
+    reason: FailureReason::ShardLost,
+};
 
 fn refused(reason: RefusalReason, retry_after_ns: u64) -> Outcome {
     Outcome::Refused {

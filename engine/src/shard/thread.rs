@@ -6,16 +6,28 @@
 //! publish the counters when due; wait per the wait strategy if there was nothing to do.
 //! Admission always runs before handlers, so overload shows up as counted refusals with a
 //! retry-after, not as full rings.
+//!
+//! A panic in a handler fails only its message (`shard::run`). A panic anywhere else on
+//! the thread (the loop itself, admission, the handler's `poll`) loses the shard: the
+//! thread catches it, fails the message that was in admission and everything queued with
+//! `ShardLost`, drops the handler (closing what it opened), raises the shard's `lost`
+//! flag for health checks, and from then on fails whatever reaches its rings the same way,
+//! until shutdown. So no message is lost without an outcome and the counters reconcile.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Duration;
 
 use crate::clock::Clock;
 use crate::command::{ShardCommand, ShardReply};
 use crate::config::{Config, INGRESSES_MAX};
-use crate::outcome::Completion;
+use crate::fault::FaultPoint;
+use crate::message::Message;
+use crate::outcome::{Completion, FailureReason, Outcome};
 use crate::ring::spsc;
 use crate::sync::{AtomicBool, Ordering};
 use crate::wait::{Handshake, Sleeper, Waiter};
 
-use super::commands::{report_finished_drains, serve_shard_commands};
+use super::commands::{report_finished_drains, serve_commands_when_lost, serve_shard_commands};
 use super::core::ShardCore;
 use super::handler::{Handler, ShardContext};
 use super::queue::Origin;
@@ -53,6 +65,75 @@ struct Link {
     in_flight: usize,
 }
 
+/// The ingress links this shard serves.
+struct Links {
+    /// Indexed by ingress index.
+    slots: Vec<Option<Link>>,
+    /// The occupied indices, in arrival order.
+    active: Vec<u16>,
+}
+
+impl Links {
+    fn new() -> Self {
+        Self {
+            slots: (0..INGRESSES_MAX).map(|_| None).collect(),
+            active: Vec::with_capacity(INGRESSES_MAX),
+        }
+    }
+
+    /// Takes on the links of ingresses registered since the last call.
+    fn adopt(&mut self, shard: &ShardShared) {
+        while let Some(link) = shard.registrations.pop() {
+            let slot = link.origin.0;
+            self.slots[slot as usize] = Some(Link { link, in_flight: 0 });
+            self.active.push(slot);
+        }
+    }
+
+    /// Drops links whose ingress is gone, with nothing left to read or to answer.
+    fn retire_finished(&mut self) {
+        let slots = &mut self.slots;
+        self.active.retain(|&slot| {
+            // `is_finished`: the producer is gone and its last push has been read (in that
+            // order; see there), so no submitted message can be left behind.
+            let finished = slots[slot as usize]
+                .as_ref()
+                .is_some_and(|entry| entry.in_flight == 0 && entry.link.submissions.is_finished());
+            if finished {
+                slots[slot as usize] = None;
+            }
+            !finished
+        });
+    }
+
+    /// Whether any ingress has a submission waiting.
+    fn any_waiting(&self) -> bool {
+        self.active.iter().any(|&slot| {
+            self.slots[slot as usize]
+                .as_ref()
+                .is_some_and(|entry| !entry.link.submissions.is_empty())
+        })
+    }
+
+    /// Leaves every submission ring where its ingress can refuse what arrives from now on
+    /// (the shard's last act).
+    fn leave_orphans(&mut self) {
+        for slot in self.active.drain(..) {
+            if let Some(entry) = self.slots[slot as usize].take() {
+                let ShardLink {
+                    submissions,
+                    orphan,
+                    ..
+                } = entry.link;
+                let mut place = orphan
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                *place = Some(submissions);
+            }
+        }
+    }
+}
+
 /// What a shard thread sees of the engine around it: its own shared state, the settings and
 /// clock, the stop flag, and the control thread to wake when it has answered a command.
 pub(crate) struct Surroundings<'a> {
@@ -72,20 +153,69 @@ impl Surroundings<'_> {
     }
 }
 
+/// The control rings' shard ends.
+type ControlEnds = (spsc::Consumer<ShardCommand>, spsc::Producer<ShardReply>);
+
+/// The shard thread: serves until shutdown, or until a panic outside a handler loses the
+/// shard, and then fails what reaches it until shutdown (see the module doc).
 pub(crate) fn run<H: Handler>(
     mut core: ShardCore,
-    mut handler: H,
+    handler: H,
     around: &Surroundings<'_>,
-    (mut commands, mut replies): (spsc::Consumer<ShardCommand>, spsc::Producer<ShardReply>),
+    (mut commands, mut replies): ControlEnds,
     mut waiter: Waiter,
+) {
+    let mut links = Links::new();
+    let mut handler = Some(handler);
+    let served = catch_unwind(AssertUnwindSafe(|| {
+        let handler = handler
+            .as_mut()
+            .expect("the handler lives until the shard ends");
+        serve(
+            &mut core,
+            handler,
+            around,
+            &mut links,
+            (&mut commands, &mut replies),
+            &mut waiter,
+        );
+    }));
+    if served.is_err() {
+        // Whatever the handler holds (sockets, buffers) may be half-updated: drop it, so its
+        // connections close, and never call it again. Its own drop may panic too.
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(handler.take())));
+        // Should failing itself panic, the rings are still left to their ingresses below,
+        // which refuse what is in them at shutdown.
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            serve_lost(
+                &mut core,
+                around,
+                &mut links,
+                (&mut commands, &mut replies),
+                &mut waiter,
+            )
+        }));
+    }
+    links.leave_orphans();
+    core.publish(&around.shard.published, &mut Vec::new());
+}
+
+/// The shard loop proper, until shutdown has finished or cancelled everything queued.
+fn serve<H: Handler>(
+    core: &mut ShardCore,
+    handler: &mut H,
+    around: &Surroundings<'_>,
+    links: &mut Links,
+    (commands, replies): (
+        &mut spsc::Consumer<ShardCommand>,
+        &mut spsc::Producer<ShardReply>,
+    ),
+    waiter: &mut Waiter,
 ) {
     let mut drains_done = Vec::new();
     let shard = around.shard;
     let config = around.config;
     let clock = around.clock;
-    // Indexed by ingress index; `active` lists the occupied ones in arrival order.
-    let mut links: Vec<Option<Link>> = (0..INGRESSES_MAX).map(|_| None).collect();
-    let mut active: Vec<u16> = Vec::with_capacity(INGRESSES_MAX);
     let mut scratch = Vec::new();
     let mut published_ns = 0;
     let mut stopping = false;
@@ -94,6 +224,7 @@ pub(crate) fn run<H: Handler>(
     let mut now_ns = clock.now_ns();
 
     loop {
+        shard.fault.pass(FaultPoint::ShardLoop);
         // Shutdown is checked before new ingresses are adopted, never after: an ingress
         // registers before `Engine::stop` can run (both borrow the engine), so a turn that
         // sees `stopping` also sees every registration and adopts it here, refusing what
@@ -105,14 +236,10 @@ pub(crate) fn run<H: Handler>(
             stopping = true;
             core.close_intake();
         }
-        while let Some(link) = shard.registrations.pop() {
-            let slot = link.origin.0;
-            links[slot as usize] = Some(Link { link, in_flight: 0 });
-            active.push(slot);
-        }
+        links.adopt(shard);
         core.maintain(now_ns);
         // Control first: it waits for at most the batch before it, never for the backlog.
-        let mut controlled = serve_shard_commands(&mut core, &mut commands, &mut replies, now_ns);
+        let mut controlled = serve_shard_commands(core, commands, replies, now_ns);
         if controlled {
             around.wake_control();
         }
@@ -122,20 +249,14 @@ pub(crate) fn run<H: Handler>(
             0
         } else {
             handler.poll(&mut ShardContext::with_waker_slot(
-                &mut core,
+                core,
                 now_ns,
                 &shard.event_waker,
             ))
         };
-        let mut taken_from_rings = admit_from_rings(
-            &mut core,
-            &mut links,
-            &active,
-            shard,
-            config.admission_batch_max,
-            now_ns,
-        );
-        route(&mut core, &mut links, shard);
+        let mut taken_from_rings =
+            admit_from_rings(core, links, shard, config.admission_batch_max, now_ns);
+        route(core, links, shard);
 
         // Handlers, in batches back to back while the queue has work, up to
         // `admission_batch_max` handlers per turn (as many as one ring may admit) and
@@ -149,8 +270,8 @@ pub(crate) fn run<H: Handler>(
         let mut ran = 0;
         if stopping && !config.shutdown_finishes_queued {
             core.cancel_all(now_ns);
-            hand_local_completions(&mut core, &mut handler);
-            route(&mut core, &mut links, shard);
+            hand_local_completions(core, handler);
+            route(core, links, shard);
         } else {
             // The budget starts after admission and the front end's socket work (a turn's
             // worth of system calls), which must not use it up nor count as handler time in
@@ -167,37 +288,35 @@ pub(crate) fn run<H: Handler>(
                 // The batch's end time, read once by `run_handlers` for its latencies, is
                 // also the next batch's start.
                 let mut batch_end_ns = batch_ns;
-                let batch = run_handlers(&mut core, &mut handler, batch_size, batch_ns, || {
+                let batch = run_handlers(core, handler, batch_size, batch_ns, || {
                     batch_end_ns = clock.now_ns();
                     batch_end_ns
                 });
                 ran += batch;
-                hand_local_completions(&mut core, &mut handler);
+                hand_local_completions(core, handler);
                 batch_ns = batch_end_ns;
                 // What this turn took from all rings counts against one ring's batch (exact
                 // with one ring, stricter with more), so a cheap backlog is not admitted
                 // faster than the turn runs it; once it is used up, no pass is due.
                 let allowance = config.admission_batch_max.saturating_sub(taken_from_rings);
                 if allowance > 0 && batch_ns.saturating_sub(admission_ns) >= ADMISSION_INTERVAL_NS {
-                    taken_from_rings += admit_from_rings(
-                        &mut core, &mut links, &active, shard, allowance, batch_ns,
-                    );
+                    taken_from_rings += admit_from_rings(core, links, shard, allowance, batch_ns);
                     admission_ns = batch_ns;
                 }
-                route(&mut core, &mut links, shard);
+                route(core, links, shard);
                 if core.pending() == 0 || ran >= config.admission_batch_max {
                     break;
                 }
                 if batch_ns.saturating_sub(handlers_start_ns) >= HANDLER_TURN_BUDGET_NS {
                     break;
                 }
-                if serve_shard_commands(&mut core, &mut commands, &mut replies, batch_ns) {
+                if serve_shard_commands(core, commands, replies, batch_ns) {
                     around.wake_control();
                     controlled = true;
                 }
             }
         }
-        if report_finished_drains(&mut core, &mut replies, &mut drains_done) {
+        if report_finished_drains(core, replies, &mut drains_done) {
             around.wake_control();
         }
         // Relaxed: an advisory signal for producers.
@@ -205,18 +324,7 @@ pub(crate) fn run<H: Handler>(
             .backpressure
             .store(core.backpressure_active(), Ordering::Relaxed);
 
-        // Links whose ingress is gone, with nothing left to read or to answer.
-        active.retain(|&slot| {
-            // `is_finished`: the producer is gone and its last push has been read (in that
-            // order; see there), so no submitted message can be left behind.
-            let finished = links[slot as usize]
-                .as_ref()
-                .is_some_and(|entry| entry.in_flight == 0 && entry.link.submissions.is_finished());
-            if finished {
-                links[slot as usize] = None;
-            }
-            !finished
-        });
+        links.retire_finished();
 
         let idle = polled == 0 && taken_from_rings == 0 && ran == 0 && !controlled;
         if stopping && idle && core.pending() == 0 {
@@ -241,11 +349,7 @@ pub(crate) fn run<H: Handler>(
                         || !commands.is_empty()
                         || !shard.shared_submissions.is_empty()
                         || around.stopping.load(Ordering::Relaxed)
-                        || active.iter().any(|&slot| {
-                            links[slot as usize]
-                                .as_ref()
-                                .is_some_and(|entry| !entry.link.submissions.is_empty())
-                        })
+                        || links.any_waiting()
                 },
                 // The handler's event source if it has one (the TCP front end's epoll, which
                 // wakes on a socket event too), else a park.
@@ -262,23 +366,7 @@ pub(crate) fn run<H: Handler>(
         }
     }
 
-    handler.stopped(&mut ShardContext::new(&mut core, clock.now_ns()));
-
-    // Leave every submission ring where its ingress can refuse what arrives from now on.
-    for slot in active {
-        if let Some(entry) = links[slot as usize].take() {
-            let ShardLink {
-                submissions,
-                orphan,
-                ..
-            } = entry.link;
-            let mut place = orphan
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            *place = Some(submissions);
-        }
-    }
-    core.publish(&shard.published, &mut scratch);
+    handler.stopped(&mut ShardContext::new(core, clock.now_ns()));
 }
 
 /// Hands the completions of work admitted on the shard itself (`ShardContext::admit`) to
@@ -291,17 +379,33 @@ fn hand_local_completions<H: Handler>(core: &mut ShardCore, handler: &mut H) {
 
 /// Admission: at most `limit` messages from each submission ring (and from the shared
 /// one), each admitted or answered at once. Returns how many it took.
+#[inline]
 fn admit_from_rings(
     core: &mut ShardCore,
-    links: &mut [Option<Link>],
-    active: &[u16],
+    links: &mut Links,
     shard: &ShardShared,
     limit: usize,
     now_ns: u64,
 ) -> usize {
+    take_from_rings(links, shard, limit, |message, origin| {
+        core.admit(message, origin, now_ns)
+    })
+}
+
+/// At most `limit` messages from each submission ring (and from the shared one), each
+/// given to `decide`: `Ok` when it keeps the message (it will complete later, through the
+/// outbox), else the outcome, posted at once to the ring the message came from. Returns
+/// how many it took.
+#[inline]
+fn take_from_rings(
+    links: &mut Links,
+    shard: &ShardShared,
+    limit: usize,
+    mut decide: impl FnMut(Message, Origin) -> Result<(), Outcome>,
+) -> usize {
     let mut taken = 0;
-    for &slot in active {
-        let Some(Link { link, in_flight }) = links[slot as usize].as_mut() else {
+    for &slot in &links.active {
+        let Some(Link { link, in_flight }) = links.slots[slot as usize].as_mut() else {
             continue;
         };
         let ShardLink {
@@ -312,7 +416,7 @@ fn admit_from_rings(
         } = link;
         taken += submissions.pop_each(limit, |message| {
             let (id, connection) = (message.id, message.connection);
-            match core.admit(message, *origin, now_ns) {
+            match decide(message, *origin) {
                 Ok(()) => *in_flight += 1,
                 Err(outcome) => {
                     // Room is guaranteed: the ingress never has more outstanding messages
@@ -332,7 +436,7 @@ fn admit_from_rings(
         };
         taken += 1;
         let (id, connection) = (message.id, message.connection);
-        if let Err(outcome) = core.admit(message, Origin::SHARED, now_ns) {
+        if let Err(outcome) = decide(message, Origin::SHARED) {
             let _ = shard.shared_completions.push(Completion {
                 message: id,
                 connection,
@@ -344,15 +448,99 @@ fn admit_from_rings(
 }
 
 /// Sends the completions the core produced to the rings they belong to.
-fn route(core: &mut ShardCore, links: &mut [Option<Link>], shard: &ShardShared) {
+fn route(core: &mut ShardCore, links: &mut Links, shard: &ShardShared) {
     for (origin, completion) in core.outbox.drain(..) {
         if origin == Origin::SHARED {
             let _ = shard.shared_completions.push(completion);
-        } else if let Some(entry) = links[origin.0 as usize].as_mut() {
+        } else if let Some(entry) = links.slots[origin.0 as usize].as_mut() {
             entry.in_flight -= 1;
             // Room is guaranteed by the ingress's credit; a consumer that is gone
             // (ingress dropped) simply never reads it, and the outcome is counted anyway.
             let _ = entry.link.completions.push(completion);
         }
+    }
+}
+
+/// How long a lost shard sleeps between looks at its rings when nothing woke it: producers
+/// and the control thread unpark it, so this only bounds a missed wake-up.
+const LOST_PARK: Duration = Duration::from_millis(1);
+
+/// A lost shard (see the module doc), until shutdown: fails the message that was in
+/// admission and everything queued, then answers its control ring (health says `lost`)
+/// and fails every message that reaches its rings with `ShardLost`.
+fn serve_lost(
+    core: &mut ShardCore,
+    around: &Surroundings<'_>,
+    links: &mut Links,
+    (commands, replies): (
+        &mut spsc::Consumer<ShardCommand>,
+        &mut spsc::Producer<ShardReply>,
+    ),
+    waiter: &mut Waiter,
+) {
+    let shard = around.shard;
+    // Release: pairs with the Acquire load of health checks that read it.
+    shard.lost.store(true, Ordering::Release);
+    let now_ns = around.clock.now_ns();
+    if let Some((origin, completion)) = core.fail_lost(now_ns) {
+        post_direct(links, shard, origin, completion);
+    }
+    // The handler is gone: completions of what it admitted are counted and go nowhere.
+    core.local_completions.clear();
+    route(core, links, shard);
+    let mut drains_done = Vec::new();
+    report_finished_drains(core, replies, &mut drains_done);
+    let mut scratch = Vec::new();
+    loop {
+        // Acquire: pairs with the Release store in `Engine::stop`; checked before adopting,
+        // as in `serve`, so no registration is missed by the last turn.
+        let stopping = around.stopping.load(Ordering::Acquire);
+        links.adopt(shard);
+        let answered = serve_commands_when_lost(core.index(), commands, replies);
+        if answered {
+            around.wake_control();
+        }
+        let taken = take_from_rings(links, shard, usize::MAX, |message, _| {
+            core.count_lost(message.role, message.tenant);
+            Err(Outcome::Failed {
+                reason: FailureReason::ShardLost,
+            })
+        });
+        links.retire_finished();
+        if core.counters_changed() {
+            core.publish(&shard.published, &mut scratch);
+        }
+        if stopping && taken == 0 {
+            return;
+        }
+        if taken == 0 && !answered {
+            waiter.idle(
+                &shard.sleeper.sleeping,
+                || {
+                    !shard.registrations.is_empty()
+                        || !commands.is_empty()
+                        || !shard.shared_submissions.is_empty()
+                        || around.stopping.load(Ordering::Relaxed)
+                        || links.any_waiting()
+                },
+                |timeout| std::thread::park_timeout(timeout.min(LOST_PARK)),
+            );
+        } else {
+            waiter.found_work();
+        }
+    }
+}
+
+/// Posts `completion` straight to the ring of `origin`, for a message its ingress never
+/// counted in flight (it was in admission). One admitted on the shard itself (`LOCAL`) is
+/// only counted: the handler that would hear of it is gone.
+fn post_direct(links: &mut Links, shard: &ShardShared, origin: Origin, completion: Completion) {
+    if origin == Origin::SHARED {
+        let _ = shard.shared_completions.push(completion);
+    } else if origin == Origin::LOCAL {
+        // Counted already; nobody to tell.
+    } else if let Some(Some(entry)) = links.slots.get_mut(origin.0 as usize) {
+        // Room is guaranteed by the ingress's credit, as for any admission answer.
+        let _ = entry.link.completions.push(completion);
     }
 }
