@@ -25,6 +25,8 @@ mutants=(
   "seqlock reader's first load Relaxed|engine/src/metrics.rs|let before = self.sequence.load(Ordering::Acquire);|let before = self.sequence.load(Ordering::Relaxed);"
   "seqlock reader ignores the odd sequence|engine/src/metrics.rs|if before % 2 == 0 {|if before < u64::MAX {"
   "consumer retires before its producer is gone|engine/src/ring/spsc.rs|self.is_abandoned() && self.is_empty()|self.is_empty() && self.is_abandoned()"
+  "ingress never refuses its orphaned ring|engine/src/ingress.rs|        if stopped {|        if stopped && false {"
+  "shard drops its ring instead of leaving it|engine/src/shard/shared.rs|*place = Some(self.submissions);|drop(self.submissions);"
   "bucket update is a plain store|engine/src/bucket/mod.rs|match self.tat_ns.compare_exchange_weak(|self.tat_ns.store(new_tat_ns, Ordering::Relaxed); return Ok(()); #[allow(unreachable_code)] match self.tat_ns.compare_exchange_weak("
 )
 

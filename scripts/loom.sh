@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Model-check the lock-free code with loom: every interleaving (up to the preemption bound)
-# of the SPSC ring's producer and consumer, of token-bucket checks racing a rate change, and
-# of a stats seqlock reader racing its writer. The models are the `loom_tests` modules in
-# engine/src/ring/spsc.rs, engine/src/bucket/mod.rs and engine/src/metrics.rs;
+# of the SPSC ring's producer and consumer, of token-bucket checks racing a rate change, of
+# a stats seqlock reader racing its writer, and of the shutdown hand-off (an engine stop
+# racing a producer that submits and collects). The models are the `loom_tests` modules in
+# engine/src/ring/spsc.rs, engine/src/bucket/mod.rs, engine/src/metrics.rs and
+# engine/src/ingress.rs;
 # `--cfg loom` swaps crate::sync's atomics for loom's.
 #
 # LOOM_MAX_PREEMPTIONS=4: every bug scripts/loom-mutants.sh injects (a slot read before its

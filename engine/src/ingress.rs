@@ -25,7 +25,6 @@
 use core::cell::Cell;
 use core::fmt;
 use core::marker::PhantomData;
-use std::sync::Mutex;
 
 use crate::message::Message;
 use crate::outcome::{Completion, Outcome, RefusalReason};
@@ -33,7 +32,7 @@ use crate::ring::spsc;
 use crate::shard::queue::Origin;
 use crate::shard::shared::ShardLink;
 use crate::shared::EngineShared;
-use crate::sync::{Arc, Ordering};
+use crate::sync::{Arc, Mutex, Ordering};
 
 /// A submission the engine could not take: the message comes back to the caller.
 ///
@@ -78,6 +77,68 @@ struct IngressLink {
     orphan: Arc<Mutex<Option<spsc::Consumer<Message>>>>,
 }
 
+/// The rings between ingress number `origin` and one shard: the ingress's end and the
+/// shard's (which holds `token` while it keeps the link).
+fn link_pair(
+    origin: Origin,
+    submission_capacity: usize,
+    completion_capacity: usize,
+    token: Arc<()>,
+) -> (IngressLink, ShardLink) {
+    let (submit_producer, submit_consumer) = spsc::channel(submission_capacity);
+    let (complete_producer, mut complete_consumer) = spsc::channel(completion_capacity);
+    // The owner of an ingress polls its completions between submissions: a slip's pause
+    // there would delay its sending (see `Consumer::set_slip`).
+    complete_consumer.set_slip(false);
+    let orphan = Arc::new(Mutex::new(None));
+    let shard_end = ShardLink {
+        origin,
+        submissions: submit_consumer,
+        completions: complete_producer,
+        orphan: Arc::clone(&orphan),
+        _token: token,
+    };
+    let ingress_end = IngressLink {
+        submissions: submit_producer,
+        completions: complete_consumer,
+        outstanding: 0,
+        orphan,
+    };
+    (ingress_end, shard_end)
+}
+
+impl IngressLink {
+    /// Puts `message` on the ring unless the shard owes as many completions as its ring
+    /// holds (`capacity`) or the ring is full; then the message comes back.
+    #[inline]
+    fn push(&mut self, message: Message, capacity: usize) -> Result<(), Message> {
+        if self.outstanding >= capacity {
+            return Err(message);
+        }
+        self.submissions.push(message)?;
+        self.outstanding += 1;
+        Ok(())
+    }
+
+    /// Moves the completions that have arrived to `out`. Once the engine has `stopped`
+    /// (every shard thread joined), also refuses `ShuttingDown` what reached the ring after
+    /// its shard's last look: the shard left the ring in `orphan` when it exited, so each
+    /// message still gets exactly one completion. Returns how many it moved.
+    fn collect(&mut self, stopped: bool, out: &mut Vec<Completion>) -> usize {
+        let mut collected = self.completions.pop_into(out, usize::MAX);
+        if stopped {
+            let orphan = self.orphan.lock().map(|mut slot| slot.take());
+            if let Ok(Some(mut submissions)) = orphan {
+                collected += submissions.pop_each(usize::MAX, |message| {
+                    out.push(shutting_down(&message));
+                });
+            }
+        }
+        self.outstanding -= collected;
+        collected
+    }
+}
+
 /// A producer thread's handle: one submission ring to each shard and one completion ring
 /// back from each. `Send`, not `Sync`: it moves to its thread and stays there.
 ///
@@ -114,31 +175,19 @@ impl Ingress {
         let capacity = completion_capacity(&engine.config);
         let mut links = Vec::with_capacity(engine.shards.len());
         for shard in engine.shards.iter() {
-            let (submit_producer, submit_consumer) = spsc::channel(submission_capacity);
-            let (complete_producer, mut complete_consumer) = spsc::channel(capacity);
-            // The owner of an ingress polls its completions between submissions: a slip's
-            // pause there would delay its sending (see `Consumer::set_slip`).
-            complete_consumer.set_slip(false);
-            let orphan = Arc::new(Mutex::new(None));
-            let link = ShardLink {
-                origin: Origin(index),
-                submissions: submit_consumer,
-                completions: complete_producer,
-                orphan: Arc::clone(&orphan),
-                _token: Arc::clone(&token),
-            };
-            if shard.registrations.push(link).is_err() {
+            let (ingress_end, shard_end) = link_pair(
+                Origin(index),
+                submission_capacity,
+                capacity,
+                Arc::clone(&token),
+            );
+            if shard.registrations.push(shard_end).is_err() {
                 unreachable!(
                     "a registration ring holds INGRESSES_MAX links and indices are unique"
                 );
             }
             shard.wake();
-            links.push(IngressLink {
-                submissions: submit_producer,
-                completions: complete_consumer,
-                outstanding: 0,
-                orphan,
-            });
+            links.push(ingress_end);
         }
         Self {
             engine,
@@ -162,24 +211,15 @@ impl Ingress {
                 stopped: true,
             });
         }
-        let link = &mut self.links[shard];
-        if link.outstanding >= self.capacity {
-            // Relaxed: a statistic.
+        if let Err(message) = self.links[shard].push(message, self.capacity) {
+            // The shard owes as many completions as its ring holds, or has not yet taken
+            // the last `ring_capacity` submissions. Relaxed: a statistic.
             self.engine.ring_full.fetch_add(1, Ordering::Relaxed);
             return Err(Full {
                 message,
                 stopped: false,
             });
         }
-        if let Err(message) = link.submissions.push(message) {
-            // The shard has not yet taken the last `ring_capacity` submissions.
-            self.engine.ring_full.fetch_add(1, Ordering::Relaxed);
-            return Err(Full {
-                message,
-                stopped: false,
-            });
-        }
-        link.outstanding += 1;
         self.engine.shards[shard].wake_if_sleeping();
         Ok(())
     }
@@ -222,28 +262,13 @@ impl Ingress {
     }
 
     fn collect(&mut self, out: &mut Vec<Completion>) -> usize {
-        let mut collected = 0;
-        for link in &mut self.links {
-            let popped = link.completions.pop_into(out, usize::MAX);
-            link.outstanding -= popped;
-            collected += popped;
-        }
-        // Acquire: as in `submit`. Once stopped, messages that reached a ring after its
-        // shard's last look are refused here, so each still gets exactly one completion.
-        if self.engine.stopped.load(Ordering::Acquire) {
-            for link in &mut self.links {
-                let orphan = link.orphan.lock().map(|mut slot| slot.take());
-                let Ok(Some(mut submissions)) = orphan else {
-                    continue;
-                };
-                let refused = submissions.pop_each(usize::MAX, |message| {
-                    out.push(shutting_down(&message));
-                });
-                link.outstanding -= refused;
-                collected += refused;
-            }
-        }
-        collected
+        // Acquire: as in `submit`; read before the rings, so that a ring seen after the
+        // engine stopped holds everything its shard will ever post.
+        let stopped = self.engine.stopped.load(Ordering::Acquire);
+        self.links
+            .iter_mut()
+            .map(|link| link.collect(stopped, out))
+            .sum()
     }
 
     /// Messages submitted whose completions have not been collected yet.
@@ -367,5 +392,109 @@ impl fmt::Debug for SharedIngress {
             .debug_struct("SharedIngress")
             .field("shards", &self.engine.shards.len())
             .finish()
+    }
+}
+
+/// The shutdown hand-off under loom (`scripts/loom.sh`): the engine stops while a producer
+/// submits and collects. The shard, as its loop does, reads `stopping` first and then takes
+/// one more look at its ring before it leaves the ring to its ingress (`leave_orphan`) and
+/// exits; the engine joins it and only then raises `stopped`. The link's ends are the real
+/// `IngressLink` and `ShardLink` over the real SPSC rings; the shard's loop is reduced to
+/// its stop condition. Checked over every interleaving: each message gets exactly one
+/// completion (the shard's, or `ShuttingDown` from the ingress once stopped), no ring slot
+/// is read twice or freed early (loom's cell and `Arc` checks), and the producer's wait for
+/// its completions ends (a lost completion would spin it past loom's branch limit).
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use loom::thread;
+
+    use super::*;
+    use crate::message::ConnectionId;
+    use crate::sync::AtomicBool;
+
+    const MESSAGES: u64 = 2;
+    /// Room for every message, so that the producer never waits on a full ring.
+    const CAPACITY: usize = 2;
+
+    fn message(id: u64) -> Message {
+        Message::new(ConnectionId(id), crate::message::MessageId(id))
+    }
+
+    #[test]
+    fn a_stop_racing_a_producer_loses_no_completion() {
+        loom::model(|| {
+            let (mut ingress_end, shard_end) =
+                link_pair(Origin(0), CAPACITY, CAPACITY, Arc::new(()));
+            let stopping = Arc::new(AtomicBool::new(false));
+            let stopped = Arc::new(AtomicBool::new(false));
+
+            let shard = {
+                let stopping = Arc::clone(&stopping);
+                thread::spawn(move || {
+                    let mut link = shard_end;
+                    loop {
+                        // Acquire: pairs with the stop's Release store, as in the shard loop.
+                        let stop = stopping.load(Ordering::Acquire);
+                        let taken = link.submissions.pop_each(usize::MAX, |message| {
+                            let _ = link.completions.push(Completion {
+                                message: message.id,
+                                connection: message.connection,
+                                outcome: Outcome::Delivered,
+                            });
+                        });
+                        if stop && taken == 0 {
+                            break;
+                        }
+                        thread::yield_now();
+                    }
+                    link.leave_orphan();
+                })
+            };
+
+            let producer = {
+                let stopped = Arc::clone(&stopped);
+                thread::spawn(move || {
+                    let mut completions = Vec::new();
+                    let mut submitted = 0;
+                    for id in 0..MESSAGES {
+                        // As `Ingress::submit`: nothing is pushed once the engine stopped.
+                        if stopped.load(Ordering::Acquire) {
+                            break;
+                        }
+                        if ingress_end.push(message(id), CAPACITY).is_err() {
+                            unreachable!("the rings hold every message");
+                        }
+                        submitted += 1;
+                    }
+                    while completions.len() < submitted {
+                        ingress_end.collect(stopped.load(Ordering::Acquire), &mut completions);
+                        thread::yield_now();
+                    }
+                    (submitted, completions)
+                })
+            };
+
+            // `Engine::stop`: stopping, join every shard, then stopped.
+            stopping.store(true, Ordering::Release);
+            shard.join().unwrap();
+            stopped.store(true, Ordering::Release);
+            let (submitted, completions) = producer.join().unwrap();
+
+            assert_eq!(completions.len(), submitted);
+            let mut ids: Vec<u64> = completions.iter().map(|done| done.message.0).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            assert_eq!(ids.len(), submitted, "a message completed twice");
+            for completion in &completions {
+                assert!(matches!(
+                    completion.outcome,
+                    Outcome::Delivered
+                        | Outcome::Refused {
+                            reason: RefusalReason::ShuttingDown,
+                            ..
+                        }
+                ));
+            }
+        });
     }
 }

@@ -3,7 +3,8 @@
 //! The atomics, `Arc`s and `UnsafeCell`s of the lock-free pieces (rings, bucket, seqlock,
 //! breaker, tenant counts, engine flags) come from here, so that `RUSTFLAGS="--cfg loom"`
 //! (scripts/loom.sh) swaps them for loom's at once and the models in the modules'
-//! `loom_tests` see every access. Not routed through here, and so not modelled: the
+//! `loom_tests` see every access. The `Mutex` of the shutdown hand-off (the orphan slot of an
+//! ingress link) comes from here too. Not routed through here, and so not modelled: the
 //! control-path `Mutex`es and `OnceLock`s, thread park/unpark, and crossbeam's `ArrayQueue`
 //! behind `ring::Mpmc`.
 //! Modelled on tokio's `src/loom/mod.rs`.
@@ -11,12 +12,12 @@
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 #[cfg(loom)]
-pub(crate) use loom::sync::Arc;
+pub(crate) use loom::sync::{Arc, Mutex};
 
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 #[cfg(not(loom))]
-pub(crate) use std::sync::Arc;
+pub(crate) use std::sync::{Arc, Mutex};
 
 #[cfg(loom)]
 pub(crate) use loom::cell::UnsafeCell;

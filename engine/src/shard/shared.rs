@@ -2,14 +2,14 @@
 //! ingress links, the shared rings, the backpressure signal), the readers of its counters,
 //! and whoever has to wake it.
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use crate::fault::FaultSwitch;
 use crate::message::{ConnectionId, Message};
 use crate::metrics::PublishedCounters;
 use crate::outcome::Completion;
 use crate::ring::{spsc, Mpmc};
-use crate::sync::{Arc, AtomicBool, AtomicUsize};
+use crate::sync::{Arc, AtomicBool, AtomicUsize, Mutex};
 use crate::wait::{self, Handshake, Sleeper};
 
 use super::queue::Origin;
@@ -118,4 +118,16 @@ pub(crate) struct ShardLink {
     /// Held while the shard keeps this link; the engine reuses an ingress index only once
     /// no shard holds its token.
     pub(crate) _token: Arc<()>,
+}
+
+impl ShardLink {
+    /// The shard's last act with this link: leaves the submission ring where the ingress
+    /// refuses (`ShuttingDown`) whatever it pushed too late for the shard to see.
+    pub(crate) fn leave_orphan(self) {
+        let mut place = self
+            .orphan
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *place = Some(self.submissions);
+    }
 }

@@ -120,15 +120,7 @@ impl Links {
     fn leave_orphans(&mut self) {
         for slot in self.active.drain(..) {
             if let Some(entry) = self.slots[slot as usize].take() {
-                let ShardLink {
-                    submissions,
-                    orphan,
-                    ..
-                } = entry.link;
-                let mut place = orphan
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-                *place = Some(submissions);
+                entry.link.leave_orphan();
             }
         }
     }
