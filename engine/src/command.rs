@@ -18,6 +18,8 @@ pub(crate) enum ShardCommand {
         request: u64,
         connection: ConnectionId,
         finish_queued: bool,
+        /// When what is still queued is cancelled (engine clock, ns).
+        deadline_ns: u64,
     },
     /// Cancel one queued message.
     Cancel {
@@ -82,11 +84,13 @@ impl ShardReply {
     }
 }
 
-/// How a drain ended: messages that ran to completion and messages cancelled.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How a drain ended: messages that ran to completion and messages cancelled, and whether
+/// its deadline cancelled what was left.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct DrainResult {
     pub(crate) finished: u64,
     pub(crate) cancelled: u64,
+    pub(crate) deadline_passed: bool,
 }
 
 /// Which connections a rate change applies to.

@@ -320,6 +320,11 @@ pub struct ControlConfig {
     pub ring_capacity: usize,
     /// A drained connection finishes what it has queued (`true`) or cancels it (`false`).
     pub drain_finishes_queued: bool,
+    /// Longest a drain waits for the connection's queued messages to finish, in ns (default
+    /// 5 s); 1 ms to 1 h. At the deadline what is still queued is cancelled and the drain
+    /// completes, so a drain ends in bounded time however deep the shard's backlog (under
+    /// overload, fair service gives one connection a small share of the handlers).
+    pub drain_timeout_ns: u64,
     /// Pin the control-plane thread to a core of its own when one is spare.
     pub pinning: bool,
     /// Scheduling niceness the control-plane thread asks for, -20 (most favoured) to 19; 0
@@ -337,6 +342,7 @@ impl Default for ControlConfig {
             health_slo_ns: 100_000_000,
             ring_capacity: 256,
             drain_finishes_queued: true,
+            drain_timeout_ns: 5_000_000_000,
             pinning: true,
             nice: -20,
         }
@@ -553,6 +559,7 @@ pub(crate) mod range {
 
     pub(super) const HEALTH_SLO_NS: RangeInclusive<u64> = 1_000..=60_000_000_000;
     pub(super) const CONTROL_RING_CAPACITY: RangeInclusive<usize> = 2..=65_536;
+    pub(crate) const DRAIN_TIMEOUT_NS: RangeInclusive<u64> = 1_000_000..=HOUR_NS;
     pub(super) const MONITOR_INTERVAL_NS: RangeInclusive<u64> = 1_000_000..=HOUR_NS;
     pub(super) const MONITOR_HISTORY: RangeInclusive<usize> = 1..=100_000;
 
@@ -769,6 +776,11 @@ impl Config {
             range::CONTROL_RING_CAPACITY,
         )?;
         check("control.nice", control.nice, range::NICE)?;
+        check(
+            "control.drain_timeout_ns",
+            control.drain_timeout_ns,
+            range::DRAIN_TIMEOUT_NS,
+        )?;
 
         let monitor = &self.monitor;
         check(

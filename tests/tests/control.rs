@@ -558,3 +558,102 @@ fn a_shard_sleeping_in_its_handlers_event_source_is_woken_by_a_command_and_by_sh
     );
     assert!(source.state.lock().unwrap().woken_waits > 0);
 }
+
+/// A handler that busy-waits about `cost` per message (a sleep would hand the core to the
+/// producer and understate the overload).
+fn busy_handler(cost: Duration) -> impl Fn(&Message) -> Result<(), HandlerError> + Clone {
+    move |_: &Message| {
+        let start = Instant::now();
+        while start.elapsed() < cost {
+            std::hint::spin_loop();
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_drain_under_overload_ends_at_its_deadline_with_an_outcome_for_every_queued_message() {
+    // 100 connections share one shard whose handler takes 20 us; a producer submits as
+    // fast as it can (checked below to be at least 5x what the shard delivers). Fair
+    // service gives the drained connection a hundredth of the handlers, so its ~190 queued
+    // messages would take about 0.4 s: the 100 ms deadline cancels the rest.
+    const CONNECTIONS: u64 = 100;
+    const DRAINED: ConnectionId = ConnectionId(0);
+    let engine = engine_with(
+        |config| {
+            config.control.drain_timeout_ns = 100_000_000;
+            // The handler queue (20,000) is the cap that binds, not the role's.
+            config.caps.role_messages[Role::Default.index()] = 20_000;
+        },
+        busy_handler(Duration::from_micros(20)),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let mut ingress = engine.ingress().unwrap();
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut completions = Vec::new();
+            let mut offered = 0u64;
+            let mut id = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let message = Message::new(ConnectionId(id % CONNECTIONS), MessageId(id));
+                if ingress.submit(message).is_ok() {
+                    offered += 1;
+                    id += 1;
+                } else {
+                    ingress.poll_completions(&mut completions);
+                }
+            }
+            collect_until(&mut ingress, &mut completions, offered as usize);
+            (offered, completions)
+        })
+    };
+    // Overload until the drained connection has a queue.
+    let started = Instant::now();
+    while engine.stats().shards[0].pending_messages < 15_000 {
+        assert!(started.elapsed() < DEADLINE, "the queue never filled");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let before = engine.stats();
+    let report = engine.control().drain(DRAINED).expect("the drain ends");
+    let after = engine.stats();
+    stop.store(true, Ordering::Relaxed);
+    let (offered, completions) = producer.join().unwrap();
+
+    assert!(report.deadline_passed, "{report:?}");
+    assert!(report.cancelled > 0 && report.finished > 0, "{report:?}");
+    // The overload held while the drain ran: submissions at least 5x the deliveries.
+    let submitted_during = after.total.submitted - before.total.submitted;
+    let delivered_during = after.total.delivered - before.total.delivered;
+    assert!(
+        submitted_during >= 5 * delivered_during,
+        "{submitted_during} submitted, {delivered_during} delivered during the drain"
+    );
+    // Every message has exactly one completion; the drained connection's cancellations
+    // are exactly the drain's (nothing else cancels here), and once it began draining its
+    // later messages were refused `Draining`.
+    let mut ids: Vec<u64> = completions.iter().map(|done| done.message.0).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len() as u64, offered);
+    assert_eq!(completions.len() as u64, offered);
+    let drained: Vec<&Completion> = completions
+        .iter()
+        .filter(|done| done.connection == DRAINED)
+        .collect();
+    let cancelled = drained
+        .iter()
+        .filter(|done| done.outcome == Outcome::Cancelled)
+        .count();
+    assert_eq!(cancelled as u64, report.cancelled);
+    assert!(drained.iter().any(|done| matches!(
+        done.outcome,
+        Outcome::Refused {
+            reason: RefusalReason::Draining,
+            ..
+        }
+    )));
+    let stats = engine.shutdown();
+    assert!(stats.reconciles(), "{stats:?}");
+    assert_eq!(stats.total.submitted, offered);
+}

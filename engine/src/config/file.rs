@@ -215,6 +215,7 @@ struct ControlFile {
     health_slo_ns: Option<i64>,
     ring_capacity: Option<i64>,
     drain_finishes_queued: Option<bool>,
+    drain_timeout_ns: Option<i64>,
     pinning: Option<bool>,
     nice: Option<i64>,
 }
@@ -477,6 +478,7 @@ impl ConfigFile {
                 health_slo_ns: wide(config.control.health_slo_ns),
                 ring_capacity: wide(config.control.ring_capacity),
                 drain_finishes_queued: Some(config.control.drain_finishes_queued),
+                drain_timeout_ns: wide(config.control.drain_timeout_ns),
                 pinning: Some(config.control.pinning),
                 nice: wide(config.control.nice),
             }),
@@ -948,6 +950,12 @@ impl ControlFile {
             &mut control.drain_finishes_queued,
             self.drain_finishes_queued,
         );
+        set(
+            &mut control.drain_timeout_ns,
+            "control.drain_timeout_ns",
+            self.drain_timeout_ns,
+            range::DRAIN_TIMEOUT_NS,
+        )?;
         set_flag(&mut control.pinning, self.pinning);
         set(&mut control.nice, "control.nice", self.nice, range::NICE)?;
         Ok(())
@@ -1384,6 +1392,7 @@ mod tests {
             health_slo_ns: 51_000,
             ring_capacity: 52,
             drain_finishes_queued: false,
+            drain_timeout_ns: 53_000_000,
             pinning: false,
             nice: 5,
         };

@@ -101,8 +101,11 @@ pub struct DrainReport {
     pub connection: ConnectionId,
     /// Queued messages that ran to completion during the drain.
     pub finished: u64,
-    /// Queued messages cancelled by the drain.
+    /// Queued messages cancelled by the drain: all of them when `drain_finishes_queued` is
+    /// off, else those still queued at its deadline (`control.drain_timeout_ns`).
     pub cancelled: u64,
+    /// Whether the deadline passed with messages still queued (they were cancelled).
+    pub deadline_passed: bool,
 }
 
 /// A cap to change at run time.
@@ -380,7 +383,8 @@ impl Control {
 
     /// Drains `connection`: new messages are refused `Draining`, its queued messages run
     /// (or are cancelled, per `control.drain_finishes_queued`), then it is closed. Returns
-    /// when the drain is done.
+    /// when the drain is done: at the latest at `control.drain_timeout_ns`, when what is
+    /// still queued is cancelled, so every queued message has its outcome by then.
     pub fn drain(&self, connection: ConnectionId) -> Result<DrainReport, ControlError> {
         match self.call(Command::Drain(connection))? {
             Answer::Drained(report) => Ok(report),

@@ -22,7 +22,7 @@ use super::{
     ControlShared, ControlStats, DrainReport, Health, HealthKind, Limit, RateTarget, Request,
     ShardHealth,
 };
-use crate::command::{DrainResult, RateScope, ShardCommand, ShardReply};
+use crate::command::{RateScope, ShardCommand, ShardReply};
 
 /// Requests served per turn before the thread looks at shard replies again, so that a
 /// flood of one kind cannot hold answers back.
@@ -230,6 +230,7 @@ impl ControlLoop<'_> {
                         request: request_id,
                         connection,
                         finish_queued: engine.config.control.drain_finishes_queued,
+                        deadline_ns: now_ns.saturating_add(engine.config.control.drain_timeout_ns),
                     },
                 );
                 self.wait(request_id, request, 1, PendingState::Drain { connection });
@@ -487,14 +488,12 @@ impl ControlLoop<'_> {
                 Answer::Health(self.health(kind, shards))
             }
             PendingState::Drain { connection } => {
-                let result = drained.unwrap_or(DrainResult {
-                    finished: 0,
-                    cancelled: 0,
-                });
+                let result = drained.unwrap_or_default();
                 Answer::Drained(DrainReport {
                     connection,
                     finished: result.finished,
                     cancelled: result.cancelled,
+                    deadline_passed: result.deadline_passed,
                 })
             }
             PendingState::Cancel => Answer::Cancel(if cancel == Some(true) {

@@ -30,8 +30,9 @@ pub(crate) fn serve_shard_commands(
                 request,
                 connection,
                 finish_queued,
+                deadline_ns,
             } => core
-                .begin_drain(connection, finish_queued, request, now_ns)
+                .begin_drain(connection, finish_queued, request, deadline_ns, now_ns)
                 .map(|result| ShardReply::Drained { request, result }),
             ShardCommand::Cancel {
                 request,
@@ -81,11 +82,12 @@ pub(crate) fn serve_shard_commands(
 /// Sends the replies of drains that finished since the last call.
 pub(crate) fn report_finished_drains(
     core: &mut ShardCore,
+    now_ns: u64,
     replies: &mut spsc::Producer<ShardReply>,
     scratch: &mut Vec<(u64, DrainResult)>,
 ) -> bool {
     scratch.clear();
-    core.finished_drains(scratch);
+    core.finished_drains(now_ns, scratch);
     for &(request, result) in scratch.iter() {
         let _ = replies.push(ShardReply::Drained { request, result });
     }
@@ -113,10 +115,7 @@ pub(crate) fn serve_commands_when_lost(
             },
             ShardCommand::Drain { request, .. } => ShardReply::Drained {
                 request,
-                result: DrainResult {
-                    finished: 0,
-                    cancelled: 0,
-                },
+                result: DrainResult::default(),
             },
             ShardCommand::Cancel { request, .. } => ShardReply::Cancelled {
                 request,

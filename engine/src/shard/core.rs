@@ -120,6 +120,9 @@ struct Drain {
     request: u64,
     pending_at_start: u64,
     cancelled: u64,
+    /// When what is still queued is cancelled (engine clock, ns).
+    deadline_ns: u64,
+    deadline_passed: bool,
 }
 
 /// Retry-after for cap refusals when no handler time has been measured yet.
@@ -712,34 +715,27 @@ impl ShardCore {
         connection: crate::message::ConnectionId,
         finish_queued: bool,
         request: u64,
+        deadline_ns: u64,
         now_ns: u64,
     ) -> Option<DrainResult> {
         let Some(slot) = self.connections.find(connection) else {
             // Unknown here: nothing pending, nothing to close.
-            return Some(DrainResult {
-                finished: 0,
-                cancelled: 0,
-            });
+            return Some(DrainResult::default());
         };
         self.connections.get_mut(slot).draining = true;
         let pending_at_start = u64::from(self.connections.get(slot).pending_messages);
-        let mut cancelled = 0;
-        if !finish_queued {
-            for priority in Priority::ALL {
-                while let Some(entry) = self.queue.pop_oldest(&mut self.connections, slot, priority)
-                {
-                    let role = entry.message.role;
-                    self.finish(entry, Outcome::Cancelled);
-                    self.after_queue_change(role, now_ns);
-                    cancelled += 1;
-                }
-            }
-        }
+        let cancelled = if finish_queued {
+            0
+        } else {
+            self.cancel_queued_of(slot, now_ns)
+        };
         let drain = Drain {
             connection: slot,
             request,
             pending_at_start,
             cancelled,
+            deadline_ns,
+            deadline_passed: false,
         };
         if self.connections.get(slot).pending_messages == 0 {
             return Some(drain.result());
@@ -748,16 +744,47 @@ impl ShardCore {
         None
     }
 
-    /// Drains that completed since the last call, with their request ids.
-    pub(crate) fn finished_drains(&mut self, out: &mut Vec<(u64, DrainResult)>) {
-        let connections = &self.connections;
-        self.drains.retain(|drain| {
-            let done = connections.get(drain.connection).pending_messages == 0;
-            if done {
-                out.push((drain.request, drain.result()));
+    /// Cancels every message `connection` has queued, oldest first at each priority;
+    /// returns how many.
+    fn cancel_queued_of(&mut self, connection: Slot, now_ns: u64) -> u64 {
+        let mut cancelled = 0;
+        for priority in Priority::ALL {
+            while let Some(entry) =
+                self.queue
+                    .pop_oldest(&mut self.connections, connection, priority)
+            {
+                let role = entry.message.role;
+                self.finish(entry, Outcome::Cancelled);
+                self.after_queue_change(role, now_ns);
+                cancelled += 1;
             }
-            !done
-        });
+        }
+        cancelled
+    }
+
+    /// Drains that completed since the last call, with their request ids: those whose
+    /// connection has nothing queued any more, and those past their deadline at `now_ns`,
+    /// whose queued messages are cancelled now.
+    pub(crate) fn finished_drains(&mut self, now_ns: u64, out: &mut Vec<(u64, DrainResult)>) {
+        let mut index = 0;
+        while index < self.drains.len() {
+            let drain = self.drains[index];
+            if self.connections.get(drain.connection).pending_messages > 0
+                && now_ns >= drain.deadline_ns
+            {
+                let cancelled = self.cancel_queued_of(drain.connection, now_ns);
+                let drain = &mut self.drains[index];
+                drain.cancelled += cancelled;
+                drain.deadline_passed = true;
+            }
+            let drain = self.drains[index];
+            if self.connections.get(drain.connection).pending_messages == 0 {
+                out.push((drain.request, drain.result()));
+                self.drains.swap_remove(index);
+            } else {
+                index += 1;
+            }
+        }
     }
 
     /// Cancels the queued message `message` of `connection`, ahead of the data queue.
@@ -945,6 +972,7 @@ impl Drain {
         DrainResult {
             finished: self.pending_at_start - self.cancelled,
             cancelled: self.cancelled,
+            deadline_passed: self.deadline_passed,
         }
     }
 }

@@ -308,7 +308,7 @@ fn serve<H: Handler>(
                 }
             }
         }
-        if report_finished_drains(core, replies, &mut drains_done) {
+        if report_finished_drains(core, now_ns, replies, &mut drains_done) {
             around.wake_control();
         }
         // Relaxed: an advisory signal for producers.
@@ -481,7 +481,7 @@ fn serve_lost(
     core.local_completions.clear();
     route(core, links, shard);
     let mut drains_done = Vec::new();
-    report_finished_drains(core, replies, &mut drains_done);
+    report_finished_drains(core, now_ns, replies, &mut drains_done);
     let mut scratch = Vec::new();
     loop {
         // Acquire: pairs with the Release store in `Engine::stop`; checked before adopting,
