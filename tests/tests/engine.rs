@@ -9,47 +9,15 @@ use std::time::{Duration, Instant};
 use spillway::config::{Config, TenantConfig};
 use spillway::engine::Engine;
 use spillway::handler::HandlerError;
-use spillway::ingress::Ingress;
 use spillway::message::{ConnectionId, Message, MessageId, Priority, Role, TenantId};
 use spillway::outcome::{Completion, FailureReason, Outcome, RefusalReason};
-
-/// Every test gives up rather than hang.
-const DEADLINE: Duration = Duration::from_secs(60);
+use spillway_tests::{submit_all, DEADLINE};
 
 fn config(shards: usize) -> Config {
     Config {
         shards,
         ..Config::default()
     }
-}
-
-/// Submits every message (retrying while the ring is full) and collects completions until
-/// each submitted message has one.
-fn submit_all(ingress: &mut Ingress, messages: Vec<Message>) -> Vec<Completion> {
-    let started = Instant::now();
-    let total = messages.len();
-    let mut completions = Vec::with_capacity(total);
-    for mut message in messages {
-        loop {
-            match ingress.submit(message) {
-                Ok(()) => break,
-                Err(full) => {
-                    assert!(!full.stopped);
-                    message = full.message;
-                    ingress.poll_completions(&mut completions);
-                    assert!(started.elapsed() < DEADLINE, "stuck submitting");
-                    std::thread::yield_now();
-                }
-            }
-        }
-    }
-    while completions.len() < total {
-        if ingress.poll_completions(&mut completions) == 0 {
-            assert!(started.elapsed() < DEADLINE, "stuck collecting");
-            std::thread::yield_now();
-        }
-    }
-    completions
 }
 
 fn assert_one_completion_each(completions: &[Completion], expected: impl Iterator<Item = u64>) {

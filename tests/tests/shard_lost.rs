@@ -22,8 +22,8 @@ use spillway::message::{ConnectionId, Message, MessageId, Priority, Role, Tenant
 use spillway::metrics::{Stats, Tally};
 use spillway::net::server::{ServerConfig, TcpServer};
 use spillway::outcome::{Completion, FailureReason, Outcome};
+use spillway_tests::{submit_all, DEADLINE};
 
-const DEADLINE: Duration = Duration::from_secs(60);
 const SHARD_LOST: Outcome = Outcome::Failed {
     reason: FailureReason::ShardLost,
 };
@@ -51,38 +51,17 @@ fn busy(cost: Duration) -> impl Handler + Clone {
     }
 }
 
-/// Submits messages `ids` on connections `connection_of(id)`, retrying while a ring is
-/// full, and collects completions until every one has come back.
+/// Submits messages `ids` on connections `connection_of(id)` and collects their
+/// completions.
 fn submit_and_collect(
     ingress: &mut Ingress,
     ids: std::ops::Range<u64>,
     connection_of: impl Fn(u64) -> u64,
 ) -> Vec<Completion> {
-    let started = Instant::now();
-    let mut completions = Vec::new();
-    let total = ids.end - ids.start;
-    for id in ids {
-        let mut message = Message::new(ConnectionId(connection_of(id)), MessageId(id));
-        loop {
-            match ingress.submit(message) {
-                Ok(()) => break,
-                Err(full) => {
-                    assert!(!full.stopped);
-                    message = full.message;
-                    ingress.poll_completions(&mut completions);
-                    assert!(started.elapsed() < DEADLINE, "stuck submitting");
-                    std::thread::yield_now();
-                }
-            }
-        }
-    }
-    while (completions.len() as u64) < total {
-        if ingress.poll_completions(&mut completions) == 0 {
-            assert!(started.elapsed() < DEADLINE, "stuck collecting");
-            std::thread::sleep(Duration::from_micros(100));
-        }
-    }
-    completions
+    let messages = ids
+        .map(|id| Message::new(ConnectionId(connection_of(id)), MessageId(id)))
+        .collect();
+    submit_all(ingress, messages)
 }
 
 /// Exactly one completion per id, and the engine's counters equal the tally of those

@@ -50,9 +50,6 @@ pub(crate) struct ShardShared {
     pub(crate) backpressure: AtomicBool,
     /// Whether pinning this shard to its core succeeded.
     pub(crate) pinned: AtomicBool,
-    /// Set when the shard thread panicked outside a handler: it has failed what it held
-    /// and now fails whatever reaches it (`FailureReason::ShardLost`).
-    pub(crate) lost: AtomicBool,
     /// Test hooks (feature `fault-injection`); shared with the shard's core.
     pub(crate) fault: Arc<FaultSwitch>,
 }
@@ -77,7 +74,6 @@ impl ShardShared {
             event_waker: OnceLock::new(),
             backpressure: AtomicBool::new(false),
             pinned: AtomicBool::new(false),
-            lost: AtomicBool::new(false),
             fault: Arc::default(),
         }
     }

@@ -10,9 +10,9 @@
 //! A panic in a handler fails only its message (`shard::run`). A panic anywhere else on
 //! the thread (the loop itself, admission, the handler's `poll`) loses the shard: the
 //! thread catches it, fails the message that was in admission and everything queued with
-//! `ShardLost`, drops the handler (closing what it opened), raises the shard's `lost`
-//! flag for health checks, and from then on fails whatever reaches its rings the same way,
-//! until shutdown. So no message is lost without an outcome and the counters reconcile.
+//! `ShardLost`, drops the handler (closing what it opened), answers health checks as lost,
+//! and from then on fails whatever reaches its rings the same way, until shutdown. So no
+//! message is lost without an outcome, and the counters reconcile.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
@@ -147,6 +147,11 @@ impl Surroundings<'_> {
 
 /// The control rings' shard ends.
 type ControlEnds = (spsc::Consumer<ShardCommand>, spsc::Producer<ShardReply>);
+/// The same, borrowed by one of the loops.
+type ControlEndsMut<'a> = (
+    &'a mut spsc::Consumer<ShardCommand>,
+    &'a mut spsc::Producer<ShardReply>,
+);
 
 /// The shard thread: serves until shutdown, or until a panic outside a handler loses the
 /// shard, and then fails what reaches it until shutdown (see the module doc).
@@ -198,10 +203,7 @@ fn serve<H: Handler>(
     handler: &mut H,
     around: &Surroundings<'_>,
     links: &mut Links,
-    (commands, replies): (
-        &mut spsc::Consumer<ShardCommand>,
-        &mut spsc::Producer<ShardReply>,
-    ),
+    (commands, replies): ControlEndsMut<'_>,
     waiter: &mut Waiter,
 ) {
     let mut drains_done = Vec::new();
@@ -336,13 +338,7 @@ fn serve<H: Handler>(
         if idle {
             waiter.idle(
                 &shard.sleeper.sleeping,
-                || {
-                    !shard.registrations.is_empty()
-                        || !commands.is_empty()
-                        || !shard.shared_submissions.is_empty()
-                        || around.stopping.load(Ordering::Relaxed)
-                        || links.any_waiting()
-                },
+                || has_work(around, commands, links),
                 // The handler's event source if it has one (the TCP front end's epoll, which
                 // wakes on a socket event too), else a park.
                 |timeout| {
@@ -359,6 +355,21 @@ fn serve<H: Handler>(
     }
 
     handler.stopped(&mut ShardContext::new(core, clock.now_ns()));
+}
+
+/// Whether anything waits for the shard: a new ingress, a command, a submission, or the
+/// stop (re-checked after the shard raises its sleeping flag).
+fn has_work(
+    around: &Surroundings<'_>,
+    commands: &spsc::Consumer<ShardCommand>,
+    links: &Links,
+) -> bool {
+    let shard = around.shard;
+    !shard.registrations.is_empty()
+        || !commands.is_empty()
+        || !shard.shared_submissions.is_empty()
+        || around.stopping.load(Ordering::Relaxed)
+        || links.any_waiting()
 }
 
 /// Hands the completions of work admitted on the shard itself (`ShardContext::admit`) to
@@ -464,15 +475,10 @@ fn serve_lost(
     core: &mut ShardCore,
     around: &Surroundings<'_>,
     links: &mut Links,
-    (commands, replies): (
-        &mut spsc::Consumer<ShardCommand>,
-        &mut spsc::Producer<ShardReply>,
-    ),
+    (commands, replies): ControlEndsMut<'_>,
     waiter: &mut Waiter,
 ) {
     let shard = around.shard;
-    // Release: pairs with the Acquire load of health checks that read it.
-    shard.lost.store(true, Ordering::Release);
     let now_ns = around.clock.now_ns();
     if let Some((origin, completion)) = core.fail_lost(now_ns) {
         post_direct(links, shard, origin, completion);
@@ -508,13 +514,7 @@ fn serve_lost(
         if taken == 0 && !answered {
             waiter.idle(
                 &shard.sleeper.sleeping,
-                || {
-                    !shard.registrations.is_empty()
-                        || !commands.is_empty()
-                        || !shard.shared_submissions.is_empty()
-                        || around.stopping.load(Ordering::Relaxed)
-                        || links.any_waiting()
-                },
+                || has_work(around, commands, links),
                 |timeout| std::thread::park_timeout(timeout.min(LOST_PARK)),
             );
         } else {
