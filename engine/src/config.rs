@@ -529,8 +529,10 @@ impl NetConfig {
 
 /// How an idle thread waits for work (LMAX Disruptor's wait strategies). In a file, the
 /// `[wait]` table: `strategy` (`adaptive`, `busy-spin`, `spin-then-yield`,
-/// `spin-then-park`) and the numbers that strategy takes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// `spin-then-park`) and the numbers that strategy takes; its `Deserialize` is in
+/// `config/file.rs`, which fills in the numbers a file leaves out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "strategy", rename_all = "kebab-case")]
 pub enum WaitStrategy {
     /// Spin on the rings forever: lowest latency, burns its core. Only for machines with a
     /// core per thread.

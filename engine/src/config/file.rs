@@ -11,6 +11,7 @@
 
 use core::fmt;
 use core::ops::{Range, RangeInclusive};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::de::{self, DeserializeOwned, DeserializeSeed, Deserializer, MapAccess, Visitor};
@@ -18,7 +19,6 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_path_to_error::Segment;
 use serde_value::{DeserializerError, Value};
 
-use super::profile::one_of;
 use super::{range, span, Config, ConfigError, Profile, WaitStrategy};
 use crate::message::{Priority, Role, TenantId};
 
@@ -73,9 +73,9 @@ impl Config {
 
 /// The one key read before the rest: which profile the file's keys override.
 #[derive(Deserialize)]
-struct ProfileKey {
+pub(super) struct ProfileKey {
     #[serde(default)]
-    profile: Profile,
+    pub(super) profile: Profile,
 }
 
 /// The file's value tree. An integer too big for TOML (past 64 bits) is named by its key.
@@ -131,10 +131,8 @@ fn lay_over(base: &mut Value, file: Value) {
     }
 }
 
-fn switches_strategy(
-    base: &std::collections::BTreeMap<Value, Value>,
-    file: &std::collections::BTreeMap<Value, Value>,
-) -> bool {
+/// Whether the file's table names a `strategy` other than the profile's.
+fn switches_strategy(base: &BTreeMap<Value, Value>, file: &BTreeMap<Value, Value>) -> bool {
     let key = Value::String(STRATEGY.to_string());
     file.get(&key)
         .is_some_and(|named| base.get(&key) != Some(named))
@@ -166,9 +164,12 @@ fn thresholds_as_table(tree: &mut Value) -> Result<(), ConfigError> {
             table
                 .into_iter()
                 .map(|(key, value)| {
-                    let priority = Priority::ALL.into_iter().find(|priority| {
-                        matches!(&key, Value::String(key) if key.eq_ignore_ascii_case(&priority.to_string()))
-                    });
+                    let priority = match &key {
+                        Value::String(text) => Priority::ALL
+                            .into_iter()
+                            .find(|priority| text.eq_ignore_ascii_case(&priority.to_string())),
+                        _ => None,
+                    };
                     (priority.map_or(key, name), value)
                 })
                 .collect(),
@@ -179,7 +180,7 @@ fn thresholds_as_table(tree: &mut Value) -> Result<(), ConfigError> {
 }
 
 /// Deserializes `tree`, naming the key of any error by its path.
-fn deserialize<T: DeserializeOwned>(tree: Value) -> Result<T, ConfigError> {
+pub(super) fn deserialize<T: DeserializeOwned>(tree: Value) -> Result<T, ConfigError> {
     serde_path_to_error::deserialize(tree).map_err(|error| {
         let path = error.path().clone();
         let (key, allowed, got) = match error.into_inner() {
@@ -193,11 +194,11 @@ fn deserialize<T: DeserializeOwned>(tree: Value) -> Result<T, ConfigError> {
                 (None, expected, format!("an array of {length} values"))
             }
             DeserializerError::UnknownVariant(name, names) => {
-                (None, one_of(names.iter().copied()), format!("{name:?}"))
+                (None, one_of(names), format!("{name:?}"))
             }
             DeserializerError::UnknownField(key, keys) => (
                 Some(key),
-                one_of(keys.iter().copied()),
+                one_of(keys),
                 "an unknown key".to_string(),
             ),
             // A profile gives every setting but a tenant's id, so that is the one missing.
@@ -209,27 +210,26 @@ fn deserialize<T: DeserializeOwned>(tree: Value) -> Result<T, ConfigError> {
             other => (None, "a valid value".to_string(), other.to_string()),
         };
         // The path ends at an unknown key; a missing key, or a key refused after its table
-        // was read, is named after the table's path.
-        let mut field = match path.iter().next() {
-            Some(_) => path.to_string(),
-            None => String::new(),
+        // was read, is named after the table's path (the root's is ".").
+        let table = Some(path.to_string()).filter(|path| path != ".");
+        let at_key = |key: &String| {
+            matches!(path.iter().next_back(), Some(Segment::Map { key: last }) if last == key)
         };
-        if let Some(key) = key {
-            let at_key =
-                matches!(path.iter().next_back(), Some(Segment::Map { key: last }) if *last == key);
-            if !at_key {
-                if !field.is_empty() {
-                    field.push('.');
-                }
-                field.push_str(&key);
-            }
-        }
+        let field = match (table, key.filter(|key| !at_key(key))) {
+            (Some(table), Some(key)) => format!("{table}.{key}"),
+            (table, key) => table.or(key).unwrap_or_default(),
+        };
         ConfigError {
             field,
             allowed,
             got,
         }
     })
+}
+
+/// `{a, b, c}`: the allowed values of a field that takes one of a few names or keys.
+fn one_of(names: &[&str]) -> String {
+    format!("{{{}}}", names.join(", "))
 }
 
 /// The kind of TOML value a serde visitor expects, in the words of the messages.
@@ -361,28 +361,6 @@ pub(super) enum PriorityName {
 /// A tenant's priority ceiling when its table names none: P0, no ceiling.
 pub(super) fn no_ceiling() -> Priority {
     Priority::P0
-}
-
-/// How a [`WaitStrategy`] prints: its `strategy` and the numbers it takes.
-#[derive(Serialize)]
-#[serde(remote = "WaitStrategy", tag = "strategy", rename_all = "kebab-case")]
-enum WaitStrategyTable {
-    BusySpin,
-    SpinThenYield {
-        spin_iterations: u32,
-    },
-    SpinThenPark {
-        spin_iterations: u32,
-        yield_iterations: u32,
-        park_timeout_us: u32,
-    },
-    Adaptive,
-}
-
-impl Serialize for WaitStrategy {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        WaitStrategyTable::serialize(self, serializer)
-    }
 }
 
 /// How a file gives a [`WaitStrategy`]: the `[wait]` table.

@@ -10,7 +10,9 @@ use core::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Config, ConfigError, WaitStrategy};
+use serde_value::Value;
+
+use super::{file, Config, ConfigError, WaitStrategy};
 
 /// A named starting point for the settings: `Config::for_profile(profile)`, or
 /// `profile = "NAME"` in a TOML file. Production is the default.
@@ -81,21 +83,10 @@ impl Profile {
     /// The profile called `name`; anything else is an error on the field `profile` that
     /// lists the four names.
     pub fn from_name(name: &str) -> Result<Profile, ConfigError> {
-        Profile::ALL
-            .into_iter()
-            .find(|profile| profile.name() == name)
-            .ok_or_else(|| ConfigError {
-                field: "profile".to_string(),
-                allowed: one_of(Profile::ALL.map(Profile::name)),
-                got: format!("{name:?}"),
-            })
+        let key = |text: &str| Value::String(text.to_string());
+        let table = Value::Map([(key("profile"), key(name))].into_iter().collect());
+        file::deserialize(table).map(|file::ProfileKey { profile }| profile)
     }
-}
-
-/// `{a, b, c}`: the allowed values of a field that takes one of a few names.
-pub(super) fn one_of<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
-    let names: Vec<&str> = names.into_iter().collect();
-    format!("{{{}}}", names.join(", "))
 }
 
 impl fmt::Display for Profile {
