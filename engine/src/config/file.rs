@@ -88,8 +88,8 @@ fn parse(text: &str) -> Result<Value, ConfigError> {
     serde_path_to_error::deserialize(document).map_err(|error| ConfigError {
         field: error.path().to_string(),
         allowed: "64-bit integers".to_string(),
-        got: match error.inner().span() {
-            Some(span) => format!("integer `{}`", &text[span]),
+        got: match error.inner().span().and_then(|span| text.get(span)) {
+            Some(number) => format!("integer `{number}`"),
             None => error.inner().message().to_string(),
         },
     })
