@@ -48,9 +48,24 @@
 //! );
 //! ```
 
+use core::fmt::Display;
 use core::ops::RangeInclusive;
 
+use serde::{Deserialize, Serialize};
+
 use crate::message::{Priority, Role, TenantId};
+
+/// `check_fields!(config, "prefix."; a.b in RANGE; ...)` checks `config.a.b` against
+/// `RANGE`, naming the field `prefix.a.b`: a field's path is its access path.
+macro_rules! check_fields {
+    ($config:expr, $prefix:literal; $($first:ident $(.$rest:ident)* in $range:expr;)*) => {$(
+        check(
+            concat!($prefix, stringify!($first) $(, ".", stringify!($rest))*),
+            $config.$first $(.$rest)*,
+            $range,
+        )?;
+    )*};
+}
 
 mod egress;
 mod file;
@@ -73,42 +88,47 @@ pub const FRAME_BYTES_MAX: u32 = 16 * 1024 * 1024;
 pub const FRAME_BYTES_DEFAULT: u32 = 64 * 1024;
 
 /// All settings. `Default` is SPEC's production profile; [`Config::for_profile`] gives the
-/// others.
-#[derive(Clone, Debug, PartialEq)]
+/// others. A file has the same keys, in this order when printed: plain values, then one
+/// table per section, the tenants last.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// The profile these settings started from. Informational: the engine reads only the
     /// values below, and a file's `profile` key names the base its other keys override.
     pub profile: Profile,
     /// Data shards (worker threads); `0` picks one per available core, less one for the
     /// control plane when there are more than two cores.
+    #[serde(deserialize_with = "range::shards")]
     pub shards: usize,
     /// Pin each shard to its own core with core_affinity.
     pub pinning: bool,
-    /// How an idle shard waits for work.
-    pub wait: WaitStrategy,
     /// Slots in each submission ring (producer -> shard) and each completion ring back.
+    #[serde(deserialize_with = "range::ring_capacity")]
     pub ring_capacity: usize,
     /// Most messages a shard takes from one submission ring per loop, so one producer
     /// cannot starve the others or the control ring.
+    #[serde(deserialize_with = "range::batch")]
     pub admission_batch_max: usize,
     /// Most handlers a shard runs in one batch, between looks at its control ring. Batches
     /// are sized by time (as many as fit in about 5 µs at the mean handler cost, at least
     /// one), so this cap binds only for handlers cheaper than about 80 ns.
+    #[serde(deserialize_with = "range::batch")]
     pub handler_batch_max: usize,
     /// Most connections whose state a shard keeps; idle ones are evicted to make room.
+    #[serde(deserialize_with = "range::connections_per_shard")]
     pub connections_per_shard_max: usize,
+    /// On shutdown, run what is queued (`true`) or cancel it (`false`).
+    pub shutdown_finishes_queued: bool,
+    /// How an idle shard waits for work.
+    pub wait: WaitStrategy,
     /// Kill switches: each admission level can be turned off.
     pub levels: Levels,
     /// Level 1: per-connection token bucket and its adaptive controller.
     pub rate: RateConfig,
     /// Level 2: hard caps on pending work.
     pub caps: CapsConfig,
-    /// Per-tenant aggregate caps and priority ceilings.
-    pub tenants: Vec<TenantConfig>,
     /// Level 3: the global circuit breaker.
     pub breaker: BreakerConfig,
-    /// On shutdown, run what is queued (`true`) or cancel it (`false`).
-    pub shutdown_finishes_queued: bool,
     /// The control-plane thread and its rings.
     pub control: ControlConfig,
     /// The overload monitor.
@@ -118,6 +138,8 @@ pub struct Config {
     /// The TCP front end's limits and timers (`spillway serve`,
     /// [`ServerConfig::from_config`](crate::net::server::ServerConfig::from_config)).
     pub net: NetConfig,
+    /// Per-tenant aggregate caps and priority ceilings.
+    pub tenants: Vec<TenantConfig>,
 }
 
 impl Default for Config {
@@ -126,27 +148,28 @@ impl Default for Config {
             profile: Profile::Production,
             shards: 0,
             pinning: false,
-            wait: WaitStrategy::Adaptive,
             ring_capacity: 4096,
             admission_batch_max: 256,
             handler_batch_max: 64,
             connections_per_shard_max: 32_768,
+            shutdown_finishes_queued: true,
+            wait: WaitStrategy::Adaptive,
             levels: Levels::default(),
             rate: RateConfig::default(),
             caps: CapsConfig::default(),
-            tenants: Vec::new(),
             breaker: BreakerConfig::default(),
-            shutdown_finishes_queued: true,
             control: ControlConfig::default(),
             monitor: MonitorConfig::default(),
             egress: EgressConfig::default(),
             net: NetConfig::default(),
+            tenants: Vec::new(),
         }
     }
 }
 
 /// Kill switches for the three admission levels (SPEC 3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Levels {
     /// Level 1, the per-connection token bucket.
     pub rate_limit: bool,
@@ -167,23 +190,31 @@ impl Default for Levels {
 }
 
 /// Level 1 settings.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RateConfig {
     /// Messages per second per connection (SPEC: 500).
+    #[serde(deserialize_with = "range::rate_per_sec")]
     pub per_connection_per_sec: u32,
     /// Burst in messages (SPEC: twice the rate).
+    #[serde(deserialize_with = "range::burst")]
     pub burst: u32,
     /// Lower a connection's rate when its latency is high.
     pub adaptive: bool,
     /// Latency above which the adaptive controller cuts, in ns (SPEC: 100 ms).
+    #[serde(deserialize_with = "range::latency_ns")]
     pub adaptive_latency_threshold_ns: u64,
     /// Cut per adjustment, percent (SPEC: 10).
+    #[serde(deserialize_with = "range::cut_percent")]
     pub adaptive_cut_percent: u32,
     /// Recovery per interval, percent (SPEC: 5).
+    #[serde(deserialize_with = "range::percent")]
     pub adaptive_recover_percent: u32,
     /// The rate is never cut below this, messages per second.
+    #[serde(deserialize_with = "range::rate_per_sec")]
     pub adaptive_floor_per_sec: u32,
     /// Length of an adjustment interval, in ns.
+    #[serde(deserialize_with = "range::adaptive_interval_ns")]
     pub adaptive_interval_ns: u64,
 }
 
@@ -203,7 +234,8 @@ impl Default for RateConfig {
 }
 
 /// What happens to a message that meets a full cap.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum CapAction {
     /// Refuse it with the cap's reason and a retry-after (SPEC default).
     Refuse,
@@ -215,7 +247,8 @@ pub enum CapAction {
 }
 
 /// Which message goes when the `drop` action meets a full cap.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum QueueDropPolicy {
     /// Evict the connection's oldest queued message of the lowest priority not above the
     /// incoming one (and, at a role cap, of the same role), then admit the new one; if there
@@ -226,22 +259,30 @@ pub enum QueueDropPolicy {
 }
 
 /// Level 2 settings. Caps are counts of pending (admitted, not yet finished) messages.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct CapsConfig {
     /// Pending messages per connection (SPEC: 1000).
+    #[serde(deserialize_with = "range::cap_messages")]
     pub connection_messages: u32,
     /// Pending payload bytes per connection (SPEC: 50 MiB).
+    #[serde(deserialize_with = "range::cap_bytes")]
     pub connection_bytes: u64,
     /// Pending messages per role on one shard, in [`Role::ALL`] order
     /// (SPEC: session 10000, sse 5000, task_worker 1000, tool_executor 500, transport 2000,
-    /// default 1000).
+    /// default 1000). In a file, a table keyed by [`Role::name`].
+    #[serde(with = "file::role_messages")]
     pub role_messages: [u32; Role::COUNT],
     /// Pending messages on one shard's handler queue, all roles together.
+    #[serde(deserialize_with = "range::cap_messages")]
     pub handler_queue: u32,
     /// Fill percentage of the handler queue at which the shard raises backpressure (SPEC: 80).
+    #[serde(deserialize_with = "range::percent")]
     pub backpressure_percent: u32,
     /// Fill percentage of any cap from which each priority is refused, in P0..P3 order
-    /// (SPEC: 100, 95, 80, 60); must not increase from P0 to P3.
+    /// (SPEC: 100, 95, 80, 60); must not increase from P0 to P3. In a file, an array of four
+    /// or a table keyed `P0`..`P3` that overrides only the priorities it names.
+    #[serde(with = "file::thresholds")]
     pub priority_threshold_percent: [u32; Priority::COUNT],
     /// What happens at a cap.
     pub action: CapAction,
@@ -264,33 +305,47 @@ impl Default for CapsConfig {
     }
 }
 
-/// One tenant's settings.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// One tenant's settings. In a file, one `[[tenants]]` table; only `tenant` is required.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TenantConfig {
     /// Which tenant.
+    #[serde(with = "file::TenantIdNumber")]
     pub tenant: TenantId,
     /// Aggregate cap on the tenant's pending messages across all shards; `None`: no cap.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "range::tenant_pending"
+    )]
     pub max_pending: Option<u32>,
     /// The most urgent priority the tenant's messages may claim; higher claims are lowered
-    /// to it and counted.
+    /// to it and counted. Absent from a file: P0, no ceiling.
+    #[serde(default = "file::no_ceiling", with = "file::PriorityName")]
     pub priority_ceiling: Priority,
 }
 
 /// Level 3 settings.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct BreakerConfig {
     /// Open when the window's p95 latency (admission to completion) is over this, in ns
     /// (SPEC: 200 ms).
+    #[serde(deserialize_with = "range::latency_ns")]
     pub p95_latency_max_ns: u64,
     /// Open when the window's error rate is over this percentage (SPEC: 1).
     pub error_rate_max_percent: f64,
     /// Rolling window: the last this many finished requests, per shard (SPEC: 1000).
+    #[serde(deserialize_with = "range::window_requests")]
     pub window_requests: u32,
     /// No verdict until the window holds at least this many.
+    #[serde(deserialize_with = "range::min_samples")]
     pub min_samples: u32,
     /// Open -> half-open after this long, in ns (SPEC: 60 s).
+    #[serde(deserialize_with = "range::breaker_period_ns")]
     pub recovery_timeout_ns: u64,
     /// Half-open -> closed once metrics stayed good this long, in ns (SPEC: 30 s).
+    #[serde(deserialize_with = "range::breaker_period_ns")]
     pub good_period_ns: u64,
     /// Trip when a queue reaches 100% of its cap.
     pub trip_on_full_queue: bool,
@@ -311,12 +366,15 @@ impl Default for BreakerConfig {
 }
 
 /// Control-plane settings (SPEC 5).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ControlConfig {
     /// A health check slower than this is an SLO violation, in ns (SPEC: 100 ms); 1 µs to
     /// 60 s.
+    #[serde(deserialize_with = "range::health_slo_ns")]
     pub health_slo_ns: u64,
     /// Slots in each control ring (control -> shard and back); 2 to 65536.
+    #[serde(deserialize_with = "range::control_ring_capacity")]
     pub ring_capacity: usize,
     /// A drained connection finishes what it has queued (`true`) or cancels it (`false`).
     pub drain_finishes_queued: bool,
@@ -324,6 +382,7 @@ pub struct ControlConfig {
     /// 5 s); 1 ms to 1 h. At the deadline what is still queued is cancelled and the drain
     /// completes, so a drain ends in bounded time however deep the shard's backlog (under
     /// overload, fair service gives one connection a small share of the handlers).
+    #[serde(deserialize_with = "range::drain_timeout_ns")]
     pub drain_timeout_ns: u64,
     /// Pin the control-plane thread to a core of its own when one is spare.
     pub pinning: bool,
@@ -333,6 +392,7 @@ pub struct ControlConfig {
     /// without the privilege (CAP_SYS_NICE) the thread keeps its niceness, and
     /// [`Engine::control_nice`](crate::engine::Engine::control_nice) says which. The control
     /// thread never spins, so its priority costs the data path nothing while it waits.
+    #[serde(deserialize_with = "range::nice")]
     pub nice: i32,
 }
 
@@ -350,18 +410,24 @@ impl Default for ControlConfig {
 }
 
 /// Overload-monitor settings (SPEC 5).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct MonitorConfig {
     /// How often every queue is sampled against its cap, in ns (SPEC: 5 s); 1 ms to 1 h.
+    #[serde(deserialize_with = "range::monitor_interval_ns")]
     pub interval_ns: u64,
     /// Alerts kept (SPEC: the last 100); 1 to 100000.
+    #[serde(deserialize_with = "range::monitor_history")]
     pub history: usize,
     /// Fill percentage of a cap that raises a warning (SPEC: 80); below `critical_percent`.
+    #[serde(deserialize_with = "range::percent")]
     pub warning_percent: u32,
     /// Fill percentage that raises a critical alert (SPEC: 90); at most `overload_percent`.
+    #[serde(deserialize_with = "range::percent")]
     pub critical_percent: u32,
     /// Fill percentage that raises an overload alert, which trips the breaker (SPEC: 100);
     /// at most 100.
+    #[serde(deserialize_with = "range::percent")]
     pub overload_percent: u32,
 }
 
@@ -380,35 +446,48 @@ impl Default for MonitorConfig {
 /// The TCP front end's limits and timers, which
 /// [`ServerConfig`](crate::net::server::ServerConfig) holds beside egress flow control. The
 /// same in every profile; each field's range is checked by [`Config::validate`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct NetConfig {
     /// Open connections, all shards together; one more is accepted, told
     /// `too_many_connections`, and closed. 1 to 2^24.
+    #[serde(deserialize_with = "range::net_connections")]
     pub max_connections: usize,
     /// The largest frame accepted, header included, announced in Welcome; 512 B to 16 MiB.
+    #[serde(deserialize_with = "range::net_frame_bytes")]
     pub max_frame_bytes: u32,
     /// Time from accept to Hello before the connection is cut, in ns; 1 ms to 1 h.
+    #[serde(deserialize_with = "range::net_timeout_ns")]
     pub hello_timeout_ns: u64,
     /// Time from a frame's first byte to its last before the connection is cut, in ns;
     /// 1 ms to 1 h. An idle connection with no partial frame is never cut.
+    #[serde(deserialize_with = "range::net_timeout_ns")]
     pub frame_timeout_ns: u64,
     /// Time a closing connection has to take its last frames before it is closed
     /// regardless, in ns; 1 ms to 1 h.
+    #[serde(deserialize_with = "range::net_timeout_ns")]
     pub close_timeout_ns: u64,
     /// How long a shard stops accepting after the process runs out of descriptors, in ns;
     /// 1 µs to 1 min.
+    #[serde(deserialize_with = "range::net_backoff_ns")]
     pub accept_backoff_ns: u64,
     /// Connections one shard accepts per turn; 1 to 65536.
+    #[serde(deserialize_with = "range::net_per_turn")]
     pub accepts_per_turn_max: usize,
     /// Bytes read from one connection per turn before the others get theirs; 1 KiB to 64 MiB.
+    #[serde(deserialize_with = "range::net_buffer_bytes")]
     pub read_bytes_per_turn_max: usize,
     /// Frames one shard serves per turn, all its connections together; 1 to 65536.
+    #[serde(deserialize_with = "range::net_per_turn")]
     pub frames_per_turn_max: usize,
     /// Bytes of encoded frames a connection keeps ready to write; 1 KiB to 64 MiB.
+    #[serde(deserialize_with = "range::net_buffer_bytes")]
     pub write_buffer_bytes_max: usize,
     /// Readiness events taken from epoll per turn; 1 to 65536.
+    #[serde(deserialize_with = "range::net_per_turn")]
     pub events_per_turn_max: usize,
     /// How often the timers are checked, in ns; 100 µs to 1 min.
+    #[serde(deserialize_with = "range::net_housekeeping_ns")]
     pub housekeeping_interval_ns: u64,
 }
 
@@ -437,53 +516,30 @@ impl NetConfig {
     /// # Errors
     /// The first field out of its range.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let net = self;
-        check(
-            "net.max_connections",
-            net.max_connections,
-            range::NET_CONNECTIONS,
-        )?;
-        check(
-            "net.max_frame_bytes",
-            net.max_frame_bytes,
-            range::NET_FRAME_BYTES,
-        )?;
-        for (field, value) in [
-            ("net.hello_timeout_ns", net.hello_timeout_ns),
-            ("net.frame_timeout_ns", net.frame_timeout_ns),
-            ("net.close_timeout_ns", net.close_timeout_ns),
-        ] {
-            check(field, value, range::NET_TIMEOUT_NS)?;
-        }
-        check(
-            "net.accept_backoff_ns",
-            net.accept_backoff_ns,
-            range::NET_BACKOFF_NS,
-        )?;
-        for (field, value) in [
-            ("net.accepts_per_turn_max", net.accepts_per_turn_max),
-            ("net.frames_per_turn_max", net.frames_per_turn_max),
-            ("net.events_per_turn_max", net.events_per_turn_max),
-        ] {
-            check(field, value, range::NET_PER_TURN)?;
-        }
-        for (field, value) in [
-            ("net.read_bytes_per_turn_max", net.read_bytes_per_turn_max),
-            ("net.write_buffer_bytes_max", net.write_buffer_bytes_max),
-        ] {
-            check(field, value, range::NET_BUFFER_BYTES)?;
-        }
-        check(
-            "net.housekeeping_interval_ns",
-            net.housekeeping_interval_ns,
-            range::NET_HOUSEKEEPING_NS,
-        )?;
+        check_fields!(self, "net.";
+            max_connections in range::NET_CONNECTIONS;
+            max_frame_bytes in range::NET_FRAME_BYTES;
+            hello_timeout_ns in range::NET_TIMEOUT_NS;
+            frame_timeout_ns in range::NET_TIMEOUT_NS;
+            close_timeout_ns in range::NET_TIMEOUT_NS;
+            accept_backoff_ns in range::NET_BACKOFF_NS;
+            accepts_per_turn_max in range::NET_PER_TURN;
+            frames_per_turn_max in range::NET_PER_TURN;
+            events_per_turn_max in range::NET_PER_TURN;
+            read_bytes_per_turn_max in range::NET_BUFFER_BYTES;
+            write_buffer_bytes_max in range::NET_BUFFER_BYTES;
+            housekeeping_interval_ns in range::NET_HOUSEKEEPING_NS;
+        );
         Ok(())
     }
 }
 
-/// How an idle thread waits for work (LMAX Disruptor's wait strategies).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How an idle thread waits for work (LMAX Disruptor's wait strategies). In a file, the
+/// `[wait]` table: `strategy` (`adaptive`, `busy-spin`, `spin-then-yield`,
+/// `spin-then-park`) and the numbers that strategy takes; its `Deserialize` is in
+/// `config/file.rs`, which fills in the numbers a file leaves out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "strategy", rename_all = "kebab-case")]
 pub enum WaitStrategy {
     /// Spin on the rings forever: lowest latency, burns its core. Only for machines with a
     /// core per thread.
@@ -520,90 +576,141 @@ pub struct ConfigError {
     pub got: String,
 }
 
-/// The allowed range of each bounded setting, shared by [`Config::validate`],
-/// [`EgressConfig::validate`] and the TOML
-/// loader (which range-checks a file's numbers before they are narrowed to the field's type,
-/// so that `-5` is reported as out of range, not as a type error). Ranges that depend on
-/// another field (a floor under the rate, thresholds under each other) are checked by
-/// `validate` against that field; the loader checks their outer bound.
+/// The allowed range of each bounded setting, declared once. [`Config::validate`] checks
+/// the ranges (those that depend on another field against that field); each range's reader
+/// (the lower-case name, a `deserialize_with` of the fields it bounds) only uses it to report
+/// a number from a file that does not even fit the field's type, such as a negative count.
 pub(crate) mod range {
-    use super::{RangeInclusive, FRAME_BYTES_MAX, FRAME_BYTES_MIN, SHARDS_MAX};
+    use core::fmt::{self, Display};
+    use core::ops::RangeInclusive;
 
+    use serde::de::{Deserializer, Error, Unexpected, Visitor};
+
+    use super::{span, FRAME_BYTES_MAX, FRAME_BYTES_MIN, SHARDS_MAX};
+
+    const MINUTE_NS: u64 = 60_000_000_000;
     const HOUR_NS: u64 = 3_600_000_000_000;
     const DAY_NS: u64 = 86_400_000_000_000;
 
-    pub(super) const SHARDS: RangeInclusive<usize> = 0..=SHARDS_MAX;
-    pub(super) const RING_CAPACITY: RangeInclusive<usize> = 2..=1 << 20;
-    pub(super) const BATCH: RangeInclusive<usize> = 1..=1 << 16;
-    pub(super) const CONNECTIONS_PER_SHARD: RangeInclusive<usize> = 1..=1 << 24;
-    pub(super) const WAIT_ITERATIONS: RangeInclusive<u32> = 0..=u32::MAX;
-    pub(super) const PARK_TIMEOUT_US: RangeInclusive<u32> = 1..=1_000_000;
-    pub(super) const NICE: RangeInclusive<i32> = -20..=19;
+    /// `NAME, reader: type = range;` declares the range and its reader.
+    macro_rules! ranges {
+        ($($name:ident, $reader:ident: $type:ty = $range:expr;)*) => {$(
+            pub(crate) const $name: RangeInclusive<$type> = $range;
 
-    pub(super) const RATE_PER_SEC: RangeInclusive<u32> = 1..=1_000_000_000;
-    pub(super) const BURST: RangeInclusive<u32> = 1..=u32::MAX;
-    pub(super) const CUT_PERCENT: RangeInclusive<u32> = 1..=99;
-    pub(crate) const PERCENT: RangeInclusive<u32> = 1..=100;
-    pub(super) const ADAPTIVE_INTERVAL_NS: RangeInclusive<u64> = 1_000_000..=HOUR_NS;
-    pub(super) const LATENCY_NS: RangeInclusive<u64> = 1..=HOUR_NS;
+            pub(crate) fn $reader<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+            where
+                D: Deserializer<'de>,
+                T: From<$type>,
+            {
+                fitting(deserializer, &$name).map(T::from)
+            }
+        )*};
+    }
 
-    pub(super) const CAP_MESSAGES: RangeInclusive<u32> = 1..=1 << 24;
-    pub(super) const CAP_BYTES: RangeInclusive<u64> = 1..=1 << 40;
-    pub(super) const TENANT_ID: RangeInclusive<u32> = 0..=u32::MAX;
-    pub(super) const TENANT_PENDING: RangeInclusive<u32> = 1..=1 << 30;
+    ranges! {
+        SHARDS, shards: usize = 0..=SHARDS_MAX;
+        RING_CAPACITY, ring_capacity: usize = 2..=1 << 20;
+        BATCH, batch: usize = 1..=1 << 16;
+        CONNECTIONS_PER_SHARD, connections_per_shard: usize = 1..=1 << 24;
+        WAIT_ITERATIONS, wait_iterations: u32 = 0..=u32::MAX;
+        PARK_TIMEOUT_US, park_timeout_us: u32 = 1..=1_000_000;
+        NICE, nice: i32 = -20..=19;
 
-    pub(super) const ERROR_RATE_PERCENT: RangeInclusive<f64> = 0.0..=100.0;
-    pub(super) const WINDOW_REQUESTS: RangeInclusive<u32> = 10..=1 << 20;
-    pub(super) const MIN_SAMPLES: RangeInclusive<u32> = 1..=1 << 20;
-    pub(super) const BREAKER_PERIOD_NS: RangeInclusive<u64> = 1..=DAY_NS;
+        RATE_PER_SEC, rate_per_sec: u32 = 1..=1_000_000_000;
+        BURST, burst: u32 = 1..=u32::MAX;
+        CUT_PERCENT, cut_percent: u32 = 1..=99;
+        PERCENT, percent: u32 = 1..=100;
+        ADAPTIVE_INTERVAL_NS, adaptive_interval_ns: u64 = 1_000_000..=HOUR_NS;
+        LATENCY_NS, latency_ns: u64 = 1..=HOUR_NS;
 
-    pub(super) const HEALTH_SLO_NS: RangeInclusive<u64> = 1_000..=60_000_000_000;
-    pub(super) const CONTROL_RING_CAPACITY: RangeInclusive<usize> = 2..=65_536;
-    pub(crate) const DRAIN_TIMEOUT_NS: RangeInclusive<u64> = 1_000_000..=HOUR_NS;
-    pub(super) const MONITOR_INTERVAL_NS: RangeInclusive<u64> = 1_000_000..=HOUR_NS;
-    pub(super) const MONITOR_HISTORY: RangeInclusive<usize> = 1..=100_000;
+        CAP_MESSAGES, cap_messages: u32 = 1..=1 << 24;
+        CAP_BYTES, cap_bytes: u64 = 1..=1 << 40;
+        TENANT_ID, tenant_id: u32 = 0..=u32::MAX;
+        TENANT_PENDING, tenant_pending: u32 = 1..=1 << 30;
 
-    const MINUTE_NS: u64 = 60_000_000_000;
-    pub(crate) const EGRESS_BUFFER_CAPACITY: RangeInclusive<u32> = 1..=1 << 20;
-    pub(crate) const EGRESS_PAUSE_PERCENT: RangeInclusive<u32> = 2..=100;
-    pub(crate) const EGRESS_DELAY_NS: RangeInclusive<u64> = 0..=MINUTE_NS;
-    pub(crate) const EGRESS_PERIOD_NS: RangeInclusive<u64> = 1_000..=MINUTE_NS;
-    pub(crate) const EGRESS_HEALTH_WINDOW_NS: RangeInclusive<u64> = 10_000_000..=HOUR_NS;
-    pub(crate) const EGRESS_HEALTH_MIN_OFFERED: RangeInclusive<u32> = 1..=1 << 24;
+        WINDOW_REQUESTS, window_requests: u32 = 10..=1 << 20;
+        MIN_SAMPLES, min_samples: u32 = 1..=1 << 20;
+        BREAKER_PERIOD_NS, breaker_period_ns: u64 = 1..=DAY_NS;
 
-    pub(crate) const NET_CONNECTIONS: RangeInclusive<usize> = 1..=1 << 24;
-    pub(crate) const NET_FRAME_BYTES: RangeInclusive<u32> = FRAME_BYTES_MIN..=FRAME_BYTES_MAX;
-    pub(crate) const NET_TIMEOUT_NS: RangeInclusive<u64> = 1_000_000..=HOUR_NS;
-    pub(crate) const NET_BACKOFF_NS: RangeInclusive<u64> = 1_000..=MINUTE_NS;
-    pub(crate) const NET_PER_TURN: RangeInclusive<usize> = 1..=1 << 16;
-    pub(crate) const NET_BUFFER_BYTES: RangeInclusive<usize> = 1024..=1 << 26;
-    pub(crate) const NET_HOUSEKEEPING_NS: RangeInclusive<u64> = 100_000..=MINUTE_NS;
-}
+        HEALTH_SLO_NS, health_slo_ns: u64 = 1_000..=MINUTE_NS;
+        CONTROL_RING_CAPACITY, control_ring_capacity: usize = 2..=65_536;
+        DRAIN_TIMEOUT_NS, drain_timeout_ns: u64 = 1_000_000..=HOUR_NS;
+        MONITOR_INTERVAL_NS, monitor_interval_ns: u64 = 1_000_000..=HOUR_NS;
+        MONITOR_HISTORY, monitor_history: usize = 1..=100_000;
 
-/// The error for `got` outside `range`.
-fn out_of_range<T: core::fmt::Display>(
-    field: &str,
-    range: &RangeInclusive<T>,
-    got: impl core::fmt::Display,
-) -> ConfigError {
-    ConfigError {
-        field: field.to_string(),
-        allowed: format!("{}..={}", range.start(), range.end()),
-        got: got.to_string(),
+        EGRESS_BUFFER_CAPACITY, egress_buffer_capacity: u32 = 1..=1 << 20;
+        EGRESS_PAUSE_PERCENT, egress_pause_percent: u32 = 2..=100;
+        EGRESS_DELAY_NS, egress_delay_ns: u64 = 0..=MINUTE_NS;
+        EGRESS_PERIOD_NS, egress_period_ns: u64 = 1_000..=MINUTE_NS;
+        EGRESS_HEALTH_WINDOW_NS, egress_health_window_ns: u64 = 10_000_000..=HOUR_NS;
+        EGRESS_HEALTH_MIN_OFFERED, egress_health_min_offered: u32 = 1..=1 << 24;
+
+        NET_CONNECTIONS, net_connections: usize = 1..=1 << 24;
+        NET_FRAME_BYTES, net_frame_bytes: u32 = FRAME_BYTES_MIN..=FRAME_BYTES_MAX;
+        NET_TIMEOUT_NS, net_timeout_ns: u64 = 1_000_000..=HOUR_NS;
+        NET_BACKOFF_NS, net_backoff_ns: u64 = 1_000..=MINUTE_NS;
+        NET_PER_TURN, net_per_turn: usize = 1..=1 << 16;
+        NET_BUFFER_BYTES, net_buffer_bytes: usize = 1024..=1 << 26;
+        NET_HOUSEKEEPING_NS, net_housekeeping_ns: u64 = 100_000..=MINUTE_NS;
+    }
+
+    /// The one float setting's range (NaN lies in none).
+    pub(crate) const ERROR_RATE_PERCENT: RangeInclusive<f64> = 0.0..=100.0;
+
+    /// An integer of the field's type `T`; one that does not fit `T` is out of `range`.
+    pub(crate) fn fitting<'de, D, T>(
+        deserializer: D,
+        range: &RangeInclusive<T>,
+    ) -> Result<T, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: TryFrom<i128> + Display,
+    {
+        let wide = deserializer.deserialize_i64(Integer)?;
+        T::try_from(wide).map_err(|_| {
+            D::Error::invalid_value(Unexpected::Other(&wide.to_string()), &span(range).as_str())
+        })
+    }
+
+    /// Any integer TOML holds (`i64`, or `u64` from a tree printed from a `Config`).
+    struct Integer;
+
+    impl Visitor<'_> for Integer {
+        type Value = i128;
+
+        fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+            formatter.write_str("integers")
+        }
+
+        fn visit_i64<E: Error>(self, value: i64) -> Result<i128, E> {
+            Ok(value.into())
+        }
+
+        fn visit_u64<E: Error>(self, value: u64) -> Result<i128, E> {
+            Ok(value.into())
+        }
     }
 }
 
+/// `start..=end`, as errors print a range.
+fn span<T: Display>(range: &RangeInclusive<T>) -> String {
+    format!("{}..={}", range.start(), range.end())
+}
+
 /// `Ok` when `value` lies in `range`; NaN lies in no range.
-pub(crate) fn check<T: PartialOrd + core::fmt::Display>(
+pub(crate) fn check<T: PartialOrd + Display>(
     field: &str,
     value: T,
     range: RangeInclusive<T>,
 ) -> Result<(), ConfigError> {
     if range.contains(&value) {
-        Ok(())
-    } else {
-        Err(out_of_range(field, &range, value))
+        return Ok(());
     }
+    Err(ConfigError {
+        field: field.to_string(),
+        allowed: span(&range),
+        got: value.to_string(),
+    })
 }
 
 impl Config {
@@ -612,21 +719,17 @@ impl Config {
         profile::settings(profile)
     }
 
-    /// Checks every value; the first bad one is named in the error.
+    /// Checks every value; the first bad one is named in the error. A range that depends
+    /// on another field (a floor under the rate, thresholds under each other) is checked
+    /// after that field, against its value.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check("shards", self.shards, range::SHARDS)?;
-        check("ring_capacity", self.ring_capacity, range::RING_CAPACITY)?;
-        check(
-            "admission_batch_max",
-            self.admission_batch_max,
-            range::BATCH,
-        )?;
-        check("handler_batch_max", self.handler_batch_max, range::BATCH)?;
-        check(
-            "connections_per_shard_max",
-            self.connections_per_shard_max,
-            range::CONNECTIONS_PER_SHARD,
-        )?;
+        check_fields!(self, "";
+            shards in range::SHARDS;
+            ring_capacity in range::RING_CAPACITY;
+            admission_batch_max in range::BATCH;
+            handler_batch_max in range::BATCH;
+            connections_per_shard_max in range::CONNECTIONS_PER_SHARD;
+        );
         if let WaitStrategy::SpinThenPark {
             park_timeout_us, ..
         } = self.wait
@@ -637,56 +740,19 @@ impl Config {
                 range::PARK_TIMEOUT_US,
             )?;
         }
-
-        let rate = &self.rate;
-        check(
-            "rate.per_connection_per_sec",
-            rate.per_connection_per_sec,
-            range::RATE_PER_SEC,
-        )?;
-        check("rate.burst", rate.burst, range::BURST)?;
-        check(
-            "rate.adaptive_cut_percent",
-            rate.adaptive_cut_percent,
-            range::CUT_PERCENT,
-        )?;
-        check(
-            "rate.adaptive_recover_percent",
-            rate.adaptive_recover_percent,
-            range::PERCENT,
-        )?;
-        check(
-            "rate.adaptive_floor_per_sec",
-            rate.adaptive_floor_per_sec,
-            1..=rate.per_connection_per_sec,
-        )?;
-        check(
-            "rate.adaptive_interval_ns",
-            rate.adaptive_interval_ns,
-            range::ADAPTIVE_INTERVAL_NS,
-        )?;
-        check(
-            "rate.adaptive_latency_threshold_ns",
-            rate.adaptive_latency_threshold_ns,
-            range::LATENCY_NS,
-        )?;
-
+        check_fields!(self, "";
+            rate.per_connection_per_sec in range::RATE_PER_SEC;
+            rate.burst in range::BURST;
+            rate.adaptive_cut_percent in range::CUT_PERCENT;
+            rate.adaptive_recover_percent in range::PERCENT;
+            rate.adaptive_floor_per_sec in 1..=self.rate.per_connection_per_sec;
+            rate.adaptive_interval_ns in range::ADAPTIVE_INTERVAL_NS;
+            rate.adaptive_latency_threshold_ns in range::LATENCY_NS;
+            caps.connection_messages in range::CAP_MESSAGES;
+            caps.connection_bytes in range::CAP_BYTES;
+            caps.handler_queue in range::CAP_MESSAGES;
+        );
         let caps = &self.caps;
-        check(
-            "caps.connection_messages",
-            caps.connection_messages,
-            range::CAP_MESSAGES,
-        )?;
-        check(
-            "caps.connection_bytes",
-            caps.connection_bytes,
-            range::CAP_BYTES,
-        )?;
-        check(
-            "caps.handler_queue",
-            caps.handler_queue,
-            range::CAP_MESSAGES,
-        )?;
         for role in Role::ALL {
             check(
                 &format!("caps.role_messages.{role}"),
@@ -694,11 +760,7 @@ impl Config {
                 range::CAP_MESSAGES,
             )?;
         }
-        check(
-            "caps.backpressure_percent",
-            caps.backpressure_percent,
-            range::PERCENT,
-        )?;
+        check_fields!(self, ""; caps.backpressure_percent in range::PERCENT;);
         let mut previous_percent = *range::PERCENT.end();
         for priority in Priority::ALL {
             let percent = caps.priority_threshold_percent[priority.index()];
@@ -732,80 +794,25 @@ impl Config {
             }
         }
 
-        let breaker = &self.breaker;
-        check(
-            "breaker.p95_latency_max_ns",
-            breaker.p95_latency_max_ns,
-            range::LATENCY_NS,
-        )?;
-        check(
-            "breaker.error_rate_max_percent",
-            breaker.error_rate_max_percent,
-            range::ERROR_RATE_PERCENT,
-        )?;
-        check(
-            "breaker.window_requests",
-            breaker.window_requests,
-            range::WINDOW_REQUESTS,
-        )?;
-        check(
-            "breaker.min_samples",
-            breaker.min_samples,
-            1..=breaker.window_requests,
-        )?;
-        check(
-            "breaker.recovery_timeout_ns",
-            breaker.recovery_timeout_ns,
-            range::BREAKER_PERIOD_NS,
-        )?;
-        check(
-            "breaker.good_period_ns",
-            breaker.good_period_ns,
-            range::BREAKER_PERIOD_NS,
-        )?;
-
-        let control = &self.control;
-        check(
-            "control.health_slo_ns",
-            control.health_slo_ns,
-            range::HEALTH_SLO_NS,
-        )?;
-        check(
-            "control.ring_capacity",
-            control.ring_capacity,
-            range::CONTROL_RING_CAPACITY,
-        )?;
-        check("control.nice", control.nice, range::NICE)?;
-        check(
-            "control.drain_timeout_ns",
-            control.drain_timeout_ns,
-            range::DRAIN_TIMEOUT_NS,
-        )?;
-
-        let monitor = &self.monitor;
-        check(
-            "monitor.interval_ns",
-            monitor.interval_ns,
-            range::MONITOR_INTERVAL_NS,
-        )?;
-        check("monitor.history", monitor.history, range::MONITOR_HISTORY)?;
-        // warning < critical <= overload <= 100, checked from the top down so that the
-        // field named is the one out of order with the levels above it.
-        check(
-            "monitor.overload_percent",
-            monitor.overload_percent,
-            range::PERCENT,
-        )?;
-        check(
-            "monitor.critical_percent",
-            monitor.critical_percent,
-            1..=monitor.overload_percent,
-        )?;
-        check(
-            "monitor.warning_percent",
-            monitor.warning_percent,
-            1..=monitor.critical_percent - 1,
-        )?;
+        check_fields!(self, "";
+            breaker.p95_latency_max_ns in range::LATENCY_NS;
+            breaker.error_rate_max_percent in range::ERROR_RATE_PERCENT;
+            breaker.window_requests in range::WINDOW_REQUESTS;
+            breaker.min_samples in 1..=self.breaker.window_requests;
+            breaker.recovery_timeout_ns in range::BREAKER_PERIOD_NS;
+            breaker.good_period_ns in range::BREAKER_PERIOD_NS;
+            control.health_slo_ns in range::HEALTH_SLO_NS;
+            control.ring_capacity in range::CONTROL_RING_CAPACITY;
+            control.drain_timeout_ns in range::DRAIN_TIMEOUT_NS;
+            control.nice in range::NICE;
+            monitor.interval_ns in range::MONITOR_INTERVAL_NS;
+            monitor.history in range::MONITOR_HISTORY;
+            // warning < critical <= overload <= 100, checked from the top down so that the
+            // field named is the one out of order with the levels above it.
+            monitor.overload_percent in range::PERCENT;
+            monitor.critical_percent in 1..=self.monitor.overload_percent;
+            monitor.warning_percent in 1..=self.monitor.critical_percent - 1;
+        );
 
         self.net.validate()?;
 
@@ -824,165 +831,5 @@ impl Config {
     /// The tenant's settings, if it has any.
     pub fn tenant(&self, tenant: TenantId) -> Option<&TenantConfig> {
         self.tenants.iter().find(|config| config.tenant == tenant)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn defaults_are_valid_and_are_the_spec_values() {
-        let config = Config::default();
-        config.validate().unwrap();
-        assert_eq!(config.rate.per_connection_per_sec, 500);
-        assert_eq!(config.rate.burst, 1000);
-        assert_eq!(config.caps.connection_messages, 1000);
-        assert_eq!(config.caps.connection_bytes, 50 << 20);
-        assert_eq!(config.caps.role_messages[Role::ToolExecutor.index()], 500);
-        assert_eq!(config.caps.priority_threshold_percent, [100, 95, 80, 60]);
-        assert_eq!(config.breaker.window_requests, 1000);
-    }
-
-    #[test]
-    fn errors_name_the_field_and_range() {
-        let mut config = Config::default();
-        config.caps.priority_threshold_percent = [100, 95, 96, 60];
-        assert_eq!(
-            config.validate().unwrap_err().to_string(),
-            "caps.priority_threshold_percent.P2 must be in 1..=95, got 96"
-        );
-        let mut config = Config::default();
-        config.rate.burst = 0;
-        assert_eq!(config.validate().unwrap_err().field, "rate.burst");
-        let mut config = Config::default();
-        config.caps.role_messages[Role::Sse.index()] = 0;
-        assert_eq!(
-            config.validate().unwrap_err().field,
-            "caps.role_messages.sse"
-        );
-        let mut config = Config::default();
-        let tenant = TenantConfig {
-            tenant: TenantId(4),
-            max_pending: Some(10),
-            priority_ceiling: Priority::P1,
-        };
-        config.tenants = vec![tenant, tenant];
-        assert_eq!(config.validate().unwrap_err().field, "tenants[1].tenant");
-    }
-
-    #[test]
-    fn control_and_monitor_are_validated() {
-        let config = Config::default();
-        assert_eq!(config.control.health_slo_ns, 100_000_000);
-        assert_eq!(config.monitor.interval_ns, 5_000_000_000);
-        assert_eq!(config.monitor.history, 100);
-        let mut config = Config::default();
-        config.control.health_slo_ns = 999;
-        assert_eq!(
-            config.validate().unwrap_err().to_string(),
-            "control.health_slo_ns must be in 1000..=60000000000, got 999"
-        );
-        let mut config = Config::default();
-        config.control.ring_capacity = 1;
-        assert_eq!(
-            config.validate().unwrap_err().field,
-            "control.ring_capacity"
-        );
-        let mut config = Config::default();
-        config.monitor.history = 0;
-        assert_eq!(config.validate().unwrap_err().field, "monitor.history");
-        let mut config = Config::default();
-        config.monitor.interval_ns = 999_999;
-        assert_eq!(config.validate().unwrap_err().field, "monitor.interval_ns");
-        // warning < critical <= overload <= 100.
-        let mut config = Config::default();
-        config.monitor.warning_percent = 90;
-        assert_eq!(
-            config.validate().unwrap_err().to_string(),
-            "monitor.warning_percent must be in 1..=89, got 90"
-        );
-        let mut config = Config::default();
-        config.monitor.overload_percent = 85;
-        assert_eq!(
-            config.validate().unwrap_err().to_string(),
-            "monitor.critical_percent must be in 1..=85, got 90"
-        );
-        let mut config = Config::default();
-        config.monitor.overload_percent = 101;
-        assert_eq!(
-            config.validate().unwrap_err().field,
-            "monitor.overload_percent"
-        );
-        let mut config = Config::default();
-        config.monitor.critical_percent = 100;
-        config.validate().unwrap();
-    }
-
-    #[test]
-    fn egress_defaults_are_the_spec_values_and_are_validated() {
-        let egress = Config::default().egress;
-        assert_eq!(egress, EgressConfig::default());
-        assert_eq!(egress.buffer_capacity, 1000);
-        assert_eq!((egress.throttle_percent, egress.pause_percent), (70, 90));
-        assert_eq!(egress.throttle_delay_min_ns, 0);
-        assert_eq!(egress.throttle_delay_max_ns, 500_000_000);
-        assert_eq!(egress.pause_duration_ns, 50_000_000);
-        assert_eq!(
-            (egress.warning_drop_percent, egress.unhealthy_drop_percent),
-            (10, 30)
-        );
-        assert!(!egress.disconnect_unhealthy);
-        for profile in Profile::ALL {
-            assert_eq!(Config::for_profile(profile).egress, egress, "{profile}");
-        }
-        let mut config = Config::default();
-        config.egress.buffer_capacity = 0;
-        assert_eq!(
-            config.validate().unwrap_err().to_string(),
-            "egress.buffer_capacity must be in 1..=1048576, got 0"
-        );
-        let mut config = Config::default();
-        config.egress.throttle_percent = 90;
-        assert_eq!(
-            config.validate().unwrap_err().to_string(),
-            "egress.throttle_percent must be in 1..=89, got 90"
-        );
-        let mut config = Config::default();
-        config.egress.throttle_delay_min_ns = 600_000_000;
-        assert_eq!(
-            config.validate().unwrap_err().field,
-            "egress.throttle_delay_min_ns"
-        );
-        let mut config = Config::default();
-        config.egress.warning_drop_percent = 31;
-        assert_eq!(
-            config.validate().unwrap_err().to_string(),
-            "egress.warning_drop_percent must be in 1..=30, got 31"
-        );
-        let mut config = Config::default();
-        config.egress.health_window_ns = 9_999_999;
-        assert_eq!(
-            config.validate().unwrap_err().field,
-            "egress.health_window_ns"
-        );
-    }
-
-    #[test]
-    fn nan_is_in_no_range() {
-        let mut config = Config::default();
-        config.breaker.error_rate_max_percent = f64::NAN;
-        assert_eq!(
-            config.validate().unwrap_err().to_string(),
-            "breaker.error_rate_max_percent must be in 0..=100, got NaN"
-        );
-    }
-
-    #[test]
-    fn automatic_shard_count_leaves_a_core_for_control_on_bigger_machines() {
-        let config = Config::default();
-        assert_eq!(config.effective_shards(1), 1);
-        assert_eq!(config.effective_shards(2), 1);
-        assert_eq!(config.effective_shards(16), 15);
     }
 }

@@ -1,10 +1,13 @@
 //! Egress flow-control settings (SPEC 4): the `[egress]` section of [`Config`](super::Config).
 //! The flow control itself is [`net::egress`](crate::net::egress).
 
+use serde::{Deserialize, Serialize};
+
 use super::{check, range, ConfigError};
 
 /// Which item goes when a reply meets a full send buffer.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum EgressDropPolicy {
     /// Drop the oldest buffered reply and queue the new one (SPEC default).
     #[default]
@@ -20,37 +23,49 @@ pub enum EgressDropPolicy {
 
 /// Egress flow-control settings of one connection (SPEC 4), the `[egress]` section of
 /// [`Config`](crate::config::Config). Defaults are SPEC's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct EgressConfig {
     /// Replies the send buffer holds (SPEC: 1000); 1 to 2^20. Reserved when a queue is made.
+    #[serde(deserialize_with = "range::egress_buffer_capacity")]
     pub buffer_capacity: u32,
     /// Fill percentage from which the connection is Throttled (SPEC: 70); below
     /// `pause_percent`.
+    #[serde(deserialize_with = "range::percent")]
     pub throttle_percent: u32,
     /// Fill percentage from which the connection is Paused (SPEC: 90); 2 to 100.
+    #[serde(deserialize_with = "range::egress_pause_percent")]
     pub pause_percent: u32,
     /// Throttle delay at `throttle_percent`, in ns (SPEC: 0); at most `throttle_delay_max_ns`.
+    #[serde(deserialize_with = "range::egress_delay_ns")]
     pub throttle_delay_min_ns: u64,
     /// Throttle delay at `pause_percent`, the end of the linear ramp, in ns (SPEC: 500 ms);
     /// at most 60 s.
+    #[serde(deserialize_with = "range::egress_delay_ns")]
     pub throttle_delay_max_ns: u64,
     /// Length of one pause, in ns (SPEC: 50 ms); 1 µs to 60 s.
+    #[serde(deserialize_with = "range::egress_period_ns")]
     pub pause_duration_ns: u64,
     /// What happens to a reply that meets a full buffer (SPEC: drop oldest).
     pub drop_policy: EgressDropPolicy,
     /// Under [`EgressDropPolicy::Block`], how long an offer may be refused before its item
     /// is dropped, in ns; 1 µs to 60 s.
+    #[serde(deserialize_with = "range::egress_period_ns")]
     pub block_timeout_ns: u64,
     /// The span the drop rate is measured over, in ns; 10 ms to 1 h.
+    #[serde(deserialize_with = "range::egress_health_window_ns")]
     pub health_window_ns: u64,
     /// No health verdict (healthy) until the window holds at least this many offers; 1 to
     /// 2^24.
+    #[serde(deserialize_with = "range::egress_health_min_offered")]
     pub health_min_offered: u32,
     /// Drop rate, in percent of offers, from which the connection is a warning (SPEC: 10);
     /// at most `unhealthy_drop_percent`.
+    #[serde(deserialize_with = "range::percent")]
     pub warning_drop_percent: u32,
     /// Drop rate, in percent of offers, over which the connection is unhealthy (SPEC: 30);
     /// 1 to 100.
+    #[serde(deserialize_with = "range::percent")]
     pub unhealthy_drop_percent: u32,
     /// Recommend disconnecting an unhealthy client ([`EgressHealth::Unhealthy`](crate::net::egress::EgressHealth::Unhealthy)'s
     /// `recommend_disconnect`); off by default.
@@ -92,63 +107,22 @@ impl EgressConfig {
     /// );
     /// ```
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check(
-            "egress.buffer_capacity",
-            self.buffer_capacity,
-            range::EGRESS_BUFFER_CAPACITY,
-        )?;
-        // throttle < pause <= 100, checked from the top down so that the field named is the
-        // one out of order with the level above it.
-        check(
-            "egress.pause_percent",
-            self.pause_percent,
-            range::EGRESS_PAUSE_PERCENT,
-        )?;
-        check(
-            "egress.throttle_percent",
-            self.throttle_percent,
-            1..=self.pause_percent - 1,
-        )?;
-        check(
-            "egress.throttle_delay_max_ns",
-            self.throttle_delay_max_ns,
-            range::EGRESS_DELAY_NS,
-        )?;
-        check(
-            "egress.throttle_delay_min_ns",
-            self.throttle_delay_min_ns,
-            0..=self.throttle_delay_max_ns,
-        )?;
-        check(
-            "egress.pause_duration_ns",
-            self.pause_duration_ns,
-            range::EGRESS_PERIOD_NS,
-        )?;
-        check(
-            "egress.block_timeout_ns",
-            self.block_timeout_ns,
-            range::EGRESS_PERIOD_NS,
-        )?;
-        check(
-            "egress.health_window_ns",
-            self.health_window_ns,
-            range::EGRESS_HEALTH_WINDOW_NS,
-        )?;
-        check(
-            "egress.health_min_offered",
-            self.health_min_offered,
-            range::EGRESS_HEALTH_MIN_OFFERED,
-        )?;
-        check(
-            "egress.unhealthy_drop_percent",
-            self.unhealthy_drop_percent,
-            range::PERCENT,
-        )?;
-        check(
-            "egress.warning_drop_percent",
-            self.warning_drop_percent,
-            1..=self.unhealthy_drop_percent,
-        )
+        // throttle < pause <= 100 and warning <= unhealthy, each checked from the top down so
+        // that the field named is the one out of order with the level above it.
+        check_fields!(self, "egress.";
+            buffer_capacity in range::EGRESS_BUFFER_CAPACITY;
+            pause_percent in range::EGRESS_PAUSE_PERCENT;
+            throttle_percent in 1..=self.pause_percent - 1;
+            throttle_delay_max_ns in range::EGRESS_DELAY_NS;
+            throttle_delay_min_ns in 0..=self.throttle_delay_max_ns;
+            pause_duration_ns in range::EGRESS_PERIOD_NS;
+            block_timeout_ns in range::EGRESS_PERIOD_NS;
+            health_window_ns in range::EGRESS_HEALTH_WINDOW_NS;
+            health_min_offered in range::EGRESS_HEALTH_MIN_OFFERED;
+            unhealthy_drop_percent in range::PERCENT;
+            warning_drop_percent in 1..=self.unhealthy_drop_percent;
+        );
+        Ok(())
     }
 
     /// The throttle delay for `buffered` items, in ns: `throttle_delay_min_ns` at and below

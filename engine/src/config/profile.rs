@@ -8,11 +8,16 @@
 use core::fmt;
 use core::str::FromStr;
 
-use super::{Config, ConfigError, WaitStrategy};
+use serde::{Deserialize, Serialize};
+
+use serde_value::Value;
+
+use super::{file, Config, ConfigError, WaitStrategy};
 
 /// A named starting point for the settings: `Config::for_profile(profile)`, or
 /// `profile = "NAME"` in a TOML file. Production is the default.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Profile {
     /// `development`: relaxed, for a laptop running the server under a debugger and its
     /// tests, where a refusal is noise rather than protection.
@@ -78,21 +83,10 @@ impl Profile {
     /// The profile called `name`; anything else is an error on the field `profile` that
     /// lists the four names.
     pub fn from_name(name: &str) -> Result<Profile, ConfigError> {
-        Profile::ALL
-            .into_iter()
-            .find(|profile| profile.name() == name)
-            .ok_or_else(|| ConfigError {
-                field: "profile".to_string(),
-                allowed: one_of(Profile::ALL.map(Profile::name)),
-                got: format!("{name:?}"),
-            })
+        let key = |text: &str| Value::String(text.to_string());
+        let table = Value::Map([(key("profile"), key(name))].into_iter().collect());
+        file::deserialize(table).map(|file::ProfileKey { profile }| profile)
     }
-}
-
-/// `{a, b, c}`: the allowed values of a field that takes one of a few names.
-pub(super) fn one_of<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
-    let names: Vec<&str> = names.into_iter().collect();
-    format!("{{{}}}", names.join(", "))
 }
 
 impl fmt::Display for Profile {
@@ -174,56 +168,4 @@ pub(super) fn settings(profile: Profile) -> Config {
         }
     }
     config
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_round_trip_and_unknown_names_list_the_four() {
-        for profile in Profile::ALL {
-            assert_eq!(Profile::from_name(profile.name()), Ok(profile));
-            assert_eq!(profile.name().parse::<Profile>(), Ok(profile));
-        }
-        let error = Profile::from_name("dev").unwrap_err();
-        assert_eq!(error.field, "profile");
-        assert_eq!(
-            error.to_string(),
-            "profile must be in {development, staging, production, high-throughput}, got \"dev\""
-        );
-    }
-
-    #[test]
-    fn every_profile_is_valid_and_production_is_the_default() {
-        assert_eq!(Config::for_profile(Profile::Production), Config::default());
-        assert_eq!(Profile::default(), Profile::Production);
-        for profile in Profile::ALL {
-            let config = Config::for_profile(profile);
-            assert_eq!(config.profile, profile);
-            config.validate().unwrap();
-        }
-    }
-
-    #[test]
-    fn profiles_order_from_relaxed_to_strict_where_they_should() {
-        let development = Config::for_profile(Profile::Development);
-        let staging = Config::for_profile(Profile::Staging);
-        let production = Config::for_profile(Profile::Production);
-        let high = Config::for_profile(Profile::HighThroughput);
-        assert!(development.rate.per_connection_per_sec > production.rate.per_connection_per_sec);
-        assert!(development.caps.connection_messages > production.caps.connection_messages);
-        assert!(development.breaker.p95_latency_max_ns > production.breaker.p95_latency_max_ns);
-        // Staging admits exactly what production admits.
-        assert_eq!(staging.rate, production.rate);
-        assert_eq!(staging.caps, production.caps);
-        assert_eq!(staging.levels, production.levels);
-        assert!(high.ring_capacity > production.ring_capacity);
-        assert!(high.admission_batch_max > production.admission_batch_max);
-        assert!(high.rate.per_connection_per_sec > production.rate.per_connection_per_sec);
-        assert_eq!(high.wait, WaitStrategy::Adaptive);
-        for config in [&development, &staging, &high] {
-            assert_eq!(config.levels, production.levels, "{:?}", config.profile);
-        }
-    }
 }
