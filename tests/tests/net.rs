@@ -5,240 +5,20 @@
 //! Every test binds port 0, bounds each socket read with a timeout, and shuts its engine
 //! down before it ends.
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+mod net_support;
+
+use std::io::Write;
+use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
-use spillway::config::EgressConfig;
-use spillway::config::{Config, NetConfig};
-use spillway::engine::Engine;
-use spillway::message::{MessageId, Priority, Role, TenantId};
-use spillway::net::protocol::{
-    ClientFrame, Decoder, ErrorCode, FrameLimit, ProtocolError, ServerFrame, ServerToClient,
-    Submit, HEADER_BYTES,
+use net_support::{
+    header, hostile, submit_burst, write_in_background, Client, Frame, Running, READ_TIMEOUT,
 };
-use spillway::net::server::{NetStats, ServerConfig, TcpServer};
+use spillway::config::{Config, EgressConfig, NetConfig};
+use spillway::message::{MessageId, Priority, Role, TenantId};
+use spillway::net::protocol::{ClientFrame, ErrorCode, FrameLimit, Submit};
+use spillway::net::server::ServerConfig;
 use spillway::outcome::Outcome;
-
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A server and its engine, one shard, handlers that accept everything.
-struct Running {
-    server: TcpServer,
-    engine: Option<Engine>,
-}
-
-impl Running {
-    fn start(server_config: ServerConfig) -> Self {
-        Self::start_with(
-            server_config,
-            Config {
-                shards: 1,
-                ..Config::default()
-            },
-        )
-    }
-
-    fn start_with(server_config: ServerConfig, config: Config) -> Self {
-        let server = TcpServer::bind("127.0.0.1:0", server_config).expect("binding 127.0.0.1:0");
-        let engine = Engine::builder()
-            .config(config)
-            .handler(server.front_end(|_: &spillway::message::Message| Ok(())))
-            .start()
-            .expect("starting the engine");
-        Self {
-            server,
-            engine: Some(engine),
-        }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        self.server.local_addr()
-    }
-
-    /// Waits until the server's counters satisfy `done` (they are updated by the shard).
-    fn wait_for(&self, what: &str, done: impl Fn(&NetStats) -> bool) -> NetStats {
-        let deadline = Instant::now() + READ_TIMEOUT;
-        loop {
-            let stats = self.server.stats();
-            if done(&stats) {
-                return stats;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}: {stats:?}"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    fn stop(mut self) -> (NetStats, spillway::metrics::Stats) {
-        let stats = self.engine.take().expect("running").shutdown();
-        (self.server.stats(), stats)
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(engine) = self.engine.take() {
-            engine.shutdown();
-        }
-    }
-}
-
-/// A well-behaved client connection.
-struct Client {
-    stream: TcpStream,
-    decoder: Decoder<ServerToClient>,
-}
-
-impl Client {
-    fn connect(addr: SocketAddr) -> Self {
-        let stream = TcpStream::connect(addr).expect("connecting");
-        stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-        stream.set_nodelay(true).unwrap();
-        Self {
-            stream,
-            decoder: Decoder::new(FrameLimit::DEFAULT),
-        }
-    }
-
-    /// Connects and completes the handshake.
-    fn open(addr: SocketAddr) -> Self {
-        let mut client = Self::connect(addr);
-        client.send(ClientFrame::Hello);
-        match client.next() {
-            Some(Frame::Welcome) => client,
-            other => panic!("expected a Welcome, got {other:?}"),
-        }
-    }
-
-    fn send(&mut self, frame: ClientFrame<'_>) {
-        let mut bytes = Vec::new();
-        frame.encode(FrameLimit::DEFAULT, &mut bytes).unwrap();
-        self.stream.write_all(&bytes).expect("writing a frame");
-    }
-
-    fn submit(&mut self, id: u64) {
-        self.send(ClientFrame::Submit(Submit {
-            message_id: MessageId(id),
-            tenant: TenantId(0),
-            priority: Priority::P1,
-            role: Role::Session,
-            payload: b"hello",
-        }));
-    }
-
-    /// The next frame, or `None` once the server has closed.
-    fn next(&mut self) -> Option<Frame> {
-        loop {
-            match self.decoder.next_frame() {
-                Ok(Some(frame)) => return Some(Frame::from(frame)),
-                Ok(None) => {}
-                // The server answers a version it does not speak with an Error in the
-                // client's version (PROTOCOL.md section 3), which a version-1 decoder
-                // refuses by its header; the code is the frame's first body field.
-                Err(ProtocolError::UnsupportedVersion { .. }) => {
-                    return Some(Frame::Error(ErrorCode::UnsupportedVersion))
-                }
-                Err(error) => panic!("the server sent a bad frame: {error}"),
-            }
-            let space = self.decoder.unfilled(4096);
-            match self.stream.read(space) {
-                Ok(0) => return None,
-                Ok(count) => self.decoder.commit(count),
-                Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => return None,
-                Err(error) => panic!("reading: {error}"),
-            }
-        }
-    }
-
-    /// Submits `id` and expects it delivered.
-    fn round_trip(&mut self, id: u64) {
-        self.submit(id);
-        loop {
-            match self.next() {
-                Some(Frame::Reply(reply_id, outcome)) => {
-                    assert_eq!(reply_id, id);
-                    assert_eq!(outcome, Outcome::Delivered);
-                    return;
-                }
-                Some(Frame::Flow) => continue,
-                other => panic!("expected the Reply of {id}, got {other:?}"),
-            }
-        }
-    }
-
-    /// Reads until the server closes; returns the Error code it sent, if any.
-    fn error_then_close(&mut self) -> Option<ErrorCode> {
-        while let Some(frame) = self.next() {
-            if let Frame::Error(code) = frame {
-                // Nothing follows an Error but the close.
-                let mut rest = [0u8; 4096];
-                loop {
-                    match self.stream.read(&mut rest) {
-                        Ok(0) => return Some(code),
-                        Ok(_) => {}
-                        Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => {
-                            return Some(code)
-                        }
-                        Err(error) => panic!("reading after the Error: {error}"),
-                    }
-                }
-            }
-        }
-        None
-    }
-}
-
-/// What a test looks at in a server frame.
-#[derive(Debug, PartialEq)]
-enum Frame {
-    Welcome,
-    Reply(u64, Outcome),
-    Flow,
-    RepliesDropped(u64),
-    Pong(u64),
-    Error(ErrorCode),
-}
-
-impl From<ServerFrame<'_>> for Frame {
-    fn from(frame: ServerFrame<'_>) -> Self {
-        match frame {
-            ServerFrame::Welcome { .. } => Frame::Welcome,
-            ServerFrame::Reply {
-                message_id,
-                outcome,
-            } => Frame::Reply(message_id.0, outcome),
-            ServerFrame::Throttle { .. } | ServerFrame::Pause { .. } | ServerFrame::Resume => {
-                Frame::Flow
-            }
-            ServerFrame::RepliesDropped { count } => Frame::RepliesDropped(count.get()),
-            ServerFrame::Pong { nonce } => Frame::Pong(nonce),
-            ServerFrame::Error { code, .. } => Frame::Error(code),
-        }
-    }
-}
-
-/// A raw connection that sends `bytes` (after an optional Hello) and reads until close.
-fn hostile(addr: SocketAddr, hello_first: bool, bytes: &[u8]) -> Option<ErrorCode> {
-    let mut client = Client::connect(addr);
-    if hello_first {
-        client.send(ClientFrame::Hello);
-        assert_eq!(client.next(), Some(Frame::Welcome));
-    }
-    client.stream.write_all(bytes).expect("writing");
-    client.error_then_close()
-}
-
-fn header(magic: [u8; 2], version: u8, frame_type: u8, body_bytes: u32) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(HEADER_BYTES);
-    bytes.extend_from_slice(&magic);
-    bytes.push(version);
-    bytes.push(frame_type);
-    bytes.extend_from_slice(&body_bytes.to_le_bytes());
-    bytes
-}
 
 #[test]
 fn a_submit_gets_exactly_one_reply_and_ping_gets_pong() {
@@ -329,9 +109,7 @@ fn each_malformed_frame_gets_its_error_and_the_server_keeps_serving() {
 fn a_frame_cut_short_then_closed_is_counted_as_truncated() {
     let running = Running::start(ServerConfig::default());
     let mut good = Client::open(running.addr());
-    let mut cut = Client::connect(running.addr());
-    cut.send(ClientFrame::Hello);
-    assert_eq!(cut.next(), Some(Frame::Welcome));
+    let mut cut = Client::open(running.addr());
     let mut submit = Vec::new();
     ClientFrame::Submit(Submit {
         message_id: MessageId(1),
@@ -363,9 +141,7 @@ fn a_partial_frame_held_open_is_cut_by_the_frame_timeout() {
     });
     let mut good = Client::open(running.addr());
     let started = Instant::now();
-    let mut partial = Client::connect(running.addr());
-    partial.send(ClientFrame::Hello);
-    assert_eq!(partial.next(), Some(Frame::Welcome));
+    let mut partial = Client::open(running.addr());
     partial
         .stream
         .write_all(&header(*b"SW", 1, 0x02, 16)[..5])
@@ -422,24 +198,7 @@ fn a_client_that_never_reads_loses_replies_counted_and_told() {
     let mut good = Client::open(running.addr());
     let mut deaf = Client::open(running.addr());
     // Far more replies than the kernel's socket buffers and the send buffer hold together.
-    let mut burst = Vec::new();
-    for id in 0..200_000u64 {
-        ClientFrame::Submit(Submit {
-            message_id: MessageId(id),
-            tenant: TenantId(0),
-            priority: Priority::P1,
-            role: Role::Session,
-            payload: &[],
-        })
-        .encode(FrameLimit::DEFAULT, &mut burst)
-        .unwrap();
-    }
-    let writer = {
-        let mut stream = deaf.stream.try_clone().unwrap();
-        std::thread::spawn(move || {
-            let _ = stream.write_all(&burst);
-        })
-    };
+    let writer = write_in_background(&deaf, submit_burst(200_000));
     let stats = running.wait_for("dropped replies", |stats| stats.replies_dropped_total() > 0);
     assert!(
         stats.flow_signals > 0,

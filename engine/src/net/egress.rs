@@ -225,9 +225,10 @@ pub enum Offer<T> {
         reason: EgressDropReason,
     },
     /// [`EgressDropPolicy::Block`] and the buffer is full: `item` was not taken. Offer it
-    /// again (before any other reply, to keep their order); an offer at or after
-    /// `deadline_ns` that still finds the buffer full drops it
-    /// ([`EgressDropReason::BlockTimeout`]).
+    /// again with [`EgressQueue::offer_again`] and this deadline (before any other reply, to
+    /// keep their order); an offer at or after `deadline_ns` that still finds the buffer
+    /// full drops it ([`EgressDropReason::BlockTimeout`]). The deadline is the item's own:
+    /// each reply waits at most `block_timeout_ns` for room, however many wait with it.
     Blocked {
         /// The reply, handed back; not counted as offered.
         item: T,
@@ -411,9 +412,6 @@ pub struct EgressQueue<T> {
     pausing_since_ns: Option<u64>,
     /// Time spent Paused or Dropping in the stretches that ended, in ns.
     pause_ns_finished: u64,
-    /// Under [`EgressDropPolicy::Block`], when the offer refused since the buffer last took
-    /// an item times out.
-    block_deadline_ns: Option<u64>,
     /// The last instruction handed out; the client starts unthrottled.
     told: Instruction,
     sent: u64,
@@ -439,7 +437,6 @@ impl<T> EgressQueue<T> {
             buffer: VecDeque::with_capacity(INITIAL_SLOTS.min(config.buffer_capacity as usize)),
             pausing_since_ns: None,
             pause_ns_finished: 0,
-            block_deadline_ns: None,
             told: Instruction::Resume,
             sent: 0,
             dropped_by_reason: [0; EgressDropReason::COUNT],
@@ -466,10 +463,21 @@ impl<T> EgressQueue<T> {
     }
 
     /// Offers a reply to the buffer at `now_ns`; see [`Offer`] for the answers. A full
-    /// buffer applies the drop policy; every drop is counted with its reason.
+    /// buffer applies the drop policy; every drop is counted with its reason. Under
+    /// [`EgressDropPolicy::Block`] the reply begins to wait now: it may wait until
+    /// `now_ns + block_timeout_ns`.
     pub fn offer(&mut self, item: T, now_ns: u64) -> Offer<T> {
+        let deadline_ns = now_ns.saturating_add(self.config.block_timeout_ns);
+        self.offer_again(item, deadline_ns, now_ns)
+    }
+
+    /// Offers again, at `now_ns`, a reply that [`Offer::Blocked`] handed back with
+    /// `deadline_ns`, or one the caller held back behind it (to keep the order) since some
+    /// time `t`, with `t + block_timeout_ns`. Answers as [`offer`](Self::offer) does, except
+    /// that under [`EgressDropPolicy::Block`] a full buffer drops the reply once `now_ns`
+    /// reaches `deadline_ns`, and until then hands it back with that same deadline.
+    pub fn offer_again(&mut self, item: T, deadline_ns: u64, now_ns: u64) -> Offer<T> {
         if self.buffer.len() < self.capacity() {
-            self.block_deadline_ns = None;
             self.buffer.push_back(item);
             self.health.record(now_ns, 1, 0);
             self.fill_changed(now_ns);
@@ -500,13 +508,9 @@ impl<T> EgressQueue<T> {
                 }
             }
             EgressDropPolicy::Block => {
-                let deadline_ns = *self
-                    .block_deadline_ns
-                    .get_or_insert(now_ns.saturating_add(self.config.block_timeout_ns));
                 if now_ns < deadline_ns {
                     return Offer::Blocked { item, deadline_ns };
                 }
-                self.block_deadline_ns = None;
                 self.health.record(now_ns, 1, 0);
                 self.count_drops(EgressDropReason::BlockTimeout, 1, now_ns);
                 Offer::Dropped {
@@ -561,7 +565,6 @@ impl<T> EgressQueue<T> {
     pub fn close(&mut self, now_ns: u64) -> u64 {
         let dropped = self.buffer.len() as u64;
         self.buffer.clear();
-        self.block_deadline_ns = None;
         self.dropped_by_reason[EgressDropReason::Closed.index()] += dropped;
         self.dropped_unreported += dropped;
         self.fill_changed(now_ns);
@@ -933,14 +936,17 @@ mod tests {
         );
         // A retry keeps the first refusal's deadline.
         assert_eq!(
-            queue.offer(1000, 50 * MS),
+            queue.offer_again(1000, deadline_ns, 50 * MS),
             Offer::Blocked {
                 item: 1000,
                 deadline_ns
             }
         );
         assert_eq!(queue.pop(60 * MS), Some(0));
-        assert!(matches!(queue.offer(1000, 70 * MS), Offer::Queued { .. }));
+        assert!(matches!(
+            queue.offer_again(1000, deadline_ns, 70 * MS),
+            Offer::Queued { .. }
+        ));
         // The next refusal starts a new deadline.
         assert_eq!(
             queue.offer(1001, 200 * MS),
@@ -962,11 +968,11 @@ mod tests {
         let mut queue = filled(config, 1000);
         assert!(matches!(queue.offer(1000, 0), Offer::Blocked { .. }));
         assert!(matches!(
-            queue.offer(1000, 100 * MS - 1),
+            queue.offer_again(1000, 100 * MS, 100 * MS - 1),
             Offer::Blocked { .. }
         ));
         assert_eq!(
-            queue.offer(1000, 100 * MS),
+            queue.offer_again(1000, 100 * MS, 100 * MS),
             Offer::Dropped {
                 item: 1000,
                 reason: EgressDropReason::BlockTimeout
@@ -986,6 +992,47 @@ mod tests {
                 deadline_ns: 250 * MS
             }
         );
+    }
+
+    #[test]
+    fn under_block_each_held_reply_waits_for_its_own_deadline() {
+        let config = EgressConfig {
+            block_timeout_ns: 100 * MS,
+            ..config_with(EgressDropPolicy::Block)
+        };
+        let mut queue = filled(config, 1000);
+        assert_eq!(
+            queue.offer(1000, 0),
+            Offer::Blocked {
+                item: 1000,
+                deadline_ns: 100 * MS
+            }
+        );
+        // A second reply the caller held behind the first since 50 ms.
+        let second_deadline_ns = 50 * MS + 100 * MS;
+        assert_eq!(
+            queue.offer_again(1000, 100 * MS, 100 * MS),
+            Offer::Dropped {
+                item: 1000,
+                reason: EgressDropReason::BlockTimeout
+            }
+        );
+        // The first one's timeout does not restart the second's wait.
+        assert_eq!(
+            queue.offer_again(1001, second_deadline_ns, 100 * MS),
+            Offer::Blocked {
+                item: 1001,
+                deadline_ns: second_deadline_ns
+            }
+        );
+        assert_eq!(
+            queue.offer_again(1001, second_deadline_ns, second_deadline_ns),
+            Offer::Dropped {
+                item: 1001,
+                reason: EgressDropReason::BlockTimeout
+            }
+        );
+        assert_eq!(queue.stats(150 * MS).dropped, 2);
     }
 
     #[test]
@@ -1084,9 +1131,12 @@ mod tests {
             let mut batch = Vec::new();
             for step in 0..500u64 {
                 let now_ns = step * 1_000;
-                let item = held.take().unwrap_or(step);
-                match queue.offer(item, now_ns) {
-                    Offer::Blocked { item, .. } => held = Some(item),
+                let offer = match held.take() {
+                    Some((item, deadline_ns)) => queue.offer_again(item, deadline_ns, now_ns),
+                    None => queue.offer(step, now_ns),
+                };
+                match offer {
+                    Offer::Blocked { item, deadline_ns } => held = Some((item, deadline_ns)),
                     _ => offered += 1,
                 }
                 if step % 4 == 0 {

@@ -1207,6 +1207,9 @@ pub struct Decoder<D: Direction> {
     handshake_done: bool,
     /// The first error, answered to every later call.
     failure: Option<ProtocolError>,
+    /// Frames decoded so far: the number of the next frame, by which
+    /// [`Decoder::frame_in_progress`] names the one arriving.
+    frames_decoded: u64,
     direction: PhantomData<fn() -> D>,
 }
 
@@ -1220,6 +1223,7 @@ impl<D: Direction> Decoder<D> {
             limit,
             handshake_done: false,
             failure: None,
+            frames_decoded: 0,
             direction: PhantomData,
         }
     }
@@ -1286,6 +1290,7 @@ impl<D: Direction> Decoder<D> {
         }
         let body_start = self.start + HEADER_BYTES;
         self.start += frame_bytes;
+        self.frames_decoded += 1;
         self.handshake_done |= completes_handshake;
         match D::decode_body(
             frame_type,
@@ -1314,10 +1319,34 @@ impl<D: Direction> Decoder<D> {
         }
     }
 
-    /// Bytes received and not yet decoded. After [`Decoder::next_frame`] has answered
-    /// `Ok(None)`, these are the start of a frame still arriving, which the server times.
+    /// Bytes received and not yet decoded: whole frames not yet taken, then possibly the
+    /// start of one still arriving.
     pub fn buffered_bytes(&self) -> usize {
         self.end - self.start
+    }
+
+    /// The frame that has begun to arrive and not finished, by its number (frames counted
+    /// from 0 in the order they come): what the server's frame timeout times. `None` when
+    /// the next frame to take is whole (or its header fails a check, which
+    /// [`Decoder::next_frame`] will report), when nothing is held, and once the decoder has
+    /// failed. The number tells one partial frame from the next: it changes when a frame
+    /// completes and another begins, even within one read.
+    pub fn frame_in_progress(&self) -> Option<u64> {
+        if self.failure.is_some() {
+            return None;
+        }
+        let received = &self.buffer[self.start..self.end];
+        if received.is_empty() {
+            return None;
+        }
+        let arriving = match received.first_chunk::<HEADER_BYTES>() {
+            None => true,
+            Some(header) => match self.check_header(header) {
+                Ok((_, body_bytes, _)) => received.len() < HEADER_BYTES + body_bytes,
+                Err(_) => false,
+            },
+        };
+        arriving.then_some(self.frames_decoded)
     }
 
     /// Whether the handshake frame (Hello for a server, Welcome for a client) was decoded.

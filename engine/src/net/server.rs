@@ -393,6 +393,15 @@ struct Reply {
     outcome: Outcome,
 }
 
+/// A Reply held back while the `Block` policy's buffer is full, with the time by which it
+/// must have found room or be dropped: `block_timeout_ns` after it began to wait, its own
+/// and not the reply's ahead of it.
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    reply: Reply,
+    deadline_ns: u64,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     /// Accepted; Hello due before the deadline.
@@ -406,14 +415,39 @@ enum Phase {
     },
 }
 
+/// The frame timeout's clock for one partly received frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FrameTimer {
+    /// The frame, by its number in the connection's stream ([`Decoder::frame_in_progress`]).
+    frame: u64,
+    /// When a read first found it begun and not finished.
+    started_ns: u64,
+}
+
+impl FrameTimer {
+    /// The timer after a read: kept while the same frame is still arriving, started anew
+    /// when another one is (a frame completed and the next began), gone when none is.
+    fn after_read(timer: Option<FrameTimer>, arriving: Option<u64>, now_ns: u64) -> Option<Self> {
+        let frame = arriving?;
+        match timer {
+            Some(timer) if timer.frame == frame => Some(timer),
+            _ => Some(FrameTimer {
+                frame,
+                started_ns: now_ns,
+            }),
+        }
+    }
+}
+
 /// One connection, owned by its shard.
 struct Connection {
     stream: TcpStream,
     id: ConnectionId,
     decoder: Decoder<ClientToServer>,
     replies: EgressQueue<Reply>,
-    /// Replies the `Block` policy handed back, offered again before any newer one.
-    blocked: std::collections::VecDeque<Reply>,
+    /// Replies the `Block` policy handed back, and those that came after them, offered
+    /// again in order before any newer one.
+    blocked: std::collections::VecDeque<Held>,
     /// Encoded frames, written from `written_bytes` on.
     out: Vec<u8>,
     written_bytes: usize,
@@ -423,8 +457,8 @@ struct Connection {
     phase: Phase,
     /// The client closed its side; the connection ends once every reply is out.
     read_closed: bool,
-    /// When the partial frame in the decoder began, for the frame timeout.
-    frame_started_ns: Option<u64>,
+    /// The frame arriving, for the frame timeout: `None` while no frame is partly received.
+    frame_timer: Option<FrameTimer>,
     /// Admitted messages whose Reply has not been queued yet.
     in_flight: u32,
     /// A Hello was read and its Welcome is not written yet.
@@ -697,7 +731,7 @@ impl ShardNet {
                 deadline_ns: now_ns + config.net.hello_timeout_ns,
             },
             read_closed: false,
-            frame_started_ns: None,
+            frame_timer: None,
             in_flight: 0,
             welcome_due: false,
             peer_hung_up: false,
@@ -784,11 +818,12 @@ impl ShardNet {
             self.close_now(slot, CloseReason::IoError, now_ns);
             return served;
         }
-        // The frame timeout runs from a partial frame's first byte.
-        connection.frame_started_ns = match connection.decoder.buffered_bytes() {
-            0 => None,
-            _ => connection.frame_started_ns.or(Some(now_ns)),
-        };
+        // The frame timeout runs from a frame's first byte to its last, frame by frame.
+        connection.frame_timer = FrameTimer::after_read(
+            connection.frame_timer,
+            connection.decoder.frame_in_progress(),
+            now_ns,
+        );
         if peer_closed {
             match connection.decoder.finish() {
                 Ok(()) => {
@@ -1082,6 +1117,8 @@ impl ShardNet {
             deadline_ns,
             reason,
         };
+        // Nothing more is read, so no frame is awaited.
+        connection.frame_timer = None;
         // Nothing more is read; what the client sends from now on is discarded.
         let _ = connection.stream.shutdown(Shutdown::Read);
         mark_dirty(&mut self.dirty, slot, connection);
@@ -1139,8 +1176,12 @@ impl ShardNet {
                 }
                 _ => {}
             }
-            if let Some(started_ns) = connection.frame_started_ns {
-                if now_ns.saturating_sub(started_ns) >= config.net.frame_timeout_ns {
+            // Not while the server owes the connection a read (a turn's budget left its
+            // bytes unread, or the `Block` policy holds its Submits back): the rest of the
+            // frame may have come, unseen. The first read after that judges the frame again.
+            let read_owed = connection.read_pending || !connection.blocked.is_empty();
+            if let Some(timer) = connection.frame_timer.filter(|_| !read_owed) {
+                if now_ns.saturating_sub(timer.started_ns) >= config.net.frame_timeout_ns {
                     work += 1;
                     self.close_with(
                         slot,
@@ -1225,28 +1266,32 @@ fn mark_dirty(dirty: &mut Vec<usize>, slot: usize, connection: &mut Connection) 
 /// the policy drops.
 fn offer_reply(
     replies: &mut EgressQueue<Reply>,
-    blocked: &mut std::collections::VecDeque<Reply>,
+    blocked: &mut std::collections::VecDeque<Held>,
     signal: &mut Option<FlowSignal>,
     reply: Reply,
     now_ns: u64,
     counters: &ShardCounters,
 ) {
     if !blocked.is_empty() {
-        blocked.push_back(reply);
+        // Behind a held reply the buffer is full: this one waits from now too.
+        blocked.push_back(Held {
+            reply,
+            deadline_ns: now_ns.saturating_add(replies.config().block_timeout_ns),
+        });
         return;
     }
-    if let Some(item) = settle_offer(replies.offer(reply, now_ns), signal, counters) {
-        blocked.push_back(item);
+    if let Some(held) = settle_offer(replies.offer(reply, now_ns), signal, counters) {
+        blocked.push_back(held);
     }
 }
 
 /// Offers the replies the `Block` policy held back, oldest first, while the buffer takes
 /// them (or its block timeout drops them).
 fn retry_blocked(connection: &mut Connection, now_ns: u64, counters: &ShardCounters) {
-    while let Some(reply) = connection.blocked.pop_front() {
-        let offer = connection.replies.offer(reply, now_ns);
-        if let Some(item) = settle_offer(offer, &mut connection.signal, counters) {
-            connection.blocked.push_front(item);
+    while let Some(Held { reply, deadline_ns }) = connection.blocked.pop_front() {
+        let offer = connection.replies.offer_again(reply, deadline_ns, now_ns);
+        if let Some(held) = settle_offer(offer, &mut connection.signal, counters) {
+            connection.blocked.push_front(held);
             return;
         }
     }
@@ -1258,7 +1303,7 @@ fn settle_offer(
     offer: Offer<Reply>,
     signal: &mut Option<FlowSignal>,
     counters: &ShardCounters,
-) -> Option<Reply> {
+) -> Option<Held> {
     match offer {
         Offer::Queued { signal: due } => {
             if due.is_some() {
@@ -1266,7 +1311,12 @@ fn settle_offer(
             }
         }
         Offer::Dropped { reason, .. } => bump(&counters.replies_dropped[reason.index()], 1),
-        Offer::Blocked { item, .. } => return Some(item),
+        Offer::Blocked { item, deadline_ns } => {
+            return Some(Held {
+                reply: item,
+                deadline_ns,
+            })
+        }
         Offer::DroppedAll {
             dropped_count,
             signal: due,
