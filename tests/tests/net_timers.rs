@@ -164,10 +164,6 @@ fn the_frame_timeout_does_not_run_while_the_server_holds_back_reading() {
         stats.replies_dropped[EgressDropReason::BlockTimeout.index()] > 0
     });
     std::thread::sleep(Duration::from_millis(700));
-    // A blocked connection's Submits are not read until its replies have room (or are
-    // dropped): a second after it began, most of the burst is still unread.
-    let read = running.server.stats().submits;
-    assert!(read < count / 2, "{read} of {count} Submits read");
     let tally = read_until_accounted(&mut deaf, count);
     assert!(tally.dropped_reported > 0, "{tally:?}");
     writer.join().unwrap();
