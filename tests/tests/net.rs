@@ -17,13 +17,13 @@ use net_support::{
     encode, header, hostile, one_shard, read_until_accounted, submit, submit_burst,
     write_in_background, Client, Frame, Running,
 };
-use spillway::config::{Config, EgressConfig, EgressDropPolicy, NetConfig};
+use spillway::config::{CapAction, Config, EgressConfig, EgressDropPolicy, NetConfig};
 use spillway::handler::HandlerError;
 use spillway::message::{Message, MessageId, Priority, Role, TenantId};
 use spillway::net::egress::EgressDropReason;
 use spillway::net::protocol::{ClientFrame, ErrorCode, FrameLimit, Submit, HEADER_BYTES};
-use spillway::net::server::ServerConfig;
-use spillway::outcome::{Outcome, RefusalReason};
+use spillway::net::server::{ServerConfig, CONNECTION_ID_BASE};
+use spillway::outcome::{DropReason, Outcome, RefusalReason};
 
 #[test]
 fn a_submit_gets_exactly_one_reply_and_ping_gets_pong() {
@@ -351,15 +351,27 @@ fn the_welcome_announces_the_servers_limits_and_the_server_holds_to_them() {
             ..EgressConfig::default()
         },
     });
-    let mut client = Client::connect(running.addr());
-    client.send(ClientFrame::Hello);
-    assert_eq!(
-        client.next(),
-        Some(Frame::Welcome {
-            max_frame_bytes: 1024,
-            send_buffer_replies: 64,
-        })
-    );
+    let mut connections = Vec::new();
+    let mut clients = Vec::new();
+    for _ in 0..2 {
+        let mut client = Client::connect(running.addr());
+        client.send(ClientFrame::Hello);
+        match client.next() {
+            Some(Frame::Welcome {
+                connection,
+                max_frame_bytes,
+                send_buffer_replies,
+            }) => {
+                assert_eq!((max_frame_bytes, send_buffer_replies), (1024, 64));
+                assert!(connection >= CONNECTION_ID_BASE, "{connection}");
+                connections.push(connection);
+            }
+            other => panic!("expected a Welcome, got {other:?}"),
+        }
+        clients.push(client);
+    }
+    assert_ne!(connections[0], connections[1]);
+    let mut client = clients.pop().unwrap();
     // The largest payload, max_frame_bytes - 24, is served; one byte more is refused.
     client.send(submit(1, &[0; 1000]));
     assert_eq!(
@@ -593,6 +605,102 @@ fn every_drop_policy_accounts_for_every_submit() {
             net.replies_dropped[reason.index()],
             tally.dropped_reported,
             "{policy:?}"
+        );
+    }
+}
+
+#[test]
+fn the_disconnect_action_at_a_cap_drops_what_is_queued_and_refuses_what_follows() {
+    // PROTOCOL.md 7.3, by policy, and 6.5 / 6.7: the engine's `disconnect` action ends the
+    // connection's work; the socket stays open (Pings are answered) until the client goes.
+    let mut config = one_shard();
+    config.caps.action = CapAction::Disconnect;
+    config.caps.connection_messages = 2;
+    let running = Running::start_handler(ServerConfig::default(), config, slow_on_request);
+    let mut client = Client::open(running.addr());
+    let mut write = Vec::new();
+    for (id, payload) in [(1, &b"slow"[..]), (2, b""), (3, b""), (4, b"")] {
+        write.extend(encode(submit(id, payload)));
+    }
+    write.extend(encode(ClientFrame::Ping { nonce: 9 }));
+    client.stream.write_all(&write).unwrap();
+    let mut frames = Vec::new();
+    while frames.len() < 5 {
+        frames.push(client.next_ignoring_flow().expect("open"));
+    }
+    frames.sort_by_key(|frame| match frame {
+        Frame::Reply(id, _) => *id,
+        _ => u64::MAX,
+    });
+    assert_eq!(
+        frames,
+        [
+            Frame::Reply(
+                1,
+                Outcome::Dropped {
+                    reason: DropReason::Disconnected
+                }
+            ),
+            Frame::Reply(
+                2,
+                Outcome::Dropped {
+                    reason: DropReason::Disconnected
+                }
+            ),
+            Frame::Reply(
+                3,
+                Outcome::Refused {
+                    reason: RefusalReason::ConnectionQueueFull,
+                    retry_after_ns: 0
+                }
+            ),
+            Frame::Reply(
+                4,
+                Outcome::Refused {
+                    reason: RefusalReason::Disconnected,
+                    retry_after_ns: 0
+                }
+            ),
+            Frame::Pong(9),
+        ]
+    );
+    let (net, engine) = running.stop();
+    assert_eq!(net.closed_with(ErrorCode::Disconnected), 0);
+    assert!(engine.reconciles());
+}
+
+#[test]
+fn every_test_the_protocol_page_names_beside_a_contract_exists() {
+    // The page names, in brackets, the test that checks each Server contract: each must be
+    // a test function here, in net_timers.rs, or among the send buffer's unit tests.
+    let page = include_str!("../../docs/PROTOCOL.md");
+    let sources = [
+        include_str!("net.rs"),
+        include_str!("net_timers.rs"),
+        include_str!("../../engine/src/net/egress/tests.rs"),
+    ];
+    let mut named = Vec::new();
+    for bracketed in page
+        .split('[')
+        .skip(1)
+        .filter_map(|rest| rest.split_once(']'))
+    {
+        for name in bracketed.0.split('`').skip(1).step_by(2) {
+            let is_test_name = name.matches('_').count() >= 4
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if is_test_name {
+                named.push(name);
+            }
+        }
+    }
+    assert!(named.len() >= 20, "{named:?}");
+    for name in named {
+        let definition = format!("fn {name}()");
+        assert!(
+            sources.iter().any(|source| source.contains(&definition)),
+            "PROTOCOL.md names {name}, which is no test"
         );
     }
 }

@@ -215,6 +215,7 @@ impl Client {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Frame {
     Welcome {
+        connection: u64,
         max_frame_bytes: u32,
         send_buffer_replies: u32,
     },
@@ -237,10 +238,11 @@ impl From<ServerFrame<'_>> for Frame {
     fn from(frame: ServerFrame<'_>) -> Self {
         match frame {
             ServerFrame::Welcome {
+                connection,
                 frame_limit,
                 send_buffer_replies,
-                ..
             } => Frame::Welcome {
+                connection: connection.0,
                 max_frame_bytes: frame_limit.max_frame_bytes(),
                 send_buffer_replies: send_buffer_replies.get(),
             },

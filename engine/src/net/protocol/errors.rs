@@ -34,8 +34,9 @@ pub enum ErrorCode {
     TooManyConnections,
     /// 11: the server is shutting down.
     ShuttingDown,
-    /// 12: the server cut the connection by policy: the `disconnect` action at a cap, or a
-    /// reader too slow for its send buffer.
+    /// 12: the server cut the connection by policy: a reader too slow for its send buffer
+    /// (when the server disconnects unhealthy readers,
+    /// [`EgressConfig::disconnect_unhealthy`](crate::config::EgressConfig::disconnect_unhealthy)).
     Disconnected,
 }
 
