@@ -563,9 +563,10 @@ fn a_client_that_reads_late_is_told_to_pause_throttle_and_resume_and_of_every_dr
             _ => None,
         })
         .collect();
-    assert!(draining.len() >= 2, "{signals:?}");
+    // The server goes on reading Submits meanwhile, so the fill may rise a little on the
+    // way down; from the top of the band to its bottom the delay falls.
     assert!(
-        draining.windows(2).all(|pair| pair[0] > pair[1]),
+        draining.len() >= 2 && draining[0] > draining[draining.len() - 1],
         "the delay falls as the buffer drains: {draining:?}"
     );
     assert_eq!(signals.last(), Some(&Frame::Resume), "{signals:?}");

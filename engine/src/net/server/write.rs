@@ -10,7 +10,7 @@ use crate::net::egress::{EgressDropReason, EgressQueue, FlowSignal, Offer};
 use crate::net::protocol::ServerFrame;
 
 use super::connection::{Connection, Held, Phase, Reply};
-use super::shard::{list_for_reading, ShardNet};
+use super::shard::{list_for_reading, mark_dirty, ShardNet};
 use super::stats::{bump, CloseReason, ShardCounters};
 use super::ServerConfig;
 
@@ -78,7 +78,13 @@ impl ShardNet {
         }
         // The `Block` policy may have room again: read what was held back.
         if !connection.blocked.is_empty() {
+            let held_before = connection.blocked.len();
             retry_blocked(connection, now_ns, counters);
+            if connection.blocked.len() < held_before {
+                // What it queued or dropped came after this flush's writes: the next flush
+                // writes it, or reports it in RepliesDropped. No event would announce it.
+                mark_dirty(&mut self.dirty, slot, connection);
+            }
             if connection.blocked.is_empty() {
                 list_for_reading(&mut self.read_again, slot, connection);
             }
