@@ -74,9 +74,9 @@ fn config() -> impl Strategy<Value = EgressConfig> {
 struct Model {
     config: EgressConfig,
     buffer: VecDeque<u64>,
-    block_deadline_ns: Option<u64>,
-    /// A reply handed back by `Offer::Blocked`, offered again before any new one.
-    held: Option<u64>,
+    /// A reply handed back by `Offer::Blocked`, with its deadline, offered again before any
+    /// new one.
+    held: Option<(u64, u64)>,
     next_item: u64,
     offered: u64,
     sent: u64,
@@ -91,7 +91,6 @@ impl Model {
         Self {
             config,
             buffer: VecDeque::new(),
-            block_deadline_ns: None,
             held: None,
             next_item: 0,
             offered: 0,
@@ -107,10 +106,10 @@ impl Model {
         self.config.buffer_capacity as usize
     }
 
-    /// What the reference expects of offering `item` at `now_ns`.
-    fn offer(&mut self, item: u64, now_ns: u64) -> Expected {
+    /// What the reference expects of offering `item` at `now_ns`, which under `Block` may
+    /// wait for room until `deadline_ns`.
+    fn offer(&mut self, item: u64, deadline_ns: u64, now_ns: u64) -> Expected {
         if self.buffer.len() < self.capacity() {
-            self.block_deadline_ns = None;
             self.buffer.push_back(item);
             self.offered += 1;
             return Expected::Queued;
@@ -129,13 +128,9 @@ impl Model {
                 Expected::Dropped(item, EgressDropReason::DropNewest)
             }
             EgressDropPolicy::Block => {
-                let deadline_ns = *self
-                    .block_deadline_ns
-                    .get_or_insert(now_ns + self.config.block_timeout_ns);
                 if now_ns < deadline_ns {
                     return Expected::Blocked(item, deadline_ns);
                 }
-                self.block_deadline_ns = None;
                 self.offered += 1;
                 self.dropped += 1;
                 Expected::Dropped(item, EgressDropReason::BlockTimeout)
@@ -207,16 +202,24 @@ proptest! {
         for step in steps {
             match step {
                 Step::Offer => {
-                    let item = model.held.take().unwrap_or_else(|| {
-                        model.next_item += 1;
-                        model.next_item
-                    });
-                    let expected = model.offer(item, now_ns);
-                    let (got, signal) = match queue.offer(item, now_ns) {
+                    let (item, deadline_ns, offer) = match model.held.take() {
+                        Some((item, deadline_ns)) => {
+                            (item, deadline_ns, queue.offer_again(item, deadline_ns, now_ns))
+                        }
+                        None => {
+                            model.next_item += 1;
+                            let item = model.next_item;
+                            // A new reply waits for room from now.
+                            let deadline_ns = now_ns + config.block_timeout_ns;
+                            (item, deadline_ns, queue.offer(item, now_ns))
+                        }
+                    };
+                    let expected = model.offer(item, deadline_ns, now_ns);
+                    let (got, signal) = match offer {
                         Offer::Queued { signal } => (Expected::Queued, signal),
                         Offer::Dropped { item, reason } => (Expected::Dropped(item, reason), None),
                         Offer::Blocked { item, deadline_ns } => {
-                            model.held = Some(item);
+                            model.held = Some((item, deadline_ns));
                             (Expected::Blocked(item, deadline_ns), None)
                         }
                         Offer::DroppedAll { dropped_count, signal } => {
@@ -251,7 +254,6 @@ proptest! {
                     prop_assert_eq!(dropped, model.buffer.len() as u64);
                     model.dropped += dropped;
                     model.buffer.clear();
-                    model.block_deadline_ns = None;
                 }
                 Step::Poll => {
                     if let Some(signal) = queue.poll_signal(now_ns) {

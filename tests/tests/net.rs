@@ -1,244 +1,29 @@
-//! The TCP server against real sockets on 127.0.0.1: the protocol's happy path, and every
-//! kind of hostile input of issue #7, each checking that the server names the reason in its
+//! The TCP server against real sockets on 127.0.0.1: the protocol's happy path, every kind
+//! of hostile input of issue #7, and each **Server contract** of `docs/PROTOCOL.md` (the
+//! page names, next to each, the test here that checks it; the timers are checked in
+//! `net_timers.rs`). Each hostile case checks that the server names the reason in its
 //! counters and still serves a well-behaved connection afterwards.
 //!
 //! Every test binds port 0, bounds each socket read with a timeout, and shuts its engine
 //! down before it ends.
 
+mod net_support;
+
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
-use spillway::config::EgressConfig;
-use spillway::config::{Config, NetConfig};
-use spillway::engine::Engine;
-use spillway::message::{MessageId, Priority, Role, TenantId};
-use spillway::net::protocol::{
-    ClientFrame, Decoder, ErrorCode, FrameLimit, ProtocolError, ServerFrame, ServerToClient,
-    Submit, HEADER_BYTES,
+use net_support::{
+    encode, header, hostile, one_shard, read_until_accounted, submit, submit_burst,
+    write_in_background, Client, Frame, Running,
 };
-use spillway::net::server::{NetStats, ServerConfig, TcpServer};
-use spillway::outcome::Outcome;
-
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A server and its engine, one shard, handlers that accept everything.
-struct Running {
-    server: TcpServer,
-    engine: Option<Engine>,
-}
-
-impl Running {
-    fn start(server_config: ServerConfig) -> Self {
-        Self::start_with(
-            server_config,
-            Config {
-                shards: 1,
-                ..Config::default()
-            },
-        )
-    }
-
-    fn start_with(server_config: ServerConfig, config: Config) -> Self {
-        let server = TcpServer::bind("127.0.0.1:0", server_config).expect("binding 127.0.0.1:0");
-        let engine = Engine::builder()
-            .config(config)
-            .handler(server.front_end(|_: &spillway::message::Message| Ok(())))
-            .start()
-            .expect("starting the engine");
-        Self {
-            server,
-            engine: Some(engine),
-        }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        self.server.local_addr()
-    }
-
-    /// Waits until the server's counters satisfy `done` (they are updated by the shard).
-    fn wait_for(&self, what: &str, done: impl Fn(&NetStats) -> bool) -> NetStats {
-        let deadline = Instant::now() + READ_TIMEOUT;
-        loop {
-            let stats = self.server.stats();
-            if done(&stats) {
-                return stats;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}: {stats:?}"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    fn stop(mut self) -> (NetStats, spillway::metrics::Stats) {
-        let stats = self.engine.take().expect("running").shutdown();
-        (self.server.stats(), stats)
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(engine) = self.engine.take() {
-            engine.shutdown();
-        }
-    }
-}
-
-/// A well-behaved client connection.
-struct Client {
-    stream: TcpStream,
-    decoder: Decoder<ServerToClient>,
-}
-
-impl Client {
-    fn connect(addr: SocketAddr) -> Self {
-        let stream = TcpStream::connect(addr).expect("connecting");
-        stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-        stream.set_nodelay(true).unwrap();
-        Self {
-            stream,
-            decoder: Decoder::new(FrameLimit::DEFAULT),
-        }
-    }
-
-    /// Connects and completes the handshake.
-    fn open(addr: SocketAddr) -> Self {
-        let mut client = Self::connect(addr);
-        client.send(ClientFrame::Hello);
-        match client.next() {
-            Some(Frame::Welcome) => client,
-            other => panic!("expected a Welcome, got {other:?}"),
-        }
-    }
-
-    fn send(&mut self, frame: ClientFrame<'_>) {
-        let mut bytes = Vec::new();
-        frame.encode(FrameLimit::DEFAULT, &mut bytes).unwrap();
-        self.stream.write_all(&bytes).expect("writing a frame");
-    }
-
-    fn submit(&mut self, id: u64) {
-        self.send(ClientFrame::Submit(Submit {
-            message_id: MessageId(id),
-            tenant: TenantId(0),
-            priority: Priority::P1,
-            role: Role::Session,
-            payload: b"hello",
-        }));
-    }
-
-    /// The next frame, or `None` once the server has closed.
-    fn next(&mut self) -> Option<Frame> {
-        loop {
-            match self.decoder.next_frame() {
-                Ok(Some(frame)) => return Some(Frame::from(frame)),
-                Ok(None) => {}
-                // The server answers a version it does not speak with an Error in the
-                // client's version (PROTOCOL.md section 3), which a version-1 decoder
-                // refuses by its header; the code is the frame's first body field.
-                Err(ProtocolError::UnsupportedVersion { .. }) => {
-                    return Some(Frame::Error(ErrorCode::UnsupportedVersion))
-                }
-                Err(error) => panic!("the server sent a bad frame: {error}"),
-            }
-            let space = self.decoder.unfilled(4096);
-            match self.stream.read(space) {
-                Ok(0) => return None,
-                Ok(count) => self.decoder.commit(count),
-                Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => return None,
-                Err(error) => panic!("reading: {error}"),
-            }
-        }
-    }
-
-    /// Submits `id` and expects it delivered.
-    fn round_trip(&mut self, id: u64) {
-        self.submit(id);
-        loop {
-            match self.next() {
-                Some(Frame::Reply(reply_id, outcome)) => {
-                    assert_eq!(reply_id, id);
-                    assert_eq!(outcome, Outcome::Delivered);
-                    return;
-                }
-                Some(Frame::Flow) => continue,
-                other => panic!("expected the Reply of {id}, got {other:?}"),
-            }
-        }
-    }
-
-    /// Reads until the server closes; returns the Error code it sent, if any.
-    fn error_then_close(&mut self) -> Option<ErrorCode> {
-        while let Some(frame) = self.next() {
-            if let Frame::Error(code) = frame {
-                // Nothing follows an Error but the close.
-                let mut rest = [0u8; 4096];
-                loop {
-                    match self.stream.read(&mut rest) {
-                        Ok(0) => return Some(code),
-                        Ok(_) => {}
-                        Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => {
-                            return Some(code)
-                        }
-                        Err(error) => panic!("reading after the Error: {error}"),
-                    }
-                }
-            }
-        }
-        None
-    }
-}
-
-/// What a test looks at in a server frame.
-#[derive(Debug, PartialEq)]
-enum Frame {
-    Welcome,
-    Reply(u64, Outcome),
-    Flow,
-    RepliesDropped(u64),
-    Pong(u64),
-    Error(ErrorCode),
-}
-
-impl From<ServerFrame<'_>> for Frame {
-    fn from(frame: ServerFrame<'_>) -> Self {
-        match frame {
-            ServerFrame::Welcome { .. } => Frame::Welcome,
-            ServerFrame::Reply {
-                message_id,
-                outcome,
-            } => Frame::Reply(message_id.0, outcome),
-            ServerFrame::Throttle { .. } | ServerFrame::Pause { .. } | ServerFrame::Resume => {
-                Frame::Flow
-            }
-            ServerFrame::RepliesDropped { count } => Frame::RepliesDropped(count.get()),
-            ServerFrame::Pong { nonce } => Frame::Pong(nonce),
-            ServerFrame::Error { code, .. } => Frame::Error(code),
-        }
-    }
-}
-
-/// A raw connection that sends `bytes` (after an optional Hello) and reads until close.
-fn hostile(addr: SocketAddr, hello_first: bool, bytes: &[u8]) -> Option<ErrorCode> {
-    let mut client = Client::connect(addr);
-    if hello_first {
-        client.send(ClientFrame::Hello);
-        assert_eq!(client.next(), Some(Frame::Welcome));
-    }
-    client.stream.write_all(bytes).expect("writing");
-    client.error_then_close()
-}
-
-fn header(magic: [u8; 2], version: u8, frame_type: u8, body_bytes: u32) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(HEADER_BYTES);
-    bytes.extend_from_slice(&magic);
-    bytes.push(version);
-    bytes.push(frame_type);
-    bytes.extend_from_slice(&body_bytes.to_le_bytes());
-    bytes
-}
+use spillway::config::{CapAction, Config, EgressConfig, EgressDropPolicy, NetConfig};
+use spillway::handler::HandlerError;
+use spillway::message::{Message, MessageId, Priority, Role, TenantId};
+use spillway::net::egress::EgressDropReason;
+use spillway::net::protocol::{ClientFrame, ErrorCode, FrameLimit, Submit, HEADER_BYTES};
+use spillway::net::server::{ServerConfig, CONNECTION_ID_BASE};
+use spillway::outcome::{DropReason, Outcome, RefusalReason};
 
 #[test]
 fn a_submit_gets_exactly_one_reply_and_ping_gets_pong() {
@@ -296,13 +81,35 @@ fn each_malformed_frame_gets_its_error_and_the_server_keeps_serving() {
         (
             "submit before hello",
             false,
+            encode(submit(1, b"")),
+            ErrorCode::UnexpectedFrame,
+        ),
+        (
+            "body length wrong for the type",
+            true,
+            header(*b"SW", 1, 0x04, 9),
+            ErrorCode::BadLength,
+        ),
+        (
+            "bad field value",
+            true,
             {
-                let mut bytes = Vec::new();
-                ClientFrame::Ping { nonce: 1 }
-                    .encode(FrameLimit::DEFAULT, &mut bytes)
-                    .unwrap();
+                let mut bytes = encode(submit(1, b""));
+                bytes[HEADER_BYTES + 12] = 9; // priority
                 bytes
             },
+            ErrorCode::BadField,
+        ),
+        (
+            "second hello",
+            true,
+            encode(ClientFrame::Hello),
+            ErrorCode::UnexpectedFrame,
+        ),
+        (
+            "a server frame",
+            true,
+            header(*b"SW", 1, 0x82, 20),
             ErrorCode::UnexpectedFrame,
         ),
         (
@@ -329,20 +136,10 @@ fn each_malformed_frame_gets_its_error_and_the_server_keeps_serving() {
 fn a_frame_cut_short_then_closed_is_counted_as_truncated() {
     let running = Running::start(ServerConfig::default());
     let mut good = Client::open(running.addr());
-    let mut cut = Client::connect(running.addr());
-    cut.send(ClientFrame::Hello);
-    assert_eq!(cut.next(), Some(Frame::Welcome));
-    let mut submit = Vec::new();
-    ClientFrame::Submit(Submit {
-        message_id: MessageId(1),
-        tenant: TenantId(0),
-        priority: Priority::P1,
-        role: Role::Session,
-        payload: &[7; 100],
-    })
-    .encode(FrameLimit::DEFAULT, &mut submit)
-    .unwrap();
-    cut.stream.write_all(&submit[..50]).unwrap();
+    let mut cut = Client::open(running.addr());
+    cut.stream
+        .write_all(&encode(submit(1, &[7; 100]))[..50])
+        .unwrap();
     cut.stream.shutdown(Shutdown::Write).unwrap();
     assert_eq!(cut.error_then_close(), Some(ErrorCode::Truncated));
     running.wait_for("the truncated close", |stats| {
@@ -363,9 +160,7 @@ fn a_partial_frame_held_open_is_cut_by_the_frame_timeout() {
     });
     let mut good = Client::open(running.addr());
     let started = Instant::now();
-    let mut partial = Client::connect(running.addr());
-    partial.send(ClientFrame::Hello);
-    assert_eq!(partial.next(), Some(Frame::Welcome));
+    let mut partial = Client::open(running.addr());
     partial
         .stream
         .write_all(&header(*b"SW", 1, 0x02, 16)[..5])
@@ -408,54 +203,6 @@ fn connections_beyond_the_limit_are_refused_cleanly() {
     drop(open.pop());
     running.wait_for("the close", |stats| stats.open == 2);
     Client::open(running.addr()).round_trip(9);
-}
-
-#[test]
-fn a_client_that_never_reads_loses_replies_counted_and_told() {
-    let running = Running::start(ServerConfig {
-        egress: EgressConfig {
-            buffer_capacity: 64,
-            ..EgressConfig::default()
-        },
-        ..ServerConfig::default()
-    });
-    let mut good = Client::open(running.addr());
-    let mut deaf = Client::open(running.addr());
-    // Far more replies than the kernel's socket buffers and the send buffer hold together.
-    let mut burst = Vec::new();
-    for id in 0..200_000u64 {
-        ClientFrame::Submit(Submit {
-            message_id: MessageId(id),
-            tenant: TenantId(0),
-            priority: Priority::P1,
-            role: Role::Session,
-            payload: &[],
-        })
-        .encode(FrameLimit::DEFAULT, &mut burst)
-        .unwrap();
-    }
-    let writer = {
-        let mut stream = deaf.stream.try_clone().unwrap();
-        std::thread::spawn(move || {
-            let _ = stream.write_all(&burst);
-        })
-    };
-    let stats = running.wait_for("dropped replies", |stats| stats.replies_dropped_total() > 0);
-    assert!(
-        stats.flow_signals > 0,
-        "the client was told to slow down: {stats:?}"
-    );
-    good.round_trip(1);
-    // Now read: the RepliesDropped frame tells how many were lost.
-    let mut told = 0;
-    let deadline = Instant::now() + READ_TIMEOUT;
-    while told == 0 && Instant::now() < deadline {
-        if let Some(Frame::RepliesDropped(count)) = deaf.next() {
-            told += count;
-        }
-    }
-    assert!(told > 0, "the client was told of its dropped replies");
-    writer.join().unwrap();
 }
 
 #[test]
@@ -508,4 +255,453 @@ fn the_client_library_backs_off_on_a_real_refusal_and_gets_through() {
     let (_, engine) = running.stop();
     assert!(engine.total.refused_total() >= 2);
     assert_eq!(engine.total.delivered, 3);
+}
+
+/// A handler that takes 30 ms over a message whose payload is `slow`, so that the messages
+/// after it stay queued a while.
+fn slow_on_request(message: &Message) -> Result<(), HandlerError> {
+    if message.payload == b"slow" {
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    Ok(())
+}
+
+#[test]
+fn a_cancel_takes_back_the_first_queued_message_with_its_id_and_is_otherwise_ignored() {
+    // PROTOCOL.md 5.3.
+    let running = Running::start_handler(ServerConfig::default(), one_shard(), slow_on_request);
+    let mut client = Client::open(running.addr());
+    let mut write = encode(submit(1, b"slow"));
+    for id in [2, 7, 7] {
+        write.extend(encode(submit(id, b"hello")));
+    }
+    for message_id in [7, 99] {
+        write.extend(encode(ClientFrame::Cancel {
+            message_id: MessageId(message_id),
+        }));
+    }
+    client.stream.write_all(&write).unwrap();
+    let mut replies = Vec::new();
+    for _ in 0..4 {
+        match client.next_ignoring_flow() {
+            Some(Frame::Reply(id, outcome)) => replies.push((id, outcome)),
+            other => panic!("expected a Reply, got {other:?}"),
+        }
+    }
+    replies.sort_by_key(|&(id, outcome)| (id, outcome == Outcome::Delivered));
+    assert_eq!(
+        replies,
+        [
+            (1, Outcome::Delivered),
+            (2, Outcome::Delivered),
+            (7, Outcome::Cancelled),
+            (7, Outcome::Delivered),
+        ],
+        "one of the two 7s cancelled; no Reply for a Cancel, none for the unknown id 99"
+    );
+    // A Cancel of a message that has finished is ignored too; the connection goes on.
+    client.send(ClientFrame::Cancel {
+        message_id: MessageId(1),
+    });
+    client.round_trip(8);
+    let (_, engine) = running.stop();
+    assert_eq!(engine.total.cancelled, 1);
+    assert!(engine.reconciles());
+}
+
+#[test]
+fn a_hello_in_a_version_the_server_does_not_speak_is_refused_in_that_version() {
+    // PROTOCOL.md 3: the Error's header carries the client's version.
+    let running = Running::start(ServerConfig::default());
+    let mut client = Client::connect(running.addr());
+    client
+        .stream
+        .write_all(&header(*b"SW", 7, 0x01, 0))
+        .unwrap();
+    let mut reply = Vec::new();
+    client.stream.read_to_end(&mut reply).unwrap();
+    assert!(reply.len() > HEADER_BYTES + 2, "{reply:?}");
+    assert_eq!(&reply[..4], &[b'S', b'W', 7, 0x88], "an Error in version 7");
+    let body_bytes = u32::from_le_bytes(reply[4..8].try_into().unwrap()) as usize;
+    assert_eq!(reply.len(), HEADER_BYTES + body_bytes, "nothing after it");
+    assert_eq!(
+        u16::from_le_bytes([reply[8], reply[9]]),
+        ErrorCode::UnsupportedVersion.code()
+    );
+    let detail = std::str::from_utf8(&reply[10..]).unwrap();
+    assert!(
+        detail.contains("version 1"),
+        "names the version it speaks: {detail}"
+    );
+    running.wait_for("the closure", |stats| {
+        stats.closed_with(ErrorCode::UnsupportedVersion) == 1
+    });
+}
+
+#[test]
+fn the_welcome_announces_the_servers_limits_and_the_server_holds_to_them() {
+    // PROTOCOL.md 5.5 and 7.2.
+    let running = Running::start(ServerConfig {
+        net: NetConfig {
+            max_frame_bytes: 1024,
+            ..NetConfig::default()
+        },
+        egress: EgressConfig {
+            buffer_capacity: 64,
+            ..EgressConfig::default()
+        },
+    });
+    let mut connections = Vec::new();
+    let mut clients = Vec::new();
+    for _ in 0..2 {
+        let mut client = Client::connect(running.addr());
+        client.send(ClientFrame::Hello);
+        match client.next() {
+            Some(Frame::Welcome {
+                connection,
+                max_frame_bytes,
+                send_buffer_replies,
+            }) => {
+                assert_eq!((max_frame_bytes, send_buffer_replies), (1024, 64));
+                assert!(connection >= CONNECTION_ID_BASE, "{connection}");
+                connections.push(connection);
+            }
+            other => panic!("expected a Welcome, got {other:?}"),
+        }
+        clients.push(client);
+    }
+    assert_ne!(connections[0], connections[1]);
+    let mut client = clients.pop().unwrap();
+    // The largest payload, max_frame_bytes - 24, is served; one byte more is refused.
+    client.send(submit(1, &[0; 1000]));
+    assert_eq!(
+        client.next_ignoring_flow(),
+        Some(Frame::Reply(1, Outcome::Delivered))
+    );
+    let mut too_large = Vec::new();
+    submit(2, &[0; 1001])
+        .encode(FrameLimit::MAX, &mut too_large)
+        .unwrap();
+    client.stream.write_all(&too_large).unwrap();
+    assert_eq!(client.error_then_close(), Some(ErrorCode::FrameTooLarge));
+}
+
+#[test]
+fn a_violation_is_answered_after_the_frames_already_due_then_the_connection_closes() {
+    // PROTOCOL.md 7.3: queued frames first, then the Error, then nothing but the close;
+    // the closure counted under its code; the engine's counts still reconcile.
+    let running = Running::start(ServerConfig::default());
+    let mut client = Client::open(running.addr());
+    let mut write = encode(ClientFrame::Ping { nonce: 5 });
+    write.extend(b"GET / HTTP/1.1\r\n\r\n");
+    client.stream.write_all(&write).unwrap();
+    assert_eq!(client.next(), Some(Frame::Pong(5)));
+    assert_eq!(client.next(), Some(Frame::Error(ErrorCode::BadMagic)));
+    client.expect_close_after_error();
+    let (net, engine) = running.stop();
+    assert_eq!(net.closed_with(ErrorCode::BadMagic), 1);
+    assert_eq!(net.open, 0);
+    assert!(engine.reconciles());
+}
+
+#[test]
+fn a_ping_that_comes_while_a_pong_is_unsent_replaces_its_nonce() {
+    // PROTOCOL.md 8: at most one Pong pending; two Pings in one read get one Pong.
+    let running = Running::start(ServerConfig::default());
+    let mut client = Client::open(running.addr());
+    let mut write = encode(ClientFrame::Ping { nonce: 1 });
+    write.extend(encode(ClientFrame::Ping { nonce: 2 }));
+    client.stream.write_all(&write).unwrap();
+    assert_eq!(client.next(), Some(Frame::Pong(2)));
+    client.round_trip(3);
+}
+
+#[test]
+fn on_shutdown_every_submit_read_gets_its_reply_then_shutting_down() {
+    // PROTOCOL.md 7.3, other closures: on shutdown.
+    let running = Running::start_handler(ServerConfig::default(), one_shard(), slow_on_request);
+    let mut client = Client::open(running.addr());
+    let mut write = Vec::new();
+    for id in 0..10 {
+        write.extend(encode(submit(id, b"slow")));
+    }
+    client.stream.write_all(&write).unwrap();
+    running.wait_for("every Submit read", |stats| stats.submits == 10);
+    let (net, engine) = running.stop();
+    let mut replied = Vec::new();
+    loop {
+        match client.next_ignoring_flow() {
+            Some(Frame::Reply(id, outcome)) => {
+                assert!(
+                    matches!(
+                        outcome,
+                        Outcome::Delivered
+                            | Outcome::Cancelled
+                            | Outcome::Refused {
+                                reason: RefusalReason::ShuttingDown,
+                                ..
+                            }
+                    ),
+                    "{outcome:?}"
+                );
+                replied.push(id);
+            }
+            Some(Frame::Error(code)) => {
+                assert_eq!(code, ErrorCode::ShuttingDown);
+                break;
+            }
+            other => panic!("expected Replies then the Error, got {other:?}"),
+        }
+    }
+    client.expect_close_after_error();
+    replied.sort_unstable();
+    assert_eq!(replied, (0..10).collect::<Vec<_>>());
+    assert_eq!(net.closed_with(ErrorCode::ShuttingDown), 1);
+    assert!(engine.reconciles());
+}
+
+#[test]
+fn a_reader_too_slow_for_its_send_buffer_is_disconnected_when_so_configured() {
+    // PROTOCOL.md 7.3, other closures: by policy.
+    let running = Running::start(ServerConfig {
+        egress: EgressConfig {
+            buffer_capacity: 16,
+            disconnect_unhealthy: true,
+            ..EgressConfig::default()
+        },
+        ..ServerConfig::default()
+    });
+    let mut good = Client::open(running.addr());
+    let mut deaf = Client::open(running.addr());
+    let writer = write_in_background(&deaf, submit_burst(200_000));
+    running.wait_for("the disconnect", |stats| {
+        stats.closed_with(ErrorCode::Disconnected) == 1
+    });
+    // What was queued for it comes first, then the Error, then the close.
+    let mut replies = 0;
+    loop {
+        match deaf.next() {
+            Some(Frame::Reply(..)) => replies += 1,
+            Some(Frame::Error(code)) => {
+                assert_eq!(code, ErrorCode::Disconnected);
+                break;
+            }
+            Some(_) => {}
+            None => panic!("closed without the Error"),
+        }
+    }
+    assert!(replies > 0);
+    deaf.expect_close_after_error();
+    writer.join().unwrap();
+    good.round_trip(1);
+}
+
+#[test]
+fn a_client_that_reads_late_is_told_to_pause_throttle_and_resume_and_of_every_dropped_reply() {
+    // PROTOCOL.md 8 and 9: with the default send buffer (1000 replies) and small writes, a
+    // client that reads nothing fills it; when it reads, it sees Pause (50 ms at most),
+    // Throttle delays falling through the 70-90% band as the buffer drains, then Resume;
+    // every Submit has a Reply or is counted in a RepliesDropped; and a Pong overtakes the
+    // Replies in the send buffer.
+    let running = Running::start(ServerConfig {
+        net: NetConfig {
+            write_buffer_bytes_max: 1024,
+            ..NetConfig::default()
+        },
+        ..ServerConfig::default()
+    });
+    let mut good = Client::open(running.addr());
+    let mut deaf = Client::open(running.addr());
+    let count = 200_000;
+    let writer = write_in_background(&deaf, submit_burst(count));
+    running.wait_for("dropped replies", |stats| stats.replies_dropped_total() > 0);
+    writer.join().unwrap();
+    // The other connection notices nothing.
+    good.round_trip(1);
+    deaf.send(ClientFrame::Ping { nonce: 7 });
+    let tally = read_until_accounted(&mut deaf, count);
+    // The connection's last instruction comes after the last Reply it follows.
+    deaf.send(ClientFrame::Ping { nonce: 8 });
+    let mut frames = tally.frames;
+    loop {
+        match deaf.next() {
+            Some(Frame::Pong(8)) => break,
+            Some(frame) => frames.push(frame),
+            None => panic!("closed"),
+        }
+    }
+    let pong = frames
+        .iter()
+        .position(|frame| *frame == Frame::Pong(7))
+        .expect("the Pong");
+    assert!(
+        frames[pong..]
+            .iter()
+            .any(|frame| matches!(frame, Frame::Reply(..))),
+        "the Pong overtook queued Replies: {frames:?}"
+    );
+    let signals: Vec<Frame> = frames
+        .iter()
+        .copied()
+        .filter(Frame::is_flow_signal)
+        .collect();
+    let last_pause = signals
+        .iter()
+        .rposition(|signal| matches!(signal, Frame::Pause(_)))
+        .expect("a Pause");
+    for signal in &signals {
+        match *signal {
+            Frame::Pause(duration_ns) => assert!(duration_ns > 0 && duration_ns <= 50_000_000),
+            Frame::Throttle(delay_ns) => assert!(delay_ns < 500_000_000, "{delay_ns}"),
+            _ => {}
+        }
+    }
+    let draining: Vec<u64> = signals[last_pause..]
+        .iter()
+        .filter_map(|signal| match signal {
+            Frame::Throttle(delay_ns) => Some(*delay_ns),
+            _ => None,
+        })
+        .collect();
+    // The server goes on reading Submits meanwhile, so the fill may rise a little on the
+    // way down; from the top of the band to its bottom the delay falls.
+    assert!(
+        draining.len() >= 2 && draining[0] > draining[draining.len() - 1],
+        "the delay falls as the buffer drains: {draining:?}"
+    );
+    assert_eq!(signals.last(), Some(&Frame::Resume), "{signals:?}");
+    let (net, _) = running.stop();
+    assert_eq!(net.replies_dropped_total(), tally.dropped_reported);
+    assert_eq!(
+        net.replies_dropped[EgressDropReason::DropOldest.index()],
+        tally.dropped_reported
+    );
+}
+
+#[test]
+fn every_drop_policy_accounts_for_every_submit() {
+    // PROTOCOL.md 9: drop_newest and drop_all, as drop_oldest above and block in
+    // net_timers.rs: a Reply or a RepliesDropped count for each Submit.
+    for (policy, reason) in [
+        (EgressDropPolicy::DropNewest, EgressDropReason::DropNewest),
+        (EgressDropPolicy::DropAll, EgressDropReason::DropAll),
+    ] {
+        let running = Running::start(ServerConfig {
+            egress: EgressConfig {
+                buffer_capacity: 64,
+                drop_policy: policy,
+                ..EgressConfig::default()
+            },
+            ..ServerConfig::default()
+        });
+        let mut deaf = Client::open(running.addr());
+        let count = 100_000;
+        let writer = write_in_background(&deaf, submit_burst(count));
+        running.wait_for("dropped replies", |stats| stats.replies_dropped_total() > 0);
+        writer.join().unwrap();
+        let tally = read_until_accounted(&mut deaf, count);
+        let (net, _) = running.stop();
+        assert!(tally.dropped_reported > 0, "{policy:?}");
+        assert_eq!(
+            net.replies_dropped[reason.index()],
+            tally.dropped_reported,
+            "{policy:?}"
+        );
+    }
+}
+
+#[test]
+fn the_disconnect_action_at_a_cap_drops_what_is_queued_and_refuses_what_follows() {
+    // PROTOCOL.md 7.3, by policy, and 6.5 / 6.7: the engine's `disconnect` action ends the
+    // connection's work; the socket stays open (Pings are answered) until the client goes.
+    let mut config = one_shard();
+    config.caps.action = CapAction::Disconnect;
+    config.caps.connection_messages = 2;
+    let running = Running::start_handler(ServerConfig::default(), config, slow_on_request);
+    let mut client = Client::open(running.addr());
+    let mut write = Vec::new();
+    for (id, payload) in [(1, &b"slow"[..]), (2, b""), (3, b""), (4, b"")] {
+        write.extend(encode(submit(id, payload)));
+    }
+    write.extend(encode(ClientFrame::Ping { nonce: 9 }));
+    client.stream.write_all(&write).unwrap();
+    let mut frames = Vec::new();
+    while frames.len() < 5 {
+        frames.push(client.next_ignoring_flow().expect("open"));
+    }
+    frames.sort_by_key(|frame| match frame {
+        Frame::Reply(id, _) => *id,
+        _ => u64::MAX,
+    });
+    assert_eq!(
+        frames,
+        [
+            Frame::Reply(
+                1,
+                Outcome::Dropped {
+                    reason: DropReason::Disconnected
+                }
+            ),
+            Frame::Reply(
+                2,
+                Outcome::Dropped {
+                    reason: DropReason::Disconnected
+                }
+            ),
+            Frame::Reply(
+                3,
+                Outcome::Refused {
+                    reason: RefusalReason::ConnectionQueueFull,
+                    retry_after_ns: 0
+                }
+            ),
+            Frame::Reply(
+                4,
+                Outcome::Refused {
+                    reason: RefusalReason::Disconnected,
+                    retry_after_ns: 0
+                }
+            ),
+            Frame::Pong(9),
+        ]
+    );
+    let (net, engine) = running.stop();
+    assert_eq!(net.closed_with(ErrorCode::Disconnected), 0);
+    assert!(engine.reconciles());
+}
+
+#[test]
+fn every_test_the_protocol_page_names_beside_a_contract_exists() {
+    // The page names, in brackets, the test that checks each Server contract: each must be
+    // a test function here, in net_timers.rs, or among the send buffer's unit tests.
+    let page = include_str!("../../docs/PROTOCOL.md");
+    let sources = [
+        include_str!("net.rs"),
+        include_str!("net_timers.rs"),
+        include_str!("../../engine/src/net/egress/tests.rs"),
+    ];
+    let mut named = Vec::new();
+    for bracketed in page
+        .split('[')
+        .skip(1)
+        .filter_map(|rest| rest.split_once(']'))
+    {
+        for name in bracketed.0.split('`').skip(1).step_by(2) {
+            let is_test_name = name.matches('_').count() >= 4
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if is_test_name {
+                named.push(name);
+            }
+        }
+    }
+    assert!(named.len() >= 20, "{named:?}");
+    for name in named {
+        let definition = format!("fn {name}()");
+        assert!(
+            sources.iter().any(|source| source.contains(&definition)),
+            "PROTOCOL.md names {name}, which is no test"
+        );
+    }
 }

@@ -10,7 +10,8 @@
 //! - [`server`]: the TCP server that uses them: one mio event loop per shard, run from the
 //!   shard loop by a [`server::TcpFrontEnd`] wrapped around the user's handler.
 //!
-//! The first two are plain data structures with time passed in, each tested on its own.
+//! The first two are plain data structures with time passed in, each tested on its own; each
+//! of the three is a module of one file per concept.
 
 pub mod egress;
 pub mod protocol;

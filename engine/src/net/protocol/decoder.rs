@@ -1,0 +1,347 @@
+//! The streaming [`Decoder`] of one connection, and the [`Direction`] it reads: the frames
+//! of that side and the handshake rule that orders them.
+
+use core::marker::PhantomData;
+
+use super::errors::ProtocolError;
+use super::frames::{ClientFrame, ServerFrame};
+use super::header::{FrameLimit, FrameType, HEADER_BYTES, MAGIC, PROTOCOL_VERSION};
+
+/// Which side of a connection a [`Decoder`] reads: its frames, and the handshake rule
+/// that orders them. Sealed: implemented by [`ClientToServer`] and [`ServerToClient`] only.
+pub trait Direction: sealed::Sealed {
+    /// The frames decoded in this direction, borrowing the decoder's buffer.
+    type Frame<'body>;
+
+    /// Checks that a frame of `frame_type` may come now, given whether the handshake is
+    /// done, and returns whether it completes the handshake.
+    fn check_sequence(frame_type: FrameType, handshake_done: bool) -> Result<bool, ProtocolError>;
+
+    /// Decodes a body whose length the header checks have accepted.
+    fn decode_body(frame_type: FrameType, body: &[u8]) -> Result<Self::Frame<'_>, ProtocolError>;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::ClientToServer {}
+    impl Sealed for super::ServerToClient {}
+}
+
+/// What a server reads: [`ClientFrame`]s. The first must be Hello, and Hello only once.
+#[derive(Clone, Copy, Debug)]
+pub enum ClientToServer {}
+
+/// What a client reads: [`ServerFrame`]s. The first must be Welcome or Error, and Welcome
+/// only once.
+#[derive(Clone, Copy, Debug)]
+pub enum ServerToClient {}
+
+impl Direction for ClientToServer {
+    type Frame<'body> = ClientFrame<'body>;
+
+    fn check_sequence(frame_type: FrameType, handshake_done: bool) -> Result<bool, ProtocolError> {
+        let unexpected = |expected| ProtocolError::UnexpectedFrame {
+            frame_type,
+            expected,
+        };
+        match (frame_type, handshake_done) {
+            (frame_type, _) if !frame_type.is_sent_by_client() => Err(unexpected("a client frame")),
+            (FrameType::Hello, false) => Ok(true),
+            (FrameType::Hello, true) => Err(unexpected("no second hello")),
+            (_, false) => Err(unexpected("hello first")),
+            (_, true) => Ok(false),
+        }
+    }
+
+    fn decode_body(frame_type: FrameType, body: &[u8]) -> Result<ClientFrame<'_>, ProtocolError> {
+        ClientFrame::decode_body(frame_type, body)
+    }
+}
+
+impl Direction for ServerToClient {
+    type Frame<'body> = ServerFrame<'body>;
+
+    fn check_sequence(frame_type: FrameType, handshake_done: bool) -> Result<bool, ProtocolError> {
+        let unexpected = |expected| ProtocolError::UnexpectedFrame {
+            frame_type,
+            expected,
+        };
+        match (frame_type, handshake_done) {
+            (frame_type, _) if frame_type.is_sent_by_client() => Err(unexpected("a server frame")),
+            (FrameType::Welcome, false) => Ok(true),
+            (FrameType::Welcome, true) => Err(unexpected("no second welcome")),
+            (FrameType::Error, _) | (_, true) => Ok(false),
+            (_, false) => Err(unexpected("welcome or error first")),
+        }
+    }
+
+    fn decode_body(frame_type: FrameType, body: &[u8]) -> Result<ServerFrame<'_>, ProtocolError> {
+        ServerFrame::decode_body(frame_type, body)
+    }
+}
+
+/// A streaming frame decoder for one connection, fed bytes as they arrive: a frame may
+/// span several reads and one read may hold several frames. `Decoder<ClientToServer>` is
+/// the server's, `Decoder<ServerToClient>` a client's.
+///
+/// It judges each frame by its 8-byte header (magic, version, type, size against the
+/// [`FrameLimit`], body length for the type, order) before it waits for the body, so a bad
+/// frame is refused without buffering it. After the first error it is spent: every later
+/// call answers the same error and fed bytes are ignored, since the connection is to close.
+///
+/// Memory: it holds the bytes fed and not yet decoded; a caller that drains
+/// [`Decoder::next_frame`] after each read holds at most one read plus one partial frame
+/// (under the limit).
+///
+/// ```
+/// use spillway::net::protocol::{ClientFrame, ClientToServer, Decoder, FrameLimit};
+///
+/// let mut wire = Vec::new();
+/// ClientFrame::Hello.encode(FrameLimit::DEFAULT, &mut wire).unwrap();
+/// ClientFrame::Ping { nonce: 9 }.encode(FrameLimit::DEFAULT, &mut wire).unwrap();
+///
+/// let mut decoder = Decoder::<ClientToServer>::new(FrameLimit::DEFAULT);
+/// decoder.feed(&wire[..5]); // a read that ends inside the header
+/// assert_eq!(decoder.next_frame(), Ok(None));
+/// decoder.feed(&wire[5..]);
+/// assert_eq!(decoder.next_frame(), Ok(Some(ClientFrame::Hello)));
+/// assert_eq!(decoder.next_frame(), Ok(Some(ClientFrame::Ping { nonce: 9 })));
+/// assert_eq!(decoder.next_frame(), Ok(None));
+/// assert_eq!(decoder.finish(), Ok(()));
+/// ```
+#[derive(Debug)]
+pub struct Decoder<D: Direction> {
+    /// Bytes received and not yet decoded are `buffer[start..end]`; `buffer[end..]` is
+    /// initialized space for the next read ([`Decoder::unfilled`]). `start <= end <=
+    /// buffer.len()`.
+    buffer: Vec<u8>,
+    /// Offset of the first byte not yet decoded.
+    start: usize,
+    /// Offset one past the last byte received.
+    end: usize,
+    /// The largest frame accepted.
+    limit: FrameLimit,
+    /// Whether the handshake frame (Hello, or Welcome) has been decoded.
+    handshake_done: bool,
+    /// The first error, answered to every later call.
+    failure: Option<ProtocolError>,
+    /// Frames decoded so far: the number of the next frame, by which
+    /// [`Decoder::frame_in_progress`] names the one arriving.
+    frames_decoded: u64,
+    direction: PhantomData<fn() -> D>,
+}
+
+impl<D: Direction> Decoder<D> {
+    /// An empty decoder that accepts frames up to `limit`. Allocates nothing until fed.
+    pub fn new(limit: FrameLimit) -> Self {
+        Self {
+            buffer: Vec::new(),
+            start: 0,
+            end: 0,
+            limit,
+            handshake_done: false,
+            failure: None,
+            frames_decoded: 0,
+            direction: PhantomData,
+        }
+    }
+
+    /// The largest frame it accepts.
+    pub fn limit(&self) -> FrameLimit {
+        self.limit
+    }
+
+    /// Appends bytes read from the connection. Ignored once the decoder has failed.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        if self.failure.is_some() {
+            return;
+        }
+        self.make_room(bytes.len());
+        self.buffer[self.end..self.end + bytes.len()].copy_from_slice(bytes);
+        self.end += bytes.len();
+    }
+
+    /// Space of at least `at_least_bytes` to read into directly, saving [`Decoder::feed`]'s
+    /// copy; follow with [`Decoder::commit`] of the bytes read. The space is reused from
+    /// read to read, so it is zeroed only when it grows.
+    pub fn unfilled(&mut self, at_least_bytes: usize) -> &mut [u8] {
+        self.make_room(at_least_bytes);
+        &mut self.buffer[self.end..]
+    }
+
+    /// Takes `filled_bytes` bytes written at the front of [`Decoder::unfilled`] as received.
+    /// Ignored once the decoder has failed.
+    ///
+    /// # Panics
+    ///
+    /// If `filled_bytes` is more than the last `unfilled` slice held (a caller's bug).
+    pub fn commit(&mut self, filled_bytes: usize) {
+        assert!(
+            filled_bytes <= self.buffer.len() - self.end,
+            "committed {filled_bytes} bytes, more than the unfilled space"
+        );
+        if self.failure.is_none() {
+            self.end += filled_bytes;
+        }
+    }
+
+    /// The next whole frame, `Ok(None)` when more bytes are needed, or the first violation.
+    /// A decoded frame borrows the decoder until it is dropped.
+    pub fn next_frame(&mut self) -> Result<Option<D::Frame<'_>>, ProtocolError> {
+        if let Some(failure) = self.failure {
+            return Err(failure);
+        }
+        let received = &self.buffer[self.start..self.end];
+        let Some(header) = received.first_chunk::<HEADER_BYTES>() else {
+            return Ok(None);
+        };
+        let (frame_type, body_bytes, completes_handshake) = match self.check_header(header) {
+            Ok(checked) => checked,
+            Err(error) => {
+                self.failure = Some(error);
+                return Err(error);
+            }
+        };
+        let frame_bytes = HEADER_BYTES + body_bytes;
+        if received.len() < frame_bytes {
+            return Ok(None);
+        }
+        let body_start = self.start + HEADER_BYTES;
+        self.start += frame_bytes;
+        self.frames_decoded += 1;
+        self.handshake_done |= completes_handshake;
+        match D::decode_body(
+            frame_type,
+            &self.buffer[body_start..body_start + body_bytes],
+        ) {
+            Ok(frame) => Ok(Some(frame)),
+            Err(error) => {
+                self.failure = Some(error);
+                Err(error)
+            }
+        }
+    }
+
+    /// Call when the peer has closed its side: `Ok` if the bytes stopped at a frame
+    /// boundary, [`ProtocolError::Truncated`] if part of a frame was left, or the earlier
+    /// failure.
+    pub fn finish(&self) -> Result<(), ProtocolError> {
+        if let Some(failure) = self.failure {
+            return Err(failure);
+        }
+        match self.buffered_bytes() {
+            0 => Ok(()),
+            buffered_bytes => Err(ProtocolError::Truncated {
+                buffered_bytes: buffered_bytes as u64,
+            }),
+        }
+    }
+
+    /// Bytes received and not yet decoded: whole frames not yet taken, then possibly the
+    /// start of one still arriving.
+    pub fn buffered_bytes(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// The frame that has begun to arrive and not finished, by its number (frames counted
+    /// from 0 in the order they come): what the server's frame timeout times. `None` when
+    /// the next frame to take is whole (or its header fails a check, which
+    /// [`Decoder::next_frame`] will report), when nothing is held, and once the decoder has
+    /// failed. The number tells one partial frame from the next: it changes when a frame
+    /// completes and another begins, even within one read.
+    pub fn frame_in_progress(&self) -> Option<u64> {
+        if self.failure.is_some() {
+            return None;
+        }
+        let received = &self.buffer[self.start..self.end];
+        if received.is_empty() {
+            return None;
+        }
+        let arriving = match received.first_chunk::<HEADER_BYTES>() {
+            None => true,
+            Some(header) => match self.check_header(header) {
+                Ok((_, body_bytes, _)) => received.len() < HEADER_BYTES + body_bytes,
+                Err(_) => false,
+            },
+        };
+        arriving.then_some(self.frames_decoded)
+    }
+
+    /// Whether the handshake frame (Hello for a server, Welcome for a client) was decoded.
+    pub fn handshake_done(&self) -> bool {
+        self.handshake_done
+    }
+
+    /// The violation that spent the decoder, if any.
+    pub fn failure(&self) -> Option<ProtocolError> {
+        self.failure
+    }
+
+    /// Gives back buffer memory beyond the bytes held, for a connection gone idle after a
+    /// large frame.
+    pub fn shrink_to_fit(&mut self) {
+        self.compact();
+        self.buffer.truncate(self.end);
+        self.buffer.shrink_to_fit();
+    }
+
+    /// The checks on a header, in the order `docs/PROTOCOL.md` gives: the frame's type,
+    /// its body length, and whether it completes the handshake.
+    fn check_header(
+        &self,
+        header: &[u8; HEADER_BYTES],
+    ) -> Result<(FrameType, usize, bool), ProtocolError> {
+        let [magic_0, magic_1, version, type_code, length @ ..] = *header;
+        if [magic_0, magic_1] != MAGIC {
+            return Err(ProtocolError::BadMagic {
+                found: [magic_0, magic_1],
+            });
+        }
+        if version != PROTOCOL_VERSION {
+            return Err(ProtocolError::UnsupportedVersion { version });
+        }
+        let frame_type = FrameType::from_code(type_code)
+            .ok_or(ProtocolError::UnknownFrameType { code: type_code })?;
+        let body_bytes = u32::from_le_bytes(length);
+        let frame_bytes = HEADER_BYTES as u64 + u64::from(body_bytes);
+        if frame_bytes > u64::from(self.limit.max_frame_bytes()) {
+            return Err(ProtocolError::FrameTooLarge {
+                frame_bytes,
+                max_frame_bytes: self.limit.max_frame_bytes(),
+            });
+        }
+        // Within the limit, so it fits a `usize` on every supported target.
+        let body_bytes_usize = body_bytes as usize;
+        let (body_bytes_min, body_bytes_max) = frame_type.body_bytes_range();
+        if body_bytes_usize < body_bytes_min || body_bytes_usize > body_bytes_max {
+            return Err(ProtocolError::BadLength {
+                frame_type,
+                body_bytes,
+            });
+        }
+        let completes_handshake = D::check_sequence(frame_type, self.handshake_done)?;
+        Ok((frame_type, body_bytes_usize, completes_handshake))
+    }
+
+    /// Ensures `buffer[end..]` holds at least `wanted_bytes`: first by moving the undecoded
+    /// bytes to the front, then by growing.
+    fn make_room(&mut self, wanted_bytes: usize) {
+        if self.buffer.len() - self.end >= wanted_bytes {
+            return;
+        }
+        self.compact();
+        let needed_bytes = self.end + wanted_bytes;
+        if self.buffer.len() < needed_bytes {
+            self.buffer.resize(needed_bytes, 0);
+        }
+    }
+
+    /// Moves the undecoded bytes to the front of the buffer.
+    fn compact(&mut self) {
+        if self.start > 0 {
+            self.buffer.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! The frame header and the limits: the magic, the version, the header's layout, the
+//! [`FrameLimit`], the body sizes of the fixed-size frames, and the [`FrameType`] codes.
+
+use core::fmt;
+
+use crate::config::{FRAME_BYTES_DEFAULT, FRAME_BYTES_MAX, FRAME_BYTES_MIN};
+
+/// The first two bytes of every frame: ASCII `SW`.
+pub const MAGIC: [u8; 2] = *b"SW";
+
+/// The protocol version this module speaks, carried in every header.
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// Size of the fixed header that starts every frame.
+pub const HEADER_BYTES: usize = 8;
+
+/// Size of a Submit body before its payload: message id, tenant, priority, role, reserved.
+pub const SUBMIT_FIXED_BYTES: usize = 16;
+
+/// The most bytes of UTF-8 text an Error frame's detail may hold. The encoder cuts a
+/// longer detail at the last character boundary within this bound.
+pub const ERROR_DETAIL_MAX_BYTES: usize = 256;
+
+/// Size of an Error body before its detail: the `u16` error code.
+pub(super) const ERROR_FIXED_BYTES: usize = 2;
+
+/// Body sizes of the fixed-size frames.
+pub(super) const CANCEL_BODY_BYTES: usize = 8;
+pub(super) const PING_BODY_BYTES: usize = 8;
+pub(super) const WELCOME_BODY_BYTES: usize = 16;
+pub(super) const REPLY_BODY_BYTES: usize = 20;
+pub(super) const THROTTLE_BODY_BYTES: usize = 8;
+pub(super) const PAUSE_BODY_BYTES: usize = 8;
+pub(super) const REPLIES_DROPPED_BODY_BYTES: usize = 8;
+pub(super) const PONG_BODY_BYTES: usize = 8;
+
+/// The largest frame a decoder accepts, header included: the limit a server announces in
+/// its Welcome and enforces on every frame it reads.
+///
+/// Always in [`FrameLimit::MIN`]`..=`[`FrameLimit::MAX`], so a decoder can always take every
+/// server frame (the largest is an Error with the longest detail) and a Submit with some
+/// payload, and a buffer for one frame always fits in memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FrameLimit {
+    /// In `MIN..=MAX` bytes, header included.
+    max_frame_bytes: u32,
+}
+
+impl FrameLimit {
+    /// The smallest limit: 512 bytes.
+    pub const MIN: FrameLimit = FrameLimit {
+        max_frame_bytes: FRAME_BYTES_MIN,
+    };
+    /// The largest limit: 16 MiB.
+    pub const MAX: FrameLimit = FrameLimit {
+        max_frame_bytes: FRAME_BYTES_MAX,
+    };
+    /// The default limit: 64 KiB, so a Submit payload of up to 65,512 bytes.
+    pub const DEFAULT: FrameLimit = FrameLimit {
+        max_frame_bytes: FRAME_BYTES_DEFAULT,
+    };
+
+    /// The limit of `max_frame_bytes` (header included), or `None` outside
+    /// `MIN..=MAX`.
+    pub const fn new(max_frame_bytes: u32) -> Option<FrameLimit> {
+        if max_frame_bytes >= Self::MIN.max_frame_bytes
+            && max_frame_bytes <= Self::MAX.max_frame_bytes
+        {
+            Some(FrameLimit { max_frame_bytes })
+        } else {
+            None
+        }
+    }
+
+    /// The largest frame accepted, header included.
+    pub const fn max_frame_bytes(self) -> u32 {
+        self.max_frame_bytes
+    }
+
+    /// The largest Submit payload that fits: the limit less the header and the Submit's
+    /// fixed fields.
+    pub const fn max_payload_bytes(self) -> u32 {
+        self.max_frame_bytes - (HEADER_BYTES + SUBMIT_FIXED_BYTES) as u32
+    }
+}
+
+impl Default for FrameLimit {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+// Every server frame fits under the smallest limit, and so does a Submit with a payload.
+const _: () = assert!(
+    HEADER_BYTES + ERROR_FIXED_BYTES + ERROR_DETAIL_MAX_BYTES
+        <= FrameLimit::MIN.max_frame_bytes as usize
+);
+const _: () =
+    assert!(HEADER_BYTES + WELCOME_BODY_BYTES <= FrameLimit::MIN.max_frame_bytes as usize);
+const _: () = assert!(HEADER_BYTES + REPLY_BODY_BYTES <= FrameLimit::MIN.max_frame_bytes as usize);
+const _: () = assert!(HEADER_BYTES + SUBMIT_FIXED_BYTES < FrameLimit::MIN.max_frame_bytes as usize);
+const _: () = assert!(FrameLimit::DEFAULT.max_frame_bytes >= FrameLimit::MIN.max_frame_bytes);
+const _: () = assert!(FrameLimit::DEFAULT.max_frame_bytes <= FrameLimit::MAX.max_frame_bytes);
+
+/// Every kind of frame, with its one-byte code in the header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FrameType {
+    /// Client, `0x01`: the first frame of a connection; its header's version is the one the
+    /// client speaks.
+    Hello,
+    /// Client, `0x02`: a message to admit, answered by exactly one Reply.
+    Submit,
+    /// Client, `0x03`: cancel a queued message of this connection by its id.
+    Cancel,
+    /// Client, `0x04`: liveness probe, answered by a Pong with the same nonce.
+    Ping,
+    /// Server, `0x81`: the answer to Hello, with the connection's id and limits.
+    Welcome,
+    /// Server, `0x82`: the outcome of one submitted message.
+    Reply,
+    /// Server, `0x83`: slow down, waiting the given delay before each Submit.
+    Throttle,
+    /// Server, `0x84`: send no Submit for the given duration.
+    Pause,
+    /// Server, `0x85`: back to full speed.
+    Resume,
+    /// Server, `0x86`: how many replies were dropped since the last such frame.
+    RepliesDropped,
+    /// Server, `0x87`: the answer to a Ping.
+    Pong,
+    /// Server, `0x88`: a violation or a reason to close; the server closes after it.
+    Error,
+}
+
+impl FrameType {
+    /// Every frame type, client frames first.
+    pub const ALL: [FrameType; 12] = [
+        FrameType::Hello,
+        FrameType::Submit,
+        FrameType::Cancel,
+        FrameType::Ping,
+        FrameType::Welcome,
+        FrameType::Reply,
+        FrameType::Throttle,
+        FrameType::Pause,
+        FrameType::Resume,
+        FrameType::RepliesDropped,
+        FrameType::Pong,
+        FrameType::Error,
+    ];
+
+    /// The code in the header's frame-type byte. Stable: fixed by `docs/PROTOCOL.md`.
+    pub const fn code(self) -> u8 {
+        match self {
+            FrameType::Hello => 0x01,
+            FrameType::Submit => 0x02,
+            FrameType::Cancel => 0x03,
+            FrameType::Ping => 0x04,
+            FrameType::Welcome => 0x81,
+            FrameType::Reply => 0x82,
+            FrameType::Throttle => 0x83,
+            FrameType::Pause => 0x84,
+            FrameType::Resume => 0x85,
+            FrameType::RepliesDropped => 0x86,
+            FrameType::Pong => 0x87,
+            FrameType::Error => 0x88,
+        }
+    }
+
+    /// The frame type of `code`, or `None` for a code no version-1 frame has.
+    pub const fn from_code(code: u8) -> Option<FrameType> {
+        match code {
+            0x01 => Some(FrameType::Hello),
+            0x02 => Some(FrameType::Submit),
+            0x03 => Some(FrameType::Cancel),
+            0x04 => Some(FrameType::Ping),
+            0x81 => Some(FrameType::Welcome),
+            0x82 => Some(FrameType::Reply),
+            0x83 => Some(FrameType::Throttle),
+            0x84 => Some(FrameType::Pause),
+            0x85 => Some(FrameType::Resume),
+            0x86 => Some(FrameType::RepliesDropped),
+            0x87 => Some(FrameType::Pong),
+            0x88 => Some(FrameType::Error),
+            _ => None,
+        }
+    }
+
+    /// Whether clients send it (codes below `0x80`); otherwise the server does.
+    pub const fn is_sent_by_client(self) -> bool {
+        self.code() < 0x80
+    }
+
+    /// The snake_case name used in `docs/PROTOCOL.md` and in error details.
+    pub const fn name(self) -> &'static str {
+        match self {
+            FrameType::Hello => "hello",
+            FrameType::Submit => "submit",
+            FrameType::Cancel => "cancel",
+            FrameType::Ping => "ping",
+            FrameType::Welcome => "welcome",
+            FrameType::Reply => "reply",
+            FrameType::Throttle => "throttle",
+            FrameType::Pause => "pause",
+            FrameType::Resume => "resume",
+            FrameType::RepliesDropped => "replies_dropped",
+            FrameType::Pong => "pong",
+            FrameType::Error => "error",
+        }
+    }
+
+    /// The body lengths this frame type may have, smallest and largest. A Submit's largest
+    /// is bounded by the [`FrameLimit`] instead.
+    pub const fn body_bytes_range(self) -> (usize, usize) {
+        match self {
+            FrameType::Hello | FrameType::Resume => (0, 0),
+            FrameType::Submit => (SUBMIT_FIXED_BYTES, usize::MAX),
+            FrameType::Cancel => (CANCEL_BODY_BYTES, CANCEL_BODY_BYTES),
+            FrameType::Ping => (PING_BODY_BYTES, PING_BODY_BYTES),
+            FrameType::Welcome => (WELCOME_BODY_BYTES, WELCOME_BODY_BYTES),
+            FrameType::Reply => (REPLY_BODY_BYTES, REPLY_BODY_BYTES),
+            FrameType::Throttle => (THROTTLE_BODY_BYTES, THROTTLE_BODY_BYTES),
+            FrameType::Pause => (PAUSE_BODY_BYTES, PAUSE_BODY_BYTES),
+            FrameType::RepliesDropped => (REPLIES_DROPPED_BODY_BYTES, REPLIES_DROPPED_BODY_BYTES),
+            FrameType::Pong => (PONG_BODY_BYTES, PONG_BODY_BYTES),
+            FrameType::Error => (
+                ERROR_FIXED_BYTES,
+                ERROR_FIXED_BYTES + ERROR_DETAIL_MAX_BYTES,
+            ),
+        }
+    }
+}
+
+impl fmt::Display for FrameType {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.name())
+    }
+}
+
+/// Appends a header for a frame of `frame_bytes` in all.
+pub(super) fn put_header(
+    out: &mut Vec<u8>,
+    version: u8,
+    frame_type: FrameType,
+    frame_bytes: usize,
+) {
+    // Frames are bounded by `FrameLimit::MAX` (checked by the encoders), far below u32::MAX.
+    let body_bytes = (frame_bytes - HEADER_BYTES) as u32;
+    out.extend_from_slice(&MAGIC);
+    out.push(version);
+    out.push(frame_type.code());
+    out.extend_from_slice(&body_bytes.to_le_bytes());
+}
