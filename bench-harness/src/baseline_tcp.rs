@@ -1024,7 +1024,7 @@ pub fn serve_settings(options: &ServeOptions, cores: usize) -> TwinSettings {
 /// taken over.
 pub fn serve(options: &ServeOptions, out: &mut impl io::Write) -> anyhow::Result<TwinStats> {
     use anyhow::Context;
-    use spillway_loadgen::tcp::{nofile_limits, raise_nofile_limit, NOFILE_SPARE};
+    use spillway_loadgen::nofile::{nofile_limits, raise_nofile_limit, NOFILE_SPARE};
     let mut settings = serve_settings(options, crate::machine::cores());
     let hard = nofile_limits().context("reading RLIMIT_NOFILE")?.hard;
     let allowed = usize::try_from(hard.saturating_sub(NOFILE_SPARE)).unwrap_or(usize::MAX);

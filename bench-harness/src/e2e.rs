@@ -40,7 +40,8 @@ use spillway::metrics::Stats;
 use spillway::outcome::RefusalReason;
 use spillway_loadgen::cli::{parse_value, split_flag};
 use spillway_loadgen::generator::{run_inproc, run_with_target, Phase, RunPlan, RunResult};
-use spillway_loadgen::report::{self, format_ns, RunInfo, NO_CONTROL_PLANE};
+use spillway_loadgen::progress::format_ns;
+use spillway_loadgen::report::{self, RunInfo, NO_CONTROL_PLANE};
 use spillway_loadgen::target::TargetStats;
 
 use crate::baseline::{Baseline, BaselineSettings, BaselineStats};

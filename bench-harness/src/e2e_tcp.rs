@@ -40,8 +40,8 @@ use anyhow::{anyhow, bail, Context};
 use serde_json::{json, Value};
 use spillway_loadgen::generator::{run_with_target, RunResult};
 use spillway_loadgen::report::{self, RunInfo};
-use spillway_loadgen::target::TargetStats;
-use spillway_loadgen::tcp::{TcpSettings, TcpStats, TcpSystem};
+use spillway_loadgen::tcp::{TcpSettings, TcpSystem};
+use spillway_loadgen::tcp_stats::TcpStats;
 
 use crate::baseline::BaselineSettings;
 use crate::baseline_tcp::TwinStats;

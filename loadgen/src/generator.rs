@@ -33,7 +33,7 @@ use spillway::metrics::Stats;
 use spillway::metrics::Tally;
 use spillway::outcome::{Completion, Outcome, RefusalReason};
 
-use crate::report::{self, Progress};
+use crate::progress::{Progress, ProgressView};
 use crate::schedule::OpenLoopSchedule;
 use crate::target::{SystemUnderTest, Target, TargetStats};
 
@@ -926,8 +926,8 @@ fn drive_closed_loop<T: Target>(
     Ok((0, target.outstanding() as u64))
 }
 
-fn recorder_view(recorder: &Recorder) -> report::ProgressView<'_> {
-    report::ProgressView {
+fn recorder_view(recorder: &Recorder) -> ProgressView<'_> {
+    ProgressView {
         submitted_all: recorder.submitted_all,
         all: &recorder.all,
         latency_ns: &recorder.latency_ns,
