@@ -18,7 +18,7 @@ use serde_json::json;
 
 use crate::admission::{self, TenantSetup, ADMISSION_BUDGET_NS, CONNECTION_BUDGET_BYTES};
 use crate::bucket_checks::{
-    self, BucketAccess, BucketQuota, CheckRun, ClockMode, FibonacciBuildHasher, KeyOrder,
+    self, BucketAccess, BucketQuota, CheckRun, ClockMode, ConnectionIdBuildHasher, KeyOrder,
     TwoThreadRun, CHECKS_PER_CLOCK_READ, CONNECTIONS, KEY_ORDER_SEED, UPKEEP_INTERVAL,
 };
 use crate::machine::{self, Pinning, Wait};
@@ -562,7 +562,7 @@ fn bucket_section(
                     &keyed_order,
                     passes,
                     &clock,
-                    FibonacciBuildHasher::default(),
+                    ConnectionIdBuildHasher::default(),
                 ),
             ]
         })?;
