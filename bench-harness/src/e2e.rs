@@ -41,7 +41,7 @@ use spillway::outcome::RefusalReason;
 use spillway_loadgen::cli::{parse_value, split_flag};
 use spillway_loadgen::generator::{run_inproc, run_with_target, Phase, RunPlan, RunResult};
 use spillway_loadgen::progress::format_ns;
-use spillway_loadgen::report::{self, RunInfo, NO_CONTROL_PLANE};
+use spillway_loadgen::report::{self, RunInfo, RunReport, NO_CONTROL_PLANE};
 use spillway_loadgen::target::TargetStats;
 
 use crate::baseline::{Baseline, BaselineSettings, BaselineStats};
@@ -706,10 +706,10 @@ impl E2eReport {
             "reconciled": self.reconciled(),
             "detail": {
                 "note": "each run's full loadgen report; peak_rss_bytes there is this whole process's peak, over all runs so far",
-                "max_throughput_spillway": report::json(&info("inproc", "e2e-max-throughput"), &self.max_spillway),
-                "max_throughput_baseline": report::json(&info("baseline", "e2e-max-throughput"), &self.max_baseline),
-                "open_loop_spillway": report::json(&info("inproc", "e2e-open-loop"), &self.open_spillway),
-                "open_loop_baseline": report::json(&info("baseline", "e2e-open-loop"), &self.open_baseline),
+                "max_throughput_spillway": RunReport::new(&info("inproc", "e2e-max-throughput"), &self.max_spillway),
+                "max_throughput_baseline": RunReport::new(&info("baseline", "e2e-max-throughput"), &self.max_baseline),
+                "open_loop_spillway": RunReport::new(&info("inproc", "e2e-open-loop"), &self.open_spillway),
+                "open_loop_baseline": RunReport::new(&info("baseline", "e2e-open-loop"), &self.open_baseline),
             },
         })
     }

@@ -39,7 +39,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use serde_json::{json, Value};
 use spillway_loadgen::generator::{run_with_target, RunResult};
-use spillway_loadgen::report::{self, RunInfo};
+use spillway_loadgen::report::{self, RunInfo, RunReport};
 use spillway_loadgen::tcp::{TcpSettings, TcpSystem};
 use spillway_loadgen::tcp_stats::TcpStats;
 
@@ -214,7 +214,7 @@ impl TcpRow {
 /// The twin's counts against what the client read.
 fn cross_check(result: &RunResult<TcpStats>, server: &TwinStats) -> Vec<String> {
     let mut errors = server.self_check();
-    let without_reply = result.engine.without_reply();
+    let without_reply = result.engine.without_reply.total();
     if without_reply > 0 {
         errors.push(format!(
             "not compared with the twin: {without_reply} messages have no Reply"
@@ -538,11 +538,10 @@ impl TcpE2eReport {
                 row.system,
                 row.window.map_or_else(String::new, |window| format!(" (window {window})")),
                 refused_reasons(&row.result),
-                tcp.throttles + tcp.pauses + tcp.resumes,
-                tcp.replies_dropped,
-                tcp.errors_total(),
-                (tcp.write_calls + tcp.read_calls + tcp.poll_calls) as f64
-                    / tcp.submitted.max(1) as f64,
+                tcp.flow_signals.total(),
+                tcp.without_reply.replies_dropped,
+                tcp.closed.errors_by_code.total(),
+                tcp.syscalls_per_message(),
             );
         }
     }
@@ -557,7 +556,7 @@ impl TcpE2eReport {
                     .map(|row| {
                         let mut value = summary(&row.result);
                         value["address"] = json!(row.address.to_string());
-                        value["tcp"] = report::tcp_json(&row.result.engine);
+                        value["tcp"] = json!(row.result.engine);
                         value["server"] = row.server.map_or(Value::Null, |server| server.to_json());
                         value["cross_check_errors"] = json!(row.cross_check);
                         value["reconciled"] = json!(row.reconciled());
@@ -568,7 +567,7 @@ impl TcpE2eReport {
                             capacity: None,
                             overload: None,
                         };
-                        value["detail"] = report::json(&info, &row.result);
+                        value["detail"] = json!(RunReport::new(&info, &row.result));
                         let key = match row.window {
                             Some(window) => {
                                 format!("{}_window_{window}", row.system.replace(' ', "_"))

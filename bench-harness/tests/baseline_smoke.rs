@@ -10,7 +10,7 @@ use spillway::config::Config;
 use spillway::outcome::RefusalReason;
 use spillway_bench::baseline::{Baseline, BaselineSettings};
 use spillway_loadgen::generator::{run_with_target, Phase, RunPlan};
-use spillway_loadgen::report::{self, RunInfo, NO_CONTROL_PLANE};
+use spillway_loadgen::report::{RunInfo, RunReport, NO_CONTROL_PLANE};
 use spillway_loadgen::target::TargetStats;
 
 fn plan(closed_loop: bool) -> RunPlan {
@@ -84,12 +84,13 @@ fn an_open_loop_run_reconciles_and_delivers() {
         capacity: None,
         overload: None,
     };
-    let json = report::json(&info, &result);
+    let report = RunReport::new(&info, &result);
+    let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["reconciled"], true);
     assert!(json["control_latency_us"].is_null());
     assert!(json["control_slo_violations"].is_null());
     assert_eq!(json["control_note"], NO_CONTROL_PLANE);
-    let table = report::table(&info, &result);
+    let table = report.to_table();
     assert!(table.contains("counts reconcile"), "{table}");
     assert!(table.contains(NO_CONTROL_PLANE), "{table}");
 }

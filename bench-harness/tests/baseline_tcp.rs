@@ -23,7 +23,7 @@ use spillway::net::protocol::{
 use spillway::outcome::Outcome;
 use spillway_bench::baseline_tcp::{TwinServer, TwinSettings};
 use spillway_loadgen::generator::{run_with_target, Phase, RunPlan};
-use spillway_loadgen::report::{self, RunInfo};
+use spillway_loadgen::report::{RunInfo, RunReport};
 use spillway_loadgen::target::TargetStats;
 use spillway_loadgen::tcp::{TcpSettings, TcpSystem};
 
@@ -161,8 +161,8 @@ fn loadgen_over_tcp_against_the_twin_reconciles_on_both_sides() {
     assert_eq!(tcp.connections, 200);
     assert_eq!(tcp.submitted, result.submitted_all);
     assert_eq!(tcp.replies.submitted, result.all.submitted);
-    assert_eq!(tcp.without_reply(), 0, "{tcp:?}");
-    assert_eq!(tcp.closed_at_end, 200);
+    assert_eq!(tcp.without_reply.total(), 0, "{tcp:?}");
+    assert_eq!(tcp.closed.at_end, 200);
     assert_eq!(tcp.send_buffer_replies, 1_000);
     assert!(result.control.is_none());
 
@@ -181,7 +181,8 @@ fn loadgen_over_tcp_against_the_twin_reconciles_on_both_sides() {
         capacity: None,
         overload: None,
     };
-    let json = report::json(&info, &result);
+    let report = RunReport::new(&info, &result);
+    let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["target"], format!("tcp://{address}"));
     assert_eq!(json["connections"], 200);
     assert_eq!(json["reconciled"], true);
@@ -190,7 +191,7 @@ fn loadgen_over_tcp_against_the_twin_reconciles_on_both_sides() {
     assert_eq!(json["tcp"]["without_reply"], 0);
     assert_eq!(json["tcp"]["flow_signals"]["throttle"], 0);
     assert_eq!(json["tcp"]["closed"]["errors_by_code"]["bad_magic"], 0);
-    let table = report::table(&info, &result);
+    let table = report.to_table();
     assert!(table.contains("tcp: 200 connections"), "{table}");
     assert!(table.contains("counts reconcile"), "{table}");
 }

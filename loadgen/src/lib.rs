@@ -21,8 +21,6 @@
 //!
 //! The `loadgen` binary (`main.rs`) sits above them all and uses the crate by its name.
 #![warn(missing_docs)]
-// `report::json` builds one large `json!` object.
-#![recursion_limit = "256"]
 
 pub mod cli;
 pub mod generator;

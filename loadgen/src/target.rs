@@ -141,7 +141,7 @@ impl TargetStats for TcpStats {
     }
 
     fn without_reply(&self) -> u64 {
-        TcpStats::without_reply(self)
+        self.without_reply.total()
     }
 
     fn tcp(&self) -> Option<&TcpStats> {

@@ -341,7 +341,7 @@ impl Client {
             stats,
             ..
         } = self;
-        stats.poll_calls += 1;
+        stats.syscalls.epoll_wait += 1;
         match poll.poll(events, timeout) {
             Ok(()) => {}
             Err(error) if error.kind() == io::ErrorKind::Interrupted => return Ok(0),
@@ -351,7 +351,7 @@ impl Client {
         let mut closures: Vec<(usize, Closure)> = Vec::new();
         let mut decoded = 0;
         for event in events.iter() {
-            stats.events += 1;
+            stats.syscalls.events += 1;
             let index = event.token().0;
             let Some(connection) = connections.get_mut(index) else {
                 continue;
@@ -453,27 +453,27 @@ impl Client {
         let stats = &mut self.stats;
         let description = match &closure {
             Closure::Error { code, detail } => {
-                stats.errors_by_code[code.index()] += 1;
+                stats.closed.errors_by_code.count(*code);
                 format!("the server sent Error {code}: {detail}")
             }
             Closure::Violation(error) => {
-                stats.violations_by_code[error.code().index()] += 1;
+                stats.closed.violations_by_code.count(error.code());
                 format!("the server broke the protocol: {error}")
             }
             Closure::EndOfStream if was == State::Closing => {
-                stats.closed_at_end += 1;
+                stats.closed.at_end += 1;
                 String::new()
             }
             Closure::EndOfStream => {
-                stats.closed_without_error += 1;
+                stats.closed.without_error += 1;
                 "the server closed it without an Error".to_string()
             }
             Closure::Io(error) => {
-                stats.io_errors += 1;
+                stats.closed.io_errors += 1;
                 error.to_string()
             }
             Closure::CloseTimeout => {
-                stats.close_timeouts += 1;
+                stats.closed.close_timeouts += 1;
                 String::new()
             }
         };
@@ -494,10 +494,10 @@ impl Client {
             }
             State::Closing => {
                 // Whatever shutdown found still in flight never got its Reply.
-                stats.in_flight_at_end += in_flight;
+                stats.without_reply.in_flight_at_end += in_flight;
             }
             State::Open => {
-                stats.unanswered_on_close += in_flight;
+                stats.without_reply.unanswered_on_close += in_flight;
                 if self.closures_logged < CLOSURES_LOGGED_MAX {
                     self.closures_logged += 1;
                     eprintln!(
@@ -598,7 +598,7 @@ fn write_out(connection: &mut Connection, stats: &mut TcpStats) -> io::Result<()
         return Ok(());
     };
     while connection.out_start < connection.out.len() {
-        stats.write_calls += 1;
+        stats.syscalls.write += 1;
         match stream.write(&connection.out[connection.out_start..]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(written) => {
@@ -606,7 +606,7 @@ fn write_out(connection: &mut Connection, stats: &mut TcpStats) -> io::Result<()
                 stats.bytes_written += written as u64;
             }
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                stats.writes_blocked += 1;
+                stats.syscalls.write_blocked += 1;
                 connection.write_blocked = true;
                 return Ok(());
             }
@@ -635,7 +635,7 @@ fn read_connection(
 ) -> Option<Closure> {
     loop {
         let stream = connection.stream.as_mut()?;
-        stats.read_calls += 1;
+        stats.syscalls.read += 1;
         let read = match stream.read(scratch) {
             Ok(0) => {
                 return Some(match connection.decoder.finish() {
@@ -712,15 +712,15 @@ fn decode_frames(
                     outcome,
                 });
             }
-            ServerFrame::Throttle { .. } => stats.throttles += 1,
-            ServerFrame::Pause { .. } => stats.pauses += 1,
-            ServerFrame::Resume => stats.resumes += 1,
+            ServerFrame::Throttle { .. } => stats.flow_signals.throttle += 1,
+            ServerFrame::Pause { .. } => stats.flow_signals.pause += 1,
+            ServerFrame::Resume => stats.flow_signals.resume += 1,
             ServerFrame::RepliesDropped { count } => {
                 stats.replies_dropped_frames += 1;
                 let in_flight = u64::from(connection.in_flight);
                 let dropped = count.get().min(in_flight);
                 stats.replies_dropped_excess += count.get() - dropped;
-                stats.replies_dropped += dropped;
+                stats.without_reply.replies_dropped += dropped;
                 // `dropped <= in_flight`, a u32.
                 connection.in_flight -= dropped as u32;
                 *outstanding -= dropped as usize;
@@ -833,18 +833,18 @@ impl Target for TcpTarget {
                 });
             }
             client.stats.submitted += 1;
-            client.stats.unsent_after_close += 1;
+            client.stats.without_reply.unsent_after_close += 1;
             return Ok(());
         }
         if connection.in_flight >= connection.credit {
-            client.stats.credit_full += 1;
+            client.stats.handed_back.credit_full += 1;
             return Err(Full {
                 message,
                 stopped: false,
             });
         }
         if connection.unwritten_bytes() > WRITE_BUFFER_MAX_BYTES {
-            client.stats.write_buffer_full += 1;
+            client.stats.handed_back.write_buffer_full += 1;
             return Err(Full {
                 message,
                 stopped: false,
@@ -859,7 +859,7 @@ impl Target for TcpTarget {
         });
         client.stats.submitted += 1;
         if frame.encode(connection.limit, &mut connection.out).is_err() {
-            client.stats.too_large += 1;
+            client.stats.without_reply.too_large += 1;
             return Ok(());
         }
         connection.in_flight += 1;
@@ -896,7 +896,6 @@ impl Target for TcpTarget {
 
 #[cfg(test)]
 mod tests {
-    use spillway::outcome::Outcome;
 
     use super::*;
 
