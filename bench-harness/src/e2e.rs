@@ -480,12 +480,12 @@ impl E2eReport {
             } else {
                 String::new()
             },
-            self.baseline.workers,
+            self.baseline.stack.workers,
         )
     }
 
     fn baseline_line(&self) -> String {
-        let rate = match self.baseline.rate {
+        let rate = match self.baseline.stack.rate {
             Some(rate) => format!(
                 "governor keyed limiter {}/s burst {} per connection",
                 rate.per_connection_per_sec, rate.burst
@@ -496,7 +496,7 @@ impl E2eReport {
             "baseline: bounded tokio mpsc {} slots in, {} back; {rate}; tower load_shed + concurrency_limit({})",
             self.baseline.submission_capacity,
             self.baseline.completion_capacity,
-            self.baseline.concurrency_limit
+            self.baseline.stack.concurrency_limit
         )
     }
 
@@ -678,12 +678,12 @@ impl E2eReport {
             },
             "baseline": {
                 "runtime": "tokio multi-thread",
-                "workers": self.baseline.workers,
+                "workers": self.baseline.stack.workers,
                 "submission_capacity": self.baseline.submission_capacity,
                 "completion_capacity": self.baseline.completion_capacity,
-                "concurrency_limit": self.baseline.concurrency_limit,
-                "rate_per_connection_per_sec": self.baseline.rate.map(|rate| rate.per_connection_per_sec.get()),
-                "burst": self.baseline.rate.map(|rate| rate.burst.get()),
+                "concurrency_limit": self.baseline.stack.concurrency_limit,
+                "rate_per_connection_per_sec": self.baseline.stack.rate.map(|rate| rate.per_connection_per_sec.get()),
+                "burst": self.baseline.stack.rate.map(|rate| rate.burst.get()),
                 "control_plane": Value::Null,
                 "control_note": NO_CONTROL_PLANE,
             },

@@ -43,7 +43,7 @@ use spillway_loadgen::report::{self, RunInfo, RunReport};
 use spillway_loadgen::tcp::{TcpSettings, TcpSystem};
 use spillway_loadgen::tcp_stats::TcpStats;
 
-use crate::baseline::BaselineSettings;
+use crate::baseline_stack::StackSettings;
 use crate::baseline_tcp::TwinStats;
 use crate::e2e::{
     closed_cells, fell_behind_warning, open_cells, p99, plan, ratio, refused_reasons,
@@ -142,11 +142,9 @@ impl TwinChild {
             anyhow::bail!("kill -TERM {} failed: {status}", self.child.id());
         }
         let line = self.read_line(TWIN_STOP_TIMEOUT)?;
-        let stats = serde_json::from_str::<Value>(line.trim())
-            .ok()
-            .as_ref()
-            .and_then(TwinStats::from_json)
-            .ok_or_else(|| anyhow!("the twin printed {line:?} instead of its counters"))?;
+        let stats = serde_json::from_str::<TwinStats>(line.trim()).map_err(|error| {
+            anyhow!("the twin printed {line:?} instead of its counters: {error}")
+        })?;
         let _ = self.child.wait();
         Ok(stats)
     }
@@ -269,7 +267,7 @@ pub fn run(
 ) -> anyhow::Result<TcpE2eReport> {
     let config = spillway_config(settings)?;
     let cores = report::cores();
-    let twin_settings = BaselineSettings::matching(&config, cores, settings.service_ns);
+    let twin_settings = StackSettings::matching(&config, cores, settings.service_ns);
     let twin_workers = twin_settings.workers;
     let connect =
         |address: SocketAddr| TcpSystem::connect(TcpSettings::new(address, settings.connections));
@@ -557,7 +555,7 @@ impl TcpE2eReport {
                         let mut value = summary(&row.result);
                         value["address"] = json!(row.address.to_string());
                         value["tcp"] = json!(row.result.engine);
-                        value["server"] = row.server.map_or(Value::Null, |server| server.to_json());
+                        value["server"] = json!(row.server);
                         value["cross_check_errors"] = json!(row.cross_check);
                         value["reconciled"] = json!(row.reconciled());
                         let info = RunInfo {

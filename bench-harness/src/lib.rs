@@ -31,6 +31,7 @@
 
 pub mod admission;
 pub mod baseline;
+pub mod baseline_stack;
 pub mod baseline_tcp;
 pub mod bucket_checks;
 pub mod e2e;

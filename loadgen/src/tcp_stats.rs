@@ -51,6 +51,13 @@ impl ErrorCodeCounts {
     }
 }
 
+impl From<[u64; ErrorCode::ALL.len()]> for ErrorCodeCounts {
+    /// Counts indexed by [`ErrorCode::index`].
+    fn from(counts: [u64; ErrorCode::ALL.len()]) -> Self {
+        Self(counts)
+    }
+}
+
 impl Serialize for ErrorCodeCounts {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_map(self.iter().map(|(code, count)| (code.name(), count)))
