@@ -35,7 +35,6 @@ pub mod baseline_stack;
 pub mod baseline_tcp;
 pub mod bucket_checks;
 pub mod e2e;
-pub mod e2e_tcp;
 pub mod machine;
 pub mod report;
 pub mod ring_latency;

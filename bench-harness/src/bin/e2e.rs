@@ -3,7 +3,7 @@
 //! each measurement and the ratios (see `spillway_bench::e2e` for the method and its
 //! known bias). With `--tcp` the same measurements run over TCP against the baseline's
 //! tokio twin and, with `--spillway HOST:PORT`, `spillway serve` (see
-//! `spillway_bench::e2e_tcp`). Progress goes to stderr; the table, or with `--json` one
+//! `spillway_bench::e2e::tcp`). Progress goes to stderr; the table, or with `--json` one
 //! JSON object, to stdout. Exits 1 when a run's counts do not reconcile. Run it optimised:
 //!
 //! ```text
@@ -20,8 +20,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 use spillway_bench::baseline_tcp::{self, ServeCommand, SERVE_USAGE};
+use spillway_bench::e2e::tcp::{self as e2e_tcp, SERVE_SUBCOMMAND};
 use spillway_bench::e2e::{self, Command, USAGE};
-use spillway_bench::e2e_tcp::{self, SERVE_SUBCOMMAND};
 
 fn run() -> anyhow::Result<bool> {
     let command = Command::parse(std::env::args().skip(1))?;
@@ -31,18 +31,13 @@ fn run() -> anyhow::Result<bool> {
         );
     }
     let started = Instant::now();
-    let (text, json, reconciled) = match command {
+    let (report, json) = match command {
         Command::Help => {
             print!("{USAGE}");
             return Ok(true);
         }
         Command::Run { settings, json } => {
-            let report = e2e::run(&settings, |line| eprintln!("[e2e] {line}"))?;
-            (
-                report.to_table(),
-                json.then(|| report.to_json()),
-                report.reconciled(),
-            )
+            (e2e::run(&settings, |line| eprintln!("[e2e] {line}"))?, json)
         }
         Command::RunTcp {
             settings,
@@ -54,25 +49,20 @@ fn run() -> anyhow::Result<bool> {
             let report = e2e_tcp::run(&settings, spillway, &program, |line| {
                 eprintln!("[e2e --tcp] {line}")
             })?;
-            (
-                report.to_table(),
-                json.then(|| report.to_json()),
-                report.reconciled(),
-            )
+            (report, json)
         }
     };
     eprintln!("[e2e] done in {:.1} s", started.elapsed().as_secs_f64());
 
     let mut stdout = std::io::stdout().lock();
-    match json {
-        Some(json) => {
-            let text = serde_json::to_string_pretty(&json).context("encoding the JSON")?;
-            writeln!(stdout, "{text}").context("writing to stdout")?;
-        }
-        None => write!(stdout, "{text}").context("writing to stdout")?,
+    if json {
+        let text = serde_json::to_string_pretty(&report).context("encoding the JSON")?;
+        writeln!(stdout, "{text}").context("writing to stdout")?;
+    } else {
+        write!(stdout, "{}", report.to_table()).context("writing to stdout")?;
     }
     stdout.flush().context("writing to stdout")?;
-    Ok(reconciled)
+    Ok(report.reconciled())
 }
 
 /// `e2e serve-baseline ...`: the twin, as `baseline-serve` runs it.
