@@ -42,7 +42,7 @@ fn main() -> anyhow::Result<()> {
 
     let mut stdout = std::io::stdout().lock();
     if json {
-        let text = serde_json::to_string_pretty(&report.to_json()).context("encoding the JSON")?;
+        let text = serde_json::to_string_pretty(&report).context("encoding the JSON")?;
         writeln!(stdout, "{text}").context("writing to stdout")?;
     } else {
         write!(stdout, "{}", report.to_table()).context("writing to stdout")?;
