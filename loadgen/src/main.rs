@@ -17,7 +17,7 @@ use spillway_loadgen::cli::{parse_value, split_flag};
 use spillway_loadgen::generator::{
     calibrate_capacity, calibrate_capacity_with, run_inproc, run_with_target, Phase, RunPlan,
 };
-use spillway_loadgen::report::{RunInfo, RunReport};
+use spillway_loadgen::report::{self, RunInfo, RunReport};
 use spillway_loadgen::scenario::{self, Offered, Scenario};
 use spillway_loadgen::tcp::{self, TcpSettings, TcpSystem};
 
@@ -501,15 +501,15 @@ fn run(options: &Options, target: TargetKind) -> anyhow::Result<bool> {
         }
     }
     if options.json {
-        let text = if name == "all" {
-            serde_json::to_string_pretty(&AllRuns {
+        if name == "all" {
+            let all = AllRuns {
                 scenario: "all",
                 runs: &reports,
-            })?
+            };
+            report::print_json(&all)?;
         } else {
-            serde_json::to_string_pretty(reports.first().expect("one run"))?
-        };
-        println!("{text}");
+            report::print_json(reports.first().expect("one run"))?;
+        }
     }
     Ok(all_reconciled)
 }

@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::io::Write as _;
 
+use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde::{Serialize, Serializer};
 use spillway::control::CommandLatency;
@@ -41,6 +43,35 @@ pub fn peak_rss_bytes() -> Option<u64> {
 /// Cores this process may run on.
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |cores| cores.get())
+}
+
+/// Prints a report on stdout: its JSON object, pretty, when `json`; otherwise `table()`.
+/// What every binary of the workspace that reports does at its end.
+///
+/// # Errors
+/// When the JSON cannot be encoded or stdout cannot be written.
+pub fn print(
+    report: &impl Serialize,
+    json: bool,
+    table: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    if json {
+        return print_json(report);
+    }
+    let mut stdout = std::io::stdout().lock();
+    write!(stdout, "{}", table()).context("writing to stdout")?;
+    stdout.flush().context("writing to stdout")
+}
+
+/// Prints `report`'s JSON object on stdout, pretty.
+///
+/// # Errors
+/// When the JSON cannot be encoded or stdout cannot be written.
+pub fn print_json(report: &impl Serialize) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(report).context("encoding the JSON")?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{text}").context("writing to stdout")?;
+    stdout.flush().context("writing to stdout")
 }
 
 /// A time kept in nanoseconds; JSON reports write it in microseconds, rounded to 0.1 µs,

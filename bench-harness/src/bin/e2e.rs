@@ -14,7 +14,6 @@
 //! `e2e serve-baseline --listen ADDR ...` runs the twin itself, as `baseline-serve` does;
 //! `--tcp` starts it that way as a child process.
 
-use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -53,15 +52,7 @@ fn run() -> anyhow::Result<bool> {
         }
     };
     eprintln!("[e2e] done in {:.1} s", started.elapsed().as_secs_f64());
-
-    let mut stdout = std::io::stdout().lock();
-    if json {
-        let text = serde_json::to_string_pretty(&report).context("encoding the JSON")?;
-        writeln!(stdout, "{text}").context("writing to stdout")?;
-    } else {
-        write!(stdout, "{}", report.to_table()).context("writing to stdout")?;
-    }
-    stdout.flush().context("writing to stdout")?;
+    spillway_loadgen::report::print(&report, json, || report.to_table())?;
     Ok(report.reconciled())
 }
 

@@ -103,10 +103,5 @@ fn main() -> anyhow::Result<()> {
         cpu: machine::cpu_model().unwrap_or_else(|| "unknown CPU".to_owned()),
     };
     let report = ScalingReport::new(&settings, machine, &points)?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", report.to_table());
-    }
-    Ok(())
+    spillway_loadgen::report::print(&report, json, || report.to_table())
 }
