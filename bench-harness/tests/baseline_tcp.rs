@@ -25,7 +25,7 @@ use spillway_bench::baseline_tcp::{TwinServer, TwinSettings};
 use spillway_loadgen::generator::{run_with_target, Phase, RunPlan};
 use spillway_loadgen::report::{RunInfo, RunReport};
 use spillway_loadgen::target::TargetStats;
-use spillway_loadgen::tcp::{TcpSettings, TcpSystem};
+use spillway_loadgen::tcp::{target_name, TcpSettings, TcpSystem};
 
 /// Longest any socket read in these tests waits.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -176,7 +176,7 @@ fn loadgen_over_tcp_against_the_twin_reconciles_on_both_sides() {
 
     let info = RunInfo {
         scenario: "test".into(),
-        target: tcp.target_name(),
+        target: target_name(tcp.address),
         profile: "the server's".into(),
         capacity: None,
         overload: None,

@@ -259,7 +259,7 @@ impl Driven {
     fn name(&self) -> String {
         match self {
             Driven::Inproc(_) => "inproc".to_string(),
-            Driven::Tcp { address, .. } => format!("tcp://{address}"),
+            Driven::Tcp { address, .. } => tcp::target_name(*address),
         }
     }
 

@@ -112,6 +112,11 @@ pub fn parse_target(target: &str) -> anyhow::Result<SocketAddr> {
         .ok_or_else(|| anyhow!("{target:?}: {host_port} resolves to no address"))
 }
 
+/// `tcp://ADDRESS`, as `--target` takes it and reports name the target.
+pub fn target_name(address: SocketAddr) -> String {
+    format!("tcp://{address}")
+}
+
 /// How to reach the server and how many connections to open.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TcpSettings {
@@ -907,6 +912,10 @@ mod tests {
         );
         assert_eq!(
             parse_target("127.0.0.1:9").unwrap(),
+            "127.0.0.1:9".parse().unwrap()
+        );
+        assert_eq!(
+            parse_target(&target_name("127.0.0.1:9".parse().unwrap())).unwrap(),
             "127.0.0.1:9".parse().unwrap()
         );
         assert!(parse_target("tcp://").is_err());

@@ -294,11 +294,6 @@ impl TcpStats {
         }
     }
 
-    /// `tcp://ADDRESS`, as reports name the target.
-    pub fn target_name(&self) -> String {
-        format!("tcp://{}", self.address)
-    }
-
     /// The client's `write`, `read` and `epoll_wait` calls per message submitted.
     pub fn syscalls_per_message(&self) -> f64 {
         self.syscalls.total() as f64 / self.submitted.max(1) as f64

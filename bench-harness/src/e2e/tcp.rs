@@ -39,7 +39,7 @@ use anyhow::{anyhow, bail, Context};
 use spillway_loadgen::generator::{run_with_target, RunResult};
 use spillway_loadgen::report::{RunInfo, RunReport};
 use spillway_loadgen::target::TargetStats;
-use spillway_loadgen::tcp::{TcpSettings, TcpSystem};
+use spillway_loadgen::tcp::{target_name, TcpSettings, TcpSystem};
 use spillway_loadgen::tcp_stats::TcpStats;
 
 use super::report::{E2eReport, E2eRow, ServerSide, Setup, System};
@@ -225,7 +225,7 @@ pub fn run(
         |address: SocketAddr| TcpSystem::connect(TcpSettings::new(address, settings.connections));
     let info = |address: SocketAddr, scenario: &str| RunInfo {
         scenario: scenario.to_string(),
-        target: format!("tcp://{address}"),
+        target: target_name(address),
         profile: "the server's".to_string(),
         capacity: None,
         overload: None,
