@@ -24,14 +24,9 @@
 //!   not either; spillway's default configuration does not pin its shards).
 //! - `submit` is `try_send` on a bounded `tokio::sync::mpsc`: a full channel hands the message
 //!   back, as spillway's ring does; a closed one (runtime shut down) says it stopped.
-//! - One dispatcher task receives, asks governor's keyed limiter (`RateLimiter::keyed`, a
-//!   DashMap of GCRA states keyed by connection id), then drives one tower stack
-//!   `ServiceBuilder::new().load_shed().concurrency_limit(n)` in the canonical way:
-//!   `ready().await`, `call()`, and `tokio::spawn` of the response future, as a server spawns
-//!   a task per request.
-//! - When every concurrency permit is taken, `load_shed` fails the call at once with
-//!   `Overloaded`; that completes as `Refused { reason: HandlerQueueFull, retry_after_ns: 0 }`,
-//!   the reason spillway gives when its handler queue is full (tower gives no retry hint).
+//! - One dispatcher task receives each message and decides it as the shared stack does
+//!   (`baseline_stack`: governor's keyed limiter, then tower's load-shed over
+//!   concurrency-limit, the response awaited in a spawned task).
 //! - Each completion goes back through a second bounded `tokio::sync::mpsc` with
 //!   `send().await`; the generator reads it with `try_recv`.
 //!
@@ -41,203 +36,56 @@
 //! 33 msg/s per connection in the 500K msg/s run) touches none of those in spillway either,
 //! except that spillway still evaluates them.
 //!
-//! Every message gets exactly one completion and one count: the dispatcher counts what it
-//! receives and what the limiter refuses, the handler counts what it starts (admitted), the
-//! task counts how the response ended (delivered, shed, failed). [`BaselineStats`] checks
-//! `received = rate_limited + shed + admitted` and `admitted = delivered + failed`, and the
+//! Every message gets exactly one completion and one count ([`AdmissionCounts`]); the
 //! generator reconciles its own counts against them.
 
-use std::convert::Infallible;
-use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-use crossbeam_utils::CachePadded;
-use governor::clock::Clock as _;
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use spillway::clock::Clock;
 use spillway::config::Config;
 use spillway::control::Control;
 use spillway::ingress::Full;
-use spillway::message::{Message, Priority, Role};
+use spillway::message::Message;
 use spillway::metrics::Tally;
-use spillway::outcome::{Completion, FailureReason, Outcome, RefusalReason};
+use spillway::outcome::Completion;
 use spillway_loadgen::target::{ControlPlaneStats, SystemUnderTest, Target, TargetStats};
 use tokio::sync::mpsc;
-use tower::load_shed::error::Overloaded;
-use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
+use tower::{BoxError, Service};
 
-/// How long [`Baseline::shutdown`] waits for the runtime's threads to finish what they run.
-pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Why the baseline could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum BaselineError {
-    /// A setting is out of range.
-    #[error("baseline setting {field} must be at least 1, got 0")]
-    Zero {
-        /// The setting's name.
-        field: &'static str,
-    },
-    /// The tokio runtime could not be built (its threads could not be started).
-    #[error("building the tokio runtime: {0}")]
-    Runtime(#[from] std::io::Error),
-}
-
-/// The per-connection quota, governor's way: a rate and a burst.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RateSettings {
-    /// Messages per second per connection.
-    pub per_connection_per_sec: NonZeroU32,
-    /// Most messages a connection may send at once after being quiet.
-    pub burst: NonZeroU32,
-}
+use crate::baseline_stack::{
+    self, AdmissionCounters, AdmissionCounts, BaselineError, Decision, StackSettings,
+    SHUTDOWN_TIMEOUT,
+};
 
 /// The baseline's settings. [`BaselineSettings::matching`] derives each from spillway's
 /// configuration, so that the two systems get the same cores and the same limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BaselineSettings {
-    /// Tokio worker threads.
-    pub workers: usize,
+    /// Workers, concurrency limit, quota and handler cost, as the TCP twin has them.
+    pub stack: StackSettings,
     /// Slots in the bounded channel from the generator to the dispatcher.
     pub submission_capacity: usize,
-    /// Requests the tower stack lets run at once (`concurrency_limit`); past it, load-shed
-    /// refuses.
-    pub concurrency_limit: usize,
     /// Slots in the bounded channel of completions back to the generator.
     pub completion_capacity: usize,
-    /// governor's per-connection quota; `None` runs without a rate limiter.
-    pub rate: Option<RateSettings>,
-    /// Simulated handler cost per message (busy wait), ns.
-    pub service_ns: u64,
 }
 
 impl BaselineSettings {
     /// Settings that match an engine started with `config` and `service_ns` handlers on a
-    /// machine with `cores` cores:
+    /// machine with `cores` cores: the stack's as [`StackSettings::matching`] gives them,
+    /// and
     ///
-    /// - workers: spillway's shard count for that machine
-    ///   ([`Config::effective_shards`]), so both process messages on the same number of
-    ///   threads;
     /// - submission capacity: `ring_capacity × workers`, the submission slots one spillway
     ///   `Ingress` has (one ring per shard), so both hand a message back at the same depth;
-    /// - concurrency limit: the most admitted, unfinished messages spillway lets one
-    ///   producer's traffic (role `session`, priority P1: what the generator sends) hold,
-    ///   per shard the smaller of the session role cap and the handler-queue cap, each at
-    ///   the P1 threshold, times the shards (9,500 per shard by default); the same depth of
-    ///   queued work before refusals begin (with the caps switched off: the handler-queue
-    ///   cap, since a typical user still bounds it);
     /// - completion capacity: submission capacity plus the concurrency limit, so that every
     ///   message that can be inside the baseline at once has a slot, and a finished task
     ///   waits for the generator only when the generator stops reading (spillway sizes its
-    ///   completion rings by the same reasoning);
-    /// - rate: spillway's per-connection rate and burst (500/s, burst 1000 by default), or
-    ///   none when spillway's level 1 is switched off; governor has no adaptive variant, so
-    ///   spillway's adaptive cut has no counterpart (it never triggers at the e2e loads).
+    ///   completion rings by the same reasoning).
     pub fn matching(config: &Config, cores: usize, service_ns: u64) -> Self {
-        let workers = config.effective_shards(cores);
-        let caps = &config.caps;
-        let threshold = u64::from(caps.priority_threshold_percent[Priority::P1.index()]);
-        let at_threshold = |cap: u32| (u64::from(cap) * threshold / 100).max(1);
-        let handler_queue = at_threshold(caps.handler_queue);
-        let per_shard = if config.levels.queue_caps {
-            at_threshold(caps.role_messages[Role::Session.index()]).min(handler_queue)
-        } else {
-            handler_queue
-        };
-        let submission_capacity = config.ring_capacity * workers;
-        let concurrency_limit = per_shard as usize * workers;
-        let rate = config.levels.rate_limit.then(|| RateSettings {
-            per_connection_per_sec: NonZeroU32::new(config.rate.per_connection_per_sec)
-                .unwrap_or(NonZeroU32::MIN),
-            burst: NonZeroU32::new(config.rate.burst).unwrap_or(NonZeroU32::MIN),
-        });
+        let stack = StackSettings::matching(config, cores, service_ns);
+        let submission_capacity = config.ring_capacity * stack.workers;
         Self {
-            workers,
+            stack,
             submission_capacity,
-            concurrency_limit,
-            completion_capacity: submission_capacity + concurrency_limit,
-            rate,
-            service_ns,
-        }
-    }
-
-    fn validate(&self) -> Result<(), BaselineError> {
-        let sizes = [
-            ("workers", self.workers),
-            ("submission_capacity", self.submission_capacity),
-            ("concurrency_limit", self.concurrency_limit),
-            ("completion_capacity", self.completion_capacity),
-        ];
-        match sizes.into_iter().find(|&(_, value)| value == 0) {
-            Some((field, _)) => Err(BaselineError::Zero { field }),
-            None => Ok(()),
-        }
-    }
-}
-
-/// The baseline's own counts, each written by the one place that decides it. Relaxed
-/// throughout: they are statistics, read after the runtime has shut down (its wait for
-/// the worker threads in `shutdown_timeout` orders those reads after every write).
-#[derive(Debug, Default)]
-struct Counters {
-    /// Messages the dispatcher took from the submission channel.
-    received: CachePadded<AtomicU64>,
-    /// Refused by governor's keyed limiter.
-    rate_limited: CachePadded<AtomicU64>,
-    /// Refused by tower's load-shed (every concurrency permit taken).
-    shed: CachePadded<AtomicU64>,
-    /// Handlers started: the message got a permit and runs.
-    admitted: CachePadded<AtomicU64>,
-    /// Handlers that finished with success.
-    delivered: CachePadded<AtomicU64>,
-    /// Responses that ended in an error other than load-shed's.
-    failed: CachePadded<AtomicU64>,
-}
-
-pub(crate) fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
-}
-
-/// The refusal for a message governor's keyed limiter turned away, with its retry-after.
-pub(crate) fn rate_limited(
-    not_until: &governor::NotUntil<governor::clock::QuantaInstant>,
-    limiter: &DefaultKeyedRateLimiter<u64>,
-) -> Outcome {
-    let retry_after = not_until.wait_time_from(limiter.clock().now());
-    Outcome::Refused {
-        reason: RefusalReason::RateLimited,
-        retry_after_ns: u64::try_from(retry_after.as_nanos()).unwrap_or(u64::MAX),
-    }
-}
-
-/// What the tower stack's answer to one message means, counted in the matching counter:
-/// delivered, shed by `load_shed` (refused `HandlerQueueFull`: every concurrency permit
-/// was taken), or failed. Both baselines map answers this way.
-pub(crate) fn counted_outcome(
-    response: Result<(), BoxError>,
-    delivered: &AtomicU64,
-    shed: &AtomicU64,
-    failed: &AtomicU64,
-) -> Outcome {
-    match response {
-        Ok(()) => {
-            bump(delivered);
-            Outcome::Delivered
-        }
-        Err(error) if error.is::<Overloaded>() => {
-            bump(shed);
-            Outcome::Refused {
-                reason: RefusalReason::HandlerQueueFull,
-                retry_after_ns: 0,
-            }
-        }
-        Err(_) => {
-            bump(failed);
-            Outcome::Failed {
-                reason: FailureReason::HandlerError,
-            }
+            completion_capacity: submission_capacity + stack.concurrency_limit,
         }
     }
 }
@@ -245,53 +93,19 @@ pub(crate) fn counted_outcome(
 /// The baseline's final counters, as [`Baseline::shutdown`] read them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BaselineStats {
-    /// Messages the dispatcher received.
-    pub received: u64,
-    /// Refused by the governor limiter (completed `Refused(rate_limited)`).
-    pub rate_limited: u64,
-    /// Refused by tower's load-shed (completed `Refused(handler_queue_full)`).
-    pub shed: u64,
-    /// Handlers started.
-    pub admitted: u64,
-    /// Handlers finished with success (completed `Delivered`).
-    pub delivered: u64,
-    /// Responses that ended in another error (completed `Failed(handler_error)`).
-    pub failed: u64,
+    /// Every message's count.
+    pub counts: AdmissionCounts,
     /// The settings it ran with.
     pub settings: BaselineSettings,
 }
 
 impl TargetStats for BaselineStats {
     fn tally(&self) -> Tally {
-        let mut tally = Tally {
-            submitted: self.received,
-            admitted: self.admitted,
-            delivered: self.delivered,
-            ..Tally::default()
-        };
-        tally.refused[RefusalReason::RateLimited.index()] = self.rate_limited;
-        tally.refused[RefusalReason::HandlerQueueFull.index()] = self.shed;
-        tally.failed[FailureReason::HandlerError.index()] = self.failed;
-        tally
+        self.counts.tally()
     }
 
     fn self_check(&self) -> Vec<String> {
-        let mut errors = Vec::new();
-        let decided = self.rate_limited + self.shed + self.admitted;
-        if self.received != decided {
-            errors.push(format!(
-                "baseline: received {} but rate-limited + shed + admitted = {decided}",
-                self.received
-            ));
-        }
-        let finished = self.delivered + self.failed;
-        if self.admitted != finished {
-            errors.push(format!(
-                "baseline: admitted {} but delivered + failed = {finished}",
-                self.admitted
-            ));
-        }
-        errors
+        self.counts.self_check("baseline")
     }
 
     fn control_plane(&self) -> Option<ControlPlaneStats> {
@@ -351,147 +165,82 @@ impl Target for BaselineTarget {
     }
 }
 
-/// Governor's keyed limiter per connection with `rate`'s quota, or none when the rate
-/// limit is off. Shared by the in-process baseline and its TCP twin.
-pub(crate) fn keyed_limiter(rate: Option<RateSettings>) -> Option<DefaultKeyedRateLimiter<u64>> {
-    rate.map(|rate| {
-        RateLimiter::keyed(Quota::per_second(rate.per_connection_per_sec).allow_burst(rate.burst))
-    })
-}
-
-/// The handler as a tokio user stacks it: tower's `load_shed` over `concurrency_limit`
-/// over a service that busy-waits `service_ns` (the load generator's simulated cost).
-/// `started` runs as each handler starts (the caller counts admissions with it). Shared by
-/// the in-process baseline and its TCP twin.
-pub(crate) fn service_stack(
-    service_ns: u64,
-    concurrency_limit: usize,
-    started: impl Fn() + Clone + Send + Sync + 'static,
-) -> impl Service<Message, Response = (), Error = BoxError, Future: Send + 'static>
-       + Clone
-       + Send
-       + 'static {
-    let clock = Clock::new();
-    let handler = tower::service_fn(move |_message: Message| {
-        let started = started.clone();
-        let clock = clock.clone();
-        async move {
-            started();
-            clock.spin_for_ns(service_ns);
-            Ok::<(), Infallible>(())
-        }
-    });
-    ServiceBuilder::new()
-        .load_shed()
-        .concurrency_limit(concurrency_limit)
-        .service(handler)
-}
-
 /// The running baseline: a tokio runtime with the dispatcher task on it.
 pub struct Baseline {
     runtime: tokio::runtime::Runtime,
     target: Option<BaselineTarget>,
-    counters: Arc<Counters>,
+    counters: Arc<AdmissionCounters>,
     settings: BaselineSettings,
 }
 
 impl Baseline {
     /// Builds the runtime and starts the dispatcher.
     pub fn start(settings: BaselineSettings) -> Result<Self, BaselineError> {
-        settings.validate()?;
-        // `enable_all` as `#[tokio::main]` does; with the features used here that is the
-        // timer, which nothing in the message path needs.
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(settings.workers)
-            .thread_name("baseline-worker")
-            .enable_all()
-            .build()?;
-        let counters = Arc::new(Counters::default());
+        settings.stack.validate(&[
+            ("submission_capacity", settings.submission_capacity),
+            ("completion_capacity", settings.completion_capacity),
+        ])?;
+        let stack = baseline_stack::start(&settings.stack, "baseline-worker")?;
         let (submit_sender, submit_receiver) = mpsc::channel(settings.submission_capacity);
         let (complete_sender, complete_receiver) = mpsc::channel(settings.completion_capacity);
-        let limiter = keyed_limiter(settings.rate);
-        let handler_counters = Arc::clone(&counters);
-        let service = service_stack(settings.service_ns, settings.concurrency_limit, move || {
-            bump(&handler_counters.admitted)
-        });
-        runtime.spawn(dispatch(
+        stack.runtime.spawn(dispatch(
             submit_receiver,
-            limiter,
-            service,
+            stack.limiter,
+            stack.service,
             complete_sender,
-            Arc::clone(&counters),
+            Arc::clone(&stack.counters),
         ));
         Ok(Self {
-            runtime,
+            runtime: stack.runtime,
             target: Some(BaselineTarget {
                 submissions: submit_sender,
                 completions: complete_receiver,
                 poll_max: settings.completion_capacity,
                 outstanding: 0,
             }),
-            counters,
+            counters: stack.counters,
             settings,
         })
     }
 }
 
-/// The dispatcher: one task that takes every submission in order, asks the limiter, then
-/// hands the message to the tower stack and spawns the response.
+/// The dispatcher: one task that takes every submission in order and decides it; a
+/// message in the tower stack completes from a task of its own.
 async fn dispatch<S>(
     mut submissions: mpsc::Receiver<Message>,
-    limiter: Option<DefaultKeyedRateLimiter<u64>>,
+    limiter: Option<governor::DefaultKeyedRateLimiter<u64>>,
     mut service: S,
     completions: mpsc::Sender<Completion>,
-    counters: Arc<Counters>,
+    counters: Arc<AdmissionCounters>,
 ) where
     S: Service<Message, Response = (), Error = BoxError>,
     S::Future: Send + 'static,
 {
     while let Some(message) = submissions.recv().await {
-        bump(&counters.received);
+        counters.received();
         let (id, connection) = (message.id, message.connection);
-        if let Some(limiter) = &limiter {
-            if let Err(not_until) = limiter.check_key(&connection.0) {
-                bump(&counters.rate_limited);
-                let outcome = rate_limited(&not_until, limiter);
-                let completion = Completion {
-                    message: id,
-                    connection,
-                    outcome,
-                };
-                if completions.send(completion).await.is_err() {
+        let completion = move |outcome| Completion {
+            message: id,
+            connection,
+            outcome,
+        };
+        match baseline_stack::decide(message, limiter.as_ref(), &mut service, &counters).await {
+            Decision::RateLimited(outcome) => {
+                if completions.send(completion(outcome)).await.is_err() {
                     // The generator's end is gone: nobody reads completions any more.
                     return;
                 }
-                continue;
             }
+            Decision::Running(outcome) => {
+                let completions = completions.clone();
+                tokio::spawn(async move {
+                    // Fails only when the generator's end is gone; nothing is left to tell.
+                    let _ = completions.send(completion(outcome.await)).await;
+                });
+            }
+            // The message has no completion; the run's reconciliation reports it.
+            Decision::Broken => return,
         }
-        // load_shed's poll_ready never fails: it answers ready and fails the call instead
-        // when the limit is reached. A service that cannot get ready is broken, and a tower
-        // server stops (`svc.ready().await?`); so does this one. The message was counted
-        // received and gets no completion, so the run's reconciliation reports it.
-        let Ok(ready) = service.ready().await else {
-            return;
-        };
-        let response = ready.call(message);
-        let completions = completions.clone();
-        let counters = Arc::clone(&counters);
-        tokio::spawn(async move {
-            let outcome = counted_outcome(
-                response.await,
-                &counters.delivered,
-                &counters.shed,
-                &counters.failed,
-            );
-            // Fails only when the generator's end is gone; nothing is left to tell.
-            let _ = completions
-                .send(Completion {
-                    message: id,
-                    connection,
-                    outcome,
-                })
-                .await;
-        });
     }
 }
 
@@ -506,7 +255,7 @@ impl SystemUnderTest for Baseline {
     }
 
     fn workers(&self) -> usize {
-        self.settings.workers
+        self.settings.stack.workers
     }
 
     fn pinned(&self) -> bool {
@@ -522,15 +271,8 @@ impl SystemUnderTest for Baseline {
         // submission channel then was never received and stays uncounted (the generator
         // reports it as never completed).
         self.runtime.shutdown_timeout(SHUTDOWN_TIMEOUT);
-        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        let counters = &self.counters;
         BaselineStats {
-            received: load(&counters.received),
-            rate_limited: load(&counters.rate_limited),
-            shed: load(&counters.shed),
-            admitted: load(&counters.admitted),
-            delivered: load(&counters.delivered),
-            failed: load(&counters.failed),
+            counts: self.counters.snapshot(),
             settings: self.settings,
         }
     }

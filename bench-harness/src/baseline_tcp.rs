@@ -3,8 +3,8 @@
 //! compared side by side with it, both driven by loadgen's TCP target
 //! (`loadgen --target tcp://...`, or `e2e --tcp`).
 //!
-//! Shape, per connection (the admission pieces are those of the in-process
-//! [baseline](crate::baseline), with the same settings):
+//! Shape, per connection (the admission pieces are those of the in-process baseline, from
+//! `baseline_stack`, with the same settings):
 //!
 //! ```text
 //! TcpListener::accept --> task per connection
@@ -55,7 +55,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use governor::DefaultKeyedRateLimiter;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use spillway::config::Config;
 use spillway::message::{ConnectionId, Message, MessageId};
 use spillway::metrics::Tally;
@@ -63,17 +63,18 @@ use spillway::net::protocol::{
     encode_error_reply, ClientFrame, ClientToServer, Decoder, ErrorCode, FrameLimit, ProtocolError,
     ServerFrame,
 };
-use spillway::outcome::{FailureReason, Outcome, RefusalReason};
+use spillway::outcome::Outcome;
+use spillway_loadgen::tcp_stats::ErrorCodeCounts;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tower::{BoxError, Service, ServiceExt};
+use tower::{BoxError, Service};
 
-use crate::baseline::{
-    bump, counted_outcome, keyed_limiter, rate_limited, service_stack, BaselineSettings,
-    RateSettings, SHUTDOWN_TIMEOUT,
+use crate::baseline_stack::{
+    self, bump, AdmissionCounters, AdmissionCounts, BaselineError, Decision, StackSettings,
+    SHUTDOWN_TIMEOUT,
 };
 
 /// How long a new connection has to send Hello (spillway's default hello timeout).
@@ -94,15 +95,9 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(10);
 /// Why the twin could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum TwinError {
-    /// A setting is out of range.
-    #[error("baseline-serve setting {field} must be at least 1, got 0")]
-    Zero {
-        /// The setting's name.
-        field: &'static str,
-    },
-    /// The tokio runtime could not be built.
-    #[error("building the tokio runtime: {0}")]
-    Runtime(#[source] io::Error),
+    /// A setting is out of range, or the tokio runtime could not be built.
+    #[error(transparent)]
+    Start(#[from] BaselineError),
     /// The listening socket could not be bound.
     #[error("listening on {address}: {source}")]
     Bind {
@@ -118,15 +113,9 @@ pub enum TwinError {
 /// configuration as the in-process baseline's are derived.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TwinSettings {
-    /// Tokio worker threads.
-    pub workers: usize,
-    /// Requests the tower stack lets run at once, all connections together; past it,
-    /// load-shed refuses.
-    pub concurrency_limit: usize,
-    /// governor's per-connection quota; `None` runs without a rate limiter.
-    pub rate: Option<RateSettings>,
-    /// Simulated handler cost per message (busy wait), ns.
-    pub service_ns: u64,
+    /// Workers, concurrency limit (all connections together), quota and handler cost, as
+    /// the in-process baseline has them.
+    pub stack: StackSettings,
     /// Capacity of each connection's reply channel, announced in Welcome.
     pub send_buffer_replies: NonZeroU32,
     /// Connections served at once; more get `Error too_many_connections`.
@@ -143,44 +132,29 @@ pub struct TwinSettings {
 
 impl TwinSettings {
     /// Settings that match spillway started with `config` and `service_ns` handlers on a
-    /// machine with `cores` cores: workers, concurrency limit and rate as
-    /// [`BaselineSettings::matching`] gives them; the reply channel holds spillway's send
-    /// buffer (`egress.buffer_capacity`, 1000 by default); the connection limit is
-    /// spillway's (`connections_per_shard_max` per shard); frame limit and timeouts are
-    /// spillway's defaults.
+    /// machine with `cores` cores: the stack's as [`StackSettings::matching`] gives them;
+    /// the reply channel holds spillway's send buffer (`egress.buffer_capacity`, 1000 by
+    /// default); the connection limit is spillway's (`connections_per_shard_max` per
+    /// shard); frame limit and timeouts are spillway's defaults.
     pub fn matching(config: &Config, cores: usize, service_ns: u64) -> Self {
-        let baseline = BaselineSettings::matching(config, cores, service_ns);
+        let stack = StackSettings::matching(config, cores, service_ns);
         Self {
-            workers: baseline.workers,
-            concurrency_limit: baseline.concurrency_limit,
-            rate: baseline.rate,
-            service_ns,
+            stack,
             send_buffer_replies: NonZeroU32::new(config.egress.buffer_capacity)
                 .unwrap_or(NonZeroU32::MIN),
             max_connections: config
                 .connections_per_shard_max
-                .saturating_mul(baseline.workers),
+                .saturating_mul(stack.workers),
             frame_limit: FrameLimit::DEFAULT,
             hello_timeout: HELLO_TIMEOUT_DEFAULT,
             frame_timeout: FRAME_TIMEOUT_DEFAULT,
             close_timeout: CLOSE_TIMEOUT_DEFAULT,
         }
     }
-
-    fn validate(&self) -> Result<(), TwinError> {
-        let sizes = [
-            ("workers", self.workers),
-            ("concurrency_limit", self.concurrency_limit),
-            ("max_connections", self.max_connections),
-        ];
-        match sizes.into_iter().find(|&(_, value)| value == 0) {
-            Some((field, _)) => Err(TwinError::Zero { field }),
-            None => Ok(()),
-        }
-    }
 }
 
-/// The twin's counts, each written by the one place that decides it. Relaxed throughout:
+/// The twin's counts of connections and frames, each written by the one place that
+/// decides it (the messages' counts are [`AdmissionCounters`]). Relaxed throughout:
 /// statistics, read after the runtime has stopped (or as a snapshot that may be mid-way).
 #[derive(Debug, Default)]
 struct Counters {
@@ -188,13 +162,6 @@ struct Counters {
     refused_connections: AtomicU64,
     open: AtomicUsize,
     accept_errors: AtomicU64,
-    received: AtomicU64,
-    rate_limited: AtomicU64,
-    shed: AtomicU64,
-    admitted: AtomicU64,
-    abandoned: AtomicU64,
-    delivered: AtomicU64,
-    failed: AtomicU64,
     pongs: AtomicU64,
     cancels: AtomicU64,
     replies_unsent: AtomicU64,
@@ -203,8 +170,9 @@ struct Counters {
     io_errors: AtomicU64,
 }
 
-/// The twin's counters at one moment.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The twin's counters at one moment; `baseline-serve` prints them as one JSON object (the
+/// message counts flat beside the others) when it stops, and `e2e --tcp` reads that back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TwinStats {
     /// Connections accepted and served.
     pub accepted: u64,
@@ -214,21 +182,10 @@ pub struct TwinStats {
     pub open: u64,
     /// `accept` calls that failed.
     pub accept_errors: u64,
-    /// Submits read.
-    pub received: u64,
-    /// Refused by governor's keyed limiter (Reply `refused rate_limited`).
-    pub rate_limited: u64,
-    /// Refused by tower's load-shed (Reply `refused handler_queue_full`).
-    pub shed: u64,
-    /// Handlers started.
-    pub admitted: u64,
-    /// Submits read on a connection whose writer had already stopped (the client went
-    /// away): no decision, no Reply.
-    pub abandoned: u64,
-    /// Handlers finished with success (Reply `delivered`).
-    pub delivered: u64,
-    /// Responses that ended in another error (Reply `failed handler_error`).
-    pub failed: u64,
+    /// Every Submit's count (`abandoned`: read on a connection whose writer had already
+    /// stopped, the client gone: no decision, no Reply).
+    #[serde(flatten)]
+    pub counts: AdmissionCounts,
     /// Pongs queued.
     pub pongs: u64,
     /// Cancels read (nothing is ever queued here, so each is ignored, as the protocol says
@@ -238,8 +195,8 @@ pub struct TwinStats {
     /// failed write); Replies decided later still are dropped uncounted, with their
     /// connection.
     pub replies_unsent: u64,
-    /// Error frames sent, by code (index `code - 1`).
-    pub errors_sent: [u64; ErrorCode::ALL.len()],
+    /// Error frames sent, by code.
+    pub errors_sent: ErrorCodeCounts,
     /// Connections the client half-closed at a frame boundary (the normal end).
     pub half_closed_by_client: u64,
     /// Connections ended by a failed read or write.
@@ -249,94 +206,14 @@ pub struct TwinStats {
 impl TwinStats {
     /// The outcomes in spillway's terms (submitted = received).
     pub fn tally(&self) -> Tally {
-        let mut tally = Tally {
-            submitted: self.received,
-            admitted: self.admitted,
-            delivered: self.delivered,
-            ..Tally::default()
-        };
-        tally.refused[RefusalReason::RateLimited.index()] = self.rate_limited;
-        tally.refused[RefusalReason::HandlerQueueFull.index()] = self.shed;
-        tally.failed[FailureReason::HandlerError.index()] = self.failed;
-        tally
+        self.counts.tally()
     }
 
     /// Where the counts disagree with each other; empty when they reconcile (once every
     /// connection has ended: a snapshot taken mid-run may catch a message between two
     /// counts).
     pub fn self_check(&self) -> Vec<String> {
-        let mut errors = Vec::new();
-        let decided = self.rate_limited + self.shed + self.admitted + self.abandoned;
-        if self.received != decided {
-            errors.push(format!(
-                "baseline-serve: received {} but rate-limited + shed + admitted + abandoned = {decided}",
-                self.received
-            ));
-        }
-        let finished = self.delivered + self.failed;
-        if self.admitted != finished {
-            errors.push(format!(
-                "baseline-serve: admitted {} but delivered + failed = {finished}",
-                self.admitted
-            ));
-        }
-        errors
-    }
-
-    /// As one JSON object (what `baseline-serve` prints when it stops).
-    pub fn to_json(&self) -> Value {
-        json!({
-            "accepted": self.accepted,
-            "refused_connections": self.refused_connections,
-            "open": self.open,
-            "accept_errors": self.accept_errors,
-            "received": self.received,
-            "rate_limited": self.rate_limited,
-            "shed": self.shed,
-            "admitted": self.admitted,
-            "abandoned": self.abandoned,
-            "delivered": self.delivered,
-            "failed": self.failed,
-            "pongs": self.pongs,
-            "cancels": self.cancels,
-            "replies_unsent": self.replies_unsent,
-            "errors_sent": ErrorCode::ALL
-                .iter()
-                .zip(self.errors_sent)
-                .map(|(code, count)| (code.name().to_string(), json!(count)))
-                .collect::<serde_json::Map<String, Value>>(),
-            "half_closed_by_client": self.half_closed_by_client,
-            "io_errors": self.io_errors,
-        })
-    }
-
-    /// Reads what [`TwinStats::to_json`] wrote; `None` if a field is missing.
-    pub fn from_json(value: &Value) -> Option<Self> {
-        let field = |name: &str| value.get(name).and_then(Value::as_u64);
-        let mut errors_sent = [0; ErrorCode::ALL.len()];
-        let errors = value.get("errors_sent")?;
-        for (slot, code) in errors_sent.iter_mut().zip(ErrorCode::ALL) {
-            *slot = errors.get(code.name()).and_then(Value::as_u64)?;
-        }
-        Some(Self {
-            accepted: field("accepted")?,
-            refused_connections: field("refused_connections")?,
-            open: field("open")?,
-            accept_errors: field("accept_errors")?,
-            received: field("received")?,
-            rate_limited: field("rate_limited")?,
-            shed: field("shed")?,
-            admitted: field("admitted")?,
-            abandoned: field("abandoned")?,
-            delivered: field("delivered")?,
-            failed: field("failed")?,
-            pongs: field("pongs")?,
-            cancels: field("cancels")?,
-            replies_unsent: field("replies_unsent")?,
-            errors_sent,
-            half_closed_by_client: field("half_closed_by_client")?,
-            io_errors: field("io_errors")?,
-        })
+        self.counts.self_check("baseline-serve")
     }
 }
 
@@ -368,6 +245,7 @@ enum Outgoing {
 struct Shared {
     settings: TwinSettings,
     counters: Arc<Counters>,
+    admission: Arc<AdmissionCounters>,
     limiter: Option<DefaultKeyedRateLimiter<u64>>,
 }
 
@@ -382,48 +260,44 @@ pub struct TwinServer {
     runtime: tokio::runtime::Runtime,
     local_address: SocketAddr,
     counters: Arc<Counters>,
+    admission: Arc<AdmissionCounters>,
 }
 
 impl TwinServer {
     /// Builds the runtime, binds `listen` (port 0 picks a free port; see
     /// [`TwinServer::local_address`]) and starts accepting.
     pub fn start(settings: TwinSettings, listen: SocketAddr) -> Result<Self, TwinError> {
-        settings.validate()?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(settings.workers)
-            .thread_name("baseline-serve")
-            .enable_all()
-            .build()
-            .map_err(TwinError::Runtime)?;
-        let listener = runtime
-            .block_on(TcpListener::bind(listen))
-            .map_err(|source| TwinError::Bind {
-                address: listen,
-                source,
-            })?;
-        let local_address = listener.local_addr().map_err(|source| TwinError::Bind {
+        settings
+            .stack
+            .validate(&[("max_connections", settings.max_connections)])?;
+        let stack = baseline_stack::start(&settings.stack, "baseline-serve")?;
+        let bind_error = |source| TwinError::Bind {
             address: listen,
             source,
-        })?;
+        };
+        let listener = stack
+            .runtime
+            .block_on(TcpListener::bind(listen))
+            .map_err(bind_error)?;
+        let local_address = listener.local_addr().map_err(bind_error)?;
         let counters = Arc::new(Counters::default());
-        let limiter = keyed_limiter(settings.rate);
-        let handler_counters = Arc::clone(&counters);
-        let service = service_stack(settings.service_ns, settings.concurrency_limit, move || {
-            bump(&handler_counters.admitted)
-        });
         let shared = Arc::new(Shared {
             settings,
             counters: Arc::clone(&counters),
-            limiter,
+            admission: Arc::clone(&stack.counters),
+            limiter: stack.limiter,
         });
         if shared.limiter.is_some() {
-            runtime.spawn(clean_limiter(Arc::clone(&shared)));
+            stack.runtime.spawn(clean_limiter(Arc::clone(&shared)));
         }
-        runtime.spawn(accept_loop(listener, service, shared));
+        stack
+            .runtime
+            .spawn(accept_loop(listener, stack.service, shared));
         Ok(Self {
-            runtime,
+            runtime: stack.runtime,
             local_address,
             counters,
+            admission: stack.counters,
         })
     }
 
@@ -460,30 +334,23 @@ impl TwinServer {
     /// counters.
     pub fn shutdown(self) -> TwinStats {
         self.runtime.shutdown_timeout(SHUTDOWN_TIMEOUT);
-        snapshot(&self.counters)
-    }
-}
-
-fn snapshot(counters: &Counters) -> TwinStats {
-    let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-    TwinStats {
-        accepted: load(&counters.accepted),
-        refused_connections: load(&counters.refused_connections),
-        open: counters.open.load(Ordering::Relaxed) as u64,
-        accept_errors: load(&counters.accept_errors),
-        received: load(&counters.received),
-        rate_limited: load(&counters.rate_limited),
-        shed: load(&counters.shed),
-        admitted: load(&counters.admitted),
-        abandoned: load(&counters.abandoned),
-        delivered: load(&counters.delivered),
-        failed: load(&counters.failed),
-        pongs: load(&counters.pongs),
-        cancels: load(&counters.cancels),
-        replies_unsent: load(&counters.replies_unsent),
-        errors_sent: std::array::from_fn(|index| load(&counters.errors_sent[index])),
-        half_closed_by_client: load(&counters.half_closed_by_client),
-        io_errors: load(&counters.io_errors),
+        let counters = &self.counters;
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        TwinStats {
+            accepted: load(&counters.accepted),
+            refused_connections: load(&counters.refused_connections),
+            open: counters.open.load(Ordering::Relaxed) as u64,
+            accept_errors: load(&counters.accept_errors),
+            counts: self.admission.snapshot(),
+            pongs: load(&counters.pongs),
+            cancels: load(&counters.cancels),
+            replies_unsent: load(&counters.replies_unsent),
+            errors_sent: ErrorCodeCounts::from(std::array::from_fn(|index| {
+                load(&counters.errors_sent[index])
+            })),
+            half_closed_by_client: load(&counters.half_closed_by_client),
+            io_errors: load(&counters.io_errors),
+        }
     }
 }
 
@@ -721,8 +588,8 @@ enum Request {
     Ping(u64),
 }
 
-/// One Submit: a slot for its Reply, the limiter, then the tower stack. Returns `false`
-/// when the writer is gone.
+/// One Submit: a slot for its Reply, then the decision (the limiter, then the tower
+/// stack). Returns `false` when the writer is gone or the stack is broken.
 async fn submit<S>(
     message: Message,
     sender: &mpsc::Sender<Outgoing>,
@@ -733,46 +600,30 @@ where
     S: Service<Message, Response = (), Error = BoxError> + Send + 'static,
     S::Future: Send + 'static,
 {
-    let counters = &shared.counters;
-    bump(&counters.received);
+    shared.admission.received();
     let id = message.id;
     // The Reply's slot, taken before the work: at most `send_buffer_replies` messages of
     // this connection are in the server at once.
     let Ok(permit) = sender.clone().reserve_owned().await else {
-        bump(&counters.abandoned);
+        shared.admission.abandoned();
         return false;
     };
-    if let Some(limiter) = &shared.limiter {
-        if let Err(not_until) = limiter.check_key(&message.connection.0) {
-            bump(&counters.rate_limited);
-            permit.send(Outgoing::Reply {
-                message: id,
-                outcome: rate_limited(&not_until, limiter),
-            });
-            return true;
+    let reply = move |outcome| Outgoing::Reply {
+        message: id,
+        outcome,
+    };
+    match baseline_stack::decide(message, shared.limiter.as_ref(), service, &shared.admission).await
+    {
+        Decision::RateLimited(outcome) => {
+            permit.send(reply(outcome));
+            true
         }
+        Decision::Running(outcome) => {
+            tokio::spawn(async move { permit.send(reply(outcome.await)) });
+            true
+        }
+        Decision::Broken => false,
     }
-    // load_shed's poll_ready never fails (it fails the call instead); a service that cannot
-    // get ready is broken, and the connection stops, as a tower server does.
-    let Ok(ready) = service.ready().await else {
-        bump(&counters.abandoned);
-        return false;
-    };
-    let response = ready.call(message);
-    let counters = Arc::clone(counters);
-    tokio::spawn(async move {
-        let outcome = counted_outcome(
-            response.await,
-            &counters.delivered,
-            &counters.shed,
-            &counters.failed,
-        );
-        permit.send(Outgoing::Reply {
-            message: id,
-            outcome,
-        });
-    });
-    true
 }
 
 /// Ends a connection on a violation or a timeout: queues `last` after the frames already
@@ -1009,7 +860,7 @@ pub fn serve_settings(options: &ServeOptions, cores: usize) -> TwinSettings {
         settings.max_connections = max_connections;
     }
     if let Some(concurrency_limit) = options.concurrency_limit {
-        settings.concurrency_limit = concurrency_limit;
+        settings.stack.concurrency_limit = concurrency_limit;
     }
     settings
 }
@@ -1024,7 +875,7 @@ pub fn serve_settings(options: &ServeOptions, cores: usize) -> TwinSettings {
 /// taken over.
 pub fn serve(options: &ServeOptions, out: &mut impl io::Write) -> anyhow::Result<TwinStats> {
     use anyhow::Context;
-    use spillway_loadgen::tcp::{nofile_limits, raise_nofile_limit, NOFILE_SPARE};
+    use spillway_loadgen::nofile::{nofile_limits, raise_nofile_limit, NOFILE_SPARE};
     let mut settings = serve_settings(options, crate::machine::cores());
     let hard = nofile_limits().context("reading RLIMIT_NOFILE")?.hard;
     let allowed = usize::try_from(hard.saturating_sub(NOFILE_SPARE)).unwrap_or(usize::MAX);
@@ -1045,22 +896,17 @@ pub fn serve(options: &ServeOptions, out: &mut impl io::Write) -> anyhow::Result
     out.flush().context("writing to stdout")?;
     eprintln!(
         "baseline-serve: {} worker(s), concurrency limit {}, {}, handler {} ns, send buffer {} replies, at most {} connections",
-        settings.workers,
-        settings.concurrency_limit,
-        match settings.rate {
-            Some(rate) => format!(
-                "governor keyed limiter {}/s burst {} per connection",
-                rate.per_connection_per_sec, rate.burst
-            ),
-            None => "no rate limiter".to_string(),
-        },
-        settings.service_ns,
+        settings.stack.workers,
+        settings.stack.concurrency_limit,
+        settings.stack.rate_text(),
+        settings.stack.service_ns,
         settings.send_buffer_replies,
         settings.max_connections
     );
     server.wait_for(&mut signals);
     let stats = server.shutdown();
-    writeln!(out, "{}", stats.to_json()).context("writing to stdout")?;
+    let line = serde_json::to_string(&stats).context("encoding the counters")?;
+    writeln!(out, "{line}").context("writing to stdout")?;
     out.flush().context("writing to stdout")?;
     Ok(stats)
 }

@@ -34,7 +34,7 @@
 //! compare two designs, not just two buckets: spillway's shard owns its connections' buckets
 //! in a `Vec` indexed by connection id, governor looks each key up in a `DashMap`.
 
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault};
 use std::hint::black_box;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Barrier};
@@ -48,7 +48,9 @@ use governor::state::keyed::DashMapStateStore;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use spillway::bucket::TokenBucket;
+use spillway::client::{RandomSource, SplitMix64};
 use spillway::clock::Clock;
+use spillway::message::ConnectionIdHasher;
 
 use crate::machine::{Pinning, Side};
 
@@ -472,17 +474,10 @@ pub struct KeyOrder {
 }
 
 impl KeyOrder {
-    /// `rounds` Fisher–Yates shuffles of `0..connections` from an xorshift64 generator
-    /// seeded with `seed` (0 is replaced by 1: xorshift's one fixed point).
+    /// `rounds` Fisher–Yates shuffles of `0..connections` drawn from spillway's
+    /// [`SplitMix64`] seeded with `seed` (every seed is fine).
     pub fn shuffled(connections: u32, rounds: u32, seed: u64) -> Self {
-        let mut state = seed.max(1);
-        let mut next = move || {
-            // xorshift64 (Marsaglia 2003), shifts 13, 7, 17.
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut random = SplitMix64::new(seed);
         let mut keys = Vec::with_capacity(connections as usize * rounds as usize);
         for _ in 0..rounds {
             let start = keys.len();
@@ -490,7 +485,7 @@ impl KeyOrder {
             let round = &mut keys[start..];
             for index in (1..round.len()).rev() {
                 // Modulo bias is below 1e-14 for 15,000 keys: irrelevant to an order.
-                let other = (next() % (index as u64 + 1)) as usize;
+                let other = (random.next_u64() % (index as u64 + 1)) as usize;
                 round.swap(index, other);
             }
         }
@@ -612,34 +607,10 @@ where
     }
 }
 
-/// A multiplicative (Fibonacci) hash for `u32` keys: one multiply, for a best-case governor
-/// keyed row beside the one with its default hasher (std's SipHash `RandomState`).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct FibonacciHasher {
-    hash: u64,
-}
-
-impl Hasher for FibonacciHasher {
-    fn finish(&self) -> u64 {
-        self.hash
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.hash = (self.hash.rotate_left(8) ^ u64::from(byte)).wrapping_mul(FIBONACCI);
-        }
-    }
-
-    fn write_u32(&mut self, value: u32) {
-        self.hash = (self.hash ^ u64::from(value)).wrapping_mul(FIBONACCI);
-    }
-}
-
-/// 2^64 / φ, odd: multiplying by it spreads consecutive keys over the high bits.
-const FIBONACCI: u64 = 0x9E37_79B9_7F4A_7C15;
-
-/// `BuildHasher` for [`FibonacciHasher`].
-pub type FibonacciBuildHasher = BuildHasherDefault<FibonacciHasher>;
+/// `BuildHasher` of governor's keyed row with spillway's connection-id hash
+/// ([`ConnectionIdHasher`]: one multiply per `u32` key), beside the one with governor's
+/// default hasher (std's SipHash `RandomState`).
+pub type ConnectionIdBuildHasher = BuildHasherDefault<ConnectionIdHasher>;
 
 #[cfg(test)]
 mod tests {
@@ -702,7 +673,7 @@ mod tests {
             &order,
             2,
             &upkeep,
-            FibonacciBuildHasher::default(),
+            ConnectionIdBuildHasher::default(),
         );
         assert_eq!((spillway.checks, exclusive.checks), (30_000, 30_000));
         assert_eq!(

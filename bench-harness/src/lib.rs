@@ -1,40 +1,43 @@
 //! Spillway measured side by side with its peers, in one process and one run.
 //!
-//! The measurement code lives here so that the `compare` binary (every figure, one table or
-//! one JSON object) and the criterion benches (`benches/ring.rs`, `benches/bucket.rs`) run the
-//! very same loops:
+//! The measurement code lives here so that the binaries (`compare`: every figure, one
+//! table or one JSON object; `e2e`; `scaling`; `baseline-serve`) and the criterion benches
+//! (`benches/ring.rs`, `benches/bucket.rs`) run the very same loops.
 //!
-//! - [`rings`]: the ring peers behind one trait, so that every harness loop treats spillway's
-//!   SPSC ring, rtrb, crossbeam's `ArrayQueue`, crossbeam-channel and std's `sync_channel`
-//!   identically (same spin, same batch size, same checks);
-//! - [`ring_throughput`]: one producer thread, one consumer thread, `u64` messages;
-//! - [`ring_latency`]: ping-pong round trips over two rings, into an HDR histogram;
-//! - [`bucket_checks`]: nanoseconds per token-bucket check, spillway against governor;
-//! - [`admission`]: nanoseconds per message through one simulated shard's admission
-//!   pipeline (no peer: judged against absolute budgets);
-//! - [`scaling`]: delivered throughput of the in-process engine as shards are added;
-//! - [`suite`]: the whole comparison as `compare` runs it, and its settings;
-//! - [`report`]: the table and the JSON object;
-//! - [`machine`]: core pinning, the wait on a full or empty ring, and the machine line;
-//! - [`stats`]: median, min and max over repetitions;
-//! - [`baseline`]: the same workload built with tokio, governor and tower, driven by
-//!   loadgen's generator for the `e2e` binary;
-//! - [`baseline_tcp`]: the baseline's TCP twin, a tokio server speaking spillway's wire
-//!   protocol (`baseline-serve`), for the TCP rows of `e2e --tcp`;
-//! - [`e2e`]: the `e2e` run (spillway, then the baseline, at 15K connections), its settings
-//!   and its report;
-//! - [`e2e_tcp`]: `e2e --tcp`, the same measurements over TCP: loadgen's TCP target against
-//!   the twin (in a child process) and `spillway serve`.
+//! # Module map
+//!
+//! The modules stand in layers; each imports (`use crate::...`) only from layers below its
+//! own. `with_ring_peer!` is `rings`' macro (`#[macro_export]` puts it at the crate root, so
+//! `crate::with_ring_peer` counts as `rings`). `e2e` is a folder; its files import each
+//! other only downward too (`settings`, then `report`, then the runs: `mod.rs` in process,
+//! `tcp`).
+//!
+//! | layer | module | what it is | may import |
+//! |---|---|---|---|
+//! | 0 | [`stats`] | median, min and max over repetitions | nothing |
+//! | 0 | [`machine`] | core pinning, the wait on a full or empty ring, the machine line | nothing |
+//! | 0 | [`baseline_stack`] | what both tokio/tower baselines are made of: settings, runtime, limiter, tower stack, counts | nothing |
+//! | 1 | [`report`] | `compare`'s table and JSON object | `stats` |
+//! | 1 | [`rings`] | the ring peers behind one trait | `machine` |
+//! | 1 | [`bucket_checks`] | ns per token-bucket check, spillway against governor | `machine` |
+//! | 1 | [`scaling`] | delivered throughput of the in-process engine as shards are added | `stats` |
+//! | 1 | [`baseline`] | the tokio/tower baseline in process, driven by loadgen's generator | `baseline_stack` |
+//! | 1 | [`baseline_tcp`] | its TCP twin, a tokio server speaking spillway's protocol (`baseline-serve`) | `baseline_stack`, `machine` |
+//! | 2 | [`ring_throughput`] | one producer, one consumer, `u64` messages | `rings`, `machine` |
+//! | 2 | [`ring_latency`] | ping-pong round trips into an HDR histogram | `rings`, `machine` |
+//! | 2 | [`admission`] | ns per message through one simulated shard's admission (absolute budgets) | `bucket_checks` |
+//! | 2 | [`e2e`] | spillway against the baseline end to end, in process and over TCP, one report | `baseline`, `baseline_tcp`, `baseline_stack`, `machine` |
+//! | 3 | [`suite`] | the whole comparison as `compare` runs it, and its settings | `admission`, `bucket_checks`, `machine`, `report`, `ring_latency`, `ring_throughput`, `rings`, `stats` |
 //!
 //! Peers are dependencies of this crate only, never of the engine (SPEC 1).
 #![warn(missing_docs)]
 
 pub mod admission;
 pub mod baseline;
+pub mod baseline_stack;
 pub mod baseline_tcp;
 pub mod bucket_checks;
 pub mod e2e;
-pub mod e2e_tcp;
 pub mod machine;
 pub mod report;
 pub mod ring_latency;

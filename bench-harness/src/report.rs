@@ -16,7 +16,7 @@
 
 use std::fmt::Write as _;
 
-use serde_json::{json, Value};
+use serde::{Serialize, Serializer};
 
 use crate::stats::Summary;
 
@@ -55,6 +55,7 @@ impl Unit {
         matches!(self, Unit::MillionMessagesPerSec)
     }
 
+    /// `value` in this unit's precision.
     fn format(self, value: f64) -> String {
         match self {
             Unit::MillionMessagesPerSec
@@ -74,25 +75,46 @@ impl Unit {
     }
 }
 
-/// One side of a row: who, and the summary of its repetitions.
-#[derive(Clone, Debug)]
+impl Serialize for Unit {
+    /// Its label.
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.label())
+    }
+}
+
+/// One side of a row: who, and the summary of its repetitions. JSON: `name`, `unit`, the
+/// summary's `median`, `min`, `max` and `samples`, `admitted` and `checks` where counted,
+/// and `NAME_per_rep` for each further count.
+#[derive(Clone, Debug, Serialize)]
 pub struct Figure {
     /// The implementation measured, with any qualifier ("governor direct, QuantaClock").
     pub name: String,
-    /// Median, min, max and samples over the repetitions.
-    pub summary: Summary,
     /// What the samples count.
     pub unit: Unit,
+    /// Median, min, max and samples over the repetitions.
+    #[serde(flatten)]
+    pub summary: Summary,
     /// Admitted and total checks over all repetitions, for bucket rows.
+    #[serde(flatten)]
     pub admitted: Option<Admitted>,
     /// Further per-repetition counts that explain the figure (e.g. how often a ring was found
     /// full or empty), as (name, one value per repetition); in the JSON, and summed up in
     /// the table.
+    #[serde(flatten, serialize_with = "per_rep")]
     pub counts: Vec<(String, Vec<u64>)>,
 }
 
+/// Each count under `NAME_per_rep`.
+fn per_rep<S: Serializer>(counts: &[(String, Vec<u64>)], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_map(
+        counts
+            .iter()
+            .map(|(name, per_rep)| (format!("{name}_per_rep"), per_rep)),
+    )
+}
+
 /// Admitted checks out of all checks, summed over repetitions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Admitted {
     /// Checks admitted.
     pub admitted: u64,
@@ -216,8 +238,80 @@ impl AbsoluteRow {
     }
 }
 
-/// A group of rows with a title and notes on how they were measured.
-#[derive(Clone, Debug)]
+impl Serialize for Row {
+    /// `case`, both figures, the ratio (`ratio_spillway_over_peer`), its direction
+    /// (`higher_is_better`, `spillway_advantage`) and the target (`rule`, `met`) or `null`.
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Verdict {
+            rule: String,
+            met: bool,
+        }
+        #[derive(Serialize)]
+        struct Written<'a> {
+            case: &'a str,
+            spillway: &'a Figure,
+            peer: &'a Figure,
+            ratio_spillway_over_peer: f64,
+            higher_is_better: bool,
+            spillway_advantage: f64,
+            target: Option<Verdict>,
+        }
+        Written {
+            case: &self.case,
+            spillway: &self.spillway,
+            peer: &self.peer,
+            ratio_spillway_over_peer: self.ratio(),
+            higher_is_better: self.spillway.unit.higher_is_better(),
+            spillway_advantage: self.spillway_advantage(),
+            target: self.target.map(|target| Verdict {
+                rule: format!("ratio {}", target.rule()),
+                met: target.is_met(self.ratio()),
+            }),
+        }
+        .serialize(serializer)
+    }
+}
+
+impl Serialize for AbsoluteRow {
+    /// `case`, the figure, `higher_is_better`, and the budget (`rule`, `bound`, `unit`,
+    /// `median_over_budget`, `met`) or `null`.
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Verdict {
+            rule: String,
+            bound: f64,
+            unit: Unit,
+            median_over_budget: Option<f64>,
+            met: bool,
+        }
+        #[derive(Serialize)]
+        struct Written<'a> {
+            case: &'a str,
+            spillway: &'a Figure,
+            higher_is_better: bool,
+            budget: Option<Verdict>,
+        }
+        let unit = self.spillway.unit;
+        Written {
+            case: &self.case,
+            spillway: &self.spillway,
+            higher_is_better: unit.higher_is_better(),
+            budget: self.budget.map(|budget| Verdict {
+                rule: format!("median {}", budget.rule(unit)),
+                bound: budget.bound(),
+                unit,
+                median_over_budget: self.fraction_of_budget(),
+                met: budget.is_met(self.spillway.summary.median),
+            }),
+        }
+        .serialize(serializer)
+    }
+}
+
+/// A group of rows with a title and notes on how they were measured. JSON: `title`,
+/// `notes`, `rows`, and `absolute_rows` only in sections that have such rows.
+#[derive(Clone, Debug, Serialize)]
 pub struct Section {
     /// The section's title.
     pub title: String,
@@ -226,14 +320,74 @@ pub struct Section {
     /// Its rows, spillway against a peer.
     pub rows: Vec<Row>,
     /// Its rows with no peer, judged against absolute budgets.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub absolute_rows: Vec<AbsoluteRow>,
 }
 
-/// Everything a `compare` run found.
-#[derive(Clone, Debug)]
+/// The machine a `compare` run ran on and the run's settings: the table's first line and
+/// the JSON's `machine` object.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RunSetup {
+    /// Cores this process may use.
+    pub cores: usize,
+    /// The CPU's model name.
+    pub cpu: String,
+    /// How the measured threads were pinned, in words.
+    pub pinned: String,
+    /// Whether every thread that asked to be pinned was.
+    pub pinned_ok: bool,
+    /// How a thread waits on a full or empty ring.
+    pub wait_on_full_or_empty: &'static str,
+    /// Repetitions of every measurement.
+    pub reps: u32,
+    /// Messages per throughput run.
+    pub messages: u64,
+    /// Recorded round trips per latency run.
+    pub round_trips: u64,
+    /// Checks per single-thread bucket run.
+    pub bucket_checks: u64,
+    /// Checks per thread in a two-thread bucket run.
+    pub two_thread_checks_per_thread: u64,
+    /// Checks per keyed bucket run.
+    pub keyed_checks: u64,
+    /// Timed messages per admission-pipeline run.
+    pub admission_messages: u64,
+    /// Whether these are the `--quick` counts.
+    pub quick: bool,
+    /// Optimised, or not (then the figures mean nothing).
+    pub build: &'static str,
+}
+
+impl RunSetup {
+    /// `key: value | key: value ...`, as the table's first line.
+    fn line(&self) -> String {
+        format!(
+            "cores: {} | cpu: {} | pinned: {} | pinned_ok: {} | wait_on_full_or_empty: {} | reps: {} | messages: {} | round_trips: {} | bucket_checks: {} | two_thread_checks_per_thread: {} | keyed_checks: {} | admission_messages: {} | quick: {} | build: {}",
+            self.cores,
+            self.cpu,
+            self.pinned,
+            self.pinned_ok,
+            self.wait_on_full_or_empty,
+            self.reps,
+            self.messages,
+            self.round_trips,
+            self.bucket_checks,
+            self.two_thread_checks_per_thread,
+            self.keyed_checks,
+            self.admission_messages,
+            self.quick,
+            self.build
+        )
+    }
+}
+
+/// Everything a `compare` run found: the table ([`Report::to_table`]) and the JSON object
+/// (its `Serialize`: the machine and settings, then every section with every figure, each
+/// ratio and each target, and, in sections that have them, the absolute rows).
+#[derive(Clone, Debug, Serialize)]
 pub struct Report {
-    /// The machine and the run's settings, as key/value lines (also in the JSON).
-    pub machine: Vec<(String, Value)>,
+    /// The machine and the run's settings.
+    pub machine: RunSetup,
     /// The results.
     pub sections: Vec<Section>,
 }
@@ -247,25 +401,6 @@ fn figure_text(figure: &Figure) -> String {
         unit.format(figure.summary.max),
         unit.label()
     )
-}
-
-fn figure_json(figure: &Figure) -> Value {
-    let mut value = json!({
-        "name": figure.name,
-        "unit": figure.unit.label(),
-        "median": figure.summary.median,
-        "min": figure.summary.min,
-        "max": figure.summary.max,
-        "samples": figure.summary.samples,
-    });
-    if let Some(admitted) = figure.admitted {
-        value["admitted"] = json!(admitted.admitted);
-        value["checks"] = json!(admitted.checks);
-    }
-    for (name, per_rep) in &figure.counts {
-        value[format!("{name}_per_rep")] = json!(per_rep);
-    }
-    value
 }
 
 /// The median of per-repetition counts (the lower middle one for an even number).
@@ -486,74 +621,10 @@ fn write_absolute(out: &mut String, section: &Section) {
 }
 
 impl Report {
-    /// The report as one JSON object: the machine and settings, then every section with
-    /// every figure (median, min, max, samples, unit), each ratio and each target, and, in
-    /// sections that have them, the absolute rows (`absolute_rows`: figure, budget, met).
-    pub fn to_json(&self) -> Value {
-        let machine: serde_json::Map<String, Value> = self.machine.iter().cloned().collect();
-        let sections: Vec<Value> = self
-            .sections
-            .iter()
-            .map(|section| {
-                let rows: Vec<Value> = section
-                    .rows
-                    .iter()
-                    .map(|row| {
-                        json!({
-                            "case": row.case,
-                            "spillway": figure_json(&row.spillway),
-                            "peer": figure_json(&row.peer),
-                            "ratio_spillway_over_peer": row.ratio(),
-                            "higher_is_better": row.spillway.unit.higher_is_better(),
-                            "spillway_advantage": row.spillway_advantage(),
-                            "target": row.target.map(|target| json!({
-                                "rule": format!("ratio {}", target.rule()),
-                                "met": target.is_met(row.ratio()),
-                            })),
-                        })
-                    })
-                    .collect();
-                let mut value =
-                    json!({ "title": section.title, "notes": section.notes, "rows": rows });
-                if !section.absolute_rows.is_empty() {
-                    let absolute: Vec<Value> = section
-                        .absolute_rows
-                        .iter()
-                        .map(|row| {
-                            json!({
-                                "case": row.case,
-                                "spillway": figure_json(&row.spillway),
-                                "higher_is_better": row.spillway.unit.higher_is_better(),
-                                "budget": row.budget.map(|budget| json!({
-                                    "rule": format!("median {}", budget.rule(row.spillway.unit)),
-                                    "bound": budget.bound(),
-                                    "unit": row.spillway.unit.label(),
-                                    "median_over_budget": row.fraction_of_budget(),
-                                    "met": budget.is_met(row.spillway.summary.median),
-                                })),
-                            })
-                        })
-                        .collect();
-                    value["absolute_rows"] = json!(absolute);
-                }
-                value
-            })
-            .collect();
-        json!({ "machine": machine, "sections": sections })
-    }
-
     /// The report as a table per section, preceded by the machine line.
     pub fn to_table(&self) -> String {
         let mut out = String::new();
-        let machine: Vec<String> = self
-            .machine
-            .iter()
-            .map(|(key, value)| match value {
-                Value::String(text) => format!("{key}: {text}"),
-                other => format!("{key}: {other}"),
-            })
-            .collect();
-        let _ = writeln!(out, "{}", machine.join(" | "));
+        let _ = writeln!(out, "{}", self.machine.line());
         for section in &self.sections {
             let _ = writeln!(out, "\n== {} ==", section.title);
             for note in &section.notes {
@@ -568,20 +639,6 @@ impl Report {
         }
         out
     }
-}
-
-/// `name count` for every counter that is not zero, in counter order: the reasons behind a
-/// [`Tally`](spillway::metrics::Tally)'s refused, shed or dropped counts, for one line of
-/// a report.
-pub(crate) fn nonzero_counts<'a>(
-    names: impl IntoIterator<Item = &'static str> + 'a,
-    counts: &'a [u64],
-) -> impl Iterator<Item = String> + 'a {
-    names
-        .into_iter()
-        .zip(counts)
-        .filter(|(_, &count)| count > 0)
-        .map(|(name, count)| format!("{name} {count}"))
 }
 
 #[cfg(test)]
@@ -618,7 +675,10 @@ mod tests {
         assert_eq!(slower_bucket.target_met(), Some(false));
         assert_eq!(advantage_text(&slower_bucket), "1.67x faster");
         let report = Report {
-            machine: vec![("cores".to_owned(), json!(2))],
+            machine: RunSetup {
+                cores: 2,
+                ..RunSetup::default()
+            },
             sections: vec![Section {
                 title: "t".to_owned(),
                 notes: vec![],
@@ -629,7 +689,7 @@ mod tests {
         let table = report.to_table();
         assert!(table.contains("<= 0.5 MISSED"), "{table}");
         assert!(table.contains(">= 3 met"), "{table}");
-        let value = report.to_json();
+        let value = serde_json::to_value(&report).unwrap();
         assert_eq!(
             value["sections"][0]["rows"][0]["ratio_spillway_over_peer"],
             3.0
@@ -670,7 +730,7 @@ mod tests {
         };
         assert_eq!(unjudged.budget_met(), None);
         let report = Report {
-            machine: vec![],
+            machine: RunSetup::default(),
             sections: vec![Section {
                 title: "a".to_owned(),
                 notes: vec![],
@@ -694,7 +754,7 @@ mod tests {
         assert!(table.contains("MISSED"), "{table}");
         // No comparison table for a section without comparison rows.
         assert!(!table.contains("spillway/peer"), "{table}");
-        let value = report.to_json();
+        let value = serde_json::to_value(&report).unwrap();
         let rows = &value["sections"][0]["absolute_rows"];
         assert_eq!(rows[0]["spillway"]["median"], 40.0);
         assert_eq!(rows[0]["budget"]["bound"], 50.0);

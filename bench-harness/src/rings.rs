@@ -7,7 +7,7 @@
 //! Batches: spillway (`push_slice`, `pop_slices`) and rtrb (`write_chunk_uninit` +
 //! `fill_from_iter`, `read_chunk`) have batch calls that publish a run of slots with one index
 //! store. crossbeam's `ArrayQueue`, crossbeam-channel and std's `sync_channel` have none; their
-//! "batched" rows are a loop of up to [`BATCH`](crate::ring_throughput::BATCH) single calls,
+//! "batched" rows are a loop of up to `ring_throughput::BATCH` single calls,
 //! stopping at the first full or empty answer ([`RingPeer::BATCH_METHOD`] says which).
 //!
 //! Known bias: calling through the trait is monomorphised (no dynamic dispatch), but the

@@ -23,19 +23,21 @@
 //!   more threads than cores the figure includes scheduling, and the report states both
 //!   counts. Pinning follows the engine's `pinning` setting.
 
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use serde::Serialize;
 use spillway::config::Config;
 use spillway::ingress::Ingress;
 use spillway::message::{ConnectionId, Message, MessageId, Role};
 use spillway::metrics::Tally;
-use spillway::outcome::{Completion, DropReason, Outcome, RefusalReason, ShedReason};
+use spillway::outcome::{Completion, Outcome};
+use spillway_loadgen::report::OutcomeCounts;
 
-use crate::report::nonzero_counts;
 use crate::stats::Summary;
 
 /// Per-connection token-bucket rate during a scaling run: far above what one connection is
@@ -352,19 +354,20 @@ fn read_completions(
 /// The non-delivered outcomes of `tally` by reason, e.g. `refused rate_limited 12, shed
 /// circuit_open 3`; empty when every message was delivered.
 pub fn undelivered_reasons(tally: &Tally) -> String {
+    let outcomes = OutcomeCounts::from(tally);
     let prefixed = |kind: &'static str| move |reason: String| format!("{kind} {reason}");
-    let mut parts: Vec<String> =
-        nonzero_counts(RefusalReason::ALL.map(RefusalReason::name), &tally.refused)
-            .map(prefixed("refused"))
-            .chain(
-                nonzero_counts(ShedReason::ALL.map(ShedReason::name), &tally.shed)
-                    .map(prefixed("shed")),
-            )
-            .chain(
-                nonzero_counts(DropReason::ALL.map(DropReason::name), &tally.dropped)
-                    .map(prefixed("dropped")),
-            )
-            .collect();
+    let mut parts: Vec<String> = outcomes
+        .refused_by_reason
+        .nonzero()
+        .map(prefixed("refused"))
+        .chain(outcomes.shed_by_reason.nonzero().map(prefixed("shed")))
+        .chain(
+            outcomes
+                .dropped_by_reason
+                .nonzero()
+                .map(prefixed("dropped")),
+        )
+        .collect();
     let failed: u64 = tally.failed.iter().sum();
     if failed > 0 {
         parts.push(format!("failed {failed}"));
@@ -399,6 +402,158 @@ pub fn run(
         points.push(ScalingPoint { shards, runs });
     }
     Ok(points)
+}
+
+/// Median, min and max of a point's delivered msg/s.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Spread {
+    /// The median over the repetitions.
+    pub median: f64,
+    /// The smallest.
+    pub min: f64,
+    /// The largest.
+    pub max: f64,
+}
+
+/// One shard count's line of the report.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct PointReport {
+    /// Shards the engine ran.
+    pub shards: usize,
+    /// Threads that ran: the shards, the producers and the control thread.
+    pub threads: usize,
+    /// Whether every repetition pinned every shard.
+    pub pinned: bool,
+    /// Delivered msg/s over the repetitions.
+    pub delivered_per_sec: Spread,
+    /// Completions other than delivered in the measured windows, all repetitions.
+    pub not_delivered: u64,
+    /// Median delivered msg/s over the first point's.
+    pub speedup: f64,
+    /// Speedup over the growth in shards from the first point.
+    pub efficiency: f64,
+}
+
+/// The machine a scaling run ran on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MachineReport {
+    /// Cores this process may use.
+    pub cores: usize,
+    /// The CPU's model name.
+    pub cpu: String,
+}
+
+/// What `scaling` reports: the table ([`ScalingReport::to_table`]) and the JSON object
+/// (its `Serialize`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ScalingReport {
+    /// The machine.
+    pub machine: MachineReport,
+    /// Producer threads.
+    pub producers: usize,
+    /// Simulated connections.
+    pub connections: u32,
+    /// Handler cost per message, ns.
+    pub service_ns: u64,
+    /// Outstanding messages per producer per shard.
+    pub window_per_shard: usize,
+    /// The per-connection rate limit (not binding).
+    pub rate_per_connection_per_sec: u32,
+    /// Warm-up of every repetition, ms.
+    pub warmup_ms: u64,
+    /// Measured window of every repetition, ms.
+    pub duration_ms: u64,
+    /// Repetitions per shard count.
+    pub reps: usize,
+    /// One line per shard count.
+    pub points: Vec<PointReport>,
+}
+
+impl ScalingReport {
+    /// The report of `points`, measured with `settings` on `machine`.
+    ///
+    /// # Errors
+    /// When a point has no repetitions.
+    pub fn new(
+        settings: &ScalingSettings,
+        machine: MachineReport,
+        points: &[ScalingPoint],
+    ) -> anyhow::Result<Self> {
+        let mut lines = Vec::with_capacity(points.len());
+        let mut base: Option<(usize, f64)> = None;
+        for point in points {
+            let summary = point.delivered().context("a point with no repetitions")?;
+            let (base_shards, base_rate) = *base.get_or_insert((point.shards, summary.median));
+            let speedup = summary.median / base_rate;
+            lines.push(PointReport {
+                shards: point.shards,
+                threads: point.shards + settings.producers + 1,
+                pinned: point.runs.iter().all(|run| run.pinned),
+                delivered_per_sec: Spread {
+                    median: summary.median,
+                    min: summary.min,
+                    max: summary.max,
+                },
+                not_delivered: point.runs.iter().map(|run| run.not_delivered).sum(),
+                speedup,
+                efficiency: speedup * base_shards as f64 / point.shards as f64,
+            });
+        }
+        Ok(Self {
+            machine,
+            producers: settings.producers,
+            connections: settings.connections,
+            service_ns: settings.service_ns,
+            window_per_shard: settings.window_per_shard,
+            rate_per_connection_per_sec: RATE_PER_CONNECTION_PER_SEC,
+            warmup_ms: settings.warmup.as_millis() as u64,
+            duration_ms: settings.duration.as_millis() as u64,
+            reps: settings.reps,
+            points: lines,
+        })
+    }
+
+    /// The report as a Markdown table under a few lines of context.
+    pub fn to_table(&self) -> String {
+        let mut table = String::new();
+        let _ = writeln!(
+            table,
+            "machine: {} cores, {}\nhandler: busy-wait {} ns/message; {} producer threads; {} connections; window {} per producer per shard; per-connection rate {} msg/s (not binding)\nmedian of {} repetitions (min-max), {} ms measured after {} ms warm-up each\n",
+            self.machine.cores,
+            self.machine.cpu,
+            self.service_ns,
+            self.producers,
+            self.connections,
+            self.window_per_shard,
+            self.rate_per_connection_per_sec,
+            self.reps,
+            self.duration_ms,
+            self.warmup_ms
+        );
+        let _ = writeln!(
+            table,
+            "| shards | threads | pinned | delivered M msg/s | speedup vs {} | efficiency | not delivered |",
+            self.points.first().map_or(1, |point| point.shards)
+        );
+        let _ = writeln!(table, "|---:|---:|:---:|---:|---:|---:|---:|");
+        for point in &self.points {
+            let delivered = point.delivered_per_sec;
+            let _ = writeln!(
+                table,
+                "| {} | {} | {} | {:.2} ({:.2}-{:.2}) | {:.2}x | {:.0}% | {} |",
+                point.shards,
+                point.threads,
+                if point.pinned { "yes" } else { "no" },
+                delivered.median / 1e6,
+                delivered.min / 1e6,
+                delivered.max / 1e6,
+                point.speedup,
+                point.efficiency * 100.0,
+                point.not_delivered
+            );
+        }
+        table
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! such a spread shows.
 
 /// The median, min and max of a set of samples, plus the samples themselves.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Summary {
     /// The middle sample (mean of the two middle ones for an even count).
     pub median: f64,

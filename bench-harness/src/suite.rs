@@ -14,15 +14,16 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use governor::clock::{QuantaClock, QuantaUpkeepClock};
-use serde_json::json;
 
 use crate::admission::{self, TenantSetup, ADMISSION_BUDGET_NS, CONNECTION_BUDGET_BYTES};
 use crate::bucket_checks::{
-    self, BucketAccess, BucketQuota, CheckRun, ClockMode, FibonacciBuildHasher, KeyOrder,
+    self, BucketAccess, BucketQuota, CheckRun, ClockMode, ConnectionIdBuildHasher, KeyOrder,
     TwoThreadRun, CHECKS_PER_CLOCK_READ, CONNECTIONS, KEY_ORDER_SEED, UPKEEP_INTERVAL,
 };
 use crate::machine::{self, Pinning, Wait};
-use crate::report::{AbsoluteRow, Admitted, Budget, Figure, Report, Row, Section, Target, Unit};
+use crate::report::{
+    AbsoluteRow, Admitted, Budget, Figure, Report, Row, RunSetup, Section, Target, Unit,
+};
 use crate::ring_latency;
 use crate::ring_throughput::{self, Mode, BATCH, CAPACITIES};
 use crate::rings::Peer;
@@ -207,45 +208,28 @@ pub fn run(settings: &Settings, mut progress: impl FnMut(&str)) -> anyhow::Resul
     progress("admission pipeline");
     sections.push(admission_section(settings, &pinning, &mut progress)?);
 
-    let machine = vec![
-        ("cores".to_owned(), json!(machine::cores())),
-        (
-            "cpu".to_owned(),
-            json!(machine::cpu_model().unwrap_or_else(|| "unknown".to_owned())),
-        ),
-        ("pinned".to_owned(), json!(pinning.describe())),
-        ("pinned_ok".to_owned(), json!(pinning.is_pinned())),
-        ("wait_on_full_or_empty".to_owned(), json!(wait.name())),
-        ("reps".to_owned(), json!(settings.reps)),
-        ("messages".to_owned(), json!(settings.messages)),
-        ("round_trips".to_owned(), json!(settings.round_trips)),
-        ("bucket_checks".to_owned(), json!(settings.bucket_checks)),
-        (
-            "two_thread_checks_per_thread".to_owned(),
-            json!(settings.two_thread_checks),
-        ),
-        (
-            "keyed_checks".to_owned(),
-            json!(
-                u64::from(settings.keyed_rounds)
-                    * u64::from(CONNECTIONS)
-                    * u64::from(settings.keyed_passes)
-            ),
-        ),
-        (
-            "admission_messages".to_owned(),
-            json!(settings.admission_messages),
-        ),
-        ("quick".to_owned(), json!(settings.quick)),
-        (
-            "build".to_owned(),
-            json!(if machine::DEBUG_BUILD {
-                "debug assertions ON: unoptimised, figures meaningless"
-            } else {
-                "optimised"
-            }),
-        ),
-    ];
+    let machine = RunSetup {
+        cores: machine::cores(),
+        cpu: machine::cpu_model().unwrap_or_else(|| "unknown".to_owned()),
+        pinned: pinning.describe(),
+        pinned_ok: pinning.is_pinned(),
+        wait_on_full_or_empty: wait.name(),
+        reps: settings.reps,
+        messages: settings.messages,
+        round_trips: settings.round_trips,
+        bucket_checks: settings.bucket_checks,
+        two_thread_checks_per_thread: settings.two_thread_checks,
+        keyed_checks: u64::from(settings.keyed_rounds)
+            * u64::from(CONNECTIONS)
+            * u64::from(settings.keyed_passes),
+        admission_messages: settings.admission_messages,
+        quick: settings.quick,
+        build: if machine::DEBUG_BUILD {
+            "debug assertions ON: unoptimised, figures meaningless"
+        } else {
+            "optimised"
+        },
+    };
     Ok(Report { machine, sections })
 }
 
@@ -562,7 +546,7 @@ fn bucket_section(
                     &keyed_order,
                     passes,
                     &clock,
-                    FibonacciBuildHasher::default(),
+                    ConnectionIdBuildHasher::default(),
                 ),
             ]
         })?;

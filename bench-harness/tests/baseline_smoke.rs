@@ -10,7 +10,7 @@ use spillway::config::Config;
 use spillway::outcome::RefusalReason;
 use spillway_bench::baseline::{Baseline, BaselineSettings};
 use spillway_loadgen::generator::{run_with_target, Phase, RunPlan};
-use spillway_loadgen::report::{self, RunInfo, NO_CONTROL_PLANE};
+use spillway_loadgen::report::{RunInfo, RunReport, NO_CONTROL_PLANE};
 use spillway_loadgen::target::TargetStats;
 
 fn plan(closed_loop: bool) -> RunPlan {
@@ -49,12 +49,12 @@ fn settings() -> BaselineSettings {
 #[test]
 fn settings_match_spillways_defaults() {
     let settings = settings();
-    assert_eq!(settings.workers, 1);
+    assert_eq!(settings.stack.workers, 1);
     assert_eq!(settings.submission_capacity, 4096);
     // The session role cap (10,000) at the P1 threshold (95%).
-    assert_eq!(settings.concurrency_limit, 9_500);
+    assert_eq!(settings.stack.concurrency_limit, 9_500);
     assert_eq!(settings.completion_capacity, 4096 + 9_500);
-    let rate = settings.rate.expect("level 1 is on by default");
+    let rate = settings.stack.rate.expect("level 1 is on by default");
     assert_eq!(rate.per_connection_per_sec.get(), 500);
     assert_eq!(rate.burst.get(), 1000);
 }
@@ -70,7 +70,7 @@ fn an_open_loop_run_reconciles_and_delivers() {
     assert!(result.engine.self_check().is_empty());
     assert_eq!(result.lost, 0);
     assert_eq!(result.all.submitted, result.submitted_all);
-    assert_eq!(result.engine.received, result.submitted_all);
+    assert_eq!(result.engine.counts.received, result.submitted_all);
     assert_eq!(result.submitted_all + result.unsent, 7_000);
     assert!(result.measured.delivered > 0);
     // 200 msg/s per connection, under the quota of 500/s with a burst of 1000.
@@ -84,12 +84,13 @@ fn an_open_loop_run_reconciles_and_delivers() {
         capacity: None,
         overload: None,
     };
-    let json = report::json(&info, &result);
+    let report = RunReport::new(&info, &result);
+    let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["reconciled"], true);
     assert!(json["control_latency_us"].is_null());
     assert!(json["control_slo_violations"].is_null());
     assert_eq!(json["control_note"], NO_CONTROL_PLANE);
-    let table = report::table(&info, &result);
+    let table = report.to_table();
     assert!(table.contains("counts reconcile"), "{table}");
     assert!(table.contains(NO_CONTROL_PLANE), "{table}");
 }
@@ -100,12 +101,12 @@ fn refusals_by_the_limiter_and_load_shed_are_counted_and_reconcile() {
     // A quota of 10/s with a burst of 2 per connection refuses most of 200 msg/s per
     // connection; a concurrency limit of 1 with a handler that takes 20 µs sheds some of
     // the rest.
-    settings.rate = Some(spillway_bench::baseline::RateSettings {
+    settings.stack.rate = Some(spillway_bench::baseline_stack::RateSettings {
         per_connection_per_sec: NonZeroU32::new(10).unwrap(),
         burst: NonZeroU32::new(2).unwrap(),
     });
-    settings.concurrency_limit = 1;
-    settings.service_ns = 20_000;
+    settings.stack.concurrency_limit = 1;
+    settings.stack.service_ns = 20_000;
     let mut plan = plan(false);
     plan.service_ns = 20_000;
     let result = run_with_target(Baseline::start(settings).unwrap(), &plan).unwrap();
@@ -114,7 +115,7 @@ fn refusals_by_the_limiter_and_load_shed_are_counted_and_reconcile() {
         "{:?}",
         result.reconcile_errors
     );
-    let stats = result.engine;
+    let stats = result.engine.counts;
     assert!(stats.rate_limited > 0, "{stats:?}");
     assert!(stats.delivered > 0, "{stats:?}");
     assert_eq!(
@@ -141,7 +142,7 @@ fn a_closed_loop_run_reconciles() {
 #[test]
 fn a_zero_setting_is_refused_by_name() {
     let mut settings = settings();
-    settings.concurrency_limit = 0;
+    settings.stack.concurrency_limit = 0;
     let error = Baseline::start(settings).err().expect("refused");
     assert!(error.to_string().contains("concurrency_limit"), "{error}");
 }

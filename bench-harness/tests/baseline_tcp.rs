@@ -23,9 +23,9 @@ use spillway::net::protocol::{
 use spillway::outcome::Outcome;
 use spillway_bench::baseline_tcp::{TwinServer, TwinSettings};
 use spillway_loadgen::generator::{run_with_target, Phase, RunPlan};
-use spillway_loadgen::report::{self, RunInfo};
+use spillway_loadgen::report::{RunInfo, RunReport};
 use spillway_loadgen::target::TargetStats;
-use spillway_loadgen::tcp::{TcpSettings, TcpSystem};
+use spillway_loadgen::tcp::{target_name, TcpSettings, TcpSystem};
 
 /// Longest any socket read in these tests waits.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -161,8 +161,8 @@ fn loadgen_over_tcp_against_the_twin_reconciles_on_both_sides() {
     assert_eq!(tcp.connections, 200);
     assert_eq!(tcp.submitted, result.submitted_all);
     assert_eq!(tcp.replies.submitted, result.all.submitted);
-    assert_eq!(tcp.without_reply(), 0, "{tcp:?}");
-    assert_eq!(tcp.closed_at_end, 200);
+    assert_eq!(tcp.without_reply.total(), 0, "{tcp:?}");
+    assert_eq!(tcp.closed.at_end, 200);
     assert_eq!(tcp.send_buffer_replies, 1_000);
     assert!(result.control.is_none());
 
@@ -170,18 +170,19 @@ fn loadgen_over_tcp_against_the_twin_reconciles_on_both_sides() {
     assert!(twin_stats.self_check().is_empty(), "{twin_stats:?}");
     assert_eq!(twin_stats.accepted, 200);
     assert_eq!(twin_stats.half_closed_by_client, 200);
-    assert_eq!(twin_stats.received, result.submitted_all);
+    assert_eq!(twin_stats.counts.received, result.submitted_all);
     assert_eq!(twin_stats.tally(), result.all);
     assert_eq!(twin_stats.open, 0);
 
     let info = RunInfo {
         scenario: "test".into(),
-        target: tcp.target_name(),
+        target: target_name(tcp.address),
         profile: "the server's".into(),
         capacity: None,
         overload: None,
     };
-    let json = report::json(&info, &result);
+    let report = RunReport::new(&info, &result);
+    let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["target"], format!("tcp://{address}"));
     assert_eq!(json["connections"], 200);
     assert_eq!(json["reconciled"], true);
@@ -190,7 +191,7 @@ fn loadgen_over_tcp_against_the_twin_reconciles_on_both_sides() {
     assert_eq!(json["tcp"]["without_reply"], 0);
     assert_eq!(json["tcp"]["flow_signals"]["throttle"], 0);
     assert_eq!(json["tcp"]["closed"]["errors_by_code"]["bad_magic"], 0);
-    let table = report::table(&info, &result);
+    let table = report.to_table();
     assert!(table.contains("tcp: 200 connections"), "{table}");
     assert!(table.contains("counts reconcile"), "{table}");
 }
@@ -210,7 +211,7 @@ fn a_malformed_header_gets_bad_magic_then_the_connection_closes() {
         other => panic!("expected one Error frame, got {other:?}"),
     }
     let stats = twin.shutdown();
-    assert_eq!(stats.errors_sent[0], 1, "{stats:?}");
+    assert_eq!(stats.errors_sent.get(ErrorCode::BadMagic), 1, "{stats:?}");
 }
 
 #[test]
@@ -239,7 +240,7 @@ fn a_submit_before_hello_gets_unexpected_frame() {
         "{frames:?}"
     );
     let stats = twin.shutdown();
-    assert_eq!(stats.received, 0);
+    assert_eq!(stats.counts.received, 0);
 }
 
 #[test]
@@ -277,7 +278,7 @@ fn hello_ping_and_submit_are_answered_and_a_half_close_ends_the_connection() {
     );
     let stats = twin.shutdown();
     assert_eq!(stats.pongs, 1);
-    assert_eq!(stats.delivered, 1);
+    assert_eq!(stats.counts.delivered, 1);
     assert_eq!(stats.half_closed_by_client, 1);
     assert!(stats.self_check().is_empty(), "{stats:?}");
 }

@@ -95,7 +95,7 @@ fn quick_run_completes_with_every_section_and_ratio() {
             ("memory per idle connection", Some(256.0)),
         ]
     );
-    let json = report.to_json();
+    let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["sections"].as_array().map(Vec::len), Some(5));
     let memory = &json["sections"][4]["absolute_rows"][4];
     assert_eq!(memory["spillway"]["unit"], "B/connection");

@@ -123,14 +123,20 @@ fn a_tiny_tcp_run_measures_both_servers_and_reconciles() {
         let twin = &json[section][twin];
         assert_eq!(twin["server"]["accepted"], 100, "{section}");
         assert_eq!(
-            twin["cross_check_errors"],
-            serde_json::json!([]),
+            twin["cross_check_errors"].as_array().map(Vec::len),
+            Some(0),
             "{section}"
         );
         assert!(json[section][spillway]["server"].is_null());
     }
     assert_eq!(json["max_throughput"]["spillway_window_4"]["window"], 4);
-    assert_eq!(json["max_throughput_windows"], serde_json::json!([1, 4]));
+    let windows: Vec<u64> = json["max_throughput_windows"]
+        .as_array()
+        .expect("the windows")
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect();
+    assert_eq!(windows, [1, 4]);
     assert!(json["max_throughput_ratio_spillway_over_twin"].is_number());
     assert!(json["open_loop_ratio_p99_twin_over_spillway"].is_number());
     let stand_in = stand_in.shutdown();

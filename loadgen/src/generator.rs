@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
+use spillway::client::{RandomSource, SplitMix64};
 use spillway::clock::Clock;
 use spillway::config::Config;
 use spillway::control::{Control, HealthKind};
@@ -33,7 +34,7 @@ use spillway::metrics::Stats;
 use spillway::metrics::Tally;
 use spillway::outcome::{Completion, Outcome, RefusalReason};
 
-use crate::report::{self, Progress};
+use crate::progress::{Progress, ProgressView};
 use crate::schedule::OpenLoopSchedule;
 use crate::target::{SystemUnderTest, Target, TargetStats};
 
@@ -199,12 +200,8 @@ fn priority_of(id: u64, weights: Option<&[u32; 4]>) -> Priority {
         return Priority::P1;
     };
     let total: u64 = weights.iter().map(|&weight| u64::from(weight)).sum();
-    // splitmix64 finaliser.
-    let mut z = id.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    let mut pick = z % total.max(1);
+    // The first draw of the sequence the id seeds: a fixed, well-mixed function of the id.
+    let mut pick = SplitMix64::new(id).next_u64() % total.max(1);
     for (index, &weight) in weights.iter().enumerate() {
         if pick < u64::from(weight) {
             return Priority::from_index(index).expect("four priorities");
@@ -926,8 +923,8 @@ fn drive_closed_loop<T: Target>(
     Ok((0, target.outstanding() as u64))
 }
 
-fn recorder_view(recorder: &Recorder) -> report::ProgressView<'_> {
-    report::ProgressView {
+fn recorder_view(recorder: &Recorder) -> ProgressView<'_> {
+    ProgressView {
         submitted_all: recorder.submitted_all,
         all: &recorder.all,
         latency_ns: &recorder.latency_ns,

@@ -1,26 +1,34 @@
 //! Spillway's load generator (SPEC 8).
 //!
-//! - [`schedule`]: the open-loop send schedule (each simulated connection sends on its own
-//!   fixed period, the connections' phases spread evenly, as wrk2 does), which gives every
-//!   message the *intended* send time that coordinated-omission-corrected latency is
-//!   measured from;
-//! - [`scenario`]: the named scenarios (light ... saturation, recovery, overload, slow
-//!   consumer, priority mix);
-//! - [`target`]: what the generator drives (spillway's `Ingress`, or any other system
-//!   under test measured the same way);
-//! - [`tcp`]: the TCP target, real sockets over mio against a server speaking
-//!   `docs/PROTOCOL.md`, and the descriptor limit it needs;
-//! - [`generator`]: the open and closed loops, the in-process engine, the control-plane
-//!   probe and the capacity calibration;
-//! - [`report`]: the progress line, the final table and the JSON object.
+//! # Module map
+//!
+//! The modules stand in layers; each imports (`use crate::...`) only from layers below its
+//! own, never from its own layer or above. Layer 0 is vocabulary that imports nothing from
+//! this crate.
+//!
+//! | layer | module | what it is | may import |
+//! |---|---|---|---|
+//! | 0 | [`cli`] | the flag-parsing steps the binaries share | nothing |
+//! | 0 | [`schedule`] | the open-loop send schedule (intended send times) | nothing |
+//! | 0 | [`scenario`] | the named scenarios of SPEC 8 | nothing |
+//! | 0 | [`nofile`] | the descriptor limit a run with many sockets needs | nothing |
+//! | 0 | [`tcp_stats`] | what the TCP client counts ([`tcp_stats::TcpStats`]) | nothing |
+//! | 0 | [`progress`] | the progress line, and the `1.23 ms` time format | nothing |
+//! | 1 | [`target`] | what the generator drives: `Target`, `SystemUnderTest`, `TargetStats` | `tcp_stats` |
+//! | 2 | [`tcp`] | the TCP target: real sockets over mio against `docs/PROTOCOL.md` | `target`, `tcp_stats`, `nofile` |
+//! | 2 | [`generator`] | the open and closed loops, the in-process engine, the probe, calibration | `target`, `schedule`, `progress` |
+//! | 3 | [`report`] | the final report: one type, written as the table or the JSON object | `generator`, `target`, `tcp_stats`, `progress` |
+//!
+//! The `loadgen` binary (`main.rs`) sits above them all and uses the crate by its name.
 #![warn(missing_docs)]
-// `report::json` builds one large `json!` object.
-#![recursion_limit = "256"]
 
 pub mod cli;
 pub mod generator;
+pub mod nofile;
+pub mod progress;
 pub mod report;
 pub mod scenario;
 pub mod schedule;
 pub mod target;
 pub mod tcp;
+pub mod tcp_stats;

@@ -11,16 +11,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use serde_json::Value;
+use serde::Serialize;
 use spillway::config::{Config, Profile};
 use spillway_loadgen::cli::{parse_value, split_flag};
 use spillway_loadgen::generator::{
     calibrate_capacity, calibrate_capacity_with, run_inproc, run_with_target, Phase, RunPlan,
-    RunResult,
 };
-use spillway_loadgen::report::{self, RunInfo};
+use spillway_loadgen::report::{self, RunInfo, RunReport};
 use spillway_loadgen::scenario::{self, Offered, Scenario};
-use spillway_loadgen::target::TargetStats;
 use spillway_loadgen::tcp::{self, TcpSettings, TcpSystem};
 
 const DEFAULT_SCENARIO: &str = "saturation";
@@ -261,7 +259,7 @@ impl Driven {
     fn name(&self) -> String {
         match self {
             Driven::Inproc(_) => "inproc".to_string(),
-            Driven::Tcp { address, .. } => format!("tcp://{address}"),
+            Driven::Tcp { address, .. } => tcp::target_name(*address),
         }
     }
 
@@ -282,19 +280,11 @@ impl Driven {
     }
 }
 
-/// One scenario's report: the table or the JSON object, and whether it reconciled.
-struct Reported {
-    table: String,
-    json: Value,
-    reconcile_errors: Vec<String>,
-}
-
-fn reported<S: TargetStats>(info: &RunInfo, result: &RunResult<S>) -> Reported {
-    Reported {
-        table: report::table(info, result),
-        json: report::json(info, result),
-        reconcile_errors: result.reconcile_errors.clone(),
-    }
+/// What `--scenario all --json` prints: every run's report, in order.
+#[derive(Serialize)]
+struct AllRuns<'a> {
+    scenario: &'static str,
+    runs: &'a [RunReport],
 }
 
 /// Runs one scenario with the options' overrides and reports it.
@@ -302,7 +292,7 @@ fn run_scenario(
     scenario: &Scenario,
     options: &Options,
     driven: &Driven,
-) -> anyhow::Result<Reported> {
+) -> anyhow::Result<RunReport> {
     let connections = options.connections.unwrap_or(scenario.connections);
     let service_ns = match driven {
         Driven::Inproc(_) => options.service_ns.unwrap_or(scenario.service_ns),
@@ -430,7 +420,7 @@ fn run_scenario(
         Driven::Inproc(config) => {
             info.profile = profile_name(config);
             let result = run_inproc((**config).clone(), &plan)?;
-            Ok(reported(&info, &result))
+            Ok(RunReport::new(&info, &result))
         }
         Driven::Tcp {
             address,
@@ -446,7 +436,7 @@ fn run_scenario(
                 .unwrap_or(connections);
             let system = Driven::connect(*address, most, *connect_timeout)?;
             let result = run_with_target(system, &plan)?;
-            Ok(reported(&info, &result))
+            Ok(RunReport::new(&info, &result))
         }
     }
 }
@@ -493,30 +483,33 @@ fn run(options: &Options, target: TargetKind) -> anyhow::Result<bool> {
         eprintln!("no --scenario given: running {DEFAULT_SCENARIO} (the default)");
     }
     let mut all_reconciled = true;
-    let mut json_runs = Vec::new();
+    let mut reports = Vec::new();
     for scenario in &scenarios {
-        let reported = run_scenario(scenario, options, &driven)?;
-        if !reported.reconcile_errors.is_empty() {
+        let report = run_scenario(scenario, options, &driven)?;
+        if !report.reconciled {
             all_reconciled = false;
             eprintln!(
                 "ERROR: {}: counts do not reconcile: {}",
                 scenario.name,
-                reported.reconcile_errors.join("; ")
+                report.reconcile_errors.join("; ")
             );
         }
         if options.json {
-            json_runs.push(reported.json);
+            reports.push(report);
         } else {
-            print!("{}", reported.table);
+            print!("{}", report.to_table());
         }
     }
     if options.json {
-        let object = if name == "all" {
-            serde_json::json!({ "scenario": "all", "runs": json_runs })
+        if name == "all" {
+            let all = AllRuns {
+                scenario: "all",
+                runs: &reports,
+            };
+            report::print_json(&all)?;
         } else {
-            json_runs.pop().expect("one run")
-        };
-        println!("{}", serde_json::to_string_pretty(&object)?);
+            report::print_json(reports.first().expect("one run"))?;
+        }
     }
     Ok(all_reconciled)
 }

@@ -1,147 +1,35 @@
-//! What a run prints: a progress line every second (stderr), then a human table or exactly
-//! one JSON object (stdout).
+//! What a run reports: one type, [`RunReport`], built from the generator's result and written
+//! either as the human table ([`RunReport::to_table`]) or as exactly one JSON object (its
+//! `Serialize`, every field SPEC 8 asks for).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::io::Write as _;
 
+use anyhow::Context;
 use hdrhistogram::Histogram;
-use serde_json::{json, Map, Value};
-use spillway::control::Control;
+use serde::{Serialize, Serializer};
+use spillway::control::CommandLatency;
 use spillway::metrics::Tally;
-use spillway::net::protocol::ErrorCode;
 use spillway::outcome::{DropReason, FailureReason, RefusalReason, ShedReason};
 
 use crate::generator::RunResult;
+use crate::progress::format_ns;
 use crate::target::TargetStats;
-use crate::tcp::TcpStats;
+use crate::tcp_stats::TcpStats;
 
 /// What reports say where a target has no control plane, instead of printing zeros.
 pub const NO_CONTROL_PLANE: &str =
     "not applicable: the target has no control plane (no health checks, no breaker)";
 
-/// What the progress line reads from the generator.
-pub struct ProgressView<'a> {
-    /// Messages submitted so far (warm-up included).
-    pub submitted_all: u64,
-    /// Outcomes read so far (warm-up included).
-    pub all: &'a Tally,
-    /// Latency of delivered measured messages so far, ns.
-    pub latency_ns: &'a Histogram<u64>,
-    /// Generator lag of measured messages so far, ns.
-    pub lag_ns: &'a Histogram<u64>,
-}
+/// What reports say of the server-side settings of a TCP run.
+pub const REMOTE_NOTE: &str = "shards, pinning and handler cost are the server's own settings, not visible over the protocol: null here";
 
-/// Prints a progress line each second of the run.
-pub struct Progress {
-    enabled: bool,
-    unrecorded_ns: u64,
-    next_ns: u64,
-    last_submitted: u64,
-    last_delivered: u64,
-}
+/// The rule behind `generator_fell_behind`.
+pub const FELL_BEHIND_RULE: &str = "open loop only: generator lag p99 > 1 ms, or unsent > 0";
 
-impl Progress {
-    /// A progress printer; `unrecorded_ns` is the warm-up (and lead-in) before measuring.
-    pub fn new(enabled: bool, unrecorded_ns: u64) -> Self {
-        Self {
-            enabled,
-            unrecorded_ns,
-            next_ns: 1_000_000_000,
-            last_submitted: 0,
-            last_delivered: 0,
-        }
-    }
-
-    /// Prints a line if a second boundary has passed (`now_ns` from the run's start); the
-    /// breaker's state is on it when the target has a control plane.
-    #[inline]
-    pub fn tick(&mut self, now_ns: u64, view: ProgressView<'_>, control: Option<&Control>) {
-        if !self.enabled || now_ns < self.next_ns {
-            return;
-        }
-        let seconds = (now_ns - self.next_ns) as f64 / 1e9 + 1.0;
-        // The line covers the second that ended now; name the part of the run it began in.
-        let began_ns = self.next_ns - 1_000_000_000;
-        self.next_ns = now_ns + 1_000_000_000;
-        let sent = view.submitted_all - self.last_submitted;
-        let delivered = view.all.delivered - self.last_delivered;
-        self.last_submitted = view.submitted_all;
-        self.last_delivered = view.all.delivered;
-        let phase = if began_ns < self.unrecorded_ns {
-            "warm-up"
-        } else {
-            "measured"
-        };
-        let p99 = if view.latency_ns.is_empty() {
-            "-".to_string()
-        } else {
-            format_ns(view.latency_ns.value_at_quantile(0.99))
-        };
-        let lag = if view.lag_ns.is_empty() {
-            "-".to_string()
-        } else {
-            format_ns(view.lag_ns.value_at_quantile(0.99))
-        };
-        let breaker = control.map_or_else(String::new, |control| {
-            format!(" | breaker {}", control.breaker_state().name())
-        });
-        eprintln!(
-            "[{:>5.1}s {phase:>8}] sent {:>9.0}/s delivered {:>9.0}/s | totals: delivered {} refused {} shed {} | p99 {p99} lag p99 {lag}{breaker}",
-            now_ns as f64 / 1e9,
-            sent as f64 / seconds,
-            delivered as f64 / seconds,
-            view.all.delivered,
-            view.all.refused_total(),
-            view.all.shed_total(),
-        );
-    }
-}
-
-/// `1.23 ms` style.
-pub fn format_ns(ns: u64) -> String {
-    if ns < 10_000 {
-        format!("{:.2} us", ns as f64 / 1e3)
-    } else if ns < 1_000_000 {
-        format!("{:.1} us", ns as f64 / 1e3)
-    } else if ns < 10_000_000_000 {
-        format!("{:.2} ms", ns as f64 / 1e6)
-    } else {
-        format!("{:.2} s", ns as f64 / 1e9)
-    }
-}
-
-fn us(ns: u64) -> f64 {
-    (ns as f64 / 1e3 * 10.0).round() / 10.0
-}
-
-fn percentiles_us(histogram: &Histogram<u64>, quantiles: &[(&str, f64)]) -> Value {
-    let mut object = Map::new();
-    object.insert("count".into(), json!(histogram.len()));
-    for &(name, quantile) in quantiles {
-        let value = if histogram.is_empty() {
-            0
-        } else {
-            histogram.value_at_quantile(quantile)
-        };
-        object.insert(name.into(), json!(us(value)));
-    }
-    object.insert("max".into(), json!(us(histogram.max())));
-    Value::Object(object)
-}
-
-const LATENCY_QUANTILES: [(&str, f64); 4] =
-    [("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("p999", 0.999)];
-const CONTROL_QUANTILES: [(&str, f64); 3] = [("p50", 0.50), ("p99", 0.99), ("p999", 0.999)];
-
-/// Counts keyed by reason name, as one JSON object.
-fn by_reason(names: impl IntoIterator<Item = &'static str>, counts: &[u64]) -> Value {
-    Value::Object(
-        names
-            .into_iter()
-            .zip(counts)
-            .map(|(name, &count)| (name.to_string(), json!(count)))
-            .collect(),
-    )
-}
+/// What `latency_us` measures.
+pub const LATENCY_OF: &str = "delivered messages of the measured phase, from intended send time (open loop) or send time (closed loop) to the generator reading the completion";
 
 /// Peak resident set size of this process, bytes: `VmHWM` from `/proc/self/status`, or
 /// `None` where that cannot be read (not Linux).
@@ -157,8 +45,260 @@ pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |cores| cores.get())
 }
 
+/// Prints a report on stdout: its JSON object, pretty, when `json`; otherwise `table()`.
+/// What every binary of the workspace that reports does at its end.
+///
+/// # Errors
+/// When the JSON cannot be encoded or stdout cannot be written.
+pub fn print(
+    report: &impl Serialize,
+    json: bool,
+    table: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    if json {
+        return print_json(report);
+    }
+    let mut stdout = std::io::stdout().lock();
+    write!(stdout, "{}", table()).context("writing to stdout")?;
+    stdout.flush().context("writing to stdout")
+}
+
+/// Prints `report`'s JSON object on stdout, pretty.
+///
+/// # Errors
+/// When the JSON cannot be encoded or stdout cannot be written.
+pub fn print_json(report: &impl Serialize) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(report).context("encoding the JSON")?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{text}").context("writing to stdout")?;
+    stdout.flush().context("writing to stdout")
+}
+
+/// A time kept in nanoseconds; JSON reports write it in microseconds, rounded to 0.1 µs,
+/// and tables in the `1.23 ms` style.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LatencyNs(pub u64);
+
+impl LatencyNs {
+    /// Microseconds, rounded to 0.1 µs, as the JSON has it.
+    pub fn us(self) -> f64 {
+        (self.0 as f64 / 1e3 * 10.0).round() / 10.0
+    }
+
+    /// `1.23 ms` style.
+    pub fn text(self) -> String {
+        format_ns(self.0)
+    }
+}
+
+impl Serialize for LatencyNs {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_f64(self.us())
+    }
+}
+
+/// A latency distribution: how many, and its percentiles. All zero when there were none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Percentiles {
+    /// Values recorded.
+    pub count: u64,
+    /// Median.
+    pub p50: LatencyNs,
+    /// 90th percentile; `None` (and not written) where the source has none (the engine's
+    /// own command latency).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p90: Option<LatencyNs>,
+    /// 99th percentile.
+    pub p99: LatencyNs,
+    /// 99.9th percentile.
+    pub p999: LatencyNs,
+    /// The largest.
+    pub max: LatencyNs,
+}
+
+impl Percentiles {
+    /// The percentiles of an HDR histogram of nanoseconds.
+    pub fn of(histogram: &Histogram<u64>) -> Self {
+        let at = |quantile| {
+            LatencyNs(if histogram.is_empty() {
+                0
+            } else {
+                histogram.value_at_quantile(quantile)
+            })
+        };
+        Self {
+            count: histogram.len(),
+            p50: at(0.50),
+            p90: Some(at(0.90)),
+            p99: at(0.99),
+            p999: at(0.999),
+            max: LatencyNs(histogram.max()),
+        }
+    }
+
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// A table row: the name, then p50, p90, p99, p99.9 and max, or `(none)`.
+    fn table_row(&self, out: &mut String, name: &str) {
+        if self.is_empty() {
+            let _ = writeln!(out, "{name:<22}{:>10}", "(none)");
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "{name:<22}{:>10} {:>10} {:>10} {:>10} {:>10}",
+            self.p50.text(),
+            self.p90.map_or_else(|| "-".to_string(), LatencyNs::text),
+            self.p99.text(),
+            self.p999.text(),
+            self.max.text(),
+        );
+    }
+}
+
+impl From<CommandLatency> for Percentiles {
+    fn from(latency: CommandLatency) -> Self {
+        Self {
+            count: latency.count,
+            p50: LatencyNs(latency.p50_ns),
+            p90: None,
+            p99: LatencyNs(latency.p99_ns),
+            p999: LatencyNs(latency.p999_ns),
+            max: LatencyNs(latency.max_ns),
+        }
+    }
+}
+
+/// Counts by reason, in the reasons' own order, written as one object keyed by name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReasonCounts(Vec<(&'static str, u64)>);
+
+impl ReasonCounts {
+    /// `names` paired with `counts`.
+    pub fn new(names: impl IntoIterator<Item = &'static str>, counts: &[u64]) -> Self {
+        Self(names.into_iter().zip(counts.iter().copied()).collect())
+    }
+
+    /// Each reason's name and count.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.0.iter().copied()
+    }
+
+    /// `name count` for each reason counted at least once.
+    pub fn nonzero(&self) -> impl Iterator<Item = String> + '_ {
+        self.iter()
+            .filter(|&(_, count)| count > 0)
+            .map(|(name, count)| format!("{name} {count}"))
+    }
+}
+
+impl Serialize for ReasonCounts {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
+}
+
+/// Every outcome of the measured messages, with the reasons behind each kind.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OutcomeCounts {
+    /// Admitted.
+    pub admitted: u64,
+    /// Refused, all reasons.
+    pub refused: u64,
+    /// Refused, by reason.
+    pub refused_by_reason: ReasonCounts,
+    /// Shed, all reasons.
+    pub shed: u64,
+    /// Shed, by reason.
+    pub shed_by_reason: ReasonCounts,
+    /// Delivered.
+    pub delivered: u64,
+    /// Failed, all reasons.
+    pub failed: u64,
+    /// Failed, by reason.
+    pub failed_by_reason: ReasonCounts,
+    /// Cancelled.
+    pub cancelled: u64,
+    /// Dropped, all reasons.
+    pub dropped: u64,
+    /// Dropped, by reason.
+    pub dropped_by_reason: ReasonCounts,
+}
+
+impl From<&Tally> for OutcomeCounts {
+    fn from(tally: &Tally) -> Self {
+        Self {
+            admitted: tally.admitted,
+            refused: tally.refused_total(),
+            refused_by_reason: ReasonCounts::new(
+                RefusalReason::ALL.map(RefusalReason::name),
+                &tally.refused,
+            ),
+            shed: tally.shed_total(),
+            shed_by_reason: ReasonCounts::new(ShedReason::ALL.map(ShedReason::name), &tally.shed),
+            delivered: tally.delivered,
+            failed: tally.failed_total(),
+            failed_by_reason: ReasonCounts::new(
+                FailureReason::ALL.map(FailureReason::name),
+                &tally.failed,
+            ),
+            cancelled: tally.cancelled,
+            dropped: tally.dropped_total(),
+            dropped_by_reason: ReasonCounts::new(
+                DropReason::ALL.map(DropReason::name),
+                &tally.dropped,
+            ),
+        }
+    }
+}
+
+/// The whole run's counts, warm-up included.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct WholeRun {
+    /// Messages submitted.
+    pub submitted: u64,
+    /// Delivered.
+    pub delivered: u64,
+    /// Refused.
+    pub refused: u64,
+    /// Shed.
+    pub shed: u64,
+    /// Admitted.
+    pub admitted: u64,
+}
+
+/// One priority's results (priority-mix runs).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct PriorityReport {
+    /// Measured messages submitted at it.
+    pub submitted: u64,
+    /// Delivered.
+    pub delivered: u64,
+    /// Deliveries per second of the measured phase.
+    pub goodput_rate: f64,
+    /// Refused.
+    pub refused: u64,
+    /// Shed.
+    pub shed: u64,
+    /// Latency of its delivered messages.
+    pub latency_us: Percentiles,
+}
+
+/// How the run offered its load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoopMode {
+    /// Each connection sends on its own schedule.
+    OpenLoop,
+    /// Each connection sends the next message when one completes.
+    ClosedLoop,
+}
+
 /// Context a run's report needs besides its result.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RunInfo {
     /// Scenario name.
     pub scenario: String,
@@ -167,443 +307,368 @@ pub struct RunInfo {
     /// The engine profile's name.
     pub profile: String,
     /// Capacity measured by a calibration run, msg/s, when the rate was derived from it.
+    #[serde(rename = "capacity_rate")]
     pub capacity: Option<f64>,
     /// Times capacity offered, when it was.
+    #[serde(rename = "overload_factor")]
     pub overload: Option<f64>,
 }
 
-/// The run as one JSON object: every field SPEC 8 and the issue ask for. For a target
-/// without a control plane the control fields are `null` and `control_note` says why.
-pub fn json<S: TargetStats>(info: &RunInfo, result: &RunResult<S>) -> Value {
-    let measured = &result.measured;
-    let peak_rss = peak_rss_bytes();
-    let control_plane = result.engine.control_plane();
-    let health = control_plane.and_then(|control_plane| control_plane.health_latency);
-    let tcp = result.engine.tcp();
-    // Over TCP the server's threads and handler cost are its own, not visible here.
-    let (shards, service_ns) = match tcp {
-        Some(_) => (Value::Null, Value::Null),
-        None => (json!(result.shards), json!(result.service_ns)),
-    };
-    let mut object = json!({
-        "scenario": info.scenario,
-        "target": info.target,
-        "profile": info.profile,
-        "mode": if result.closed_loop { "closed_loop" } else { "open_loop" },
-        "window": if result.closed_loop { json!(result.window) } else { json!(null) },
-        "connections": result.connections,
-        "shards": shards,
-        "cores": cores(),
-        "pinned": result.pinned,
-        "service_ns": service_ns,
-        "duration_s": result.duration_s,
-        "warmup_s": result.unrecorded_s,
-        "offered_rate": result.offered_rate,
-        "capacity_rate": info.capacity,
-        "overload_factor": info.overload,
-        "achieved_rate": result.achieved_rate().round(),
-        "delivered_rate": result.delivered_rate().round(),
-        "generator_lag_us": us(if result.lag_ns.is_empty() { 0 } else { result.lag_ns.value_at_quantile(0.99) }),
-        "generator_lag_detail_us": percentiles_us(&result.lag_ns, &LATENCY_QUANTILES),
-        "generator_fell_behind": result.generator_fell_behind(),
-        "generator_fell_behind_rule": "open loop only: generator lag p99 > 1 ms, or unsent > 0",
-        "unsent": result.unsent,
-        "ring_full_retries": result.ring_full_retries,
-        "submitted": result.submitted,
-        "admitted": measured.admitted,
-        "refused": measured.refused_total(),
-        "refused_by_reason": by_reason(RefusalReason::ALL.map(RefusalReason::name), &measured.refused),
-        "shed": measured.shed_total(),
-        "shed_by_reason": by_reason(ShedReason::ALL.map(ShedReason::name), &measured.shed),
-        "delivered": measured.delivered,
-        "failed": measured.failed_total(),
-        "failed_by_reason": by_reason(FailureReason::ALL.map(FailureReason::name), &measured.failed),
-        "cancelled": measured.cancelled,
-        "dropped": measured.dropped_total(),
-        "dropped_by_reason": by_reason(DropReason::ALL.map(DropReason::name), &measured.dropped),
-        "latency_us": percentiles_us(&result.latency_ns, &LATENCY_QUANTILES),
-        "latency_of": "delivered messages of the measured phase, from intended send time (open loop) or send time (closed loop) to the generator reading the completion",
-        "control_latency_us": result.control.as_ref().map(|probe| percentiles_us(&probe.latency_ns, &CONTROL_QUANTILES)),
-        "control_probe_errors": result.control.as_ref().map(|probe| probe.errors),
-        "control_probe_nice": result.control.as_ref().and_then(|probe| probe.nice),
-        "control_latency_engine_us": health.map(|latency| json!({
-            "count": latency.count,
-            "p50": us(latency.p50_ns),
-            "p99": us(latency.p99_ns),
-            "p999": us(latency.p999_ns),
-            "max": us(latency.max_ns),
-        })),
-        "control_slo_violations": control_plane.map(|control_plane| control_plane.slo_violations),
-        "breaker_final": control_plane.map(|control_plane| control_plane.breaker_final),
-        "peak_rss_bytes": peak_rss.unwrap_or(0),
-        "whole_run": {
-            "submitted": result.submitted_all,
-            "delivered": result.all.delivered,
-            "refused": result.all.refused_total(),
-            "shed": result.all.shed_total(),
-            "admitted": result.all.admitted,
-        },
-        "reconciled": result.reconcile_errors.is_empty(),
-        "reconcile_errors": result.reconcile_errors,
-        "lost": result.lost,
-    });
-    if control_plane.is_none() || result.control.is_none() {
-        object["control_note"] = json!(NO_CONTROL_PLANE);
-    }
-    if let Some(tcp) = tcp {
-        object["tcp"] = tcp_json(tcp);
-        object["remote_note"] = json!(REMOTE_NOTE);
-    }
-    if peak_rss.is_none() {
-        object["peak_rss_note"] = json!("/proc/self/status unreadable: peak RSS unknown");
-    }
-    if !result.per_priority.is_empty() {
-        let per: Map<String, Value> = result
-            .per_priority
-            .iter()
-            .map(|entry| {
-                (
-                    entry.priority.to_string(),
-                    json!({
-                        "submitted": entry.outcomes.submitted,
-                        "delivered": entry.outcomes.delivered,
-                        "goodput_rate": (entry.outcomes.delivered as f64 / result.duration_s).round(),
-                        "refused": entry.outcomes.refused_total(),
-                        "shed": entry.outcomes.shed_total(),
-                        "latency_us": percentiles_us(&entry.latency_ns, &LATENCY_QUANTILES),
-                    }),
-                )
-            })
-            .collect();
-        object["per_priority"] = Value::Object(per);
-    }
-    object
+/// A run's report: what the table prints and what the JSON object holds. For a target
+/// without a control plane the control fields are `None` (`null`) and `control_note` says
+/// why.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RunReport {
+    /// Scenario, target, profile, capacity and overload factor.
+    #[serde(flatten)]
+    pub info: RunInfo,
+    /// Open or closed loop.
+    pub mode: LoopMode,
+    /// Closed loop: messages outstanding per connection.
+    pub window: Option<u32>,
+    /// Connections of the measured phase.
+    pub connections: u32,
+    /// Shards (another target's worker threads); `None` over TCP, where they are the
+    /// server's and not visible.
+    pub shards: Option<usize>,
+    /// Cores this process may run on.
+    pub cores: usize,
+    /// Whether every shard was pinned.
+    pub pinned: bool,
+    /// Handler cost, ns; `None` over TCP (the server's own).
+    pub service_ns: Option<u64>,
+    /// Length of the measured phase, s.
+    pub duration_s: f64,
+    /// Warm-up and lead-in before it, s.
+    pub warmup_s: f64,
+    /// Offered rate of the measured phase (open loop), msg/s.
+    pub offered_rate: u64,
+    /// Submissions per second during the measured phase, rounded.
+    pub achieved_rate: f64,
+    /// Deliveries per second during the measured phase, rounded.
+    pub delivered_rate: f64,
+    /// Generator lag p99 (0 when none was recorded).
+    pub generator_lag_us: LatencyNs,
+    /// Generator lag of the measured messages.
+    pub generator_lag_detail_us: Percentiles,
+    /// Whether the generator fell behind its schedule ([`FELL_BEHIND_RULE`]).
+    pub generator_fell_behind: bool,
+    /// [`FELL_BEHIND_RULE`].
+    pub generator_fell_behind_rule: &'static str,
+    /// Messages whose time had come by the end but that were never submitted.
+    pub unsent: u64,
+    /// Times `submit` handed a message back for lack of room.
+    pub ring_full_retries: u64,
+    /// Messages of the measured phase submitted.
+    pub submitted: u64,
+    /// Their outcomes.
+    #[serde(flatten)]
+    pub outcomes: OutcomeCounts,
+    /// Latency of the delivered measured messages ([`LATENCY_OF`]).
+    pub latency_us: Percentiles,
+    /// [`LATENCY_OF`].
+    pub latency_of: &'static str,
+    /// Health-check latency as the probe saw it; `None` without a control plane.
+    pub control_latency_us: Option<Percentiles>,
+    /// Health checks that returned an error.
+    pub control_probe_errors: Option<u64>,
+    /// The niceness the probe thread ran at (`None`: normal priority, or no probe).
+    pub control_probe_nice: Option<i32>,
+    /// Health-check latency as the control plane measured it.
+    pub control_latency_engine_us: Option<Percentiles>,
+    /// Health checks slower than the SLO, whole run.
+    pub control_slo_violations: Option<u64>,
+    /// The circuit breaker's state at the end.
+    pub breaker_final: Option<&'static str>,
+    /// Peak RSS of this process, bytes (written as 0 when unknown; `peak_rss_note` then
+    /// says so).
+    #[serde(serialize_with = "zero_when_unknown")]
+    pub peak_rss_bytes: Option<u64>,
+    /// The whole run's counts, warm-up included.
+    pub whole_run: WholeRun,
+    /// Whether the counts reconcile.
+    pub reconciled: bool,
+    /// Where they do not.
+    pub reconcile_errors: Vec<String>,
+    /// Messages still without a completion after the drain timeout.
+    pub lost: u64,
+    /// [`NO_CONTROL_PLANE`], when the control fields are `null`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control_note: Option<&'static str>,
+    /// The TCP client's figures, for a TCP run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpStats>,
+    /// [`REMOTE_NOTE`], for a TCP run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_note: Option<&'static str>,
+    /// Why `peak_rss_bytes` is 0, when it is unknown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_rss_note: Option<&'static str>,
+    /// Per priority (`P0`..`P3`), when the run had a priority mix.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub per_priority: BTreeMap<String, PriorityReport>,
 }
 
-/// What reports say of the server-side settings of a TCP run.
-pub const REMOTE_NOTE: &str = "shards, pinning and handler cost are the server's own settings, not visible over the protocol: null here";
-
-/// Counts keyed by error code name, as one JSON object.
-fn by_error_code(counts: &[u64; ErrorCode::ALL.len()]) -> Value {
-    by_reason(ErrorCode::ALL.map(ErrorCode::name), counts)
+fn zero_when_unknown<S: Serializer>(bytes: &Option<u64>, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_u64(bytes.unwrap_or(0))
 }
 
-/// The TCP client's figures as one JSON object.
-pub fn tcp_json(tcp: &TcpStats) -> Value {
-    json!({
-        "address": tcp.address.to_string(),
-        "connections": tcp.connections,
-        "connect_s": tcp.connect_ns as f64 / 1e9,
-        "send_buffer_replies": tcp.send_buffer_replies,
-        "max_frame_bytes": tcp.max_frame_bytes,
-        "submitted": tcp.submitted,
-        "replies": tcp.replies.submitted,
-        "without_reply": tcp.without_reply(),
-        "replies_dropped": tcp.replies_dropped,
-        "replies_dropped_frames": tcp.replies_dropped_frames,
-        "unanswered_on_close": tcp.unanswered_on_close,
-        "unsent_after_close": tcp.unsent_after_close,
-        "in_flight_at_end": tcp.in_flight_at_end,
-        "too_large": tcp.too_large,
-        "unexpected_replies": tcp.unexpected_replies,
-        "flow_signals": {
-            "throttle": tcp.throttles,
-            "pause": tcp.pauses,
-            "resume": tcp.resumes,
-        },
-        "pongs": tcp.pongs,
-        "closed": {
-            "by_error": tcp.errors_total(),
-            "errors_by_code": by_error_code(&tcp.errors_by_code),
-            "protocol_violations_by_server": tcp.violations_total(),
-            "violations_by_code": by_error_code(&tcp.violations_by_code),
-            "without_error": tcp.closed_without_error,
-            "io_errors": tcp.io_errors,
-            "at_end": tcp.closed_at_end,
-            "close_timeouts": tcp.close_timeouts,
-        },
-        "handed_back": {
-            "credit_full": tcp.credit_full,
-            "write_buffer_full": tcp.write_buffer_full,
-        },
-        "syscalls": {
-            "write": tcp.write_calls,
-            "write_blocked": tcp.writes_blocked,
-            "read": tcp.read_calls,
-            "epoll_wait": tcp.poll_calls,
-            "events": tcp.events,
-        },
-        "bytes_written": tcp.bytes_written,
-        "bytes_read": tcp.bytes_read,
-    })
-}
-
-/// Non-zero counts by error code, `name count, ...`, or `none`.
-fn error_codes_line(counts: &[u64; ErrorCode::ALL.len()]) -> String {
-    let named: Vec<String> = ErrorCode::ALL
-        .iter()
-        .zip(counts)
-        .filter(|(_, &count)| count > 0)
-        .map(|(code, count)| format!("{} {count}", code.name()))
-        .collect();
-    if named.is_empty() {
-        "none".to_string()
-    } else {
-        named.join(", ")
-    }
-}
-
-/// The TCP client's figures as table lines.
-fn tcp_lines(out: &mut String, tcp: &TcpStats) {
-    let _ = writeln!(
-        out,
-        "tcp: {} connections to {} in {:.2} s; server: send buffer {} replies, frames up to {} bytes",
-        tcp.connections,
-        tcp.address,
-        tcp.connect_ns as f64 / 1e9,
-        tcp.send_buffer_replies,
-        tcp.max_frame_bytes
-    );
-    let _ = writeln!(
-        out,
-        "tcp: flow signals: throttle {} pause {} resume {}; replies dropped {} (in {} frames)",
-        tcp.throttles, tcp.pauses, tcp.resumes, tcp.replies_dropped, tcp.replies_dropped_frames
-    );
-    let _ = writeln!(
-        out,
-        "tcp: without a reply {}: dropped {}, in flight on a closed connection {}, sent to a closed connection {}, too large {}, in flight at the end {}",
-        tcp.without_reply(),
-        tcp.replies_dropped,
-        tcp.unanswered_on_close,
-        tcp.unsent_after_close,
-        tcp.too_large,
-        tcp.in_flight_at_end
-    );
-    let _ = writeln!(
-        out,
-        "tcp: closed by the server's Error {} ({}); protocol violations by the server {} ({}); without an Error {}; I/O errors {}; at the end {} (close timeouts {})",
-        tcp.errors_total(),
-        error_codes_line(&tcp.errors_by_code),
-        tcp.violations_total(),
-        error_codes_line(&tcp.violations_by_code),
-        tcp.closed_without_error,
-        tcp.io_errors,
-        tcp.closed_at_end,
-        tcp.close_timeouts
-    );
-    let syscalls = tcp.write_calls + tcp.read_calls + tcp.poll_calls;
-    let _ = writeln!(
-        out,
-        "tcp: handed back: credit full {} write buffer full {}; system calls, whole run: write {} ({} blocked) read {} epoll_wait {} ({} events), {:.2} per message",
-        tcp.credit_full,
-        tcp.write_buffer_full,
-        tcp.write_calls,
-        tcp.writes_blocked,
-        tcp.read_calls,
-        tcp.poll_calls,
-        tcp.events,
-        syscalls as f64 / tcp.submitted.max(1) as f64,
-    );
-}
-
-/// The run as a human table.
-pub fn table<S: TargetStats>(info: &RunInfo, result: &RunResult<S>) -> String {
-    let mut out = String::new();
-    let measured = &result.measured;
-    let line = "-".repeat(72);
-    let _ = writeln!(out, "{line}");
-    let _ = writeln!(
-        out,
-        "scenario {}  target {}  profile {}  {}",
-        info.scenario,
-        info.target,
-        info.profile,
-        match (result.closed_loop, result.window) {
-            (false, _) => "open loop".to_string(),
-            (true, 1) => "closed loop".to_string(),
-            (true, window) => format!("closed loop, window {window} per connection"),
+impl RunReport {
+    /// The report of `result`, with `info`'s context. Reads this process's peak RSS now.
+    pub fn new<S: TargetStats>(info: &RunInfo, result: &RunResult<S>) -> Self {
+        let peak_rss_bytes = peak_rss_bytes();
+        let control_plane = result.engine.control_plane();
+        let tcp = result.engine.tcp().cloned();
+        let remote = tcp.is_some();
+        let lag = Percentiles::of(&result.lag_ns);
+        let probe = result.control.as_ref();
+        Self {
+            info: info.clone(),
+            mode: if result.closed_loop {
+                LoopMode::ClosedLoop
+            } else {
+                LoopMode::OpenLoop
+            },
+            window: result.closed_loop.then_some(result.window),
+            connections: result.connections,
+            // Over TCP the server's threads and handler cost are its own, not visible here.
+            shards: (!remote).then_some(result.shards),
+            cores: cores(),
+            pinned: result.pinned,
+            service_ns: (!remote).then_some(result.service_ns),
+            duration_s: result.duration_s,
+            warmup_s: result.unrecorded_s,
+            offered_rate: result.offered_rate,
+            achieved_rate: result.achieved_rate().round(),
+            delivered_rate: result.delivered_rate().round(),
+            generator_lag_us: lag.p99,
+            generator_lag_detail_us: lag,
+            generator_fell_behind: result.generator_fell_behind(),
+            generator_fell_behind_rule: FELL_BEHIND_RULE,
+            unsent: result.unsent,
+            ring_full_retries: result.ring_full_retries,
+            submitted: result.submitted,
+            outcomes: OutcomeCounts::from(&result.measured),
+            latency_us: Percentiles::of(&result.latency_ns),
+            latency_of: LATENCY_OF,
+            control_latency_us: probe.map(|probe| Percentiles::of(&probe.latency_ns)),
+            control_probe_errors: probe.map(|probe| probe.errors),
+            control_probe_nice: probe.and_then(|probe| probe.nice),
+            control_latency_engine_us: control_plane
+                .and_then(|control_plane| control_plane.health_latency)
+                .map(Percentiles::from),
+            control_slo_violations: control_plane.map(|control_plane| control_plane.slo_violations),
+            breaker_final: control_plane.map(|control_plane| control_plane.breaker_final),
+            peak_rss_bytes,
+            whole_run: WholeRun {
+                submitted: result.submitted_all,
+                delivered: result.all.delivered,
+                refused: result.all.refused_total(),
+                shed: result.all.shed_total(),
+                admitted: result.all.admitted,
+            },
+            reconciled: result.reconcile_errors.is_empty(),
+            reconcile_errors: result.reconcile_errors.clone(),
+            lost: result.lost,
+            control_note: (control_plane.is_none() || probe.is_none()).then_some(NO_CONTROL_PLANE),
+            tcp,
+            remote_note: remote.then_some(REMOTE_NOTE),
+            peak_rss_note: peak_rss_bytes
+                .is_none()
+                .then_some("/proc/self/status unreadable: peak RSS unknown"),
+            per_priority: result
+                .per_priority
+                .iter()
+                .map(|entry| {
+                    (
+                        entry.priority.to_string(),
+                        PriorityReport {
+                            submitted: entry.outcomes.submitted,
+                            delivered: entry.outcomes.delivered,
+                            goodput_rate: (entry.outcomes.delivered as f64 / result.duration_s)
+                                .round(),
+                            refused: entry.outcomes.refused_total(),
+                            shed: entry.outcomes.shed_total(),
+                            latency_us: Percentiles::of(&entry.latency_ns),
+                        },
+                    )
+                })
+                .collect(),
         }
-    );
-    if result.engine.tcp().is_some() {
+    }
+
+    /// The report as a human table.
+    pub fn to_table(&self) -> String {
+        let mut out = String::new();
+        let info = &self.info;
+        let outcomes = &self.outcomes;
+        let closed_loop = self.mode == LoopMode::ClosedLoop;
+        let line = "-".repeat(72);
+        let _ = writeln!(out, "{line}");
         let _ = writeln!(
             out,
-            "connections {}  cores {} (this process)  shards, pinning, handler cost: the server's",
-            result.connections,
-            cores(),
+            "scenario {}  target {}  profile {}  {}",
+            info.scenario,
+            info.target,
+            info.profile,
+            match self.window {
+                None => "open loop".to_string(),
+                Some(1) => "closed loop".to_string(),
+                Some(window) => format!("closed loop, window {window} per connection"),
+            }
         );
-    } else {
-        let _ = writeln!(
-            out,
-            "connections {}  shards {}  cores {}  pinned {}  handler cost {} ns",
-            result.connections,
-            result.shards,
-            cores(),
-            result.pinned,
-            result.service_ns
-        );
-    }
-    let _ = writeln!(
-        out,
-        "measured {:.1} s after {:.1} s unrecorded (warm-up/lead-in)",
-        result.duration_s, result.unrecorded_s
-    );
-    if let Some(capacity) = info.capacity {
-        let _ = writeln!(
-            out,
-            "capacity (closed-loop calibration) {:.0} msg/s; offering {}x",
-            capacity,
-            info.overload.unwrap_or(1.0)
-        );
-    }
-    let _ = writeln!(out, "{line}");
-    let _ = writeln!(
-        out,
-        "{:<22}{:>14}",
-        "offered rate",
-        if result.closed_loop {
-            "closed loop".to_string()
-        } else {
-            format!("{}/s", result.offered_rate)
-        }
-    );
-    let _ = writeln!(
-        out,
-        "{:<22}{:>12.0}/s",
-        "achieved (submitted)",
-        result.achieved_rate()
-    );
-    let _ = writeln!(
-        out,
-        "{:<22}{:>12.0}/s",
-        "delivered",
-        result.delivered_rate()
-    );
-    let rows = [
-        ("submitted", result.submitted),
-        ("admitted", measured.admitted),
-        ("delivered", measured.delivered),
-        ("refused", measured.refused_total()),
-        ("shed", measured.shed_total()),
-        ("failed", measured.failed_total()),
-        ("cancelled", measured.cancelled),
-        ("dropped", measured.dropped_total()),
-    ];
-    for (name, value) in rows {
-        let _ = writeln!(out, "{name:<22}{value:>14}");
-    }
-    for reason in RefusalReason::ALL {
-        let count = measured.refused[reason.index()];
-        if count > 0 {
-            let _ = writeln!(out, "  refused {:<20}{count:>8}", reason.name());
-        }
-    }
-    for reason in ShedReason::ALL {
-        let count = measured.shed[reason.index()];
-        if count > 0 {
-            let _ = writeln!(out, "  shed {:<23}{count:>8}", reason.name());
-        }
-    }
-    let _ = writeln!(out, "{line}");
-    let _ = writeln!(
-        out,
-        "{:<22}{:>10} {:>10} {:>10} {:>10} {:>10}",
-        "", "p50", "p90", "p99", "p99.9", "max"
-    );
-    let row = |out: &mut String, name: &str, histogram: &Histogram<u64>| {
-        if histogram.is_empty() {
-            let _ = writeln!(out, "{name:<22}{:>10}", "(none)");
-            return;
+        match (self.shards, self.service_ns) {
+            (Some(shards), Some(service_ns)) => {
+                let _ = writeln!(
+                    out,
+                    "connections {}  shards {shards}  cores {}  pinned {}  handler cost {service_ns} ns",
+                    self.connections, self.cores, self.pinned,
+                );
+            }
+            _ => {
+                let _ = writeln!(
+                    out,
+                    "connections {}  cores {} (this process)  shards, pinning, handler cost: the server's",
+                    self.connections, self.cores,
+                );
+            }
         }
         let _ = writeln!(
             out,
-            "{name:<22}{:>10} {:>10} {:>10} {:>10} {:>10}",
-            format_ns(histogram.value_at_quantile(0.50)),
-            format_ns(histogram.value_at_quantile(0.90)),
-            format_ns(histogram.value_at_quantile(0.99)),
-            format_ns(histogram.value_at_quantile(0.999)),
-            format_ns(histogram.max()),
+            "measured {:.1} s after {:.1} s unrecorded (warm-up/lead-in)",
+            self.duration_s, self.warmup_s
         );
-    };
-    row(&mut out, "latency (delivered)", &result.latency_ns);
-    if !result.closed_loop {
-        row(&mut out, "generator lag", &result.lag_ns);
-    }
-    match &result.control {
-        Some(probe) => row(&mut out, "health check", &probe.latency_ns),
-        None => {
-            let _ = writeln!(out, "{:<22}{NO_CONTROL_PLANE}", "health check");
-        }
-    }
-    for entry in &result.per_priority {
-        row(
-            &mut out,
-            &format!("latency {}", entry.priority),
-            &entry.latency_ns,
-        );
-    }
-    let _ = writeln!(out, "{line}");
-    for entry in &result.per_priority {
-        let _ = writeln!(
-            out,
-            "{}: submitted {} delivered {} ({:.0}/s goodput) refused {} shed {}",
-            entry.priority,
-            entry.outcomes.submitted,
-            entry.outcomes.delivered,
-            entry.outcomes.delivered as f64 / result.duration_s,
-            entry.outcomes.refused_total(),
-            entry.outcomes.shed_total(),
-        );
-    }
-    match (&result.control, result.engine.control_plane()) {
-        (Some(probe), Some(control_plane)) => {
+        if let Some(capacity) = info.capacity {
             let _ = writeln!(
                 out,
-                "health checks {} (errors {}, probe thread at {}), SLO violations {}; breaker at end {}",
-                probe.latency_ns.len(),
-                probe.errors,
-                match probe.nice {
-                    Some(nice) => format!("nice {nice}, as the control thread"),
-                    None => "normal priority".to_owned(),
-                },
-                control_plane.slo_violations,
-                control_plane.breaker_final
+                "capacity (closed-loop calibration) {:.0} msg/s; offering {}x",
+                capacity,
+                info.overload.unwrap_or(1.0)
             );
         }
-        _ => {
-            let _ = writeln!(out, "control plane: {NO_CONTROL_PLANE}");
-        }
-    }
-    if let Some(tcp) = result.engine.tcp() {
-        tcp_lines(&mut out, tcp);
-    }
-    let _ = writeln!(
-        out,
-        "ring-full retries {}; unsent at end {}; peak RSS {}",
-        result.ring_full_retries,
-        result.unsent,
-        match peak_rss_bytes() {
-            Some(bytes) => format!("{:.1} MiB", bytes as f64 / 1048576.0),
-            None => "unknown (/proc/self/status unreadable)".to_string(),
-        }
-    );
-    if result.generator_fell_behind() {
+        let _ = writeln!(out, "{line}");
         let _ = writeln!(
             out,
-            "WARNING: the generator fell behind its schedule (rule: lag p99 over 1 ms, or any message unsent at the end; here lag p99 {}, unsent {}): the load was not offered as scheduled",
-            format_ns(result.lag_ns.value_at_quantile(0.99)),
-            result.unsent
+            "{:<22}{:>14}",
+            "offered rate",
+            if closed_loop {
+                "closed loop".to_string()
+            } else {
+                format!("{}/s", self.offered_rate)
+            }
         );
-    }
-    if result.reconcile_errors.is_empty() {
         let _ = writeln!(
             out,
-            "counts reconcile: every submitted message has one completion, and the target's own counters agree"
+            "{:<22}{:>12.0}/s",
+            "achieved (submitted)", self.achieved_rate
         );
-    } else {
-        let _ = writeln!(out, "ERROR: counts do not reconcile:");
-        for error in &result.reconcile_errors {
-            let _ = writeln!(out, "  {error}");
+        let _ = writeln!(out, "{:<22}{:>12.0}/s", "delivered", self.delivered_rate);
+        let rows = [
+            ("submitted", self.submitted),
+            ("admitted", outcomes.admitted),
+            ("delivered", outcomes.delivered),
+            ("refused", outcomes.refused),
+            ("shed", outcomes.shed),
+            ("failed", outcomes.failed),
+            ("cancelled", outcomes.cancelled),
+            ("dropped", outcomes.dropped),
+        ];
+        for (name, value) in rows {
+            let _ = writeln!(out, "{name:<22}{value:>14}");
         }
+        for (name, count) in outcomes.refused_by_reason.iter() {
+            if count > 0 {
+                let _ = writeln!(out, "  refused {name:<20}{count:>8}");
+            }
+        }
+        for (name, count) in outcomes.shed_by_reason.iter() {
+            if count > 0 {
+                let _ = writeln!(out, "  shed {name:<23}{count:>8}");
+            }
+        }
+        let _ = writeln!(out, "{line}");
+        let _ = writeln!(
+            out,
+            "{:<22}{:>10} {:>10} {:>10} {:>10} {:>10}",
+            "", "p50", "p90", "p99", "p99.9", "max"
+        );
+        self.latency_us.table_row(&mut out, "latency (delivered)");
+        if !closed_loop {
+            self.generator_lag_detail_us
+                .table_row(&mut out, "generator lag");
+        }
+        match &self.control_latency_us {
+            Some(probe) => probe.table_row(&mut out, "health check"),
+            None => {
+                let _ = writeln!(out, "{:<22}{NO_CONTROL_PLANE}", "health check");
+            }
+        }
+        for (priority, entry) in &self.per_priority {
+            entry
+                .latency_us
+                .table_row(&mut out, &format!("latency {priority}"));
+        }
+        let _ = writeln!(out, "{line}");
+        for (priority, entry) in &self.per_priority {
+            let _ = writeln!(
+                out,
+                "{priority}: submitted {} delivered {} ({:.0}/s goodput) refused {} shed {}",
+                entry.submitted, entry.delivered, entry.goodput_rate, entry.refused, entry.shed,
+            );
+        }
+        match (
+            &self.control_latency_us,
+            self.control_slo_violations,
+            self.breaker_final,
+        ) {
+            (Some(probe), Some(slo_violations), Some(breaker)) => {
+                let _ = writeln!(
+                    out,
+                    "health checks {} (errors {}, probe thread at {}), SLO violations {slo_violations}; breaker at end {breaker}",
+                    probe.count,
+                    self.control_probe_errors.unwrap_or(0),
+                    match self.control_probe_nice {
+                        Some(nice) => format!("nice {nice}, as the control thread"),
+                        None => "normal priority".to_owned(),
+                    },
+                );
+            }
+            _ => {
+                let _ = writeln!(out, "control plane: {NO_CONTROL_PLANE}");
+            }
+        }
+        if let Some(tcp) = &self.tcp {
+            tcp.table_lines(&mut out);
+        }
+        let _ = writeln!(
+            out,
+            "ring-full retries {}; unsent at end {}; peak RSS {}",
+            self.ring_full_retries,
+            self.unsent,
+            match self.peak_rss_bytes {
+                Some(bytes) => format!("{:.1} MiB", bytes as f64 / 1048576.0),
+                None => "unknown (/proc/self/status unreadable)".to_string(),
+            }
+        );
+        if self.generator_fell_behind {
+            let _ = writeln!(
+                out,
+                "WARNING: the generator fell behind its schedule (rule: lag p99 over 1 ms, or any message unsent at the end; here lag p99 {}, unsent {}): the load was not offered as scheduled",
+                self.generator_lag_detail_us.p99.text(),
+                self.unsent
+            );
+        }
+        if self.reconciled {
+            let _ = writeln!(
+                out,
+                "counts reconcile: every submitted message has one completion, and the target's own counters agree"
+            );
+        } else {
+            let _ = writeln!(out, "ERROR: counts do not reconcile:");
+            for error in &self.reconcile_errors {
+                let _ = writeln!(out, "  {error}");
+            }
+        }
+        out
     }
-    out
 }

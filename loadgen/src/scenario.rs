@@ -6,8 +6,8 @@
 pub enum Offered {
     /// A fixed rate, messages per second, all connections together.
     Rate(u64),
-    /// This many times the capacity measured by a calibration run just before (see
-    /// [`crate::generator::calibrate_capacity`]).
+    /// This many times the capacity measured by a calibration run just before (the
+    /// generator's `calibrate_capacity`).
     CapacityTimes(f64),
 }
 

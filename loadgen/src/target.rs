@@ -5,11 +5,10 @@
 //! The generator's open and closed loops are generic over [`Target`] and monomorphised for
 //! each, so the in-process path through spillway's [`Ingress`] pays nothing for the trait.
 //! Anything else measured "the same way" (the tokio/tower baseline in `spillway-bench`)
-//! implements these traits and goes through
-//! [`run_with_target`](crate::generator::run_with_target): the same schedules, the same
-//! coordinated-omission-corrected latency, the same lag histogram, the same reconciliation
-//! and the same report. So does the TCP client ([`crate::tcp`]), against a server in
-//! another process.
+//! implements these traits and goes through the generator's `run_with_target`: the same
+//! schedules, the same coordinated-omission-corrected latency, the same lag histogram, the
+//! same reconciliation and the same report. So does the TCP client (module `tcp`), against
+//! a server in another process.
 
 use anyhow::Context;
 use spillway::control::{CommandKind, CommandLatency, Control};
@@ -19,7 +18,7 @@ use spillway::message::Message;
 use spillway::metrics::{Stats, Tally};
 use spillway::outcome::Completion;
 
-use crate::tcp::TcpStats;
+use crate::tcp_stats::TcpStats;
 
 /// A producer's handle on the system under test, owned by the generator thread.
 pub trait Target {
@@ -125,6 +124,28 @@ impl TargetStats for Stats {
                 .copied(),
             slo_violations: self.control.slo_violations,
         })
+    }
+}
+
+impl TargetStats for TcpStats {
+    fn tally(&self) -> Tally {
+        self.replies
+    }
+
+    fn self_check(&self) -> Vec<String> {
+        TcpStats::self_check(self)
+    }
+
+    fn control_plane(&self) -> Option<ControlPlaneStats> {
+        None
+    }
+
+    fn without_reply(&self) -> u64 {
+        self.without_reply.total()
+    }
+
+    fn tcp(&self) -> Option<&TcpStats> {
+        Some(self)
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use spillway::config::Config;
 use spillway_loadgen::generator::{calibrate_capacity, run_inproc, Phase, RunPlan};
-use spillway_loadgen::report::{self, RunInfo};
+use spillway_loadgen::report::{RunInfo, RunReport};
 
 const REQUIRED_KEYS: [&str; 27] = [
     "scenario",
@@ -94,7 +94,8 @@ fn an_open_loop_run_reconciles_and_reports_every_key() {
     assert_eq!(result.submitted + result.unsent, 10_000);
     assert_eq!(result.measured.submitted, result.submitted);
 
-    let json = report::json(&info(), &result);
+    let report = RunReport::new(&info(), &result);
+    let json = serde_json::to_value(&report).unwrap();
     let object = json.as_object().unwrap();
     for key in REQUIRED_KEYS {
         assert!(object.contains_key(key), "missing {key}");
@@ -114,7 +115,7 @@ fn an_open_loop_run_reconciles_and_reports_every_key() {
     // One JSON object, serialisable.
     let text = serde_json::to_string(&json).unwrap();
     assert!(text.starts_with('{') && text.ends_with('}'));
-    let table = report::table(&info(), &result);
+    let table = report.to_table();
     assert!(table.contains("counts reconcile"), "{table}");
 }
 
@@ -136,7 +137,8 @@ fn a_closed_loop_run_with_a_priority_mix_reconciles() {
         .map(|entry| entry.outcomes.submitted)
         .sum();
     assert_eq!(per_priority, result.measured.submitted);
-    let json = report::json(&info(), &result);
+    let report = RunReport::new(&info(), &result);
+    let json = serde_json::to_value(&report).unwrap();
     assert!(json["per_priority"]["P0"].get("goodput_rate").is_some());
 }
 
@@ -166,7 +168,8 @@ fn a_closed_loop_with_a_window_keeps_that_many_per_connection_and_reconciles() {
     // Every delivered message of the measured phase found its own send time (its slot
     // travels in its id), so each has exactly one latency sample.
     assert_eq!(result.latency_ns.len(), result.measured.delivered);
-    let json = report::json(&info(), &result);
+    let report = RunReport::new(&info(), &result);
+    let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["window"], 4);
-    assert!(report::table(&info(), &result).contains("window 4 per connection"));
+    assert!(report.to_table().contains("window 4 per connection"));
 }

@@ -17,10 +17,8 @@
 //! `bucket_checks`, `admission`); on a machine with two cores, anything else running shares a
 //! core with a measured thread, which shows as spread (min–max).
 
-use std::io::Write as _;
 use std::time::Instant;
 
-use anyhow::Context;
 use spillway_bench::suite::{self, Command, USAGE};
 
 fn main() -> anyhow::Result<()> {
@@ -39,14 +37,5 @@ fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let report = suite::run(&settings, |line| eprintln!("[compare] {line}"))?;
     eprintln!("[compare] done in {:.1} s", started.elapsed().as_secs_f64());
-
-    let mut stdout = std::io::stdout().lock();
-    if json {
-        let text = serde_json::to_string_pretty(&report.to_json()).context("encoding the JSON")?;
-        writeln!(stdout, "{text}").context("writing to stdout")?;
-    } else {
-        write!(stdout, "{}", report.to_table()).context("writing to stdout")?;
-    }
-    stdout.flush().context("writing to stdout")?;
-    Ok(())
+    spillway_loadgen::report::print(&report, json, || report.to_table())
 }

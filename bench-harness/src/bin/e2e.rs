@@ -3,7 +3,7 @@
 //! each measurement and the ratios (see `spillway_bench::e2e` for the method and its
 //! known bias). With `--tcp` the same measurements run over TCP against the baseline's
 //! tokio twin and, with `--spillway HOST:PORT`, `spillway serve` (see
-//! `spillway_bench::e2e_tcp`). Progress goes to stderr; the table, or with `--json` one
+//! `spillway_bench::e2e::tcp`). Progress goes to stderr; the table, or with `--json` one
 //! JSON object, to stdout. Exits 1 when a run's counts do not reconcile. Run it optimised:
 //!
 //! ```text
@@ -14,14 +14,13 @@
 //! `e2e serve-baseline --listen ADDR ...` runs the twin itself, as `baseline-serve` does;
 //! `--tcp` starts it that way as a child process.
 
-use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
 use spillway_bench::baseline_tcp::{self, ServeCommand, SERVE_USAGE};
+use spillway_bench::e2e::tcp::{self as e2e_tcp, SERVE_SUBCOMMAND};
 use spillway_bench::e2e::{self, Command, USAGE};
-use spillway_bench::e2e_tcp::{self, SERVE_SUBCOMMAND};
 
 fn run() -> anyhow::Result<bool> {
     let command = Command::parse(std::env::args().skip(1))?;
@@ -31,18 +30,13 @@ fn run() -> anyhow::Result<bool> {
         );
     }
     let started = Instant::now();
-    let (text, json, reconciled) = match command {
+    let (report, json) = match command {
         Command::Help => {
             print!("{USAGE}");
             return Ok(true);
         }
         Command::Run { settings, json } => {
-            let report = e2e::run(&settings, |line| eprintln!("[e2e] {line}"))?;
-            (
-                report.to_table(),
-                json.then(|| report.to_json()),
-                report.reconciled(),
-            )
+            (e2e::run(&settings, |line| eprintln!("[e2e] {line}"))?, json)
         }
         Command::RunTcp {
             settings,
@@ -54,25 +48,12 @@ fn run() -> anyhow::Result<bool> {
             let report = e2e_tcp::run(&settings, spillway, &program, |line| {
                 eprintln!("[e2e --tcp] {line}")
             })?;
-            (
-                report.to_table(),
-                json.then(|| report.to_json()),
-                report.reconciled(),
-            )
+            (report, json)
         }
     };
     eprintln!("[e2e] done in {:.1} s", started.elapsed().as_secs_f64());
-
-    let mut stdout = std::io::stdout().lock();
-    match json {
-        Some(json) => {
-            let text = serde_json::to_string_pretty(&json).context("encoding the JSON")?;
-            writeln!(stdout, "{text}").context("writing to stdout")?;
-        }
-        None => write!(stdout, "{text}").context("writing to stdout")?,
-    }
-    stdout.flush().context("writing to stdout")?;
-    Ok(reconciled)
+    spillway_loadgen::report::print(&report, json, || report.to_table())?;
+    Ok(report.reconciled())
 }
 
 /// `e2e serve-baseline ...`: the twin, as `baseline-serve` runs it.

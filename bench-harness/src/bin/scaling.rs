@@ -8,13 +8,11 @@
 //!     [--duration-ms MS] [--reps N] [--no-pin] [--json]
 //! ```
 
-use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use serde_json::json;
 use spillway_bench::machine;
-use spillway_bench::scaling::{self, ScalingSettings, RATE_PER_CONNECTION_PER_SEC};
+use spillway_bench::scaling::{self, MachineReport, ScalingReport, ScalingSettings};
 
 const USAGE: &str = "\
 usage: scaling [--shards LIST] [--producers N] [--connections N] [--service-ns NS]
@@ -100,86 +98,10 @@ fn main() -> anyhow::Result<()> {
     let points = scaling::run(&settings, |line| eprintln!("[scaling] {line}"))?;
     eprintln!("[scaling] done in {:.1} s", started.elapsed().as_secs_f64());
 
-    let cores = machine::cores();
-    let cpu = machine::cpu_model().unwrap_or_else(|| "unknown CPU".to_owned());
-    let base = points
-        .first()
-        .and_then(|point| point.delivered())
-        .map(|summary| (points[0].shards, summary.median));
-    let mut rows = Vec::new();
-    for point in &points {
-        let summary = point.delivered().context("a point with no repetitions")?;
-        let speedup = base.map(|(base_shards, base_rate)| {
-            (
-                summary.median / base_rate,
-                summary.median / base_rate * base_shards as f64 / point.shards as f64,
-            )
-        });
-        rows.push((point, summary, speedup));
-    }
-    if json {
-        let object = json!({
-            "machine": { "cores": cores, "cpu": cpu },
-            "producers": settings.producers,
-            "connections": settings.connections,
-            "service_ns": settings.service_ns,
-            "window_per_shard": settings.window_per_shard,
-            "rate_per_connection_per_sec": RATE_PER_CONNECTION_PER_SEC,
-            "warmup_ms": settings.warmup.as_millis() as u64,
-            "duration_ms": settings.duration.as_millis() as u64,
-            "reps": settings.reps,
-            "points": rows.iter().map(|(point, summary, speedup)| json!({
-                "shards": point.shards,
-                "threads": point.shards + settings.producers + 1,
-                "pinned": point.runs.iter().all(|run| run.pinned),
-                "delivered_per_sec": { "median": summary.median, "min": summary.min, "max": summary.max },
-                "not_delivered": point.runs.iter().map(|run| run.not_delivered).sum::<u64>(),
-                "speedup": speedup.map(|(speedup, _)| speedup),
-                "efficiency": speedup.map(|(_, efficiency)| efficiency),
-            })).collect::<Vec<_>>(),
-        });
-        println!("{}", serde_json::to_string_pretty(&object)?);
-        return Ok(());
-    }
-    let mut table = String::new();
-    writeln!(
-        table,
-        "machine: {cores} cores, {cpu}\nhandler: busy-wait {} ns/message; {} producer threads; {} connections; window {} per producer per shard; per-connection rate {} msg/s (not binding)\nmedian of {} repetitions (min-max), {} ms measured after {} ms warm-up each\n",
-        settings.service_ns,
-        settings.producers,
-        settings.connections,
-        settings.window_per_shard,
-        RATE_PER_CONNECTION_PER_SEC,
-        settings.reps,
-        settings.duration.as_millis(),
-        settings.warmup.as_millis()
-    )?;
-    writeln!(
-        table,
-        "| shards | threads | pinned | delivered M msg/s | speedup vs {} | efficiency | not delivered |",
-        base.map_or(1, |(shards, _)| shards)
-    )?;
-    writeln!(table, "|---:|---:|:---:|---:|---:|---:|---:|")?;
-    for (point, summary, speedup) in &rows {
-        let (speedup, efficiency) = speedup.unwrap_or((f64::NAN, f64::NAN));
-        writeln!(
-            table,
-            "| {} | {} | {} | {:.2} ({:.2}-{:.2}) | {:.2}x | {:.0}% | {} |",
-            point.shards,
-            point.shards + settings.producers + 1,
-            if point.runs.iter().all(|run| run.pinned) {
-                "yes"
-            } else {
-                "no"
-            },
-            summary.median / 1e6,
-            summary.min / 1e6,
-            summary.max / 1e6,
-            speedup,
-            efficiency * 100.0,
-            point.runs.iter().map(|run| run.not_delivered).sum::<u64>()
-        )?;
-    }
-    print!("{table}");
-    Ok(())
+    let machine = MachineReport {
+        cores: machine::cores(),
+        cpu: machine::cpu_model().unwrap_or_else(|| "unknown CPU".to_owned()),
+    };
+    let report = ScalingReport::new(&settings, machine, &points)?;
+    spillway_loadgen::report::print(&report, json, || report.to_table())
 }
