@@ -291,11 +291,12 @@ fn tenants() -> impl Strategy<Value = Vec<TenantConfig>> {
     })
 }
 
-fn config() -> impl Strategy<Value = Config> {
+/// A configuration; `adaptive`: with the adaptive rate controller.
+fn config(adaptive: bool) -> impl Strategy<Value = Config> {
     (
         (any::<bool>(), any::<bool>(), any::<bool>()),
         cap_action(),
-        (any::<bool>(), 1u32..100, 1u32..6),
+        (1u32..100, 1u32..6),
         (
             1u32..8,
             1u64..150,
@@ -307,10 +308,10 @@ fn config() -> impl Strategy<Value = Config> {
         (any::<bool>(), 1u64..2_000_000_000, 1u64..1_000_000_000),
     )
         .prop_map(
-            |(
+            move |(
                 (rate_limit, queue_caps, circuit_breaker),
                 (action, drop_policy),
-                (adaptive, per_connection_per_sec, burst),
+                (per_connection_per_sec, burst),
                 (connection_messages, connection_bytes, role_messages, handler_queue),
                 priority_threshold_percent,
                 tenants,
@@ -831,9 +832,11 @@ impl Model {
             (Some(expected), Err(outcome)) if expected.accepts(outcome) => {
                 expected_completions.insert(id, expected);
             }
-            (expected, actual) => return Err(TestCaseError::fail(format!(
+            (expected, actual) => {
+                return Err(TestCaseError::fail(format!(
                 "message {id} {submission:?} at {now_ns} ns: expected {expected:?}, got {actual:?}"
-            ))),
+            )))
+            }
         }
         self.check_completions(&expected_completions, completions)?;
 
@@ -1245,96 +1248,138 @@ impl Model {
     }
 }
 
+/// One case: `steps` on a simulated shard with `config`, checked against the model after
+/// every step, then everything run to the end.
+fn follows_the_model(config: Config, steps: &[Step]) -> Result<(), TestCaseError> {
+    quiet_simulated_panics();
+    let mut simulation = Simulation::new(config.clone(), handler).unwrap();
+    let mut model = Model::new(&config);
+    let mut now_ns = 0u64;
+    let mut next_sequence = 1u64;
+    for step in steps {
+        match step {
+            Step::Submit(submission) => {
+                let id = next_sequence * Fate::BITS + submission.fate.code();
+                next_sequence += 1;
+                let message = Message::new(ConnectionId(submission.connection), MessageId(id))
+                    .with_tenant(TenantId(submission.tenant))
+                    .with_role(submission.role)
+                    .with_priority(submission.priority)
+                    .with_payload(vec![0; submission.payload_bytes]);
+                let actual = simulation.submit(now_ns, message);
+                let completions = simulation.take_completions();
+                model.submit(now_ns, id, submission, actual, &completions)?;
+            }
+            &Step::Run { handlers, cost_ns } => {
+                let ran = simulation.run(now_ns, now_ns + cost_ns, handlers);
+                now_ns += cost_ns;
+                let completions = simulation.take_completions();
+                model.run(handlers, ran, &completions)?;
+                model.upkeep(simulation.stats().breaker);
+            }
+            &Step::Advance { ns } => {
+                now_ns += ns;
+                simulation.tick(now_ns);
+                model.upkeep(simulation.stats().breaker);
+            }
+            &Step::Cancel { pick, aim } => {
+                let (connection, id, _) = model.cancel_target(pick, aim);
+                let found = simulation.cancel(now_ns, ConnectionId(connection), MessageId(id));
+                let completions = simulation.take_completions();
+                model.cancel(connection, id, found, &completions)?;
+            }
+            &Step::Drain {
+                connection,
+                finish_queued,
+            } => {
+                let report = simulation.drain(now_ns, ConnectionId(connection), finish_queued);
+                let completions = simulation.take_completions();
+                model.drain(connection, finish_queued, report, &completions)?;
+            }
+            Step::ForceOpen => simulation.breaker().force_open(now_ns),
+            Step::ForceClosed => simulation.breaker().force_closed(now_ns),
+            Step::Reset => simulation.breaker().reset(now_ns),
+            &Step::SetRoleCap { role, max_pending } => {
+                simulation.set_role_cap(role, max_pending);
+                model.role_caps[role.index()] = max_pending;
+            }
+            &Step::SetConnectionCap {
+                connection,
+                max_pending,
+            } => {
+                prop_assert!(simulation.set_connection_cap(
+                    now_ns,
+                    ConnectionId(connection),
+                    max_pending
+                ));
+                model.peer(connection).message_cap = max_pending;
+            }
+            &Step::SetTenantCap {
+                tenant,
+                max_pending,
+            } => {
+                let configured = simulation.set_tenant_cap(TenantId(tenant), max_pending);
+                prop_assert_eq!(configured, model.tenants.contains_key(&tenant));
+                if let Some(settings) = model.tenants.get_mut(&tenant) {
+                    settings.max_pending = max_pending;
+                }
+            }
+            &Step::SetRate {
+                target,
+                rate_per_sec,
+            } => {
+                let changed = simulation.set_rate(now_ns, target, rate_per_sec);
+                prop_assert_eq!(
+                    changed,
+                    model.set_rate(target, rate_per_sec),
+                    "set_rate {:?}",
+                    target
+                );
+            }
+        }
+        let mut drained = simulation.take_drained();
+        let mut expected_drained = model.finished_drains();
+        drained.sort_by_key(|report| (report.connection.0, report.finished, report.cancelled));
+        expected_drained
+            .sort_by_key(|report| (report.connection.0, report.finished, report.cancelled));
+        prop_assert_eq!(
+            drained,
+            expected_drained,
+            "finished drains after {:?}",
+            step
+        );
+        model.check_counts(&mut simulation)?;
+    }
+
+    // Run everything left: every submitted message ends with exactly one completion.
+    while simulation.pending() > 0 {
+        let ran = simulation.run(now_ns, now_ns + 1_000, 64);
+        now_ns += 1_000;
+        let completions = simulation.take_completions();
+        model.run(64, ran, &completions)?;
+    }
+    model.check_counts(&mut simulation)?;
+    prop_assert_eq!(model.completed.len(), model.submitted.len());
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(fuzz_support::config(regressions_file!("fuzz_admission")))]
 
     #[test]
-    fn admission_follows_the_model_at_every_step(
-        config in config(),
+    fn admission_follows_the_model_with_exact_rate_limits(
+        config in config(false),
         steps in proptest::collection::vec(step(), 1..200),
     ) {
-        quiet_simulated_panics();
-        let mut simulation = Simulation::new(config.clone(), handler).unwrap();
-        let mut model = Model::new(&config);
-        let mut now_ns = 0u64;
-        let mut next_sequence = 1u64;
-        for step in &steps {
-            match step {
-                Step::Submit(submission) => {
-                    let id = next_sequence * Fate::BITS + submission.fate.code();
-                    next_sequence += 1;
-                    let message = Message::new(ConnectionId(submission.connection), MessageId(id))
-                        .with_tenant(TenantId(submission.tenant))
-                        .with_role(submission.role)
-                        .with_priority(submission.priority)
-                        .with_payload(vec![0; submission.payload_bytes]);
-                    let actual = simulation.submit(now_ns, message);
-                    let completions = simulation.take_completions();
-                    model.submit(now_ns, id, submission, actual, &completions)?;
-                }
-                &Step::Run { handlers, cost_ns } => {
-                    let ran = simulation.run(now_ns, now_ns + cost_ns, handlers);
-                    now_ns += cost_ns;
-                    let completions = simulation.take_completions();
-                    model.run(handlers, ran, &completions)?;
-                    model.upkeep(simulation.stats().breaker);
-                }
-                &Step::Advance { ns } => {
-                    now_ns += ns;
-                    simulation.tick(now_ns);
-                    model.upkeep(simulation.stats().breaker);
-                }
-                &Step::Cancel { pick, aim } => {
-                    let (connection, id, _) = model.cancel_target(pick, aim);
-                    let found = simulation.cancel(now_ns, ConnectionId(connection), MessageId(id));
-                    let completions = simulation.take_completions();
-                    model.cancel(connection, id, found, &completions)?;
-                }
-                &Step::Drain { connection, finish_queued } => {
-                    let report = simulation.drain(now_ns, ConnectionId(connection), finish_queued);
-                    let completions = simulation.take_completions();
-                    model.drain(connection, finish_queued, report, &completions)?;
-                }
-                Step::ForceOpen => simulation.breaker().force_open(now_ns),
-                Step::ForceClosed => simulation.breaker().force_closed(now_ns),
-                Step::Reset => simulation.breaker().reset(now_ns),
-                &Step::SetRoleCap { role, max_pending } => {
-                    simulation.set_role_cap(role, max_pending);
-                    model.role_caps[role.index()] = max_pending;
-                }
-                &Step::SetConnectionCap { connection, max_pending } => {
-                    prop_assert!(simulation.set_connection_cap(now_ns, ConnectionId(connection), max_pending));
-                    model.peer(connection).message_cap = max_pending;
-                }
-                &Step::SetTenantCap { tenant, max_pending } => {
-                    let configured = simulation.set_tenant_cap(TenantId(tenant), max_pending);
-                    prop_assert_eq!(configured, model.tenants.contains_key(&tenant));
-                    if let Some(settings) = model.tenants.get_mut(&tenant) {
-                        settings.max_pending = max_pending;
-                    }
-                }
-                &Step::SetRate { target, rate_per_sec } => {
-                    let changed = simulation.set_rate(now_ns, target, rate_per_sec);
-                    prop_assert_eq!(changed, model.set_rate(target, rate_per_sec), "set_rate {:?}", target);
-                }
-            }
-            let mut drained = simulation.take_drained();
-            let mut expected_drained = model.finished_drains();
-            drained.sort_by_key(|report| (report.connection.0, report.finished, report.cancelled));
-            expected_drained.sort_by_key(|report| (report.connection.0, report.finished, report.cancelled));
-            prop_assert_eq!(drained, expected_drained, "finished drains after {:?}", step);
-            model.check_counts(&mut simulation)?;
-        }
+        follows_the_model(config, &steps)?;
+    }
 
-        // Run everything left: every submitted message ends with exactly one completion.
-        while simulation.pending() > 0 {
-            let ran = simulation.run(now_ns, now_ns + 1_000, 64);
-            now_ns += 1_000;
-            let completions = simulation.take_completions();
-            model.run(64, ran, &completions)?;
-        }
-        model.check_counts(&mut simulation)?;
-        prop_assert_eq!(model.completed.len(), model.submitted.len());
+    #[test]
+    fn admission_follows_the_model_under_the_adaptive_rate_controller(
+        config in config(true),
+        steps in proptest::collection::vec(step(), 1..200),
+    ) {
+        follows_the_model(config, &steps)?;
     }
 }
 
