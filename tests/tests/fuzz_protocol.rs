@@ -33,14 +33,17 @@ use spillway::net::protocol::{
 };
 use spillway::outcome::{DropReason, FailureReason, RefusalReason, ShedReason};
 
+/// A version-1 header: magic, version, the type's `code`, `body_length`.
+fn header(code: u8, body_length: u32) -> Vec<u8> {
+    let mut header = MAGIC.to_vec();
+    header.extend_from_slice(&[PROTOCOL_VERSION, code]);
+    header.extend_from_slice(&body_length.to_le_bytes());
+    header
+}
+
 /// A frame's bytes: the header, then `body`.
 fn frame(frame_type: FrameType, body: &[u8]) -> Vec<u8> {
-    let mut wire = MAGIC.to_vec();
-    wire.push(PROTOCOL_VERSION);
-    wire.push(frame_type.code());
-    wire.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    wire.extend_from_slice(body);
-    wire
+    [&header(frame_type.code(), body.len() as u32)[..], body].concat()
 }
 
 fn le_u64() -> impl Strategy<Value = Vec<u8>> {
@@ -173,87 +176,98 @@ fn server_stream() -> impl Strategy<Value = Vec<Vec<u8>>> {
         })
 }
 
-/// How a valid stream is damaged.
+/// How a valid stream is damaged, frame by frame (so that damage lands in headers as often
+/// as in bodies).
 #[derive(Clone, Debug)]
 enum Damage {
-    Overwrite(Index, u8),
-    Insert(Index, u8),
-    Remove(Index),
-    Cut(Index),
+    /// One byte of one frame changed.
+    Edit(Index, Index, Edit),
     /// A frame's `body_length` rewritten.
     Length(Index, u32),
     /// A frame of the other direction (or a second handshake) spliced in before a frame.
     Splice(Index, Vec<u8>),
+    /// The stream cut inside a frame.
+    Cut(Index, Index),
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Edit {
+    Set(u8),
+    Insert(u8),
+    Remove,
 }
 
 fn damage(foreign: BoxedStrategy<Vec<u8>>) -> impl Strategy<Value = Vec<Damage>> {
+    let edit = prop_oneof![
+        any::<u8>().prop_map(Edit::Set),
+        any::<u8>().prop_map(Edit::Insert),
+        Just(Edit::Remove),
+    ];
     proptest::collection::vec(
         prop_oneof![
-            (any::<Index>(), any::<u8>()).prop_map(|(at, byte)| Damage::Overwrite(at, byte)),
-            (any::<Index>(), any::<u8>()).prop_map(|(at, byte)| Damage::Insert(at, byte)),
-            any::<Index>().prop_map(Damage::Remove),
-            any::<Index>().prop_map(Damage::Cut),
-            (any::<Index>(), prop_oneof![0u32..40, any::<u32>()],)
-                .prop_map(|(at, length)| Damage::Length(at, length)),
-            (any::<Index>(), foreign).prop_map(|(at, frame)| Damage::Splice(at, frame)),
+            3 => (any::<Index>(), any::<Index>(), edit)
+                .prop_map(|(which, at, edit)| Damage::Edit(which, at, edit)),
+            1 => (any::<Index>(), prop_oneof![0u32..40, any::<u32>()])
+                .prop_map(|(which, length)| Damage::Length(which, length)),
+            1 => (any::<Index>(), foreign).prop_map(|(at, frame)| Damage::Splice(at, frame)),
+            1 => (any::<Index>(), any::<Index>()).prop_map(|(which, at)| Damage::Cut(which, at)),
         ],
         1..4,
     )
 }
 
-/// A stream's bytes with `damage` done to it (frame-aware damage first, then bytes).
+/// A stream's bytes with `damage` done to its frames.
 fn damaged(mut frames: Vec<Vec<u8>>, damage: &[Damage]) -> Vec<u8> {
     for step in damage {
+        let count = frames.len();
         match step {
-            Damage::Length(at, length) => {
-                let at = at.index(frames.len());
-                frames[at][4..HEADER_BYTES].copy_from_slice(&length.to_le_bytes());
+            Damage::Splice(at, frame) => frames.insert(at.index(count + 1), frame.clone()),
+            Damage::Edit(which, at, edit) => {
+                let frame = &mut frames[which.index(count)];
+                let at = at.index(frame.len() + 1);
+                match (*edit, at < frame.len()) {
+                    (Edit::Set(byte), true) => frame[at] = byte,
+                    (Edit::Insert(byte), _) => frame.insert(at, byte),
+                    (Edit::Remove, true) => drop(frame.remove(at)),
+                    _ => {}
+                }
             }
-            Damage::Splice(at, frame) => {
-                let at = at.index(frames.len() + 1);
-                frames.insert(at, frame.clone());
+            Damage::Length(which, length) => {
+                if let Some(field) = frames[which.index(count)].get_mut(4..HEADER_BYTES) {
+                    field.copy_from_slice(&length.to_le_bytes());
+                }
             }
-            _ => {}
+            Damage::Cut(which, at) => {
+                frames.truncate(which.index(count) + 1);
+                let last = frames.last_mut().expect("a stream has a frame");
+                last.truncate(at.index(last.len() + 1));
+            }
         }
     }
-    let mut wire = frames.concat();
-    for step in damage {
-        match step {
-            Damage::Overwrite(at, byte) if !wire.is_empty() => {
-                let at = at.index(wire.len());
-                wire[at] = *byte;
-            }
-            Damage::Insert(at, byte) => {
-                let at = at.index(wire.len() + 1);
-                wire.insert(at, *byte);
-            }
-            Damage::Remove(at) if !wire.is_empty() => {
-                wire.remove(at.index(wire.len()));
-            }
-            Damage::Cut(at) => {
-                let at = at.index(wire.len() + 1);
-                wire.truncate(at);
-            }
-            _ => {}
-        }
-    }
-    wire
+    frames.concat()
 }
 
-/// Random bytes, or random bytes behind a valid magic and version.
-fn noise() -> impl Strategy<Value = Vec<u8>> {
+/// Hostile bytes: noise, or a valid `stream` damaged, with frames from `foreign` spliced in.
+fn hostile(
+    stream: impl Strategy<Value = Vec<Vec<u8>>>,
+    foreign: impl Strategy<Value = Vec<u8>> + 'static,
+) -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
-        proptest::collection::vec(any::<u8>(), 0..300),
-        (any::<u8>(), proptest::collection::vec(any::<u8>(), 0..300)).prop_map(
-            |(frame_type, rest)| {
-                let mut wire = MAGIC.to_vec();
-                wire.push(PROTOCOL_VERSION);
-                wire.push(frame_type);
-                wire.extend(rest);
-                wire
-            }
-        ),
+        1 => noise(),
+        3 => (stream, damage(foreign.boxed())).prop_map(|(frames, damage)| damaged(frames, &damage)),
     ]
+}
+
+/// Random bytes, alone or behind a header with a random type code and length.
+fn noise() -> impl Strategy<Value = Vec<u8>> {
+    (
+        proptest::option::of((any::<u8>(), prop_oneof![0u32..64, any::<u32>()])),
+        proptest::collection::vec(any::<u8>(), 0..300),
+    )
+        .prop_map(|(head, rest)| {
+            let head = head.map(|(code, length)| header(code, length));
+            [head.unwrap_or_default(), rest].concat()
+        })
 }
 
 fn frame_limit() -> impl Strategy<Value = FrameLimit> {
@@ -630,11 +644,7 @@ fn check_error_reply(error: ProtocolError) -> Result<(), TestCaseError> {
 fn oversized_header(limit: FrameLimit, frame_type: FrameType, excess: u64) -> Vec<u8> {
     let body_bytes = (u64::from(limit.max_frame_bytes()) - HEADER_BYTES as u64 + excess)
         .min(u64::from(u32::MAX));
-    let mut header = MAGIC.to_vec();
-    header.push(PROTOCOL_VERSION);
-    header.push(frame_type.code());
-    header.extend_from_slice(&(body_bytes as u32).to_le_bytes());
-    header
+    header(frame_type.code(), body_bytes as u32)
 }
 
 proptest! {
@@ -664,11 +674,7 @@ proptest! {
 
     #[test]
     fn hostile_client_bytes_read_the_same_however_read_and_errors_name_their_bytes(
-        wire in prop_oneof![
-            1 => noise(),
-            3 => (client_stream(), damage(prop_oneof![server_frame(), Just(frame(FrameType::Hello, &[]))].boxed()))
-                .prop_map(|(frames, damage)| damaged(frames, &damage)),
-        ],
+        wire in hostile(client_stream(), prop_oneof![server_frame(), Just(frame(FrameType::Hello, &[]))]),
         limit in frame_limit(),
         schedule in schedule(),
     ) {
@@ -682,11 +688,7 @@ proptest! {
 
     #[test]
     fn hostile_server_bytes_read_the_same_however_read_and_errors_name_their_bytes(
-        wire in prop_oneof![
-            1 => noise(),
-            3 => (server_stream(), damage(prop_oneof![client_frame(), welcome_frame()].boxed()))
-                .prop_map(|(frames, damage)| damaged(frames, &damage)),
-        ],
+        wire in hostile(server_stream(), prop_oneof![client_frame(), welcome_frame()]),
         limit in frame_limit(),
         schedule in schedule(),
     ) {
