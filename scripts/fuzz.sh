@@ -9,8 +9,11 @@
 # so this is the one full run in CI.
 #
 # It uses the test profile and the workspace's feature set, as the README test command does,
-# so in CI it reuses that build and compiles nothing. Measured on the 2-core development
-# machine: 3000 cases per property take about 40 s of test time.
+# so in CI it reuses that build and compiles nothing (`-p spillway-tests` would resolve
+# features differently and rebuild spillway). Measured on the 2-core development machine,
+# shared with other builds (load 5 to 6): 34 s wall, 39 s CPU at the default 2000 cases per
+# property (admission 13 s, config 7 s, protocol 14 s); the three test binaries compile in
+# 13 s when only they are out of date.
 #
 # A failing case is saved by proptest under tests/proptest-regressions/ (replayed first by
 # every later run, so commit it with the fix) and printed here with its minimal input.
