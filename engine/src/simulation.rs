@@ -36,8 +36,11 @@ pub struct Simulation<H: Handler> {
     core: ShardCore,
     handler: H,
     breaker: Arc<CircuitBreaker>,
+    tenants: Arc<TenantTable>,
     tenant_ids: Vec<TenantId>,
     completions: Vec<Completion>,
+    /// `control.drain_timeout_ns`: a drain's deadline, as the control plane sets it.
+    drain_timeout_ns: u64,
 }
 
 impl<H: Handler> Simulation<H> {
@@ -50,11 +53,20 @@ impl<H: Handler> Simulation<H> {
         ));
         let tenant_ids = tenants.tenant_ids().collect();
         let breaker = Arc::new(CircuitBreaker::new());
-        let core = ShardCore::new(0, 1, &config, tenants, Arc::clone(&breaker), Arc::default());
+        let core = ShardCore::new(
+            0,
+            1,
+            &config,
+            Arc::clone(&tenants),
+            Arc::clone(&breaker),
+            Arc::default(),
+        );
         Ok(Self {
             core,
             handler,
             breaker,
+            tenants,
+            drain_timeout_ns: config.control.drain_timeout_ns,
             tenant_ids,
             completions: Vec::new(),
         })
@@ -127,8 +139,129 @@ impl<H: Handler> Simulation<H> {
         &self.handler
     }
 
+    // The control plane's commands, as the shard serves them between batches
+    // (`control::thread::serve_shard_commands`), at `now_ns`.
+
+    /// Cancels the queued message `message` of `connection`: true if it was queued (it
+    /// completes `Cancelled`), false if not (unknown, already run, or never admitted), in
+    /// which case nothing changes.
+    pub fn cancel(
+        &mut self,
+        now_ns: u64,
+        connection: crate::message::ConnectionId,
+        message: crate::message::MessageId,
+    ) -> bool {
+        let found = self.core.cancel(connection, message, now_ns);
+        self.collect();
+        found
+    }
+
+    /// Starts draining `connection`: its later messages are refused `Draining`, and what it
+    /// has queued runs (`finish_queued`) or is cancelled now. Returns the report at once when
+    /// nothing of it is left pending (a connection the shard does not hold is not marked);
+    /// otherwise [`take_drained`](Self::take_drained) returns it once the last one finished,
+    /// or once `control.drain_timeout_ns` has passed since `now_ns` (what is still queued is
+    /// then cancelled).
+    pub fn drain(
+        &mut self,
+        now_ns: u64,
+        connection: crate::message::ConnectionId,
+        finish_queued: bool,
+    ) -> Option<crate::control::DrainReport> {
+        // The connection's id is the request id, so a finished drain names its connection.
+        let deadline_ns = now_ns.saturating_add(self.drain_timeout_ns);
+        let done =
+            self.core
+                .begin_drain(connection, finish_queued, connection.0, deadline_ns, now_ns);
+        self.collect();
+        done.map(|result| drain_report(connection, result))
+    }
+
+    /// The drains that finished by `now_ns` since the last call: the last message of the
+    /// connection ran, was cancelled or dropped, or the drain's deadline passed (what was
+    /// still queued is cancelled now; those completions come with the next
+    /// [`take_completions`](Self::take_completions)).
+    pub fn take_drained(&mut self, now_ns: u64) -> Vec<crate::control::DrainReport> {
+        let mut finished = Vec::new();
+        self.core.finished_drains(now_ns, &mut finished);
+        self.collect();
+        finished
+            .into_iter()
+            .map(|(request, result)| drain_report(crate::message::ConnectionId(request), result))
+            .collect()
+    }
+
+    /// Sets the pending-message cap of `role` from the next message on. The control plane
+    /// refuses 0; here a cap of 0 refuses every message of the role.
+    pub fn set_role_cap(&mut self, role: crate::message::Role, max_pending: u32) {
+        self.core.set_role_cap(role, max_pending);
+    }
+
+    /// Sets `connection`'s own pending-message cap from the next message on, adding the
+    /// connection if the shard does not hold it yet; false if there is no room for it. The
+    /// control plane refuses 0; here 0 restores the configured cap.
+    pub fn set_connection_cap(
+        &mut self,
+        now_ns: u64,
+        connection: crate::message::ConnectionId,
+        max_pending: u32,
+    ) -> bool {
+        self.core
+            .set_connection_cap(connection, max_pending, now_ns)
+    }
+
+    /// Sets the aggregate cap of `tenant` (`None`: no cap); false if the tenant has no
+    /// settings, so no cap to change. Messages already pending stay charged.
+    pub fn set_tenant_cap(&mut self, tenant: TenantId, max_pending: Option<u32>) -> bool {
+        match self.tenants.find(tenant) {
+            Some(index) => {
+                self.tenants.set_max_pending(index, max_pending);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Pending messages charged to `tenant`, `None` if it has no settings.
+    pub fn tenant_pending(&self, tenant: TenantId) -> Option<u64> {
+        self.tenants
+            .find(tenant)
+            .map(|index| self.tenants.pending(index))
+    }
+
+    /// Sets the nominal rate of one connection (adding it if the shard does not hold it
+    /// yet), or of every connection of a tenant the shard holds, from the next message on.
+    /// Returns how many connections changed.
+    pub fn set_rate(
+        &mut self,
+        now_ns: u64,
+        target: crate::control::RateTarget,
+        rate_per_sec: core::num::NonZeroU32,
+    ) -> usize {
+        let scope = match target {
+            crate::control::RateTarget::Connection(connection) => {
+                crate::command::RateScope::Connection(connection)
+            }
+            crate::control::RateTarget::Tenant(tenant) => crate::command::RateScope::Tenant(tenant),
+        };
+        self.core.set_rate(scope, rate_per_sec, now_ns)
+    }
+
     fn collect(&mut self) {
         self.completions
             .extend(self.core.outbox.drain(..).map(|(_, completion)| completion));
+    }
+}
+
+/// A drain's report for `connection`, from the shard's answer.
+fn drain_report(
+    connection: crate::message::ConnectionId,
+    result: crate::command::DrainResult,
+) -> crate::control::DrainReport {
+    crate::control::DrainReport {
+        connection,
+        finished: result.finished,
+        cancelled: result.cancelled,
+        deadline_passed: result.deadline_passed,
     }
 }

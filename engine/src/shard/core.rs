@@ -118,7 +118,10 @@ struct InAdmission {
 struct Drain {
     connection: Slot,
     request: u64,
-    pending_at_start: u64,
+    /// Messages of the connection that ran (delivered or failed) since the drain began.
+    finished: u64,
+    /// Messages of the connection cancelled since the drain began: by the drain itself,
+    /// by its deadline, or by a cancel command meanwhile.
     cancelled: u64,
     /// When what is still queued is cancelled (engine clock, ns).
     deadline_ns: u64,
@@ -394,13 +397,16 @@ impl ShardCore {
     /// The tenant table index for this connection's tenant, cached per connection.
     #[inline]
     fn tenant_of(&mut self, connection: Slot, tenant: TenantId) -> Option<TenantIndex> {
-        if self.tenants.is_empty() {
-            return None;
-        }
+        // The tenant is recorded even when no tenant has settings: a rate change for a
+        // tenant finds its connections by it.
         let state = self.connections.get_mut(connection);
         if state.tenant != tenant {
             state.tenant = tenant;
-            state.tenant_index = self.tenants.find(tenant);
+            state.tenant_index = if self.tenants.is_empty() {
+                None
+            } else {
+                self.tenants.find(tenant)
+            };
         }
         state.tenant_index
     }
@@ -651,6 +657,18 @@ impl ShardCore {
         if let (true, Some(tenant)) = (entry.tenant_charged, entry.tenant) {
             self.tenants.release(tenant);
         }
+        if state.draining {
+            // Every drain under way on this connection counts how its messages end.
+            for drain in &mut self.drains {
+                if drain.connection == entry.connection {
+                    if outcome == Outcome::Cancelled {
+                        drain.cancelled += 1;
+                    } else {
+                        drain.finished += 1;
+                    }
+                }
+            }
+        }
         self.count_finish(role, entry.tenant, outcome);
         let completion = Completion {
             message: entry.message.id,
@@ -723,7 +741,8 @@ impl ShardCore {
             return Some(DrainResult::default());
         };
         self.connections.get_mut(slot).draining = true;
-        let pending_at_start = u64::from(self.connections.get(slot).pending_messages);
+        // Counted here, not by `finish`: this drain is not in `drains` yet (earlier drains
+        // of the connection count these too).
         let cancelled = if finish_queued {
             0
         } else {
@@ -732,7 +751,7 @@ impl ShardCore {
         let drain = Drain {
             connection: slot,
             request,
-            pending_at_start,
+            finished: 0,
             cancelled,
             deadline_ns,
             deadline_passed: false,
@@ -772,10 +791,9 @@ impl ShardCore {
             if self.connections.get(drain.connection).pending_messages > 0
                 && now_ns >= drain.deadline_ns
             {
-                let cancelled = self.cancel_queued_of(drain.connection, now_ns);
-                let drain = &mut self.drains[index];
-                drain.cancelled += cancelled;
-                drain.deadline_passed = true;
+                // `finish` counts these cancellations into the drain.
+                self.cancel_queued_of(drain.connection, now_ns);
+                self.drains[index].deadline_passed = true;
             }
             let drain = self.drains[index];
             if self.connections.get(drain.connection).pending_messages == 0 {
@@ -970,7 +988,7 @@ impl ShardCore {
 impl Drain {
     fn result(&self) -> DrainResult {
         DrainResult {
-            finished: self.pending_at_start - self.cancelled,
+            finished: self.finished,
             cancelled: self.cancelled,
             deadline_passed: self.deadline_passed,
         }
