@@ -35,7 +35,7 @@
 //! | 5 control plane | [`control`] | the control plane: its thread, the `Control` handle, command latencies | `admission`, `command`, `message`, `metrics`, `monitor`, `ring`, `shared`, `sync`, `wait` |
 //! | 6 front door | [`ingress`] | how producers hand work to shards and hear back (`Ingress`, `SharedIngress`) | `config`, `message`, `outcome`, `ring`, `shard`, `shared`, `sync` |
 //! | 6 front door | [`engine`] | the front door: `Engine::builder`, start, stats, shutdown | `admission`, `clock`, `command`, `config`, `control`, `fault`, `ingress`, `message`, `metrics`, `monitor`, `ring`, `shard`, `shared`, `sync`, `wait` |
-//! | 6 front door | [`simulation`] | one shard on a hand-driven clock, for exact tests | `admission`, `config`, `message`, `metrics`, `outcome`, `shard`, `sync` |
+//! | 6 front door | [`simulation`] | one shard on a hand-driven clock, for exact tests | `admission`, `command`, `config`, `control`, `message`, `metrics`, `outcome`, `shard`, `sync` |
 //! | 7 edges | [`net`] | the TCP front end: wire protocol, egress flow control, the server | `config`, `message`, `outcome`, `shard`, `sync` |
 //! | 7 edges | [`client`] | a client of that protocol with `send_with_backpressure` | `clock`, `message`, `net`, `outcome` |
 

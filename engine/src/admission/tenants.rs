@@ -119,6 +119,21 @@ impl TenantTable {
             .is_ok()
     }
 
+    /// Whether [`try_charge`](Self::try_charge) at `priority` would succeed now if `freed`
+    /// of the tenant's charges were released first: a prediction for drop-oldest, which
+    /// evicts only for a message it can then admit (other shards may change the count
+    /// before the charge is made).
+    pub fn would_admit(&self, index: TenantIndex, priority: Priority, freed: u64) -> bool {
+        let entry = &self.entries[index.position()];
+        // Relaxed: a standalone setting, and a count read for a prediction.
+        let max_pending = entry.max_pending.load(Ordering::Relaxed);
+        if max_pending == u64::MAX {
+            return true;
+        }
+        let limit = Thresholds::new(max_pending, &self.percent).limit(priority);
+        entry.pending.load(Ordering::Relaxed).saturating_sub(freed) < limit
+    }
+
     /// Releases one pending message charged with [`try_charge`](Self::try_charge).
     #[inline]
     pub fn release(&self, index: TenantIndex) {

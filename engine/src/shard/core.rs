@@ -128,6 +128,33 @@ struct Drain {
     deadline_passed: bool,
 }
 
+/// Older messages of one connection that drop-oldest plans to evict for a new one, and what
+/// they would free.
+#[derive(Clone, Copy, Debug, Default)]
+struct Evictions {
+    /// Made by `plan_evictions` (the drop-oldest path), even if empty.
+    planned: bool,
+    /// How many, per priority (the oldest ones at each).
+    per_priority: [u32; Priority::COUNT],
+    total: u32,
+    payload_bytes: u64,
+    /// Of the new message's role.
+    same_role: u32,
+    /// Charged to the new message's tenant.
+    same_tenant: u32,
+}
+
+impl Evictions {
+    const NONE: Evictions = Evictions {
+        planned: false,
+        per_priority: [0; Priority::COUNT],
+        total: 0,
+        payload_bytes: 0,
+        same_role: 0,
+        same_tenant: 0,
+    };
+}
+
 /// Retry-after for cap refusals when no handler time has been measured yet.
 const SERVICE_NS_DEFAULT: u64 = 1_000;
 
@@ -300,13 +327,23 @@ impl ShardCore {
             return self.decline(role, tenant_index, shed);
         }
 
-        // Level 2: the caps. Each pass either admits past every cap, ends with an outcome,
-        // or evicts one older message of this connection (drop_oldest), so the loop runs at
-        // most pending + 1 times.
+        // Level 2: the caps. Under drop-oldest, room is planned first and made only for a
+        // message that is then admitted (see `plan_evictions`); otherwise a full cap ends
+        // the decision (refuse, drop the newest, or disconnect).
         let mut tenant_charged = false;
+        let mut evictions = Evictions::default();
         if self.levels.queue_caps {
-            loop {
-                let full_cap = match self.first_full_cap(connection, &message) {
+            if (self.cap_action, self.drop_policy) == (CapAction::Drop, QueueDropPolicy::DropOldest)
+            {
+                match self.plan_evictions(connection, &message, tenant_index) {
+                    Ok(plan) => evictions = plan,
+                    Err(reason) => {
+                        let retry_after_ns = self.drain_estimate_ns(reason, connection, &message);
+                        return self.decline(role, tenant_index, refused(reason, retry_after_ns));
+                    }
+                }
+            } else {
+                let full_cap = match self.first_full_cap(connection, &message, &Evictions::NONE) {
                     Some(reason) => Some(reason),
                     None => match tenant_index {
                         Some(tenant) if !self.tenants.try_charge(tenant, priority) => {
@@ -319,30 +356,19 @@ impl ShardCore {
                         None => None,
                     },
                 };
-                let Some(reason) = full_cap else { break };
-                match (self.cap_action, self.drop_policy) {
-                    (CapAction::Refuse, _) => {
-                        let retry_after_ns = self.drain_estimate_ns(reason, connection, &message);
-                        return self.decline(role, tenant_index, refused(reason, retry_after_ns));
-                    }
-                    (CapAction::Disconnect, _) => {
-                        self.disconnect(connection, now_ns);
-                        return self.decline(role, tenant_index, refused(reason, 0));
-                    }
-                    (CapAction::Drop, QueueDropPolicy::DropNewest) => {
-                        return self.admit_and_drop_newest(role, tenant_index);
-                    }
-                    (CapAction::Drop, QueueDropPolicy::DropOldest) => {
-                        if !self.evict_oldest(connection, &message, tenant_index, reason, now_ns) {
+                if let Some(reason) = full_cap {
+                    return match self.cap_action {
+                        CapAction::Disconnect => {
+                            self.disconnect(connection, now_ns);
+                            self.decline(role, tenant_index, refused(reason, 0))
+                        }
+                        CapAction::Drop => self.admit_and_drop_newest(role, tenant_index),
+                        CapAction::Refuse => {
                             let retry_after_ns =
                                 self.drain_estimate_ns(reason, connection, &message);
-                            return self.decline(
-                                role,
-                                tenant_index,
-                                refused(reason, retry_after_ns),
-                            );
+                            self.decline(role, tenant_index, refused(reason, retry_after_ns))
                         }
-                    }
+                    };
                 }
             }
         }
@@ -350,7 +376,7 @@ impl ShardCore {
         // The handler queue's storage is allocated at start for `caps.handler_queue`
         // messages: with the caps level switched off that is still a hard bound, so a full
         // queue refuses (never grows).
-        if self.queue.is_full() {
+        if self.queue.len() - evictions.total as usize >= self.queue.capacity() {
             if let (true, Some(tenant)) = (tenant_charged, tenant_index) {
                 self.tenants.release(tenant);
             }
@@ -369,6 +395,26 @@ impl ShardCore {
                 }
                 let refusal = refused(RefusalReason::RateLimited, retry_after.wait_ns);
                 return self.decline(role, tenant_index, refusal);
+            }
+        }
+
+        // Drop-oldest's room, now that the message is sure to be admitted; then its tenant
+        // charge, which another shard may have taken meanwhile (then it is refused after all).
+        if evictions.total > 0 {
+            self.evict(connection, &message, &evictions, now_ns);
+        }
+        if evictions.planned {
+            if let Some(tenant) = tenant_index {
+                if !self.tenants.try_charge(tenant, priority) {
+                    let retry_after_ns = self.drain_estimate_ns(
+                        RefusalReason::TenantQueueFull,
+                        connection,
+                        &message,
+                    );
+                    let refusal = refused(RefusalReason::TenantQueueFull, retry_after_ns);
+                    return self.decline(role, tenant_index, refusal);
+                }
+                tenant_charged = true;
             }
         }
 
@@ -411,9 +457,15 @@ impl ShardCore {
         state.tenant_index
     }
 
-    /// The first of this shard's caps that `message` does not fit under, in SPEC order.
+    /// The first of this shard's caps that `message` does not fit under, in SPEC order,
+    /// once the messages `freed` plans to evict are gone ([`Evictions::NONE`]: as things are).
     #[inline]
-    fn first_full_cap(&self, connection: Slot, message: &Message) -> Option<RefusalReason> {
+    fn first_full_cap(
+        &self,
+        connection: Slot,
+        message: &Message,
+        freed: &Evictions,
+    ) -> Option<RefusalReason> {
         let priority = message.priority;
         let state = self.connections.get(connection);
         let thresholds = &self.thresholds;
@@ -422,24 +474,25 @@ impl ShardCore {
             // Set at run time for this connection: computed per check, only for it.
             cap => Thresholds::new(u64::from(cap), &self.priority_percent),
         };
-        if !connection_messages.admits(u64::from(state.pending_messages), 1, priority) {
+        let pending_messages = u64::from(state.pending_messages) - u64::from(freed.total);
+        if !connection_messages.admits(pending_messages, 1, priority) {
             return Some(RefusalReason::ConnectionQueueFull);
         }
         let payload_bytes = message.payload.len() as u64;
-        if !thresholds
-            .connection_bytes
-            .admits(state.pending_bytes, payload_bytes, priority)
-        {
+        if !thresholds.connection_bytes.admits(
+            state.pending_bytes - freed.payload_bytes,
+            payload_bytes,
+            priority,
+        ) {
             return Some(RefusalReason::ConnectionBytesFull);
         }
         let role = message.role.index();
-        if !thresholds.roles[role].admits(self.role_pending[role], 1, priority) {
+        let role_pending = self.role_pending[role] - u64::from(freed.same_role);
+        if !thresholds.roles[role].admits(role_pending, 1, priority) {
             return Some(RefusalReason::RoleQueueFull);
         }
-        if !thresholds
-            .handler_queue
-            .admits(self.queue.len() as u64, 1, priority)
-        {
+        let queued = self.queue.len() as u64 - u64::from(freed.total);
+        if !thresholds.handler_queue.admits(queued, 1, priority) {
             return Some(RefusalReason::HandlerQueueFull);
         }
         None
@@ -472,48 +525,89 @@ impl ShardCore {
         (pending + 1).saturating_sub(limit).max(1) * self.service_ns_mean
     }
 
-    /// `drop_oldest`: evicts this connection's oldest queued message of the lowest priority
-    /// not above `message`'s that frees room under `reason`'s cap; false if there is none.
-    fn evict_oldest(
-        &mut self,
+    /// Drop-oldest's plan for `message`: which older messages of its connection to evict so
+    /// that it fits under every cap, found without touching anything. For each full cap in
+    /// turn it takes the connection's oldest message, at the lowest priority not above the
+    /// new one's, that frees room there (one of the same role for the role cap, one charged
+    /// to the same tenant for the tenant cap, one with a payload for the byte cap). `Err`
+    /// names the cap that no eviction clears: nothing is evicted and the message is refused.
+    /// Bounded: each pass plans one more eviction of the connection's pending messages.
+    fn plan_evictions(
+        &self,
         connection: Slot,
         message: &Message,
         tenant_index: Option<TenantIndex>,
-        reason: RefusalReason,
-        now_ns: u64,
-    ) -> bool {
-        for priority in Priority::ALL.into_iter().rev() {
-            if priority < message.priority {
-                break;
-            }
-            let Some(oldest) = self.queue.oldest(&self.connections, connection, priority) else {
-                continue;
+    ) -> Result<Evictions, RefusalReason> {
+        let mut plan = Evictions {
+            planned: true,
+            ..Evictions::NONE
+        };
+        loop {
+            let full_cap =
+                self.first_full_cap(connection, message, &plan)
+                    .or_else(|| match tenant_index {
+                        Some(tenant)
+                            if !self.tenants.would_admit(
+                                tenant,
+                                message.priority,
+                                u64::from(plan.same_tenant),
+                            ) =>
+                        {
+                            Some(RefusalReason::TenantQueueFull)
+                        }
+                        _ => None,
+                    });
+            let Some(reason) = full_cap else {
+                return Ok(plan);
             };
-            let frees_room = match reason {
-                RefusalReason::RoleQueueFull => oldest.message.role == message.role,
-                RefusalReason::TenantQueueFull => {
-                    oldest.tenant_charged && oldest.tenant == tenant_index
-                }
-                RefusalReason::ConnectionBytesFull => !oldest.message.payload.is_empty(),
-                _ => true,
+            let candidate = Priority::ALL
+                .into_iter()
+                .rev()
+                .take_while(|&priority| priority >= message.priority)
+                .find_map(|priority| {
+                    let older = plan.per_priority[priority.index()] as usize;
+                    let oldest =
+                        self.queue
+                            .nth_oldest(&self.connections, connection, priority, older)?;
+                    let frees_room = match reason {
+                        RefusalReason::RoleQueueFull => oldest.message.role == message.role,
+                        RefusalReason::TenantQueueFull => {
+                            oldest.tenant_charged && oldest.tenant == tenant_index
+                        }
+                        RefusalReason::ConnectionBytesFull => !oldest.message.payload.is_empty(),
+                        _ => true,
+                    };
+                    frees_room.then_some((priority, oldest))
+                });
+            let Some((priority, oldest)) = candidate else {
+                return Err(reason);
             };
-            if !frees_room {
-                continue;
-            }
-            let entry = self
-                .queue
-                .pop_oldest(&mut self.connections, connection, priority)
-                .expect("peeked above");
-            self.finish(
-                entry,
-                Outcome::Dropped {
-                    reason: DropReason::EvictedForNewer,
-                },
-            );
-            self.after_queue_change(message.role, now_ns);
-            return true;
+            plan.per_priority[priority.index()] += 1;
+            plan.total += 1;
+            plan.payload_bytes += oldest.message.payload.len() as u64;
+            plan.same_role += u32::from(oldest.message.role == message.role);
+            plan.same_tenant += u32::from(oldest.tenant_charged && oldest.tenant == tenant_index);
         }
-        false
+    }
+
+    /// Carries out `plan` (see [`plan_evictions`](Self::plan_evictions)): its messages end
+    /// `Dropped(EvictedForNewer)`.
+    fn evict(&mut self, connection: Slot, message: &Message, plan: &Evictions, now_ns: u64) {
+        for priority in Priority::ALL {
+            for _ in 0..plan.per_priority[priority.index()] {
+                let entry = self
+                    .queue
+                    .pop_oldest(&mut self.connections, connection, priority)
+                    .expect("planned from what is queued");
+                self.finish(
+                    entry,
+                    Outcome::Dropped {
+                        reason: DropReason::EvictedForNewer,
+                    },
+                );
+                self.after_queue_change(message.role, now_ns);
+            }
+        }
     }
 
     /// `disconnect`: drops everything the connection has queued and refuses what follows.

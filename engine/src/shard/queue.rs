@@ -87,12 +87,6 @@ impl PendingQueue {
         self.used
     }
 
-    /// Whether every slot is in use.
-    #[inline]
-    pub(crate) fn is_full(&self) -> bool {
-        self.free_head == NIL
-    }
-
     /// Queues `entry` at the back of its connection's list for its priority. The caller has
     /// checked the handler-queue cap, which is the slab's size, so a slot is free.
     pub(crate) fn push(&mut self, connections: &mut ConnectionTable, entry: Entry) {
@@ -146,18 +140,31 @@ impl PendingQueue {
         slot.entry.take()
     }
 
-    /// Peeks at the oldest message of `connection` at `priority`.
-    pub(crate) fn oldest(
+    /// Peeks at the message of `connection` at `priority` that has `older` messages ahead
+    /// of it in its list (0: the oldest). O(`older`).
+    pub(crate) fn nth_oldest(
         &self,
         connections: &ConnectionTable,
         connection: Slot,
         priority: Priority,
+        older: usize,
     ) -> Option<&Entry> {
-        let list = &connections.get(connection).queues[priority.index()];
-        if list.is_empty() {
+        let mut index = connections.get(connection).queues[priority.index()].head;
+        for _ in 0..older {
+            if index == NIL {
+                return None;
+            }
+            index = self.slots[index as usize].next;
+        }
+        if index == NIL {
             return None;
         }
-        self.slots[list.head as usize].entry.as_ref()
+        self.slots[index as usize].entry.as_ref()
+    }
+
+    /// The slab's size: the handler-queue cap.
+    pub(crate) fn capacity(&self) -> usize {
+        self.slots.len()
     }
 
     /// Removes the first queued message of `connection` at `priority` for which `matches`
