@@ -714,11 +714,6 @@ pub(crate) fn check<T: PartialOrd + Display>(
 }
 
 impl Config {
-    /// The settings of `profile`; [`Profile::Production`] gives [`Config::default`].
-    pub fn for_profile(profile: Profile) -> Config {
-        profile::settings(profile)
-    }
-
     /// Checks every value; the first bad one is named in the error. A range that depends
     /// on another field (a floor under the rate, thresholds under each other) is checked
     /// after that field, against its value.

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_path_to_error::Segment;
 use serde_value::{DeserializerError, Value};
 
-use super::{range, span, Config, ConfigError, Profile, WaitStrategy};
+use super::{profile, range, span, Config, ConfigError, Profile, WaitStrategy};
 use crate::message::{Priority, Role, TenantId};
 
 /// Why a configuration file could not be loaded.
@@ -40,14 +40,19 @@ pub enum ConfigLoadError {
 }
 
 impl Config {
+    /// The settings of `profile`: [`Config::default`] with the profile's shipped file (see
+    /// [`Profile`]) laid over it as [`Config::from_toml_str`] lays a file over a profile.
+    /// [`Profile::Production`] gives [`Config::default`], whose values its file repeats.
+    pub fn for_profile(profile: Profile) -> Config {
+        deserialize(profile_tree(profile)).expect("the shipped profile files are valid")
+    }
+
     /// Reads settings from TOML text: the profile it names (production by default), with
     /// each key present overriding that setting; then validates the result.
     pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
         let mut file = parse(text)?;
         let ProfileKey { profile } = deserialize(file.clone())?;
-        let mut tree = serde_value::to_value(Config::for_profile(profile))
-            .expect("a Config always makes a value tree");
-        thresholds_as_table(&mut tree)?;
+        let mut tree = profile_tree(profile);
         thresholds_as_table(&mut file)?;
         lay_over(&mut tree, file);
         let config: Config = deserialize(tree)?;
@@ -76,6 +81,18 @@ impl Config {
 pub(super) struct ProfileKey {
     #[serde(default)]
     pub(super) profile: Profile,
+}
+
+/// The value tree of `profile`'s settings: [`Config::default`]'s, with the profile's shipped
+/// file laid over it.
+fn profile_tree(profile: Profile) -> Value {
+    let mut tree = serde_value::to_value(Config::default()).expect("a Config makes a value tree");
+    let mut file = parse(profile::shipped_toml(profile)).expect("the shipped profiles are TOML");
+    for tree in [&mut tree, &mut file] {
+        thresholds_as_table(tree).expect("Config and the shipped profiles have 4 thresholds");
+    }
+    lay_over(&mut tree, file);
+    tree
 }
 
 /// The file's value tree. An integer too big for TOML (past 64 bits) is named by its key.
