@@ -282,7 +282,7 @@ pub struct CapsConfig {
     /// Fill percentage of any cap from which each priority is refused, in P0..P3 order
     /// (SPEC: 100, 95, 80, 60); must not increase from P0 to P3. In a file, an array of four
     /// or a table keyed `P0`..`P3` that overrides only the priorities it names.
-    #[serde(with = "file::thresholds")]
+    #[serde(deserialize_with = "file::thresholds")]
     pub priority_threshold_percent: [u32; Priority::COUNT],
     /// What happens at a cap.
     pub action: CapAction,

@@ -21,6 +21,7 @@ use serde_value::{DeserializerError, Value};
 
 use super::{profile, range, span, Config, ConfigError, Profile, WaitStrategy};
 use crate::message::{Priority, Role, TenantId};
+use crate::wait;
 
 /// Why a configuration file could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -337,27 +338,16 @@ pub(super) mod role_messages {
     }
 }
 
-/// `caps.priority_threshold_percent`: printed as an array in P0..P3 order, read as the
+/// `caps.priority_threshold_percent`, printed as an array in P0..P3 order, read as the
 /// table that [`thresholds_as_table`] makes of an array or a table.
-pub(super) mod thresholds {
-    use super::*;
-
-    pub(crate) fn serialize<S: Serializer>(
-        percents: &[u32; Priority::COUNT],
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        percents.serialize(serializer)
-    }
-
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<[u32; Priority::COUNT], D::Error> {
-        deserializer.deserialize_map(Named {
-            names: &["P0", "P1", "P2", "P3"],
-            range: &range::PERCENT,
-            expecting: "arrays of 4 percentages (P0 to P3) and tables with keys P0 to P3",
-        })
-    }
+pub(super) fn thresholds<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<[u32; Priority::COUNT], D::Error> {
+    deserializer.deserialize_map(Named {
+        names: &["P0", "P1", "P2", "P3"],
+        range: &range::PERCENT,
+        expecting: "arrays of 4 percentages (P0 to P3) and tables with keys P0 to P3",
+    })
 }
 
 /// A tenant id: any `u32`.
@@ -402,17 +392,19 @@ enum Strategy {
     SpinThenPark,
 }
 
-/// Numbers of a strategy a file switches to without giving them: what `Adaptive` uses on a
-/// machine with a core per thread, and on an oversubscribed one.
-const DEFAULT_YIELD_SPINS: u32 = 4096;
-const DEFAULT_PARK_SPINS: u32 = 256;
-const DEFAULT_PARK_YIELDS: u32 = 64;
-const DEFAULT_PARK_TIMEOUT_US: u32 = 50;
+/// The keys of the `[wait]` table, in order: each strategy takes the first one, two or
+/// four of them.
+static WAIT_KEYS: [&str; 4] = [
+    STRATEGY,
+    "spin_iterations",
+    "yield_iterations",
+    "park_timeout_us",
+];
 
 impl<'de> Deserialize<'de> for WaitStrategy {
     /// Numbers a file leaves out come from the profile when the file names the profile's
-    /// strategy (the tables merge), else from the defaults above; a number the strategy does
-    /// not take is an unknown key.
+    /// strategy (the tables merge), else from what [`WaitStrategy::Adaptive`] would use for
+    /// that strategy; a number the strategy does not take is an unknown key.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let table = WaitTable::deserialize(deserializer)?;
         let (spins, yields, park) = (
@@ -420,38 +412,32 @@ impl<'de> Deserialize<'de> for WaitStrategy {
             table.yield_iterations,
             table.park_timeout_us,
         );
-        let (strategy, keys): (_, &'static [&'static str]) = match table.strategy {
-            Strategy::Adaptive => (WaitStrategy::Adaptive, &[STRATEGY]),
-            Strategy::BusySpin => (WaitStrategy::BusySpin, &[STRATEGY]),
+        let (strategy, keys_taken) = match table.strategy {
+            Strategy::Adaptive => (WaitStrategy::Adaptive, 1),
+            Strategy::BusySpin => (WaitStrategy::BusySpin, 1),
             Strategy::SpinThenYield => (
                 WaitStrategy::SpinThenYield {
-                    spin_iterations: spins.unwrap_or(DEFAULT_YIELD_SPINS),
+                    spin_iterations: spins.unwrap_or(wait::DEDICATED_SPINS),
                 },
-                &[STRATEGY, "spin_iterations"],
+                2,
             ),
             Strategy::SpinThenPark => (
                 WaitStrategy::SpinThenPark {
-                    spin_iterations: spins.unwrap_or(DEFAULT_PARK_SPINS),
-                    yield_iterations: yields.unwrap_or(DEFAULT_PARK_YIELDS),
-                    park_timeout_us: park.unwrap_or(DEFAULT_PARK_TIMEOUT_US),
+                    spin_iterations: spins.unwrap_or(wait::OVERSUBSCRIBED_SPINS),
+                    yield_iterations: yields.unwrap_or(wait::OVERSUBSCRIBED_YIELDS),
+                    park_timeout_us: park.unwrap_or(wait::OVERSUBSCRIBED_PARK_US),
                 },
-                &[
-                    STRATEGY,
-                    "spin_iterations",
-                    "yield_iterations",
-                    "park_timeout_us",
-                ],
+                4,
             ),
         };
-        for (key, given) in [
-            ("spin_iterations", spins.is_some()),
-            ("yield_iterations", yields.is_some()),
-            ("park_timeout_us", park.is_some()),
-        ] {
-            if given && !keys.contains(&key) {
-                return Err(de::Error::unknown_field(key, keys));
-            }
+        // Whether each of WAIT_KEYS is in the table (`strategy` always is).
+        let given = [true, spins.is_some(), yields.is_some(), park.is_some()];
+        match (keys_taken..WAIT_KEYS.len()).find(|&index| given[index]) {
+            Some(extra) => Err(de::Error::unknown_field(
+                WAIT_KEYS[extra],
+                &WAIT_KEYS[..keys_taken],
+            )),
+            None => Ok(strategy),
         }
-        Ok(strategy)
     }
 }
