@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use spillway::config::{
     BreakerConfig, CapAction, CapsConfig, Config, ConfigError, ConfigLoadError, ControlConfig,
     EgressConfig, EgressDropPolicy, Levels, MonitorConfig, NetConfig, Profile, QueueDropPolicy,
-    RateConfig, TenantConfig, WaitStrategy,
+    RateConfig, TenantConfig, WaitStrategy, FRAME_BYTES_DEFAULT,
 };
 use spillway::engine::Engine;
 use spillway::message::{ConnectionId, Message, MessageId, Priority, Role, TenantId};
@@ -531,6 +531,8 @@ fn settings_of(text: &str) -> Vec<(String, String, String)> {
 fn production_toml_is_the_default_and_shows_every_key() {
     let path = config_dir().join("production.toml");
     assert_eq!(Config::from_toml_file(&path).unwrap(), Config::default());
+    // `FrameLimit::DEFAULT`, a const of its own, is the server's default limit.
+    assert_eq!(Config::default().net.max_frame_bytes, FRAME_BYTES_DEFAULT);
     let keys = |text: &str| -> Vec<(String, String)> {
         let mut keys: Vec<_> = settings_of(text)
             .into_iter()

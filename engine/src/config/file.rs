@@ -41,9 +41,9 @@ pub enum ConfigLoadError {
 }
 
 impl Config {
-    /// The settings of `profile`: [`Config::default`] with the profile's shipped file (see
-    /// [`Profile`]) laid over it as [`Config::from_toml_str`] lays a file over a profile.
-    /// [`Profile::Production`] gives [`Config::default`], whose values its file repeats.
+    /// The settings of `profile`: production's ([`Config::default`]) with the profile's
+    /// shipped file (see [`Profile`]) laid over them, as [`Config::from_toml_str`] lays a file
+    /// over a profile.
     pub fn for_profile(profile: Profile) -> Config {
         deserialize(profile_tree(profile)).expect("the shipped profile files are valid")
     }
@@ -84,15 +84,16 @@ pub(super) struct ProfileKey {
     pub(super) profile: Profile,
 }
 
-/// The value tree of `profile`'s settings: [`Config::default`]'s, with the profile's shipped
-/// file laid over it.
+/// The value tree of `profile`'s settings: production's shipped file, which gives every
+/// setting, with the profile's laid over it.
 fn profile_tree(profile: Profile) -> Value {
-    let mut tree = serde_value::to_value(Config::default()).expect("a Config makes a value tree");
-    let mut file = parse(profile::shipped_toml(profile)).expect("the shipped profiles are TOML");
-    for tree in [&mut tree, &mut file] {
-        thresholds_as_table(tree).expect("Config and the shipped profiles have 4 thresholds");
-    }
-    lay_over(&mut tree, file);
+    let shipped = |profile| {
+        let mut tree = parse(profile::shipped_toml(profile)).expect("the shipped files are TOML");
+        thresholds_as_table(&mut tree).expect("the shipped files give 4 thresholds");
+        tree
+    };
+    let mut tree = shipped(Profile::Production);
+    lay_over(&mut tree, shipped(profile));
     tree
 }
 
@@ -255,6 +256,7 @@ fn kinds(expected: &str) -> String {
     match expected {
         "a boolean" => "{true, false}",
         "f64" => "numbers",
+        "i64" => "integers",
         // serde_value's words for an enum (a name, here).
         "string or map" => "strings",
         "a sequence" => "arrays",
@@ -432,12 +434,10 @@ impl<'de> Deserialize<'de> for WaitStrategy {
         };
         // Whether each of WAIT_KEYS is in the table (`strategy` always is).
         let given = [true, spins.is_some(), yields.is_some(), park.is_some()];
-        match (keys_taken..WAIT_KEYS.len()).find(|&index| given[index]) {
-            Some(extra) => Err(de::Error::unknown_field(
-                WAIT_KEYS[extra],
-                &WAIT_KEYS[..keys_taken],
-            )),
-            None => Ok(strategy),
+        let taken = &WAIT_KEYS[..keys_taken];
+        if let Some(extra) = (keys_taken..WAIT_KEYS.len()).find(|&index| given[index]) {
+            return Err(de::Error::unknown_field(WAIT_KEYS[extra], taken));
         }
+        Ok(strategy)
     }
 }
