@@ -19,13 +19,13 @@ use crate::config::WaitStrategy;
 use crate::sync::{AtomicBool, Ordering};
 
 /// Polls an idle shard makes before it first yields, when oversubscribed.
-pub(crate) const OVERSUBSCRIBED_SPINS: u32 = 256;
+const OVERSUBSCRIBED_SPINS: u32 = 256;
 /// Yields before it parks, when oversubscribed.
-pub(crate) const OVERSUBSCRIBED_YIELDS: u32 = 64;
+const OVERSUBSCRIBED_YIELDS: u32 = 64;
 /// Longest park, when oversubscribed: the worst extra delay of a missed wake-up.
-pub(crate) const OVERSUBSCRIBED_PARK_US: u32 = 50;
+const OVERSUBSCRIBED_PARK_US: u32 = 50;
 /// Polls before the first yield when every thread has its own core.
-pub(crate) const DEDICATED_SPINS: u32 = 4096;
+const DEDICATED_SPINS: u32 = 4096;
 
 /// A strategy with its numbers decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

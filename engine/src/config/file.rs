@@ -19,9 +19,8 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_path_to_error::Segment;
 use serde_value::{DeserializerError, Value};
 
-use super::{profile, range, span, Config, ConfigError, Profile, WaitStrategy};
+use super::{range, span, Config, ConfigError, Profile, WaitStrategy};
 use crate::message::{Priority, Role, TenantId};
-use crate::wait;
 
 /// Why a configuration file could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -87,13 +86,23 @@ pub(super) struct ProfileKey {
 /// The value tree of `profile`'s settings: production's shipped file, which gives every
 /// setting, with the profile's laid over it.
 fn profile_tree(profile: Profile) -> Value {
-    let shipped = |profile| {
-        let mut tree = parse(profile::shipped_toml(profile)).expect("the shipped files are TOML");
-        thresholds_as_table(&mut tree).expect("the shipped files give 4 thresholds");
-        tree
+    let mut tree = shipped_tree(Profile::Production);
+    lay_over(&mut tree, shipped_tree(profile));
+    tree
+}
+
+/// The value tree of `config/NAME.toml` at the repository's root, built in so that those
+/// files are the one place where a profile's settings are written. The path leaves the
+/// crate's directory: the crate builds inside this repository only.
+fn shipped_tree(profile: Profile) -> Value {
+    let text = match profile {
+        Profile::Development => include_str!("../../../config/development.toml"),
+        Profile::Staging => include_str!("../../../config/staging.toml"),
+        Profile::Production => include_str!("../../../config/production.toml"),
+        Profile::HighThroughput => include_str!("../../../config/high-throughput.toml"),
     };
-    let mut tree = shipped(Profile::Production);
-    lay_over(&mut tree, shipped(profile));
+    let mut tree = parse(text).expect("the shipped files are TOML");
+    thresholds_as_table(&mut tree).expect("the shipped files give 4 thresholds");
     tree
 }
 
@@ -394,6 +403,13 @@ enum Strategy {
     SpinThenPark,
 }
 
+/// Numbers of a strategy a file switches to without giving them: what `Adaptive` uses on a
+/// machine with a core per thread, and on an oversubscribed one (as `wait.rs` has them).
+const DEFAULT_YIELD_SPINS: u32 = 4096;
+const DEFAULT_PARK_SPINS: u32 = 256;
+const DEFAULT_PARK_YIELDS: u32 = 64;
+const DEFAULT_PARK_TIMEOUT_US: u32 = 50;
+
 /// The keys of the `[wait]` table, in order: each strategy takes the first one, two or
 /// four of them.
 static WAIT_KEYS: [&str; 4] = [
@@ -405,8 +421,8 @@ static WAIT_KEYS: [&str; 4] = [
 
 impl<'de> Deserialize<'de> for WaitStrategy {
     /// Numbers a file leaves out come from the profile when the file names the profile's
-    /// strategy (the tables merge), else from what [`WaitStrategy::Adaptive`] would use for
-    /// that strategy; a number the strategy does not take is an unknown key.
+    /// strategy (the tables merge), else from the defaults above; a number the strategy does
+    /// not take is an unknown key.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let table = WaitTable::deserialize(deserializer)?;
         let (spins, yields, park) = (
@@ -419,15 +435,15 @@ impl<'de> Deserialize<'de> for WaitStrategy {
             Strategy::BusySpin => (WaitStrategy::BusySpin, 1),
             Strategy::SpinThenYield => (
                 WaitStrategy::SpinThenYield {
-                    spin_iterations: spins.unwrap_or(wait::DEDICATED_SPINS),
+                    spin_iterations: spins.unwrap_or(DEFAULT_YIELD_SPINS),
                 },
                 2,
             ),
             Strategy::SpinThenPark => (
                 WaitStrategy::SpinThenPark {
-                    spin_iterations: spins.unwrap_or(wait::OVERSUBSCRIBED_SPINS),
-                    yield_iterations: yields.unwrap_or(wait::OVERSUBSCRIBED_YIELDS),
-                    park_timeout_us: park.unwrap_or(wait::OVERSUBSCRIBED_PARK_US),
+                    spin_iterations: spins.unwrap_or(DEFAULT_PARK_SPINS),
+                    yield_iterations: yields.unwrap_or(DEFAULT_PARK_YIELDS),
+                    park_timeout_us: park.unwrap_or(DEFAULT_PARK_TIMEOUT_US),
                 },
                 4,
             ),

@@ -1,9 +1,4 @@
 //! The four named profiles (SPEC 7), whose settings are the shipped files `config/*.toml`.
-//!
-//! Every profile keeps all three admission levels on: a profile changes how much each level
-//! allows, never whether it runs, so that a test in development or staging exercises the
-//! same code paths as production. The kill switches (`levels`) stay a deliberate, per-file
-//! decision.
 
 use core::fmt;
 use core::str::FromStr;
@@ -17,7 +12,8 @@ use super::{file, ConfigError};
 /// A named starting point for the settings: `Config::for_profile(profile)`, or
 /// `profile = "NAME"` in a TOML file. Production is the default. Each profile but
 /// production is production's settings with the keys of its file in the repository's
-/// `config/` directory laid over them; each file says why it differs where it does.
+/// `config/` directory laid over them; each file says why it differs where it does. None
+/// turns an admission level off, so development and staging run production's code paths.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Profile {
@@ -77,18 +73,5 @@ impl FromStr for Profile {
 
     fn from_str(name: &str) -> Result<Self, Self::Err> {
         Profile::from_name(name)
-    }
-}
-
-/// The shipped file of `profile`, `config/NAME.toml` at the repository's root, built in so
-/// that those files are the one place where a profile's settings are written. The path
-/// leaves the crate's directory: the crate builds inside this repository only (a packaged
-/// crate would lack the files).
-pub(super) fn shipped_toml(profile: Profile) -> &'static str {
-    match profile {
-        Profile::Development => include_str!("../../../config/development.toml"),
-        Profile::Staging => include_str!("../../../config/staging.toml"),
-        Profile::Production => include_str!("../../../config/production.toml"),
-        Profile::HighThroughput => include_str!("../../../config/high-throughput.toml"),
     }
 }
