@@ -1,5 +1,6 @@
 //! Every setting of the engine in one [`Config`], with SPEC's defaults (the production
-//! profile) and a [`Config::validate`] that names the field and its allowed range.
+//! profile, `config/production.toml`) and a [`Config::validate`] that names the field and
+//! its allowed range.
 //!
 //! The same `Config` comes from code (start from [`Config::default`] or
 //! [`Config::for_profile`] and set fields, then hand it to
@@ -50,6 +51,7 @@
 
 use core::fmt::Display;
 use core::ops::RangeInclusive;
+use std::sync::LazyLock;
 
 use serde::{Deserialize, Serialize};
 
@@ -91,7 +93,7 @@ pub const FRAME_BYTES_DEFAULT: u32 = 64 * 1024;
 /// others. A file has the same keys, in this order when printed: plain values, then one
 /// table per section, the tenants last.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct Config {
     /// The profile these settings started from. Informational: the engine reads only the
     /// values below, and a file's `profile` key names the base its other keys override.
@@ -139,37 +141,46 @@ pub struct Config {
     /// [`ServerConfig::from_config`](crate::net::server::ServerConfig::from_config)).
     pub net: NetConfig,
     /// Per-tenant aggregate caps and priority ceilings.
+    #[serde(default)]
     pub tenants: Vec<TenantConfig>,
 }
 
+/// Production's settings, read from `config/production.toml` on first use.
+static PRODUCTION: LazyLock<Config> = LazyLock::new(|| Config::for_profile(Profile::Production));
+
+/// SPEC's defaults: the production profile, whose file `config/production.toml` gives every
+/// setting once, with a comment on what it means.
 impl Default for Config {
     fn default() -> Self {
-        Self {
-            profile: Profile::Production,
-            shards: 0,
-            pinning: false,
-            ring_capacity: 4096,
-            admission_batch_max: 256,
-            handler_batch_max: 64,
-            connections_per_shard_max: 32_768,
-            shutdown_finishes_queued: true,
-            wait: WaitStrategy::Adaptive,
-            levels: Levels::default(),
-            rate: RateConfig::default(),
-            caps: CapsConfig::default(),
-            breaker: BreakerConfig::default(),
-            control: ControlConfig::default(),
-            monitor: MonitorConfig::default(),
-            egress: EgressConfig::default(),
-            net: NetConfig::default(),
-            tenants: Vec::new(),
-        }
+        PRODUCTION.clone()
     }
+}
+
+/// `SECTION: Type` makes `Type::default()` production's `[SECTION]`.
+macro_rules! production_sections {
+    ($($section:ident: $type:ty,)*) => {$(
+        impl Default for $type {
+            fn default() -> Self {
+                PRODUCTION.$section
+            }
+        }
+    )*};
+}
+
+production_sections! {
+    levels: Levels,
+    rate: RateConfig,
+    caps: CapsConfig,
+    breaker: BreakerConfig,
+    control: ControlConfig,
+    monitor: MonitorConfig,
+    egress: EgressConfig,
+    net: NetConfig,
 }
 
 /// Kill switches for the three admission levels (SPEC 3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct Levels {
     /// Level 1, the per-connection token bucket.
     pub rate_limit: bool,
@@ -179,19 +190,9 @@ pub struct Levels {
     pub circuit_breaker: bool,
 }
 
-impl Default for Levels {
-    fn default() -> Self {
-        Self {
-            rate_limit: true,
-            queue_caps: true,
-            circuit_breaker: true,
-        }
-    }
-}
-
 /// Level 1 settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct RateConfig {
     /// Messages per second per connection (SPEC: 500).
     #[serde(deserialize_with = "range::rate_per_sec")]
@@ -216,21 +217,6 @@ pub struct RateConfig {
     /// Length of an adjustment interval, in ns.
     #[serde(deserialize_with = "range::adaptive_interval_ns")]
     pub adaptive_interval_ns: u64,
-}
-
-impl Default for RateConfig {
-    fn default() -> Self {
-        Self {
-            per_connection_per_sec: 500,
-            burst: 1000,
-            adaptive: true,
-            adaptive_latency_threshold_ns: 100_000_000,
-            adaptive_cut_percent: 10,
-            adaptive_recover_percent: 5,
-            adaptive_floor_per_sec: 50,
-            adaptive_interval_ns: 1_000_000_000,
-        }
-    }
 }
 
 /// What happens to a message that meets a full cap.
@@ -260,7 +246,7 @@ pub enum QueueDropPolicy {
 
 /// Level 2 settings. Caps are counts of pending (admitted, not yet finished) messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct CapsConfig {
     /// Pending messages per connection (SPEC: 1000).
     #[serde(deserialize_with = "range::cap_messages")]
@@ -282,27 +268,12 @@ pub struct CapsConfig {
     /// Fill percentage of any cap from which each priority is refused, in P0..P3 order
     /// (SPEC: 100, 95, 80, 60); must not increase from P0 to P3. In a file, an array of four
     /// or a table keyed `P0`..`P3` that overrides only the priorities it names.
-    #[serde(with = "file::thresholds")]
+    #[serde(deserialize_with = "file::thresholds")]
     pub priority_threshold_percent: [u32; Priority::COUNT],
     /// What happens at a cap.
     pub action: CapAction,
     /// Which message goes under [`CapAction::Drop`].
     pub drop_policy: QueueDropPolicy,
-}
-
-impl Default for CapsConfig {
-    fn default() -> Self {
-        Self {
-            connection_messages: 1000,
-            connection_bytes: 50 * 1024 * 1024,
-            role_messages: [10_000, 5_000, 1_000, 500, 2_000, 1_000],
-            handler_queue: 20_000,
-            backpressure_percent: 80,
-            priority_threshold_percent: [100, 95, 80, 60],
-            action: CapAction::Refuse,
-            drop_policy: QueueDropPolicy::DropOldest,
-        }
-    }
 }
 
 /// One tenant's settings. In a file, one `[[tenants]]` table; only `tenant` is required.
@@ -327,7 +298,7 @@ pub struct TenantConfig {
 
 /// Level 3 settings.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct BreakerConfig {
     /// Open when the window's p95 latency (admission to completion) is over this, in ns
     /// (SPEC: 200 ms).
@@ -351,23 +322,9 @@ pub struct BreakerConfig {
     pub trip_on_full_queue: bool,
 }
 
-impl Default for BreakerConfig {
-    fn default() -> Self {
-        Self {
-            p95_latency_max_ns: 200_000_000,
-            error_rate_max_percent: 1.0,
-            window_requests: 1000,
-            min_samples: 100,
-            recovery_timeout_ns: 60_000_000_000,
-            good_period_ns: 30_000_000_000,
-            trip_on_full_queue: true,
-        }
-    }
-}
-
 /// Control-plane settings (SPEC 5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct ControlConfig {
     /// A health check slower than this is an SLO violation, in ns (SPEC: 100 ms); 1 µs to
     /// 60 s.
@@ -396,22 +353,9 @@ pub struct ControlConfig {
     pub nice: i32,
 }
 
-impl Default for ControlConfig {
-    fn default() -> Self {
-        Self {
-            health_slo_ns: 100_000_000,
-            ring_capacity: 256,
-            drain_finishes_queued: true,
-            drain_timeout_ns: 5_000_000_000,
-            pinning: true,
-            nice: -20,
-        }
-    }
-}
-
 /// Overload-monitor settings (SPEC 5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct MonitorConfig {
     /// How often every queue is sampled against its cap, in ns (SPEC: 5 s); 1 ms to 1 h.
     #[serde(deserialize_with = "range::monitor_interval_ns")]
@@ -431,23 +375,11 @@ pub struct MonitorConfig {
     pub overload_percent: u32,
 }
 
-impl Default for MonitorConfig {
-    fn default() -> Self {
-        Self {
-            interval_ns: 5_000_000_000,
-            history: 100,
-            warning_percent: 80,
-            critical_percent: 90,
-            overload_percent: 100,
-        }
-    }
-}
-
 /// The TCP front end's limits and timers, which
 /// [`ServerConfig`](crate::net::server::ServerConfig) holds beside egress flow control. The
 /// same in every profile; each field's range is checked by [`Config::validate`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct NetConfig {
     /// Open connections, all shards together; one more is accepted, told
     /// `too_many_connections`, and closed. 1 to 2^24.
@@ -491,30 +423,8 @@ pub struct NetConfig {
     pub housekeeping_interval_ns: u64,
 }
 
-impl Default for NetConfig {
-    fn default() -> Self {
-        Self {
-            max_connections: 16_384,
-            max_frame_bytes: FRAME_BYTES_DEFAULT,
-            hello_timeout_ns: 10_000_000_000,
-            frame_timeout_ns: 10_000_000_000,
-            close_timeout_ns: 1_000_000_000,
-            accept_backoff_ns: 10_000_000,
-            accepts_per_turn_max: 256,
-            read_bytes_per_turn_max: 64 * 1024,
-            frames_per_turn_max: 256,
-            write_buffer_bytes_max: 64 * 1024,
-            events_per_turn_max: 1024,
-            housekeeping_interval_ns: 10_000_000,
-        }
-    }
-}
-
 impl NetConfig {
-    /// Checks every field against its range; the error names the field (`net.…`).
-    ///
-    /// # Errors
-    /// The first field out of its range.
+    /// Checks every field against its range; the first bad one is named (`net.FIELD`).
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_fields!(self, "net.";
             max_connections in range::NET_CONNECTIONS;
@@ -581,10 +491,11 @@ pub struct ConfigError {
 /// (the lower-case name, a `deserialize_with` of the fields it bounds) only uses it to report
 /// a number from a file that does not even fit the field's type, such as a negative count.
 pub(crate) mod range {
-    use core::fmt::{self, Display};
+    use core::fmt::Display;
     use core::ops::RangeInclusive;
 
-    use serde::de::{Deserializer, Error, Unexpected, Visitor};
+    use serde::de::{Deserializer, Error, Unexpected};
+    use serde::Deserialize;
 
     use super::{span, FRAME_BYTES_MAX, FRAME_BYTES_MIN, SHARDS_MAX};
 
@@ -658,37 +569,19 @@ pub(crate) mod range {
     pub(crate) const ERROR_RATE_PERCENT: RangeInclusive<f64> = 0.0..=100.0;
 
     /// An integer of the field's type `T`; one that does not fit `T` is out of `range`.
+    /// Every tree read is parsed TOML, whose integers are `i64`.
     pub(crate) fn fitting<'de, D, T>(
         deserializer: D,
         range: &RangeInclusive<T>,
     ) -> Result<T, D::Error>
     where
         D: Deserializer<'de>,
-        T: TryFrom<i128> + Display,
+        T: TryFrom<i64> + Display,
     {
-        let wide = deserializer.deserialize_i64(Integer)?;
+        let wide = i64::deserialize(deserializer)?;
         T::try_from(wide).map_err(|_| {
             D::Error::invalid_value(Unexpected::Other(&wide.to_string()), &span(range).as_str())
         })
-    }
-
-    /// Any integer TOML holds (`i64`, or `u64` from a tree printed from a `Config`).
-    struct Integer;
-
-    impl Visitor<'_> for Integer {
-        type Value = i128;
-
-        fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-            formatter.write_str("integers")
-        }
-
-        fn visit_i64<E: Error>(self, value: i64) -> Result<i128, E> {
-            Ok(value.into())
-        }
-
-        fn visit_u64<E: Error>(self, value: u64) -> Result<i128, E> {
-            Ok(value.into())
-        }
     }
 }
 
@@ -714,11 +607,6 @@ pub(crate) fn check<T: PartialOrd + Display>(
 }
 
 impl Config {
-    /// The settings of `profile`; [`Profile::Production`] gives [`Config::default`].
-    pub fn for_profile(profile: Profile) -> Config {
-        profile::settings(profile)
-    }
-
     /// Checks every value; the first bad one is named in the error. A range that depends
     /// on another field (a floor under the rate, thresholds under each other) is checked
     /// after that field, against its value.

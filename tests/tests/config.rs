@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use spillway::config::{
     BreakerConfig, CapAction, CapsConfig, Config, ConfigError, ConfigLoadError, ControlConfig,
     EgressConfig, EgressDropPolicy, Levels, MonitorConfig, NetConfig, Profile, QueueDropPolicy,
-    RateConfig, TenantConfig, WaitStrategy,
+    RateConfig, TenantConfig, WaitStrategy, FRAME_BYTES_DEFAULT,
 };
 use spillway::engine::Engine;
 use spillway::message::{ConnectionId, Message, MessageId, Priority, Role, TenantId};
@@ -504,6 +504,68 @@ fn every_profile_is_valid_and_production_is_the_default() {
         let config = Config::for_profile(profile);
         assert_eq!(config.profile, profile);
         config.validate().unwrap();
+    }
+}
+
+/// The `(table, key, value)` of each setting in a shipped file or a printed `Config`: the
+/// files give one setting per line, under `[table]` headers; comments are skipped.
+fn settings_of(text: &str) -> Vec<(String, String, String)> {
+    let mut table = String::new();
+    let mut settings = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if let Some(header) = line
+            .strip_prefix('[')
+            .and_then(|line| line.strip_suffix(']'))
+        {
+            table = header.to_string();
+        } else if let Some((key, value)) = line.split_once(" = ") {
+            if !line.starts_with('#') {
+                settings.push((table.clone(), key.to_string(), value.to_string()));
+            }
+        }
+    }
+    settings
+}
+
+#[test]
+fn production_toml_is_the_default_and_shows_every_key() {
+    let path = config_dir().join("production.toml");
+    assert_eq!(Config::from_toml_file(&path).unwrap(), Config::default());
+    // `FrameLimit::DEFAULT`, a const of its own, is the server's default limit.
+    assert_eq!(Config::default().net.max_frame_bytes, FRAME_BYTES_DEFAULT);
+    let keys = |text: &str| -> Vec<(String, String)> {
+        let mut keys: Vec<_> = settings_of(text)
+            .into_iter()
+            .map(|(table, key, _)| (table, key))
+            .collect();
+        keys.sort();
+        keys
+    };
+    let mut printed = keys(&Config::default().to_toml_string());
+    // No tenants by default: the file shows a tenant's table in a comment instead.
+    printed.retain(|(_, key)| key != "tenants");
+    assert_eq!(keys(&std::fs::read_to_string(path).unwrap()), printed);
+}
+
+#[test]
+fn every_other_profile_file_sets_only_what_differs_from_production() {
+    for profile in Profile::ALL {
+        if profile == Profile::Production {
+            continue;
+        }
+        let path = config_dir().join(format!("{}.toml", profile.name()));
+        for (table, key, value) in settings_of(&std::fs::read_to_string(&path).unwrap()) {
+            if key == "profile" {
+                continue;
+            }
+            let setting = format!("[{table}]\n{key} = {value}\n");
+            let setting = setting.trim_start_matches("[]\n");
+            assert!(
+                Config::from_toml_str(setting) != Ok(Config::default()),
+                "{}: {setting} is production's value",
+                path.display()
+            );
+        }
     }
 }
 

@@ -24,7 +24,7 @@ pub enum EgressDropPolicy {
 /// Egress flow-control settings of one connection (SPEC 4), the `[egress]` section of
 /// [`Config`](crate::config::Config). Defaults are SPEC's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct EgressConfig {
     /// Replies the send buffer holds (SPEC: 1000); 1 to 2^20. Reserved when a queue is made.
     #[serde(deserialize_with = "range::egress_buffer_capacity")]
@@ -70,26 +70,6 @@ pub struct EgressConfig {
     /// Recommend disconnecting an unhealthy client ([`EgressHealth::Unhealthy`](crate::net::egress::EgressHealth::Unhealthy)'s
     /// `recommend_disconnect`); off by default.
     pub disconnect_unhealthy: bool,
-}
-
-impl Default for EgressConfig {
-    fn default() -> Self {
-        Self {
-            buffer_capacity: 1000,
-            throttle_percent: 70,
-            pause_percent: 90,
-            throttle_delay_min_ns: 0,
-            throttle_delay_max_ns: 500_000_000,
-            pause_duration_ns: 50_000_000,
-            drop_policy: EgressDropPolicy::DropOldest,
-            block_timeout_ns: 1_000_000_000,
-            health_window_ns: 10_000_000_000,
-            health_min_offered: 100,
-            warning_drop_percent: 10,
-            unhealthy_drop_percent: 30,
-            disconnect_unhealthy: false,
-        }
-    }
 }
 
 impl EgressConfig {

@@ -40,14 +40,19 @@ pub enum ConfigLoadError {
 }
 
 impl Config {
+    /// The settings of `profile`: production's ([`Config::default`]) with the profile's
+    /// shipped file (see [`Profile`]) laid over them, as [`Config::from_toml_str`] lays a file
+    /// over a profile.
+    pub fn for_profile(profile: Profile) -> Config {
+        deserialize(profile_tree(profile)).expect("the shipped profile files are valid")
+    }
+
     /// Reads settings from TOML text: the profile it names (production by default), with
     /// each key present overriding that setting; then validates the result.
     pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
         let mut file = parse(text)?;
         let ProfileKey { profile } = deserialize(file.clone())?;
-        let mut tree = serde_value::to_value(Config::for_profile(profile))
-            .expect("a Config always makes a value tree");
-        thresholds_as_table(&mut tree)?;
+        let mut tree = profile_tree(profile);
         thresholds_as_table(&mut file)?;
         lay_over(&mut tree, file);
         let config: Config = deserialize(tree)?;
@@ -76,6 +81,29 @@ impl Config {
 pub(super) struct ProfileKey {
     #[serde(default)]
     pub(super) profile: Profile,
+}
+
+/// The value tree of `profile`'s settings: production's shipped file, which gives every
+/// setting, with the profile's laid over it.
+fn profile_tree(profile: Profile) -> Value {
+    let mut tree = shipped_tree(Profile::Production);
+    lay_over(&mut tree, shipped_tree(profile));
+    tree
+}
+
+/// The value tree of `config/NAME.toml` at the repository's root, built in so that those
+/// files are the one place where a profile's settings are written. The path leaves the
+/// crate's directory: the crate builds inside this repository only.
+fn shipped_tree(profile: Profile) -> Value {
+    let text = match profile {
+        Profile::Development => include_str!("../../../config/development.toml"),
+        Profile::Staging => include_str!("../../../config/staging.toml"),
+        Profile::Production => include_str!("../../../config/production.toml"),
+        Profile::HighThroughput => include_str!("../../../config/high-throughput.toml"),
+    };
+    let mut tree = parse(text).expect("the shipped files are TOML");
+    thresholds_as_table(&mut tree).expect("the shipped files give 4 thresholds");
+    tree
 }
 
 /// The file's value tree. An integer too big for TOML (past 64 bits) is named by its key.
@@ -237,6 +265,7 @@ fn kinds(expected: &str) -> String {
     match expected {
         "a boolean" => "{true, false}",
         "f64" => "numbers",
+        "i64" => "integers",
         // serde_value's words for an enum (a name, here).
         "string or map" => "strings",
         "a sequence" => "arrays",
@@ -320,27 +349,16 @@ pub(super) mod role_messages {
     }
 }
 
-/// `caps.priority_threshold_percent`: printed as an array in P0..P3 order, read as the
+/// `caps.priority_threshold_percent`, printed as an array in P0..P3 order, read as the
 /// table that [`thresholds_as_table`] makes of an array or a table.
-pub(super) mod thresholds {
-    use super::*;
-
-    pub(crate) fn serialize<S: Serializer>(
-        percents: &[u32; Priority::COUNT],
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        percents.serialize(serializer)
-    }
-
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<[u32; Priority::COUNT], D::Error> {
-        deserializer.deserialize_map(Named {
-            names: &["P0", "P1", "P2", "P3"],
-            range: &range::PERCENT,
-            expecting: "arrays of 4 percentages (P0 to P3) and tables with keys P0 to P3",
-        })
-    }
+pub(super) fn thresholds<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<[u32; Priority::COUNT], D::Error> {
+    deserializer.deserialize_map(Named {
+        names: &["P0", "P1", "P2", "P3"],
+        range: &range::PERCENT,
+        expecting: "arrays of 4 percentages (P0 to P3) and tables with keys P0 to P3",
+    })
 }
 
 /// A tenant id: any `u32`.
@@ -386,11 +404,20 @@ enum Strategy {
 }
 
 /// Numbers of a strategy a file switches to without giving them: what `Adaptive` uses on a
-/// machine with a core per thread, and on an oversubscribed one.
+/// machine with a core per thread, and on an oversubscribed one (as `wait.rs` has them).
 const DEFAULT_YIELD_SPINS: u32 = 4096;
 const DEFAULT_PARK_SPINS: u32 = 256;
 const DEFAULT_PARK_YIELDS: u32 = 64;
 const DEFAULT_PARK_TIMEOUT_US: u32 = 50;
+
+/// The keys of the `[wait]` table, in order: each strategy takes the first one, two or
+/// four of them.
+static WAIT_KEYS: [&str; 4] = [
+    STRATEGY,
+    "spin_iterations",
+    "yield_iterations",
+    "park_timeout_us",
+];
 
 impl<'de> Deserialize<'de> for WaitStrategy {
     /// Numbers a file leaves out come from the profile when the file names the profile's
@@ -403,14 +430,14 @@ impl<'de> Deserialize<'de> for WaitStrategy {
             table.yield_iterations,
             table.park_timeout_us,
         );
-        let (strategy, keys): (_, &'static [&'static str]) = match table.strategy {
-            Strategy::Adaptive => (WaitStrategy::Adaptive, &[STRATEGY]),
-            Strategy::BusySpin => (WaitStrategy::BusySpin, &[STRATEGY]),
+        let (strategy, keys_taken) = match table.strategy {
+            Strategy::Adaptive => (WaitStrategy::Adaptive, 1),
+            Strategy::BusySpin => (WaitStrategy::BusySpin, 1),
             Strategy::SpinThenYield => (
                 WaitStrategy::SpinThenYield {
                     spin_iterations: spins.unwrap_or(DEFAULT_YIELD_SPINS),
                 },
-                &[STRATEGY, "spin_iterations"],
+                2,
             ),
             Strategy::SpinThenPark => (
                 WaitStrategy::SpinThenPark {
@@ -418,22 +445,14 @@ impl<'de> Deserialize<'de> for WaitStrategy {
                     yield_iterations: yields.unwrap_or(DEFAULT_PARK_YIELDS),
                     park_timeout_us: park.unwrap_or(DEFAULT_PARK_TIMEOUT_US),
                 },
-                &[
-                    STRATEGY,
-                    "spin_iterations",
-                    "yield_iterations",
-                    "park_timeout_us",
-                ],
+                4,
             ),
         };
-        for (key, given) in [
-            ("spin_iterations", spins.is_some()),
-            ("yield_iterations", yields.is_some()),
-            ("park_timeout_us", park.is_some()),
-        ] {
-            if given && !keys.contains(&key) {
-                return Err(de::Error::unknown_field(key, keys));
-            }
+        // Whether each of WAIT_KEYS is in the table (`strategy` always is).
+        let given = [true, spins.is_some(), yields.is_some(), park.is_some()];
+        let taken = &WAIT_KEYS[..keys_taken];
+        if let Some(extra) = (keys_taken..WAIT_KEYS.len()).find(|&index| given[index]) {
+            return Err(de::Error::unknown_field(WAIT_KEYS[extra], taken));
         }
         Ok(strategy)
     }
