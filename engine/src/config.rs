@@ -474,6 +474,22 @@ pub enum WaitStrategy {
     Adaptive,
 }
 
+impl WaitStrategy {
+    /// What [`Adaptive`](Self::Adaptive) does when every engine thread has a core of its
+    /// own; also the numbers a file that picks `spin-then-yield` without them gets.
+    pub const ADAPTIVE_DEDICATED: WaitStrategy = WaitStrategy::SpinThenYield {
+        spin_iterations: 4096,
+    };
+    /// What [`Adaptive`](Self::Adaptive) does when threads outnumber cores: park after 256
+    /// polls and 64 yields, for at most 50 µs (the worst extra delay of a missed wake-up);
+    /// also the numbers a file that picks `spin-then-park` without them gets.
+    pub const ADAPTIVE_OVERSUBSCRIBED: WaitStrategy = WaitStrategy::SpinThenPark {
+        spin_iterations: 256,
+        yield_iterations: 64,
+        park_timeout_us: 50,
+    };
+}
+
 /// An invalid setting: the field's path, its allowed range, and the value given.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{field} must be in {allowed}, got {got}")]

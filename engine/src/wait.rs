@@ -18,15 +18,6 @@ use std::time::Duration;
 use crate::config::WaitStrategy;
 use crate::sync::{AtomicBool, Ordering};
 
-/// Polls an idle shard makes before it first yields, when oversubscribed.
-const OVERSUBSCRIBED_SPINS: u32 = 256;
-/// Yields before it parks, when oversubscribed.
-const OVERSUBSCRIBED_YIELDS: u32 = 64;
-/// Longest park, when oversubscribed: the worst extra delay of a missed wake-up.
-const OVERSUBSCRIBED_PARK_US: u32 = 50;
-/// Polls before the first yield when every thread has its own core.
-const DEDICATED_SPINS: u32 = 4096;
-
 /// A strategy with its numbers decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Resolved {
@@ -58,14 +49,10 @@ pub(crate) fn resolve(strategy: WaitStrategy, threads: usize, cores: usize) -> R
             park: Duration::from_micros(u64::from(park_timeout_us)),
         },
         // Producers need cores too: a thread per core only when a core is left over.
-        WaitStrategy::Adaptive if cores > threads => Resolved::SpinThenYield {
-            spins: DEDICATED_SPINS,
-        },
-        WaitStrategy::Adaptive => Resolved::SpinThenPark {
-            spins: OVERSUBSCRIBED_SPINS,
-            yields: OVERSUBSCRIBED_YIELDS,
-            park: Duration::from_micros(u64::from(OVERSUBSCRIBED_PARK_US)),
-        },
+        WaitStrategy::Adaptive if cores > threads => {
+            resolve(WaitStrategy::ADAPTIVE_DEDICATED, threads, cores)
+        }
+        WaitStrategy::Adaptive => resolve(WaitStrategy::ADAPTIVE_OVERSUBSCRIBED, threads, cores),
     }
 }
 

@@ -403,13 +403,6 @@ enum Strategy {
     SpinThenPark,
 }
 
-/// Numbers of a strategy a file switches to without giving them: what `Adaptive` uses on a
-/// machine with a core per thread, and on an oversubscribed one (as `wait.rs` has them).
-const DEFAULT_YIELD_SPINS: u32 = 4096;
-const DEFAULT_PARK_SPINS: u32 = 256;
-const DEFAULT_PARK_YIELDS: u32 = 64;
-const DEFAULT_PARK_TIMEOUT_US: u32 = 50;
-
 /// The keys of the `[wait]` table, in order: each strategy takes the first one, two or
 /// four of them.
 static WAIT_KEYS: [&str; 4] = [
@@ -421,7 +414,7 @@ static WAIT_KEYS: [&str; 4] = [
 
 impl<'de> Deserialize<'de> for WaitStrategy {
     /// Numbers a file leaves out come from the profile when the file names the profile's
-    /// strategy (the tables merge), else from the defaults above; a number the strategy does
+    /// strategy (the tables merge), else from what `Adaptive` uses for that strategy; a number the strategy does
     /// not take is an unknown key.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let table = WaitTable::deserialize(deserializer)?;
@@ -430,20 +423,35 @@ impl<'de> Deserialize<'de> for WaitStrategy {
             table.yield_iterations,
             table.park_timeout_us,
         );
+        // A strategy's numbers a file leaves out are what `Adaptive` uses for it.
+        let WaitStrategy::SpinThenYield {
+            spin_iterations: yield_spins,
+        } = WaitStrategy::ADAPTIVE_DEDICATED
+        else {
+            unreachable!("adaptive's dedicated strategy spins then yields")
+        };
+        let WaitStrategy::SpinThenPark {
+            spin_iterations: park_spins,
+            yield_iterations: park_yields,
+            park_timeout_us,
+        } = WaitStrategy::ADAPTIVE_OVERSUBSCRIBED
+        else {
+            unreachable!("adaptive's oversubscribed strategy parks")
+        };
         let (strategy, keys_taken) = match table.strategy {
             Strategy::Adaptive => (WaitStrategy::Adaptive, 1),
             Strategy::BusySpin => (WaitStrategy::BusySpin, 1),
             Strategy::SpinThenYield => (
                 WaitStrategy::SpinThenYield {
-                    spin_iterations: spins.unwrap_or(DEFAULT_YIELD_SPINS),
+                    spin_iterations: spins.unwrap_or(yield_spins),
                 },
                 2,
             ),
             Strategy::SpinThenPark => (
                 WaitStrategy::SpinThenPark {
-                    spin_iterations: spins.unwrap_or(DEFAULT_PARK_SPINS),
-                    yield_iterations: yields.unwrap_or(DEFAULT_PARK_YIELDS),
-                    park_timeout_us: park.unwrap_or(DEFAULT_PARK_TIMEOUT_US),
+                    spin_iterations: spins.unwrap_or(park_spins),
+                    yield_iterations: yields.unwrap_or(park_yields),
+                    park_timeout_us: park.unwrap_or(park_timeout_us),
                 },
                 4,
             ),
