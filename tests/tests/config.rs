@@ -1069,3 +1069,43 @@ fn a_missing_file_is_an_io_error_naming_it() {
         .to_string()
         .starts_with("cannot read /nonexistent/spillway.toml: "));
 }
+
+/// A date or time (TOML has them; no setting takes one) is a value of the wrong type where
+/// it stands, named by its key, never by `toml`'s private name for it (the stable fuzz run
+/// found `tenants = [1979-05-27T07:32:00Z]` reported at `tenants[0].$__toml_private_datetime`).
+#[test]
+fn a_date_is_a_wrong_type_at_its_key() {
+    for (text, field) in [
+        ("shards = 1979-05-27T07:32:00Z", "shards"),
+        ("[[tenants]]\ntenant = 1979-05-27", "tenants[0].tenant"),
+        ("tenants = [07:32:00]", "tenants[0]"),
+        ("[rate]\nburst = 1979-05-27T07:32:00", "rate.burst"),
+    ] {
+        let error = Config::from_toml_str(text).unwrap_err();
+        assert_eq!(error.field, field, "{text}: {error}");
+        assert!(!error.to_string().contains("$__toml"), "{text}: {error}");
+    }
+}
+
+/// serde reads a struct from an array (its fields in order); the loader does not: a table's
+/// place takes a table (the stable fuzz run found `tenants = [[0]]` loaded as tenant 0).
+#[test]
+fn an_array_in_a_tables_place_is_refused_at_its_key() {
+    for (text, field) in [
+        ("tenants = [[0]]", "tenants[0]"),
+        (
+            "rate = [500, 1000, true, 100000000, 10, 5, 50, 1000000000]",
+            "rate",
+        ),
+        (
+            "[caps]\nrole_messages = [1, 2, 3, 4, 5, 6]",
+            "caps.role_messages",
+        ),
+    ] {
+        let error = Config::from_toml_str(text).unwrap_err();
+        assert_eq!(error.field, field, "{text}: {error}");
+        assert_eq!(error.allowed, "tables", "{text}: {error}");
+    }
+    // The thresholds may be an array: four percentages, P0 to P3.
+    Config::from_toml_str("[caps]\npriority_threshold_percent = [100, 95, 80, 60]").unwrap();
+}

@@ -54,6 +54,7 @@ impl Config {
         let ProfileKey { profile } = deserialize(file.clone())?;
         let mut tree = profile_tree(profile);
         thresholds_as_table(&mut file)?;
+        arrays_are_not_tables(&tree, &file, "")?;
         lay_over(&mut tree, file);
         let config: Config = deserialize(tree)?;
         config.validate()?;
@@ -107,20 +108,48 @@ fn shipped_tree(profile: Profile) -> Value {
 }
 
 /// The file's value tree. An integer too big for TOML (past 64 bits) is named by its key.
+/// A date or time (no setting takes one) becomes its text, so that it is a value of the
+/// wrong type where it stands, not a table with `toml`'s private key in it.
 fn parse(text: &str) -> Result<Value, ConfigError> {
     let document = toml::de::Deserializer::parse(text).map_err(|error| ConfigError {
         field: position(text, error.span()),
         allowed: "TOML syntax".to_string(),
         got: error.message().to_string(),
     })?;
-    serde_path_to_error::deserialize(document).map_err(|error| ConfigError {
+    let mut tree = serde_path_to_error::deserialize(document).map_err(|error| ConfigError {
         field: error.path().to_string(),
         allowed: "64-bit integers".to_string(),
         got: match error.inner().span().and_then(|span| text.get(span)) {
             Some(number) => format!("integer `{number}`"),
             None => error.inner().message().to_string(),
         },
-    })
+    })?;
+    datetimes_as_text(&mut tree);
+    Ok(tree)
+}
+
+/// How `toml` hands a date or time to serde: a table with this one key.
+const TOML_DATETIME_KEY: &str = "$__toml_private_datetime";
+
+fn datetimes_as_text(value: &mut Value) {
+    match value {
+        Value::Map(map) => {
+            let datetime = match map.iter().next() {
+                Some((Value::String(key), Value::String(text)))
+                    if map.len() == 1 && key == TOML_DATETIME_KEY =>
+                {
+                    Some(text.clone())
+                }
+                _ => None,
+            };
+            match datetime {
+                Some(text) => *value = Value::String(text),
+                None => map.values_mut().for_each(datetimes_as_text),
+            }
+        }
+        Value::Seq(items) => items.iter_mut().for_each(datetimes_as_text),
+        _ => {}
+    }
 }
 
 /// `line L, column C` (1-based) of where `span` starts, for text that is not TOML.
@@ -134,6 +163,8 @@ fn position(text: &str, span: Option<Range<usize>>) -> String {
     format!("line {line}, column {column}")
 }
 
+/// The list of tenants, whose items are tables.
+const TENANTS: &str = "tenants";
 /// The key naming a [`WaitStrategy`]'s table.
 const STRATEGY: &str = "strategy";
 /// `caps.priority_threshold_percent`, which a file may give as an array or a table.
@@ -157,6 +188,43 @@ fn lay_over(base: &mut Value, file: Value) {
         }
         (base, file) => *base = file,
     }
+}
+
+/// serde takes an array for a struct (its fields in order), so a file's array where the
+/// profile has a table (`rate = [...]`), or as a tenant (`tenants = [[0]]`), is refused here,
+/// naming its key, before it could be read field by field.
+fn arrays_are_not_tables(base: &Value, file: &Value, path: &str) -> Result<(), ConfigError> {
+    let not_a_table = |path: String, items: &Vec<Value>| ConfigError {
+        field: path,
+        allowed: "tables".to_string(),
+        got: format!("an array of {} values", items.len()),
+    };
+    let (Value::Map(base), Value::Map(file)) = (base, file) else {
+        return Ok(());
+    };
+    for (key, value) in file {
+        let Value::String(name) = key else { continue };
+        let path = if path.is_empty() {
+            name.clone()
+        } else {
+            format!("{path}.{name}")
+        };
+        match (base.get(key), value) {
+            (Some(Value::Map(_)), Value::Seq(items)) => return Err(not_a_table(path, items)),
+            (Some(base), file) => arrays_are_not_tables(base, file, &path)?,
+            (None, _) => {}
+        }
+        if name == TENANTS {
+            if let Value::Seq(tenants) = value {
+                for (index, tenant) in tenants.iter().enumerate() {
+                    if let Value::Seq(items) = tenant {
+                        return Err(not_a_table(format!("{path}[{index}]"), items));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Whether the file's table names a `strategy` other than the profile's.
