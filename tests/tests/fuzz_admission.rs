@@ -1121,29 +1121,39 @@ impl Model {
     /// past its deadline first cancels what its connection still has queued (the expected
     /// completions, second).
     fn finished_drains(&mut self, now_ns: u64) -> (Vec<DrainReport>, HashMap<u64, Expected>) {
-        let mut done = Vec::new();
         let mut cancelled = HashMap::new();
-        let mut index = 0;
-        while index < self.drains.len() {
+        // Every drain past its deadline with messages of its connection still queued is
+        // marked, whichever drain of the connection comes first; then those are cancelled.
+        for index in 0..self.drains.len() {
             let (connection, deadline_ns) = (
                 self.drains[index].connection,
                 self.drains[index].deadline_ns,
             );
             if now_ns >= deadline_ns && self.pending_of(connection).0 > 0 {
-                while let Some(position) = self
-                    .queued
-                    .iter()
-                    .position(|queued| queued.connection == connection)
-                {
-                    let queued = self.finish(position, Outcome::Cancelled);
-                    cancelled.insert(queued.id, Expected::exactly(Outcome::Cancelled));
-                }
                 self.drains[index].deadline_passed = true;
             }
-            let drain = &self.drains[index];
-            if self.pending_of(drain.connection).0 == 0 {
-                done.push(drain.report());
-                self.drains.remove(index);
+        }
+        let expired: Vec<u64> = self
+            .drains
+            .iter()
+            .filter(|drain| drain.deadline_passed)
+            .map(|drain| drain.connection)
+            .collect();
+        for connection in expired {
+            while let Some(position) = self
+                .queued
+                .iter()
+                .position(|queued| queued.connection == connection)
+            {
+                let queued = self.finish(position, Outcome::Cancelled);
+                cancelled.insert(queued.id, Expected::exactly(Outcome::Cancelled));
+            }
+        }
+        let mut done = Vec::new();
+        let mut index = 0;
+        while index < self.drains.len() {
+            if self.pending_of(self.drains[index].connection).0 == 0 {
+                done.push(self.drains.remove(index).report());
             } else {
                 index += 1;
             }

@@ -879,24 +879,35 @@ impl ShardCore {
     /// connection has nothing queued any more, and those past their deadline at `now_ns`,
     /// whose queued messages are cancelled now.
     pub(crate) fn finished_drains(&mut self, now_ns: u64, out: &mut Vec<(u64, DrainResult)>) {
-        let mut index = 0;
-        while index < self.drains.len() {
+        if self.drains.is_empty() {
+            return;
+        }
+        // Every drain past its deadline while its connection still has messages queued is
+        // marked first, so that two drains of one connection agree whichever comes first;
+        // then those messages are cancelled (`finish` counts them into each drain).
+        for index in 0..self.drains.len() {
             let drain = self.drains[index];
-            if self.connections.get(drain.connection).pending_messages > 0
-                && now_ns >= drain.deadline_ns
+            if now_ns >= drain.deadline_ns
+                && self.connections.get(drain.connection).pending_messages > 0
             {
-                // `finish` counts these cancellations into the drain.
-                self.cancel_queued_of(drain.connection, now_ns);
                 self.drains[index].deadline_passed = true;
             }
+        }
+        for index in 0..self.drains.len() {
             let drain = self.drains[index];
-            if self.connections.get(drain.connection).pending_messages == 0 {
-                out.push((drain.request, drain.result()));
-                self.drains.swap_remove(index);
-            } else {
-                index += 1;
+            if drain.deadline_passed && self.connections.get(drain.connection).pending_messages > 0
+            {
+                self.cancel_queued_of(drain.connection, now_ns);
             }
         }
+        let connections = &self.connections;
+        self.drains.retain(|drain| {
+            let done = connections.get(drain.connection).pending_messages == 0;
+            if done {
+                out.push((drain.request, drain.result()));
+            }
+            !done
+        });
     }
 
     /// Cancels the queued message `message` of `connection`, ahead of the data queue.
