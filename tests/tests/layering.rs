@@ -1,4 +1,4 @@
-//! The layering of `engine/src` and `loadgen/src` stays true: each crate's `lib.rs` opens
+//! The layering of `engine/src`, `loadgen/src` and `bench-harness/src` stays true: each crate's `lib.rs` opens
 //! with a module map (a table: layer, module, what it is, what it may import), and this test
 //! reads every file of the library's module tree, collects the `crate::` paths in its code
 //! (comments and doc comments left out), and fails on
@@ -23,6 +23,11 @@ fn engine_modules_import_only_downward_and_without_cycles() {
 #[test]
 fn loadgen_modules_import_only_downward_and_without_cycles() {
     check_crate(&workspace().join("loadgen/src"));
+}
+
+#[test]
+fn bench_harness_modules_import_only_downward_and_without_cycles() {
+    check_crate(&workspace().join("bench-harness/src"));
 }
 
 /// The checker itself: a made-up crate with an upward import and a file cycle is refused.
