@@ -1,10 +1,10 @@
 //! Panics injected at named points of a shard thread, for the tests that check that a lost
 //! shard loses no message (`tests/tests/shard_lost.rs`). Inert unless the
-//! `fault-injection` feature is on (only the test crate turns it on): the switch is then a
-//! zero-sized field and every pass compiles to nothing.
+//! `fault-injection` feature is on (only the test crate turns it on): without it the switch
+//! is a zero-sized field and every pass compiles to nothing.
 //!
-//! Each shard has one [`FaultSwitch`]; arming it for a point makes the `after + 1`-th pass
-//! of the shard through that point panic, once.
+//! Each shard has one switch; arming it (`Engine::inject_panic`) makes the `after + 1`-th
+//! pass of the shard through that point panic, once.
 
 /// Where in a shard thread a panic is injected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
