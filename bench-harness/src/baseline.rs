@@ -218,12 +218,11 @@ async fn dispatch<S>(
 {
     while let Some(message) = submissions.recv().await {
         counters.received();
-        let (id, connection) = (message.id, message.connection);
-        let completion = move |outcome| Completion {
-            message: id,
-            connection,
-            outcome,
-        };
+        // The completion says whose message it was, as the engine's do.
+        let whose = Message::new(message.connection, message.id)
+            .with_tenant(message.tenant)
+            .with_priority(message.priority);
+        let completion = move |outcome| Completion::of(&whose, outcome);
         match baseline_stack::decide(message, limiter.as_ref(), &mut service, &counters).await {
             Decision::RateLimited(outcome) => {
                 if completions.send(completion(outcome)).await.is_err() {

@@ -20,7 +20,7 @@ fn main() -> anyhow::Result<()> {
         .config(config)
         .handler(|message: &Message| {
             if message.payload.is_empty() {
-                return Err(HandlerError("empty request".into()));
+                return Err(HandlerError::invalid("empty request"));
             }
             // ... serve the request ...
             Ok(())

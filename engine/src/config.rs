@@ -297,6 +297,16 @@ pub struct TenantConfig {
 }
 
 /// Level 3 settings.
+///
+/// What the breaker counts: each shard keeps a window of its last `window_requests`
+/// messages that ran and count against the service: delivered, failed with
+/// [`HandlerError`](crate::outcome::FailureReason::HandlerError) (the handler's
+/// `HandlerError::failed`), [`HandlerPanic`](crate::outcome::FailureReason::HandlerPanic).
+/// A message the handler refused as the client's mistake
+/// ([`InvalidRequest`](crate::outcome::FailureReason::InvalidRequest),
+/// `HandlerError::invalid`) is not in the window at all, so malformed input from one client
+/// cannot open the breaker for everyone; nor is a message that did not run (refused, shed,
+/// cancelled, dropped). Its latency runs from admission to the end of its handler batch.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BreakerConfig {
@@ -304,7 +314,8 @@ pub struct BreakerConfig {
     /// (SPEC: 200 ms).
     #[serde(deserialize_with = "range::latency_ns")]
     pub p95_latency_max_ns: u64,
-    /// Open when the window's error rate is over this percentage (SPEC: 1).
+    /// Open when the window's error rate (service failures and panics over the window's
+    /// messages) is over this percentage (SPEC: 1).
     pub error_rate_max_percent: f64,
     /// Rolling window: the last this many finished requests, per shard (SPEC: 1000).
     #[serde(deserialize_with = "range::window_requests")]

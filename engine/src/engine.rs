@@ -29,6 +29,7 @@
 //! assert!(stats.reconciles());
 //! ```
 
+use std::any::Any;
 use std::sync::Mutex;
 use std::thread::JoinHandle;
 
@@ -69,6 +70,13 @@ pub enum Error {
     /// Every ingress index is held by a live `Ingress`.
     #[error("too many ingresses: at most {INGRESSES_MAX} may be alive at once")]
     TooManyIngresses,
+    /// [`Engine::shutdown_with_handlers`] was asked for a handler type the engine was not
+    /// built with.
+    #[error("the engine's handlers are not of type {asked}")]
+    HandlerType {
+        /// The type asked for.
+        asked: &'static str,
+    },
 }
 
 /// Longest `EngineBuilder::start` waits for the control thread to apply its niceness.
@@ -80,7 +88,9 @@ pub struct Engine {
     control: Arc<ControlShared>,
     /// One token per ingress index; an index is free when only this table holds its token.
     ingress_tokens: Mutex<Vec<Arc<()>>>,
-    threads: Vec<JoinHandle<()>>,
+    /// Each returns its shard's handler (boxed, as `Option<H>`: `None` if the shard was
+    /// lost), for [`Engine::shutdown_with_handlers`].
+    threads: Vec<JoinHandle<Box<dyn Any + Send>>>,
     control_thread: Option<JoinHandle<()>>,
 }
 
@@ -185,17 +195,88 @@ impl Engine {
         self.stats()
     }
 
-    fn stop(&mut self) {
+    /// [`shutdown`](Self::shutdown), and each shard's handler back, in shard order, with
+    /// whatever it accumulated (`None` for a shard lost to a panic outside its handler): a
+    /// handler's own state needs no `Arc<Mutex<..>>` to be read after the run. `H` is the
+    /// handler type given to [`EngineBuilder::handler`].
+    ///
+    /// ```
+    /// use spillway::config::Config;
+    /// use spillway::engine::Engine;
+    /// use spillway::handler::{Handler, HandlerError, ShardContext};
+    /// use spillway::message::{Bytes, ConnectionId, Message, MessageId};
+    ///
+    /// #[derive(Clone, Default)]
+    /// struct Counter {
+    ///     payload_bytes: usize,
+    /// }
+    ///
+    /// impl Handler for Counter {
+    ///     fn handle(
+    ///         &mut self,
+    ///         message: &Message,
+    ///         _: &mut ShardContext<'_>,
+    ///     ) -> Result<Bytes, HandlerError> {
+    ///         self.payload_bytes += message.payload.len();
+    ///         Ok(Bytes::new())
+    ///     }
+    /// }
+    ///
+    /// let mut config = Config::default();
+    /// config.shards = 2;
+    /// let engine = Engine::builder().config(config).handler(Counter::default()).start().unwrap();
+    /// let mut ingress = engine.ingress().unwrap();
+    /// for id in 0..10 {
+    ///     let message = Message::new(ConnectionId(id), MessageId(id)).with_payload(b"abc".to_vec());
+    ///     ingress.submit(message).unwrap();
+    /// }
+    /// let mut completions = Vec::new();
+    /// while completions.len() < 10 {
+    ///     ingress.poll_completions(&mut completions);
+    /// }
+    /// drop(ingress);
+    /// let (stats, handlers) = engine.shutdown_with_handlers::<Counter>().unwrap();
+    /// assert_eq!(stats.total.delivered, 10);
+    /// let total: usize = handlers.iter().flatten().map(|counter| counter.payload_bytes).sum();
+    /// assert_eq!(total, 30);
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::HandlerType`] if `H` is not the engine's handler type (the engine still
+    /// shut down).
+    pub fn shutdown_with_handlers<H: Handler>(mut self) -> Result<(Stats, Vec<Option<H>>), Error> {
+        let handlers = self.stop();
+        let stats = self.stats();
+        let handlers = handlers
+            .into_iter()
+            .map(|handler| match handler {
+                None => Ok(None),
+                Some(boxed) => boxed
+                    .downcast::<Option<H>>()
+                    .map(|handler| *handler)
+                    .map_err(|_| Error::HandlerType {
+                        asked: core::any::type_name::<H>(),
+                    }),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((stats, handlers))
+    }
+
+    /// Stops every thread; returns what each shard thread returned (its boxed
+    /// `Option<H>`), `None` for a thread that ended by a panic.
+    fn stop(&mut self) -> Vec<Option<Box<dyn Any + Send>>> {
         // Release: pairs with the shards' Acquire load; nothing else rides on it, but a
         // shard that sees it should also see any configuration written before.
         self.shared.stopping.store(true, Ordering::Release);
         for shard in self.shared.shards.iter() {
             shard.wake();
         }
-        for thread in self.threads.drain(..) {
-            // A shard thread only ends by returning: handler panics are caught per message.
-            let _ = thread.join();
-        }
+        // A shard thread only ends by returning: panics, in handlers or not, are caught.
+        let handlers = self
+            .threads
+            .drain(..)
+            .map(|thread| thread.join().ok())
+            .collect();
         // The control plane goes last, so that drains under way can finish with the shards.
         // Release: pairs with the control thread's and the handles' Acquire loads.
         self.control.stopping.store(true, Ordering::Release);
@@ -206,6 +287,7 @@ impl Engine {
         // Release: pairs with the ingresses' Acquire loads; every shard has exited, and its
         // submission rings wait in their orphan slots.
         self.shared.stopped.store(true, Ordering::Release);
+        handlers
     }
 }
 
@@ -329,13 +411,14 @@ impl<H: Handler + Clone> EngineBuilder<H> {
                         stopping: &engine_shared.stopping,
                         control: &control_shared.sleeper,
                     };
-                    crate::shard::thread::run(
+                    let handler = crate::shard::thread::run(
                         core,
                         handler,
                         &around,
                         control_ends,
                         Waiter::new(waiting),
                     );
+                    Box::new(handler) as Box<dyn Any + Send>
                 })
                 .map_err(|source| Error::Spawn {
                     shard: index,

@@ -304,14 +304,13 @@ pub(crate) fn completion_capacity(config: &crate::config::Config) -> usize {
 }
 
 fn shutting_down(message: &Message) -> Completion {
-    Completion {
-        message: message.id,
-        connection: message.connection,
-        outcome: Outcome::Refused {
+    Completion::of(
+        message,
+        Outcome::Refused {
             reason: RefusalReason::ShuttingDown,
             retry_after_ns: 0,
         },
-    }
+    )
 }
 
 /// A submission handle that any number of threads share (`Clone + Sync`), over one MPMC

@@ -4,6 +4,10 @@
 use core::fmt;
 use core::hash::Hasher;
 
+/// The payload and response type: [`bytes::Bytes`], re-exported so that handlers need no
+/// dependency of their own to name it.
+pub use bytes::Bytes;
+
 /// Identifies a connection. The engine maps it to the shard that owns the connection's
 /// state; any `u64` is valid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -123,6 +127,9 @@ impl fmt::Display for Role {
 
 /// One unit of work.
 ///
+/// The payload is [`Bytes`]: a `Vec<u8>`, a `Bytes` split from a read buffer, or a
+/// `&'static [u8]` becomes the payload without a copy, and the handler reads the same bytes.
+///
 /// ```
 /// use spillway::message::{ConnectionId, Message, MessageId, Priority, Role, TenantId};
 /// let message = Message::new(ConnectionId(7), MessageId(1))
@@ -131,6 +138,11 @@ impl fmt::Display for Role {
 ///     .with_priority(Priority::P1)
 ///     .with_payload(b"hello".to_vec());
 /// assert_eq!(message.payload.len(), 5);
+///
+/// // A slice of a larger buffer, shared rather than copied.
+/// let buffer = bytes::Bytes::from(b"GET /a GET /b".to_vec());
+/// let second = Message::new(ConnectionId(7), MessageId(2)).with_payload(buffer.slice(7..));
+/// assert_eq!(&second.payload[..], b"GET /b");
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
@@ -145,7 +157,7 @@ pub struct Message {
     /// The submitter's identifier, echoed in its completion.
     pub id: MessageId,
     /// The bytes the handler gets; counted against the per-connection byte cap.
-    pub payload: Vec<u8>,
+    pub payload: Bytes,
 }
 
 impl Message {
@@ -157,7 +169,7 @@ impl Message {
             role: Role::Default,
             priority: Priority::P1,
             id,
-            payload: Vec::new(),
+            payload: Bytes::new(),
         }
     }
 
@@ -180,8 +192,8 @@ impl Message {
     }
 
     /// Sets the payload.
-    pub fn with_payload(mut self, payload: Vec<u8>) -> Self {
-        self.payload = payload;
+    pub fn with_payload(mut self, payload: impl Into<Bytes>) -> Self {
+        self.payload = payload.into();
         self
     }
 }

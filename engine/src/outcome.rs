@@ -1,18 +1,114 @@
 //! What became of a message: exactly one [`Completion`] per accepted submission, with an
 //! [`Outcome`] that always carries a reason when the message was not delivered (SPEC 3).
 
-use crate::message::{ConnectionId, MessageId};
+use bytes::Bytes;
+
+use crate::message::{ConnectionId, Message, MessageId, Priority, TenantId};
 
 /// The final word on one message, posted to the submitter's completion ring (or returned
 /// at once to code running on the shard).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+///
+/// It says whose message it was (connection, tenant, and the priority it was admitted at,
+/// after the tenant's ceiling), what became of it, and what the handler said: its response
+/// bytes when it delivered, its error text when it failed.
+///
+/// ```
+/// use spillway::engine::Engine;
+/// use spillway::message::{ConnectionId, Message, MessageId, TenantId};
+/// use spillway::outcome::Outcome;
+///
+/// let engine = Engine::builder()
+///     .handler(|message: &Message| Ok::<_, spillway::handler::HandlerError>(message.payload.clone()))
+///     .start()
+///     .unwrap();
+/// let mut ingress = engine.ingress().unwrap();
+/// let message = Message::new(ConnectionId(1), MessageId(9))
+///     .with_tenant(TenantId(4))
+///     .with_payload(b"echo".to_vec());
+/// ingress.submit(message).unwrap();
+/// let mut completions = Vec::new();
+/// while completions.is_empty() {
+///     ingress.poll_completions(&mut completions);
+/// }
+/// let done = &completions[0];
+/// assert_eq!((done.message, done.tenant), (MessageId(9), TenantId(4)));
+/// assert_eq!(done.outcome, Outcome::Delivered);
+/// assert_eq!(&done.response[..], b"echo");
+/// drop(ingress);
+/// engine.shutdown();
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Completion {
     /// The message's identifier, as submitted.
     pub message: MessageId,
     /// The connection it was submitted on.
     pub connection: ConnectionId,
+    /// The tenant it was charged to.
+    pub tenant: TenantId,
+    /// Its priority as admitted: the claim, lowered to the tenant's ceiling.
+    pub priority: Priority,
     /// What happened to it.
     pub outcome: Outcome,
+    /// The handler's answer when it delivered (possibly empty; empty otherwise). It is the
+    /// handler's own buffer, not a copy.
+    pub response: Bytes,
+    /// The handler's error text when it failed ([`FailureReason::HandlerError`] or
+    /// [`FailureReason::InvalidRequest`]), at most [`ErrorDetail::MAX_BYTES`].
+    pub detail: Option<ErrorDetail>,
+}
+
+impl Completion {
+    /// The completion of `message` with `outcome`, no response and no detail.
+    #[inline]
+    pub fn of(message: &Message, outcome: Outcome) -> Self {
+        Self {
+            message: message.id,
+            connection: message.connection,
+            tenant: message.tenant,
+            priority: message.priority,
+            outcome,
+            response: Bytes::new(),
+            detail: None,
+        }
+    }
+}
+
+/// A handler's error text, cut to at most [`MAX_BYTES`](Self::MAX_BYTES) on a character
+/// boundary. Carried by a failed [`Completion`]; over TCP it is the Reply's detail.
+///
+/// ```
+/// use spillway::outcome::ErrorDetail;
+/// let long = "é".repeat(300); // 600 bytes
+/// let detail = ErrorDetail::new(&long);
+/// assert!(detail.as_str().len() <= ErrorDetail::MAX_BYTES);
+/// assert!(detail.as_str().chars().all(|c| c == 'é'));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ErrorDetail(Box<str>);
+
+impl ErrorDetail {
+    /// The longest detail kept, in bytes.
+    pub const MAX_BYTES: usize = 256;
+
+    /// `text`, cut to [`MAX_BYTES`](Self::MAX_BYTES).
+    pub fn new(text: &str) -> Self {
+        let mut end = text.len().min(Self::MAX_BYTES);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        Self(text[..end].into())
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl core::fmt::Display for ErrorDetail {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        formatter.write_str(&self.0)
+    }
 }
 
 /// What happened to a message.
@@ -20,7 +116,8 @@ pub struct Completion {
 pub enum Outcome {
     /// Admitted, and the handler returned success.
     Delivered,
-    /// Admitted, and the handler returned an error or panicked.
+    /// Admitted, and the handler failed: it returned an error (the service's, or the
+    /// request's), or panicked, or its shard was lost.
     Failed {
         /// Which.
         reason: FailureReason,
@@ -52,7 +149,9 @@ pub enum Outcome {
 /// Why an admitted message failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FailureReason {
-    /// The handler returned an error.
+    /// The handler returned an error of the service: it is failing
+    /// ([`HandlerError::failed`](crate::handler::HandlerError::failed)). Counted against
+    /// the service by the circuit breaker's error rate and the adaptive rate controller.
     HandlerError,
     /// The handler panicked; the shard caught it and kept running.
     HandlerPanic,
@@ -60,14 +159,19 @@ pub enum FailureReason {
     /// the message reached a shard that had been lost so: the shard fails everything it
     /// holds and everything that reaches it afterwards, and its health says it is lost.
     ShardLost,
+    /// The handler refused the request as the client's mistake (malformed, invalid:
+    /// [`HandlerError::invalid`](crate::handler::HandlerError::invalid)). Not counted
+    /// against the service: the circuit breaker and the adaptive rate ignore it.
+    InvalidRequest,
 }
 
 impl FailureReason {
     /// Every reason, in counter order.
-    pub const ALL: [FailureReason; 3] = [
+    pub const ALL: [FailureReason; 4] = [
         FailureReason::HandlerError,
         FailureReason::HandlerPanic,
         FailureReason::ShardLost,
+        FailureReason::InvalidRequest,
     ];
     /// Number of reasons.
     pub const COUNT: usize = Self::ALL.len();
@@ -77,12 +181,20 @@ impl FailureReason {
         self as usize
     }
 
+    /// Whether a failure for this reason counts against the service (the breaker's error
+    /// rate, the adaptive rate): all but [`InvalidRequest`](Self::InvalidRequest), the
+    /// client's mistake.
+    pub const fn counts_against_service(self) -> bool {
+        !matches!(self, FailureReason::InvalidRequest)
+    }
+
     /// A stable snake_case name for reports.
     pub const fn name(self) -> &'static str {
         match self {
             FailureReason::HandlerError => "handler_error",
             FailureReason::HandlerPanic => "handler_panic",
             FailureReason::ShardLost => "shard_lost",
+            FailureReason::InvalidRequest => "invalid_request",
         }
     }
 }

@@ -76,15 +76,14 @@ impl<H: Handler> Simulation<H> {
     /// returns the decision, and the completion of a message that was not admitted is also
     /// recorded at once (as it would be posted to the producer).
     pub fn submit(&mut self, now_ns: u64, message: Message) -> Result<(), Outcome> {
-        let (id, connection) = (message.id, message.connection);
-        let decision = self.core.admit(message, Origin::SHARED, now_ns);
-        if let Err(outcome) = decision {
-            self.completions.push(Completion {
-                message: id,
-                connection,
-                outcome,
-            });
-        }
+        let decision = match self.core.admit(message, Origin::SHARED, now_ns) {
+            Ok(()) => Ok(()),
+            Err(completion) => {
+                let outcome = completion.outcome;
+                self.completions.push(completion);
+                Err(outcome)
+            }
+        };
         self.collect();
         decision
     }

@@ -1037,11 +1037,8 @@ mod tests {
             if priority_of(message.id.0, Some(&self.weights)) != message.priority {
                 self.misattributed += 1;
             }
-            self.completions.push(Completion {
-                message: message.id,
-                connection: message.connection,
-                outcome: Outcome::Delivered,
-            });
+            self.completions
+                .push(Completion::of(&message, Outcome::Delivered));
             Ok(())
         }
 

@@ -711,11 +711,13 @@ fn decode_frames(
                 connection.in_flight -= 1;
                 *outstanding -= 1;
                 stats.replies.count_completion(outcome);
-                sink.push(Completion {
-                    message: message_id,
-                    connection: ConnectionId(index as u64),
+                // A Reply does not carry the tenant and priority back (protocol v1); the
+                // recorder redraws a message's priority from its id, and the generator sends
+                // everything as tenant 0.
+                sink.push(Completion::of(
+                    &Message::new(ConnectionId(index as u64), message_id),
                     outcome,
-                });
+                ));
             }
             ServerFrame::Throttle { .. } => stats.flow_signals.throttle += 1,
             ServerFrame::Pause { .. } => stats.flow_signals.pause += 1,

@@ -264,7 +264,7 @@ fn the_breaker_opens_probes_reopens_and_closes() {
     let fail = Arc::clone(&failing);
     let handler = move |_: &Message| {
         if fail.load(Ordering::Relaxed) {
-            Err(HandlerError("backend down".into()))
+            Err(HandlerError::failed("backend down"))
         } else {
             Ok(())
         }

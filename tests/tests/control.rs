@@ -477,8 +477,8 @@ impl spillway::handler::Handler for SleepsInItsOwnSource {
         &mut self,
         _: &Message,
         _: &mut spillway::handler::ShardContext<'_>,
-    ) -> Result<(), HandlerError> {
-        Ok(())
+    ) -> Result<spillway::message::Bytes, HandlerError> {
+        Ok(spillway::message::Bytes::new())
     }
 
     fn poll(&mut self, context: &mut spillway::handler::ShardContext<'_>) -> usize {

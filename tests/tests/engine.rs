@@ -179,7 +179,7 @@ fn concurrent_producers_get_exactly_one_completion_per_message_and_counts_reconc
         .config(config)
         .handler(|message: &Message| {
             if message.id.0 % 97 == 0 {
-                Err(HandlerError("every 97th fails".into()))
+                Err(HandlerError::failed("every 97th fails"))
             } else {
                 Ok(())
             }
@@ -320,7 +320,7 @@ impl spillway::handler::Handler for FanOutThenWait {
         &mut self,
         message: &Message,
         context: &mut spillway::handler::ShardContext<'_>,
-    ) -> Result<(), HandlerError> {
+    ) -> Result<spillway::message::Bytes, HandlerError> {
         if message.id.0 == 0 {
             for id in 1..=500 {
                 let follow_up = Message::new(ConnectionId(id % 10), MessageId(id));
@@ -331,7 +331,7 @@ impl spillway::handler::Handler for FanOutThenWait {
                 std::thread::sleep(Duration::from_micros(100));
             }
         }
-        Ok(())
+        Ok(spillway::message::Bytes::new())
     }
 
     fn completed(&mut self, completion: &Completion) {

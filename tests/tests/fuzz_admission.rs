@@ -104,7 +104,7 @@ impl Fate {
 fn handler(message: &Message) -> Result<(), HandlerError> {
     match Fate::of(message.id.0) {
         Fate::Deliver => Ok(()),
-        Fate::Fail => Err(HandlerError("simulated failure".into())),
+        Fate::Fail => Err(HandlerError::failed("simulated failure")),
         Fate::Panic => panic!("simulated handler panic"),
     }
 }

@@ -260,7 +260,7 @@ fn the_client_library_backs_off_on_a_real_refusal_and_gets_through() {
 /// A handler that takes 30 ms over a message whose payload is `slow`, so that the messages
 /// after it stay queued a while.
 fn slow_on_request(message: &Message) -> Result<(), HandlerError> {
-    if message.payload == b"slow" {
+    if &message.payload[..] == b"slow" {
         std::thread::sleep(Duration::from_millis(30));
     }
     Ok(())

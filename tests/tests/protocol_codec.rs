@@ -144,7 +144,7 @@ fn the_submit_example_decodes_to_its_fields() {
     assert_eq!(message.tenant, TenantId(3));
     assert_eq!(message.priority, Priority::P1);
     assert_eq!(message.role, Role::Session);
-    assert_eq!(message.payload, b"hello");
+    assert_eq!(&message.payload[..], b"hello");
 }
 
 #[test]
@@ -460,7 +460,7 @@ fn bad_fields_of_server_frames_are_named() {
         (reply(1, 1, 0, 0), FrameType::Reply, "reason", 1),
         (reply(5, 2, 0, 0), FrameType::Reply, "reason", 2),
         (reply(2, 0, 0, 0), FrameType::Reply, "reason", 0),
-        (reply(2, 4, 0, 0), FrameType::Reply, "reason", 4),
+        (reply(2, 5, 0, 0), FrameType::Reply, "reason", 5),
         (reply(3, 11, 0, 0), FrameType::Reply, "reason", 11),
         (reply(4, 2, 0, 0), FrameType::Reply, "reason", 2),
         (reply(6, 4, 0, 0), FrameType::Reply, "reason", 4),

@@ -186,8 +186,12 @@ struct PanickingFrontEnd {
 }
 
 impl Handler for PanickingFrontEnd {
-    fn handle(&mut self, _: &Message, _: &mut ShardContext<'_>) -> Result<(), HandlerError> {
-        Ok(())
+    fn handle(
+        &mut self,
+        _: &Message,
+        _: &mut ShardContext<'_>,
+    ) -> Result<spillway::message::Bytes, HandlerError> {
+        Ok(spillway::message::Bytes::new())
     }
 
     fn poll(&mut self, context: &mut ShardContext<'_>) -> usize {

@@ -8,6 +8,8 @@
 //! tenant's shared cap), level 1 (the connection's token bucket), queue. The first level
 //! that says no decides the outcome; a level that is switched off is skipped.
 
+use bytes::Bytes;
+
 use crate::admission::breaker::{BreakerReading, BreakerWindow, CircuitBreaker, Transition};
 use crate::admission::caps::Thresholds;
 use crate::admission::tenants::{TenantIndex, TenantTable};
@@ -17,7 +19,9 @@ use crate::config::{BreakerConfig, CapAction, Config, Levels, QueueDropPolicy};
 use crate::fault::{FaultPoint, FaultSwitch};
 use crate::message::{ConnectionId, Message, MessageId, Priority, Role, TenantId};
 use crate::metrics::{PublishedCounters, ShardCounters};
-use crate::outcome::{Completion, DropReason, FailureReason, Outcome, RefusalReason, ShedReason};
+use crate::outcome::{
+    Completion, DropReason, ErrorDetail, FailureReason, Outcome, RefusalReason, ShedReason,
+};
 use crate::sync::Arc;
 
 use super::connections::{ConnectionTable, Slot};
@@ -109,6 +113,7 @@ struct InAdmission {
     connection: ConnectionId,
     role: Role,
     tenant: TenantId,
+    priority: Priority,
     origin: Origin,
 }
 
@@ -258,8 +263,9 @@ impl ShardCore {
 
     // ----- admission -------------------------------------------------------------------
 
-    /// Decides one message. `Ok`: admitted and queued. `Err`: the outcome it completes
-    /// with now (refused, shed, or dropped as the newest at a cap); the caller delivers it.
+    /// Decides one message. `Ok`: admitted and queued. `Err`: the completion it ends with now
+    /// (refused, shed, or dropped as the newest at a cap, with its priority as decided);
+    /// the caller delivers it.
     /// Completions of other messages that this decision drops go to the outbox.
     ///
     /// The message's outcome is counted at one point, with the decision, so a panic before
@@ -270,12 +276,13 @@ impl ShardCore {
         message: Message,
         origin: Origin,
         now_ns: u64,
-    ) -> Result<(), Outcome> {
+    ) -> Result<(), Completion> {
         self.in_admission = Some(InAdmission {
             message: message.id,
             connection: message.connection,
             role: message.role,
             tenant: message.tenant,
+            priority: message.priority,
             origin,
         });
         self.fault.pass(FaultPoint::Admission);
@@ -286,27 +293,40 @@ impl ShardCore {
 
     /// The admission pipeline itself (see [`admit`](Self::admit)).
     #[inline(always)]
-    fn decide(&mut self, mut message: Message, origin: Origin, now_ns: u64) -> Result<(), Outcome> {
+    fn decide(
+        &mut self,
+        mut message: Message,
+        origin: Origin,
+        now_ns: u64,
+    ) -> Result<(), Completion> {
         let role = message.role;
 
         // The connection: found, added, or no room for it.
         let Some((connection, evicted)) =
             self.connections.find_or_insert(message.connection, now_ns)
         else {
-            return self.decline(role, None, refused(RefusalReason::ConnectionLimit, 0));
+            return self.decline(&message, None, refused(RefusalReason::ConnectionLimit, 0));
         };
         self.counters.connections_evicted += u64::from(evicted);
         let tenant_index = self.tenant_of(connection, message.tenant);
 
         // Intake closed for shutdown, or the connection disconnected by a cap.
         if self.intake_closed {
-            return self.decline(role, tenant_index, refused(RefusalReason::ShuttingDown, 0));
+            return self.decline(
+                &message,
+                tenant_index,
+                refused(RefusalReason::ShuttingDown, 0),
+            );
         }
         if self.connections.get(connection).disconnected {
-            return self.decline(role, tenant_index, refused(RefusalReason::Disconnected, 0));
+            return self.decline(
+                &message,
+                tenant_index,
+                refused(RefusalReason::Disconnected, 0),
+            );
         }
         if self.connections.get(connection).draining {
-            return self.decline(role, tenant_index, refused(RefusalReason::Draining, 0));
+            return self.decline(&message, tenant_index, refused(RefusalReason::Draining, 0));
         }
 
         // Priority is a claim: the tenant's ceiling lowers it, counted.
@@ -324,7 +344,7 @@ impl ShardCore {
             let shed = Outcome::Shed {
                 reason: ShedReason::CircuitOpen,
             };
-            return self.decline(role, tenant_index, shed);
+            return self.decline(&message, tenant_index, shed);
         }
 
         // Level 2: the caps. Under drop-oldest, room is planned first and made only for a
@@ -339,7 +359,11 @@ impl ShardCore {
                     Ok(plan) => evictions = plan,
                     Err(reason) => {
                         let retry_after_ns = self.drain_estimate_ns(reason, connection, &message);
-                        return self.decline(role, tenant_index, refused(reason, retry_after_ns));
+                        return self.decline(
+                            &message,
+                            tenant_index,
+                            refused(reason, retry_after_ns),
+                        );
                     }
                 }
             } else {
@@ -360,13 +384,13 @@ impl ShardCore {
                     return match self.cap_action {
                         CapAction::Disconnect => {
                             self.disconnect(connection, now_ns);
-                            self.decline(role, tenant_index, refused(reason, 0))
+                            self.decline(&message, tenant_index, refused(reason, 0))
                         }
-                        CapAction::Drop => self.admit_and_drop_newest(role, tenant_index),
+                        CapAction::Drop => self.admit_and_drop_newest(&message, tenant_index),
                         CapAction::Refuse => {
                             let retry_after_ns =
                                 self.drain_estimate_ns(reason, connection, &message);
-                            self.decline(role, tenant_index, refused(reason, retry_after_ns))
+                            self.decline(&message, tenant_index, refused(reason, retry_after_ns))
                         }
                     };
                 }
@@ -382,7 +406,7 @@ impl ShardCore {
             }
             let retry_after_ns = self.service_ns_mean;
             let refusal = refused(RefusalReason::HandlerQueueFull, retry_after_ns);
-            return self.decline(role, tenant_index, refusal);
+            return self.decline(&message, tenant_index, refusal);
         }
 
         // Level 1: the connection's token bucket. This shard owns the bucket, so the check
@@ -394,7 +418,7 @@ impl ShardCore {
                     self.tenants.release(tenant);
                 }
                 let refusal = refused(RefusalReason::RateLimited, retry_after.wait_ns);
-                return self.decline(role, tenant_index, refusal);
+                return self.decline(&message, tenant_index, refusal);
             }
         }
 
@@ -412,7 +436,7 @@ impl ShardCore {
                         &message,
                     );
                     let refusal = refused(RefusalReason::TenantQueueFull, retry_after_ns);
-                    return self.decline(role, tenant_index, refusal);
+                    return self.decline(&message, tenant_index, refusal);
                 }
                 tenant_charged = true;
             }
@@ -633,27 +657,27 @@ impl ShardCore {
     /// `drop_newest`: the message counts as admitted and completes as dropped at once.
     fn admit_and_drop_newest(
         &mut self,
-        role: Role,
+        message: &Message,
         tenant_index: Option<TenantIndex>,
-    ) -> Result<(), Outcome> {
+    ) -> Result<(), Completion> {
         let dropped = Outcome::Dropped {
             reason: DropReason::DroppedNewest,
         };
-        self.count_decision(role, tenant_index, None);
-        self.count_finish(role, tenant_index, dropped);
-        Err(dropped)
+        self.count_decision(message.role, tenant_index, None);
+        self.count_finish(message.role, tenant_index, dropped);
+        Err(Completion::of(message, dropped))
     }
 
-    /// Counts a refusal or shed and returns it for the caller to deliver.
+    /// Counts a refusal or shed and returns its completion for the caller to deliver.
     #[inline]
     fn decline(
         &mut self,
-        role: Role,
+        message: &Message,
         tenant_index: Option<TenantIndex>,
         outcome: Outcome,
-    ) -> Result<(), Outcome> {
-        self.count_decision(role, tenant_index, Some(outcome));
-        Err(outcome)
+    ) -> Result<(), Completion> {
+        self.count_decision(message.role, tenant_index, Some(outcome));
+        Err(Completion::of(message, outcome))
     }
 
     #[inline(always)]
@@ -712,14 +736,29 @@ impl ShardCore {
 
     /// Ends a message that ran with `outcome`: releases what it held, counts it, sends its
     /// completion, and keeps it for the batch's latency figures ([`end_batch`](Self::end_batch)).
-    pub(crate) fn finish_run(&mut self, entry: Entry, outcome: Outcome, now_ns: u64) {
-        self.batch_finished.push(Finished {
-            connection: entry.connection,
-            admitted_ns: entry.admitted_ns,
-            failed: outcome != Outcome::Delivered,
-        });
+    pub(crate) fn finish_run(
+        &mut self,
+        entry: Entry,
+        outcome: Outcome,
+        response: Bytes,
+        detail: Option<ErrorDetail>,
+        now_ns: u64,
+    ) {
+        // A request the handler refused as the client's mistake says nothing about the
+        // service: it feeds neither the breaker's window nor the adaptive rate.
+        let counts = match outcome {
+            Outcome::Failed { reason } => reason.counts_against_service(),
+            _ => true,
+        };
+        if counts {
+            self.batch_finished.push(Finished {
+                connection: entry.connection,
+                admitted_ns: entry.admitted_ns,
+                failed: outcome != Outcome::Delivered,
+            });
+        }
         let role = entry.message.role;
-        self.finish(entry, outcome);
+        self.finish_with(entry, outcome, response, detail);
         self.after_queue_change(role, now_ns);
     }
 
@@ -742,7 +781,19 @@ impl ShardCore {
     }
 
     /// Releases what `entry` held, counts how it ended, and sends its completion.
+    #[inline]
     fn finish(&mut self, entry: Entry, outcome: Outcome) {
+        self.finish_with(entry, outcome, Bytes::new(), None);
+    }
+
+    /// [`finish`](Self::finish), with what the handler answered.
+    fn finish_with(
+        &mut self,
+        entry: Entry,
+        outcome: Outcome,
+        response: Bytes,
+        detail: Option<ErrorDetail>,
+    ) {
         let role = entry.message.role;
         let state = self.connections.get_mut(entry.connection);
         state.pending_messages -= 1;
@@ -765,9 +816,9 @@ impl ShardCore {
         }
         self.count_finish(role, entry.tenant, outcome);
         let completion = Completion {
-            message: entry.message.id,
-            connection: entry.message.connection,
-            outcome,
+            response,
+            detail,
+            ..Completion::of(&entry.message, outcome)
         };
         if entry.origin == Origin::LOCAL {
             self.local_completions.push(completion);
@@ -786,7 +837,11 @@ impl ShardCore {
             let completion = Completion {
                 message: held.message,
                 connection: held.connection,
+                tenant: held.tenant,
+                priority: held.priority,
                 outcome: SHARD_LOST,
+                response: Bytes::new(),
+                detail: None,
             };
             self.count_lost(held.role, held.tenant);
             (held.origin, completion)

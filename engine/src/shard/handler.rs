@@ -4,24 +4,131 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use crate::message::{ConnectionId, Message, MessageId};
-use crate::outcome::{Completion, Outcome};
+use crate::outcome::{Completion, ErrorDetail, FailureReason, Outcome};
 
 use super::core::ShardCore;
 use super::queue::Origin;
 use super::shared::{shard_of_connection, EventWaker};
 
-/// A handler's refusal of one message; the message completes
-/// [`Outcome::Failed`] with
-/// [`FailureReason::HandlerError`](crate::outcome::FailureReason::HandlerError).
+/// A handler's failure to serve one message, of one of two classes, as every RPC system
+/// has them: the client got the request wrong ([`invalid`](Self::invalid)), or the service
+/// is failing ([`failed`](Self::failed)). The message completes [`Outcome::Failed`] with
+/// [`FailureReason::InvalidRequest`] or [`FailureReason::HandlerError`], and the text as
+/// the completion's `detail` (at most [`ErrorDetail::MAX_BYTES`], and no allocation when it
+/// is empty). Only a failure of the service counts toward the circuit breaker's error rate
+/// and the adaptive rate: a client sending malformed input cannot open the breaker for
+/// everyone.
+///
+/// ```
+/// use spillway::handler::HandlerError;
+/// use spillway::outcome::FailureReason;
+/// let bad_input = HandlerError::invalid("expected JSON");
+/// assert_eq!(bad_input.reason(), FailureReason::InvalidRequest);
+/// let outage = HandlerError::failed("database unreachable");
+/// assert_eq!(outage.reason(), FailureReason::HandlerError);
+/// assert_eq!(outage.to_string(), "handler failed: database unreachable");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("handler failed: {0}")]
-pub struct HandlerError(pub String);
+#[error("{}: {}", if self.reason == FailureReason::InvalidRequest { "invalid request" } else { "handler failed" }, self.detail.as_ref().map_or("", ErrorDetail::as_str))]
+pub struct HandlerError {
+    reason: FailureReason,
+    detail: Option<ErrorDetail>,
+}
+
+impl HandlerError {
+    /// The request is the client's mistake (malformed, invalid, not allowed): not counted
+    /// against the service.
+    pub fn invalid(detail: impl AsRef<str>) -> Self {
+        Self::of(FailureReason::InvalidRequest, detail.as_ref())
+    }
+
+    /// The service failed to serve a valid request: counted by the breaker's error rate and
+    /// the adaptive rate.
+    pub fn failed(detail: impl AsRef<str>) -> Self {
+        Self::of(FailureReason::HandlerError, detail.as_ref())
+    }
+
+    fn of(reason: FailureReason, detail: &str) -> Self {
+        Self {
+            reason,
+            detail: (!detail.is_empty()).then(|| ErrorDetail::new(detail)),
+        }
+    }
+
+    /// The failure reason the message completes with.
+    pub fn reason(&self) -> FailureReason {
+        self.reason
+    }
+
+    /// The error text, if any.
+    pub fn detail(&self) -> Option<&ErrorDetail> {
+        self.detail.as_ref()
+    }
+
+    /// The text, moved out for the completion.
+    pub(crate) fn into_detail(self) -> Option<ErrorDetail> {
+        self.detail
+    }
+}
+
+/// What a closure handler may return on success: nothing (`()`, an empty response) or the
+/// response's bytes (`Bytes`, `Vec<u8>`, `String`, a static slice), handed to the
+/// submitter in the completion without a copy.
+pub trait IntoResponse {
+    /// The response bytes.
+    fn into_response(self) -> Bytes;
+}
+
+impl IntoResponse for () {
+    #[inline]
+    fn into_response(self) -> Bytes {
+        Bytes::new()
+    }
+}
+
+impl IntoResponse for Bytes {
+    #[inline]
+    fn into_response(self) -> Bytes {
+        self
+    }
+}
+
+impl IntoResponse for Vec<u8> {
+    #[inline]
+    fn into_response(self) -> Bytes {
+        Bytes::from(self)
+    }
+}
+
+impl IntoResponse for String {
+    #[inline]
+    fn into_response(self) -> Bytes {
+        Bytes::from(self)
+    }
+}
+
+impl IntoResponse for &'static [u8] {
+    #[inline]
+    fn into_response(self) -> Bytes {
+        Bytes::from_static(self)
+    }
+}
+
+impl IntoResponse for &'static str {
+    #[inline]
+    fn into_response(self) -> Bytes {
+        Bytes::from_static(self.as_bytes())
+    }
+}
 
 /// Serves messages. Each shard runs its own clone, on its own thread, so a handler needs no
 /// locks for its own state.
 ///
-/// Closures `FnMut(&Message) -> Result<(), HandlerError>` are handlers:
+/// Closures `FnMut(&Message) -> Result<R, HandlerError>` are handlers, where `R` is the
+/// response ([`IntoResponse`]: `()` for none, or bytes):
 ///
 /// ```
 /// use spillway::handler::{Handler, HandlerError};
@@ -29,22 +136,25 @@ pub struct HandlerError(pub String);
 /// fn assert_handler(_: impl Handler) {}
 /// assert_handler(|message: &Message| {
 ///     if message.payload.is_empty() {
-///         Err(HandlerError("empty payload".into()))
+///         Err(HandlerError::invalid("empty payload"))
 ///     } else {
-///         Ok(())
+///         Ok(message.payload.len().to_string())
 ///     }
 /// });
+/// assert_handler(|_: &Message| Ok::<(), HandlerError>(()));
 /// ```
 ///
 /// A handler that panics fails its message with `HandlerPanic`; the shard catches the
 /// panic and keeps running.
 pub trait Handler: Send + 'static {
-    /// Serves one message. `context` admits follow-up work on this shard.
+    /// Serves one message and answers it: the response bytes (empty for none), which reach
+    /// the submitter in the completion, or the error. `context` admits follow-up work on
+    /// this shard.
     fn handle(
         &mut self,
         message: &Message,
         context: &mut ShardContext<'_>,
-    ) -> Result<(), HandlerError>;
+    ) -> Result<Bytes, HandlerError>;
 
     /// Hears how a message admitted through [`ShardContext::admit`] finished (messages from
     /// an `Ingress` complete to their ingress instead). Does nothing by default.
@@ -89,16 +199,18 @@ pub trait Handler: Send + 'static {
     }
 }
 
-impl<F> Handler for F
+impl<F, R> Handler for F
 where
-    F: FnMut(&Message) -> Result<(), HandlerError> + Send + 'static,
+    F: FnMut(&Message) -> Result<R, HandlerError> + Send + 'static,
+    R: IntoResponse,
 {
+    #[inline]
     fn handle(
         &mut self,
         message: &Message,
         _context: &mut ShardContext<'_>,
-    ) -> Result<(), HandlerError> {
-        self(message)
+    ) -> Result<Bytes, HandlerError> {
+        self(message).map(IntoResponse::into_response)
     }
 }
 
@@ -176,7 +288,9 @@ impl<'a> ShardContext<'a> {
     /// otherwise the refusal, shed or drop. The message must belong to a connection this
     /// shard owns; the engine's connection-to-shard map decides which that is.
     pub fn admit(&mut self, message: Message) -> Result<(), Outcome> {
-        self.core.admit(message, Origin::LOCAL, self.now_ns)
+        self.core
+            .admit(message, Origin::LOCAL, self.now_ns)
+            .map_err(|completion| completion.outcome)
     }
 
     /// Cancels the queued message `message` of `connection` (one this shard owns): true if

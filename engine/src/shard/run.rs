@@ -1,8 +1,11 @@
 //! Running handlers: a batch of queued messages, highest priority first, each to
-//! completion. A handler's error fails its message with `HandlerError`; a panic is caught
-//! and fails it with `HandlerPanic`, and the shard keeps running.
+//! completion. What the handler answers goes into the completion: its response bytes, or its
+//! error's reason (`HandlerError` or `InvalidRequest`) and text; a panic is caught and fails
+//! the message with `HandlerPanic`, and the shard keeps running.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use bytes::Bytes;
 
 use crate::outcome::{FailureReason, Outcome};
 
@@ -29,16 +32,24 @@ pub(crate) fn run_handlers<H: Handler>(
             let mut context = ShardContext::new(&mut *core, now_ns);
             handler.handle(&entry.message, &mut context)
         }));
-        let outcome = match result {
-            Ok(Ok(())) => Outcome::Delivered,
-            Ok(Err(_)) => Outcome::Failed {
-                reason: FailureReason::HandlerError,
-            },
-            Err(_) => Outcome::Failed {
-                reason: FailureReason::HandlerPanic,
-            },
+        let (outcome, response, detail) = match result {
+            Ok(Ok(response)) => (Outcome::Delivered, response, None),
+            Ok(Err(error)) => (
+                Outcome::Failed {
+                    reason: error.reason(),
+                },
+                Bytes::new(),
+                error.into_detail(),
+            ),
+            Err(_) => (
+                Outcome::Failed {
+                    reason: FailureReason::HandlerPanic,
+                },
+                Bytes::new(),
+                None,
+            ),
         };
-        core.finish_run(entry, outcome, now_ns);
+        core.finish_run(entry, outcome, response, detail, now_ns);
     }
     if ran > 0 {
         core.end_batch(ran, now_ns, batch_end_ns());

@@ -154,14 +154,15 @@ type ControlEndsMut<'a> = (
 );
 
 /// The shard thread: serves until shutdown, or until a panic outside a handler loses the
-/// shard, and then fails what reaches it until shutdown (see the module doc).
+/// shard, and then fails what reaches it until shutdown (see the module doc). Returns the
+/// handler, with whatever it accumulated, unless the shard was lost.
 pub(crate) fn run<H: Handler>(
     mut core: ShardCore,
     handler: H,
     around: &Surroundings<'_>,
     (mut commands, mut replies): ControlEnds,
     mut waiter: Waiter,
-) {
+) -> Option<H> {
     let mut links = Links::new();
     let mut handler = Some(handler);
     let served = catch_unwind(AssertUnwindSafe(|| {
@@ -195,6 +196,7 @@ pub(crate) fn run<H: Handler>(
     }
     links.leave_orphans();
     core.publish(&around.shard.published, &mut Vec::new());
+    handler
 }
 
 /// The shard loop proper, until shutdown has finished or cancelled everything queued.
@@ -397,14 +399,14 @@ fn admit_from_rings(
 
 /// At most `limit` messages from each submission ring (and from the shared one), each
 /// given to `decide`: `Ok` when it keeps the message (it will complete later, through the
-/// outbox), else the outcome, posted at once to the ring the message came from. Returns
+/// outbox), else its completion, posted at once to the ring the message came from. Returns
 /// how many it took.
 #[inline]
 fn take_from_rings(
     links: &mut Links,
     shard: &ShardShared,
     limit: usize,
-    mut decide: impl FnMut(Message, Origin) -> Result<(), Outcome>,
+    mut decide: impl FnMut(Message, Origin) -> Result<(), Completion>,
 ) -> usize {
     let mut taken = 0;
     for &slot in &links.active {
@@ -417,19 +419,12 @@ fn take_from_rings(
             completions,
             ..
         } = link;
-        taken += submissions.pop_each(limit, |message| {
-            let (id, connection) = (message.id, message.connection);
-            match decide(message, *origin) {
-                Ok(()) => *in_flight += 1,
-                Err(outcome) => {
-                    // Room is guaranteed: the ingress never has more outstanding messages
-                    // than the completion ring holds.
-                    let _ = completions.push(Completion {
-                        message: id,
-                        connection,
-                        outcome,
-                    });
-                }
+        taken += submissions.pop_each(limit, |message| match decide(message, *origin) {
+            Ok(()) => *in_flight += 1,
+            Err(completion) => {
+                // Room is guaranteed: the ingress never has more outstanding messages than
+                // the completion ring holds.
+                let _ = completions.push(completion);
             }
         });
     }
@@ -438,13 +433,8 @@ fn take_from_rings(
             break;
         };
         taken += 1;
-        let (id, connection) = (message.id, message.connection);
-        if let Err(outcome) = decide(message, Origin::SHARED) {
-            let _ = shard.shared_completions.push(Completion {
-                message: id,
-                connection,
-                outcome,
-            });
+        if let Err(completion) = decide(message, Origin::SHARED) {
+            let _ = shard.shared_completions.push(completion);
         }
     }
     taken
@@ -500,9 +490,12 @@ fn serve_lost(
         }
         let taken = take_from_rings(links, shard, usize::MAX, |message, _| {
             core.count_lost(message.role, message.tenant);
-            Err(Outcome::Failed {
-                reason: FailureReason::ShardLost,
-            })
+            Err(Completion::of(
+                &message,
+                Outcome::Failed {
+                    reason: FailureReason::ShardLost,
+                },
+            ))
         });
         links.retire_finished();
         if core.counters_changed() {

@@ -74,6 +74,7 @@ impl WireCode for FailureReason {
             FailureReason::HandlerError => 1,
             FailureReason::HandlerPanic => 2,
             FailureReason::ShardLost => 3,
+            FailureReason::InvalidRequest => 4,
         }
     }
 
@@ -82,6 +83,7 @@ impl WireCode for FailureReason {
             1 => Some(FailureReason::HandlerError),
             2 => Some(FailureReason::HandlerPanic),
             3 => Some(FailureReason::ShardLost),
+            4 => Some(FailureReason::InvalidRequest),
             _ => None,
         }
     }

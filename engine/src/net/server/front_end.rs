@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use crate::handler::{Handler, HandlerError, ShardContext};
 use crate::message::Message;
 use crate::outcome::Completion;
@@ -44,7 +46,7 @@ impl<H: Handler> Handler for TcpFrontEnd<H> {
         &mut self,
         message: &Message,
         context: &mut ShardContext<'_>,
-    ) -> Result<(), HandlerError> {
+    ) -> Result<Bytes, HandlerError> {
         self.inner.handle(message, context)
     }
 
