@@ -365,6 +365,12 @@ pub struct ControlConfig {
 }
 
 /// Overload-monitor settings (SPEC 5).
+///
+/// **Where it bites: the monitor samples.** Queue depths are read every `interval_ns` (5 s
+/// by default), so an alert can come up to that long after a queue filled, and after the
+/// breaker, which trips on a full queue at once from the shard, already opened. Lower the
+/// interval for faster alerts (1 ms at the least; each sample reads every shard's published
+/// counters, off the data path).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MonitorConfig {

@@ -26,6 +26,23 @@ pub struct MessageId(pub u64);
 ///
 /// P0: initialize, shutdown, errors, control. P1: tool calls, resource access. P2:
 /// notifications, subscriptions. P3: logging, metrics.
+///
+/// **Where it bites: priority is strict.** A shard always runs its highest priority with
+/// work first, so a sustained stream of P0 starves P1 to P3 (they wait, then refuse at
+/// their caps) for as long as it lasts. Priority is a claim; bound who may make it, with a
+/// tenant's ceiling (the highest priority its messages keep) and its cap:
+///
+/// ```
+/// use spillway::config::{Config, TenantConfig};
+/// use spillway::message::{Priority, TenantId};
+/// let mut config = Config::default();
+/// config.tenants = vec![TenantConfig {
+///     tenant: TenantId(42),
+///     max_pending: Some(5_000),          // at most 5,000 of its messages pending at once
+///     priority_ceiling: Priority::P1,    // its P0 claims are served as P1, counted
+/// }];
+/// config.validate().unwrap();
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u8)]
 pub enum Priority {
