@@ -77,6 +77,15 @@ impl HandlerError {
 /// What a closure handler may return on success: nothing (`()`, an empty response) or the
 /// response's bytes (`Bytes`, `Vec<u8>`, `String`, a static slice), handed to the
 /// submitter in the completion without a copy.
+///
+/// ```
+/// use spillway::handler::IntoResponse;
+/// assert!(().into_response().is_empty());
+/// assert_eq!(&"ok".into_response()[..], b"ok");
+/// let owned = vec![1u8, 2, 3];
+/// let pointer = owned.as_ptr();
+/// assert_eq!(owned.into_response().as_ptr(), pointer); // the same buffer, not a copy
+/// ```
 pub trait IntoResponse {
     /// The response bytes.
     fn into_response(self) -> Bytes;
