@@ -435,11 +435,9 @@ mod loom_tests {
                         // Acquire: pairs with the stop's Release store, as in the shard loop.
                         let stop = stopping.load(Ordering::Acquire);
                         let taken = link.submissions.pop_each(usize::MAX, |message| {
-                            let _ = link.completions.push(Completion {
-                                message: message.id,
-                                connection: message.connection,
-                                outcome: Outcome::Delivered,
-                            });
+                            let _ = link
+                                .completions
+                                .push(Completion::of(&message, Outcome::Delivered));
                         });
                         if stop && taken == 0 {
                             break;
