@@ -181,7 +181,11 @@ impl ShardNet {
                     ClientFrame::Submit(submit) => {
                         submits += 1;
                         // The payload shares the read buffer when the frame came whole in
-                        // one read into it; otherwise it is copied.
+                        // one turn's read into it; otherwise it is copied. At every size:
+                        // for payloads of 8 to 64 bytes a slice and a copy cost the same
+                        // (about 20 ns each with the drop, within noise: the slice's two
+                        // atomic counts against malloc and free), and from 512 bytes on the
+                        // slice is cheaper, so no threshold buys anything.
                         payloads_copied += u64::from(chunk.is_none() && !submit.payload.is_empty());
                         let message = submit.to_message_in(*id, chunk);
                         let message_id = message.id;
