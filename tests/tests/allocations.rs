@@ -295,8 +295,7 @@ fn the_tcp_server_does_not_allocate_per_message_for_payloads() {
         "TCP server, allocations per message: 64 B payload {small:.4}, 4 KiB payload {large:.4}"
     );
     // Measured: 0.0000 to 0.0001 and 0.005 to 0.017 (the 4 KiB frames cut at the end of a
-    // turn's reads are copied);
-    // before zero-copy payloads, 1.0000 and 1.0000.
+    // turn's reads are copied); before zero-copy payloads, 1.0000 and 1.0000.
     assert!(small < 0.05, "64-byte payloads: {small} per message");
     assert!(large < 0.25, "4 KiB payloads: {large} per message");
 }
