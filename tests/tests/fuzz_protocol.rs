@@ -2,13 +2,18 @@
 //! directions), beyond what `protocol.rs` checks (which feeds whole reads and drains after
 //! each):
 //!
-//! - streams are fed the way a reader may: `feed` or `unfilled` + `commit` (with spare
-//!   room) of random sizes, `next_frame` called a random number of times in between (so
-//!   bytes pile up), `shrink_to_fit` at random points; under every such schedule a decoder
-//!   gives the same frames and the same end as fed whole, and after each call its state is
-//!   coherent: buffered bytes are the bytes fed less the frames taken, no frame is over the
-//!   limit, `Ok(None)` only while the next frame is incomplete, and after an error the decoder is spent (the same error
-//!   again, bytes fed ignored, `finish` the same);
+//! - streams are fed the way a reader may: `feed`, `unfilled` + `commit` (with spare room)
+//!   or `feed_shared` (slices of one shared buffer) of random sizes, `next_frame` or
+//!   `next_shared_frame` called a random number of times in between (so bytes pile up),
+//!   `shrink_to_fit` at random points; under every such schedule a decoder gives the same
+//!   frames and the same end as fed whole, and after each call its state is coherent:
+//!   buffered bytes are the bytes fed less the frames taken, no frame is over the limit,
+//!   `Ok(None)` only while the next frame is incomplete, a frame handed out with a shared
+//!   chunk lies in that chunk (decoded in place), and after an error the decoder is spent
+//!   (the same error again, bytes fed ignored, `finish` the same);
+//! - fed as shared chunks and drained after each, a decoder decodes in place (with its
+//!   chunk) exactly the frames that lie whole in one chunk, and a Submit's message then
+//!   shares the chunk's memory; a frame cut by two chunks comes copied, with none;
 //! - valid streams are built byte by byte from the layouts of `docs/PROTOCOL.md`, not by the
 //!   codec's encoders, and decode to exactly those frames (each re-encodes to its bytes);
 //! - in hostile streams (noise, and valid streams damaged, with lengths rewritten or frames
@@ -25,6 +30,7 @@ mod fuzz_support;
 
 use proptest::prelude::*;
 use proptest::sample::{select, Index};
+use spillway::message::{Bytes, ConnectionId};
 use spillway::net::protocol::{
     encode_error_reply, ClientFrame, ClientToServer, Decoder, Direction, ErrorCode, FrameLimit,
     FrameType, ProtocolError, ServerFrame, ServerToClient, WireCode, ERROR_DETAIL_MAX_BYTES,
@@ -284,6 +290,8 @@ fn frame_limit() -> impl Strategy<Value = FrameLimit> {
 enum Op {
     /// `feed` up to this many bytes.
     Feed(usize),
+    /// `feed_shared` a slice of the shared wire, up to this many bytes.
+    FeedShared(usize),
     /// `unfilled` with this many bytes and some spare room, write up to the bytes, `commit`.
     Fill {
         bytes: usize,
@@ -291,6 +299,8 @@ enum Op {
     },
     /// Call `next_frame` up to this many times (fewer if it needs more bytes or fails).
     Poll(usize),
+    /// The same with `next_shared_frame`.
+    PollShared(usize),
     Shrink,
 }
 
@@ -298,9 +308,11 @@ fn schedule() -> impl Strategy<Value = Vec<Op>> {
     proptest::collection::vec(
         prop_oneof![
             4 => prop_oneof![1usize..16, 1usize..400].prop_map(Op::Feed),
+            4 => prop_oneof![1usize..16, 1usize..400].prop_map(Op::FeedShared),
             2 => (prop_oneof![1usize..16, 1usize..400], 0usize..64)
                 .prop_map(|(bytes, spare)| Op::Fill { bytes, spare }),
             4 => (0usize..4).prop_map(Op::Poll),
+            4 => (0usize..4).prop_map(Op::PollShared),
             1 => Just(Op::Shrink),
         ],
         0..40,
@@ -318,6 +330,8 @@ struct Transcript {
 struct Reader<'wire, D: Direction, E> {
     decoder: Decoder<D>,
     wire: &'wire [u8],
+    /// The same bytes in one shared buffer, of which `feed_shared` is given slices.
+    shared_wire: Bytes,
     /// Bytes handed to the decoder.
     fed: usize,
     /// Bytes of the frames it returned.
@@ -339,6 +353,7 @@ where
         Self {
             decoder: Decoder::new(limit),
             wire,
+            shared_wire: Bytes::copy_from_slice(wire),
             fed: 0,
             taken: 0,
             frames: Vec::new(),
@@ -357,10 +372,12 @@ where
             }
             match *op {
                 Op::Feed(bytes) => self.feed(bytes)?,
+                Op::FeedShared(bytes) => self.feed_shared(bytes)?,
                 Op::Fill { bytes, spare } => self.fill(bytes, spare)?,
-                Op::Poll(times) => {
+                Op::Poll(times) | Op::PollShared(times) => {
+                    let shared = matches!(op, Op::PollShared(_));
                     for _ in 0..times {
-                        if !self.poll()? {
+                        if !self.poll(shared)? {
                             break;
                         }
                     }
@@ -373,7 +390,7 @@ where
         }
         if self.end.is_none() {
             self.feed(self.wire.len() - self.fed)?;
-            while self.poll()? {}
+            while self.poll(false)? {}
         }
         let end = match self.end {
             Some(end) => end,
@@ -401,6 +418,14 @@ where
         self.check_buffered()
     }
 
+    fn feed_shared(&mut self, bytes: usize) -> Result<(), TestCaseError> {
+        let bytes = bytes.min(self.wire.len() - self.fed);
+        self.decoder
+            .feed_shared(self.shared_wire.slice(self.fed..self.fed + bytes));
+        self.fed += bytes;
+        self.check_buffered()
+    }
+
     fn fill(&mut self, bytes: usize, spare: usize) -> Result<(), TestCaseError> {
         let bytes = bytes.min(self.wire.len() - self.fed);
         let space = self.decoder.unfilled(bytes + spare);
@@ -414,24 +439,42 @@ where
         self.check_buffered()
     }
 
-    /// One `next_frame`: true if it returned a frame.
-    fn poll(&mut self) -> Result<bool, TestCaseError> {
-        let result = match self.decoder.next_frame() {
-            Ok(Some(frame)) => {
-                let mut bytes = Vec::new();
-                (self.encode)(&frame, &mut bytes);
-                Ok(Some(bytes))
-            }
-            Ok(None) => Ok(None),
-            Err(error) => Err(error),
+    /// One `next_frame`, or `next_shared_frame` if `shared`: true if it returned a frame.
+    fn poll(&mut self, shared: bool) -> Result<bool, TestCaseError> {
+        let result = if shared {
+            self.decoder.next_shared_frame().map(|decoded| {
+                decoded.map(|decoded| {
+                    let mut bytes = Vec::new();
+                    (self.encode)(&decoded.frame, &mut bytes);
+                    (bytes, decoded.chunk.map(|chunk| chunk.as_ptr_range()))
+                })
+            })
+        } else {
+            self.decoder.next_frame().map(|frame| {
+                frame.map(|frame| {
+                    let mut bytes = Vec::new();
+                    (self.encode)(&frame, &mut bytes);
+                    (bytes, None)
+                })
+            })
         };
         match result {
-            Ok(Some(bytes)) => {
+            Ok(Some((bytes, chunk))) => {
                 prop_assert_eq!(
                     &bytes[..],
                     &self.wire[self.taken..(self.taken + bytes.len()).min(self.wire.len())],
                     "a frame re-encodes to other bytes than it came from"
                 );
+                if let Some(chunk) = chunk {
+                    // Decoded in place: the frame's own bytes in the shared buffer are in the
+                    // chunk handed out with it.
+                    let frame =
+                        self.shared_wire[self.taken..self.taken + bytes.len()].as_ptr_range();
+                    prop_assert!(
+                        chunk.start <= frame.start && frame.end <= chunk.end,
+                        "a frame handed out with a chunk that does not hold it"
+                    );
+                }
                 prop_assert!(
                     bytes.len() <= self.limit.max_frame_bytes() as usize,
                     "a frame over the limit"
@@ -476,6 +519,8 @@ where
         prop_assert_eq!(self.decoder.failure(), Some(error));
         let buffered = self.decoder.buffered_bytes();
         self.decoder.feed(&[0x53, 0x57, 1]);
+        self.decoder
+            .feed_shared(Bytes::from_static(&[0x53, 0x57, 1]));
         self.decoder.unfilled(4)[..2].copy_from_slice(&[0x01, 0]);
         self.decoder.commit(2);
         prop_assert_eq!(
@@ -484,6 +529,7 @@ where
             "bytes kept after an error"
         );
         prop_assert_eq!(self.decoder.next_frame().err(), Some(error));
+        prop_assert_eq!(self.decoder.next_shared_frame().err(), Some(error));
         prop_assert_eq!(self.decoder.finish(), Err(error));
         Ok(())
     }
@@ -695,6 +741,48 @@ proptest! {
         let whole = client_reader(&wire, limit).read(&[])?;
         check_error_names_its_bytes(&wire, &whole, limit)?;
         prop_assert_eq!(client_reader(&wire, limit).read(&schedule)?, whole);
+    }
+
+    #[test]
+    fn fed_as_shared_chunks_exactly_the_frames_whole_in_one_are_decoded_in_place(
+        frames in client_stream(),
+        cuts in proptest::collection::vec(any::<Index>(), 0..8),
+    ) {
+        let wire = Bytes::from(frames.concat());
+        let mut cuts: Vec<usize> = cuts.iter().map(|cut| cut.index(wire.len() + 1)).collect();
+        cuts.extend([0, wire.len()]);
+        cuts.sort_unstable();
+        cuts.dedup();
+        let mut decoder = Decoder::<ClientToServer>::new(FrameLimit::MAX);
+        let mut taken = 0;
+        for read in cuts.windows(2) {
+            decoder.feed_shared(wire.slice(read[0]..read[1]));
+            while let Some(decoded) = decoder.next_shared_frame().map_err(|error| {
+                TestCaseError::fail(format!("a valid stream failed: {error}"))
+            })? {
+                let frame_bytes = decoded.frame.encoded_bytes();
+                let whole_in_read = taken >= read[0] && taken + frame_bytes <= read[1];
+                prop_assert_eq!(
+                    decoded.chunk.is_some(),
+                    whole_in_read,
+                    "frame at {} of {} bytes, read {:?}", taken, frame_bytes, read
+                );
+                if let (ClientFrame::Submit(submit), Some(chunk)) = (decoded.frame, decoded.chunk) {
+                    let message = submit.to_message_in(ConnectionId(1), Some(chunk));
+                    prop_assert_eq!(&message.payload[..], submit.payload);
+                    if !submit.payload.is_empty() {
+                        prop_assert_eq!(
+                            message.payload.as_ptr(),
+                            submit.payload.as_ptr(),
+                            "the payload was copied"
+                        );
+                    }
+                }
+                taken += frame_bytes;
+            }
+        }
+        prop_assert_eq!(taken, wire.len());
+        prop_assert_eq!(decoder.finish(), Ok(()));
     }
 
     #[test]

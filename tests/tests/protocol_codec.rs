@@ -1,12 +1,13 @@
 //! The wire codec (`spillway::net::protocol`) on hand-made cases: the worked examples of
 //! `docs/PROTOCOL.md` as the encoder writes them, every frame and code round-tripping, each
 //! check of a header and of a body with the error it gives, the handshake order, a frame
-//! cut short, a spent decoder, the Error replies, and which frame the decoder is waiting on.
+//! cut short, a spent decoder, the Error replies, which frame the decoder is waiting on, and
+//! payloads taken from shared chunks of a read buffer without a copy.
 //! (`protocol.rs` beside it holds the property tests and the page's code tables.)
 
 use std::num::{NonZeroU32, NonZeroU64};
 
-use spillway::message::{ConnectionId, MessageId, Priority, Role, TenantId};
+use spillway::message::{Bytes, ConnectionId, MessageId, Priority, Role, TenantId};
 use spillway::net::protocol::{
     encode_error_reply, ClientFrame, ClientToServer, Decoder, ErrorCode, FrameLimit, FrameTooLarge,
     FrameType, ProtocolError, ServerFrame, ServerToClient, Submit, WireCode,
@@ -197,6 +198,129 @@ fn reading_into_unfilled_space_decodes_like_feed() {
     assert_eq!(decoder.next_frame(), Ok(None));
     decoder.shrink_to_fit();
     assert_eq!(decoder.finish(), Ok(()));
+}
+
+/// The Submit `decoder` decodes next, with its message on connection 1 as the server makes
+/// it (payload from the chunk when there is one), and whether a chunk came with it.
+fn next_message(decoder: &mut Decoder<ClientToServer>) -> (spillway::message::Message, bool) {
+    let decoded = decoder.next_shared_frame().unwrap().expect("a whole frame");
+    let ClientFrame::Submit(submit) = decoded.frame else {
+        panic!("a Submit, got {:?}", decoded.frame);
+    };
+    let message = submit.to_message_in(ConnectionId(1), decoded.chunk);
+    (message, decoded.chunk.is_some())
+}
+
+/// Whether `part` lies in `whole`'s memory.
+fn lies_in(part: &[u8], whole: &[u8]) -> bool {
+    let (part, whole) = (part.as_ptr_range(), whole.as_ptr_range());
+    whole.start <= part.start && part.end <= whole.end
+}
+
+#[test]
+fn a_submit_whole_in_a_shared_chunk_gives_its_payload_without_a_copy() {
+    let submit = hex(SUBMIT_EXAMPLE);
+    let read = Bytes::from([submit.clone(), submit.clone()].concat());
+    let mut decoder = greeted_server_decoder();
+    decoder.feed_shared(read.clone());
+    for _ in 0..2 {
+        let (message, shared) = next_message(&mut decoder);
+        assert!(shared);
+        assert_eq!(&message.payload[..], b"hello");
+        assert!(lies_in(&message.payload, &read), "copied");
+        assert_eq!(message.id, MessageId(42));
+        assert_eq!(message.tenant, TenantId(3));
+    }
+    assert_eq!(decoder.next_frame(), Ok(None));
+
+    // Fed by `feed`, there is no chunk, and the payload is copied.
+    let mut decoder = greeted_server_decoder();
+    decoder.feed(&read);
+    let (message, shared) = next_message(&mut decoder);
+    assert!(!shared);
+    assert!(!lies_in(&message.payload, &read));
+    assert_eq!(&message.payload[..], b"hello");
+
+    // A buffer the payload is not in is not shared (and does not panic): copied.
+    let Ok(Some(ClientFrame::Submit(submit))) = decoder.next_frame() else {
+        panic!("the second Submit");
+    };
+    let elsewhere = Bytes::from_static(b"some other buffer");
+    let message = submit.to_message_in(ConnectionId(1), Some(&elsewhere));
+    assert_eq!(&message.payload[..], b"hello");
+    assert!(!lies_in(&message.payload, &elsewhere));
+}
+
+#[test]
+fn a_submit_cut_by_two_reads_is_copied_and_the_frames_after_it_are_shared() {
+    let submit = hex(SUBMIT_EXAMPLE);
+    let wire = [submit.clone(), submit.clone(), submit.clone()].concat();
+    // Reads: the first Submit and half the second; the rest.
+    let cut = submit.len() + 12;
+    let (first, second) = (
+        Bytes::copy_from_slice(&wire[..cut]),
+        Bytes::copy_from_slice(&wire[cut..]),
+    );
+    let mut decoder = greeted_server_decoder();
+    decoder.feed_shared(first.clone());
+    let (message, shared) = next_message(&mut decoder);
+    assert!(shared && lies_in(&message.payload, &first));
+    assert_eq!(decoder.next_frame(), Ok(None));
+    assert_eq!(
+        decoder.buffered_bytes(),
+        12,
+        "the start of the second Submit"
+    );
+    assert_eq!(decoder.frame_in_progress(), Some(2));
+
+    decoder.feed_shared(second.clone());
+    assert_eq!(decoder.buffered_bytes(), wire.len() - submit.len());
+    assert_eq!(
+        decoder.frame_in_progress(),
+        None,
+        "a whole frame comes first"
+    );
+    let (message, shared) = next_message(&mut decoder);
+    assert!(
+        !shared,
+        "the cut Submit is assembled in the decoder's own buffer"
+    );
+    assert!(!lies_in(&message.payload, &first) && !lies_in(&message.payload, &second));
+    assert_eq!(&message.payload[..], b"hello");
+    let (message, shared) = next_message(&mut decoder);
+    assert!(shared && lies_in(&message.payload, &second));
+    assert_eq!(decoder.next_frame(), Ok(None));
+    assert_eq!(decoder.finish(), Ok(()));
+}
+
+#[test]
+fn a_read_buffer_is_freed_when_the_last_message_sharing_it_is_dropped() {
+    let submit = hex(SUBMIT_EXAMPLE);
+    let read = Bytes::from([submit.clone(), submit.clone()].concat());
+    let mut decoder = greeted_server_decoder();
+    decoder.feed_shared(read.clone());
+    let (first, _) = next_message(&mut decoder);
+    let (second, _) = next_message(&mut decoder);
+    // The decoder lets its chunk go once it finds nothing more in it.
+    assert_eq!(decoder.next_frame(), Ok(None));
+    assert!(!read.is_unique(), "the messages hold it");
+    drop(first);
+    assert!(!read.is_unique());
+    drop(second);
+    assert!(read.is_unique(), "nothing but this handle holds it");
+
+    // Bytes left in a chunk are copied out by `shrink_to_fit` (and by `feed`), so an idle
+    // decoder does not keep the read buffer alive.
+    let read = Bytes::from(submit[..10].to_vec());
+    decoder.feed_shared(read.clone());
+    assert!(!read.is_unique());
+    decoder.shrink_to_fit();
+    assert!(read.is_unique());
+    assert_eq!(decoder.buffered_bytes(), 10);
+    decoder.feed(&submit[10..]);
+    let (message, shared) = next_message(&mut decoder);
+    assert!(!shared);
+    assert_eq!(&message.payload[..], b"hello");
 }
 
 #[test]

@@ -3,6 +3,8 @@
 
 use core::marker::PhantomData;
 
+use bytes::Bytes;
+
 use super::errors::ProtocolError;
 use super::frames::{ClientFrame, ServerFrame};
 use super::header::{FrameLimit, FrameType, HEADER_BYTES, MAGIC, PROTOCOL_VERSION};
@@ -89,9 +91,20 @@ impl Direction for ServerToClient {
 /// frame is refused without buffering it. After the first error it is spent: every later
 /// call answers the same error and fed bytes are ignored, since the connection is to close.
 ///
+/// Bytes come in two ways. [`Decoder::feed`] (or [`Decoder::unfilled`] and
+/// [`Decoder::commit`]) copies them into the decoder's own buffer. [`Decoder::feed_shared`]
+/// takes a [`Bytes`] chunk of a read buffer and keeps it as it is: the frames that lie whole
+/// in it are decoded in place, and [`Decoder::next_shared_frame`] hands out the chunk with
+/// each, so that a Submit's payload can share the read buffer instead of being copied
+/// ([`Submit::to_message_in`](super::Submit::to_message_in)). Only the bytes that finish a
+/// frame begun in earlier bytes, and a frame cut off at the chunk's end, are copied into
+/// the decoder's own buffer. Both ways decode the same bytes to the same frames and errors.
+///
 /// Memory: it holds the bytes fed and not yet decoded; a caller that drains
 /// [`Decoder::next_frame`] after each read holds at most one read plus one partial frame
-/// (under the limit).
+/// (under the limit) in its own buffer. A shared chunk is let go as soon as its last frame
+/// is taken (at the `next_frame` call after it, or the next feed); its memory is then held
+/// only by what was handed out of it.
 ///
 /// ```
 /// use spillway::net::protocol::{ClientFrame, ClientToServer, Decoder, FrameLimit};
@@ -111,14 +124,22 @@ impl Direction for ServerToClient {
 /// ```
 #[derive(Debug)]
 pub struct Decoder<D: Direction> {
-    /// Bytes received and not yet decoded are `buffer[start..end]`; `buffer[end..]` is
-    /// initialized space for the next read ([`Decoder::unfilled`]). `start <= end <=
+    /// Owned bytes received and not yet decoded are `buffer[start..end]`; `buffer[end..]`
+    /// is initialized space for the next read ([`Decoder::unfilled`]). `start <= end <=
     /// buffer.len()`.
     buffer: Vec<u8>,
-    /// Offset of the first byte not yet decoded.
+    /// Offset of the first owned byte not yet decoded.
     start: usize,
-    /// Offset one past the last byte received.
+    /// Offset one past the last owned byte received.
     end: usize,
+    /// A chunk from [`Decoder::feed_shared`]: its bytes from `chunk_start` on were received
+    /// after the owned ones and are not yet decoded. While any are left, the owned bytes
+    /// are whole frames by their headers' lengths (`feed_shared` copied in what finishes
+    /// the last one), so that each frame lies whole in one or the other. Empty, and
+    /// `chunk_start` 0, when there is none.
+    chunk: Bytes,
+    /// Offset in `chunk` of its first byte not yet decoded; `chunk_start <= chunk.len()`.
+    chunk_start: usize,
     /// The largest frame accepted.
     limit: FrameLimit,
     /// Whether the handshake frame (Hello, or Welcome) has been decoded.
@@ -131,6 +152,18 @@ pub struct Decoder<D: Direction> {
     direction: PhantomData<fn() -> D>,
 }
 
+/// A frame from [`Decoder::next_shared_frame`], with the chunk its body lies in when it
+/// came whole in one fed by [`Decoder::feed_shared`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SharedFrame<'buffer, F> {
+    /// The frame, borrowing the decoder as from [`Decoder::next_frame`].
+    pub frame: F,
+    /// The shared chunk the frame's body lies in: its borrowed bytes (a Submit's payload)
+    /// can be taken from it without a copy ([`Bytes::slice_ref`]). `None` when the frame
+    /// was decoded from the decoder's own buffer.
+    pub chunk: Option<&'buffer Bytes>,
+}
+
 impl<D: Direction> Decoder<D> {
     /// An empty decoder that accepts frames up to `limit`. Allocates nothing until fed.
     pub fn new(limit: FrameLimit) -> Self {
@@ -138,6 +171,8 @@ impl<D: Direction> Decoder<D> {
             buffer: Vec::new(),
             start: 0,
             end: 0,
+            chunk: Bytes::new(),
+            chunk_start: 0,
             limit,
             handshake_done: false,
             failure: None,
@@ -156,15 +191,47 @@ impl<D: Direction> Decoder<D> {
         if self.failure.is_some() {
             return;
         }
-        self.make_room(bytes.len());
-        self.buffer[self.end..self.end + bytes.len()].copy_from_slice(bytes);
-        self.end += bytes.len();
+        self.absorb_chunk();
+        self.append_owned(bytes);
+    }
+
+    /// Appends a chunk of bytes read from the connection, kept as it is (no copy): the
+    /// frames that lie whole in it are decoded in place, and
+    /// [`Decoder::next_shared_frame`] hands the chunk out with each. Copied into the
+    /// decoder's own buffer are only the bytes that finish a frame begun in earlier bytes
+    /// (so that every frame lies whole in one place) and, when it is decoded up to there,
+    /// a frame cut off at the chunk's end. Ignored once the decoder has failed.
+    ///
+    /// A chunk still holding undecoded bytes when the next one comes is copied in first:
+    /// drain [`Decoder::next_frame`] between feeds to keep the copies to the frames that
+    /// straddle two chunks.
+    pub fn feed_shared(&mut self, chunk: Bytes) {
+        if self.failure.is_some() {
+            return;
+        }
+        self.absorb_chunk();
+        let mut copied = 0;
+        loop {
+            let missing = self.bytes_to_frame_boundary();
+            if missing == 0 || copied == chunk.len() {
+                break;
+            }
+            let step = missing.min(chunk.len() - copied);
+            self.append_owned(&chunk[copied..copied + step]);
+            copied += step;
+        }
+        if copied < chunk.len() {
+            self.chunk = chunk;
+            self.chunk_start = copied;
+        }
     }
 
     /// Space of at least `at_least_bytes` to read into directly, saving [`Decoder::feed`]'s
     /// copy; follow with [`Decoder::commit`] of the bytes read. The space is reused from
     /// read to read, so it is zeroed only when it grows.
     pub fn unfilled(&mut self, at_least_bytes: usize) -> &mut [u8] {
+        // What is read next comes after a shared chunk's bytes: those join the buffer first.
+        self.absorb_chunk();
         self.make_room(at_least_bytes);
         &mut self.buffer[self.end..]
     }
@@ -188,9 +255,51 @@ impl<D: Direction> Decoder<D> {
     /// The next whole frame, `Ok(None)` when more bytes are needed, or the first violation.
     /// A decoded frame borrows the decoder until it is dropped.
     pub fn next_frame(&mut self) -> Result<Option<D::Frame<'_>>, ProtocolError> {
+        self.next_shared_frame()
+            .map(|decoded| decoded.map(|shared| shared.frame))
+    }
+
+    /// [`Decoder::next_frame`], with the shared chunk ([`Decoder::feed_shared`]) the
+    /// frame's body lies in, if it does: what a reader that feeds shared chunks calls to
+    /// take payloads without a copy.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use spillway::message::{ConnectionId, MessageId, Priority, Role, TenantId};
+    /// use spillway::net::protocol::{ClientFrame, ClientToServer, Decoder, FrameLimit, Submit};
+    ///
+    /// let submit = Submit {
+    ///     message_id: MessageId(1),
+    ///     tenant: TenantId(0),
+    ///     priority: Priority::P1,
+    ///     role: Role::Session,
+    ///     payload: b"payload",
+    /// };
+    /// let mut wire = Vec::new();
+    /// ClientFrame::Hello.encode(FrameLimit::DEFAULT, &mut wire).unwrap();
+    /// ClientFrame::Submit(submit).encode(FrameLimit::DEFAULT, &mut wire).unwrap();
+    /// let read = Bytes::from(wire);
+    ///
+    /// let mut decoder = Decoder::<ClientToServer>::new(FrameLimit::DEFAULT);
+    /// decoder.feed_shared(read.clone());
+    /// decoder.next_frame().unwrap(); // Hello
+    /// let shared = decoder.next_shared_frame().unwrap().unwrap();
+    /// let ClientFrame::Submit(submit) = shared.frame else { unreachable!() };
+    /// let message = submit.to_message_in(ConnectionId(3), shared.chunk);
+    /// // The payload is the read's own bytes, not a copy.
+    /// assert_eq!(message.payload.as_ptr(), read[read.len() - 7..].as_ptr());
+    /// ```
+    pub fn next_shared_frame(
+        &mut self,
+    ) -> Result<Option<SharedFrame<'_, D::Frame<'_>>>, ProtocolError> {
         if let Some(failure) = self.failure {
             return Err(failure);
         }
+        if self.start == self.end {
+            return self.next_in_chunk();
+        }
+        // Owned bytes come first. With a chunk behind them they are whole frames; without
+        // one, a frame they leave incomplete waits for more bytes.
         let received = &self.buffer[self.start..self.end];
         let Some(header) = received.first_chunk::<HEADER_BYTES>() else {
             return Ok(None);
@@ -214,7 +323,44 @@ impl<D: Direction> Decoder<D> {
             frame_type,
             &self.buffer[body_start..body_start + body_bytes],
         ) {
-            Ok(frame) => Ok(Some(frame)),
+            Ok(frame) => Ok(Some(SharedFrame { frame, chunk: None })),
+            Err(error) => {
+                self.failure = Some(error);
+                Err(error)
+            }
+        }
+    }
+
+    /// The next frame when no owned bytes are left: decoded in place from the shared
+    /// chunk if it holds the whole frame; otherwise what is left of the chunk (the start
+    /// of a frame) is copied into the owned buffer, the chunk let go, and more is needed.
+    fn next_in_chunk(&mut self) -> Result<Option<SharedFrame<'_, D::Frame<'_>>>, ProtocolError> {
+        let received = &self.chunk[self.chunk_start..];
+        let Some(header) = received.first_chunk::<HEADER_BYTES>() else {
+            self.absorb_chunk();
+            return Ok(None);
+        };
+        let (frame_type, body_bytes, completes_handshake) = match self.check_header(header) {
+            Ok(checked) => checked,
+            Err(error) => {
+                self.failure = Some(error);
+                return Err(error);
+            }
+        };
+        let frame_bytes = HEADER_BYTES + body_bytes;
+        if received.len() < frame_bytes {
+            self.absorb_chunk();
+            return Ok(None);
+        }
+        let body_start = self.chunk_start + HEADER_BYTES;
+        self.chunk_start += frame_bytes;
+        self.frames_decoded += 1;
+        self.handshake_done |= completes_handshake;
+        match D::decode_body(frame_type, &self.chunk[body_start..body_start + body_bytes]) {
+            Ok(frame) => Ok(Some(SharedFrame {
+                frame,
+                chunk: Some(&self.chunk),
+            })),
             Err(error) => {
                 self.failure = Some(error);
                 Err(error)
@@ -240,7 +386,7 @@ impl<D: Direction> Decoder<D> {
     /// Bytes received and not yet decoded: whole frames not yet taken, then possibly the
     /// start of one still arriving.
     pub fn buffered_bytes(&self) -> usize {
-        self.end - self.start
+        (self.end - self.start) + (self.chunk.len() - self.chunk_start)
     }
 
     /// The frame that has begun to arrive and not finished, by its number (frames counted
@@ -253,7 +399,13 @@ impl<D: Direction> Decoder<D> {
         if self.failure.is_some() {
             return None;
         }
-        let received = &self.buffer[self.start..self.end];
+        // The next frame lies whole in the owned bytes or in the chunk (see `chunk`), and
+        // the owned ones come first.
+        let received = if self.start < self.end {
+            &self.buffer[self.start..self.end]
+        } else {
+            &self.chunk[self.chunk_start..]
+        };
         if received.is_empty() {
             return None;
         }
@@ -278,8 +430,10 @@ impl<D: Direction> Decoder<D> {
     }
 
     /// Gives back buffer memory beyond the bytes held, for a connection gone idle after a
-    /// large frame.
+    /// large frame. A shared chunk's undecoded bytes are copied into the decoder's own
+    /// buffer, so that the read buffer it came from is no longer held here.
     pub fn shrink_to_fit(&mut self) {
+        self.absorb_chunk();
         self.compact();
         self.buffer.truncate(self.end);
         self.buffer.shrink_to_fit();
@@ -321,6 +475,50 @@ impl<D: Direction> Decoder<D> {
         }
         let completes_handshake = D::check_sequence(frame_type, self.handshake_done)?;
         Ok((frame_type, body_bytes_usize, completes_handshake))
+    }
+
+    /// How many more bytes the owned ones need to end at a frame boundary, going by the
+    /// headers' lengths alone (a header that fails its checks is refused when its turn
+    /// comes, and nothing after it is decoded, so where its frame ends does not matter).
+    /// 0 when they end at one.
+    fn bytes_to_frame_boundary(&self) -> usize {
+        let mut at = self.start;
+        loop {
+            let held = &self.buffer[at..self.end];
+            if held.is_empty() {
+                return 0;
+            }
+            let Some(header) = held.first_chunk::<HEADER_BYTES>() else {
+                return HEADER_BYTES - held.len();
+            };
+            let [.., length_0, length_1, length_2, length_3] = *header;
+            let body_bytes = u32::from_le_bytes([length_0, length_1, length_2, length_3]);
+            // At most 8 + 2^32 - 1: no overflow in `u64`, and the `usize` fallback only
+            // matters on targets whose memory could not hold such a frame anyway.
+            let frame_bytes = HEADER_BYTES as u64 + u64::from(body_bytes);
+            if frame_bytes > held.len() as u64 {
+                return usize::try_from(frame_bytes - held.len() as u64).unwrap_or(usize::MAX);
+            }
+            at += frame_bytes as usize;
+        }
+    }
+
+    /// Copies what is left of the shared chunk into the owned buffer, behind the owned
+    /// bytes, and lets the chunk go.
+    fn absorb_chunk(&mut self) {
+        let chunk = core::mem::take(&mut self.chunk);
+        let chunk_start = core::mem::take(&mut self.chunk_start);
+        self.append_owned(&chunk[chunk_start..]);
+    }
+
+    /// Copies `bytes` into the owned buffer, behind the owned bytes.
+    fn append_owned(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.make_room(bytes.len());
+        self.buffer[self.end..self.end + bytes.len()].copy_from_slice(bytes);
+        self.end += bytes.len();
     }
 
     /// Ensures `buffer[end..]` holds at least `wanted_bytes`: first by moving the undecoded

@@ -5,7 +5,7 @@
 use core::fmt;
 use core::num::{NonZeroU32, NonZeroU64};
 
-use crate::message::{ConnectionId, Message, MessageId, Priority, Role, TenantId};
+use crate::message::{Bytes, ConnectionId, Message, MessageId, Priority, Role, TenantId};
 use crate::outcome::Outcome;
 
 use super::codes::{OutcomeFields, WireCode};
@@ -35,12 +35,32 @@ pub struct Submit<'payload> {
 impl Submit<'_> {
     /// The engine message for this submission on `connection` (copies the payload).
     pub fn to_message(&self, connection: ConnectionId) -> Message {
+        self.to_message_in(connection, None)
+    }
+
+    /// The engine message for this submission on `connection`, its payload taken from
+    /// `shared` without a copy when the payload lies in it (as it does when `shared` is the
+    /// chunk [`Decoder::next_shared_frame`](super::Decoder::next_shared_frame) gave with
+    /// this frame); copied otherwise. A shared payload keeps the whole of `shared`'s
+    /// buffer alive until the message, and every clone of its payload, is dropped.
+    pub fn to_message_in(&self, connection: ConnectionId, shared: Option<&Bytes>) -> Message {
+        let payload = match shared {
+            Some(shared) if lies_within(self.payload, shared) => shared.slice_ref(self.payload),
+            _ => Bytes::copy_from_slice(self.payload),
+        };
         Message::new(connection, self.message_id)
             .with_tenant(self.tenant)
             .with_role(self.role)
             .with_priority(self.priority)
-            .with_payload(self.payload.to_vec())
+            .with_payload(payload)
     }
+}
+
+/// Whether `part` is a part of `whole`'s memory (or empty), as [`Bytes::slice_ref`] needs.
+fn lies_within(part: &[u8], whole: &[u8]) -> bool {
+    let whole_range = whole.as_ptr_range();
+    let part_range = part.as_ptr_range();
+    part.is_empty() || (part_range.start >= whole_range.start && part_range.end <= whole_range.end)
 }
 
 /// A frame a client sends to the server.

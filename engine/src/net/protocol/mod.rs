@@ -21,7 +21,11 @@
 //! It is strict: a frame it accepts re-encodes to exactly the bytes it came from.
 //!
 //! Decoding is zero-copy: a Submit's payload and an Error's detail borrow the decoder's
-//! buffer, and a Submit costs four fixed-offset reads after the header checks.
+//! buffer, and a Submit costs four fixed-offset reads after the header checks. A reader that
+//! feeds the decoder [`Bytes`](crate::message::Bytes) chunks of its read buffer
+//! ([`Decoder::feed_shared`]) can also take each payload as a slice of that buffer
+//! ([`Decoder::next_shared_frame`], [`Submit::to_message_in`]): the engine's message then
+//! shares the read buffer, with no copy and no allocation per message.
 
 mod codes;
 mod decoder;
@@ -33,7 +37,7 @@ pub use codes::{
     OutcomeFields, WireCode, OUTCOME_CANCELLED, OUTCOME_DELIVERED, OUTCOME_DROPPED, OUTCOME_FAILED,
     OUTCOME_REFUSED, OUTCOME_SHED,
 };
-pub use decoder::{ClientToServer, Decoder, Direction, ServerToClient};
+pub use decoder::{ClientToServer, Decoder, Direction, ServerToClient, SharedFrame};
 pub use errors::{ErrorCode, FrameTooLarge, ProtocolError};
 pub use frames::{encode_error_reply, ClientFrame, ServerFrame, Submit};
 pub use header::{

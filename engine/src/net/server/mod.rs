@@ -25,7 +25,8 @@
 //! Its parts: `config` ([`ServerConfig`]), `listener` ([`TcpServer`] and the accept loop),
 //! `front_end` ([`TcpFrontEnd`], the handler on each shard), `shard` (one shard's event
 //! loop and its turn), `connection` (one connection's state), `read` (reading, decoding and
-//! serving frames), `write` (encoding and writing what is due, the send buffer's offers),
+//! serving frames), `read_buffer` (the shard's read buffer, whose slices become payloads
+//! without a copy, and the bound on what they keep alive), `write` (encoding and writing what is due, the send buffer's offers),
 //! `close` (Error frames, closing, shutdown), `timers` (hello, frame and close deadlines)
 //! and `stats` ([`NetStats`] and the per-shard counters).
 //!
@@ -58,6 +59,7 @@ mod connection;
 mod front_end;
 mod listener;
 mod read;
+mod read_buffer;
 mod shard;
 mod shared;
 mod stats;

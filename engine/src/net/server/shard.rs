@@ -15,12 +15,10 @@ use crate::handler::ShardContext;
 use crate::message::ConnectionIdHasher;
 
 use super::connection::Connection;
+use super::read_buffer::ReadBuffer;
 use super::shared::Shared;
 use super::stats::ShardCounters;
 use super::CONNECTION_ID_BASE;
-
-/// Bytes one read takes from a socket (a shard's one scratch buffer).
-const READ_CHUNK_BYTES: usize = 16 * 1024;
 
 /// Token of the listening socket in every shard's `Poll`; connection `slot` is
 /// `Token(slot + 1)`.
@@ -63,10 +61,11 @@ pub(super) struct ShardNet {
     /// The time of the current turn: completions, which come between turns, are stamped
     /// with it (the egress queue's clock only orders its own events).
     pub(super) turn_ns: u64,
-    /// Every read lands here first and is then fed to the connection's decoder, which so
-    /// keeps only partial frames: 15,000 connections each reading into a buffer of its own
-    /// would hold 15,000 read-sized buffers.
-    pub(super) scratch: Box<[u8]>,
+    /// Every read lands here first and goes to the connection's decoder as a shared chunk,
+    /// whose payloads the messages take without a copy; the decoder so keeps only partial
+    /// frames of its own: 15,000 connections each reading into a buffer of its own would
+    /// hold 15,000 read-sized buffers.
+    pub(super) read_buffer: ReadBuffer,
 }
 
 impl ShardNet {
@@ -102,7 +101,7 @@ impl ShardNet {
             read_again: VecDeque::new(),
             next_housekeeping_ns: 0,
             turn_ns: 0,
-            scratch: vec![0; READ_CHUNK_BYTES].into_boxed_slice(),
+            read_buffer: ReadBuffer::new(),
         })
     }
 

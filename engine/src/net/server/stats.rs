@@ -45,6 +45,11 @@ pub struct NetStats {
     pub frames_in: u64,
     /// Submits read.
     pub submits: u64,
+    /// Submits whose payload was copied into an allocation of its own rather than shared
+    /// with the read buffer it arrived in: those whose frame straddled two reads, and those
+    /// read while every read buffer block of their shard was still held by earlier messages
+    /// (the bound on the memory payloads keep alive; see the server's `read_buffer`).
+    pub payloads_copied: u64,
     /// Reply frames written.
     pub replies_sent: u64,
     /// Replies dropped by a connection's egress policy, by reason, in
@@ -82,6 +87,7 @@ pub(super) struct ShardCounters {
     pub(super) closed_error: [AtomicU64; ErrorCode::ALL.len()],
     pub(super) frames_in: AtomicU64,
     pub(super) submits: AtomicU64,
+    pub(super) payloads_copied: AtomicU64,
     pub(super) replies_sent: AtomicU64,
     pub(super) replies_dropped: [AtomicU64; EgressDropReason::COUNT],
     pub(super) replies_discarded: AtomicU64,
@@ -116,6 +122,7 @@ impl TcpServer {
             }
             stats.frames_in += load(&counters.frames_in);
             stats.submits += load(&counters.submits);
+            stats.payloads_copied += load(&counters.payloads_copied);
             stats.replies_sent += load(&counters.replies_sent);
             for (sum, counter) in stats
                 .replies_dropped
