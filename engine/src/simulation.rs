@@ -161,7 +161,12 @@ impl<H: Handler> Simulation<H> {
     /// nothing of it is left pending (a connection the shard does not hold is not marked);
     /// otherwise [`take_drained`](Self::take_drained) returns it once the last one finished,
     /// or once `control.drain_timeout_ns` has passed since `now_ns` (what is still queued is
-    /// then cancelled).
+    /// then cancelled). An earlier drain of the connection that finished but was not taken
+    /// yet makes this one wait for `take_drained` too: they complete together.
+    ///
+    /// A completed drain closes the connection, as
+    /// [`Control::drain`](crate::control::Control::drain) does: the shard forgets it, and a
+    /// later message with its id is a new connection.
     pub fn drain(
         &mut self,
         now_ns: u64,

@@ -98,8 +98,18 @@ fn a_health_check_is_answered_before_a_deep_backlog_drains() {
     engine.shutdown();
 }
 
+fn is_draining(outcome: Outcome) -> bool {
+    matches!(
+        outcome,
+        Outcome::Refused {
+            reason: RefusalReason::Draining,
+            ..
+        }
+    )
+}
+
 #[test]
-fn drain_refuses_new_work_finishes_the_queue_then_reports_done() {
+fn drain_refuses_new_work_finishes_the_queue_then_closes_the_connection() {
     let engine = slow_engine(Duration::from_millis(3), |config| {
         config.handler_batch_max = 1;
     });
@@ -113,31 +123,54 @@ fn drain_refuses_new_work_finishes_the_queue_then_reports_done() {
         assert!(started.elapsed() < DEADLINE);
         std::thread::sleep(Duration::from_micros(200));
     }
-    let report = engine.control().drain(ConnectionId(1)).unwrap();
+    let drain = {
+        let control = engine.control();
+        std::thread::spawn(move || control.drain(ConnectionId(1)))
+    };
+    // While the drain runs (about 60 ms of queue), new messages of connection 1 are refused
+    // `draining`: send one at a time until one is.
+    let mut completions = Vec::new();
+    let mut id = 20;
+    let refused_while_draining = loop {
+        submit(&mut ingress, session(1, id));
+        id += 1;
+        let started = Instant::now();
+        while !completions
+            .iter()
+            .any(|completion: &Completion| completion.message == MessageId(id - 1))
+            && started.elapsed() < Duration::from_millis(1)
+        {
+            ingress.poll_completions(&mut completions);
+        }
+        if let Some(refused) = completions
+            .iter()
+            .find(|completion| is_draining(completion.outcome))
+        {
+            break refused.message;
+        }
+        assert!(!drain.is_finished(), "no message was refused while draining");
+    };
+    let report = drain.join().unwrap().unwrap();
     assert_eq!(report.connection, ConnectionId(1));
     assert_eq!(report.cancelled, 0);
     assert!(report.finished > 0, "{report:?}");
-    // Drained and closed: later messages are refused with reason `draining`.
-    submit(&mut ingress, session(1, 21));
+    // Drained and closed: the shard forgot connection 1, so a message with its id after the
+    // drain is a new connection's, and served.
+    let connections = engine.control().health(HealthKind::Full).unwrap().shards[0].connections;
+    assert_eq!(connections, 1, "only connection 2 is held");
+    submit(&mut ingress, session(1, 1_000));
     submit(&mut ingress, session(2, 101));
-    let mut completions = Vec::new();
-    collect_until(&mut ingress, &mut completions, 23);
-    let late = completions
-        .iter()
-        .find(|completion| completion.message == MessageId(21))
-        .unwrap();
-    assert!(matches!(
-        late.outcome,
-        Outcome::Refused {
-            reason: RefusalReason::Draining,
-            ..
-        }
-    ));
-    let other = completions
-        .iter()
-        .find(|completion| completion.message == MessageId(101))
-        .unwrap();
-    assert_eq!(other.outcome, Outcome::Delivered);
+    collect_until(&mut ingress, &mut completions, id as usize - 20 + 21 + 2);
+    let outcome_of = |message: u64| {
+        completions
+            .iter()
+            .find(|completion| completion.message == MessageId(message))
+            .unwrap()
+            .outcome
+    };
+    assert_eq!(outcome_of(1_000), Outcome::Delivered, "the id is new again");
+    assert_eq!(outcome_of(101), Outcome::Delivered);
+    assert!(is_draining(outcome_of(refused_while_draining.0)));
     let delivered_on_1 = completions
         .iter()
         .filter(|completion| completion.message.0 < 20 && completion.outcome == Outcome::Delivered)
@@ -145,6 +178,72 @@ fn drain_refuses_new_work_finishes_the_queue_then_reports_done() {
     assert_eq!(delivered_on_1, 20, "a drain finishes what was queued");
     drop(ingress);
     assert!(engine.shutdown().reconciles());
+}
+
+#[test]
+fn drained_connections_free_their_slots_so_new_connections_keep_being_served() {
+    // The shard holds 4 connections; 12 are opened and drained one after another, then 2
+    // more come (one of them reusing a drained id). Drained connections used to keep their
+    // slots for ever: the 5th was refused `connection_limit`.
+    const TABLE: usize = 4;
+    const DRAINED: u64 = 3 * TABLE as u64;
+    let engine = slow_engine(Duration::from_micros(500), |config| {
+        config.connections_per_shard_max = TABLE;
+    });
+    let control = engine.control();
+    let mut ingress = engine.ingress().unwrap();
+    let mut completions = Vec::new();
+    let mut submitted = 0u64;
+    let mut drained_finished = 0;
+    for connection in 0..DRAINED {
+        for _ in 0..3 {
+            submit(&mut ingress, session(connection, submitted));
+            submitted += 1;
+        }
+        // Drain once the shard has decided all three (so the drain finds them).
+        let started = Instant::now();
+        loop {
+            let total = engine.stats().total;
+            if total.admitted + total.refused_total() == submitted {
+                assert_eq!(total.refused_total(), 0, "connection {connection}: {total:?}");
+                break;
+            }
+            assert!(started.elapsed() < DEADLINE, "connection {connection}");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let report = control.drain(ConnectionId(connection)).unwrap();
+        assert_eq!((report.cancelled, report.deadline_passed), (0, false));
+        drained_finished += report.finished;
+        let health = control.health(HealthKind::Full).unwrap();
+        assert!(
+            health.shards[0].connections < TABLE as u64,
+            "the drained connection still holds a slot: {health:?}"
+        );
+    }
+    assert_eq!(control.health(HealthKind::Full).unwrap().shards[0].connections, 0);
+    for connection in [DRAINED + 1, 0] {
+        submit(&mut ingress, session(connection, submitted));
+        submitted += 1;
+    }
+    collect_until(&mut ingress, &mut completions, submitted as usize);
+    assert!(
+        completions
+            .iter()
+            .all(|completion| completion.outcome == Outcome::Delivered),
+        "{:?}",
+        completions
+            .iter()
+            .find(|completion| completion.outcome != Outcome::Delivered)
+    );
+    assert!(drained_finished > 0, "some drains waited for queued messages");
+    assert_eq!(control.health(HealthKind::Full).unwrap().shards[0].connections, 2);
+    drop(ingress);
+    let stats = engine.shutdown();
+    assert!(stats.reconciles(), "{stats:?}");
+    assert_eq!(stats.total.submitted, submitted);
+    assert_eq!(stats.total.delivered, submitted);
+    assert_eq!(stats.total.refused_total(), 0);
+    assert_eq!(stats.shards[0].connections_evicted, 0, "freed, not evicted");
 }
 
 #[test]

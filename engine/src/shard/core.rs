@@ -821,7 +821,8 @@ impl ShardCore {
     /// Starts draining `connection`: it refuses new messages with `Draining`; what it has
     /// queued runs (`finish_queued`) or is cancelled now. Returns the result at once if
     /// nothing is left pending; otherwise [`finished_drains`](Self::finished_drains)
-    /// reports it when the last message finishes.
+    /// reports it when the last message finishes. A completed drain closes the connection:
+    /// its slot is freed, and a later message with its id is a new connection.
     pub(crate) fn begin_drain(
         &mut self,
         connection: crate::message::ConnectionId,
@@ -850,7 +851,12 @@ impl ShardCore {
             deadline_ns,
             deadline_passed: false,
         };
-        if self.connections.get(slot).pending_messages == 0 {
+        // With nothing pending it is done now, unless an earlier drain of the connection is
+        // still to be reported: then both complete together in `finished_drains`, so the slot
+        // is freed only once no drain refers to it.
+        let earlier = self.drains.iter().any(|other| other.connection == slot);
+        if self.connections.get(slot).pending_messages == 0 && !earlier {
+            self.connections.remove(slot);
             return Some(drain.result());
         }
         self.drains.push(drain);
@@ -900,11 +906,17 @@ impl ShardCore {
                 self.cancel_queued_of(drain.connection, now_ns);
             }
         }
-        let connections = &self.connections;
+        // Every drain of one connection completes in this same pass (they wait on the same
+        // pending count); the first closes the connection, and the fresh entry it leaves is
+        // not draining, so the others do not close it again.
+        let connections = &mut self.connections;
         self.drains.retain(|drain| {
             let done = connections.get(drain.connection).pending_messages == 0;
             if done {
                 out.push((drain.request, drain.result()));
+                if connections.get(drain.connection).draining {
+                    connections.remove(drain.connection);
+                }
             }
             !done
         });
