@@ -1102,7 +1102,10 @@ impl Model {
             // Done now unless an earlier drain of it is still to be reported (then they
             // complete together); a completed drain closes the connection: the shard forgets
             // it, and its id is a new connection from the next message on.
-            let earlier = self.drains.iter().any(|other| other.connection == connection);
+            let earlier = self
+                .drains
+                .iter()
+                .any(|other| other.connection == connection);
             if self.pending_of(connection).0 == 0 && !earlier {
                 self.peers.remove(&connection);
                 Some(drain.report())

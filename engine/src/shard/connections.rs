@@ -298,12 +298,18 @@ mod tests {
         assert_eq!(table.find(ConnectionId(2)), None);
         assert_eq!(table.iter_mut().count(), 1);
         // The third takes the freed slot, fresh, without evicting anyone.
-        assert_eq!(table.find_or_insert(ConnectionId(3), 0), Some((second, false)));
+        assert_eq!(
+            table.find_or_insert(ConnectionId(3), 0),
+            Some((second, false))
+        );
         assert_eq!(table.get(second).bucket.available(0), 20);
         // And 2 is new again once there is room.
         table.get_mut(first).pending_messages = 0;
         table.remove(first);
-        assert_eq!(table.find_or_insert(ConnectionId(2), 0), Some((first, false)));
+        assert_eq!(
+            table.find_or_insert(ConnectionId(2), 0),
+            Some((first, false))
+        );
         assert_eq!(table.len(), 2);
     }
 
