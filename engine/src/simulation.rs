@@ -122,6 +122,17 @@ impl<H: Handler> Simulation<H> {
         &self.breaker
     }
 
+    /// The breaker transitions this shard made since the last call, oldest first, each with
+    /// its cause and figures, as [`Control::breaker_history`](crate::control::Control::breaker_history)
+    /// shows them (as shard 0). The shard keeps the last 16 until they are taken. Forcing the
+    /// breaker through [`breaker`](Self::breaker) is the control plane's part and is not
+    /// recorded here.
+    pub fn take_breaker_transitions(&mut self) -> Vec<crate::control::BreakerTransition> {
+        core::iter::from_fn(|| self.core.next_breaker_report())
+            .map(crate::control::BreakerTransition::from_report)
+            .collect()
+    }
+
     /// Whether the handler queue is at or over the backpressure threshold.
     pub fn backpressure(&self) -> bool {
         self.core.backpressure_active()

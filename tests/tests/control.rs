@@ -8,12 +8,15 @@ use std::time::{Duration, Instant};
 
 use spillway::admission::breaker::BreakerState;
 use spillway::config::{Config, TenantConfig};
-use spillway::control::{CancelOutcome, CommandKind, ControlError, HealthKind, Limit, RateTarget};
+use spillway::control::{
+    BreakerCause, BreakerTransition, CancelOutcome, CommandKind, Control, ControlError, FullQueue,
+    HealthKind, Limit, RateTarget, ShardTrigger,
+};
 use spillway::engine::Engine;
 use spillway::handler::HandlerError;
 use spillway::ingress::Ingress;
 use spillway::message::{ConnectionId, Message, MessageId, Priority, Role, TenantId};
-use spillway::monitor::{AlertLevel, QueueId};
+use spillway::monitor::{AlertLevel, QueueId, QueueSample};
 use spillway::outcome::{Completion, Outcome, RefusalReason};
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -50,6 +53,20 @@ fn session(connection: u64, id: u64) -> Message {
 
 fn submit(ingress: &mut Ingress, message: Message) {
     ingress.submit(message).expect("ring has room");
+}
+
+/// The breaker's history once it holds `count` transitions (a shard's reaches the control
+/// thread a little after the move).
+fn breaker_history(control: &Control, count: usize) -> Vec<BreakerTransition> {
+    let started = Instant::now();
+    loop {
+        let history = control.breaker_history();
+        if history.len() >= count {
+            return history;
+        }
+        assert!(started.elapsed() < DEADLINE, "history: {history:?}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 fn collect_until(ingress: &mut Ingress, completions: &mut Vec<Completion>, count: usize) {
@@ -148,7 +165,10 @@ fn drain_refuses_new_work_finishes_the_queue_then_closes_the_connection() {
         {
             break refused.message;
         }
-        assert!(!drain.is_finished(), "no message was refused while draining");
+        assert!(
+            !drain.is_finished(),
+            "no message was refused while draining"
+        );
     };
     let report = drain.join().unwrap().unwrap();
     assert_eq!(report.connection, ConnectionId(1));
@@ -205,7 +225,11 @@ fn drained_connections_free_their_slots_so_new_connections_keep_being_served() {
         loop {
             let total = engine.stats().total;
             if total.admitted + total.refused_total() == submitted {
-                assert_eq!(total.refused_total(), 0, "connection {connection}: {total:?}");
+                assert_eq!(
+                    total.refused_total(),
+                    0,
+                    "connection {connection}: {total:?}"
+                );
                 break;
             }
             assert!(started.elapsed() < DEADLINE, "connection {connection}");
@@ -220,7 +244,10 @@ fn drained_connections_free_their_slots_so_new_connections_keep_being_served() {
             "the drained connection still holds a slot: {health:?}"
         );
     }
-    assert_eq!(control.health(HealthKind::Full).unwrap().shards[0].connections, 0);
+    assert_eq!(
+        control.health(HealthKind::Full).unwrap().shards[0].connections,
+        0
+    );
     for connection in [DRAINED + 1, 0] {
         submit(&mut ingress, session(connection, submitted));
         submitted += 1;
@@ -235,8 +262,14 @@ fn drained_connections_free_their_slots_so_new_connections_keep_being_served() {
             .iter()
             .find(|completion| completion.outcome != Outcome::Delivered)
     );
-    assert!(drained_finished > 0, "some drains waited for queued messages");
-    assert_eq!(control.health(HealthKind::Full).unwrap().shards[0].connections, 2);
+    assert!(
+        drained_finished > 0,
+        "some drains waited for queued messages"
+    );
+    assert_eq!(
+        control.health(HealthKind::Full).unwrap().shards[0].connections,
+        2
+    );
     drop(ingress);
     let stats = engine.shutdown();
     assert!(stats.reconciles(), "{stats:?}");
@@ -481,10 +514,83 @@ fn the_monitor_alerts_on_a_filling_queue_and_a_full_queue_opens_the_breaker() {
     assert_eq!(control.queues_of_role(Role::Transport).len(), 1);
     // A full queue opened the breaker (the shard trips it at 100%, the monitor too).
     assert_eq!(control.breaker_state(), BreakerState::Open);
+    // The shard did, and says which queue, how deep and its cap.
+    let history = breaker_history(&control, 1);
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!(
+        (history[0].from, history[0].to, history[0].cause),
+        (
+            BreakerState::Closed,
+            BreakerState::Open,
+            BreakerCause::Shard {
+                shard: 0,
+                trigger: ShardTrigger::QueueFull {
+                    queue: FullQueue::Role(Role::Transport),
+                    pending: 10,
+                    cap: 10,
+                },
+            },
+        )
+    );
     let health = control.health(HealthKind::Readiness).unwrap();
     assert!(health.live && !health.ready);
     drop(ingress);
     engine.shutdown();
+}
+
+#[test]
+fn an_overloaded_tenant_queue_trips_the_breaker_through_the_monitor_which_names_it() {
+    // Tenant 7 may have 5 messages pending across shards. The handler holds the first until
+    // the breaker opens, so the tenant's count stays at 5 of 5 until the monitor (sampling
+    // every ms) sees it at overload and trips the breaker; no shard queue is near its cap.
+    let release = Arc::new(AtomicBool::new(false));
+    let released = Arc::clone(&release);
+    let engine = engine_with(
+        |config| {
+            config.monitor.interval_ns = 1_000_000;
+            config.tenants = vec![TenantConfig {
+                tenant: TenantId(7),
+                max_pending: Some(5),
+                priority_ceiling: Priority::P0,
+            }];
+        },
+        move |_: &Message| {
+            // Relaxed: a flag with no data behind it.
+            while !released.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            Ok::<(), HandlerError>(())
+        },
+    );
+    let control = engine.control();
+    let mut ingress = engine.ingress().unwrap();
+    for id in 0..5 {
+        submit(&mut ingress, session(id, id).with_tenant(TenantId(7)));
+    }
+    let history = breaker_history(&control, 1);
+    release.store(true, Ordering::Relaxed);
+    let mut completions = Vec::new();
+    collect_until(&mut ingress, &mut completions, 5);
+    assert!(completions
+        .iter()
+        .all(|completion| completion.outcome == Outcome::Delivered));
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!(
+        (history[0].from, history[0].to, history[0].cause),
+        (
+            BreakerState::Closed,
+            BreakerState::Open,
+            BreakerCause::Overload(QueueSample {
+                queue: QueueId::Tenant {
+                    tenant: TenantId(7)
+                },
+                depth: 5,
+                cap: 5,
+            }),
+        )
+    );
+    drop(ingress);
+    assert!(engine.shutdown().reconciles());
 }
 
 #[test]
@@ -497,6 +603,37 @@ fn breaker_commands_components_and_latency_per_command_type() {
     assert_eq!(control.breaker_state(), BreakerState::ForcedClosed);
     control.reset().unwrap();
     assert_eq!(control.breaker_state(), BreakerState::Closed);
+    // Each command is in the history with its cause, in order; a reset of a closed breaker
+    // moves nothing and adds nothing.
+    control.reset().unwrap();
+    let history = control.breaker_history();
+    let moves: Vec<_> = history
+        .iter()
+        .map(|transition| (transition.from, transition.to, transition.cause))
+        .collect();
+    assert_eq!(
+        moves,
+        [
+            (
+                BreakerState::Closed,
+                BreakerState::ForcedOpen,
+                BreakerCause::ForcedOpen
+            ),
+            (
+                BreakerState::ForcedOpen,
+                BreakerState::ForcedClosed,
+                BreakerCause::ForcedClosed
+            ),
+            (
+                BreakerState::ForcedClosed,
+                BreakerState::Closed,
+                BreakerCause::Reset
+            ),
+        ]
+    );
+    assert!(history
+        .windows(2)
+        .all(|pair| pair[0].at_ns <= pair[1].at_ns));
 
     let calls = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&calls);
@@ -533,7 +670,7 @@ fn breaker_commands_components_and_latency_per_command_type() {
         .iter()
         .map(|latency| (latency.command, latency.count))
         .collect();
-    assert!(kinds.contains(&(CommandKind::Breaker, 3)), "{kinds:?}");
+    assert!(kinds.contains(&(CommandKind::Breaker, 4)), "{kinds:?}");
     assert!(kinds.contains(&(CommandKind::Health, 10)), "{kinds:?}");
     for latency in &stats.control.latency {
         assert!(latency.p50_ns <= latency.p99_ns && latency.p99_ns <= latency.max_ns);
