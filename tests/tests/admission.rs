@@ -708,3 +708,43 @@ fn with_the_caps_level_off_the_handler_queue_still_refuses_when_full() {
     );
     assert!(simulation.stats().reconciles());
 }
+
+#[test]
+fn a_drain_refuses_while_it_runs_then_closes_the_connection_whose_id_is_new_again() {
+    let mut config = caps_only();
+    config.connections_per_shard_max = 2;
+    let mut simulation = Simulation::new(config, deliver_all).unwrap();
+    for id in 0..3 {
+        simulation.submit(0, message(1, id)).unwrap();
+    }
+    simulation.submit(0, message(2, 10)).unwrap();
+    assert_eq!(simulation.drain(0, ConnectionId(1), true), None, "3 queued");
+    let refused = simulation.submit(0, message(1, 3)).unwrap_err();
+    assert_eq!(refusal_reason(refused), Some(RefusalReason::Draining));
+    // The table is full (1 draining, 2 busy): no room for a third connection yet.
+    let refused = simulation.submit(0, message(3, 20)).unwrap_err();
+    assert_eq!(
+        refusal_reason(refused),
+        Some(RefusalReason::ConnectionLimit)
+    );
+    simulation.run(0, MS, 16);
+    let reports = simulation.take_drained(MS);
+    assert_eq!(reports.len(), 1);
+    assert_eq!((reports[0].finished, reports[0].cancelled), (3, 0));
+    // Closed: its slot is free (taken without evicting anyone), and its id is a new
+    // connection's, served.
+    assert_eq!(simulation.stats().shards[0].connections, 1);
+    simulation.submit(MS, message(1, 4)).unwrap();
+    simulation.run(MS, 2 * MS, 16);
+    let outcomes: Vec<(u64, Outcome)> = simulation
+        .take_completions()
+        .into_iter()
+        .map(|completion| (completion.message.0, completion.outcome))
+        .filter(|&(id, _)| id == 4)
+        .collect();
+    assert_eq!(outcomes, [(4, Outcome::Delivered)]);
+    let stats = simulation.stats();
+    assert!(stats.reconciles());
+    assert_eq!(stats.shards[0].connections, 2);
+    assert_eq!(stats.shards[0].connections_evicted, 0);
+}

@@ -1265,6 +1265,12 @@ impl Model {
         );
         prop_assert_eq!(stats.total.in_flight(), self.queued.len() as u64);
         prop_assert_eq!(simulation.pending(), self.queued.len());
+        // The shard holds exactly the connections the model knows: drained ones are gone.
+        prop_assert_eq!(
+            stats.shards[0].connections,
+            self.peers.len() as u64,
+            "connections held"
+        );
         for &tenant in &self.tenant_order {
             prop_assert_eq!(
                 simulation.tenant_pending(TenantId(tenant)),
