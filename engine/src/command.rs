@@ -2,11 +2,21 @@
 //! commands one way, replies the other. A shard reads its command ring before every data
 //! batch, so a command waits for at most one bounded batch whatever the data load.
 //!
+//! Besides its answers, a shard reports on its reply ring each breaker transition it made
+//! ([`ShardReply::BreakerMoved`]), with the figures it decided by, so the control plane can
+//! keep the breaker's history without the data path taking a lock.
+//!
 //! Vocabulary: both the control plane and the shard speak it, so it lives below both.
 
 use core::num::NonZeroU32;
 
 use crate::message::{ConnectionId, MessageId, Role, TenantId};
+
+/// Slots of each reply ring kept for breaker reports: the control thread keeps at most
+/// `control.ring_capacity - BREAKER_REPORT_ROOM` commands outstanding to a shard, and the
+/// shard sends a report only while its reply ring holds fewer than this many replies. So at
+/// most this many reports are ever in the ring unread, and every answer still finds room.
+pub(crate) const BREAKER_REPORT_ROOM: usize = 1;
 
 /// A command to one shard. `request` ties the reply to the control-plane request.
 #[derive(Clone, Copy, Debug)]
@@ -71,17 +81,116 @@ pub(crate) enum ShardReply {
         request: u64,
         changed: usize,
     },
+    /// Not an answer: the shard moved the breaker (no request asked for it, so it is not
+    /// counted as outstanding; see [`BREAKER_REPORT_ROOM`]).
+    BreakerMoved(BreakerReport),
 }
 
 impl ShardReply {
-    pub(crate) fn request(&self) -> u64 {
+    /// The request this answers; `None` for a report no request asked for.
+    pub(crate) fn request(&self) -> Option<u64> {
         match *self {
             ShardReply::Pong { request, .. }
             | ShardReply::Drained { request, .. }
             | ShardReply::Cancelled { request, .. }
-            | ShardReply::Applied { request, .. } => request,
+            | ShardReply::Applied { request, .. } => Some(request),
+            ShardReply::BreakerMoved(_) => None,
         }
     }
+}
+
+/// A breaker transition one shard made: it won the compare-exchange, so it is the only one
+/// to report this transition.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BreakerReport {
+    pub(crate) shard: usize,
+    /// The breaker word the shard moved from, and the one it wrote, in
+    /// `admission::breaker`'s encoding (the state and the time it was entered): this layer
+    /// does not know the breaker's types, the control plane decodes them.
+    pub(crate) from_word: u64,
+    pub(crate) to_word: u64,
+    pub(crate) trigger: ShardTrigger,
+}
+
+/// Why a shard moved the breaker, with the figures it decided by.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ShardTrigger {
+    /// The error rate of the shard's window was over `breaker.error_rate_max_percent`:
+    /// closed or half-open -> open.
+    ErrorRate(WindowFigures),
+    /// The p95 latency of the shard's window was over `breaker.p95_latency_max_ns`: closed
+    /// or half-open -> open. When both limits are crossed at once the trigger is this one
+    /// (SPEC 3 names latency first); the figures show both.
+    P95Latency(WindowFigures),
+    /// One of the shard's queues reached 100% of its cap (`breaker.trip_on_full_queue`):
+    /// closed or half-open -> open.
+    QueueFull {
+        /// Which queue.
+        queue: FullQueue,
+        /// Its messages pending then.
+        pending: u64,
+        /// Its cap.
+        cap: u64,
+    },
+    /// The breaker had been open for `breaker.recovery_timeout_ns`: open -> half-open.
+    RecoveryTimeout {
+        /// How long it had been open, ns.
+        open_for_ns: u64,
+        /// The setting it was held against, ns.
+        recovery_timeout_ns: u64,
+    },
+    /// The breaker had been half-open for `breaker.good_period_ns` without the shard's
+    /// window going bad: half-open -> closed.
+    GoodPeriod {
+        /// How long it had been half-open, ns.
+        half_open_for_ns: u64,
+        /// The setting it was held against, ns.
+        good_period_ns: u64,
+        /// The shard's window over the half-open period (it may hold fewer samples than
+        /// `breaker.min_samples`: a quiet probe closes the breaker too).
+        window: WindowFigures,
+    },
+}
+
+impl ShardTrigger {
+    /// Whether this trigger opened the breaker (a trip), rather than moved it towards
+    /// closed.
+    pub fn is_trip(&self) -> bool {
+        matches!(
+            self,
+            ShardTrigger::ErrorRate(_)
+                | ShardTrigger::P95Latency(_)
+                | ShardTrigger::QueueFull { .. }
+        )
+    }
+}
+
+/// A shard's breaker window at the moment it decided: what it judged against the two
+/// limits of SPEC 3.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct WindowFigures {
+    /// Finished messages in the window (at most `breaker.window_requests`).
+    pub samples: u64,
+    /// Of those, the failed ones (handler error or panic).
+    pub failed: u64,
+    /// `failed` as a percentage of `samples` (0 with no samples).
+    pub error_rate_percent: f64,
+    /// The limit: `breaker.error_rate_max_percent`.
+    pub error_rate_max_percent: f64,
+    /// The window's 95th percentile of latency, admission to completion, ns: the sample of
+    /// rank `ceil(0.95 × samples)` (0 with no samples).
+    pub p95_latency_ns: u64,
+    /// The limit: `breaker.p95_latency_max_ns`.
+    pub p95_latency_max_ns: u64,
+}
+
+/// Which of a shard's queues reached its cap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FullQueue {
+    /// The handler queue: every message pending on the shard (`caps.handler_queue`).
+    Handler,
+    /// The messages of one role pending on the shard (`caps.role_messages`).
+    Role(Role),
 }
 
 /// How a drain ended: messages that ran to completion and messages cancelled, and whether

@@ -20,14 +20,14 @@
 //! | 0 vocabulary | [`message`] | the vocabulary of work: connection, message and tenant ids, priorities, roles, the message itself, the connection-id hasher | - |
 //! | 0 vocabulary | [`outcome`] | how a message ended (delivered, failed, refused, shed, cancelled, dropped) and why | `message` |
 //! | 0 vocabulary | [`config`] | every setting, its default, its allowed range and its TOML form (`spillway check-config`) | `message` |
-//! | 0 vocabulary | `command` | what the control plane and a shard say to each other: commands, replies, drain results | `message` |
+//! | 0 vocabulary | `command` | what the control plane and a shard say to each other: commands, replies, drain results, breaker reports and their figures | `message` |
 //! | 1 primitives | `sync` | the one switch between std's atomics and loom's | - |
 //! | 1 primitives | [`clock`] | monotonic nanoseconds from quanta, read once per batch | - |
 //! | 1 primitives | [`ring`] | the bounded rings: SPSC written here, MPMC from crossbeam | `sync` |
 //! | 1 primitives | [`bucket`] | the atomic token bucket (GCRA) and its adaptive rate controller | `sync` |
 //! | 1 primitives | `fault` | panics injected at named points of a shard thread, for tests (feature `fault-injection`) | - |
 //! | 1 primitives | `wait` | how an idle thread waits (spin, yield, park) and how it is woken | `config`, `sync` |
-//! | 2 admission levels | [`admission`] | the admission levels shared across shards: circuit breaker, priority caps, tenant counts | `config`, `message`, `sync` |
+//! | 2 admission levels | [`admission`] | the admission levels shared across shards: circuit breaker, priority caps, tenant counts | `command`, `config`, `message`, `sync` |
 //! | 2 admission levels | [`metrics`] | the counters of SPEC 3, per shard and published for readers (`Stats`) | `admission`, `command`, `message`, `outcome`, `sync` |
 //! | 3 shard | `shard` | one data shard: its connections, queues, admission pipeline, handler runs and thread; the `Handler` API (re-exported as `handler`) | `admission`, `bucket`, `clock`, `command`, `config`, `fault`, `message`, `metrics`, `outcome`, `ring`, `sync`, `wait` |
 //! | 4 engine state | `shared` | what every thread of one engine shares: settings, clock, breaker, tenants, shard mailboxes, stop flags | `admission`, `clock`, `config`, `message`, `metrics`, `shard`, `sync` |

@@ -121,6 +121,17 @@ impl<H: Handler> Simulation<H> {
         &self.breaker
     }
 
+    /// The breaker transitions this shard made since the last call, oldest first, each with
+    /// its cause and figures, as [`Control::breaker_history`](crate::control::Control::breaker_history)
+    /// shows them (as shard 0). The shard keeps the last 16 until they are taken. Forcing the
+    /// breaker through [`breaker`](Self::breaker) is the control plane's part and is not
+    /// recorded here.
+    pub fn take_breaker_transitions(&mut self) -> Vec<crate::control::BreakerTransition> {
+        core::iter::from_fn(|| self.core.next_breaker_report())
+            .map(crate::control::BreakerTransition::from_report)
+            .collect()
+    }
+
     /// Whether the handler queue is at or over the backpressure threshold.
     pub fn backpressure(&self) -> bool {
         self.core.backpressure_active()
@@ -160,7 +171,12 @@ impl<H: Handler> Simulation<H> {
     /// nothing of it is left pending (a connection the shard does not hold is not marked);
     /// otherwise [`take_drained`](Self::take_drained) returns it once the last one finished,
     /// or once `control.drain_timeout_ns` has passed since `now_ns` (what is still queued is
-    /// then cancelled).
+    /// then cancelled). An earlier drain of the connection that finished but was not taken
+    /// yet makes this one wait for `take_drained` too: they complete together.
+    ///
+    /// A completed drain closes the connection, as
+    /// [`Control::drain`](crate::control::Control::drain) does: the shard forgets it, and a
+    /// later message with its id is a new connection.
     pub fn drain(
         &mut self,
         now_ns: u64,

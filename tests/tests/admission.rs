@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use spillway::admission::breaker::BreakerState;
 use spillway::config::{CapAction, Config, QueueDropPolicy, TenantConfig};
+use spillway::control::{BreakerCause, BreakerTransition, FullQueue, ShardTrigger, WindowFigures};
 use spillway::handler::HandlerError;
 use spillway::message::{ConnectionId, Message, MessageId, Priority, Role, TenantId};
 use spillway::outcome::{DropReason, FailureReason, Outcome, RefusalReason, ShedReason};
@@ -304,6 +305,139 @@ fn the_breaker_opens_probes_reopens_and_closes() {
     let stats = simulation.stats();
     assert!(stats.total.failed[FailureReason::HandlerError.index()] >= 60);
     assert!(stats.reconciles());
+
+    // Each move with what made it: two trips by error rate (every message failed), the
+    // recovery timeouts, and the good period with the probe's window.
+    let moves: Vec<(BreakerState, BreakerState, ShardTrigger)> = simulation
+        .take_breaker_transitions()
+        .into_iter()
+        .map(|transition| match transition.cause {
+            BreakerCause::Shard { shard: 0, trigger } => (transition.from, transition.to, trigger),
+            other => panic!("a shard's move: {other:?}"),
+        })
+        .collect();
+    let all_failed = |samples| {
+        ShardTrigger::ErrorRate(WindowFigures {
+            samples,
+            failed: samples,
+            error_rate_percent: 100.0,
+            error_rate_max_percent: 1.0,
+            p95_latency_ns: MS,
+            p95_latency_max_ns: 200 * MS,
+        })
+    };
+    // Each trip happened as its traffic's run ended, 1 ms after it began.
+    let recovery = ShardTrigger::RecoveryTimeout {
+        open_for_ns: 1_000 * MS,
+        recovery_timeout_ns: 1_000 * MS,
+    };
+    use BreakerState::{Closed, HalfOpen, Open};
+    assert_eq!(
+        moves,
+        [
+            (Closed, Open, all_failed(30)),
+            (Open, HalfOpen, recovery),
+            (HalfOpen, Open, all_failed(30)),
+            (Open, HalfOpen, recovery),
+            (
+                HalfOpen,
+                Closed,
+                ShardTrigger::GoodPeriod {
+                    half_open_for_ns: 500 * MS + MS,
+                    good_period_ns: 500 * MS,
+                    window: WindowFigures {
+                        samples: 30,
+                        failed: 0,
+                        error_rate_percent: 0.0,
+                        error_rate_max_percent: 1.0,
+                        p95_latency_ns: MS,
+                        p95_latency_max_ns: 200 * MS,
+                    },
+                },
+            ),
+        ]
+    );
+}
+
+/// No rate limit; the breaker judges windows of exactly 100 messages.
+fn window_of_100() -> Config {
+    let mut config = Config::default();
+    config.levels.rate_limit = false;
+    config.breaker.window_requests = 100;
+    config.breaker.min_samples = 100;
+    config
+}
+
+#[test]
+fn a_trip_by_error_rate_gives_the_window_s_failures_size_rate_and_limit() {
+    let config = window_of_100();
+    // Every 50th message fails: 2 in 100 (2%, over the 1% limit), all quick.
+    let handler = |message: &Message| {
+        if message.id.0 % 50 == 0 {
+            Err(HandlerError::failed("backend hiccup"))
+        } else {
+            Ok(())
+        }
+    };
+    let mut simulation = Simulation::new(config, handler).unwrap();
+    for id in 0..100 {
+        simulation.submit(0, message(id % 10, id)).unwrap();
+    }
+    simulation.run(0, 2 * MS, 100);
+    assert_eq!(simulation.stats().breaker, BreakerState::Open);
+    assert_eq!(
+        simulation.take_breaker_transitions(),
+        [BreakerTransition {
+            at_ns: 2 * MS,
+            from: BreakerState::Closed,
+            to: BreakerState::Open,
+            cause: BreakerCause::Shard {
+                shard: 0,
+                trigger: ShardTrigger::ErrorRate(WindowFigures {
+                    samples: 100,
+                    failed: 2,
+                    error_rate_percent: 2.0,
+                    error_rate_max_percent: 1.0,
+                    p95_latency_ns: 2 * MS,
+                    p95_latency_max_ns: 200 * MS,
+                }),
+            },
+        }]
+    );
+    assert_eq!(simulation.stats().shards[0].breaker_trips, 1);
+}
+
+#[test]
+fn a_trip_by_p95_latency_gives_the_p95_and_its_limit() {
+    let mut config = window_of_100();
+    config.breaker.p95_latency_max_ns = 90 * MS;
+    let mut simulation = Simulation::new(config, deliver_all).unwrap();
+    // Message i is admitted at i ms and all finish at 100 ms: latencies 100, 99, ..., 1 ms.
+    // The p95 (rank 95 of 100) is 95 ms, over the 90 ms limit; nothing failed.
+    for id in 0..100 {
+        simulation.submit(id * MS, message(id % 10, id)).unwrap();
+    }
+    simulation.run(99 * MS, 100 * MS, 100);
+    assert_eq!(simulation.stats().breaker, BreakerState::Open);
+    assert_eq!(
+        simulation.take_breaker_transitions(),
+        [BreakerTransition {
+            at_ns: 100 * MS,
+            from: BreakerState::Closed,
+            to: BreakerState::Open,
+            cause: BreakerCause::Shard {
+                shard: 0,
+                trigger: ShardTrigger::P95Latency(WindowFigures {
+                    samples: 100,
+                    failed: 0,
+                    error_rate_percent: 0.0,
+                    error_rate_max_percent: 1.0,
+                    p95_latency_ns: 95 * MS,
+                    p95_latency_max_ns: 90 * MS,
+                }),
+            },
+        }]
+    );
 }
 
 #[test]
@@ -343,6 +477,52 @@ fn a_full_handler_queue_trips_the_breaker() {
     }
     assert_eq!(simulation.stats().breaker, BreakerState::Open);
     assert!(simulation.backpressure());
+    assert_eq!(
+        simulation.take_breaker_transitions(),
+        [BreakerTransition {
+            at_ns: 0,
+            from: BreakerState::Closed,
+            to: BreakerState::Open,
+            cause: BreakerCause::Shard {
+                shard: 0,
+                trigger: ShardTrigger::QueueFull {
+                    queue: FullQueue::Handler,
+                    pending: 50,
+                    cap: 50,
+                },
+            },
+        }]
+    );
+}
+
+#[test]
+fn a_full_role_queue_trip_names_the_role() {
+    let mut config = Config::default();
+    config.levels.rate_limit = false;
+    config.caps.role_messages[Role::Session.index()] = 5;
+    let mut simulation = Simulation::new(config, deliver_all).unwrap();
+    for id in 0..5 {
+        let session = message(id, id)
+            .with_role(Role::Session)
+            .with_priority(Priority::P0);
+        simulation.submit(7 * MS, session).unwrap();
+    }
+    assert_eq!(
+        simulation.take_breaker_transitions(),
+        [BreakerTransition {
+            at_ns: 7 * MS,
+            from: BreakerState::Closed,
+            to: BreakerState::Open,
+            cause: BreakerCause::Shard {
+                shard: 0,
+                trigger: ShardTrigger::QueueFull {
+                    queue: FullQueue::Role(Role::Session),
+                    pending: 5,
+                    cap: 5,
+                },
+            },
+        }]
+    );
 }
 
 #[test]
@@ -527,4 +707,44 @@ fn with_the_caps_level_off_the_handler_queue_still_refuses_when_full() {
         Some(RefusalReason::HandlerQueueFull)
     );
     assert!(simulation.stats().reconciles());
+}
+
+#[test]
+fn a_drain_refuses_while_it_runs_then_closes_the_connection_whose_id_is_new_again() {
+    let mut config = caps_only();
+    config.connections_per_shard_max = 2;
+    let mut simulation = Simulation::new(config, deliver_all).unwrap();
+    for id in 0..3 {
+        simulation.submit(0, message(1, id)).unwrap();
+    }
+    simulation.submit(0, message(2, 10)).unwrap();
+    assert_eq!(simulation.drain(0, ConnectionId(1), true), None, "3 queued");
+    let refused = simulation.submit(0, message(1, 3)).unwrap_err();
+    assert_eq!(refusal_reason(refused), Some(RefusalReason::Draining));
+    // The table is full (1 draining, 2 busy): no room for a third connection yet.
+    let refused = simulation.submit(0, message(3, 20)).unwrap_err();
+    assert_eq!(
+        refusal_reason(refused),
+        Some(RefusalReason::ConnectionLimit)
+    );
+    simulation.run(0, MS, 16);
+    let reports = simulation.take_drained(MS);
+    assert_eq!(reports.len(), 1);
+    assert_eq!((reports[0].finished, reports[0].cancelled), (3, 0));
+    // Closed: its slot is free (taken without evicting anyone), and its id is a new
+    // connection's, served.
+    assert_eq!(simulation.stats().shards[0].connections, 1);
+    simulation.submit(MS, message(1, 4)).unwrap();
+    simulation.run(MS, 2 * MS, 16);
+    let outcomes: Vec<(u64, Outcome)> = simulation
+        .take_completions()
+        .into_iter()
+        .map(|completion| (completion.message.0, completion.outcome))
+        .filter(|&(id, _)| id == 4)
+        .collect();
+    assert_eq!(outcomes, [(4, Outcome::Delivered)]);
+    let stats = simulation.stats();
+    assert!(stats.reconciles());
+    assert_eq!(stats.shards[0].connections, 2);
+    assert_eq!(stats.shards[0].connections_evicted, 0);
 }

@@ -23,7 +23,8 @@
 //!   tenants) equals the model's, so `submitted = refused + shed + admitted` and
 //!   `admitted = delivered + failed + cancelled + dropped + in flight`, and the shard's
 //!   pending count and each tenant's shared count equal the model's;
-//! - cancel, drain, set-limit and set-rate answer what the model expects;
+//! - cancel, drain, set-limit and set-rate answer what the model expects, and a completed
+//!   drain closes its connection (the shard forgets it: its id is a new connection after);
 //!
 //! and, once everything has run, that every submitted message had exactly one completion.
 //!
@@ -1098,7 +1099,15 @@ impl Model {
                 deadline_ns: now_ns.saturating_add(self.drain_timeout_ns),
                 deadline_passed: false,
             };
-            if self.pending_of(connection).0 == 0 {
+            // Done now unless an earlier drain of it is still to be reported (then they
+            // complete together); a completed drain closes the connection: the shard forgets
+            // it, and its id is a new connection from the next message on.
+            let earlier = self
+                .drains
+                .iter()
+                .any(|other| other.connection == connection);
+            if self.pending_of(connection).0 == 0 && !earlier {
+                self.peers.remove(&connection);
                 Some(drain.report())
             } else {
                 self.drains.push(drain);
@@ -1152,8 +1161,11 @@ impl Model {
         let mut done = Vec::new();
         let mut index = 0;
         while index < self.drains.len() {
-            if self.pending_of(self.drains[index].connection).0 == 0 {
+            let connection = self.drains[index].connection;
+            if self.pending_of(connection).0 == 0 {
                 done.push(self.drains.remove(index).report());
+                // Closed: forgotten, as in `drain`.
+                self.peers.remove(&connection);
             } else {
                 index += 1;
             }
@@ -1253,6 +1265,12 @@ impl Model {
         );
         prop_assert_eq!(stats.total.in_flight(), self.queued.len() as u64);
         prop_assert_eq!(simulation.pending(), self.queued.len());
+        // The shard holds exactly the connections the model knows: drained ones are gone.
+        prop_assert_eq!(
+            stats.shards[0].connections,
+            self.peers.len() as u64,
+            "connections held"
+        );
         for &tenant in &self.tenant_order {
             prop_assert_eq!(
                 simulation.tenant_pending(TenantId(tenant)),
@@ -1315,9 +1333,15 @@ fn follows_the_model(config: Config, steps: &[Step]) -> Result<(), TestCaseError
                 let completions = simulation.take_completions();
                 model.drain(now_ns, connection, finish_queued, report, &completions)?;
             }
-            Step::ForceOpen => simulation.breaker().force_open(now_ns),
-            Step::ForceClosed => simulation.breaker().force_closed(now_ns),
-            Step::Reset => simulation.breaker().reset(now_ns),
+            Step::ForceOpen => {
+                simulation.breaker().force_open(now_ns);
+            }
+            Step::ForceClosed => {
+                simulation.breaker().force_closed(now_ns);
+            }
+            Step::Reset => {
+                simulation.breaker().reset(now_ns);
+            }
             &Step::SetRoleCap { role, max_pending } => {
                 simulation.set_role_cap(role, max_pending);
                 model.role_caps[role.index()] = max_pending;

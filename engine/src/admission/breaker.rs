@@ -10,8 +10,16 @@
 //! for all (a conservative reading of "global": the worst shard decides). The p95 test needs
 //! no histogram: the 95th percentile of `n` samples is above the limit exactly when more than
 //! `n - ceil(0.95 n)` samples are, so the window counts slow samples and errors as they enter
-//! and leave, O(1) per sample and per verdict.
+//! and leave, O(1) per sample and per verdict. The window keeps each sample's latency too, so
+//! that when it moves the breaker the shard can say why with the window's figures
+//! ([`BreakerWindow::take_figures`]: the p95 itself is selected then, O(n), once per
+//! transition; the window is cleared on every transition anyway).
+//!
+//! Every transition has exactly one author: the shard whose compare-exchange won (it reports
+//! the transition and its cause to the control plane, off the data path), or the control
+//! plane itself for forced states and the monitor's overload.
 
+pub use crate::command::WindowFigures;
 use crate::config::BreakerConfig;
 use crate::sync::{AtomicU64, Ordering};
 
@@ -84,6 +92,16 @@ impl BreakerReading {
     pub fn since_ns(self) -> u64 {
         self.word >> STATE_BITS
     }
+
+    /// The encoded word, to carry through layers that do not know this type.
+    pub(crate) fn word(self) -> u64 {
+        self.word
+    }
+
+    /// The reading `word` encodes (see [`word`](Self::word)).
+    pub(crate) fn from_word(word: u64) -> Self {
+        Self { word }
+    }
 }
 
 const STATE_BITS: u32 = 3;
@@ -100,17 +118,34 @@ pub struct CircuitBreaker {
     word: AtomicU64,
 }
 
-/// Why the breaker moved, for counters and alerts.
+/// Which automatic rule moved the breaker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transition {
-    /// A shard's window went bad: closed or half-open -> open.
+    /// Closed or half-open -> open: a shard's window went bad ([`CircuitBreaker::evaluate`])
+    /// or a queue reached 100% of its cap ([`CircuitBreaker::trip_full_queue`]).
     Tripped,
-    /// A queue reached 100% of its cap: closed or half-open -> open.
-    TrippedByFullQueue,
     /// The recovery timeout passed: open -> half-open.
     Probing,
     /// The good period passed in half-open: -> closed.
     Recovered,
+}
+
+/// A transition one call made: the rule, the reading it replaced and the one it wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BreakerMove {
+    /// The rule.
+    pub transition: Transition,
+    /// The reading it moved from.
+    pub from: BreakerReading,
+    /// The reading it wrote (its `since_ns` is the transition's time).
+    pub to: BreakerReading,
+}
+
+impl BreakerMove {
+    /// How long the breaker had been in the state it left, ns.
+    pub fn held_ns(&self) -> u64 {
+        self.to.since_ns().saturating_sub(self.from.since_ns())
+    }
 }
 
 impl CircuitBreaker {
@@ -131,29 +166,38 @@ impl CircuitBreaker {
         }
     }
 
-    /// Moves from `seen` to `to` at `now_ns` unless someone moved it first; true if this
-    /// call moved it. Relaxed: the compare-exchange alone decides which of two racing shards
-    /// moves it; nothing else is published.
-    fn move_from(&self, seen: BreakerReading, to: BreakerState, now_ns: u64) -> bool {
+    /// Moves from `seen` to `to` at `now_ns` by `transition` unless someone moved it first;
+    /// the move if this call made it. Relaxed: the compare-exchange alone decides which of two
+    /// racing shards moves it; nothing else is published.
+    fn move_from(
+        &self,
+        seen: BreakerReading,
+        to: BreakerState,
+        now_ns: u64,
+        transition: Transition,
+    ) -> Option<BreakerMove> {
+        let to = BreakerReading {
+            word: word(to, now_ns),
+        };
         self.word
-            .compare_exchange(
-                seen.word,
-                word(to, now_ns),
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            )
-            .is_ok()
+            .compare_exchange(seen.word, to.word, Ordering::Relaxed, Ordering::Relaxed)
+            .ok()
+            .map(|_| BreakerMove {
+                transition,
+                from: seen,
+                to,
+            })
     }
 
     /// Applies the automatic rules for a shard whose window reads `verdict` at `now_ns`, from
-    /// the state `seen` that the shard read this batch. Returns the transition this call made.
+    /// the state `seen` that the shard read this batch. Returns the move this call made.
     pub fn evaluate(
         &self,
         seen: BreakerReading,
         verdict: WindowVerdict,
         now_ns: u64,
         config: &BreakerConfig,
-    ) -> Option<Transition> {
+    ) -> Option<BreakerMove> {
         let elapsed_ns = now_ns.saturating_sub(seen.since_ns());
         let (to, transition) = match (seen.state(), verdict) {
             (BreakerState::Closed | BreakerState::HalfOpen, WindowVerdict::Bad) => {
@@ -167,34 +211,42 @@ impl CircuitBreaker {
             }
             _ => return None,
         };
-        self.move_from(seen, to, now_ns).then_some(transition)
+        self.move_from(seen, to, now_ns, transition)
     }
 
     /// Opens the breaker because a queue reached 100% of its cap (unless it is open, or held
-    /// by the control plane). Returns whether this call opened it.
-    pub fn trip_full_queue(&self, now_ns: u64) -> bool {
+    /// by the control plane). Returns the move if this call opened it.
+    pub fn trip_full_queue(&self, now_ns: u64) -> Option<BreakerMove> {
         let seen = self.read();
-        matches!(seen.state(), BreakerState::Closed | BreakerState::HalfOpen)
-            && self.move_from(seen, BreakerState::Open, now_ns)
+        if !matches!(seen.state(), BreakerState::Closed | BreakerState::HalfOpen) {
+            return None;
+        }
+        self.move_from(seen, BreakerState::Open, now_ns, Transition::Tripped)
     }
 
-    /// Holds the breaker open (control plane) until [`reset`](Self::reset).
-    pub fn force_open(&self, now_ns: u64) {
-        // Relaxed: as in `read`.
-        self.word
-            .store(word(BreakerState::ForcedOpen, now_ns), Ordering::Relaxed);
+    /// Holds the breaker open (control plane) until [`reset`](Self::reset). Returns the
+    /// reading it replaced.
+    pub fn force_open(&self, now_ns: u64) -> BreakerReading {
+        self.replace(BreakerState::ForcedOpen, now_ns)
     }
 
-    /// Holds the breaker closed (control plane) until [`reset`](Self::reset).
-    pub fn force_closed(&self, now_ns: u64) {
-        self.word
-            .store(word(BreakerState::ForcedClosed, now_ns), Ordering::Relaxed);
+    /// Holds the breaker closed (control plane) until [`reset`](Self::reset). Returns the
+    /// reading it replaced.
+    pub fn force_closed(&self, now_ns: u64) -> BreakerReading {
+        self.replace(BreakerState::ForcedClosed, now_ns)
     }
 
-    /// Returns the breaker to automatic control, closed.
-    pub fn reset(&self, now_ns: u64) {
-        self.word
-            .store(word(BreakerState::Closed, now_ns), Ordering::Relaxed);
+    /// Returns the breaker to automatic control, closed. Returns the reading it replaced.
+    pub fn reset(&self, now_ns: u64) -> BreakerReading {
+        self.replace(BreakerState::Closed, now_ns)
+    }
+
+    /// Sets the state whatever it was. Relaxed: as in `read`; the swap makes the replaced
+    /// reading exact even if a shard moved the word just before.
+    fn replace(&self, state: BreakerState, now_ns: u64) -> BreakerReading {
+        BreakerReading {
+            word: self.word.swap(word(state, now_ns), Ordering::Relaxed),
+        }
     }
 }
 
@@ -218,20 +270,25 @@ pub enum WindowVerdict {
 /// One shard's rolling window of its last finished messages.
 #[derive(Debug)]
 pub struct BreakerWindow {
-    /// Per sample: bit 0 slow (latency over the p95 limit), bit 1 error. A ring of
-    /// `window_requests` entries; `next` is where the next sample goes.
-    samples: Box<[u8]>,
+    /// Per sample: the latency in ns (bits 0..63, saturated at [`LATENCY_MASK`]) and
+    /// whether it failed (bit 63, [`FAILED`]). A ring of `window_requests` entries; `next`
+    /// is where the next sample goes, the first `filled` entries are in use.
+    samples: Box<[u64]>,
     next: usize,
     filled: usize,
+    /// Samples in use whose latency is over `latency_limit_ns`.
     slow: usize,
+    /// Samples in use that failed.
     errors: usize,
     latency_limit_ns: u64,
     error_rate_max_percent: f64,
     min_samples: usize,
 }
 
-const SLOW: u8 = 1;
-const ERROR: u8 = 2;
+/// A sample's failed bit.
+const FAILED: u64 = 1 << 63;
+/// A sample's latency bits (292 years of ns).
+const LATENCY_MASK: u64 = FAILED - 1;
 
 impl BreakerWindow {
     /// An empty window sized and judged per `config`.
@@ -251,18 +308,54 @@ impl BreakerWindow {
     /// Adds one finished message: its latency and whether it failed.
     #[inline]
     pub fn record(&mut self, latency_ns: u64, failed: bool) {
-        let sample = u8::from(latency_ns > self.latency_limit_ns) * SLOW + u8::from(failed) * ERROR;
+        let sample = latency_ns.min(LATENCY_MASK) | if failed { FAILED } else { 0 };
         if self.filled == self.samples.len() {
             let evicted = self.samples[self.next];
-            self.slow -= usize::from(evicted & SLOW);
-            self.errors -= usize::from(evicted & ERROR != 0);
+            self.slow -= usize::from(evicted & LATENCY_MASK > self.latency_limit_ns);
+            self.errors -= usize::from(evicted & FAILED != 0);
         } else {
             self.filled += 1;
         }
         self.samples[self.next] = sample;
-        self.slow += usize::from(sample & SLOW);
-        self.errors += usize::from(sample & ERROR != 0);
+        self.slow += usize::from(sample & LATENCY_MASK > self.latency_limit_ns);
+        self.errors += usize::from(failed);
         self.next = (self.next + 1) % self.samples.len();
+    }
+
+    /// The window's figures now, then clears it (for the transition that follows: the window
+    /// is cleared on every transition, so selecting the p95 in place costs no copy). O(n) for
+    /// the p95; called once per transition, never per message.
+    pub fn take_figures(&mut self) -> WindowFigures {
+        let count = self.filled;
+        let samples = &mut self.samples[..count];
+        let p95_latency_ns = if count == 0 {
+            0
+        } else {
+            for sample in samples.iter_mut() {
+                *sample &= LATENCY_MASK;
+            }
+            // Rank ceil(0.95 n), 1-based, as `verdict` judges it: over the limit exactly when
+            // more than n - ceil(0.95 n) samples are.
+            let rank = (count * 95).div_ceil(100);
+            *samples.select_nth_unstable(rank - 1).1
+        };
+        let figures = WindowFigures {
+            samples: count as u64,
+            failed: self.errors as u64,
+            error_rate_percent: self.error_rate_percent(),
+            error_rate_max_percent: self.error_rate_max_percent,
+            p95_latency_ns,
+            p95_latency_max_ns: self.latency_limit_ns,
+        };
+        self.clear();
+        figures
+    }
+
+    fn error_rate_percent(&self) -> f64 {
+        if self.filled == 0 {
+            return 0.0;
+        }
+        self.errors as f64 * 100.0 / self.filled as f64
     }
 
     /// Forgets every sample (on each breaker state change, so a state is judged only on what
@@ -283,8 +376,7 @@ impl BreakerWindow {
         // p95 is the value of rank ceil(0.95 n); it is over the limit iff more than
         // n - ceil(0.95 n) samples are.
         let slow_allowed = count - (count * 95).div_ceil(100);
-        let error_rate_percent = self.errors as f64 * 100.0 / count as f64;
-        if self.slow > slow_allowed || error_rate_percent > self.error_rate_max_percent {
+        if self.slow > slow_allowed || self.error_rate_percent() > self.error_rate_max_percent {
             WindowVerdict::Bad
         } else {
             WindowVerdict::Good
@@ -354,10 +446,12 @@ mod tests {
         let config = config();
         let breaker = CircuitBreaker::new();
         let seen = breaker.read();
-        assert_eq!(
-            breaker.evaluate(seen, WindowVerdict::Bad, 10, &config),
-            Some(Transition::Tripped)
-        );
+        let tripped = breaker
+            .evaluate(seen, WindowVerdict::Bad, 10, &config)
+            .unwrap();
+        assert_eq!(tripped.transition, Transition::Tripped);
+        assert_eq!(tripped.from, seen);
+        assert_eq!(tripped.to, breaker.read());
         // A second shard acting on the same stale reading does not move it again.
         assert_eq!(
             breaker.evaluate(seen, WindowVerdict::Bad, 11, &config),
@@ -375,20 +469,23 @@ mod tests {
             ),
             None
         );
-        assert_eq!(
-            breaker.evaluate(
+        let probing = breaker
+            .evaluate(
                 open,
                 WindowVerdict::Good,
                 10 + config.recovery_timeout_ns,
-                &config
-            ),
-            Some(Transition::Probing)
-        );
+                &config,
+            )
+            .unwrap();
+        assert_eq!(probing.transition, Transition::Probing);
+        assert_eq!(probing.held_ns(), config.recovery_timeout_ns);
         let half_open = breaker.read();
         assert_eq!(half_open.state(), BreakerState::HalfOpen);
         let later = half_open.since_ns() + config.good_period_ns;
         assert_eq!(
-            breaker.evaluate(half_open, WindowVerdict::Good, later, &config),
+            breaker
+                .evaluate(half_open, WindowVerdict::Good, later, &config)
+                .map(|moved| moved.transition),
             Some(Transition::Recovered)
         );
         assert_eq!(breaker.read().state(), BreakerState::Closed);
@@ -403,11 +500,64 @@ mod tests {
             breaker.evaluate(breaker.read(), WindowVerdict::Bad, 6, &config),
             None
         );
-        assert!(!breaker.trip_full_queue(7));
-        breaker.force_open(8);
+        assert_eq!(breaker.trip_full_queue(7), None);
+        assert_eq!(breaker.force_open(8).state(), BreakerState::ForcedClosed);
         assert!(breaker.read().state().sheds());
-        breaker.reset(9);
-        assert!(breaker.trip_full_queue(10));
+        let replaced = breaker.reset(9);
+        assert_eq!(
+            (replaced.state(), replaced.since_ns()),
+            (BreakerState::ForcedOpen, 8)
+        );
+        let tripped = breaker.trip_full_queue(10).unwrap();
+        assert_eq!(tripped.transition, Transition::Tripped);
+        assert_eq!(tripped.from.state(), BreakerState::Closed);
         assert_eq!(breaker.read().state(), BreakerState::Open);
+    }
+
+    #[test]
+    fn figures_give_the_error_rate_and_the_p95_the_verdict_judged_then_clear() {
+        let mut window = BreakerWindow::new(&config());
+        // 1000 samples: latencies 1..=1000 ms, every 50th failed (2%).
+        for index in 1..=1000u64 {
+            window.record(index * 1_000_000, index % 50 == 0);
+        }
+        assert_eq!(window.verdict(), WindowVerdict::Bad);
+        let figures = window.take_figures();
+        assert_eq!(
+            figures,
+            WindowFigures {
+                samples: 1000,
+                failed: 20,
+                error_rate_percent: 2.0,
+                error_rate_max_percent: 1.0,
+                // Rank ceil(950) of 1..=1000 ms.
+                p95_latency_ns: 950_000_000,
+                p95_latency_max_ns: 200_000_000,
+            }
+        );
+        assert!(window.is_empty());
+        assert_eq!(
+            window.take_figures(),
+            WindowFigures {
+                error_rate_max_percent: 1.0,
+                p95_latency_max_ns: 200_000_000,
+                ..WindowFigures::default()
+            }
+        );
+    }
+
+    #[test]
+    fn the_p95_figure_is_over_the_limit_exactly_when_the_verdict_says_slow() {
+        // 1000 samples of which `slow` are over the 200 ms limit: bad from 51.
+        for slow in [50, 51] {
+            let mut window = BreakerWindow::new(&config());
+            for index in 0..1000 {
+                window.record(if index < slow { 250_000_000 } else { 1_000 }, false);
+            }
+            let bad = window.verdict() == WindowVerdict::Bad;
+            let figures = window.take_figures();
+            assert_eq!(bad, slow == 51);
+            assert_eq!(figures.p95_latency_ns > figures.p95_latency_max_ns, bad);
+        }
     }
 }

@@ -26,17 +26,19 @@
 
 pub(crate) mod thread;
 
-pub use crate::command::CommandKind;
+pub use crate::command::{CommandKind, FullQueue, ShardTrigger, WindowFigures};
 pub use crate::metrics::{CommandLatency, ControlStats};
 
+use std::collections::VecDeque;
 use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use crate::admission::breaker::BreakerState;
+use crate::admission::breaker::{BreakerReading, BreakerState};
+use crate::command::BreakerReport;
 use crate::message::{ConnectionId, MessageId, Role, TenantId};
 use crate::metrics::Stats;
-use crate::monitor::{Alert, AlertLevel, Monitor, QueueStatus};
+use crate::monitor::{Alert, AlertLevel, Monitor, QueueSample, QueueStatus};
 use crate::ring::Mpmc;
 use crate::shared::EngineShared;
 use crate::sync::{Arc, AtomicBool};
@@ -44,6 +46,8 @@ use crate::wait::{Handshake, Sleeper};
 
 /// How long a [`Control`] call waits for its answer unless told otherwise.
 pub const TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
+/// Breaker transitions [`Control::breaker_history`] keeps: the most recent ones.
+pub const BREAKER_HISTORY_MAX: usize = 100;
 /// Requests waiting for the control thread, per command class.
 pub(crate) const INBOX_CAPACITY: usize = 1024;
 
@@ -97,7 +101,8 @@ pub struct ShardHealth {
 /// What a drain did once the connection's queue was empty.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DrainReport {
-    /// The drained connection, now closed (later messages are refused `Draining`).
+    /// The drained connection, now closed: the shard has forgotten it, and a later message
+    /// with its id is a new connection (see [`Control::drain`]).
     pub connection: ConnectionId,
     /// Queued messages that ran to completion during the drain.
     pub finished: u64,
@@ -106,6 +111,107 @@ pub struct DrainReport {
     pub cancelled: u64,
     /// Whether the deadline passed with messages still queued (they were cancelled).
     pub deadline_passed: bool,
+}
+
+/// One move of the circuit breaker, and why (see [`Control::breaker_history`]).
+///
+/// ```
+/// use spillway::admission::breaker::BreakerState;
+/// use spillway::control::{BreakerCause, BreakerTransition};
+/// use spillway::engine::Engine;
+/// use spillway::message::Message;
+///
+/// let engine = Engine::builder().handler(|_: &Message| Ok(())).start().unwrap();
+/// engine.control().force_open().unwrap();
+/// let history: Vec<BreakerTransition> = engine.control().breaker_history();
+/// let last = history.last().unwrap();
+/// assert_eq!((last.from, last.to), (BreakerState::Closed, BreakerState::ForcedOpen));
+/// assert_eq!(last.cause, BreakerCause::ForcedOpen);
+/// engine.shutdown();
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BreakerTransition {
+    /// When the breaker entered `to`, ns on the engine clock (its `since_ns` reading).
+    pub at_ns: u64,
+    /// The state it left.
+    pub from: BreakerState,
+    /// The state it entered.
+    pub to: BreakerState,
+    /// Why.
+    pub cause: BreakerCause,
+}
+
+impl BreakerTransition {
+    /// The transition a shard reported.
+    pub(crate) fn from_report(report: BreakerReport) -> Self {
+        let from = BreakerReading::from_word(report.from_word);
+        let to = BreakerReading::from_word(report.to_word);
+        Self {
+            at_ns: to.since_ns(),
+            from: from.state(),
+            to: to.state(),
+            cause: BreakerCause::Shard {
+                shard: report.shard,
+                trigger: report.trigger,
+            },
+        }
+    }
+}
+
+/// Why the breaker moved. A shard decides from its own traffic (its window, its queues) and
+/// from the time spent in a state; the control plane decides on the monitor's overload and
+/// on forcing commands.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum BreakerCause {
+    /// A shard moved it, for `trigger` (with the figures it judged): a trip by error rate,
+    /// p95 latency or a full queue, or a step towards closed (recovery timeout, good
+    /// period).
+    Shard {
+        /// The shard.
+        shard: usize,
+        /// What it saw.
+        trigger: ShardTrigger,
+    },
+    /// The overload monitor sampled this queue at 100% of its cap (the first overloaded
+    /// queue in the monitor's order; [`Control::overloaded`] lists them all).
+    Overload(QueueSample),
+    /// [`Control::force_open`].
+    ForcedOpen,
+    /// [`Control::force_closed`].
+    ForcedClosed,
+    /// [`Control::reset`].
+    Reset,
+}
+
+/// The breaker's last [`BREAKER_HISTORY_MAX`] transitions, in time order. Control path only.
+#[derive(Debug, Default)]
+pub(crate) struct BreakerHistory {
+    transitions: VecDeque<BreakerTransition>,
+}
+
+impl BreakerHistory {
+    /// Adds `transition` in time order (shards report theirs a little after the fact, so it
+    /// may be older than the latest); the oldest goes when the history is full.
+    pub(crate) fn record(&mut self, transition: BreakerTransition) {
+        let position = self
+            .transitions
+            .iter()
+            .rposition(|earlier| earlier.at_ns <= transition.at_ns)
+            .map_or(0, |index| index + 1);
+        if self.transitions.len() == BREAKER_HISTORY_MAX {
+            if position == 0 {
+                return; // older than everything kept
+            }
+            self.transitions.pop_front();
+            self.transitions.insert(position - 1, transition);
+        } else {
+            self.transitions.insert(position, transition);
+        }
+    }
+
+    fn to_vec(&self) -> Vec<BreakerTransition> {
+        self.transitions.iter().copied().collect()
+    }
 }
 
 /// A cap to change at run time.
@@ -259,6 +365,8 @@ pub(crate) struct ControlShared {
     pub(crate) nice: OnceLock<Option<i32>>,
     pub(crate) latency: Mutex<thread::LatencyBook>,
     pub(crate) monitor: Mutex<Monitor>,
+    /// Written by the control thread, read by [`Control::breaker_history`].
+    pub(crate) breaker_history: Mutex<BreakerHistory>,
 }
 
 impl ControlShared {
@@ -273,6 +381,7 @@ impl ControlShared {
             nice: OnceLock::new(),
             latency: Mutex::new(thread::LatencyBook::new()),
             monitor: Mutex::new(monitor),
+            breaker_history: Mutex::new(BreakerHistory::default()),
         }
     }
 
@@ -385,6 +494,15 @@ impl Control {
     /// (or are cancelled, per `control.drain_finishes_queued`), then it is closed. Returns
     /// when the drain is done: at the latest at `control.drain_timeout_ns`, when what is
     /// still queued is cancelled, so every queued message has its outcome by then.
+    ///
+    /// Closed means forgotten: the shard frees the connection's slot (so drains never use up
+    /// `connections_per_shard_max`), with its rate, caps and disconnected state. A message
+    /// with the same id after the drain completed is a new connection and is admitted as
+    /// any other. Messages are refused `Draining` only while the drain runs. Why: a drained
+    /// connection is closed, and an id that comes back is a new connection (a server may
+    /// reuse ids); refusing the id for ever would have to remember every drained id, the
+    /// very growth a drain is meant to end. A producer that must not send after a drain
+    /// stops sending before it asks for one.
     pub fn drain(&self, connection: ConnectionId) -> Result<DrainReport, ControlError> {
         match self.call(Command::Drain(connection))? {
             Answer::Drained(report) => Ok(report),
@@ -447,6 +565,18 @@ impl Control {
     /// The breaker's state now (a read, not a command).
     pub fn breaker_state(&self) -> BreakerState {
         self.engine.breaker.read().state()
+    }
+
+    /// The breaker's last [`BREAKER_HISTORY_MAX`] transitions, oldest first, each with its
+    /// time and cause (a read, not a command). A transition a shard made shows here once the
+    /// control thread has read the shard's report, within a turn of each (a shard sends it
+    /// between batches).
+    pub fn breaker_history(&self) -> Vec<BreakerTransition> {
+        self.control
+            .breaker_history
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .to_vec()
     }
 
     /// Messages of `tenant` pending across all shards now, if the tenant has settings:

@@ -2,14 +2,16 @@
 //! serve waiting requests highest kind first, resend commands that found a shard's ring
 //! full, sample the queues when the monitor is due, then wait.
 //!
-//! A shard never has more commands outstanding than its reply ring holds (the thread
-//! counts them), so a shard can always answer without blocking.
+//! A shard never has more commands outstanding than its reply ring holds, less the room kept
+//! for its breaker reports (the thread counts them), so a shard can always answer without
+//! blocking. Breaker transitions go into the history as they are learnt: forced ones and
+//! the monitor's trips here, a shard's from its report.
 
 use std::collections::{HashMap, VecDeque};
 
 use hdrhistogram::Histogram;
 
-use crate::admission::breaker::BreakerState;
+use crate::admission::breaker::{BreakerReading, BreakerState};
 use crate::message::Role;
 use crate::monitor::{shard_samples, AlertLevel, QueueId, QueueSample};
 use crate::ring::spsc;
@@ -18,11 +20,11 @@ use crate::sync::Ordering;
 use crate::wait::Waiter;
 
 use super::{
-    Answer, CancelOutcome, Command, CommandKind, CommandLatency, ComponentHandler, ControlError,
-    ControlShared, ControlStats, DrainReport, Health, HealthKind, Limit, RateTarget, Request,
-    ShardHealth,
+    Answer, BreakerCause, BreakerTransition, CancelOutcome, Command, CommandKind, CommandLatency,
+    ComponentHandler, ControlError, ControlShared, ControlStats, DrainReport, Health, HealthKind,
+    Limit, RateTarget, Request, ShardHealth,
 };
-use crate::command::{RateScope, ShardCommand, ShardReply};
+use crate::command::{RateScope, ShardCommand, ShardReply, BREAKER_REPORT_ROOM};
 
 /// Requests served per turn before the thread looks at shard replies again, so that a
 /// flood of one kind cannot hold answers back.
@@ -112,14 +114,15 @@ struct ControlLoop<'a> {
     links: Vec<ControlLink>,
     /// Commands a shard's full ring could not take yet, in order.
     backlog: Vec<VecDeque<ShardCommand>>,
-    /// Commands sent to each shard and not yet answered: at most its ring capacity.
+    /// Commands sent to each shard and not yet answered: at most `commands_outstanding_max`.
     outstanding: Vec<usize>,
     pending: HashMap<u64, Pending>,
     next_request: u64,
     components: HashMap<String, ComponentHandler>,
     /// Role caps as last set, for the monitor.
     role_caps: [u64; Role::COUNT],
-    ring_capacity: usize,
+    /// The ring capacity less [`BREAKER_REPORT_ROOM`] (at least 1: see `shard::commands`).
+    commands_outstanding_max: usize,
 }
 
 pub(crate) fn run(
@@ -141,7 +144,7 @@ pub(crate) fn run(
         next_request: 1,
         components: HashMap::new(),
         role_caps: config.caps.role_messages.map(u64::from),
-        ring_capacity: config.control.ring_capacity,
+        commands_outstanding_max: config.control.ring_capacity - BREAKER_REPORT_ROOM,
     };
     let mut monitor_due_ns = engine.clock.now_ns() + config.monitor.interval_ns;
     loop {
@@ -190,15 +193,28 @@ impl ControlLoop<'_> {
         let now_ns = engine.clock.now_ns();
         match &request.command {
             Command::ForceOpen => {
-                engine.breaker.force_open(now_ns);
+                let replaced = engine.breaker.force_open(now_ns);
+                self.record_forced(
+                    replaced,
+                    BreakerState::ForcedOpen,
+                    BreakerCause::ForcedOpen,
+                    now_ns,
+                );
                 self.answer(request, Answer::Done);
             }
             Command::ForceClosed => {
-                engine.breaker.force_closed(now_ns);
+                let replaced = engine.breaker.force_closed(now_ns);
+                self.record_forced(
+                    replaced,
+                    BreakerState::ForcedClosed,
+                    BreakerCause::ForcedClosed,
+                    now_ns,
+                );
                 self.answer(request, Answer::Done);
             }
             Command::Reset => {
-                engine.breaker.reset(now_ns);
+                let replaced = engine.breaker.reset(now_ns);
+                self.record_forced(replaced, BreakerState::Closed, BreakerCause::Reset, now_ns);
                 self.answer(request, Answer::Done);
             }
             &Command::Health(kind) => {
@@ -280,6 +296,31 @@ impl ControlLoop<'_> {
             Command::Register(..) | Command::Unregister(_) | Command::Send(..) => {
                 self.component(request)
             }
+        }
+    }
+
+    /// Records a forcing command's transition, if it changed the state.
+    fn record_forced(
+        &self,
+        replaced: BreakerReading,
+        to: BreakerState,
+        cause: BreakerCause,
+        now_ns: u64,
+    ) {
+        if replaced.state() == to {
+            return;
+        }
+        self.record_transition(BreakerTransition {
+            at_ns: now_ns,
+            from: replaced.state(),
+            to,
+            cause,
+        });
+    }
+
+    fn record_transition(&self, transition: BreakerTransition) {
+        if let Ok(mut history) = self.control.breaker_history.lock() {
+            history.record(transition);
         }
     }
 
@@ -385,7 +426,9 @@ impl ControlLoop<'_> {
     /// Sends `command` to `shard`, or queues it if the shard owes as many replies as its
     /// reply ring holds (or its command ring is full).
     fn send(&mut self, shard: usize, command: ShardCommand) {
-        if !self.backlog[shard].is_empty() || self.outstanding[shard] >= self.ring_capacity {
+        if !self.backlog[shard].is_empty()
+            || self.outstanding[shard] >= self.commands_outstanding_max
+        {
             self.backlog[shard].push_back(command);
             return;
         }
@@ -401,7 +444,7 @@ impl ControlLoop<'_> {
     fn flush_backlog(&mut self) -> bool {
         let mut sent = false;
         for shard in 0..self.links.len() {
-            while self.outstanding[shard] < self.ring_capacity {
+            while self.outstanding[shard] < self.commands_outstanding_max {
                 let Some(command) = self.backlog[shard].pop_front() else {
                     break;
                 };
@@ -432,8 +475,13 @@ impl ControlLoop<'_> {
         let mut any = false;
         for shard in 0..self.links.len() {
             while let Some(reply) = self.links[shard].replies.pop() {
-                self.outstanding[shard] -= 1;
                 any = true;
+                if let ShardReply::BreakerMoved(report) = reply {
+                    // Not an answer: nothing was outstanding for it.
+                    self.record_transition(BreakerTransition::from_report(report));
+                    continue;
+                }
+                self.outstanding[shard] -= 1;
                 self.on_reply(reply);
             }
         }
@@ -441,7 +489,10 @@ impl ControlLoop<'_> {
     }
 
     fn on_reply(&mut self, reply: ShardReply) {
-        let Some(pending) = self.pending.get_mut(&reply.request()) else {
+        let Some(request_id) = reply.request() else {
+            return;
+        };
+        let Some(pending) = self.pending.get_mut(&request_id) else {
             return;
         };
         match (reply, &mut pending.state) {
@@ -479,7 +530,7 @@ impl ControlLoop<'_> {
         if pending.remaining > 0 {
             return;
         }
-        let Some(pending) = self.pending.remove(&reply.request()) else {
+        let Some(pending) = self.pending.remove(&request_id) else {
             return;
         };
         let answer = match pending.state {
@@ -593,11 +644,22 @@ impl ControlLoop<'_> {
                 return;
             };
             monitor.sample(now_ns, samples);
-            let overloaded = monitor.overloaded().next().is_some();
+            let overloaded = monitor.overloaded().next().map(|status| status.sample);
             overloaded
         };
-        if overloaded && engine.config.levels.circuit_breaker {
-            engine.breaker.trip_full_queue(now_ns);
+        let Some(sample) = overloaded else {
+            return;
+        };
+        if !engine.config.levels.circuit_breaker {
+            return;
+        }
+        if let Some(moved) = engine.breaker.trip_full_queue(now_ns) {
+            self.record_transition(BreakerTransition {
+                at_ns: moved.to.since_ns(),
+                from: moved.from.state(),
+                to: moved.to.state(),
+                cause: BreakerCause::Overload(sample),
+            });
         }
     }
 

@@ -1,13 +1,21 @@
 //! The shard's side of the control rings: answers the commands waiting in its ring (before
-//! every data batch) and reports drains as they finish.
+//! every data batch), sends the breaker transitions it made, and reports drains as they
+//! finish.
 
-use crate::command::{DrainResult, ShardCommand, ShardReply};
+use crate::command::{DrainResult, ShardCommand, ShardReply, BREAKER_REPORT_ROOM};
+use crate::config::range::CONTROL_RING_CAPACITY;
 use crate::ring::spsc;
 
 use super::core::ShardCore;
 
-/// The shard's side: answers every command waiting in its ring. Called by the shard
-/// thread before each data batch.
+// The control thread keeps `ring_capacity - BREAKER_REPORT_ROOM` commands outstanding at
+// most: at least one for the smallest ring.
+const _: () = assert!(BREAKER_REPORT_ROOM < *CONTROL_RING_CAPACITY.start());
+
+/// The shard's side: answers every command waiting in its ring, then sends the breaker
+/// transitions it made since the last call. Called by the shard thread before each data
+/// batch, right after its per-batch upkeep (where transitions are decided). Returns whether
+/// it told the control thread anything (it should be woken).
 pub(crate) fn serve_shard_commands(
     core: &mut ShardCore,
     commands: &mut spsc::Consumer<ShardCommand>,
@@ -72,11 +80,27 @@ pub(crate) fn serve_shard_commands(
         };
         if let Some(reply) = reply {
             // Room is guaranteed: the control thread never has more commands outstanding
-            // to this shard than the reply ring holds.
+            // to this shard than the reply ring holds, less the breaker reports' room.
             let _ = replies.push(reply);
         }
     }
-    any
+    any | send_breaker_reports(core, replies)
+}
+
+/// Sends breaker transitions while the reply ring holds fewer than [`BREAKER_REPORT_ROOM`]
+/// replies (`len` may only overstate what is unread), so reports never take an answer's
+/// room; the rest wait in the core for a later turn. Returns whether it sent any.
+fn send_breaker_reports(core: &mut ShardCore, replies: &mut spsc::Producer<ShardReply>) -> bool {
+    let mut sent = false;
+    while replies.len() < BREAKER_REPORT_ROOM {
+        let Some(report) = core.next_breaker_report() else {
+            break;
+        };
+        // Room: fewer than BREAKER_REPORT_ROOM (<= the capacity) replies are in the ring.
+        let _ = replies.push(ShardReply::BreakerMoved(report));
+        sent = true;
+    }
+    sent
 }
 
 /// Sends the replies of drains that finished since the last call.

@@ -6,6 +6,10 @@
 //! state worth keeping (a fresh entry would be identical), so evicting it loses nothing. The
 //! search is bounded ([`EVICTION_SCAN_MAX`] entries from a rotating cursor); if it finds
 //! none the new connection is refused with `ConnectionLimit`.
+//!
+//! A drained connection is closed: once its drain completes, [`ConnectionTable::remove`]
+//! forgets it and its slot goes on a free list that new connections take first (a message
+//! with its id later is a new connection).
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
@@ -34,8 +38,12 @@ pub(crate) struct ConnectionState {
     pub(crate) scheduled: u8,
     /// Set by the `disconnect` action; later messages are refused.
     pub(crate) disconnected: bool,
-    /// Set by a drain from the control plane: later messages are refused `Draining`.
+    /// Set by a drain from the control plane while the drain runs: later messages are
+    /// refused `Draining`, and the connection is not evicted. When the drain completes the
+    /// entry is removed.
     pub(crate) draining: bool,
+    /// The slot is on the free list: no connection, skipped by [`ConnectionTable::iter_mut`].
+    free: bool,
     /// Pending-message cap set for this connection at run time; 0: the configured cap.
     pub(crate) message_cap: u32,
     /// Nominal rate set for this connection at run time; 0: the configured rate. The
@@ -60,6 +68,7 @@ impl ConnectionState {
             scheduled: 0,
             disconnected: false,
             draining: false,
+            free: false,
             message_cap: 0,
             nominal_rate_per_sec: 0,
             rate_per_sec,
@@ -117,11 +126,13 @@ impl List {
 /// Index of a connection's entry in the table.
 pub(crate) type Slot = u32;
 
-/// The table. Entries never move; slots are reused after eviction.
+/// The table. Entries never move; slots are reused after eviction or removal.
 #[derive(Debug)]
 pub(crate) struct ConnectionTable {
     entries: Vec<ConnectionState>,
     by_id: HashMap<u64, Slot, BuildHasherDefault<ConnectionIdHasher>>,
+    /// Slots of removed connections, taken first by new ones (allocated for `capacity`).
+    free: Vec<Slot>,
     capacity: usize,
     evict_cursor: usize,
     rate_per_sec: u32,
@@ -133,6 +144,7 @@ impl ConnectionTable {
         Self {
             entries: Vec::with_capacity(capacity),
             by_id: HashMap::with_capacity_and_hasher(capacity, BuildHasherDefault::default()),
+            free: Vec::with_capacity(capacity),
             capacity,
             evict_cursor: 0,
             rate_per_sec,
@@ -140,12 +152,17 @@ impl ConnectionTable {
         }
     }
 
-    /// The slot of `id`, adding it (evicting an idle connection if the table is full), or
-    /// `None` if the table is full of connections that are not idle. The flag says whether
-    /// a connection was evicted.
+    /// The slot of `id`, adding it (in a free slot, or evicting an idle connection if the
+    /// table is full), or `None` if the table is full of connections that are not idle. The
+    /// flag says whether a connection was evicted.
     #[inline]
     pub(crate) fn find_or_insert(&mut self, id: ConnectionId, now_ns: u64) -> Option<(Slot, bool)> {
         if let Some(&slot) = self.by_id.get(&id.0) {
+            return Some((slot, false));
+        }
+        if let Some(slot) = self.free.pop() {
+            self.replace(slot, id);
+            self.by_id.insert(id.0, slot);
             return Some((slot, false));
         }
         if self.entries.len() < self.capacity {
@@ -156,13 +173,30 @@ impl ConnectionTable {
             return Some((slot, false));
         }
         let slot = self.find_idle(now_ns)?;
-        let evicted = core::mem::replace(
-            &mut self.entries[slot as usize],
-            ConnectionState::new(id, self.rate_per_sec, self.burst),
-        );
+        let evicted = self.replace(slot, id);
         self.by_id.remove(&evicted.id.0);
         self.by_id.insert(id.0, slot);
         Some((slot, true))
+    }
+
+    /// Forgets the connection in `slot`, which has nothing pending: a later message with its
+    /// id is a new connection. The slot is reused first. (For a completed drain.)
+    pub(crate) fn remove(&mut self, slot: Slot) {
+        let removed = self.replace(slot, ConnectionId(0));
+        debug_assert!(!removed.free && removed.pending_messages == 0);
+        self.by_id.remove(&removed.id.0);
+        self.entries[slot as usize].free = true;
+        self.free.push(slot);
+    }
+
+    /// Puts a fresh entry for `id` in `slot` and returns the old one. The fresh entry keeps
+    /// the old one's `scheduled` bits: the pending queue leaves a connection whose list was
+    /// emptied out of turn (a cancel, a drop) in its round-robin ring until it comes round,
+    /// so the slot is still there and must not be added a second time.
+    fn replace(&mut self, slot: Slot, id: ConnectionId) -> ConnectionState {
+        let mut fresh = ConnectionState::new(id, self.rate_per_sec, self.burst);
+        fresh.scheduled = self.entries[slot as usize].scheduled;
+        core::mem::replace(&mut self.entries[slot as usize], fresh)
     }
 
     #[cold]
@@ -199,12 +233,12 @@ impl ConnectionTable {
 
     /// Connections held.
     pub(crate) fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.len() - self.free.len()
     }
 
     /// Every held connection, for the adaptive sweep.
     pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut ConnectionState> {
-        self.entries.iter_mut()
+        self.entries.iter_mut().filter(|state| !state.free)
     }
 
     /// Bytes this table reserves per connection: the entry, and the index's share (key,
@@ -244,6 +278,39 @@ mod tests {
         assert!(table
             .find_or_insert(ConnectionId(4), 2_000_000_000)
             .is_some());
+    }
+
+    #[test]
+    fn a_removed_connection_frees_its_slot_for_the_next_new_one() {
+        let mut table = ConnectionTable::new(2, 10, 20);
+        let (first, _) = table.find_or_insert(ConnectionId(1), 0).unwrap();
+        let (second, _) = table.find_or_insert(ConnectionId(2), 0).unwrap();
+        // Neither is idle (pending work, a drained bucket): no room for a third.
+        table.get_mut(first).pending_messages = 1;
+        table
+            .get_mut(second)
+            .bucket
+            .try_acquire_exclusive(0, 20)
+            .unwrap();
+        assert_eq!(table.find_or_insert(ConnectionId(3), 0), None);
+        table.remove(second);
+        assert_eq!(table.len(), 1);
+        assert_eq!(table.find(ConnectionId(2)), None);
+        assert_eq!(table.iter_mut().count(), 1);
+        // The third takes the freed slot, fresh, without evicting anyone.
+        assert_eq!(
+            table.find_or_insert(ConnectionId(3), 0),
+            Some((second, false))
+        );
+        assert_eq!(table.get(second).bucket.available(0), 20);
+        // And 2 is new again once there is room.
+        table.get_mut(first).pending_messages = 0;
+        table.remove(first);
+        assert_eq!(
+            table.find_or_insert(ConnectionId(2), 0),
+            Some((first, false))
+        );
+        assert_eq!(table.len(), 2);
     }
 
     #[test]

@@ -8,13 +8,17 @@
 //! tenant's shared cap), level 1 (the connection's token bucket), queue. The first level
 //! that says no decides the outcome; a level that is switched off is skipped.
 
+use std::collections::VecDeque;
+
 use bytes::Bytes;
 
-use crate::admission::breaker::{BreakerReading, BreakerWindow, CircuitBreaker, Transition};
+use crate::admission::breaker::{
+    BreakerMove, BreakerReading, BreakerWindow, CircuitBreaker, Transition,
+};
 use crate::admission::caps::Thresholds;
 use crate::admission::tenants::{TenantIndex, TenantTable};
 use crate::bucket::{adaptive_decide, AdaptiveSettings};
-use crate::command::{DrainResult, RateScope};
+use crate::command::{BreakerReport, DrainResult, FullQueue, RateScope, ShardTrigger};
 use crate::config::{BreakerConfig, CapAction, Config, Levels, QueueDropPolicy};
 use crate::fault::{FaultPoint, FaultSwitch};
 use crate::message::{ConnectionId, Message, MessageId, Priority, Role, TenantId};
@@ -80,6 +84,9 @@ pub(crate) struct ShardCore {
     breaker_window: BreakerWindow,
     /// The breaker word this shard last acted on; a different one clears the window.
     breaker_seen: BreakerReading,
+    /// Transitions this shard made, with their causes, until the shard thread sends them to
+    /// the control plane (`shard::commands`): the last [`BREAKER_REPORTS_MAX`], oldest first.
+    breaker_reports: VecDeque<BreakerReport>,
     /// Whether P2 and P3 are shed this batch.
     shedding: bool,
     adaptive: Option<AdaptiveSettings>,
@@ -163,6 +170,12 @@ impl Evictions {
 /// Retry-after for cap refusals when no handler time has been measured yet.
 const SERVICE_NS_DEFAULT: u64 = 1_000;
 
+/// Breaker transitions a shard keeps until it can send them; beyond this the oldest is
+/// dropped. The shard sends one whenever its reply ring is empty, which the control thread
+/// sees to within a turn, so only a stalled control thread lets reports pile up: it then
+/// gets the latest, as its own bounded history would keep.
+pub(crate) const BREAKER_REPORTS_MAX: usize = 16;
+
 impl ShardCore {
     /// A shard's state, with every table allocated now.
     pub(crate) fn new(
@@ -201,6 +214,7 @@ impl ShardCore {
             queue: PendingQueue::new(handler_queue, config.connections_per_shard_max),
             role_pending: [0; Role::COUNT],
             breaker_seen: breaker.read(),
+            breaker_reports: VecDeque::with_capacity(BREAKER_REPORTS_MAX),
             tenants,
             breaker,
             breaker_config: config.breaker,
@@ -716,14 +730,54 @@ impl ShardCore {
             self.counters.backpressure_raised += 1;
         }
         self.backpressure_active = active;
-        if self.levels.circuit_breaker
-            && self.breaker_config.trip_on_full_queue
-            && (pending as u64 >= self.thresholds.handler_queue.cap()
-                || self.role_pending[role.index()] >= self.thresholds.roles[role.index()].cap())
-            && self.breaker.trip_full_queue(now_ns)
-        {
-            self.counters.breaker_trips += 1;
+        if !(self.levels.circuit_breaker && self.breaker_config.trip_on_full_queue) {
+            return;
         }
+        if let Some((queue, pending, cap)) = self.full_queue(role) {
+            if let Some(moved) = self.breaker.trip_full_queue(now_ns) {
+                self.counters.breaker_trips += 1;
+                let trigger = ShardTrigger::QueueFull {
+                    queue,
+                    pending,
+                    cap,
+                };
+                self.report_breaker_move(moved, trigger);
+            }
+        }
+    }
+
+    /// The queue at 100% of its cap, if any, with its depth and cap: the handler queue, or
+    /// the queue of `role` (the role of the message that just changed it).
+    #[inline]
+    fn full_queue(&self, role: Role) -> Option<(FullQueue, u64, u64)> {
+        let pending = self.queue.len() as u64;
+        let cap = self.thresholds.handler_queue.cap();
+        if pending >= cap {
+            return Some((FullQueue::Handler, pending, cap));
+        }
+        let pending = self.role_pending[role.index()];
+        let cap = self.thresholds.roles[role.index()].cap();
+        (pending >= cap).then_some((FullQueue::Role(role), pending, cap))
+    }
+
+    /// Keeps a transition this shard made for the control plane's history. Off the data
+    /// path: only the shard whose compare-exchange moved the breaker gets here.
+    #[cold]
+    fn report_breaker_move(&mut self, moved: BreakerMove, trigger: ShardTrigger) {
+        if self.breaker_reports.len() == BREAKER_REPORTS_MAX {
+            self.breaker_reports.pop_front();
+        }
+        self.breaker_reports.push_back(BreakerReport {
+            shard: self.index,
+            from_word: moved.from.word(),
+            to_word: moved.to.word(),
+            trigger,
+        });
+    }
+
+    /// The oldest breaker transition not yet sent to the control plane.
+    pub(crate) fn next_breaker_report(&mut self) -> Option<BreakerReport> {
+        self.breaker_reports.pop_front()
     }
 
     // ----- running handlers ------------------------------------------------------------
@@ -876,7 +930,8 @@ impl ShardCore {
     /// Starts draining `connection`: it refuses new messages with `Draining`; what it has
     /// queued runs (`finish_queued`) or is cancelled now. Returns the result at once if
     /// nothing is left pending; otherwise [`finished_drains`](Self::finished_drains)
-    /// reports it when the last message finishes.
+    /// reports it when the last message finishes. A completed drain closes the connection:
+    /// its slot is freed, and a later message with its id is a new connection.
     pub(crate) fn begin_drain(
         &mut self,
         connection: crate::message::ConnectionId,
@@ -905,7 +960,12 @@ impl ShardCore {
             deadline_ns,
             deadline_passed: false,
         };
-        if self.connections.get(slot).pending_messages == 0 {
+        // With nothing pending it is done now, unless an earlier drain of the connection is
+        // still to be reported: then both complete together in `finished_drains`, so the slot
+        // is freed only once no drain refers to it.
+        let earlier = self.drains.iter().any(|other| other.connection == slot);
+        if self.connections.get(slot).pending_messages == 0 && !earlier {
+            self.connections.remove(slot);
             return Some(drain.result());
         }
         self.drains.push(drain);
@@ -955,11 +1015,17 @@ impl ShardCore {
                 self.cancel_queued_of(drain.connection, now_ns);
             }
         }
-        let connections = &self.connections;
+        // Every drain of one connection completes in this same pass (they wait on the same
+        // pending count); the first closes the connection, and the fresh entry it leaves is
+        // not draining, so the others do not close it again.
+        let connections = &mut self.connections;
         self.drains.retain(|drain| {
             let done = connections.get(drain.connection).pending_messages == 0;
             if done {
                 out.push((drain.request, drain.result()));
+                if connections.get(drain.connection).draining {
+                    connections.remove(drain.connection);
+                }
             }
             !done
         });
@@ -1062,13 +1128,33 @@ impl ShardCore {
         }
         if self.levels.circuit_breaker {
             let verdict = self.breaker_window.verdict();
-            if let Some(transition) =
+            if let Some(moved) =
                 self.breaker
                     .evaluate(reading, verdict, now_ns, &self.breaker_config)
             {
-                if transition == Transition::Tripped {
-                    self.counters.breaker_trips += 1;
-                }
+                // This shard moved it: it says why, from the window it judged (which the
+                // new state starts without).
+                let trigger = match moved.transition {
+                    Transition::Tripped => {
+                        self.counters.breaker_trips += 1;
+                        let window = self.breaker_window.take_figures();
+                        if window.p95_latency_ns > window.p95_latency_max_ns {
+                            ShardTrigger::P95Latency(window)
+                        } else {
+                            ShardTrigger::ErrorRate(window)
+                        }
+                    }
+                    Transition::Probing => ShardTrigger::RecoveryTimeout {
+                        open_for_ns: moved.held_ns(),
+                        recovery_timeout_ns: self.breaker_config.recovery_timeout_ns,
+                    },
+                    Transition::Recovered => ShardTrigger::GoodPeriod {
+                        half_open_for_ns: moved.held_ns(),
+                        good_period_ns: self.breaker_config.good_period_ns,
+                        window: self.breaker_window.take_figures(),
+                    },
+                };
+                self.report_breaker_move(moved, trigger);
                 self.breaker_seen = self.breaker.read();
                 self.breaker_window.clear();
             }
