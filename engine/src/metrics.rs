@@ -601,4 +601,58 @@ pub struct ControlStats {
     pub latency: Vec<CommandLatency>,
     /// Health checks slower than the SLO (`control.health_slo_ns`).
     pub slo_violations: u64,
+    /// Every breaker transition since the engine started, by cause (the control plane's
+    /// history keeps only the latest, with their figures).
+    pub breaker_transitions: BreakerTransitionCounts,
+}
+
+/// Breaker transitions by cause, part of [`ControlStats`]. The causes are those of
+/// `spillway::control::BreakerCause`, a shard's trigger split out.
+///
+/// ```
+/// use spillway::engine::Engine;
+/// use spillway::message::Message;
+///
+/// let engine = Engine::builder().handler(|_: &Message| Ok(())).start().unwrap();
+/// engine.control().force_open().unwrap();
+/// engine.control().force_closed().unwrap();
+/// let counts = engine.control().stats().control.breaker_transitions;
+/// assert_eq!((counts.forced_open, counts.forced_closed, counts.total()), (1, 1, 2));
+/// engine.shutdown();
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BreakerTransitionCounts {
+    /// Trips by a shard's error rate.
+    pub error_rate: u64,
+    /// Trips by a shard's p95 latency.
+    pub p95_latency: u64,
+    /// Trips by a full handler or role queue.
+    pub queue_full: u64,
+    /// Trips by the monitor's overload sample.
+    pub overload: u64,
+    /// Open -> half-open after the recovery timeout.
+    pub recovery_timeout: u64,
+    /// Half-open -> closed after a good period.
+    pub good_period: u64,
+    /// Forced open by control.
+    pub forced_open: u64,
+    /// Forced closed by control.
+    pub forced_closed: u64,
+    /// Reset by control.
+    pub reset: u64,
+}
+
+impl BreakerTransitionCounts {
+    /// All transitions.
+    pub fn total(&self) -> u64 {
+        self.error_rate
+            + self.p95_latency
+            + self.queue_full
+            + self.overload
+            + self.recovery_timeout
+            + self.good_period
+            + self.forced_open
+            + self.forced_closed
+            + self.reset
+    }
 }

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use spillway::admission::breaker::BreakerState;
 use spillway::config::{Config, TenantConfig};
 use spillway::control::{
-    BreakerCause, BreakerTransition, CancelOutcome, CommandKind, Control, ControlError, FullQueue,
-    HealthKind, Limit, RateTarget, ShardTrigger,
+    BreakerCause, BreakerTransition, BreakerTransitionCounts, CancelOutcome, CommandKind, Control,
+    ControlError, FullQueue, HealthKind, Limit, RateTarget, ShardTrigger,
 };
 use spillway::engine::Engine;
 use spillway::handler::HandlerError;
@@ -530,6 +530,9 @@ fn the_monitor_alerts_on_a_filling_queue_and_a_full_queue_opens_the_breaker() {
             },
         )
     );
+    // The stats count it by cause.
+    let counts = control.stats().control.breaker_transitions;
+    assert_eq!((counts.queue_full, counts.total()), (1, 1), "{counts:?}");
     let health = control.health(HealthKind::Readiness).unwrap();
     assert!(health.live && !health.ready);
     drop(ingress);
@@ -587,6 +590,8 @@ fn an_overloaded_tenant_queue_trips_the_breaker_through_the_monitor_which_names_
             }),
         )
     );
+    let counts = control.stats().control.breaker_transitions;
+    assert_eq!(counts.overload, 1, "{counts:?}");
     drop(ingress);
     assert!(engine.shutdown().reconciles());
 }
@@ -632,6 +637,16 @@ fn breaker_commands_components_and_latency_per_command_type() {
     assert!(history
         .windows(2)
         .all(|pair| pair[0].at_ns <= pair[1].at_ns));
+    let counts = control.stats().control.breaker_transitions;
+    assert_eq!(
+        counts,
+        BreakerTransitionCounts {
+            forced_open: 1,
+            forced_closed: 1,
+            reset: 1,
+            ..BreakerTransitionCounts::default()
+        }
+    );
 
     let calls = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&calls);

@@ -27,7 +27,7 @@
 pub(crate) mod thread;
 
 pub use crate::command::{CommandKind, FullQueue, ShardTrigger, WindowFigures};
-pub use crate::metrics::{CommandLatency, ControlStats};
+pub use crate::metrics::{BreakerTransitionCounts, CommandLatency, ControlStats};
 
 use std::collections::VecDeque;
 use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender};
@@ -183,16 +183,38 @@ pub enum BreakerCause {
     Reset,
 }
 
+impl BreakerCause {
+    fn count_in(&self, counts: &mut BreakerTransitionCounts) {
+        let count = match self {
+            Self::Shard { trigger, .. } => match trigger {
+                ShardTrigger::ErrorRate(_) => &mut counts.error_rate,
+                ShardTrigger::P95Latency(_) => &mut counts.p95_latency,
+                ShardTrigger::QueueFull { .. } => &mut counts.queue_full,
+                ShardTrigger::RecoveryTimeout { .. } => &mut counts.recovery_timeout,
+                ShardTrigger::GoodPeriod { .. } => &mut counts.good_period,
+            },
+            Self::Overload(_) => &mut counts.overload,
+            Self::ForcedOpen => &mut counts.forced_open,
+            Self::ForcedClosed => &mut counts.forced_closed,
+            Self::Reset => &mut counts.reset,
+        };
+        *count += 1;
+    }
+}
+
 /// The breaker's last [`BREAKER_HISTORY_MAX`] transitions, in time order. Control path only.
 #[derive(Debug, Default)]
 pub(crate) struct BreakerHistory {
     transitions: VecDeque<BreakerTransition>,
+    /// Every transition recorded, by cause, including those no longer kept.
+    counts: BreakerTransitionCounts,
 }
 
 impl BreakerHistory {
     /// Adds `transition` in time order (shards report theirs a little after the fact, so it
     /// may be older than the latest); the oldest goes when the history is full.
     pub(crate) fn record(&mut self, transition: BreakerTransition) {
+        transition.cause.count_in(&mut self.counts);
         let position = self
             .transitions
             .iter()
@@ -396,6 +418,9 @@ impl ControlShared {
         let mut stats = engine.stats();
         if let Ok(book) = self.latency.lock() {
             stats.control = book.stats();
+        }
+        if let Ok(history) = self.breaker_history.lock() {
+            stats.control.breaker_transitions = history.counts;
         }
         stats
     }

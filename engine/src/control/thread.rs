@@ -82,6 +82,8 @@ impl LatencyBook {
         ControlStats {
             latency,
             slo_violations: self.slo_violations,
+            // Filled from the breaker history by `ControlShared::stats`.
+            breaker_transitions: Default::default(),
         }
     }
 }
