@@ -270,49 +270,64 @@ impl Future for Submit {
         let mut wake = Vec::new();
         let poll = {
             let mut exchange = lock(&this.exchange);
-            let key = match &mut this.state {
-                SubmitState::Unsent(message) => {
-                    let message = message
-                        .take()
-                        .expect("an unsent submission has its message");
-                    let key = (message.connection, message.id);
-                    if exchange.in_flight.contains_key(&key) {
-                        this.state = SubmitState::Done;
-                        return Poll::Ready(Err(SubmitError::DuplicateId(message)));
-                    }
-                    if let Err(full) = exchange.ingress.submit(message) {
-                        this.state = SubmitState::Done;
-                        return Poll::Ready(Err(SubmitError::Full(full)));
-                    }
-                    exchange.wait(key, context.waker());
-                    this.state = SubmitState::Sent(key);
-                    key
-                }
-                SubmitState::Sent(key) => *key,
-                SubmitState::Done => panic!("`Submit` polled after it completed"),
-            };
+            // Collect first: it frees credit, and the ids of abandoned messages whose
+            // completions came.
             exchange.dispatch(&mut wake);
-            let mut arrived = exchange.take_arrived(&key);
-            if arrived.is_none() {
-                // Still waiting: this task becomes the one the shards wake.
-                exchange.wait(key, context.waker());
-                exchange.arm(key, context.waker(), &mut wake);
-                arrived = exchange.take_arrived(&key);
-            }
-            match arrived {
-                Some(completion) => {
-                    exchange.hand_over(key, &mut wake);
-                    this.state = SubmitState::Done;
-                    Poll::Ready(Ok(completion))
-                }
-                None => Poll::Pending,
-            }
+            this.state.poll(&mut exchange, context.waker(), &mut wake)
         };
         // Outside the lock: a waker may run code of its executor's.
         for waker in wake {
             waker.wake();
         }
         poll
+    }
+}
+
+impl SubmitState {
+    /// The submission's next step, under the exchange's lock: submit if not yet done, then
+    /// take the completion or wait for it.
+    fn poll(
+        &mut self,
+        exchange: &mut Exchange,
+        waker: &Waker,
+        wake: &mut Vec<Waker>,
+    ) -> Poll<Result<Completion, SubmitError>> {
+        let key = match self {
+            SubmitState::Unsent(message) => {
+                let message = message
+                    .take()
+                    .expect("an unsent submission has its message");
+                let key = (message.connection, message.id);
+                if exchange.in_flight.contains_key(&key) {
+                    *self = SubmitState::Done;
+                    return Poll::Ready(Err(SubmitError::DuplicateId(message)));
+                }
+                if let Err(full) = exchange.ingress.submit(message) {
+                    *self = SubmitState::Done;
+                    return Poll::Ready(Err(SubmitError::Full(full)));
+                }
+                exchange.wait(key, waker);
+                *self = SubmitState::Sent(key);
+                key
+            }
+            SubmitState::Sent(key) => *key,
+            SubmitState::Done => panic!("`Submit` polled after it completed"),
+        };
+        let mut arrived = exchange.take_arrived(&key);
+        if arrived.is_none() {
+            // Still waiting: this task becomes the one the shards wake.
+            exchange.wait(key, waker);
+            exchange.arm(key, waker, wake);
+            arrived = exchange.take_arrived(&key);
+        }
+        match arrived {
+            Some(completion) => {
+                exchange.hand_over(key, wake);
+                *self = SubmitState::Done;
+                Poll::Ready(Ok(completion))
+            }
+            None => Poll::Pending,
+        }
     }
 }
 
