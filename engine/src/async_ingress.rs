@@ -34,6 +34,7 @@
 
 use core::fmt;
 use core::future::Future;
+use core::mem;
 use core::pin::Pin;
 use core::task::{Context, Poll, Waker};
 use std::collections::{HashMap, VecDeque};
@@ -103,16 +104,21 @@ impl Exchange {
         self.ingress.poll_completions(&mut self.collected);
         for completion in self.collected.drain(..) {
             let key = (completion.connection, completion.message);
-            match self.in_flight.remove(&key) {
-                Some(Reply::Waiting(waker)) => {
+            match self.in_flight.get_mut(&key) {
+                Some(reply @ Reply::Waiting(_)) => {
+                    if let Reply::Waiting(waker) = mem::replace(reply, Reply::Arrived(completion)) {
+                        wake.push(waker);
+                    }
                     self.waiting -= 1;
-                    wake.push(waker);
-                    self.in_flight.insert(key, Reply::Arrived(completion));
                 }
-                // Abandoned: dropped, as promised. Arrived cannot be (one completion per
-                // message, and ids in flight are unique); none: a message submitted on
-                // the ingress before it was wrapped (see `AsyncIngress::new`).
-                Some(Reply::Abandoned | Reply::Arrived(_)) | None => {}
+                // Dropped, as promised; the id is free again.
+                Some(Reply::Abandoned) => {
+                    self.in_flight.remove(&key);
+                }
+                // Arrived cannot be (one completion per message, and ids in flight are
+                // unique); none: a message submitted on the ingress before it was wrapped
+                // (see `AsyncIngress::new`).
+                Some(Reply::Arrived(_)) | None => {}
             }
         }
     }
@@ -127,12 +133,12 @@ impl Exchange {
 
     /// Takes the completion of `key` if it has arrived.
     fn take_arrived(&mut self, key: &Key) -> Option<Completion> {
-        match self.in_flight.remove(key)? {
-            Reply::Arrived(completion) => Some(completion),
-            waiting_or_abandoned => {
-                self.in_flight.insert(*key, waiting_or_abandoned);
-                None
-            }
+        if !matches!(self.in_flight.get(key), Some(Reply::Arrived(_))) {
+            return None;
+        }
+        match self.in_flight.remove(key) {
+            Some(Reply::Arrived(completion)) => Some(completion),
+            _ => None,
         }
     }
 
