@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Model-check the lock-free code with loom: every interleaving (up to the preemption bound)
 # of the SPSC ring's producer and consumer, of token-bucket checks racing a rate change, of
-# a stats seqlock reader racing its writer, and of the shutdown hand-off (an engine stop
-# racing a producer that submits and collects). The models are the `loom_tests` modules in
+# a stats seqlock reader racing its writer, of the shutdown hand-off (an engine stop
+# racing a producer that submits and collects), and of the wake-up handshake of a producer
+# blocked waiting for its completions (one shard, two shards, the engine stop: a lost
+# wake-up is a deadlock loom reports). The models are the `loom_tests` modules in
 # engine/src/ring/spsc.rs, engine/src/bucket/mod.rs, engine/src/metrics.rs and
 # engine/src/ingress.rs;
 # `--cfg loom` swaps crate::sync's atomics for loom's.
@@ -10,7 +12,8 @@
 # LOOM_MAX_PREEMPTIONS=4: every bug scripts/loom-mutants.sh injects (a slot read before its
 # write is published, an index published before the slot is freed, a lost TAT update, a
 # torn snapshot) shows within two preemptions; four leaves a margin. Measured on 2 cores:
-# about 1 s of model time at 3, 3.4 s at 4, 28 s at 6. Override it from the environment to search
+# about 1 s of model time at 3, 3.4 s at 4, 28 s at 6 before the wake-up models, which add
+# about 4 s (the two-shard one caps itself at 3). Override it from the environment to search
 # deeper.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,7 +1,7 @@
 //! Spillway measured side by side with its peers, in one process and one run.
 //!
 //! The measurement code lives here so that the binaries (`compare`: every figure, one
-//! table or one JSON object; `e2e`; `scaling`; `baseline-serve`) and the criterion benches
+//! table or one JSON object; `e2e`; `scaling`; `baseline-serve`; `waiting`) and the criterion benches
 //! (`benches/ring.rs`, `benches/bucket.rs`) run the very same loops.
 //!
 //! # Module map
@@ -22,6 +22,7 @@
 //! | 1 | [`bucket_checks`] | ns per token-bucket check, spillway against governor | `machine` |
 //! | 1 | [`scaling`] | delivered throughput of the in-process engine as shards are added | `stats` |
 //! | 1 | [`baseline`] | the tokio/tower baseline in process, driven by loadgen's generator | `baseline_stack` |
+//! | 1 | [`waiting`] | a producer waiting for its completions: polling, parked, async; msg/s and CPU per message | `machine`, `stats` |
 //! | 1 | [`baseline_tcp`] | its TCP twin, a tokio server speaking spillway's protocol (`baseline-serve`) | `baseline_stack`, `machine` |
 //! | 2 | [`ring_throughput`] | one producer, one consumer, `u64` messages | `rings`, `machine` |
 //! | 2 | [`ring_latency`] | ping-pong round trips into an HDR histogram | `rings`, `machine` |
@@ -46,3 +47,4 @@ pub mod rings;
 pub mod scaling;
 pub mod stats;
 pub mod suite;
+pub mod waiting;

@@ -41,7 +41,7 @@ use crate::config::{Config, ConfigError, INGRESSES_MAX};
 use crate::control::thread::ControlLink;
 use crate::control::{Control, ControlShared};
 use crate::handler::Handler;
-use crate::ingress::{completion_capacity, Ingress, SharedIngress};
+use crate::ingress::{completion_capacity, wake_after_stop, Ingress, IngressToken, SharedIngress};
 use crate::message::ConnectionId;
 use crate::metrics::Stats;
 use crate::monitor::{AlertThresholds, Monitor};
@@ -87,7 +87,7 @@ pub struct Engine {
     shared: Arc<EngineShared>,
     control: Arc<ControlShared>,
     /// One token per ingress index; an index is free when only this table holds its token.
-    ingress_tokens: Mutex<Vec<Arc<()>>>,
+    ingress_tokens: Mutex<Vec<IngressToken>>,
     /// Each returns its shard's handler (boxed, as `Option<H>`: `None` if the shard was
     /// lost), for [`Engine::shutdown_with_handlers`].
     threads: Vec<JoinHandle<Box<dyn Any + Send>>>,
@@ -119,7 +119,7 @@ impl Engine {
             .iter()
             .position(|token| Arc::strong_count(token) == 1)
             .ok_or(Error::TooManyIngresses)?;
-        let token = Arc::new(());
+        let token = IngressToken::default();
         tokens[index] = Arc::clone(&token);
         Ok(Ingress::new(Arc::clone(&self.shared), index as u16, token))
     }
@@ -287,6 +287,13 @@ impl Engine {
         // Release: pairs with the ingresses' Acquire loads; every shard has exited, and its
         // submission rings wait in their orphan slots.
         self.shared.stopped.store(true, Ordering::Release);
+        // Producers blocked in a wait collect what the shards left, and return.
+        wake_after_stop(
+            &self
+                .ingress_tokens
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
         handlers
     }
 }
@@ -362,7 +369,11 @@ impl<H: Handler + Clone> EngineBuilder<H> {
         let mut engine = Engine {
             shared: Arc::clone(&shared),
             control: Arc::clone(&control),
-            ingress_tokens: Mutex::new((0..INGRESSES_MAX).map(|_| Arc::new(())).collect()),
+            ingress_tokens: Mutex::new(
+                (0..INGRESSES_MAX)
+                    .map(|_| IngressToken::default())
+                    .collect(),
+            ),
             threads: Vec::with_capacity(shard_count),
             control_thread: None,
         };

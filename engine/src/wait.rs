@@ -10,13 +10,19 @@
 //! A parked shard is woken by the producer that gives it work. The wake-up check on the
 //! producer side is one Relaxed load per submission, not a fence, so a submission that
 //! races the shard going to sleep can miss it; the park timeout bounds that delay.
+//!
+//! The other way round, a producer waiting for its completions ([`Doorbell`]) is woken by
+//! the shards that post them, and never missed: it may wait for seconds, so no timeout
+//! could bound a miss. The shards pay one SeqCst fence per batch of completions for that,
+//! and one Relaxed load per ingress the batch went to.
 
 use std::sync::OnceLock;
+use std::task::{Wake, Waker};
 use std::thread::Thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::WaitStrategy;
-use crate::sync::{AtomicBool, Ordering};
+use crate::sync::{AtomicBool, AtomicWaker, Ordering};
 
 /// A strategy with its numbers decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,6 +119,135 @@ impl Sleeper {
     pub(crate) fn unpark_if_sleeping(&self, handshake: Handshake) {
         wake_if_sleeping(&self.sleeping, handshake, || self.unpark());
     }
+}
+
+/// Where a producer waiting for its rings to move (a completion posted, a submission taken)
+/// is woken by the shards that move them: the flag it raises while it waits and the waker
+/// of the thread or task that waits. One per ingress, shared by its links on every shard.
+///
+/// The handshake is the fenced one of [`wake_if_sleeping`] (Dekker's), with the fence on the
+/// shards' side paid once per batch rather than per completion:
+///
+/// - the waiter registers its waker, raises `waiting` ([`arm`](Self::arm), which fences),
+///   then looks at its rings once more and parks only if they still have nothing for it;
+/// - a shard publishes (the ring's Release store of its tail or head), fences once for the
+///   whole batch, then reads `waiting` of each ingress the batch touched
+///   ([`ring_if_waiting`](Self::ring_if_waiting)) and wakes those that wait.
+///
+/// The publication and the flag are two locations, so without the two SeqCst fences both
+/// sides could read the other's old value (store-buffer reordering, which x86 does too):
+/// the waiter would park on a ring it saw empty while the shard saw nobody waiting. With
+/// them, whichever fence comes first in their single total order, the other side's read
+/// after its own fence sees the store before the first: either the waiter's look finds the
+/// work, or the shard sees the flag and wakes it. Nobody waiting costs the shard the fence
+/// and a load of a line that only a waiter writes.
+#[derive(Debug, Default)]
+pub(crate) struct Doorbell {
+    /// Raised by the waiter before its last look at the rings; lowered by the shard that
+    /// claims the wake-up (so one wake goes out per wait), or by the waiter when it is done.
+    waiting: AtomicBool,
+    /// The waker of the thread or task that raised `waiting`.
+    waker: AtomicWaker,
+}
+
+impl Doorbell {
+    /// The waiter's half, before its last look at the rings: registers `waker`, raises the
+    /// flag, fences. The caller then looks, and waits only if it finds nothing.
+    pub(crate) fn arm(&self, waker: &Waker) {
+        self.waker.register(waker);
+        // Release: pairs with the Acquire claim in `ring_if_waiting`, so the registration
+        // above happens before the shard's `wake` reads the slot, which then wakes this
+        // waker and not an older one.
+        self.waiting.store(true, Ordering::Release);
+        // SeqCst: the waiter's fence of the handshake (see the type's doc).
+        crate::sync::fence(Ordering::SeqCst);
+    }
+
+    /// The waiter is done waiting (found work, woke, or timed out). Relaxed: it orders
+    /// nothing; a shard that still claims an older raise only sends a spurious wake, which
+    /// every waiter tolerates (it re-checks and waits again).
+    pub(crate) fn disarm(&self) {
+        self.waiting.store(false, Ordering::Relaxed);
+    }
+
+    /// The shard's half, after it published and fenced (`fence(SeqCst)`, once for a batch
+    /// of ingresses): wakes the waiter if the flag is raised, and lowers it, so that one
+    /// wake goes out per wait however many shards post meanwhile.
+    #[inline]
+    pub(crate) fn ring_if_waiting(&self) {
+        // Relaxed load first, so that nobody waiting stays a plain read of a line shared
+        // read-only. Acquire on the claim: pairs with the Release raise in `arm` (see
+        // there). A claim that loses to another shard's does nothing.
+        if self.waiting.load(Ordering::Relaxed) && self.waiting.swap(false, Ordering::Acquire) {
+            self.waker.wake();
+        }
+    }
+
+    /// Runs `done` until it says so, parking the calling thread (whose waker `waker` is) in
+    /// between until a shard rings, or until `deadline` (`None`: none). Returns `done`'s
+    /// last answer. The waiter's half of the handshake: arm, look once more, park.
+    pub(crate) fn wait_until(
+        &self,
+        waker: &Waker,
+        deadline: Option<Instant>,
+        mut done: impl FnMut() -> bool,
+    ) -> bool {
+        loop {
+            if done() {
+                return true;
+            }
+            let left = match deadline {
+                Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => left,
+                    _ => return false,
+                },
+                None => PARK_WITHOUT_DEADLINE,
+            };
+            self.arm(waker);
+            // The last look, after the fence in `arm`: whatever a shard published before it
+            // could see the flag is seen here, and whatever it publishes later, it wakes us
+            // for.
+            if done() {
+                self.disarm();
+                return true;
+            }
+            crate::sync::thread::park_timeout(left);
+            self.disarm();
+        }
+    }
+
+    /// [`ring_if_waiting`](Self::ring_if_waiting) with its own fence: for a single rare wake
+    /// (the engine has stopped).
+    pub(crate) fn ring_if_waiting_fenced(&self) {
+        // SeqCst: the waker's fence of the handshake, after the publication (`stopped`).
+        crate::sync::fence(Ordering::SeqCst);
+        self.ring_if_waiting();
+    }
+}
+
+/// How long one park of a wait without a deadline lasts before it looks again: it only
+/// bounds the park, which a shard's wake ends first.
+const PARK_WITHOUT_DEADLINE: Duration = Duration::from_secs(3600);
+
+/// A waker that unparks `thread`: how a thread blocked in an ingress wait is woken through
+/// the same [`Doorbell`] slot as a task.
+struct ThreadWaker(crate::sync::thread::Thread);
+
+impl Wake for ThreadWaker {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// The waker of the calling thread: unparks it.
+pub(crate) fn current_thread_waker() -> Waker {
+    Waker::from(std::sync::Arc::new(ThreadWaker(
+        crate::sync::thread::current(),
+    )))
 }
 
 /// One thread's waiting state.

@@ -10,7 +10,7 @@ use crate::metrics::PublishedCounters;
 use crate::outcome::Completion;
 use crate::ring::{spsc, Mpmc};
 use crate::sync::{Arc, AtomicBool, AtomicUsize, Mutex};
-use crate::wait::{self, Handshake, Sleeper};
+use crate::wait::{self, Doorbell, Handshake, Sleeper};
 
 use super::queue::Origin;
 
@@ -111,9 +111,11 @@ pub(crate) struct ShardLink {
     /// Where the shard leaves `submissions` when it exits, so the ingress can refuse what
     /// it pushed too late for the shard to see.
     pub(crate) orphan: Arc<Mutex<Option<spsc::Consumer<Message>>>>,
-    /// Held while the shard keeps this link; the engine reuses an ingress index only once
-    /// no shard holds its token.
-    pub(crate) _token: Arc<()>,
+    /// Where the ingress waits for its rings to move, rung after posting to `completions` or
+    /// taking from `submissions`. It is also the ingress index's token: held while the shard
+    /// keeps this link, and the engine reuses an index only once no shard (and no ingress)
+    /// holds it.
+    pub(crate) doorbell: Arc<Doorbell>,
 }
 
 impl ShardLink {

@@ -63,6 +63,20 @@ const ADMISSION_INTERVAL_NS: u64 = 10_000;
 struct Link {
     link: ShardLink,
     in_flight: usize,
+    /// Whether its rings moved (a completion posted, a submission taken) since its doorbell
+    /// was last rung; it is then listed in `Links::moved`.
+    moved: bool,
+}
+
+impl Link {
+    /// Notes that this link's rings moved, so that `Links::ring_doorbells` rings it.
+    #[inline]
+    fn note_moved(&mut self, moved: &mut Vec<u16>) {
+        if !self.moved {
+            self.moved = true;
+            moved.push(self.link.origin.0);
+        }
+    }
 }
 
 /// The ingress links this shard serves.
@@ -71,6 +85,9 @@ struct Links {
     slots: Vec<Option<Link>>,
     /// The occupied indices, in arrival order.
     active: Vec<u16>,
+    /// The links whose rings moved since the doorbells were last rung (each once): at most
+    /// `INGRESSES_MAX`, allocated at start.
+    moved: Vec<u16>,
 }
 
 impl Links {
@@ -78,6 +95,7 @@ impl Links {
         Self {
             slots: (0..INGRESSES_MAX).map(|_| None).collect(),
             active: Vec::with_capacity(INGRESSES_MAX),
+            moved: Vec::with_capacity(INGRESSES_MAX),
         }
     }
 
@@ -85,8 +103,32 @@ impl Links {
     fn adopt(&mut self, shard: &ShardShared) {
         while let Some(link) = shard.registrations.pop() {
             let slot = link.origin.0;
-            self.slots[slot as usize] = Some(Link { link, in_flight: 0 });
+            self.slots[slot as usize] = Some(Link {
+                link,
+                in_flight: 0,
+                moved: false,
+            });
             self.active.push(slot);
+        }
+    }
+
+    /// Wakes the ingresses that wait for rings that moved since the last call: the shard's
+    /// half of the `Doorbell` handshake, one fence for the whole batch. Called after every
+    /// batch that posts completions or takes submissions, so a waiter hears of its
+    /// completion within the batch that posted it.
+    #[inline]
+    fn ring_doorbells(&mut self) {
+        if self.moved.is_empty() {
+            return;
+        }
+        // SeqCst: the shard's fence of the handshake (see `Doorbell`), after every ring
+        // publication of the batch (their Release stores) and before any flag is read.
+        crate::sync::fence(Ordering::SeqCst);
+        for slot in self.moved.drain(..) {
+            if let Some(entry) = self.slots[slot as usize].as_mut() {
+                entry.moved = false;
+                entry.link.doorbell.ring_if_waiting();
+            }
         }
     }
 
@@ -410,16 +452,19 @@ fn take_from_rings(
 ) -> usize {
     let mut taken = 0;
     for &slot in &links.active {
-        let Some(Link { link, in_flight }) = links.slots[slot as usize].as_mut() else {
+        let Some(entry) = links.slots[slot as usize].as_mut() else {
             continue;
         };
+        let Link {
+            link, in_flight, ..
+        } = entry;
         let ShardLink {
             origin,
             submissions,
             completions,
             ..
         } = link;
-        taken += submissions.pop_each(limit, |message| match decide(message, *origin) {
+        let taken_here = submissions.pop_each(limit, |message| match decide(message, *origin) {
             Ok(()) => *in_flight += 1,
             Err(completion) => {
                 // Room is guaranteed: the ingress never has more outstanding messages than
@@ -427,7 +472,13 @@ fn take_from_rings(
                 let _ = completions.push(completion);
             }
         });
+        if taken_here > 0 {
+            // Room in the submission ring, maybe completions: a producer may wait for either.
+            entry.note_moved(&mut links.moved);
+        }
+        taken += taken_here;
     }
+    links.ring_doorbells();
     for _ in 0..limit {
         let Some(message) = shard.shared_submissions.pop() else {
             break;
@@ -450,8 +501,10 @@ fn route(core: &mut ShardCore, links: &mut Links, shard: &ShardShared) {
             // Room is guaranteed by the ingress's credit; a consumer that is gone
             // (ingress dropped) simply never reads it, and the outcome is counted anyway.
             let _ = entry.link.completions.push(completion);
+            entry.note_moved(&mut links.moved);
         }
     }
+    links.ring_doorbells();
 }
 
 /// How long a lost shard sleeps between looks at its rings when nothing woke it: producers
@@ -527,5 +580,7 @@ fn post_direct(links: &mut Links, shard: &ShardShared, origin: Origin, completio
     } else if let Some(Some(entry)) = links.slots.get_mut(origin.0 as usize) {
         // Room is guaranteed by the ingress's credit, as for any admission answer.
         let _ = entry.link.completions.push(completion);
+        entry.note_moved(&mut links.moved);
+        links.ring_doorbells();
     }
 }
