@@ -155,9 +155,10 @@ fn produce(mut ingress: Ingress, first_id: u64, connections: u64, running: &Atom
                 Ok(()) => break,
                 Err(full) if full.stopped => return seen,
                 Err(full) => {
-                    // The ring is full: make room by reading completions, then retry.
+                    // The ring is full: make room by reading completions (parked until
+                    // the shard posts some, not spinning), then retry.
                     message = full.message;
-                    ingress.poll_completions(&mut completions);
+                    ingress.wait_completions(&mut completions, Duration::from_millis(10));
                     seen.count(&mut completions);
                 }
             }
@@ -167,10 +168,9 @@ fn produce(mut ingress: Ingress, first_id: u64, connections: u64, running: &Atom
             seen.count(&mut completions);
         }
     }
+    // Collect the rest, parked between completions.
     while ingress.outstanding() > 0 {
-        if ingress.poll_completions(&mut completions) == 0 {
-            std::thread::yield_now();
-        }
+        ingress.wait_completions(&mut completions, Duration::from_millis(100));
         seen.count(&mut completions);
     }
     seen
