@@ -48,6 +48,21 @@ use crate::message::{ConnectionId, ConnectionIdHasher, Message, MessageId};
 use crate::outcome::Completion;
 
 /// Why [`AsyncIngress::submit`] could not take a message; either way the message comes back.
+///
+/// ```
+/// use spillway::async_ingress::{AsyncIngress, SubmitError};
+/// use spillway::engine::Engine;
+/// use spillway::message::{ConnectionId, Message, MessageId};
+///
+/// let engine = Engine::builder().handler(|_: &Message| Ok(())).start().unwrap();
+/// let ingress = AsyncIngress::new(engine.ingress().unwrap());
+/// engine.shutdown();
+/// let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// let message = Message::new(ConnectionId(1), MessageId(5));
+/// let error = runtime.block_on(ingress.submit(message)).unwrap_err();
+/// assert!(matches!(&error, SubmitError::Full(full) if full.stopped));
+/// assert_eq!(error.into_message().id, MessageId(5));
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
     /// The ring to the shard had no room (collect completions, i.e. await earlier
@@ -61,7 +76,7 @@ pub enum SubmitError {
 }
 
 impl SubmitError {
-    /// The message that was not submitted.
+    /// The message that was not submitted. See the example on [`SubmitError`].
     pub fn into_message(self) -> Message {
         match self {
             Self::Full(full) => full.message,
@@ -189,6 +204,34 @@ impl Exchange {
 /// the shard wakes that task, and it hands every completion it collects to the task that
 /// awaits it. An ingress belongs to one producer, so the clones take a short lock to
 /// submit and to collect.
+///
+/// ```
+/// use spillway::async_ingress::AsyncIngress;
+/// use spillway::engine::Engine;
+/// use spillway::message::{ConnectionId, Message, MessageId};
+///
+/// let engine = Engine::builder().handler(|_: &Message| Ok(())).start().unwrap();
+/// let ingress = AsyncIngress::new(engine.ingress().unwrap());
+/// let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// let ids = runtime.block_on(async {
+///     // One task per message, each with its own clone.
+///     let tasks: Vec<_> = (0..4)
+///         .map(|id| {
+///             let ingress = ingress.clone();
+///             let message = Message::new(ConnectionId(id), MessageId(id));
+///             tokio::spawn(async move { ingress.submit(message).await.unwrap().message })
+///         })
+///         .collect();
+///     let mut ids = Vec::new();
+///     for task in tasks {
+///         ids.push(task.await.unwrap());
+///     }
+///     ids
+/// });
+/// assert_eq!(ids, [MessageId(0), MessageId(1), MessageId(2), MessageId(3)]);
+/// drop(ingress);
+/// engine.shutdown();
+/// ```
 #[derive(Clone)]
 pub struct AsyncIngress {
     exchange: Arc<Mutex<Exchange>>,
@@ -196,7 +239,8 @@ pub struct AsyncIngress {
 
 impl AsyncIngress {
     /// Wraps `ingress`. Completions of messages submitted on it before are thrown away when
-    /// they come (their outcomes are counted by the engine all the same).
+    /// they come (their outcomes are counted by the engine all the same). See the example
+    /// on [`AsyncIngress`].
     pub fn new(ingress: Ingress) -> Self {
         // Room for every message the ingress may have in flight, so that the table never
         // grows while messages flow.
@@ -219,7 +263,8 @@ impl AsyncIngress {
     /// shard when the future is first polled; a full ring or a stopped engine resolves at
     /// once to [`SubmitError::Full`] with the message, as does a duplicate id in flight to
     /// [`SubmitError::DuplicateId`]. Dropping the future after it submitted abandons the
-    /// completion, not the message: the engine still runs or refuses it.
+    /// completion, not the message: the engine still runs or refuses it. See the example
+    /// on [`AsyncIngress`].
     pub fn submit(&self, message: Message) -> Submit {
         Submit {
             exchange: Arc::clone(&self.exchange),
@@ -229,6 +274,38 @@ impl AsyncIngress {
 
     /// Messages submitted whose completions have not been taken by their futures yet
     /// (including those whose futures were dropped).
+    ///
+    /// ```
+    /// use std::future::Future;
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use std::sync::Arc;
+    /// use std::task::{Context, Waker};
+    /// use spillway::async_ingress::AsyncIngress;
+    /// use spillway::engine::Engine;
+    /// use spillway::message::{ConnectionId, Message, MessageId};
+    ///
+    /// // A handler that holds its message until the gate opens.
+    /// let gate = Arc::new(AtomicBool::new(false));
+    /// let open = Arc::clone(&gate);
+    /// let held = move |_: &Message| {
+    ///     while !open.load(Ordering::Acquire) {
+    ///         std::thread::yield_now();
+    ///     }
+    ///     Ok(())
+    /// };
+    /// let engine = Engine::builder().handler(held).start().unwrap();
+    /// let ingress = AsyncIngress::new(engine.ingress().unwrap());
+    /// let mut submit = Box::pin(ingress.submit(Message::new(ConnectionId(1), MessageId(1))));
+    /// assert_eq!(ingress.in_flight(), 0); // submitted when first polled
+    /// assert!(submit.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_pending());
+    /// assert_eq!(ingress.in_flight(), 1);
+    /// gate.store(true, Ordering::Release);
+    /// let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    /// assert!(runtime.block_on(submit).is_ok());
+    /// assert_eq!(ingress.in_flight(), 0);
+    /// drop(ingress);
+    /// engine.shutdown();
+    /// ```
     pub fn in_flight(&self) -> usize {
         self.lock().in_flight.len()
     }
@@ -261,7 +338,23 @@ enum SubmitState {
     Done,
 }
 
-/// The future of [`AsyncIngress::submit`].
+/// The future of [`AsyncIngress::submit`]. It submits when first polled: one dropped
+/// before that submits nothing.
+///
+/// ```
+/// use spillway::async_ingress::AsyncIngress;
+/// use spillway::engine::Engine;
+/// use spillway::message::{ConnectionId, Message, MessageId};
+///
+/// let engine = Engine::builder().handler(|_: &Message| Ok(())).start().unwrap();
+/// let ingress = AsyncIngress::new(engine.ingress().unwrap());
+/// drop(ingress.submit(Message::new(ConnectionId(1), MessageId(1)))); // never polled
+/// let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// let sent = ingress.submit(Message::new(ConnectionId(1), MessageId(2)));
+/// assert_eq!(runtime.block_on(sent).unwrap().message, MessageId(2));
+/// drop(ingress);
+/// assert_eq!(engine.shutdown().total.delivered, 1);
+/// ```
 #[must_use = "a submission does nothing until awaited"]
 pub struct Submit {
     exchange: Arc<Mutex<Exchange>>,
@@ -410,7 +503,7 @@ pub struct CompletionStream {
 }
 
 impl CompletionStream {
-    /// Wraps `ingress`.
+    /// Wraps `ingress`. See the example on [`CompletionStream`].
     pub fn new(ingress: Ingress) -> Self {
         Self {
             ingress,
@@ -419,17 +512,55 @@ impl CompletionStream {
         }
     }
 
-    /// Hands `message` to its shard, or hands it back ([`Ingress::submit`]).
+    /// Hands `message` to its shard, or hands it back ([`Ingress::submit`]). See the example
+    /// on [`CompletionStream`].
     pub fn submit(&mut self, message: Message) -> Result<(), Full<Message>> {
         self.ingress.submit(message)
     }
 
     /// The ingress underneath (for its backpressure signal, say).
+    ///
+    /// ```
+    /// use spillway::async_ingress::CompletionStream;
+    /// use spillway::engine::Engine;
+    /// use spillway::message::{ConnectionId, Message, MessageId};
+    ///
+    /// let engine = Engine::builder().handler(|_: &Message| Ok(())).start().unwrap();
+    /// let mut completions = CompletionStream::new(engine.ingress().unwrap());
+    /// completions.submit(Message::new(ConnectionId(1), MessageId(1))).unwrap();
+    /// // Outstanding until the stream is read: nothing collects but the stream.
+    /// assert_eq!(completions.ingress().outstanding(), 1);
+    /// assert!(!completions.ingress().backpressure(ConnectionId(1)));
+    /// drop(completions);
+    /// engine.shutdown();
+    /// ```
     pub fn ingress(&self) -> &Ingress {
         &self.ingress
     }
 
     /// The ingress back, with the completions collected but not yet yielded.
+    ///
+    /// ```
+    /// use std::pin::Pin;
+    /// use futures_core::Stream;
+    /// use spillway::async_ingress::CompletionStream;
+    /// use spillway::engine::Engine;
+    /// use spillway::message::{ConnectionId, Message, MessageId};
+    ///
+    /// let engine = Engine::builder().handler(|_: &Message| Ok(())).start().unwrap();
+    /// let mut completions = CompletionStream::new(engine.ingress().unwrap());
+    /// for id in 0..2 {
+    ///     completions.submit(Message::new(ConnectionId(1), MessageId(id))).unwrap();
+    /// }
+    /// engine.shutdown(); // both completions are there now
+    /// let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    /// let next = std::future::poll_fn(|context| Pin::new(&mut completions).poll_next(context));
+    /// assert_eq!(runtime.block_on(next).unwrap().message, MessageId(0));
+    /// // The stream collected both and yielded one: the other comes back here.
+    /// let (ingress, buffered) = completions.into_parts();
+    /// assert_eq!(buffered[0].message, MessageId(1));
+    /// assert_eq!(ingress.outstanding(), 0);
+    /// ```
     pub fn into_parts(self) -> (Ingress, Vec<Completion>) {
         (self.ingress, self.buffer.into())
     }

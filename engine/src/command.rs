@@ -113,6 +113,29 @@ pub(crate) struct BreakerReport {
 }
 
 /// Why a shard moved the breaker, with the figures it decided by.
+///
+/// ```
+/// use spillway::config::Config;
+/// use spillway::control::{BreakerCause, ShardTrigger};
+/// use spillway::handler::HandlerError;
+/// use spillway::message::{ConnectionId, Message, MessageId};
+/// use spillway::simulation::Simulation;
+///
+/// let mut config = Config::default();
+/// config.levels.rate_limit = false;
+/// (config.breaker.window_requests, config.breaker.min_samples) = (10, 10);
+/// let failing = |_: &Message| Err::<(), _>(HandlerError::failed("backend down"));
+/// let mut simulation = Simulation::new(config, failing).unwrap();
+/// for id in 0..10 {
+///     simulation.submit(0, Message::new(ConnectionId(id), MessageId(id))).unwrap();
+/// }
+/// simulation.run(0, 1_000, 10);
+/// let trip = simulation.take_breaker_transitions()[0];
+/// let BreakerCause::Shard { trigger: ShardTrigger::ErrorRate(figures), .. } = trip.cause else {
+///     panic!("a trip by error rate, not {:?}", trip.cause);
+/// };
+/// assert_eq!((figures.samples, figures.failed, figures.error_rate_percent), (10, 10, 100.0));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ShardTrigger {
     /// The error rate of the shard's window was over `breaker.error_rate_max_percent`:
@@ -155,6 +178,18 @@ pub enum ShardTrigger {
 impl ShardTrigger {
     /// Whether this trigger opened the breaker (a trip), rather than moved it towards
     /// closed.
+    ///
+    /// ```
+    /// use spillway::control::{FullQueue, ShardTrigger};
+    ///
+    /// let full = ShardTrigger::QueueFull { queue: FullQueue::Handler, pending: 50, cap: 50 };
+    /// assert!(full.is_trip());
+    /// let recovered = ShardTrigger::RecoveryTimeout {
+    ///     open_for_ns: 60_000_000_000,
+    ///     recovery_timeout_ns: 60_000_000_000,
+    /// };
+    /// assert!(!recovered.is_trip());
+    /// ```
     pub fn is_trip(&self) -> bool {
         matches!(
             self,
@@ -167,6 +202,30 @@ impl ShardTrigger {
 
 /// A shard's breaker window at the moment it decided: what it judged against the two
 /// limits of SPEC 3.
+///
+/// ```
+/// use spillway::config::Config;
+/// use spillway::control::{BreakerCause, ShardTrigger};
+/// use spillway::message::{ConnectionId, Message, MessageId};
+/// use spillway::simulation::Simulation;
+///
+/// let mut config = Config::default();
+/// config.levels.rate_limit = false;
+/// (config.breaker.window_requests, config.breaker.min_samples) = (10, 10);
+/// config.breaker.p95_latency_max_ns = 5_000;
+/// let mut simulation = Simulation::new(config, |_: &Message| Ok(())).unwrap();
+/// // Message i is admitted at i µs and all finish at 10 µs: latencies 10, 9, ..., 1 µs.
+/// for id in 0..10 {
+///     simulation.submit(id * 1_000, Message::new(ConnectionId(id), MessageId(id))).unwrap();
+/// }
+/// simulation.run(9_000, 10_000, 10);
+/// let trip = simulation.take_breaker_transitions()[0];
+/// let BreakerCause::Shard { trigger: ShardTrigger::P95Latency(figures), .. } = trip.cause else {
+///     panic!("a trip by p95 latency, not {:?}", trip.cause);
+/// };
+/// assert_eq!((figures.p95_latency_ns, figures.p95_latency_max_ns), (10_000, 5_000));
+/// assert_eq!((figures.samples, figures.failed), (10, 0));
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct WindowFigures {
     /// Finished messages in the window (at most `breaker.window_requests`).
@@ -185,6 +244,31 @@ pub struct WindowFigures {
 }
 
 /// Which of a shard's queues reached its cap.
+///
+/// ```
+/// use spillway::config::Config;
+/// use spillway::control::{BreakerCause, FullQueue, ShardTrigger};
+/// use spillway::message::{ConnectionId, Message, MessageId, Priority, Role};
+/// use spillway::simulation::Simulation;
+///
+/// let mut config = Config::default();
+/// config.levels.rate_limit = false;
+/// config.caps.role_messages[Role::Session.index()] = 2;
+/// let mut simulation = Simulation::new(config, |_: &Message| Ok(())).unwrap();
+/// for id in 0..2 {
+///     let session = Message::new(ConnectionId(id), MessageId(id))
+///         .with_role(Role::Session)
+///         .with_priority(Priority::P0);
+///     simulation.submit(0, session).unwrap();
+/// }
+/// let trigger = ShardTrigger::QueueFull {
+///     queue: FullQueue::Role(Role::Session),
+///     pending: 2,
+///     cap: 2,
+/// };
+/// let trip = simulation.take_breaker_transitions()[0];
+/// assert_eq!(trip.cause, BreakerCause::Shard { shard: 0, trigger });
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FullQueue {
     /// The handler queue: every message pending on the shard (`caps.handler_queue`).

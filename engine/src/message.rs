@@ -208,7 +208,7 @@ impl Message {
         self
     }
 
-    /// Sets the payload.
+    /// Sets the payload. See the example on [`Message`].
     pub fn with_payload(mut self, payload: impl Into<Bytes>) -> Self {
         self.payload = payload.into();
         self

@@ -643,7 +643,7 @@ pub struct BreakerTransitionCounts {
 }
 
 impl BreakerTransitionCounts {
-    /// All transitions.
+    /// All transitions. See the example on [`BreakerTransitionCounts`].
     pub fn total(&self) -> u64 {
         self.error_rate
             + self.p95_latency

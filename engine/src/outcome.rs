@@ -59,6 +59,18 @@ pub struct Completion {
 
 impl Completion {
     /// The completion of `message` with `outcome`, no response and no detail.
+    ///
+    /// ```
+    /// use spillway::message::{ConnectionId, Message, MessageId, TenantId};
+    /// use spillway::outcome::{Completion, Outcome};
+    ///
+    /// let message = Message::new(ConnectionId(3), MessageId(8)).with_tenant(TenantId(2));
+    /// let completion = Completion::of(&message, Outcome::Cancelled);
+    /// assert_eq!((completion.connection, completion.message), (ConnectionId(3), MessageId(8)));
+    /// assert_eq!(completion.tenant, TenantId(2));
+    /// assert_eq!(completion.outcome, Outcome::Cancelled);
+    /// assert!(completion.response.is_empty() && completion.detail.is_none());
+    /// ```
     #[inline]
     pub fn of(message: &Message, outcome: Outcome) -> Self {
         Self {
@@ -88,9 +100,25 @@ pub struct ErrorDetail(Box<str>);
 
 impl ErrorDetail {
     /// The longest detail kept, in bytes.
+    ///
+    /// ```
+    /// use spillway::outcome::ErrorDetail;
+    /// let detail = ErrorDetail::new(&"x".repeat(1000));
+    /// assert_eq!(detail.as_str().len(), ErrorDetail::MAX_BYTES);
+    /// ```
     pub const MAX_BYTES: usize = 256;
 
-    /// `text`, cut to [`MAX_BYTES`](Self::MAX_BYTES).
+    /// `text`, cut to [`MAX_BYTES`](Self::MAX_BYTES), or to the last character boundary
+    /// before it.
+    ///
+    /// ```
+    /// use spillway::outcome::ErrorDetail;
+    /// // "a" then two-byte characters: byte 256 falls inside the 128th "é".
+    /// let text = format!("a{}", "é".repeat(200));
+    /// let detail = ErrorDetail::new(&text);
+    /// assert_eq!(detail.as_str().len(), 255);
+    /// assert_eq!(detail.as_str(), format!("a{}", "é".repeat(127)));
+    /// ```
     pub fn new(text: &str) -> Self {
         let mut end = text.len().min(Self::MAX_BYTES);
         while !text.is_char_boundary(end) {
@@ -100,6 +128,11 @@ impl ErrorDetail {
     }
 
     /// The text.
+    ///
+    /// ```
+    /// use spillway::outcome::ErrorDetail;
+    /// assert_eq!(ErrorDetail::new("upstream timed out").as_str(), "upstream timed out");
+    /// ```
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -167,6 +200,14 @@ pub enum FailureReason {
 
 impl FailureReason {
     /// Every reason, in counter order.
+    ///
+    /// ```
+    /// use spillway::outcome::FailureReason;
+    /// assert!(FailureReason::ALL.contains(&FailureReason::InvalidRequest));
+    /// for (index, reason) in FailureReason::ALL.into_iter().enumerate() {
+    ///     assert_eq!(reason.index(), index);
+    /// }
+    /// ```
     pub const ALL: [FailureReason; 4] = [
         FailureReason::HandlerError,
         FailureReason::HandlerPanic,
@@ -184,6 +225,14 @@ impl FailureReason {
     /// Whether a failure for this reason counts against the service (the breaker's error
     /// rate, the adaptive rate): all but [`InvalidRequest`](Self::InvalidRequest), the
     /// client's mistake.
+    ///
+    /// ```
+    /// use spillway::handler::HandlerError;
+    /// use spillway::outcome::FailureReason;
+    /// assert!(FailureReason::HandlerPanic.counts_against_service());
+    /// assert!(HandlerError::failed("disk full").reason().counts_against_service());
+    /// assert!(!HandlerError::invalid("bad JSON").reason().counts_against_service());
+    /// ```
     pub const fn counts_against_service(self) -> bool {
         !matches!(self, FailureReason::InvalidRequest)
     }

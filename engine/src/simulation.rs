@@ -126,6 +126,28 @@ impl<H: Handler> Simulation<H> {
     /// shows them (as shard 0). The shard keeps the last 16 until they are taken. Forcing the
     /// breaker through [`breaker`](Self::breaker) is the control plane's part and is not
     /// recorded here.
+    ///
+    /// ```
+    /// use spillway::admission::breaker::BreakerState;
+    /// use spillway::config::Config;
+    /// use spillway::message::{ConnectionId, Message, MessageId, Priority};
+    /// use spillway::simulation::Simulation;
+    ///
+    /// let mut config = Config::default();
+    /// config.levels.rate_limit = false;
+    /// config.caps.handler_queue = 4;
+    /// let mut simulation = Simulation::new(config, |_: &Message| Ok(())).unwrap();
+    /// for id in 0..4 {
+    ///     let urgent = Message::new(ConnectionId(id), MessageId(id)).with_priority(Priority::P0);
+    ///     simulation.submit(3_000, urgent).unwrap(); // the 4th fills the queue: a trip
+    /// }
+    /// let transitions = simulation.take_breaker_transitions();
+    /// assert_eq!(transitions.len(), 1);
+    /// let trip = transitions[0];
+    /// assert_eq!((trip.from, trip.to), (BreakerState::Closed, BreakerState::Open));
+    /// assert_eq!(trip.at_ns, 3_000);
+    /// assert!(simulation.take_breaker_transitions().is_empty()); // taken
+    /// ```
     pub fn take_breaker_transitions(&mut self) -> Vec<crate::control::BreakerTransition> {
         core::iter::from_fn(|| self.core.next_breaker_report())
             .map(crate::control::BreakerTransition::from_report)

@@ -131,6 +131,17 @@ pub enum Transition {
 }
 
 /// A transition one call made: the rule, the reading it replaced and the one it wrote.
+///
+/// ```
+/// use spillway::admission::breaker::{BreakerState, CircuitBreaker, Transition};
+///
+/// let breaker = CircuitBreaker::new();
+/// let moved = breaker.trip_full_queue(7).unwrap();
+/// assert_eq!(moved.transition, Transition::Tripped);
+/// assert_eq!(moved.from.state(), BreakerState::Closed);
+/// assert_eq!(moved.to, breaker.read());
+/// assert_eq!((moved.to.state(), moved.to.since_ns()), (BreakerState::Open, 7));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BreakerMove {
     /// The rule.
@@ -143,6 +154,21 @@ pub struct BreakerMove {
 
 impl BreakerMove {
     /// How long the breaker had been in the state it left, ns.
+    ///
+    /// ```
+    /// use spillway::admission::breaker::{CircuitBreaker, Transition, WindowVerdict};
+    /// use spillway::config::BreakerConfig;
+    ///
+    /// let config = BreakerConfig {
+    ///     recovery_timeout_ns: 1_000,
+    ///     ..BreakerConfig::default()
+    /// };
+    /// let breaker = CircuitBreaker::new();
+    /// let open = breaker.trip_full_queue(100).unwrap().to;
+    /// let probing = breaker.evaluate(open, WindowVerdict::Good, 1_250, &config).unwrap();
+    /// assert_eq!(probing.transition, Transition::Probing);
+    /// assert_eq!(probing.held_ns(), 1_150); // open from 100 ns to 1250 ns
+    /// ```
     pub fn held_ns(&self) -> u64 {
         self.to.since_ns().saturating_sub(self.from.since_ns())
     }
@@ -216,6 +242,18 @@ impl CircuitBreaker {
 
     /// Opens the breaker because a queue reached 100% of its cap (unless it is open, or held
     /// by the control plane). Returns the move if this call opened it.
+    ///
+    /// ```
+    /// use spillway::admission::breaker::{BreakerState, CircuitBreaker, Transition};
+    ///
+    /// let breaker = CircuitBreaker::new();
+    /// let tripped = breaker.trip_full_queue(10).unwrap();
+    /// assert_eq!(tripped.transition, Transition::Tripped);
+    /// assert_eq!(tripped.to.state(), BreakerState::Open);
+    /// // Already open: a second full queue moves nothing.
+    /// assert_eq!(breaker.trip_full_queue(11), None);
+    /// assert_eq!(breaker.read().since_ns(), 10);
+    /// ```
     pub fn trip_full_queue(&self, now_ns: u64) -> Option<BreakerMove> {
         let seen = self.read();
         if !matches!(seen.state(), BreakerState::Closed | BreakerState::HalfOpen) {
@@ -226,17 +264,54 @@ impl CircuitBreaker {
 
     /// Holds the breaker open (control plane) until [`reset`](Self::reset). Returns the
     /// reading it replaced.
+    ///
+    /// ```
+    /// use spillway::admission::breaker::{BreakerState, CircuitBreaker};
+    ///
+    /// let breaker = CircuitBreaker::new();
+    /// let replaced = breaker.force_open(5);
+    /// assert_eq!(replaced.state(), BreakerState::Closed);
+    /// assert_eq!(breaker.read().state(), BreakerState::ForcedOpen);
+    /// assert!(breaker.read().state().sheds());
+    /// // Held: the automatic rules leave it alone.
+    /// assert_eq!(breaker.trip_full_queue(6), None);
+    /// ```
     pub fn force_open(&self, now_ns: u64) -> BreakerReading {
         self.replace(BreakerState::ForcedOpen, now_ns)
     }
 
     /// Holds the breaker closed (control plane) until [`reset`](Self::reset). Returns the
     /// reading it replaced.
+    ///
+    /// ```
+    /// use spillway::admission::breaker::{BreakerState, CircuitBreaker, WindowVerdict};
+    /// use spillway::config::BreakerConfig;
+    ///
+    /// let breaker = CircuitBreaker::new();
+    /// breaker.trip_full_queue(1).unwrap();
+    /// assert_eq!(breaker.force_closed(2).state(), BreakerState::Open);
+    /// // A bad window no longer opens it.
+    /// let config = BreakerConfig::default();
+    /// assert_eq!(breaker.evaluate(breaker.read(), WindowVerdict::Bad, 3, &config), None);
+    /// assert_eq!(breaker.read().state(), BreakerState::ForcedClosed);
+    /// ```
     pub fn force_closed(&self, now_ns: u64) -> BreakerReading {
         self.replace(BreakerState::ForcedClosed, now_ns)
     }
 
     /// Returns the breaker to automatic control, closed. Returns the reading it replaced.
+    ///
+    /// ```
+    /// use spillway::admission::breaker::{BreakerState, CircuitBreaker};
+    ///
+    /// let breaker = CircuitBreaker::new();
+    /// breaker.force_open(4);
+    /// let replaced = breaker.reset(9);
+    /// assert_eq!((replaced.state(), replaced.since_ns()), (BreakerState::ForcedOpen, 4));
+    /// assert_eq!((breaker.read().state(), breaker.read().since_ns()), (BreakerState::Closed, 9));
+    /// // Automatic again: a full queue trips it.
+    /// assert!(breaker.trip_full_queue(10).is_some());
+    /// ```
     pub fn reset(&self, now_ns: u64) -> BreakerReading {
         self.replace(BreakerState::Closed, now_ns)
     }
@@ -325,6 +400,26 @@ impl BreakerWindow {
     /// The window's figures now, then clears it (for the transition that follows: the window
     /// is cleared on every transition, so selecting the p95 in place costs no copy). O(n) for
     /// the p95; called once per transition, never per message.
+    ///
+    /// ```
+    /// use spillway::admission::breaker::BreakerWindow;
+    /// use spillway::config::BreakerConfig;
+    ///
+    /// let config = BreakerConfig {
+    ///     window_requests: 20,
+    ///     min_samples: 20,
+    ///     ..BreakerConfig::default()
+    /// };
+    /// let mut window = BreakerWindow::new(&config);
+    /// for ms in 1..=20u64 {
+    ///     window.record(ms * 1_000_000, ms == 20); // 1..=20 ms, the last one failed
+    /// }
+    /// let figures = window.take_figures();
+    /// assert_eq!((figures.samples, figures.failed), (20, 1));
+    /// assert_eq!(figures.error_rate_percent, 5.0);
+    /// assert_eq!(figures.p95_latency_ns, 19_000_000); // rank ceil(0.95 × 20) = 19
+    /// assert!(window.is_empty());
+    /// ```
     pub fn take_figures(&mut self) -> WindowFigures {
         let count = self.filled;
         let samples = &mut self.samples[..count];

@@ -46,7 +46,25 @@ use crate::wait::{Handshake, Sleeper};
 
 /// How long a [`Control`] call waits for its answer unless told otherwise.
 pub const TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
-/// Breaker transitions [`Control::breaker_history`] keeps: the most recent ones.
+/// Breaker transitions [`Control::breaker_history`] keeps: the most recent ones. The
+/// counts in the stats go on past it.
+///
+/// ```
+/// use spillway::control::BREAKER_HISTORY_MAX;
+/// use spillway::engine::Engine;
+/// use spillway::message::Message;
+///
+/// let engine = Engine::builder().handler(|_: &Message| Ok(())).start().unwrap();
+/// let control = engine.control();
+/// for _ in 0..BREAKER_HISTORY_MAX {
+///     control.force_open().unwrap();
+///     control.reset().unwrap();
+/// }
+/// assert_eq!(control.breaker_history().len(), BREAKER_HISTORY_MAX);
+/// let counts = control.stats().control.breaker_transitions;
+/// assert_eq!(counts.total(), 2 * BREAKER_HISTORY_MAX as u64);
+/// engine.shutdown();
+/// ```
 pub const BREAKER_HISTORY_MAX: usize = 100;
 /// Requests waiting for the control thread, per command class.
 pub(crate) const INBOX_CAPACITY: usize = 1024;
@@ -161,6 +179,24 @@ impl BreakerTransition {
 /// Why the breaker moved. A shard decides from its own traffic (its window, its queues) and
 /// from the time spent in a state; the control plane decides on the monitor's overload and
 /// on forcing commands.
+///
+/// ```
+/// use spillway::control::BreakerCause;
+/// use spillway::engine::Engine;
+/// use spillway::message::Message;
+///
+/// let engine = Engine::builder().handler(|_: &Message| Ok(())).start().unwrap();
+/// engine.control().force_closed().unwrap();
+/// engine.control().reset().unwrap();
+/// let causes: Vec<BreakerCause> = engine
+///     .control()
+///     .breaker_history()
+///     .iter()
+///     .map(|transition| transition.cause)
+///     .collect();
+/// assert_eq!(causes, [BreakerCause::ForcedClosed, BreakerCause::Reset]);
+/// engine.shutdown();
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum BreakerCause {
     /// A shard moved it, for `trigger` (with the figures it judged): a trip by error rate,
@@ -596,6 +632,21 @@ impl Control {
     /// time and cause (a read, not a command). A transition a shard made shows here once the
     /// control thread has read the shard's report, within a turn of each (a shard sends it
     /// between batches).
+    ///
+    /// ```
+    /// use spillway::admission::breaker::BreakerState::{Closed, ForcedOpen};
+    /// use spillway::engine::Engine;
+    /// use spillway::message::Message;
+    ///
+    /// let engine = Engine::builder().handler(|_: &Message| Ok(())).start().unwrap();
+    /// engine.control().force_open().unwrap();
+    /// engine.control().reset().unwrap();
+    /// let history = engine.control().breaker_history();
+    /// let moves: Vec<_> = history.iter().map(|moved| (moved.from, moved.to)).collect();
+    /// assert_eq!(moves, [(Closed, ForcedOpen), (ForcedOpen, Closed)]);
+    /// assert!(history[0].at_ns <= history[1].at_ns);
+    /// engine.shutdown();
+    /// ```
     pub fn breaker_history(&self) -> Vec<BreakerTransition> {
         self.control
             .breaker_history

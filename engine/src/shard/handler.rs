@@ -40,13 +40,13 @@ pub struct HandlerError {
 
 impl HandlerError {
     /// The request is the client's mistake (malformed, invalid, not allowed): not counted
-    /// against the service.
+    /// against the service. See the example on [`HandlerError`].
     pub fn invalid(detail: impl AsRef<str>) -> Self {
         Self::of(FailureReason::InvalidRequest, detail.as_ref())
     }
 
     /// The service failed to serve a valid request: counted by the breaker's error rate and
-    /// the adaptive rate.
+    /// the adaptive rate. See the example on [`HandlerError`].
     pub fn failed(detail: impl AsRef<str>) -> Self {
         Self::of(FailureReason::HandlerError, detail.as_ref())
     }
@@ -58,12 +58,20 @@ impl HandlerError {
         }
     }
 
-    /// The failure reason the message completes with.
+    /// The failure reason the message completes with. See the example on [`HandlerError`].
     pub fn reason(&self) -> FailureReason {
         self.reason
     }
 
-    /// The error text, if any.
+    /// The error text, if any: none for an empty one.
+    ///
+    /// ```
+    /// use spillway::handler::HandlerError;
+    /// use spillway::outcome::ErrorDetail;
+    /// let error = HandlerError::invalid("missing field `id`");
+    /// assert_eq!(error.detail().map(ErrorDetail::as_str), Some("missing field `id`"));
+    /// assert_eq!(HandlerError::failed("").detail(), None);
+    /// ```
     pub fn detail(&self) -> Option<&ErrorDetail> {
         self.detail.as_ref()
     }
