@@ -30,7 +30,7 @@ mod load;
 
 pub use backoff::{backoff_delay, BackoffConfig, BackpressureStats, RandomSource, SplitMix64};
 pub use connection::{
-    AdaptiveBatch, Client, ClientConfig, ClientEvent, CloseReport, SubmitRequest,
+    AdaptiveBatch, Client, ClientConfig, ClientEvent, ClientReply, CloseReport, SubmitRequest,
 };
 pub use error::{ClientError, OutcomeText};
 pub use flow::FlowState;
