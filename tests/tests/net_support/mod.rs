@@ -249,6 +249,7 @@ impl From<ServerFrame<'_>> for Frame {
             ServerFrame::Reply {
                 message_id,
                 outcome,
+                ..
             } => Frame::Reply(message_id.0, outcome),
             ServerFrame::Throttle { delay_ns } => Frame::Throttle(delay_ns),
             ServerFrame::Pause { duration_ns } => Frame::Pause(duration_ns),
