@@ -242,7 +242,7 @@ fn the_client_library_backs_off_on_a_real_refusal_and_gets_through() {
                 &backoff,
             )
             .expect("delivered within the retries");
-        assert_eq!(outcome, Outcome::Delivered);
+        assert_eq!(outcome.outcome, Outcome::Delivered);
     }
     // Three messages at 20/s with no burst take at least two intervals.
     assert!(
