@@ -116,7 +116,7 @@ fn header(version: u8, frame_type: u8, body_bytes: u32) -> Vec<u8> {
     bytes
 }
 
-const SUBMIT_EXAMPLE: &str = "53 57 02 02 15 00 00 00 | 2a 00 00 00 00 00 00 00 | 03 00 00 00 | 01 | 01 | 00 00 | 68 65 6c 6c 6f";
+const SUBMIT_EXAMPLE: &str = "53 57 01 02 15 00 00 00 | 2a 00 00 00 00 00 00 00 | 03 00 00 00 | 01 | 01 | 00 00 | 68 65 6c 6c 6f";
 
 fn submit_example() -> ClientFrame<'static> {
     ClientFrame::Submit(Submit {
@@ -139,7 +139,11 @@ fn the_worked_examples_of_the_protocol_page_are_what_the_encoder_writes() {
         encode_server_v2(welcome()),
         hex("53 57 02 81 10 00 00 00 | 07 00 00 00 00 00 00 00 | 00 00 01 00 | e8 03 00 00")
     );
-    assert_eq!(encode_client_v2(submit_example()), hex(SUBMIT_EXAMPLE));
+    // The Submit example in version 2 (as the page has it); the other cases use it in 1.
+    let mut submit_v2 = hex(SUBMIT_EXAMPLE);
+    submit_v2[2] = 2;
+    assert_eq!(encode_client_v2(submit_example()), submit_v2);
+    assert_eq!(encode_client(submit_example()), hex(SUBMIT_EXAMPLE));
     assert_eq!(
         encode_server_v2(ServerFrame::Reply {
             message_id: MessageId(42),
@@ -584,7 +588,7 @@ fn the_frame_limit_is_checked_against_header_plus_body() {
         })
     );
     let mut decoder = Decoder::<ClientToServer>::new(limit);
-    decoder.feed(&encode_client(ClientFrame::Hello));
+    decoder.feed(&encode_client_v2(ClientFrame::Hello));
     decoder.feed(&wire);
     assert_eq!(decoder.next_frame(), Ok(Some(ClientFrame::Hello)));
     assert_eq!(decoder.next_frame(), Ok(Some(submit(&payload[..]))));
