@@ -410,12 +410,16 @@ pub struct NetConfig {
     pub max_frame_bytes: u32,
     /// The longest response a handler may answer, in bytes; 0 to `max_frame_bytes` less a
     /// Reply's header and fixed fields (28 bytes), so that every response fits a Reply
-    /// frame (default 65,508: the most under the default 64 KiB frame). A longer response
-    /// fails its message with
+    /// frame. Unset (the default), it is that most: 65,508 under the default 64 KiB frame
+    /// ([`NetConfig::response_bytes_max`]). A longer response fails its message with
     /// [`FailureReason::ResponseTooLarge`](crate::outcome::FailureReason::ResponseTooLarge),
     /// decided and counted by the shard, in process as over TCP.
-    #[serde(deserialize_with = "range::net_response_bytes")]
-    pub max_response_bytes: u32,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "range::net_response_bytes"
+    )]
+    pub max_response_bytes: Option<u32>,
     /// Time from accept to Hello before the connection is cut, in ns; 1 ms to 1 h.
     #[serde(deserialize_with = "range::net_timeout_ns")]
     pub hello_timeout_ns: u64,
@@ -452,12 +456,39 @@ pub struct NetConfig {
 }
 
 impl NetConfig {
+    /// The longest response a handler may answer: `max_response_bytes`, or when unset the
+    /// most a Reply frame under `max_frame_bytes` carries.
+    ///
+    /// ```
+    /// use spillway::config::NetConfig;
+    /// let mut net = NetConfig::default();
+    /// assert_eq!(net.response_bytes_max(), 65_536 - 28);
+    /// net.max_frame_bytes = 1024;
+    /// assert_eq!(net.response_bytes_max(), 996);
+    /// net.max_response_bytes = Some(100);
+    /// assert_eq!(net.response_bytes_max(), 100);
+    /// ```
+    pub fn response_bytes_max(&self) -> u32 {
+        self.max_response_bytes.unwrap_or(
+            self.max_frame_bytes
+                .saturating_sub(REPLY_FRAME_FIXED_BYTES),
+        )
+    }
+
     /// Checks every field against its range; the first bad one is named (`net.FIELD`).
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_fields!(self, "net.";
             max_connections in range::NET_CONNECTIONS;
             max_frame_bytes in range::NET_FRAME_BYTES;
-            max_response_bytes in 0..=self.max_frame_bytes.saturating_sub(REPLY_FRAME_FIXED_BYTES);
+        );
+        if let Some(max_response_bytes) = self.max_response_bytes {
+            check(
+                "net.max_response_bytes",
+                max_response_bytes,
+                0..=self.max_frame_bytes.saturating_sub(REPLY_FRAME_FIXED_BYTES),
+            )?;
+        }
+        check_fields!(self, "net.";
             hello_timeout_ns in range::NET_TIMEOUT_NS;
             frame_timeout_ns in range::NET_TIMEOUT_NS;
             close_timeout_ns in range::NET_TIMEOUT_NS;

@@ -164,8 +164,8 @@ pub enum FailureReason {
     /// against the service: the circuit breaker and the adaptive rate ignore it.
     InvalidRequest,
     /// The handler answered with a response longer than
-    /// [`NetConfig::max_response_bytes`](crate::config::NetConfig::max_response_bytes), the
-    /// most a Reply frame can carry: the response is discarded (the completion carries
+    /// [`NetConfig::response_bytes_max`](crate::config::NetConfig::response_bytes_max), at
+    /// most what a Reply frame can carry: the response is discarded (the completion carries
     /// none) and the detail says how long it was. Counted against the service: its answer
     /// was unusable.
     ResponseTooLarge,

@@ -690,7 +690,7 @@ fn everything_changed() -> Config {
     config.net = NetConfig {
         max_connections: 81,
         max_frame_bytes: 8_200,
-        max_response_bytes: 8_172,
+        max_response_bytes: Some(8_172),
         hello_timeout_ns: 83_000_000,
         frame_timeout_ns: 84_000_000,
         close_timeout_ns: 85_000_000,

@@ -188,7 +188,7 @@ impl ShardCore {
         Self {
             index,
             shard_count,
-            response_bytes_max: config.net.max_response_bytes as usize,
+            response_bytes_max: config.net.response_bytes_max() as usize,
             levels: config.levels,
             cap_action: config.caps.action,
             drop_policy: config.caps.drop_policy,

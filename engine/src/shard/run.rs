@@ -2,7 +2,7 @@
 //! completion. What the handler answers goes into the completion: its response bytes, or its
 //! error's reason (`HandlerError` or `InvalidRequest`) and text; a panic is caught and fails
 //! the message with `HandlerPanic`, and the shard keeps running. A response longer than
-//! `net.max_response_bytes` (the most a Reply frame carries) fails the message with
+//! `net.max_response_bytes` (at most what a Reply frame carries) fails the message with
 //! `ResponseTooLarge` instead, here, so the engine's own counts say so.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -70,6 +70,6 @@ pub(crate) fn run_handlers<H: Handler>(
 /// only on this failure, so a delivered message never pays for it.
 fn response_too_large(response_bytes: usize, response_bytes_max: usize) -> ErrorDetail {
     ErrorDetail::new(&format!(
-        "the response of {response_bytes} bytes exceeds net.max_response_bytes = {response_bytes_max}"
+        "the response of {response_bytes} bytes exceeds the limit of {response_bytes_max} bytes (net.max_response_bytes)"
     ))
 }

@@ -139,7 +139,7 @@ pub enum ProtocolError {
     /// ([`ProtocolVersion`](super::ProtocolVersion)), or not the connection's: a connection
     /// keeps the version of its handshake (a client takes an Error frame in any version).
     #[error(
-        "unsupported protocol version {version}: this end speaks versions 1 and 2, and a \
+        "unsupported protocol version {version}: this end speaks version 1 or 2, and a \
          connection keeps the version of its hello"
     )]
     UnsupportedVersion {
