@@ -469,10 +469,8 @@ impl NetConfig {
     /// assert_eq!(net.response_bytes_max(), 100);
     /// ```
     pub fn response_bytes_max(&self) -> u32 {
-        self.max_response_bytes.unwrap_or(
-            self.max_frame_bytes
-                .saturating_sub(REPLY_FRAME_FIXED_BYTES),
-        )
+        self.max_response_bytes
+            .unwrap_or(self.max_frame_bytes.saturating_sub(REPLY_FRAME_FIXED_BYTES))
     }
 
     /// Checks every field against its range; the first bad one is named (`net.FIELD`).

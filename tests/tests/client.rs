@@ -11,8 +11,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use spillway::client::{
-    BackoffConfig, Client, ClientConfig, ClientError, ClientEvent, ClientReply, LoadAdaptation, LoadConfig,
-    LoadSource, Pace, SubmitRequest,
+    BackoffConfig, Client, ClientConfig, ClientError, ClientEvent, ClientReply, LoadAdaptation,
+    LoadConfig, LoadSource, Pace, SubmitRequest,
 };
 use spillway::message::{ConnectionId, MessageId, Priority, Role, TenantId};
 use spillway::net::egress::FlowSignal;

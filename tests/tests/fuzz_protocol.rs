@@ -127,11 +127,13 @@ fn detail() -> impl Strategy<Value = Vec<u8>> {
 
 /// An Error frame, in any version: a client reads it in every one.
 fn error_frame() -> impl Strategy<Value = Vec<u8>> {
-    (version(), select(ErrorCode::ALL.to_vec()), detail()).prop_map(move |(version, code, detail)| {
-        let mut body = code.code().to_le_bytes().to_vec();
-        body.extend_from_slice(&detail);
-        frame(version, FrameType::Error, &body)
-    })
+    (version(), select(ErrorCode::ALL.to_vec()), detail()).prop_map(
+        move |(version, code, detail)| {
+            let mut body = code.code().to_le_bytes().to_vec();
+            body.extend_from_slice(&detail);
+            frame(version, FrameType::Error, &body)
+        },
+    )
 }
 
 fn welcome_frame(version: ProtocolVersion) -> impl Strategy<Value = Vec<u8>> {

@@ -95,7 +95,10 @@ fn a_handlers_response_and_an_invalid_requests_detail_reach_a_version_2_client()
 
     // An empty response is a response: delivered, no bytes.
     let reply = send(&mut client, 3, b"");
-    assert_eq!((reply.outcome, reply.response.len()), (Outcome::Delivered, 0));
+    assert_eq!(
+        (reply.outcome, reply.response.len()),
+        (Outcome::Delivered, 0)
+    );
 
     let reply = send(&mut client, 4, b"invalid bad json at byte 3");
     assert_eq!(
@@ -124,7 +127,9 @@ fn a_handlers_response_and_an_invalid_requests_detail_reach_a_version_2_client()
     // Pipelined, every Reply carries its own response.
     let payloads: Vec<String> = (0..100).map(|id| format!("message {id}")).collect();
     for (id, payload) in payloads.iter().enumerate() {
-        client.submit(request(100 + id as u64, payload.as_bytes())).unwrap();
+        client
+            .submit(request(100 + id as u64, payload.as_bytes()))
+            .unwrap();
     }
     let mut replies = 0;
     while replies < payloads.len() {
@@ -160,7 +165,9 @@ fn read_frame(stream: &mut TcpStream) -> Vec<u8> {
     stream.read_exact(&mut frame).expect("a header");
     let body_bytes = u32::from_le_bytes(frame[4..8].try_into().unwrap()) as usize;
     frame.resize(HEADER_BYTES + body_bytes, 0);
-    stream.read_exact(&mut frame[HEADER_BYTES..]).expect("a body");
+    stream
+        .read_exact(&mut frame[HEADER_BYTES..])
+        .expect("a body");
     frame
 }
 
@@ -186,7 +193,9 @@ fn a_version_1_client_gets_version_1_frames_without_response_or_detail() {
         (b"abcdef", [2, 1]),
     ];
     for (id, (payload, [outcome, reason])) in cases.into_iter().enumerate() {
-        stream.write_all(&v1(ClientFrame::Submit(request(id as u64, payload)))).unwrap();
+        stream
+            .write_all(&v1(ClientFrame::Submit(request(id as u64, payload))))
+            .unwrap();
         let reply = read_frame(&mut stream);
         let mut expected = vec![0x53, 0x57, 1, 0x82, 20, 0, 0, 0];
         expected.extend_from_slice(&(id as u64).to_le_bytes());
@@ -215,7 +224,10 @@ fn a_version_1_client_gets_version_1_frames_without_response_or_detail() {
     client.close(READ_TIMEOUT).unwrap();
 
     let (_, stats) = running.stop();
-    assert_eq!(stats.total.failed[FailureReason::ResponseTooLarge.index()], 1);
+    assert_eq!(
+        stats.total.failed[FailureReason::ResponseTooLarge.index()],
+        1
+    );
     assert!(stats.total.reconciles());
 }
 
@@ -259,7 +271,10 @@ fn a_response_over_the_limit_fails_response_too_large_and_every_count_reconciles
     assert_eq!(total.submitted, sizes.len() as u64);
     assert_eq!(total.admitted, sizes.len() as u64);
     assert_eq!(total.delivered, delivered);
-    assert_eq!(total.failed[FailureReason::ResponseTooLarge.index()], too_large);
+    assert_eq!(
+        total.failed[FailureReason::ResponseTooLarge.index()],
+        too_large
+    );
     assert_eq!(total.failed_total(), too_large);
     assert_eq!(net.replies_sent, sizes.len() as u64);
     // The engine decided every one: the server had nothing to cut.
@@ -281,7 +296,10 @@ fn a_server_with_frames_smaller_than_the_engines_response_limit_fails_the_reply_
     let mut client = Client::connect(running.addr(), ClientConfig::default()).unwrap();
     assert_eq!(client.frame_limit().max_frame_bytes(), 1024);
     let reply = send(&mut client, 1, b"size 996");
-    assert_eq!((reply.outcome, reply.response.len()), (Outcome::Delivered, 996));
+    assert_eq!(
+        (reply.outcome, reply.response.len()),
+        (Outcome::Delivered, 996)
+    );
     let reply = send(&mut client, 2, b"size 997");
     assert_eq!(
         reply.outcome,
@@ -343,12 +361,16 @@ fn the_send_buffer_bounds_reply_bytes_as_it_bounds_replies() {
         stats.replies_dropped_total() > 0
     });
 
-    let mut decoder = Decoder::<ServerToClient>::with_version(FrameLimit::DEFAULT, ProtocolVersion::V2);
+    let mut decoder =
+        Decoder::<ServerToClient>::with_version(FrameLimit::DEFAULT, ProtocolVersion::V2);
     let (mut replies, mut dropped, mut pauses) = (0u64, 0u64, 0u64);
     let started = Instant::now();
     let mut buffer = vec![0; 1 << 16];
     while replies + dropped < SUBMITS {
-        assert!(started.elapsed() < Duration::from_secs(60), "{replies} + {dropped}");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{replies} + {dropped}"
+        );
         while let Some(frame) = decoder.next_frame().expect("valid frames") {
             match frame {
                 ServerFrame::Reply {
@@ -372,11 +394,18 @@ fn the_send_buffer_bounds_reply_bytes_as_it_bounds_replies() {
                 running.server.stats()
             )
         });
-        assert!(read > 0, "closed after {replies} replies and {dropped} dropped");
+        assert!(
+            read > 0,
+            "closed after {replies} replies and {dropped} dropped"
+        );
         decoder.feed(&buffer[..read]);
     }
     writing.join().unwrap();
-    assert_eq!(replies + dropped, SUBMITS, "every Submit has a Reply or a drop");
+    assert_eq!(
+        replies + dropped,
+        SUBMITS,
+        "every Submit has a Reply or a drop"
+    );
     assert!(dropped > 0);
     assert!(pauses > 0, "the bytes' fill paused the client");
     drop(stream);

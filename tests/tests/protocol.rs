@@ -791,7 +791,10 @@ fn the_worked_examples_of_the_protocol_page_decode_and_re_encode_to_themselves()
         .collect();
     assert_eq!(examples.len(), 10, "the page has ten worked examples");
     let versions: Vec<u8> = examples.iter().map(|example| example[2]).collect();
-    assert!(versions.contains(&1) && versions.contains(&2), "examples in both versions");
+    assert!(
+        versions.contains(&1) && versions.contains(&2),
+        "examples in both versions"
+    );
 
     for example in examples {
         let frame_type = FrameType::from_code(example[3]).unwrap();

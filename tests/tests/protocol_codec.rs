@@ -992,7 +992,10 @@ fn a_version_2_reply_carries_the_response_or_the_detail_its_outcome_has() {
         response: &[],
         detail: &long,
     };
-    assert_eq!(cut.encoded_bytes(), HEADER_BYTES + 20 + ERROR_DETAIL_MAX_BYTES);
+    assert_eq!(
+        cut.encoded_bytes(),
+        HEADER_BYTES + 20 + ERROR_DETAIL_MAX_BYTES
+    );
     decoder = greeted_client_decoder_v2();
     decoder.feed(&encode_server_v2(cut));
     assert_eq!(
@@ -1089,10 +1092,16 @@ fn a_connection_keeps_the_version_of_its_hello() {
     });
     let mut decoder = Decoder::<ServerToClient>::with_version(FrameLimit::MIN, ProtocolVersion::V2);
     decoder.feed(&refusal);
-    assert!(matches!(decoder.next_frame(), Ok(Some(ServerFrame::Error { .. }))));
+    assert!(matches!(
+        decoder.next_frame(),
+        Ok(Some(ServerFrame::Error { .. }))
+    ));
     let mut decoder = greeted_client_decoder_v2();
     decoder.feed(&refusal);
-    assert!(matches!(decoder.next_frame(), Ok(Some(ServerFrame::Error { .. }))));
+    assert!(matches!(
+        decoder.next_frame(),
+        Ok(Some(ServerFrame::Error { .. }))
+    ));
     decoder.feed(&encode_server(ServerFrame::Pong { nonce: 1 }));
     assert_eq!(
         decoder.next_frame(),

@@ -40,7 +40,10 @@ pub(crate) fn run_handlers<H: Handler>(
                     reason: FailureReason::ResponseTooLarge,
                 },
                 Bytes::new(),
-                Some(response_too_large(response.len(), core.response_bytes_max())),
+                Some(response_too_large(
+                    response.len(),
+                    core.response_bytes_max(),
+                )),
             ),
             Ok(Ok(response)) => (Outcome::Delivered, response, None),
             Ok(Err(error)) => (

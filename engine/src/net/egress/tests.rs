@@ -660,14 +660,24 @@ fn drop_oldest_evicts_as_many_as_the_new_replys_bytes_need() {
     ));
     assert_eq!((queue.len(), queue.buffered_bytes()), (1, 1900));
     let stats = queue.stats(0);
-    assert_eq!(stats.dropped_by_reason[EgressDropReason::DropOldest.index()], 4);
+    assert_eq!(
+        stats.dropped_by_reason[EgressDropReason::DropOldest.index()],
+        4
+    );
     assert_eq!(queue.dropped_since_last_report(), 4);
 }
 
 #[test]
 fn an_empty_buffer_takes_one_reply_of_any_size_and_block_waits_for_room_by_bytes() {
     let mut queue = sized(EgressDropPolicy::Block);
-    assert_eq!(queue.offer(5000, 0), Offer::Queued { signal: Some(FlowSignal::Pause { duration_ns: EgressConfig::default().pause_duration_ns }) });
+    assert_eq!(
+        queue.offer(5000, 0),
+        Offer::Queued {
+            signal: Some(FlowSignal::Pause {
+                duration_ns: EgressConfig::default().pause_duration_ns
+            })
+        }
+    );
     assert_eq!(queue.state(0), FlowState::Dropping);
     assert!(matches!(queue.offer(1, 0), Offer::Blocked { item: 1, .. }));
     assert_eq!(queue.pop(0), Some(5000));

@@ -352,14 +352,14 @@ impl<D: Direction> Decoder<D> {
         let Some(header) = received.first_chunk::<HEADER_BYTES>() else {
             return Ok(None);
         };
-        let (frame_type, version, body_bytes, completes_handshake) =
-            match self.check_header(header) {
-                Ok(checked) => checked,
-                Err(error) => {
-                    self.failure = Some(error);
-                    return Err(error);
-                }
-            };
+        let (frame_type, version, body_bytes, completes_handshake) = match self.check_header(header)
+        {
+            Ok(checked) => checked,
+            Err(error) => {
+                self.failure = Some(error);
+                return Err(error);
+            }
+        };
         let frame_bytes = HEADER_BYTES + body_bytes;
         if received.len() < frame_bytes {
             return Ok(None);
@@ -389,14 +389,14 @@ impl<D: Direction> Decoder<D> {
             self.absorb_chunk();
             return Ok(None);
         };
-        let (frame_type, version, body_bytes, completes_handshake) =
-            match self.check_header(header) {
-                Ok(checked) => checked,
-                Err(error) => {
-                    self.failure = Some(error);
-                    return Err(error);
-                }
-            };
+        let (frame_type, version, body_bytes, completes_handshake) = match self.check_header(header)
+        {
+            Ok(checked) => checked,
+            Err(error) => {
+                self.failure = Some(error);
+                return Err(error);
+            }
+        };
         let frame_bytes = HEADER_BYTES + body_bytes;
         if received.len() < frame_bytes {
             self.absorb_chunk();

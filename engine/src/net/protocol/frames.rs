@@ -11,9 +11,8 @@ use crate::outcome::{ErrorDetail, Outcome};
 use super::codes::{OutcomeFields, WireCode};
 use super::errors::{ErrorCode, FrameTooLarge, ProtocolError};
 use super::header::{
-    put_header, FrameLimit, FrameType, ProtocolVersion, CANCEL_BODY_BYTES,
-    ERROR_DETAIL_MAX_BYTES, ERROR_FIXED_BYTES, HEADER_BYTES, PING_BODY_BYTES, REPLY_BODY_BYTES,
-    SUBMIT_FIXED_BYTES,
+    put_header, FrameLimit, FrameType, ProtocolVersion, CANCEL_BODY_BYTES, ERROR_DETAIL_MAX_BYTES,
+    ERROR_FIXED_BYTES, HEADER_BYTES, PING_BODY_BYTES, REPLY_BODY_BYTES, SUBMIT_FIXED_BYTES,
 };
 
 // A handler's error text always fits a Reply's detail whole.
@@ -486,7 +485,11 @@ impl ServerFrame<'_> {
 /// header carries the version refused: the header and the Error frame have the same layout
 /// in every version, so the client can read it. Allocates nothing beyond the growth of
 /// `out`.
-pub fn encode_error_reply(error: &ProtocolError, version: ProtocolVersion, out: &mut Vec<u8>) -> usize {
+pub fn encode_error_reply(
+    error: &ProtocolError,
+    version: ProtocolVersion,
+    out: &mut Vec<u8>,
+) -> usize {
     let mut detail = DetailWriter::default();
     // `DetailWriter` never fails: it cuts what does not fit.
     let _ = fmt::write(&mut detail, format_args!("{error}"));
