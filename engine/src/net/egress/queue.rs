@@ -23,7 +23,8 @@ pub enum Offer<T> {
     /// The buffer was full and `item` was dropped and counted under `reason`: the offered
     /// reply for [`EgressDropReason::DropNewest`] and [`EgressDropReason::BlockTimeout`], the
     /// oldest buffered one (the offered reply took its place) for
-    /// [`EgressDropReason::DropOldest`]. The fill is unchanged.
+    /// [`EgressDropReason::DropOldest`]. The fill in replies is unchanged (in bytes it may
+    /// not be, for items with a size: [`EgressQueue::sized`]).
     Dropped {
         /// The reply that was dropped.
         item: T,

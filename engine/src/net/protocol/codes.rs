@@ -14,7 +14,7 @@ use super::header::FrameType;
 pub trait WireCode: Sized + Copy {
     /// The code on the wire.
     fn wire_code(self) -> u8;
-    /// The value of `code`, or `None` for a code version 1 does not define.
+    /// The value of `code`, or `None` for a code no version defines.
     fn from_wire_code(code: u8) -> Option<Self>;
 }
 

@@ -81,7 +81,7 @@ impl ErrorCode {
         }
     }
 
-    /// The error code of `code`, or `None` for a code version 1 does not define.
+    /// The error code of `code`, or `None` for a code no version defines.
     pub const fn from_code(code: u16) -> Option<ErrorCode> {
         match code {
             1 => Some(ErrorCode::BadMagic),

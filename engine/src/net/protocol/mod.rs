@@ -11,7 +11,7 @@
 //! | offset | bytes | field |
 //! |---|---|---|
 //! | 0 | 2 | magic, [`MAGIC`]: `0x53 0x57` (ASCII `SW`) |
-//! | 2 | 1 | protocol version, [`PROTOCOL_VERSION`] |
+//! | 2 | 1 | protocol version, [`ProtocolVersion::code`]: 1 or 2 ([`PROTOCOL_VERSION`], the newest) |
 //! | 3 | 1 | frame type, [`FrameType::code`] |
 //! | 4 | 4 | body length in bytes, `u32` |
 //!
