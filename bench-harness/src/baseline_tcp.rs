@@ -61,7 +61,7 @@ use spillway::message::{ConnectionId, Message, MessageId};
 use spillway::metrics::Tally;
 use spillway::net::protocol::{
     encode_error_reply, ClientFrame, ClientToServer, Decoder, ErrorCode, FrameLimit, ProtocolError,
-    ServerFrame,
+    ProtocolVersion, ServerFrame,
 };
 use spillway::outcome::Outcome;
 use spillway_loadgen::tcp_stats::ErrorCodeCounts;
@@ -468,7 +468,9 @@ async fn read_loop<S>(
 {
     let settings = &shared.settings;
     let counters = &shared.counters;
-    let mut decoder = Decoder::<ClientToServer>::new(settings.frame_limit);
+    // It speaks the newest version only: a Hello in another is refused.
+    let mut decoder =
+        Decoder::<ClientToServer>::with_version(settings.frame_limit, ProtocolVersion::LATEST);
     let accepted_at = Instant::now();
     // When the frame now partly received began to arrive.
     let mut partial_since: Option<Instant> = None;
@@ -727,6 +729,8 @@ fn encode(outgoing: &Outgoing, out: &mut Vec<u8>) -> Option<ErrorCode> {
             ServerFrame::Reply {
                 message_id: message,
                 outcome,
+                response: &[],
+                detail: "",
             }
             .encode(out);
             None
@@ -736,7 +740,7 @@ fn encode(outgoing: &Outgoing, out: &mut Vec<u8>) -> Option<ErrorCode> {
             None
         }
         Outgoing::Violation(error) => {
-            encode_error_reply(&error, out);
+            encode_error_reply(&error, ProtocolVersion::LATEST, out);
             Some(error.code())
         }
         Outgoing::Error { code, detail } => {

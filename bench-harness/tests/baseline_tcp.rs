@@ -97,6 +97,7 @@ fn read_until_closed(stream: &mut TcpStream) -> (Vec<Frame>, Result<(), String>)
             ServerFrame::Reply {
                 message_id,
                 outcome,
+                ..
             } => Frame::Reply {
                 message: message_id,
                 outcome,

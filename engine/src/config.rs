@@ -88,6 +88,9 @@ pub const FRAME_BYTES_MIN: u32 = 512;
 pub const FRAME_BYTES_MAX: u32 = 16 * 1024 * 1024;
 /// The default frame limit: 64 KiB, so a Submit payload of up to 65,512 bytes.
 pub const FRAME_BYTES_DEFAULT: u32 = 64 * 1024;
+/// A Reply frame's bytes before its response or detail (protocol version 2): the 8-byte
+/// header and 20 bytes of fixed fields. A response may be the frame limit less this.
+pub const REPLY_FRAME_FIXED_BYTES: u32 = 28;
 
 /// All settings. `Default` is SPEC's production profile; [`Config::for_profile`] gives the
 /// others. A file has the same keys, in this order when printed: plain values, then one
@@ -405,6 +408,18 @@ pub struct NetConfig {
     /// The largest frame accepted, header included, announced in Welcome; 512 B to 16 MiB.
     #[serde(deserialize_with = "range::net_frame_bytes")]
     pub max_frame_bytes: u32,
+    /// The longest response a handler may answer, in bytes; 0 to `max_frame_bytes` less a
+    /// Reply's header and fixed fields (28 bytes), so that every response fits a Reply
+    /// frame. Unset (the default), it is that most: 65,508 under the default 64 KiB frame
+    /// ([`NetConfig::response_bytes_max`]). A longer response fails its message with
+    /// [`FailureReason::ResponseTooLarge`](crate::outcome::FailureReason::ResponseTooLarge),
+    /// decided and counted by the shard, in process as over TCP.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "range::net_response_bytes"
+    )]
+    pub max_response_bytes: Option<u32>,
     /// Time from accept to Hello before the connection is cut, in ns; 1 ms to 1 h.
     #[serde(deserialize_with = "range::net_timeout_ns")]
     pub hello_timeout_ns: u64,
@@ -441,11 +456,37 @@ pub struct NetConfig {
 }
 
 impl NetConfig {
+    /// The longest response a handler may answer: `max_response_bytes`, or when unset the
+    /// most a Reply frame under `max_frame_bytes` carries.
+    ///
+    /// ```
+    /// use spillway::config::NetConfig;
+    /// let mut net = NetConfig::default();
+    /// assert_eq!(net.response_bytes_max(), 65_536 - 28);
+    /// net.max_frame_bytes = 1024;
+    /// assert_eq!(net.response_bytes_max(), 996);
+    /// net.max_response_bytes = Some(100);
+    /// assert_eq!(net.response_bytes_max(), 100);
+    /// ```
+    pub fn response_bytes_max(&self) -> u32 {
+        self.max_response_bytes
+            .unwrap_or(self.max_frame_bytes.saturating_sub(REPLY_FRAME_FIXED_BYTES))
+    }
+
     /// Checks every field against its range; the first bad one is named (`net.FIELD`).
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_fields!(self, "net.";
             max_connections in range::NET_CONNECTIONS;
             max_frame_bytes in range::NET_FRAME_BYTES;
+        );
+        if let Some(max_response_bytes) = self.max_response_bytes {
+            check(
+                "net.max_response_bytes",
+                max_response_bytes,
+                0..=self.max_frame_bytes.saturating_sub(REPLY_FRAME_FIXED_BYTES),
+            )?;
+        }
+        check_fields!(self, "net.";
             hello_timeout_ns in range::NET_TIMEOUT_NS;
             frame_timeout_ns in range::NET_TIMEOUT_NS;
             close_timeout_ns in range::NET_TIMEOUT_NS;
@@ -530,7 +571,7 @@ pub(crate) mod range {
     use serde::de::{Deserializer, Error, Unexpected};
     use serde::Deserialize;
 
-    use super::{span, FRAME_BYTES_MAX, FRAME_BYTES_MIN, SHARDS_MAX};
+    use super::{span, FRAME_BYTES_MAX, FRAME_BYTES_MIN, REPLY_FRAME_FIXED_BYTES, SHARDS_MAX};
 
     const MINUTE_NS: u64 = 60_000_000_000;
     const HOUR_NS: u64 = 3_600_000_000_000;
@@ -583,6 +624,7 @@ pub(crate) mod range {
         MONITOR_HISTORY, monitor_history: usize = 1..=100_000;
 
         EGRESS_BUFFER_CAPACITY, egress_buffer_capacity: u32 = 1..=1 << 20;
+        EGRESS_BUFFER_BYTES, egress_buffer_bytes: u64 = 1024..=1 << 32;
         EGRESS_PAUSE_PERCENT, egress_pause_percent: u32 = 2..=100;
         EGRESS_DELAY_NS, egress_delay_ns: u64 = 0..=MINUTE_NS;
         EGRESS_PERIOD_NS, egress_period_ns: u64 = 1_000..=MINUTE_NS;
@@ -591,6 +633,7 @@ pub(crate) mod range {
 
         NET_CONNECTIONS, net_connections: usize = 1..=1 << 24;
         NET_FRAME_BYTES, net_frame_bytes: u32 = FRAME_BYTES_MIN..=FRAME_BYTES_MAX;
+        NET_RESPONSE_BYTES, net_response_bytes: u32 = 0..=FRAME_BYTES_MAX - REPLY_FRAME_FIXED_BYTES;
         NET_TIMEOUT_NS, net_timeout_ns: u64 = 1_000_000..=HOUR_NS;
         NET_BACKOFF_NS, net_backoff_ns: u64 = 1_000..=MINUTE_NS;
         NET_PER_TURN, net_per_turn: usize = 1..=1 << 16;

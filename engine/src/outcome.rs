@@ -196,6 +196,12 @@ pub enum FailureReason {
     /// [`HandlerError::invalid`](crate::handler::HandlerError::invalid)). Not counted
     /// against the service: the circuit breaker and the adaptive rate ignore it.
     InvalidRequest,
+    /// The handler answered with a response longer than
+    /// [`NetConfig::response_bytes_max`](crate::config::NetConfig::response_bytes_max), at
+    /// most what a Reply frame can carry: the response is discarded (the completion carries
+    /// none) and the detail says how long it was. Counted against the service: its answer
+    /// was unusable.
+    ResponseTooLarge,
 }
 
 impl FailureReason {
@@ -208,11 +214,12 @@ impl FailureReason {
     ///     assert_eq!(reason.index(), index);
     /// }
     /// ```
-    pub const ALL: [FailureReason; 4] = [
+    pub const ALL: [FailureReason; 5] = [
         FailureReason::HandlerError,
         FailureReason::HandlerPanic,
         FailureReason::ShardLost,
         FailureReason::InvalidRequest,
+        FailureReason::ResponseTooLarge,
     ];
     /// Number of reasons.
     pub const COUNT: usize = Self::ALL.len();
@@ -244,6 +251,7 @@ impl FailureReason {
             FailureReason::HandlerPanic => "handler_panic",
             FailureReason::ShardLost => "shard_lost",
             FailureReason::InvalidRequest => "invalid_request",
+            FailureReason::ResponseTooLarge => "response_too_large",
         }
     }
 }

@@ -13,7 +13,7 @@
 use libfuzzer_sys::fuzz_target;
 use spillway::message::Bytes;
 use spillway::net::protocol::{
-    ClientToServer, Decoder, Direction, FrameLimit, ProtocolError, ServerToClient,
+    ClientToServer, Decoder, Direction, FrameLimit, ProtocolError, ProtocolVersion, ServerToClient,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -70,28 +70,40 @@ enum Feeding {
 /// The re-encoded frames a server decoder accepts from `wire` fed in `chunk_bytes` pieces,
 /// and how it ended.
 fn server_side(wire: &[u8], chunk_bytes: usize, feeding: Feeding, limit: FrameLimit) -> Accepted {
-    decode::<ClientToServer>(wire, chunk_bytes, feeding, limit, |frame, accepted| {
-        frame
-            .encode(limit, accepted)
-            .expect("an accepted frame is within the limit");
-    })
+    decode::<ClientToServer>(
+        wire,
+        chunk_bytes,
+        feeding,
+        limit,
+        |frame, version, accepted| {
+            frame
+                .encode_in(version, limit, accepted)
+                .expect("an accepted frame is within the limit");
+        },
+    )
 }
 
 /// The same for a client decoder.
 fn client_side(wire: &[u8], chunk_bytes: usize, feeding: Feeding, limit: FrameLimit) -> Accepted {
-    decode::<ServerToClient>(wire, chunk_bytes, feeding, limit, |frame, accepted| {
-        frame.encode(accepted);
-    })
+    decode::<ServerToClient>(
+        wire,
+        chunk_bytes,
+        feeding,
+        limit,
+        |frame, version, accepted| {
+            frame.encode_in(version, accepted);
+        },
+    )
 }
 
 /// Feeds `wire` to a decoder for direction `D` in `chunk_bytes` pieces, re-encoding each
-/// frame it accepts with `encode`.
+/// frame it accepts with `encode`, in the version its header carries.
 fn decode<D: Direction>(
     wire: &[u8],
     chunk_bytes: usize,
     feeding: Feeding,
     limit: FrameLimit,
-    encode: impl Fn(&D::Frame<'_>, &mut Vec<u8>),
+    encode: impl Fn(&D::Frame<'_>, ProtocolVersion, &mut Vec<u8>),
 ) -> Accepted {
     let shared_wire = Bytes::copy_from_slice(wire);
     let mut decoder = Decoder::<D>::new(limit);
@@ -105,9 +117,14 @@ fn decode<D: Direction>(
         fed += chunk.len();
         loop {
             let taken = accepted.len();
+            // The frame taken next starts where the accepted ones end: its header's version.
+            let version = wire
+                .get(taken + 2)
+                .and_then(|&code| ProtocolVersion::from_code(code))
+                .unwrap_or(ProtocolVersion::LATEST);
             match decoder.next_shared_frame() {
                 Ok(Some(decoded)) => {
-                    encode(&decoded.frame, &mut accepted);
+                    encode(&decoded.frame, version, &mut accepted);
                     if let Some(chunk) = decoded.chunk {
                         assert!(feeding == Feeding::Shared, "a chunk never fed");
                         let frame = shared_wire[taken..accepted.len()].as_ptr_range();

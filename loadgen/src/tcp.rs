@@ -689,6 +689,8 @@ fn decode_frames(
             } => {
                 connection.credit = send_buffer_replies.get();
                 connection.limit = frame_limit;
+                // Replies with a response may be as large as the server's frames.
+                connection.decoder.set_limit(frame_limit);
                 connection.state = State::Open;
                 *welcomed += 1;
                 stats.send_buffer_replies = match stats.send_buffer_replies {
@@ -703,6 +705,7 @@ fn decode_frames(
             ServerFrame::Reply {
                 message_id,
                 outcome,
+                ..
             } => {
                 if connection.in_flight == 0 {
                     stats.unexpected_replies += 1;
@@ -711,7 +714,7 @@ fn decode_frames(
                 connection.in_flight -= 1;
                 *outstanding -= 1;
                 stats.replies.count_completion(outcome);
-                // A Reply does not carry the tenant and priority back (protocol v1); the
+                // A Reply does not carry the tenant and priority back; the
                 // recorder redraws a message's priority from its id, and the generator sends
                 // everything as tenant 0.
                 sink.push(Completion::of(

@@ -11,8 +11,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use spillway::client::{
-    BackoffConfig, Client, ClientConfig, ClientError, ClientEvent, LoadAdaptation, LoadConfig,
-    LoadSource, Pace, SubmitRequest,
+    BackoffConfig, Client, ClientConfig, ClientError, ClientEvent, ClientReply, LoadAdaptation,
+    LoadConfig, LoadSource, Pace, SubmitRequest,
 };
 use spillway::message::{ConnectionId, MessageId, Priority, Role, TenantId};
 use spillway::net::egress::FlowSignal;
@@ -116,6 +116,8 @@ impl Peer {
         self.send(ServerFrame::Reply {
             message_id: MessageId(message_id),
             outcome,
+            response: &[],
+            detail: "",
         });
     }
 
@@ -185,10 +187,12 @@ fn rate_limited(retry_after: Duration) -> Outcome {
 }
 
 fn reply(message_id: u64, outcome: Outcome) -> ClientEvent {
-    ClientEvent::Reply {
+    ClientEvent::Reply(ClientReply {
         message_id: MessageId(message_id),
         outcome,
-    }
+        response: Default::default(),
+        detail: None,
+    })
 }
 
 #[test]
@@ -317,7 +321,7 @@ fn a_refusal_is_retried_no_sooner_than_its_retry_after() {
     let outcome = client
         .send_with_backpressure(request(5), &fast_backoff(3))
         .unwrap();
-    assert_eq!(outcome, Outcome::Delivered);
+    assert_eq!(outcome.outcome, Outcome::Delivered);
     assert!(start.elapsed() >= RETRY_AFTER);
     let stats = client.backpressure_stats();
     assert_eq!(stats.calls, 1);
@@ -427,7 +431,7 @@ fn other_replies_that_arrive_meanwhile_are_kept() {
     let outcome = client
         .send_with_backpressure(request(2), &fast_backoff(3))
         .unwrap();
-    assert_eq!(outcome, Outcome::Delivered);
+    assert_eq!(outcome.outcome, Outcome::Delivered);
     assert_eq!(client.in_flight(), 0);
     assert_eq!(
         client.next_event(Duration::ZERO).unwrap(),
@@ -700,7 +704,7 @@ fn batches_follow_the_cpu_load() {
     let mut replies = 0;
     while replies < 7 {
         match client.next_event(TIMEOUT).unwrap() {
-            Some(ClientEvent::Reply { outcome, .. }) => {
+            Some(ClientEvent::Reply(ClientReply { outcome, .. })) => {
                 assert_eq!(outcome, Outcome::Delivered);
                 replies += 1;
             }

@@ -241,6 +241,7 @@ fn an_unreadable_file_is_an_io_error() {
 fn egress_defaults_are_the_spec_values_in_every_profile() {
     let expected = EgressConfig {
         buffer_capacity: 1000,
+        buffer_bytes: 4 << 20,
         throttle_percent: 70,
         pause_percent: 90,
         throttle_delay_min_ns: 0,
@@ -672,6 +673,7 @@ fn everything_changed() -> Config {
     };
     config.egress = EgressConfig {
         buffer_capacity: 71,
+        buffer_bytes: 71_000,
         throttle_percent: 50,
         pause_percent: 100,
         throttle_delay_min_ns: 72,
@@ -688,6 +690,7 @@ fn everything_changed() -> Config {
     config.net = NetConfig {
         max_connections: 81,
         max_frame_bytes: 8_200,
+        max_response_bytes: Some(8_172),
         hello_timeout_ns: 83_000_000,
         frame_timeout_ns: 84_000_000,
         close_timeout_ns: 85_000_000,

@@ -225,6 +225,9 @@ proptest! {
                         Offer::DroppedAll { dropped_count, signal } => {
                             (Expected::DroppedAll(dropped_count), signal)
                         }
+                        Offer::DroppedOldest { .. } => {
+                            return Err(TestCaseError::fail("items without a size evict one at a time"));
+                        }
                     };
                     prop_assert_eq!(got, expected);
                     if let Some(signal) = signal {

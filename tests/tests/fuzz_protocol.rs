@@ -15,7 +15,9 @@
 //!   chunk) exactly the frames that lie whole in one chunk, and a Submit's message then
 //!   shares the chunk's memory; a frame cut by two chunks comes copied, with none;
 //! - valid streams are built byte by byte from the layouts of `docs/PROTOCOL.md`, not by the
-//!   codec's encoders, and decode to exactly those frames (each re-encodes to its bytes);
+//!   codec's encoders, in version 1 or 2 (version-2 Replies with a response or an error
+//!   detail, Errors to a client in either version), and decode to exactly those frames (each
+//!   re-encodes, in its header's version, to its bytes);
 //! - in hostile streams (noise, and valid streams damaged, with lengths rewritten or frames
 //!   of the other direction spliced in) every error names the bytes it is about: the magic,
 //!   version, type and length of the header at the point where the accepted frames end, or
@@ -33,31 +35,40 @@ use proptest::sample::{select, Index};
 use spillway::message::{Bytes, ConnectionId};
 use spillway::net::protocol::{
     encode_error_reply, ClientFrame, ClientToServer, Decoder, Direction, ErrorCode, FrameLimit,
-    FrameType, ProtocolError, ServerFrame, ServerToClient, WireCode, ERROR_DETAIL_MAX_BYTES,
-    HEADER_BYTES, MAGIC, OUTCOME_CANCELLED, OUTCOME_DELIVERED, OUTCOME_DROPPED, OUTCOME_FAILED,
-    OUTCOME_REFUSED, OUTCOME_SHED, PROTOCOL_VERSION,
+    FrameType, ProtocolError, ProtocolVersion, ServerFrame, ServerToClient, WireCode,
+    ERROR_DETAIL_MAX_BYTES, HEADER_BYTES, MAGIC, OUTCOME_CANCELLED, OUTCOME_DELIVERED,
+    OUTCOME_DROPPED, OUTCOME_FAILED, OUTCOME_REFUSED, OUTCOME_SHED,
 };
 use spillway::outcome::{DropReason, FailureReason, RefusalReason, ShedReason};
 
-/// A version-1 header: magic, version, the type's `code`, `body_length`.
-fn header(code: u8, body_length: u32) -> Vec<u8> {
+/// A header: magic, `version`, the type's `code`, `body_length`.
+fn header(version: u8, code: u8, body_length: u32) -> Vec<u8> {
     let mut header = MAGIC.to_vec();
-    header.extend_from_slice(&[PROTOCOL_VERSION, code]);
+    header.extend_from_slice(&[version, code]);
     header.extend_from_slice(&body_length.to_le_bytes());
     header
 }
 
-/// A frame's bytes: the header, then `body`.
-fn frame(frame_type: FrameType, body: &[u8]) -> Vec<u8> {
-    [&header(frame_type.code(), body.len() as u32)[..], body].concat()
+/// A frame's bytes in `version`: the header, then `body`.
+fn frame(version: ProtocolVersion, frame_type: FrameType, body: &[u8]) -> Vec<u8> {
+    [
+        &header(version.code(), frame_type.code(), body.len() as u32)[..],
+        body,
+    ]
+    .concat()
+}
+
+fn version() -> impl Strategy<Value = ProtocolVersion> {
+    select(ProtocolVersion::ALL.to_vec())
 }
 
 fn le_u64() -> impl Strategy<Value = Vec<u8>> {
-    any::<u64>().prop_map(|value| value.to_le_bytes().to_vec())
+    any::<u64>().prop_map(move |value| value.to_le_bytes().to_vec())
 }
 
-/// A client frame after Hello, laid out as `docs/PROTOCOL.md` section 5 gives.
-fn client_frame() -> impl Strategy<Value = Vec<u8>> {
+/// A client frame after Hello, in `version`, laid out as `docs/PROTOCOL.md` section 5 gives.
+fn client_frame(version: ProtocolVersion) -> impl Strategy<Value = Vec<u8>> {
+    let frame = move |frame_type, body: &[u8]| frame(version, frame_type, body);
     prop_oneof![
         4 => (
             any::<u64>(),
@@ -66,15 +77,15 @@ fn client_frame() -> impl Strategy<Value = Vec<u8>> {
             0u8..6,
             proptest::collection::vec(any::<u8>(), 0..300),
         )
-            .prop_map(|(message_id, tenant, priority, role, payload)| {
+            .prop_map(move |(message_id, tenant, priority, role, payload)| {
                 let mut body = message_id.to_le_bytes().to_vec();
                 body.extend_from_slice(&tenant.to_le_bytes());
                 body.extend_from_slice(&[priority, role, 0, 0]);
                 body.extend_from_slice(&payload);
                 frame(FrameType::Submit, &body)
             }),
-        1 => le_u64().prop_map(|body| frame(FrameType::Cancel, &body)),
-        1 => le_u64().prop_map(|body| frame(FrameType::Ping, &body)),
+        1 => le_u64().prop_map(move |body| frame(FrameType::Cancel, &body)),
+        1 => le_u64().prop_map(move |body| frame(FrameType::Ping, &body)),
     ]
 }
 
@@ -103,9 +114,9 @@ fn outcome_codes() -> Vec<(u8, u8)> {
         .collect()
 }
 
-/// UTF-8 of at most `ERROR_DETAIL_MAX_BYTES` bytes.
+/// UTF-8 of at most `ERROR_DETAIL_MAX_BYTES` bytes (a third of them empty).
 fn detail() -> impl Strategy<Value = Vec<u8>> {
-    any::<String>().prop_map(|text| {
+    prop_oneof![Just(String::new()), any::<String>()].prop_map(move |text| {
         let mut end = text.len().min(ERROR_DETAIL_MAX_BYTES);
         while !text.is_char_boundary(end) {
             end -= 1;
@@ -114,21 +125,25 @@ fn detail() -> impl Strategy<Value = Vec<u8>> {
     })
 }
 
+/// An Error frame, in any version: a client reads it in every one.
 fn error_frame() -> impl Strategy<Value = Vec<u8>> {
-    (select(ErrorCode::ALL.to_vec()), detail()).prop_map(|(code, detail)| {
-        let mut body = code.code().to_le_bytes().to_vec();
-        body.extend_from_slice(&detail);
-        frame(FrameType::Error, &body)
-    })
+    (version(), select(ErrorCode::ALL.to_vec()), detail()).prop_map(
+        move |(version, code, detail)| {
+            let mut body = code.code().to_le_bytes().to_vec();
+            body.extend_from_slice(&detail);
+            frame(version, FrameType::Error, &body)
+        },
+    )
 }
 
-fn welcome_frame() -> impl Strategy<Value = Vec<u8>> {
+fn welcome_frame(version: ProtocolVersion) -> impl Strategy<Value = Vec<u8>> {
+    let frame = move |frame_type, body: &[u8]| frame(version, frame_type, body);
     (
         any::<u64>(),
         FrameLimit::MIN.max_frame_bytes()..=FrameLimit::MAX.max_frame_bytes(),
         1..=u32::MAX,
     )
-        .prop_map(|(connection, max_frame_bytes, send_buffer_replies)| {
+        .prop_map(move |(connection, max_frame_bytes, send_buffer_replies)| {
             let mut body = connection.to_le_bytes().to_vec();
             body.extend_from_slice(&max_frame_bytes.to_le_bytes());
             body.extend_from_slice(&send_buffer_replies.to_le_bytes());
@@ -136,43 +151,56 @@ fn welcome_frame() -> impl Strategy<Value = Vec<u8>> {
         })
 }
 
-/// A server frame after Welcome.
-fn server_frame() -> impl Strategy<Value = Vec<u8>> {
+/// A server frame after Welcome, in `version` (an Error in any).
+fn server_frame(version: ProtocolVersion) -> impl Strategy<Value = Vec<u8>> {
+    let frame = move |frame_type, body: &[u8]| frame(version, frame_type, body);
     prop_oneof![
-        4 => (any::<u64>(), select(outcome_codes()), any::<u64>()).prop_map(
-            |(message_id, (outcome, reason), retry_after_ns)| {
+        4 => (
+            any::<u64>(),
+            select(outcome_codes()),
+            any::<u64>(),
+            proptest::collection::vec(any::<u8>(), 0..300),
+            detail(),
+        )
+            .prop_map(move |(message_id, (outcome, reason), retry_after_ns, response, detail)| {
                 let retry_after_ns = if outcome == OUTCOME_REFUSED { retry_after_ns } else { 0 };
                 let mut body = message_id.to_le_bytes().to_vec();
                 body.extend_from_slice(&[outcome, reason, 0, 0]);
                 body.extend_from_slice(&retry_after_ns.to_le_bytes());
+                // Version 2: the response of a delivered message, the detail of a failed one.
+                match outcome {
+                    _ if version == ProtocolVersion::V1 => {}
+                    OUTCOME_DELIVERED => body.extend_from_slice(&response),
+                    OUTCOME_FAILED => body.extend_from_slice(&detail),
+                    _ => {}
+                }
                 frame(FrameType::Reply, &body)
-            }
-        ),
-        1 => le_u64().prop_map(|body| frame(FrameType::Throttle, &body)),
-        1 => le_u64().prop_map(|body| frame(FrameType::Pause, &body)),
+            }),
+        1 => le_u64().prop_map(move |body| frame(FrameType::Throttle, &body)),
+        1 => le_u64().prop_map(move |body| frame(FrameType::Pause, &body)),
         1 => Just(frame(FrameType::Resume, &[])),
-        1 => (1..=u64::MAX).prop_map(|count| frame(FrameType::RepliesDropped, &count.to_le_bytes())),
-        1 => le_u64().prop_map(|body| frame(FrameType::Pong, &body)),
+        1 => (1..=u64::MAX).prop_map(move |count| frame(FrameType::RepliesDropped, &count.to_le_bytes())),
+        1 => le_u64().prop_map(move |body| frame(FrameType::Pong, &body)),
         1 => error_frame(),
     ]
 }
 
-/// A valid client stream, frame by frame: Hello, then frames.
-fn client_stream() -> impl Strategy<Value = Vec<Vec<u8>>> {
-    proptest::collection::vec(client_frame(), 0..10).prop_map(|frames| {
-        let mut stream = vec![frame(FrameType::Hello, &[])];
+/// A valid client stream in `version`, frame by frame: Hello, then frames.
+fn client_stream(version: ProtocolVersion) -> impl Strategy<Value = Vec<Vec<u8>>> {
+    proptest::collection::vec(client_frame(version), 0..10).prop_map(move |frames| {
+        let mut stream = vec![frame(version, FrameType::Hello, &[])];
         stream.extend(frames);
         stream
     })
 }
 
-/// A valid server stream, frame by frame: perhaps an Error (a refusal may come first), a
-/// Welcome, then frames.
-fn server_stream() -> impl Strategy<Value = Vec<Vec<u8>>> {
+/// A valid server stream in `version`, frame by frame: perhaps an Error (a refusal may come
+/// first), a Welcome, then frames.
+fn server_stream(version: ProtocolVersion) -> impl Strategy<Value = Vec<Vec<u8>>> {
     (
         proptest::option::weighted(0.1, error_frame()),
-        welcome_frame(),
-        proptest::collection::vec(server_frame(), 0..10),
+        welcome_frame(version),
+        proptest::collection::vec(server_frame(version), 0..10),
     )
         .prop_map(|(refusal, welcome, frames)| {
             let mut stream: Vec<Vec<u8>> = refusal.into_iter().collect();
@@ -180,6 +208,16 @@ fn server_stream() -> impl Strategy<Value = Vec<Vec<u8>>> {
             stream.extend(frames);
             stream
         })
+}
+
+/// A version and a valid client stream in it.
+fn any_client_stream() -> impl Strategy<Value = (ProtocolVersion, Vec<Vec<u8>>)> {
+    version().prop_flat_map(|version| (Just(version), client_stream(version)))
+}
+
+/// A version and a valid server stream in it.
+fn any_server_stream() -> impl Strategy<Value = (ProtocolVersion, Vec<Vec<u8>>)> {
+    version().prop_flat_map(|version| (Just(version), server_stream(version)))
 }
 
 /// How a valid stream is damaged, frame by frame (so that damage lands in headers as often
@@ -253,25 +291,37 @@ fn damaged(mut frames: Vec<Vec<u8>>, damage: &[Damage]) -> Vec<u8> {
     frames.concat()
 }
 
-/// Hostile bytes: noise, or a valid `stream` damaged, with frames from `foreign` spliced in.
-fn hostile(
-    stream: impl Strategy<Value = Vec<Vec<u8>>>,
-    foreign: impl Strategy<Value = Vec<u8>> + 'static,
-) -> impl Strategy<Value = Vec<u8>> {
-    prop_oneof![
-        1 => noise(),
-        3 => (stream, damage(foreign.boxed())).prop_map(|(frames, damage)| damaged(frames, &damage)),
-    ]
+/// Hostile bytes for a connection of `version`: noise, or a valid `stream` damaged, with
+/// frames from `foreign` spliced in.
+fn hostile<S: Strategy<Value = Vec<Vec<u8>>> + 'static, F: Strategy<Value = Vec<u8>> + 'static>(
+    stream: impl Fn(ProtocolVersion) -> S + 'static,
+    foreign: impl Fn(ProtocolVersion) -> F + 'static,
+) -> impl Strategy<Value = (ProtocolVersion, Vec<u8>)> {
+    version().prop_flat_map(move |version| {
+        (
+            Just(version),
+            prop_oneof![
+                1 => noise(),
+                3 => (stream(version), damage(foreign(version).boxed()))
+                    .prop_map(|(frames, damage)| damaged(frames, &damage)),
+            ],
+        )
+    })
 }
 
-/// Random bytes, alone or behind a header with a random type code and length.
+/// Random bytes, alone or behind a header with a random version (1 or 2 mostly), type
+/// code and length.
 fn noise() -> impl Strategy<Value = Vec<u8>> {
     (
-        proptest::option::of((any::<u8>(), prop_oneof![0u32..64, any::<u32>()])),
+        proptest::option::of((
+            prop_oneof![1u8..=2, any::<u8>()],
+            any::<u8>(),
+            prop_oneof![0u32..64, any::<u32>()],
+        )),
         proptest::collection::vec(any::<u8>(), 0..300),
     )
         .prop_map(|(head, rest)| {
-            let head = head.map(|(code, length)| header(code, length));
+            let head = head.map(|(version, code, length)| header(version, code, length));
             [head.unwrap_or_default(), rest].concat()
         })
 }
@@ -326,7 +376,8 @@ struct Transcript {
     end: Result<(), ProtocolError>,
 }
 
-/// A decoder driven over `wire` by a schedule, checking its state after every call.
+/// A decoder driven over `wire` by a schedule, checking its state after every call. Each
+/// frame taken is re-encoded by `encode` in the version its header carries.
 struct Reader<'wire, D: Direction, E> {
     decoder: Decoder<D>,
     wire: &'wire [u8],
@@ -347,11 +398,12 @@ struct Reader<'wire, D: Direction, E> {
 impl<'wire, D, E> Reader<'wire, D, E>
 where
     D: Direction,
-    E: Fn(&D::Frame<'_>, &mut Vec<u8>),
+    E: Fn(&D::Frame<'_>, ProtocolVersion, &mut Vec<u8>),
 {
-    fn new(wire: &'wire [u8], limit: FrameLimit, encode: E) -> Self {
+    fn new(wire: &'wire [u8], decoder: Decoder<D>, encode: E) -> Self {
+        let limit = decoder.limit();
         Self {
-            decoder: Decoder::new(limit),
+            decoder,
             wire,
             shared_wire: Bytes::copy_from_slice(wire),
             fed: 0,
@@ -441,11 +493,17 @@ where
 
     /// One `next_frame`, or `next_shared_frame` if `shared`: true if it returned a frame.
     fn poll(&mut self, shared: bool) -> Result<bool, TestCaseError> {
+        // The version of the next frame's header, if it is in: a frame taken now is that one.
+        let version = self
+            .wire
+            .get(self.taken + 2)
+            .and_then(|&code| ProtocolVersion::from_code(code))
+            .unwrap_or(ProtocolVersion::LATEST);
         let result = if shared {
             self.decoder.next_shared_frame().map(|decoded| {
                 decoded.map(|decoded| {
                     let mut bytes = Vec::new();
-                    (self.encode)(&decoded.frame, &mut bytes);
+                    (self.encode)(&decoded.frame, version, &mut bytes);
                     (bytes, decoded.chunk.map(|chunk| chunk.as_ptr_range()))
                 })
             })
@@ -453,7 +511,7 @@ where
             self.decoder.next_frame().map(|frame| {
                 frame.map(|frame| {
                     let mut bytes = Vec::new();
-                    (self.encode)(&frame, &mut bytes);
+                    (self.encode)(&frame, version, &mut bytes);
                     (bytes, None)
                 })
             })
@@ -540,40 +598,60 @@ fn body_length(bytes: &[u8]) -> u32 {
     u32::from_le_bytes(bytes[4..HEADER_BYTES].try_into().unwrap())
 }
 
-fn encode_client(frame: &ClientFrame<'_>, out: &mut Vec<u8>) {
+fn encode_client(frame: &ClientFrame<'_>, version: ProtocolVersion, out: &mut Vec<u8>) {
     frame
-        .encode(FrameLimit::MAX, out)
+        .encode_in(version, FrameLimit::MAX, out)
         .expect("a decoded frame fits the largest limit");
 }
 
-fn encode_server(frame: &ServerFrame<'_>, out: &mut Vec<u8>) {
-    frame.encode(out);
+fn encode_server(frame: &ServerFrame<'_>, version: ProtocolVersion, out: &mut Vec<u8>) {
+    frame.encode_in(version, out);
 }
 
+/// A server's reader: its decoder takes the version from the client's Hello.
 fn server_reader(
     wire: &[u8],
     limit: FrameLimit,
-) -> Reader<'_, ClientToServer, impl Fn(&ClientFrame<'_>, &mut Vec<u8>)> {
-    Reader::new(wire, limit, encode_client)
+) -> Reader<'_, ClientToServer, impl Fn(&ClientFrame<'_>, ProtocolVersion, &mut Vec<u8>)> {
+    Reader::new(wire, Decoder::new(limit), encode_client)
 }
 
+/// A client's reader, of a connection whose Hello was in `version`.
 fn client_reader(
     wire: &[u8],
     limit: FrameLimit,
-) -> Reader<'_, ServerToClient, impl Fn(&ServerFrame<'_>, &mut Vec<u8>)> {
-    Reader::new(wire, limit, encode_server)
+    version: ProtocolVersion,
+) -> Reader<'_, ServerToClient, impl Fn(&ServerFrame<'_>, ProtocolVersion, &mut Vec<u8>)> {
+    Reader::new(wire, Decoder::with_version(limit, version), encode_server)
 }
 
-/// The error names the bytes it is about: those after the accepted frames.
+/// The error names the bytes it is about: those after the accepted frames. A client's
+/// reader knows its connection's version from the start (`client_version`), a server's
+/// from the Hello, the first frame it took.
 fn check_error_names_its_bytes(
     wire: &[u8],
     transcript: &Transcript,
     limit: FrameLimit,
+    client_side: bool,
+    client_version: Option<ProtocolVersion>,
 ) -> Result<(), TestCaseError> {
     let Err(error) = transcript.end else {
         return Ok(());
     };
     let rest = &wire[transcript.frames.iter().map(Vec::len).sum::<usize>()..];
+    let settled = match transcript.frames.first() {
+        _ if client_side => client_version,
+        Some(hello) => ProtocolVersion::from_code(hello[2]),
+        None => None,
+    };
+    // Whether the header's version is one the reader takes: known, and the connection's
+    // once settled (a client takes an Error in any).
+    let version_ok = |header: &[u8]| {
+        ProtocolVersion::from_code(header[2]).is_some_and(|version| {
+            settled.is_none_or(|settled| settled == version)
+                || (client_side && header[3] == FrameType::Error.code())
+        })
+    };
     if let ProtocolError::Truncated { buffered_bytes } = error {
         prop_assert_eq!(buffered_bytes, rest.len() as u64);
         let complete =
@@ -585,13 +663,14 @@ fn check_error_names_its_bytes(
         if rest.len() >= HEADER_BYTES {
             // A decoder judges a header before it waits for the body.
             let frame_type = FrameType::from_code(rest[3]);
-            prop_assert!(rest[..2] == MAGIC && rest[2] == PROTOCOL_VERSION && frame_type.is_some());
+            prop_assert!(rest[..2] == MAGIC && version_ok(rest) && frame_type.is_some());
+            let version = ProtocolVersion::from_code(rest[2]).unwrap();
             let frame_bytes = HEADER_BYTES as u64 + u64::from(body_length(rest));
             prop_assert!(
                 frame_bytes <= u64::from(limit.max_frame_bytes()),
                 "waited for a frame over the limit"
             );
-            let (least, most) = frame_type.unwrap().body_bytes_range();
+            let (least, most) = frame_type.unwrap().body_bytes_range(version);
             prop_assert!((least..=most).contains(&(body_length(rest) as usize)));
         }
         return Ok(());
@@ -603,7 +682,7 @@ fn check_error_names_its_bytes(
     );
     let found_type = FrameType::from_code(rest[3]);
     let length = body_length(rest);
-    let header_ok = rest[..2] == MAGIC && rest[2] == PROTOCOL_VERSION;
+    let header_ok = rest[..2] == MAGIC && version_ok(rest);
     match error {
         ProtocolError::BadMagic { found } => {
             prop_assert_eq!(&found[..], &rest[..2]);
@@ -612,7 +691,7 @@ fn check_error_names_its_bytes(
         ProtocolError::UnsupportedVersion { version } => {
             prop_assert_eq!(&rest[..2], &MAGIC[..]);
             prop_assert_eq!(version, rest[2]);
-            prop_assert_ne!(version, PROTOCOL_VERSION);
+            prop_assert!(!version_ok(rest));
         }
         ProtocolError::UnknownFrameType { code } => {
             prop_assert!(header_ok);
@@ -635,7 +714,8 @@ fn check_error_names_its_bytes(
             prop_assert!(header_ok);
             prop_assert_eq!(Some(frame_type), found_type);
             prop_assert_eq!(body_bytes, length);
-            let (least, most) = frame_type.body_bytes_range();
+            let version = ProtocolVersion::from_code(rest[2]).unwrap();
+            let (least, most) = frame_type.body_bytes_range(version);
             prop_assert!((body_bytes as usize) < least || body_bytes as usize > most);
         }
         ProtocolError::UnexpectedFrame { frame_type, .. } => {
@@ -655,16 +735,19 @@ fn check_error_names_its_bytes(
     Ok(())
 }
 
-/// A server's Error reply to `error` decodes on the client side to its code and its
-/// description (cut to the detail's bound at a character boundary).
-fn check_error_reply(error: ProtocolError) -> Result<(), TestCaseError> {
+/// A server's Error reply to `error` on a connection of `version` decodes on the client
+/// side to its code and its description (cut to the detail's bound at a character
+/// boundary).
+fn check_error_reply(error: ProtocolError, version: ProtocolVersion) -> Result<(), TestCaseError> {
     let mut reply = Vec::new();
-    let written = encode_error_reply(&error, &mut reply);
+    let written = encode_error_reply(&error, version, &mut reply);
     prop_assert_eq!(written, reply.len());
-    if let ProtocolError::UnsupportedVersion { version } = error {
-        // Its header carries the client's version; the rest is laid out as in version 1.
-        prop_assert_eq!(reply[2], version);
-        reply[2] = PROTOCOL_VERSION;
+    if let ProtocolError::UnsupportedVersion { version: refused } = error {
+        // Its header carries the version refused; the rest is laid out as in every version.
+        prop_assert_eq!(reply[2], refused);
+        reply[2] = version.code();
+    } else {
+        prop_assert_eq!(reply[2], version.code());
     }
     let description = error.to_string();
     let mut cut = description.len().min(ERROR_DETAIL_MAX_BYTES);
@@ -685,12 +768,17 @@ fn check_error_reply(error: ProtocolError) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// A frame over `limit` of a type known in either direction, with a body length that
-/// `limit` does not allow.
-fn oversized_header(limit: FrameLimit, frame_type: FrameType, excess: u64) -> Vec<u8> {
+/// A frame over `limit` of a type known in either direction, in `version`, with a body
+/// length that `limit` does not allow.
+fn oversized_header(
+    limit: FrameLimit,
+    version: ProtocolVersion,
+    frame_type: FrameType,
+    excess: u64,
+) -> Vec<u8> {
     let body_bytes = (u64::from(limit.max_frame_bytes()) - HEADER_BYTES as u64 + excess)
         .min(u64::from(u32::MAX));
-    header(frame_type.code(), body_bytes as u32)
+    header(version.code(), frame_type.code(), body_bytes as u32)
 }
 
 proptest! {
@@ -698,7 +786,7 @@ proptest! {
 
     #[test]
     fn valid_client_streams_decode_to_their_frames_however_they_are_read(
-        frames in client_stream(),
+        (_version, frames) in any_client_stream(),
         limit in frame_limit(),
         schedule in schedule(),
     ) {
@@ -709,43 +797,48 @@ proptest! {
 
     #[test]
     fn valid_server_streams_decode_to_their_frames_however_they_are_read(
-        frames in server_stream(),
+        (version, frames) in any_server_stream(),
         limit in frame_limit(),
         schedule in schedule(),
     ) {
         let wire = frames.concat();
-        let transcript = client_reader(&wire, limit).read(&schedule)?;
+        let transcript = client_reader(&wire, limit, version).read(&schedule)?;
         prop_assert_eq!(transcript, Transcript { frames, end: Ok(()) });
     }
 
     #[test]
     fn hostile_client_bytes_read_the_same_however_read_and_errors_name_their_bytes(
-        wire in hostile(client_stream(), prop_oneof![server_frame(), Just(frame(FrameType::Hello, &[]))]),
+        (version, wire) in hostile(client_stream, |version| {
+            let hello = frame(version, FrameType::Hello, &[]);
+            prop_oneof![server_frame(version), Just(hello)]
+        }),
         limit in frame_limit(),
         schedule in schedule(),
     ) {
         let whole = server_reader(&wire, limit).read(&[])?;
-        check_error_names_its_bytes(&wire, &whole, limit)?;
+        check_error_names_its_bytes(&wire, &whole, limit, false, None)?;
         if let Err(error) = whole.end {
-            check_error_reply(error)?;
+            check_error_reply(error, version)?;
         }
         prop_assert_eq!(server_reader(&wire, limit).read(&schedule)?, whole);
     }
 
     #[test]
     fn hostile_server_bytes_read_the_same_however_read_and_errors_name_their_bytes(
-        wire in hostile(server_stream(), prop_oneof![client_frame(), welcome_frame()]),
+        (version, wire) in hostile(server_stream, |version| {
+            prop_oneof![client_frame(version), welcome_frame(version)]
+        }),
         limit in frame_limit(),
         schedule in schedule(),
     ) {
-        let whole = client_reader(&wire, limit).read(&[])?;
-        check_error_names_its_bytes(&wire, &whole, limit)?;
-        prop_assert_eq!(client_reader(&wire, limit).read(&schedule)?, whole);
+        let whole = client_reader(&wire, limit, version).read(&[])?;
+        check_error_names_its_bytes(&wire, &whole, limit, true, Some(version))?;
+        prop_assert_eq!(client_reader(&wire, limit, version).read(&schedule)?, whole);
     }
 
     #[test]
     fn fed_as_shared_chunks_exactly_the_frames_whole_in_one_are_decoded_in_place(
-        frames in client_stream(),
+        (version, frames) in any_client_stream(),
         cuts in proptest::collection::vec(any::<Index>(), 0..8),
     ) {
         let wire = Bytes::from(frames.concat());
@@ -760,7 +853,9 @@ proptest! {
             while let Some(decoded) = decoder.next_shared_frame().map_err(|error| {
                 TestCaseError::fail(format!("a valid stream failed: {error}"))
             })? {
-                let frame_bytes = decoded.frame.encoded_bytes();
+                let mut encoded = Vec::new();
+                decoded.frame.encode_in(version, FrameLimit::MAX, &mut encoded).unwrap();
+                let frame_bytes = encoded.len();
                 let whole_in_read = taken >= read[0] && taken + frame_bytes <= read[1];
                 prop_assert_eq!(
                     decoded.chunk.is_some(),
@@ -788,8 +883,9 @@ proptest! {
     #[test]
     fn a_frame_over_the_limit_is_refused_as_soon_as_its_header_is_in(
         client_side in any::<bool>(),
-        client_frames in client_stream(),
-        server_frames in server_stream(),
+        (version, client_frames, server_frames) in version().prop_flat_map(|version| {
+            (Just(version), client_stream(version), server_stream(version))
+        }),
         limit in frame_limit(),
         frame_type in select(FrameType::ALL.to_vec()),
         excess in prop_oneof![1u64..4, 1u64..=u64::from(u32::MAX)],
@@ -799,14 +895,14 @@ proptest! {
         let frames = if client_side { client_frames } else { server_frames };
         let mut wire = frames.concat();
         let refuse_at = wire.len();
-        wire.extend(oversized_header(limit, frame_type, excess));
+        wire.extend(oversized_header(limit, version, frame_type, excess));
         wire.extend(trailing);
         let transcript = if client_side {
             let mut reader = server_reader(&wire, limit);
             reader.refuse_at = Some(refuse_at);
             reader.read(&schedule)?
         } else {
-            let mut reader = client_reader(&wire, limit);
+            let mut reader = client_reader(&wire, limit, version);
             reader.refuse_at = Some(refuse_at);
             reader.read(&schedule)?
         };
@@ -825,15 +921,16 @@ proptest! {
     fn a_submit_at_the_limit_is_accepted_and_one_byte_over_is_refused(
         max_frame_bytes in FrameLimit::MIN.max_frame_bytes()..=(1 << 17),
         fill in any::<u8>(),
+        version in version(),
     ) {
         let limit = FrameLimit::new(max_frame_bytes).unwrap();
         let submit = |payload_bytes: u32| {
             let mut body = 7u64.to_le_bytes().to_vec();
             body.extend_from_slice(&[0; 8]);
             body.resize(body.len() + payload_bytes as usize, fill);
-            frame(FrameType::Submit, &body)
+            frame(version, FrameType::Submit, &body)
         };
-        let mut wire = frame(FrameType::Hello, &[]);
+        let mut wire = frame(version, FrameType::Hello, &[]);
         let at_limit = submit(limit.max_payload_bytes());
         prop_assert_eq!(at_limit.len(), max_frame_bytes as usize);
         wire.extend_from_slice(&at_limit);
@@ -860,7 +957,45 @@ proptest! {
             return Err(TestCaseError::fail("the larger limit refused the larger Submit"));
         };
         let mut out = vec![0xEE];
-        prop_assert!(frame.encode(limit, &mut out).is_err());
+        prop_assert!(frame.encode_in(version, limit, &mut out).is_err());
         prop_assert_eq!(out, vec![0xEE]);
+    }
+
+    #[test]
+    fn a_response_at_the_limit_is_accepted_and_one_byte_over_is_refused(
+        max_frame_bytes in FrameLimit::MIN.max_frame_bytes()..=(1 << 17),
+        fill in any::<u8>(),
+    ) {
+        let limit = FrameLimit::new(max_frame_bytes).unwrap();
+        let version = ProtocolVersion::V2;
+        let reply = |response_bytes: u32| {
+            let mut body = 7u64.to_le_bytes().to_vec();
+            body.extend_from_slice(&[OUTCOME_DELIVERED, 0, 0, 0]);
+            body.extend_from_slice(&[0; 8]);
+            body.resize(body.len() + response_bytes as usize, fill);
+            frame(version, FrameType::Reply, &body)
+        };
+        let mut welcome = 1u64.to_le_bytes().to_vec();
+        welcome.extend_from_slice(&max_frame_bytes.to_le_bytes());
+        welcome.extend_from_slice(&1u32.to_le_bytes());
+        let mut wire = frame(version, FrameType::Welcome, &welcome);
+        let at_limit = reply(limit.max_response_bytes());
+        prop_assert_eq!(at_limit.len(), max_frame_bytes as usize);
+        wire.extend_from_slice(&at_limit);
+        let refuse_at = wire.len();
+        wire.extend_from_slice(&reply(limit.max_response_bytes() + 1));
+
+        let mut reader = client_reader(&wire, limit, version);
+        reader.refuse_at = Some(refuse_at);
+        let transcript = reader.read(&[])?;
+        prop_assert_eq!(transcript.frames.len(), 2, "Welcome and the Reply at the limit");
+        prop_assert_eq!(&transcript.frames[1], &at_limit);
+        prop_assert_eq!(
+            transcript.end,
+            Err(ProtocolError::FrameTooLarge {
+                frame_bytes: u64::from(max_frame_bytes) + 1,
+                max_frame_bytes,
+            })
+        );
     }
 }

@@ -21,7 +21,9 @@ use spillway::config::{CapAction, Config, EgressConfig, EgressDropPolicy, NetCon
 use spillway::handler::HandlerError;
 use spillway::message::{Message, MessageId, Priority, Role, TenantId};
 use spillway::net::egress::EgressDropReason;
-use spillway::net::protocol::{ClientFrame, ErrorCode, FrameLimit, Submit, HEADER_BYTES};
+use spillway::net::protocol::{
+    ClientFrame, ErrorCode, FrameLimit, ProtocolVersion, Submit, HEADER_BYTES,
+};
 use spillway::net::server::{ServerConfig, CONNECTION_ID_BASE};
 use spillway::outcome::{DropReason, Outcome, RefusalReason};
 
@@ -242,7 +244,7 @@ fn the_client_library_backs_off_on_a_real_refusal_and_gets_through() {
                 &backoff,
             )
             .expect("delivered within the retries");
-        assert_eq!(outcome, Outcome::Delivered);
+        assert_eq!(outcome.outcome, Outcome::Delivered);
     }
     // Three messages at 20/s with no burst take at least two intervals.
     assert!(
@@ -380,7 +382,7 @@ fn the_welcome_announces_the_servers_limits_and_the_server_holds_to_them() {
     );
     let mut too_large = Vec::new();
     submit(2, &[0; 1001])
-        .encode(FrameLimit::MAX, &mut too_large)
+        .encode_in(ProtocolVersion::V1, FrameLimit::MAX, &mut too_large)
         .unwrap();
     client.stream.write_all(&too_large).unwrap();
     assert_eq!(client.error_then_close(), Some(ErrorCode::FrameTooLarge));

@@ -6,7 +6,9 @@
 //!   the same final error however they are split; every frame accepted re-encodes to exactly
 //!   the bytes it was decoded from;
 //! - every client and server frame round-trips, whole, in random chunks, and split at every
-//!   byte boundary;
+//!   byte boundary (version-2 Replies with their response or detail);
+//! - every server frame in version 1 is its version-2 bytes with the version byte changed,
+//!   but a Reply, which in version 1 stops after its fixed fields;
 //! - an oversized length is refused from the 8 header bytes alone, before any body;
 //! - the code tables and worked examples of `docs/PROTOCOL.md` match the code.
 //!
@@ -20,7 +22,7 @@ use proptest::test_runner::FileFailurePersistence;
 use spillway::message::{ConnectionId, MessageId, Priority, Role, TenantId};
 use spillway::net::protocol::{
     encode_error_reply, ClientFrame, ClientToServer, Decoder, Direction, ErrorCode, FrameLimit,
-    FrameType, ProtocolError, ServerFrame, ServerToClient, Submit, WireCode,
+    FrameType, ProtocolError, ProtocolVersion, ServerFrame, ServerToClient, Submit, WireCode,
     ERROR_DETAIL_MAX_BYTES, HEADER_BYTES, MAGIC, OUTCOME_CANCELLED, OUTCOME_DELIVERED,
     OUTCOME_DROPPED, OUTCOME_FAILED, OUTCOME_REFUSED, OUTCOME_SHED, PROTOCOL_VERSION,
 };
@@ -76,7 +78,8 @@ enum OwnedServerFrame {
         frame_limit: FrameLimit,
         send_buffer_replies: NonZeroU32,
     },
-    Reply(u64, Outcome),
+    /// Id, outcome, and the response or the detail its outcome carries in version 2.
+    Reply(u64, Outcome, Vec<u8>, String),
     Throttle(u64),
     Pause(u64),
     Resume,
@@ -97,9 +100,11 @@ impl OwnedServerFrame {
                 frame_limit: *frame_limit,
                 send_buffer_replies: *send_buffer_replies,
             },
-            OwnedServerFrame::Reply(message_id, outcome) => ServerFrame::Reply {
+            OwnedServerFrame::Reply(message_id, outcome, response, detail) => ServerFrame::Reply {
                 message_id: MessageId(*message_id),
                 outcome: *outcome,
+                response,
+                detail,
             },
             OwnedServerFrame::Throttle(delay_ns) => ServerFrame::Throttle {
                 delay_ns: *delay_ns,
@@ -192,8 +197,21 @@ fn welcome() -> impl Strategy<Value = OwnedServerFrame> {
 /// A frame the server sends after its Welcome.
 fn server_frame_after_welcome() -> impl Strategy<Value = OwnedServerFrame> {
     prop_oneof![
-        4 => (any::<u64>(), outcome())
-            .prop_map(|(message_id, outcome)| OwnedServerFrame::Reply(message_id, outcome)),
+        4 => (
+            any::<u64>(),
+            outcome(),
+            proptest::collection::vec(any::<u8>(), 0..600),
+            error_detail(),
+        )
+            .prop_map(|(message_id, outcome, response, detail)| {
+                // What the outcome carries: a response when delivered, a detail when failed.
+                let (response, detail) = match outcome {
+                    Outcome::Delivered => (response, String::new()),
+                    Outcome::Failed { .. } => (Vec::new(), detail),
+                    _ => (Vec::new(), String::new()),
+                };
+                OwnedServerFrame::Reply(message_id, outcome, response, detail)
+            }),
         1 => any::<u64>().prop_map(OwnedServerFrame::Throttle),
         1 => any::<u64>().prop_map(OwnedServerFrame::Pause),
         1 => Just(OwnedServerFrame::Resume),
@@ -300,7 +318,7 @@ fn noise() -> impl Strategy<Value = Vec<u8>> {
         (any::<u8>(), proptest::collection::vec(any::<u8>(), 0..512)).prop_map(
             |(frame_type, rest)| {
                 let mut wire = MAGIC.to_vec();
-                wire.push(PROTOCOL_VERSION);
+                wire.push(1 + frame_type % 2);
                 wire.push(frame_type);
                 wire.extend(rest);
                 wire
@@ -463,13 +481,44 @@ proptest! {
     }
 
     #[test]
+    fn in_version_1_a_server_frame_is_its_version_2_bytes_but_a_reply_carries_nothing_more(
+        frames in server_stream(),
+    ) {
+        let mut decoder = Decoder::<ServerToClient>::with_version(FrameLimit::MIN, ProtocolVersion::V1);
+        for owned in &frames {
+            let frame = owned.as_frame();
+            let (mut v1, mut v2) = (Vec::new(), Vec::new());
+            prop_assert_eq!(frame.encode_in(ProtocolVersion::V1, &mut v1), v1.len());
+            frame.encode_in(ProtocolVersion::V2, &mut v2);
+            prop_assert_eq!((v1[2], v2[2]), (1, 2));
+            if let ServerFrame::Reply { message_id, outcome, .. } = frame {
+                // The fixed fields alone, with a body length of 20.
+                prop_assert_eq!(v1.len(), HEADER_BYTES + 20);
+                prop_assert_eq!(&v1[4..8], &20u32.to_le_bytes()[..]);
+                prop_assert_eq!(&v1[HEADER_BYTES..], &v2[HEADER_BYTES..HEADER_BYTES + 20]);
+                decoder.feed(&v1);
+                prop_assert_eq!(
+                    decoder.next_frame().unwrap(),
+                    Some(ServerFrame::Reply { message_id, outcome, response: &[], detail: "" })
+                );
+            } else {
+                prop_assert_eq!(&v1[..2], &v2[..2]);
+                prop_assert_eq!(&v1[3..], &v2[3..]);
+                decoder.feed(&v1);
+                prop_assert_eq!(decoder.next_frame().unwrap(), Some(frame));
+            }
+        }
+    }
+
+    #[test]
     fn server_frames_round_trip_whole_and_in_random_chunks(
         frames in server_stream(),
         sizes in chunk_sizes(),
     ) {
         let wire = encode_server_stream(&frames);
         for pieces in [vec![&wire[..]], chunks(&wire, &sizes)] {
-            let mut decoder = Decoder::<ServerToClient>::new(FrameLimit::MIN);
+            // Replies with a response of up to 600 bytes: over the smallest limit.
+            let mut decoder = Decoder::<ServerToClient>::new(FrameLimit::DEFAULT);
             let mut expected = frames.iter();
             for piece in pieces {
                 decoder.feed(piece);
@@ -514,7 +563,7 @@ proptest! {
     ) {
         let wire = encode_server_stream(std::slice::from_ref(&frame));
         for split in 0..=wire.len() {
-            let mut decoder = Decoder::<ServerToClient>::new(FrameLimit::MIN);
+            let mut decoder = Decoder::<ServerToClient>::new(FrameLimit::DEFAULT);
             decoder.feed(&encode_server_stream(std::slice::from_ref(&welcome)));
             prop_assert_eq!(decoder.next_frame(), Ok(Some(welcome.as_frame())));
             decoder.unfilled(split)[..split].copy_from_slice(&wire[..split]);
@@ -702,9 +751,16 @@ fn the_limits_on_the_protocol_page_are_the_codes() {
         "| 0 | 2 | `magic` | `0x{:02x} 0x{:02x}` (ASCII `SW`) |",
         MAGIC[0], MAGIC[1]
     )));
+    let versions: Vec<String> = ProtocolVersion::ALL
+        .iter()
+        .map(|version| format!("`{}`", version.code()))
+        .collect();
+    assert_eq!(PROTOCOL_VERSION, ProtocolVersion::LATEST.code());
     assert!(PROTOCOL_PAGE.contains(&format!(
-        "| 2 | 1 | `version` | `{PROTOCOL_VERSION}` (this page) |"
+        "| 2 | 1 | `version` | {} (section 3) |",
+        versions.join(" or ")
     )));
+    assert!(limits.contains(&with_commas(FrameLimit::DEFAULT.max_response_bytes())));
 }
 
 /// The bytes of a worked-example line: hex pairs separated by spaces or `|`, then
@@ -733,21 +789,27 @@ fn the_worked_examples_of_the_protocol_page_decode_and_re_encode_to_themselves()
         .filter(|line| line.starts_with("53 57 "))
         .map(example_bytes)
         .collect();
-    assert_eq!(examples.len(), 6, "the page has six worked examples");
-    let mut hello = Vec::new();
-    ClientFrame::Hello
-        .encode(FrameLimit::DEFAULT, &mut hello)
-        .unwrap();
-    let mut welcome = Vec::new();
-    ServerFrame::Welcome {
-        connection: ConnectionId(7),
-        frame_limit: FrameLimit::DEFAULT,
-        send_buffer_replies: NonZeroU32::new(1000).unwrap(),
-    }
-    .encode(&mut welcome);
+    assert_eq!(examples.len(), 10, "the page has ten worked examples");
+    let versions: Vec<u8> = examples.iter().map(|example| example[2]).collect();
+    assert!(
+        versions.contains(&1) && versions.contains(&2),
+        "examples in both versions"
+    );
 
     for example in examples {
         let frame_type = FrameType::from_code(example[3]).unwrap();
+        let version = ProtocolVersion::from_code(example[2]).unwrap();
+        let mut hello = Vec::new();
+        ClientFrame::Hello
+            .encode_in(version, FrameLimit::DEFAULT, &mut hello)
+            .unwrap();
+        let mut welcome = Vec::new();
+        ServerFrame::Welcome {
+            connection: ConnectionId(7),
+            frame_limit: FrameLimit::DEFAULT,
+            send_buffer_replies: NonZeroU32::new(1000).unwrap(),
+        }
+        .encode_in(version, &mut welcome);
         let mut re_encoded = Vec::new();
         if frame_type.is_sent_by_client() {
             let mut decoder = Decoder::<ClientToServer>::new(FrameLimit::DEFAULT);
@@ -757,21 +819,28 @@ fn the_worked_examples_of_the_protocol_page_decode_and_re_encode_to_themselves()
             }
             decoder.feed(&example);
             let frame = decoder.next_frame().unwrap().expect("a whole frame");
-            frame.encode(FrameLimit::DEFAULT, &mut re_encoded).unwrap();
+            frame
+                .encode_in(version, FrameLimit::DEFAULT, &mut re_encoded)
+                .unwrap();
         } else {
-            let mut decoder = Decoder::<ServerToClient>::new(FrameLimit::DEFAULT);
+            let mut decoder = Decoder::<ServerToClient>::with_version(FrameLimit::DEFAULT, version);
             if !matches!(frame_type, FrameType::Welcome | FrameType::Error) {
                 decoder.feed(&welcome);
                 decoder.next_frame().unwrap();
             }
             decoder.feed(&example);
             let frame = decoder.next_frame().unwrap().expect("a whole frame");
-            frame.encode(&mut re_encoded);
+            frame.encode_in(version, &mut re_encoded);
         }
         assert_eq!(re_encoded, example, "{frame_type} example");
         if frame_type == FrameType::Error {
+            // Before a Hello, the server's Errors are in version 1.
             let mut error_reply = Vec::new();
-            encode_error_reply(&ProtocolError::BadMagic { found: *b"GE" }, &mut error_reply);
+            encode_error_reply(
+                &ProtocolError::BadMagic { found: *b"GE" },
+                ProtocolVersion::V1,
+                &mut error_reply,
+            );
             assert_eq!(
                 error_reply, example,
                 "what the server sends for `GET / HTTP/1.1`"

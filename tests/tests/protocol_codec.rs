@@ -2,16 +2,20 @@
 //! `docs/PROTOCOL.md` as the encoder writes them, every frame and code round-tripping, each
 //! check of a header and of a body with the error it gives, the handshake order, a frame
 //! cut short, a spent decoder, the Error replies, which frame the decoder is waiting on, and
-//! payloads taken from shared chunks of a read buffer without a copy.
+//! payloads taken from shared chunks of a read buffer without a copy; and version 2: the
+//! Reply's response and detail, the checks on them, and the version each side settles on.
 //! (`protocol.rs` beside it holds the property tests and the page's code tables.)
+//!
+//! The cases are in version 1 unless they say otherwise: the versions differ in the Reply
+//! alone, and version 1 is what a client written for it keeps sending.
 
 use std::num::{NonZeroU32, NonZeroU64};
 
 use spillway::message::{Bytes, ConnectionId, MessageId, Priority, Role, TenantId};
 use spillway::net::protocol::{
     encode_error_reply, ClientFrame, ClientToServer, Decoder, ErrorCode, FrameLimit, FrameTooLarge,
-    FrameType, ProtocolError, ServerFrame, ServerToClient, Submit, WireCode,
-    ERROR_DETAIL_MAX_BYTES, HEADER_BYTES, MAGIC, PROTOCOL_VERSION,
+    FrameType, ProtocolError, ProtocolVersion, ServerFrame, ServerToClient, Submit, WireCode,
+    ERROR_DETAIL_MAX_BYTES, HEADER_BYTES, MAGIC,
 };
 use spillway::outcome::{DropReason, FailureReason, Outcome, RefusalReason, ShedReason};
 
@@ -24,16 +28,52 @@ fn hex(text: &str) -> Vec<u8> {
         .collect()
 }
 
+/// `frame` in version 1.
 fn encode_client(frame: ClientFrame<'_>) -> Vec<u8> {
+    let mut out = Vec::new();
+    frame
+        .encode_in(ProtocolVersion::V1, FrameLimit::DEFAULT, &mut out)
+        .unwrap();
+    out
+}
+
+/// `frame` in version 1.
+fn encode_server(frame: ServerFrame<'_>) -> Vec<u8> {
+    let mut out = Vec::new();
+    frame.encode_in(ProtocolVersion::V1, &mut out);
+    out
+}
+
+/// `frame` in version 2, the newest (what `encode` writes).
+fn encode_client_v2(frame: ClientFrame<'_>) -> Vec<u8> {
     let mut out = Vec::new();
     frame.encode(FrameLimit::DEFAULT, &mut out).unwrap();
     out
 }
 
-fn encode_server(frame: ServerFrame<'_>) -> Vec<u8> {
+/// `frame` in version 2, the newest (what `encode` writes).
+fn encode_server_v2(frame: ServerFrame<'_>) -> Vec<u8> {
     let mut out = Vec::new();
-    frame.encode(&mut out);
+    assert_eq!(frame.encode(&mut out), frame.encoded_bytes());
     out
+}
+
+/// A client decoder of a version-2 connection that has taken its Welcome.
+fn greeted_client_decoder_v2() -> Decoder<ServerToClient> {
+    let mut decoder = Decoder::with_version(FrameLimit::DEFAULT, ProtocolVersion::V2);
+    decoder.feed(&encode_server_v2(welcome()));
+    assert_eq!(decoder.next_frame(), Ok(Some(welcome())));
+    decoder
+}
+
+/// A Reply to message 42 with no data: delivered, or `failed` with `reason`.
+fn reply_42(outcome: Outcome) -> ServerFrame<'static> {
+    ServerFrame::Reply {
+        message_id: MessageId(42),
+        outcome,
+        response: &[],
+        detail: "",
+    }
 }
 
 fn server_decoder() -> Decoder<ClientToServer> {
@@ -90,6 +130,48 @@ fn submit_example() -> ClientFrame<'static> {
 
 #[test]
 fn the_worked_examples_of_the_protocol_page_are_what_the_encoder_writes() {
+    // Version 2.
+    assert_eq!(
+        encode_client_v2(ClientFrame::Hello),
+        hex("53 57 02 01 00 00 00 00")
+    );
+    assert_eq!(
+        encode_server_v2(welcome()),
+        hex("53 57 02 81 10 00 00 00 | 07 00 00 00 00 00 00 00 | 00 00 01 00 | e8 03 00 00")
+    );
+    // The Submit example in version 2 (as the page has it); the other cases use it in 1.
+    let mut submit_v2 = hex(SUBMIT_EXAMPLE);
+    submit_v2[2] = 2;
+    assert_eq!(encode_client_v2(submit_example()), submit_v2);
+    assert_eq!(encode_client(submit_example()), hex(SUBMIT_EXAMPLE));
+    assert_eq!(
+        encode_server_v2(ServerFrame::Reply {
+            message_id: MessageId(42),
+            outcome: Outcome::Delivered,
+            response: b"world",
+            detail: "",
+        }),
+        hex("53 57 02 82 19 00 00 00 | 2a 00 00 00 00 00 00 00 | 01 | 00 | 00 00 | 00 00 00 00 00 00 00 00 | 77 6f 72 6c 64")
+    );
+    assert_eq!(
+        encode_server_v2(reply_42(Outcome::Refused {
+            reason: RefusalReason::RateLimited,
+            retry_after_ns: 2_000_000,
+        })),
+        hex("53 57 02 82 14 00 00 00 | 2a 00 00 00 00 00 00 00 | 03 | 01 | 00 00 | 80 84 1e 00 00 00 00 00")
+    );
+    assert_eq!(
+        encode_server_v2(ServerFrame::Reply {
+            message_id: MessageId(42),
+            outcome: Outcome::Failed {
+                reason: FailureReason::InvalidRequest,
+            },
+            response: &[],
+            detail: "bad json",
+        }),
+        hex("53 57 02 82 1c 00 00 00 | 2a 00 00 00 00 00 00 00 | 02 | 04 | 00 00 | 00 00 00 00 00 00 00 00 | 62 61 64 20 6a 73 6f 6e")
+    );
+    // Version 1: the same handshake, and the delivered Reply without its response.
     assert_eq!(
         encode_client(ClientFrame::Hello),
         hex("53 57 01 01 00 00 00 00")
@@ -98,26 +180,22 @@ fn the_worked_examples_of_the_protocol_page_are_what_the_encoder_writes() {
         encode_server(welcome()),
         hex("53 57 01 81 10 00 00 00 | 07 00 00 00 00 00 00 00 | 00 00 01 00 | e8 03 00 00")
     );
-    assert_eq!(encode_client(submit_example()), hex(SUBMIT_EXAMPLE));
     assert_eq!(
         encode_server(ServerFrame::Reply {
             message_id: MessageId(42),
             outcome: Outcome::Delivered,
+            response: b"world",
+            detail: "",
         }),
         hex("53 57 01 82 14 00 00 00 | 2a 00 00 00 00 00 00 00 | 01 | 00 | 00 00 | 00 00 00 00 00 00 00 00")
     );
-    assert_eq!(
-        encode_server(ServerFrame::Reply {
-            message_id: MessageId(42),
-            outcome: Outcome::Refused {
-                reason: RefusalReason::RateLimited,
-                retry_after_ns: 2_000_000,
-            },
-        }),
-        hex("53 57 01 82 14 00 00 00 | 2a 00 00 00 00 00 00 00 | 03 | 01 | 00 00 | 80 84 1e 00 00 00 00 00")
-    );
+    // Before a Hello settles the version, an Error is in version 1.
     let mut out = Vec::new();
-    encode_error_reply(&ProtocolError::BadMagic { found: *b"GE" }, &mut out);
+    encode_error_reply(
+        &ProtocolError::BadMagic { found: *b"GE" },
+        ProtocolVersion::V1,
+        &mut out,
+    );
     assert_eq!(
         &out[..10],
         hex("53 57 01 88 39 00 00 00 | 01 00").as_slice()
@@ -363,6 +441,8 @@ fn every_server_frame_round_trips() {
     frames.extend(outcomes.map(|outcome| ServerFrame::Reply {
         message_id: MessageId(5),
         outcome,
+        response: &[],
+        detail: "",
     }));
     let mut decoder = client_decoder();
     for frame in frames {
@@ -420,8 +500,8 @@ fn a_bad_header_is_refused_from_its_eight_bytes() {
             ProtocolError::BadMagic { found: *b"GE" },
         ),
         (
-            header(2, 0x01, 0),
-            ProtocolError::UnsupportedVersion { version: 2 },
+            header(3, 0x01, 0),
+            ProtocolError::UnsupportedVersion { version: 3 },
         ),
         (
             header(1, 0x05, 0),
@@ -508,7 +588,7 @@ fn the_frame_limit_is_checked_against_header_plus_body() {
         })
     );
     let mut decoder = Decoder::<ClientToServer>::new(limit);
-    decoder.feed(&encode_client(ClientFrame::Hello));
+    decoder.feed(&encode_client_v2(ClientFrame::Hello));
     decoder.feed(&wire);
     assert_eq!(decoder.next_frame(), Ok(Some(ClientFrame::Hello)));
     assert_eq!(decoder.next_frame(), Ok(Some(submit(&payload[..]))));
@@ -584,7 +664,7 @@ fn bad_fields_of_server_frames_are_named() {
         (reply(1, 1, 0, 0), FrameType::Reply, "reason", 1),
         (reply(5, 2, 0, 0), FrameType::Reply, "reason", 2),
         (reply(2, 0, 0, 0), FrameType::Reply, "reason", 0),
-        (reply(2, 5, 0, 0), FrameType::Reply, "reason", 5),
+        (reply(2, 6, 0, 0), FrameType::Reply, "reason", 6),
         (reply(3, 11, 0, 0), FrameType::Reply, "reason", 11),
         (reply(4, 2, 0, 0), FrameType::Reply, "reason", 2),
         (reply(6, 4, 0, 0), FrameType::Reply, "reason", 4),
@@ -753,14 +833,14 @@ fn error_replies_carry_the_code_and_a_bounded_detail() {
     ];
     for error in errors {
         let mut out = Vec::new();
-        let written = encode_error_reply(&error, &mut out);
+        let written = encode_error_reply(&error, ProtocolVersion::V1, &mut out);
         assert_eq!(written, out.len());
         let version = match error {
             ProtocolError::UnsupportedVersion { version } => version,
-            _ => PROTOCOL_VERSION,
+            _ => 1,
         };
         assert_eq!(out[2], version);
-        if version == PROTOCOL_VERSION {
+        if version == 1 {
             let mut decoder = client_decoder();
             decoder.feed(&out);
             let detail = error.to_string();
@@ -850,5 +930,221 @@ fn the_frame_in_progress_is_named_until_it_completes_and_the_next_has_its_own_nu
         decoder.frame_in_progress(),
         None,
         "a spent decoder awaits nothing"
+    );
+}
+
+#[test]
+fn a_version_2_reply_carries_the_response_or_the_detail_its_outcome_has() {
+    let response = [0xAB; 700];
+    let failed = Outcome::Failed {
+        reason: FailureReason::ResponseTooLarge,
+    };
+    let frames = [
+        ServerFrame::Reply {
+            message_id: MessageId(1),
+            outcome: Outcome::Delivered,
+            response: &response,
+            detail: "",
+        },
+        reply_42(Outcome::Delivered),
+        ServerFrame::Reply {
+            message_id: MessageId(2),
+            outcome: failed,
+            response: &[],
+            detail: "the response of 70000 bytes exceeds ✓",
+        },
+        reply_42(failed),
+        reply_42(Outcome::Cancelled),
+    ];
+    let mut decoder = greeted_client_decoder_v2();
+    for frame in frames {
+        let wire = encode_server_v2(frame);
+        decoder.feed(&wire);
+        assert_eq!(decoder.next_frame(), Ok(Some(frame)));
+    }
+    assert_eq!(decoder.finish(), Ok(()));
+
+    // What does not belong to the outcome is not written: a response with a failure, a
+    // detail with a delivery, either with any other outcome.
+    let mixed = ServerFrame::Reply {
+        message_id: MessageId(3),
+        outcome: failed,
+        response: b"ignored",
+        detail: "kept",
+    };
+    assert_eq!(mixed.encoded_bytes(), HEADER_BYTES + 20 + 4);
+    let cancelled = ServerFrame::Reply {
+        message_id: MessageId(3),
+        outcome: Outcome::Cancelled,
+        response: b"ignored",
+        detail: "ignored",
+    };
+    assert_eq!(cancelled.encoded_bytes(), HEADER_BYTES + 20);
+    assert_eq!(
+        encode_server_v2(cancelled)[HEADER_BYTES + 8..],
+        encode_server_v2(reply_42(Outcome::Cancelled))[HEADER_BYTES + 8..]
+    );
+    // A detail longer than the bound is cut at a character boundary, as an Error's.
+    let long = "é".repeat(200);
+    let cut = ServerFrame::Reply {
+        message_id: MessageId(4),
+        outcome: failed,
+        response: &[],
+        detail: &long,
+    };
+    assert_eq!(
+        cut.encoded_bytes(),
+        HEADER_BYTES + 20 + ERROR_DETAIL_MAX_BYTES
+    );
+    decoder = greeted_client_decoder_v2();
+    decoder.feed(&encode_server_v2(cut));
+    assert_eq!(
+        decoder.next_frame(),
+        Ok(Some(ServerFrame::Reply {
+            message_id: MessageId(4),
+            outcome: failed,
+            response: &[],
+            detail: &long[..ERROR_DETAIL_MAX_BYTES],
+        }))
+    );
+}
+
+#[test]
+fn bad_data_in_a_version_2_reply_is_named_and_a_version_1_reply_has_none() {
+    let reply = |version: u8, outcome: u8, reason: u8, data: &[u8]| {
+        let mut wire = header(version, 0x82, 20 + data.len() as u32);
+        wire.extend_from_slice(&5u64.to_le_bytes());
+        wire.extend_from_slice(&[outcome, reason, 0, 0]);
+        wire.extend_from_slice(&[0; 8]);
+        wire.extend_from_slice(data);
+        wire
+    };
+    let long_detail = vec![b'x'; ERROR_DETAIL_MAX_BYTES + 1];
+    let cases = [
+        (reply(2, 5, 0, b"x"), "data", 1),
+        (reply(2, 6, 1, b"xyz"), "data", 3),
+        (reply(2, 2, 1, &[b'o', b'k', 0xFF]), "detail", 22),
+        (reply(2, 2, 1, &long_detail), "detail", 257),
+    ];
+    for (wire, field, value) in cases {
+        let mut decoder = greeted_client_decoder_v2();
+        decoder.feed(&wire);
+        assert_eq!(
+            decoder.next_frame(),
+            Err(ProtocolError::BadField {
+                frame_type: FrameType::Reply,
+                field,
+                value,
+            }),
+            "{field}"
+        );
+    }
+    // Version 1: a Reply's body is its 20 bytes of fields, refused from the header.
+    let mut decoder = greeted_client_decoder();
+    decoder.feed(&reply(1, 1, 0, b"world")[..HEADER_BYTES]);
+    assert_eq!(
+        decoder.next_frame(),
+        Err(ProtocolError::BadLength {
+            frame_type: FrameType::Reply,
+            body_bytes: 25,
+        })
+    );
+}
+
+#[test]
+fn a_connection_keeps_the_version_of_its_hello() {
+    // A server's decoder takes the Hello's version, in either.
+    for version in ProtocolVersion::ALL {
+        let mut decoder = server_decoder();
+        assert_eq!(decoder.version(), None);
+        let mut hello = Vec::new();
+        ClientFrame::Hello
+            .encode_in(version, FrameLimit::DEFAULT, &mut hello)
+            .unwrap();
+        decoder.feed(&hello);
+        assert_eq!(decoder.next_frame(), Ok(Some(ClientFrame::Hello)));
+        assert_eq!(decoder.version(), Some(version));
+        // A frame in the other version later is refused from its header.
+        let other = ProtocolVersion::ALL
+            .into_iter()
+            .find(|other| *other != version)
+            .unwrap();
+        decoder.feed(&header(other.code(), 0x04, 8));
+        assert_eq!(
+            decoder.next_frame(),
+            Err(ProtocolError::UnsupportedVersion {
+                version: other.code()
+            })
+        );
+    }
+    // A Hello in a version no one speaks is refused, named.
+    let mut decoder = server_decoder();
+    decoder.feed(&header(3, 0x01, 0));
+    assert_eq!(
+        decoder.next_frame(),
+        Err(ProtocolError::UnsupportedVersion { version: 3 })
+    );
+    // A version-2 client takes an Error in version 1 (a refusal before the server knew its
+    // version), before and after its Welcome; but no other frame.
+    let refusal = encode_server(ServerFrame::Error {
+        code: ErrorCode::TooManyConnections,
+        detail: "full",
+    });
+    let mut decoder = Decoder::<ServerToClient>::with_version(FrameLimit::MIN, ProtocolVersion::V2);
+    decoder.feed(&refusal);
+    assert!(matches!(
+        decoder.next_frame(),
+        Ok(Some(ServerFrame::Error { .. }))
+    ));
+    let mut decoder = greeted_client_decoder_v2();
+    decoder.feed(&refusal);
+    assert!(matches!(
+        decoder.next_frame(),
+        Ok(Some(ServerFrame::Error { .. }))
+    ));
+    decoder.feed(&encode_server(ServerFrame::Pong { nonce: 1 }));
+    assert_eq!(
+        decoder.next_frame(),
+        Err(ProtocolError::UnsupportedVersion { version: 1 })
+    );
+    // A version-1 client refuses a version-2 Welcome.
+    let mut decoder = Decoder::<ServerToClient>::with_version(FrameLimit::MIN, ProtocolVersion::V1);
+    decoder.feed(&encode_server_v2(welcome()));
+    assert_eq!(
+        decoder.next_frame(),
+        Err(ProtocolError::UnsupportedVersion { version: 2 })
+    );
+}
+
+#[test]
+fn a_client_raises_its_limit_to_the_welcomes_for_replies_with_large_responses() {
+    let response = vec![7; 4000];
+    let reply = ServerFrame::Reply {
+        message_id: MessageId(1),
+        outcome: Outcome::Delivered,
+        response: &response,
+        detail: "",
+    };
+    let wire = encode_server_v2(reply);
+    let mut decoder = Decoder::<ServerToClient>::with_version(FrameLimit::MIN, ProtocolVersion::V2);
+    decoder.feed(&encode_server_v2(welcome()));
+    decoder.next_frame().unwrap();
+    decoder.feed(&wire);
+    assert_eq!(
+        decoder.next_frame(),
+        Err(ProtocolError::FrameTooLarge {
+            frame_bytes: wire.len() as u64,
+            max_frame_bytes: FrameLimit::MIN.max_frame_bytes(),
+        })
+    );
+    let mut decoder = Decoder::<ServerToClient>::with_version(FrameLimit::MIN, ProtocolVersion::V2);
+    decoder.feed(&encode_server_v2(welcome()));
+    decoder.next_frame().unwrap();
+    decoder.set_limit(FrameLimit::DEFAULT);
+    decoder.feed(&wire);
+    assert_eq!(decoder.next_frame(), Ok(Some(reply)));
+    assert_eq!(
+        FrameLimit::DEFAULT.max_response_bytes() as usize,
+        FrameLimit::DEFAULT.max_frame_bytes() as usize - HEADER_BYTES - 20
     );
 }

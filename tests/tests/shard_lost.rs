@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use spillway::client::{Client, ClientConfig, ClientEvent, SubmitRequest};
+use spillway::client::{Client, ClientConfig, ClientEvent, ClientReply, SubmitRequest};
 use spillway::config::Config;
 use spillway::control::HealthKind;
 use spillway::engine::Engine;
@@ -294,10 +294,10 @@ fn a_panic_in_the_tcp_front_ends_admission_cuts_that_shards_clients_only() {
             assert!(
                 matches!(
                     event,
-                    Ok(Some(ClientEvent::Reply {
+                    Ok(Some(ClientEvent::Reply(ClientReply {
                         outcome: Outcome::Delivered,
                         ..
-                    }))
+                    })))
                 ),
                 "{event:?}"
             );

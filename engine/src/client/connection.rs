@@ -6,6 +6,8 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 
+use bytes::Bytes;
+
 use super::backoff::{backoff_delay, duration_ns, BackoffConfig, BackpressureStats, SplitMix64};
 use super::flow::FlowState;
 use super::load::{LoadAdaptation, LoadSource, Pace};
@@ -14,17 +16,19 @@ use crate::clock::Clock;
 use crate::message::{ConnectionId, MessageId};
 use crate::net::egress::FlowSignal;
 use crate::net::protocol::{
-    ClientFrame, Decoder, FrameLimit, FrameType, ProtocolError, ServerFrame, ServerToClient, Submit,
+    ClientFrame, Decoder, FrameLimit, FrameType, ProtocolError, ProtocolVersion, ServerFrame,
+    ServerToClient, Submit,
 };
-use crate::outcome::{Outcome, RefusalReason};
+use crate::outcome::{ErrorDetail, Outcome, RefusalReason};
 
 /// A message to submit: id, tenant, priority, role and payload, exactly the fields of the
 /// Submit frame (`docs/PROTOCOL.md` section 5.2). The payload is borrowed, so
 /// [`Client::send_with_backpressure`] can resend it without copying.
 pub type SubmitRequest<'payload> = Submit<'payload>;
 
-/// Bytes read from the socket at a time. Server frames are at most 266 bytes, so one read
-/// usually takes every frame waiting.
+/// Bytes read from the socket at a time, at least. Server frames are small but for Replies
+/// with a response, so one read usually takes every frame waiting; the decoder makes room
+/// for a larger frame as it arrives.
 const READ_CHUNK_BYTES: usize = 4096;
 
 /// Settings of a [`Client`]. Every wait the client makes is bounded by one of them.
@@ -46,6 +50,9 @@ pub struct ClientConfig {
     /// The seed of the backoff jitter; `None` seeds from the time of day and the
     /// connection, so that clients do not retry in step. Set it for repeatable runs.
     pub random_seed: Option<u64>,
+    /// The protocol version to speak ([`ProtocolVersion::LATEST`], 2). Version 1 is for a
+    /// server that speaks only it: its Replies carry no response and no error detail.
+    pub protocol_version: ProtocolVersion,
 }
 
 impl Default for ClientConfig {
@@ -57,6 +64,7 @@ impl Default for ClientConfig {
             flow_wait_max: Duration::from_secs(60),
             max_in_flight: Self::DEFAULT_MAX_IN_FLIGHT,
             random_seed: None,
+            protocol_version: ProtocolVersion::LATEST,
         }
     }
 }
@@ -84,17 +92,27 @@ impl ClientConfig {
     }
 }
 
+/// The Reply to one Submit: its outcome, and what the handler said.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientReply {
+    /// The id from the Submit.
+    pub message_id: MessageId,
+    /// What became of it.
+    pub outcome: Outcome,
+    /// The handler's response when it was delivered (possibly empty); empty otherwise, and
+    /// always in protocol version 1.
+    pub response: Bytes,
+    /// The handler's error text when it failed with one (at most
+    /// [`ErrorDetail::MAX_BYTES`]); `None` otherwise, and always in protocol version 1.
+    pub detail: Option<ErrorDetail>,
+}
+
 /// What the server said, as [`Client::next_event`] hands it out. An Error frame is not an
 /// event: it ends the connection and comes back as [`ClientError::Server`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientEvent {
-    /// The outcome of a Submit.
-    Reply {
-        /// The id from the Submit.
-        message_id: MessageId,
-        /// What became of it.
-        outcome: Outcome,
-    },
+    /// The Reply to a Submit.
+    Reply(ClientReply),
     /// The server dropped `count` Replies (`docs/PROTOCOL.md` section 9): that many
     /// Submits in flight will get none, and the client no longer counts them in flight.
     RepliesDropped {
@@ -165,16 +183,13 @@ struct Pending {
     flow: Option<FlowSignal>,
     replies_dropped: u64,
     pong_nonce: Option<u64>,
-    replies: VecDeque<(MessageId, Outcome)>,
+    replies: VecDeque<ClientReply>,
 }
 
 impl Pending {
     fn push(&mut self, event: ClientEvent) {
         match event {
-            ClientEvent::Reply {
-                message_id,
-                outcome,
-            } => self.replies.push_back((message_id, outcome)),
+            ClientEvent::Reply(reply) => self.replies.push_back(reply),
             ClientEvent::RepliesDropped { count } => {
                 self.replies_dropped = self.replies_dropped.saturating_add(count.get());
             }
@@ -194,12 +209,7 @@ impl Pending {
         if let Some(nonce) = self.pong_nonce.take() {
             return Some(ClientEvent::Pong { nonce });
         }
-        self.replies
-            .pop_front()
-            .map(|(message_id, outcome)| ClientEvent::Reply {
-                message_id,
-                outcome,
-            })
+        self.replies.pop_front().map(ClientEvent::Reply)
     }
 }
 
@@ -235,9 +245,10 @@ impl Pending {
 ///     role: Role::Session,
 ///     payload: b"hello",
 /// };
-/// match client.send_with_backpressure(request, &BackoffConfig::default())? {
-///     Outcome::Delivered => println!("delivered"),
-///     other => println!("final outcome: {other:?}"),
+/// let reply = client.send_with_backpressure(request, &BackoffConfig::default())?;
+/// match reply.outcome {
+///     Outcome::Delivered => println!("delivered: {:?}", reply.response),
+///     other => println!("final outcome: {other:?}, {:?}", reply.detail),
 /// }
 /// let report = client.close(Duration::from_secs(1))?;
 /// assert_eq!(report.unanswered, 0);
@@ -274,8 +285,10 @@ pub struct Client {
 
 impl Client {
     /// Connects to `address` (each address it resolves to in turn, within
-    /// `connect_timeout` each) and does the handshake: Hello, then the Welcome, within
-    /// `io_timeout`. An Error instead of the Welcome is [`ClientError::HandshakeFailed`].
+    /// `connect_timeout` each) and does the handshake: Hello in
+    /// [`ClientConfig::protocol_version`], then the Welcome, within `io_timeout`. An Error
+    /// instead of the Welcome is [`ClientError::HandshakeFailed`] (a server that does not
+    /// speak the version answers `unsupported_version`: connect again with version 1).
     pub fn connect(address: impl ToSocketAddrs, config: ClientConfig) -> Result<Self, ClientError> {
         config.validate()?;
         let mut last_error = None;
@@ -306,8 +319,9 @@ impl Client {
             .unwrap_or_else(|| time_seed(stream.local_addr().ok()));
         let mut client = Self {
             stream,
-            // Server frames are at most 266 bytes: the smallest limit takes them all.
-            decoder: Decoder::new(FrameLimit::MIN),
+            // The Welcome and an Error are at most 266 bytes: the smallest limit takes them.
+            // The Welcome raises it to the server's, which bounds Replies with a response.
+            decoder: Decoder::with_version(FrameLimit::MIN, config.protocol_version),
             write_buffer: Vec::new(),
             clock: Clock::new(),
             config,
@@ -333,6 +347,7 @@ impl Client {
                 }) => {
                     client.connection = connection;
                     client.frame_limit = frame_limit;
+                    client.decoder.set_limit(frame_limit);
                     client.send_buffer_replies = send_buffer_replies;
                     return Ok(client);
                 }
@@ -369,7 +384,11 @@ impl Client {
             });
         }
         self.write_buffer.clear();
-        ClientFrame::Submit(request).encode(self.frame_limit, &mut self.write_buffer)?;
+        ClientFrame::Submit(request).encode_in(
+            self.config.protocol_version,
+            self.frame_limit,
+            &mut self.write_buffer,
+        )?;
         self.wait_for_flow()?;
         self.write_buffered()?;
         self.flow.on_submit(self.clock.now_ns());
@@ -410,7 +429,8 @@ impl Client {
     /// under `min(max_delay, base_delay * 2^n)` and never less than the refusal's
     /// `retry_after_ns`, reading the socket meanwhile.
     ///
-    /// Returns the final outcome: delivered, failed, cancelled or dropped. Gives up with
+    /// Returns the final Reply: delivered (with the handler's response), failed (with its
+    /// error text, if any), cancelled or dropped. Gives up with
     /// [`ClientError::GaveUp`] after `max_retries` retries, and with
     /// [`ClientError::NotRetryable`] at once on a refusal that waiting does not help
     /// (`disconnected`, `shutting_down`). Other Replies and events that arrive meanwhile
@@ -422,7 +442,7 @@ impl Client {
         &mut self,
         request: SubmitRequest<'_>,
         config: &BackoffConfig,
-    ) -> Result<Outcome, ClientError> {
+    ) -> Result<ClientReply, ClientError> {
         self.stats.calls += 1;
         let result = self.retry_until_final(request, config);
         if result.is_err() {
@@ -501,6 +521,11 @@ impl Client {
         self.frame_limit
     }
 
+    /// The protocol version this connection speaks ([`ClientConfig::protocol_version`]).
+    pub fn protocol_version(&self) -> ProtocolVersion {
+        self.config.protocol_version
+    }
+
     /// The capacity of the server's send buffer for this connection, in Replies, from its
     /// Welcome.
     pub fn send_buffer_replies(&self) -> NonZeroU32 {
@@ -547,7 +572,7 @@ impl Client {
         &mut self,
         request: SubmitRequest<'_>,
         config: &BackoffConfig,
-    ) -> Result<Outcome, ClientError> {
+    ) -> Result<ClientReply, ClientError> {
         let message_id = request.message_id;
         let mut waited = Duration::ZERO;
         let mut attempts: u32 = 0;
@@ -555,7 +580,8 @@ impl Client {
             self.submit(request)?;
             attempts += 1;
             self.stats.attempts += 1;
-            let outcome = self.await_reply(message_id)?;
+            let reply = self.await_reply(message_id)?;
+            let outcome = reply.outcome;
             let retry_after_ns = match outcome {
                 Outcome::Refused {
                     reason: RefusalReason::Disconnected | RefusalReason::ShuttingDown,
@@ -577,7 +603,7 @@ impl Client {
                     if attempts > 1 {
                         self.stats.successes_after_waiting += 1;
                     }
-                    return Ok(outcome);
+                    return Ok(reply);
                 }
             };
             // `attempts - 1` retries made so far.
@@ -607,14 +633,13 @@ impl Client {
 
     /// Reads until the Reply to `message_id`, keeping everything else for
     /// [`Client::next_event`].
-    fn await_reply(&mut self, message_id: MessageId) -> Result<Outcome, ClientError> {
+    fn await_reply(&mut self, message_id: MessageId) -> Result<ClientReply, ClientError> {
         let deadline_ns = self.deadline_ns(self.config.reply_timeout);
         loop {
             match self.read_event_until(deadline_ns)? {
-                Some(ClientEvent::Reply {
-                    message_id: replied,
-                    outcome,
-                }) if replied == message_id => return Ok(outcome),
+                Some(ClientEvent::Reply(reply)) if reply.message_id == message_id => {
+                    return Ok(reply)
+                }
                 Some(event) => {
                     self.pending.push(event);
                     // This message was in flight: if nothing is now, its Reply was dropped.
@@ -726,10 +751,15 @@ impl Client {
             ServerFrame::Reply {
                 message_id,
                 outcome,
-            } => ClientEvent::Reply {
+                response,
+                detail,
+            } => ClientEvent::Reply(ClientReply {
                 message_id,
                 outcome,
-            },
+                // A copy out of the read buffer, which the next read reuses.
+                response: Bytes::copy_from_slice(response),
+                detail: (!detail.is_empty()).then(|| ErrorDetail::new(detail)),
+            }),
             ServerFrame::Throttle { delay_ns } => {
                 ClientEvent::Flow(FlowSignal::Throttle { delay_ns })
             }
@@ -740,9 +770,10 @@ impl Client {
             ServerFrame::RepliesDropped { count } => ClientEvent::RepliesDropped { count },
             ServerFrame::Pong { nonce } => ClientEvent::Pong { nonce },
         };
-        match event {
-            ClientEvent::Reply { message_id, .. } => {
+        match &event {
+            ClientEvent::Reply(reply) => {
                 if self.in_flight == 0 {
+                    let message_id = reply.message_id;
                     self.shut();
                     return Err(ClientError::UnexpectedReply { message_id });
                 }
@@ -753,7 +784,7 @@ impl Client {
                 self.in_flight = self.in_flight.saturating_sub(covered);
                 self.replies_dropped = self.replies_dropped.saturating_add(count.get());
             }
-            ClientEvent::Flow(signal) => self.flow.apply(signal, self.clock.now_ns()),
+            ClientEvent::Flow(signal) => self.flow.apply(*signal, self.clock.now_ns()),
             ClientEvent::Pong { .. } => {}
         }
         Ok(Some(Received::Event(event)))
@@ -805,7 +836,11 @@ impl Client {
     /// Encodes and writes a frame that is not a Submit.
     fn write_frame(&mut self, frame: ClientFrame<'_>) -> Result<(), ClientError> {
         self.write_buffer.clear();
-        frame.encode(self.frame_limit, &mut self.write_buffer)?;
+        frame.encode_in(
+            self.config.protocol_version,
+            self.frame_limit,
+            &mut self.write_buffer,
+        )?;
         self.write_buffered()
     }
 
@@ -878,9 +913,13 @@ mod tests {
     #[test]
     fn pending_hands_out_signals_first_and_merges_them_as_the_server_does() {
         let mut pending = Pending::default();
-        let reply = |id| ClientEvent::Reply {
-            message_id: MessageId(id),
-            outcome: Outcome::Delivered,
+        let reply = |id| {
+            ClientEvent::Reply(ClientReply {
+                message_id: MessageId(id),
+                outcome: Outcome::Delivered,
+                response: Bytes::new(),
+                detail: None,
+            })
         };
         pending.push(reply(1));
         pending.push(ClientEvent::Flow(FlowSignal::Throttle { delay_ns: 5 }));
@@ -893,12 +932,15 @@ mod tests {
                 count: NonZeroU64::new(count).unwrap(),
             });
         }
-        pending.push(ClientEvent::Reply {
+        let shed = ClientReply {
             message_id: MessageId(3),
             outcome: Outcome::Shed {
                 reason: ShedReason::CircuitOpen,
             },
-        });
+            response: Bytes::new(),
+            detail: None,
+        };
+        pending.push(ClientEvent::Reply(shed.clone()));
         let mut taken = Vec::new();
         while let Some(event) = pending.pop() {
             taken.push(event);
@@ -913,12 +955,7 @@ mod tests {
                 ClientEvent::Pong { nonce: 2 },
                 reply(1),
                 reply(2),
-                ClientEvent::Reply {
-                    message_id: MessageId(3),
-                    outcome: Outcome::Shed {
-                        reason: ShedReason::CircuitOpen
-                    },
-                },
+                ClientEvent::Reply(shed),
             ]
         );
     }

@@ -1,7 +1,9 @@
 //! A client for the wire protocol of `spillway serve` (`docs/PROTOCOL.md`), with the sender
 //! side of SPEC 6.
 //!
-//! - [`Client`]: one blocking TCP connection: the handshake, [`Client::submit`],
+//! - [`Client`]: one blocking TCP connection, in protocol version 2 (or 1, when asked:
+//!   [`ClientConfig::protocol_version`]), each Reply handed over with the handler's response
+//!   or error text ([`ClientReply`]): the handshake, [`Client::submit`],
 //!   [`Client::next_event`], [`Client::ping`], [`Client::cancel`] and [`Client::close`] (a
 //!   half-close that collects the remaining Replies). It follows the checklist of
 //!   `docs/PROTOCOL.md` section 11: it never sends a frame over the server's limit, keeps
@@ -30,7 +32,7 @@ mod load;
 
 pub use backoff::{backoff_delay, BackoffConfig, BackpressureStats, RandomSource, SplitMix64};
 pub use connection::{
-    AdaptiveBatch, Client, ClientConfig, ClientEvent, CloseReport, SubmitRequest,
+    AdaptiveBatch, Client, ClientConfig, ClientEvent, ClientReply, CloseReport, SubmitRequest,
 };
 pub use error::{ClientError, OutcomeText};
 pub use flow::FlowState;

@@ -29,6 +29,13 @@ pub struct EgressConfig {
     /// Replies the send buffer holds (SPEC: 1000); 1 to 2^20. Reserved when a queue is made.
     #[serde(deserialize_with = "range::egress_buffer_capacity")]
     pub buffer_capacity: u32,
+    /// Bytes of Reply frames the send buffer holds (default 4 MiB); 1 KiB to 4 GiB. The
+    /// fill is the larger of the replies over `buffer_capacity` and these bytes over this,
+    /// so large responses throttle, pause and meet the drop policy as many small replies
+    /// do. An empty buffer takes one reply of any size, so a response larger than this
+    /// still goes out, alone.
+    #[serde(deserialize_with = "range::egress_buffer_bytes")]
+    pub buffer_bytes: u64,
     /// Fill percentage from which the connection is Throttled (SPEC: 70); below
     /// `pause_percent`.
     #[serde(deserialize_with = "range::percent")]
@@ -91,6 +98,7 @@ impl EgressConfig {
         // that the field named is the one out of order with the level above it.
         check_fields!(self, "egress.";
             buffer_capacity in range::EGRESS_BUFFER_CAPACITY;
+            buffer_bytes in range::EGRESS_BUFFER_BYTES;
             pause_percent in range::EGRESS_PAUSE_PERCENT;
             throttle_percent in 1..=self.pause_percent - 1;
             throttle_delay_max_ns in range::EGRESS_DELAY_NS;

@@ -69,6 +69,8 @@ pub(crate) struct ShardCore {
     index: usize,
     /// Shards of the engine, for the connection-to-shard map.
     shard_count: usize,
+    /// The longest response a handler may answer (`net.max_response_bytes`).
+    response_bytes_max: usize,
     levels: Levels,
     cap_action: CapAction,
     drop_policy: QueueDropPolicy,
@@ -199,6 +201,7 @@ impl ShardCore {
         Self {
             index,
             shard_count,
+            response_bytes_max: config.net.response_bytes_max() as usize,
             levels: config.levels,
             cap_action: config.caps.action,
             drop_policy: config.caps.drop_policy,
@@ -243,6 +246,11 @@ impl ShardCore {
 
     pub(crate) fn shard_count(&self) -> usize {
         self.shard_count
+    }
+
+    /// The longest response a handler may answer; `shard::run` fails a longer one.
+    pub(crate) fn response_bytes_max(&self) -> usize {
+        self.response_bytes_max
     }
 
     /// Connections held.

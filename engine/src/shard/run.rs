@@ -1,13 +1,15 @@
 //! Running handlers: a batch of queued messages, highest priority first, each to
 //! completion. What the handler answers goes into the completion: its response bytes, or its
 //! error's reason (`HandlerError` or `InvalidRequest`) and text; a panic is caught and fails
-//! the message with `HandlerPanic`, and the shard keeps running.
+//! the message with `HandlerPanic`, and the shard keeps running. A response longer than
+//! `net.max_response_bytes` (at most what a Reply frame carries) fails the message with
+//! `ResponseTooLarge` instead, here, so the engine's own counts say so.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use bytes::Bytes;
 
-use crate::outcome::{FailureReason, Outcome};
+use crate::outcome::{ErrorDetail, FailureReason, Outcome};
 
 use super::core::ShardCore;
 use super::handler::{Handler, ShardContext};
@@ -33,6 +35,16 @@ pub(crate) fn run_handlers<H: Handler>(
             handler.handle(&entry.message, &mut context)
         }));
         let (outcome, response, detail) = match result {
+            Ok(Ok(response)) if response.len() > core.response_bytes_max() => (
+                Outcome::Failed {
+                    reason: FailureReason::ResponseTooLarge,
+                },
+                Bytes::new(),
+                Some(response_too_large(
+                    response.len(),
+                    core.response_bytes_max(),
+                )),
+            ),
             Ok(Ok(response)) => (Outcome::Delivered, response, None),
             Ok(Err(error)) => (
                 Outcome::Failed {
@@ -55,4 +67,12 @@ pub(crate) fn run_handlers<H: Handler>(
         core.end_batch(ran, now_ns, batch_end_ns());
     }
     ran
+}
+
+/// The detail of a response too long to deliver: how long it was, and the limit. Formatted
+/// only on this failure, so a delivered message never pays for it.
+fn response_too_large(response_bytes: usize, response_bytes_max: usize) -> ErrorDetail {
+    ErrorDetail::new(&format!(
+        "the response of {response_bytes} bytes exceeds the limit of {response_bytes_max} bytes (net.max_response_bytes)"
+    ))
 }

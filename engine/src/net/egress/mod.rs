@@ -8,7 +8,9 @@
 //!
 //! # States
 //!
-//! The fill (items buffered over the capacity) puts the connection in a [`FlowState`]:
+//! The fill puts the connection in a [`FlowState`]: items buffered over the capacity or, for
+//! a queue whose items have a size ([`EgressQueue::sized`], the server's Replies with their
+//! responses), their bytes over [`EgressConfig::buffer_bytes`], whichever is fuller:
 //!
 //! | fill                                   | state                                         |
 //! |----------------------------------------|-----------------------------------------------|

@@ -23,7 +23,8 @@ pub enum Offer<T> {
     /// The buffer was full and `item` was dropped and counted under `reason`: the offered
     /// reply for [`EgressDropReason::DropNewest`] and [`EgressDropReason::BlockTimeout`], the
     /// oldest buffered one (the offered reply took its place) for
-    /// [`EgressDropReason::DropOldest`]. The fill is unchanged.
+    /// [`EgressDropReason::DropOldest`]. The fill in replies is unchanged (in bytes it may
+    /// not be, for items with a size: [`EgressQueue::sized`]).
     Dropped {
         /// The reply that was dropped.
         item: T,
@@ -49,10 +50,27 @@ pub enum Offer<T> {
         /// The flow signal now due (a `Resume`, unless the capacity is tiny).
         signal: Option<FlowSignal>,
     },
+    /// [`EgressDropPolicy::DropOldest`], and the offered reply needed the bytes of more than
+    /// one buffered reply ([`EgressQueue::sized`]): the `dropped_count` oldest were dropped
+    /// (counted under [`EgressDropReason::DropOldest`]) and it was queued. One eviction is
+    /// [`Offer::Dropped`].
+    DroppedOldest {
+        /// How many buffered replies were dropped, at least 2.
+        dropped_count: u32,
+        /// The flow signal now due, if any.
+        signal: Option<FlowSignal>,
+    },
 }
 
 /// The bounded send buffer of one connection, with its flow state, drop policy, signals,
 /// counters and health (SPEC 4; see the [module documentation](crate::net::egress)).
+///
+/// It bounds replies ([`EgressConfig::buffer_capacity`]) and, for a queue made with
+/// [`EgressQueue::sized`], their bytes ([`EgressConfig::buffer_bytes`]): the fill that
+/// decides the state is the larger of the two, counted in replies (bytes over
+/// `buffer_bytes` times the capacity, rounded down), and a reply that would take the bytes
+/// over the bound meets the drop policy as one that finds every slot taken. An empty buffer
+/// takes one reply of any size.
 ///
 /// The socket writer takes a reply out ([`pop`](EgressQueue::pop),
 /// [`drain_into`](EgressQueue::drain_into)) before it writes it, and keeps a partly written
@@ -96,6 +114,11 @@ pub enum Offer<T> {
 #[derive(Debug)]
 pub struct EgressQueue<T> {
     config: EgressConfig,
+    /// The size of an item, in bytes: what [`EgressConfig::buffer_bytes`] bounds.
+    item_bytes: fn(&T) -> u64,
+    /// The sum of `item_bytes` over the buffer. At most `config.buffer_bytes`, but for a
+    /// lone item larger than that.
+    buffered_bytes: u64,
     /// Never longer than `config.buffer_capacity`. Starts small and grows on demand: a
     /// server holds one per connection (15,000 of them), and most never fill, so reserving
     /// the whole capacity up front would cost megabytes for nothing.
@@ -123,10 +146,21 @@ impl<T> EgressQueue<T> {
     /// An empty queue holding up to `config.buffer_capacity` replies, with room for
     /// [`INITIAL_SLOTS`] reserved (it grows to the capacity on demand, never beyond the
     /// next power of two); the settings are checked here, once ([`EgressConfig::validate`]).
+    /// Its items have no size: only the count bounds it ([`EgressQueue::sized`] bounds
+    /// bytes too).
     pub fn new(config: EgressConfig) -> Result<Self, ConfigError> {
+        Self::sized(config, |_| 0)
+    }
+
+    /// [`EgressQueue::new`], with items of `item_bytes(item)` bytes each, which
+    /// [`EgressConfig::buffer_bytes`] bounds as well. `item_bytes` must give an item the same
+    /// size every time it is asked.
+    pub fn sized(config: EgressConfig, item_bytes: fn(&T) -> u64) -> Result<Self, ConfigError> {
         config.validate()?;
         Ok(Self {
             config,
+            item_bytes,
+            buffered_bytes: 0,
             buffer: VecDeque::with_capacity(INITIAL_SLOTS.min(config.buffer_capacity as usize)),
             pausing_since_ns: None,
             pause_ns_finished: 0,
@@ -155,6 +189,11 @@ impl<T> EgressQueue<T> {
         self.buffer.is_empty()
     }
 
+    /// Bytes of the replies buffered ([`EgressQueue::sized`]; 0 for items without a size).
+    pub fn buffered_bytes(&self) -> u64 {
+        self.buffered_bytes
+    }
+
     /// Offers a reply to the buffer at `now_ns`; see [`Offer`] for the answers. A full
     /// buffer applies the drop policy; every drop is counted with its reason. Under
     /// [`EgressDropPolicy::Block`] the reply begins to wait now: it may wait until
@@ -170,8 +209,9 @@ impl<T> EgressQueue<T> {
     /// that under [`EgressDropPolicy::Block`] a full buffer drops the reply once `now_ns`
     /// reaches `deadline_ns`, and until then hands it back with that same deadline.
     pub fn offer_again(&mut self, item: T, deadline_ns: u64, now_ns: u64) -> Offer<T> {
-        if self.buffer.len() < self.capacity() {
-            self.buffer.push_back(item);
+        let item_bytes = (self.item_bytes)(&item);
+        if self.has_room_for(item_bytes) {
+            self.push(item, item_bytes);
             self.health.record(now_ns, 1, 0);
             self.fill_changed(now_ns);
             return Offer::Queued {
@@ -181,15 +221,28 @@ impl<T> EgressQueue<T> {
         match self.config.drop_policy {
             EgressDropPolicy::DropOldest => {
                 let oldest = self
-                    .buffer
-                    .pop_front()
+                    .take_front()
                     .expect("a full buffer of at least one slot has a front");
-                self.buffer.push_back(item);
+                let mut dropped_count = 1;
+                while !self.has_room_for(item_bytes) {
+                    // Empty, the buffer has room for any item: this ends.
+                    self.take_front();
+                    dropped_count += 1;
+                }
+                self.push(item, item_bytes);
                 self.health.record(now_ns, 1, 0);
-                self.count_drops(EgressDropReason::DropOldest, 1, now_ns);
-                Offer::Dropped {
-                    item: oldest,
-                    reason: EgressDropReason::DropOldest,
+                self.count_drops(EgressDropReason::DropOldest, dropped_count, now_ns);
+                self.fill_changed(now_ns);
+                if dropped_count == 1 {
+                    return Offer::Dropped {
+                        item: oldest,
+                        reason: EgressDropReason::DropOldest,
+                    };
+                }
+                Offer::DroppedOldest {
+                    // At most the capacity, 2^20.
+                    dropped_count: dropped_count as u32,
+                    signal: self.poll_signal(now_ns),
                 }
             }
             EgressDropPolicy::DropNewest => {
@@ -214,7 +267,8 @@ impl<T> EgressQueue<T> {
             EgressDropPolicy::DropAll => {
                 let dropped = self.buffer.len();
                 self.buffer.clear();
-                self.buffer.push_back(item);
+                self.buffered_bytes = 0;
+                self.push(item, item_bytes);
                 self.health.record(now_ns, 1, 0);
                 self.count_drops(EgressDropReason::DropAll, dropped as u64, now_ns);
                 self.fill_changed(now_ns);
@@ -236,7 +290,7 @@ impl<T> EgressQueue<T> {
     /// A flow signal this makes due is returned by the next [`poll_signal`](Self::poll_signal)
     /// (call it after the write batch).
     pub fn pop(&mut self, now_ns: u64) -> Option<T> {
-        let item = self.buffer.pop_front()?;
+        let item = self.take_front()?;
         self.sent += 1;
         self.fill_changed(now_ns);
         Some(item)
@@ -247,6 +301,9 @@ impl<T> EgressQueue<T> {
     /// returned by the next [`poll_signal`](Self::poll_signal).
     pub fn drain_into(&mut self, out: &mut Vec<T>, max_items: usize, now_ns: u64) -> usize {
         let count = max_items.min(self.buffer.len());
+        let item_bytes = self.item_bytes;
+        let drained_bytes: u64 = self.buffer.range(..count).map(item_bytes).sum();
+        self.buffered_bytes -= drained_bytes;
         out.extend(self.buffer.drain(..count));
         self.sent += count as u64;
         self.fill_changed(now_ns);
@@ -258,6 +315,7 @@ impl<T> EgressQueue<T> {
     pub fn close(&mut self, now_ns: u64) -> u64 {
         let dropped = self.buffer.len() as u64;
         self.buffer.clear();
+        self.buffered_bytes = 0;
         self.dropped_by_reason[EgressDropReason::Closed.index()] += dropped;
         self.dropped_unreported += dropped;
         self.fill_changed(now_ns);
@@ -348,7 +406,9 @@ impl<T> EgressQueue<T> {
             .map_or(0, |since_ns| now_ns.saturating_sub(since_ns));
         EgressStats {
             buffer_capacity: self.config.buffer_capacity,
-            buffered: self.buffered(),
+            buffered: self.buffer.len() as u32,
+            buffer_bytes: self.config.buffer_bytes,
+            buffered_bytes: self.buffered_bytes,
             state,
             sent: self.sent,
             dropped: self.dropped_by_reason.iter().sum(),
@@ -367,10 +427,37 @@ impl<T> EgressQueue<T> {
         self.config.buffer_capacity as usize
     }
 
+    /// The fill in replies: the replies buffered or, when more, their bytes over
+    /// `buffer_bytes` times the capacity (rounded down), at most the capacity.
     fn buffered(&self) -> u32 {
         debug_assert!(self.buffer.len() <= self.capacity());
         // At most the capacity, 2^20.
-        self.buffer.len() as u32
+        let replies = self.buffer.len() as u32;
+        // Both factors are below 2^64 and 2^21: exact in u128, and the quotient is clamped
+        // to the capacity before it narrows.
+        let by_bytes = u128::from(self.buffered_bytes) * u128::from(self.config.buffer_capacity)
+            / u128::from(self.config.buffer_bytes.max(1));
+        let by_bytes = by_bytes.min(u128::from(self.config.buffer_capacity)) as u32;
+        replies.max(by_bytes)
+    }
+
+    /// Whether an item of `item_bytes` can be queued now without a drop: a slot is free and
+    /// its bytes fit, or the buffer is empty (which takes one item of any size).
+    fn has_room_for(&self, item_bytes: u64) -> bool {
+        self.buffer.len() < self.capacity()
+            && (self.buffer.is_empty()
+                || self.buffered_bytes.saturating_add(item_bytes) <= self.config.buffer_bytes)
+    }
+
+    fn push(&mut self, item: T, item_bytes: u64) {
+        self.buffered_bytes += item_bytes;
+        self.buffer.push_back(item);
+    }
+
+    fn take_front(&mut self) -> Option<T> {
+        let item = self.buffer.pop_front()?;
+        self.buffered_bytes -= (self.item_bytes)(&item);
+        Some(item)
     }
 
     /// Counts `count` drops for `reason` at `now_ns`, in the health window too.

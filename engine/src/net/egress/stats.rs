@@ -57,6 +57,10 @@ pub struct EgressStats {
     pub buffer_capacity: u32,
     /// The fill (SPEC): replies buffered now.
     pub buffered: u32,
+    /// The bound on the bytes of the replies buffered ([`EgressQueue::sized`]).
+    pub buffer_bytes: u64,
+    /// Bytes of the replies buffered now (0 for items without a size).
+    pub buffered_bytes: u64,
     /// The state (SPEC) at the time asked.
     pub state: FlowState,
     /// Replies sent (SPEC): taken from the buffer by the socket writer.
@@ -79,8 +83,11 @@ pub struct EgressStats {
 }
 
 impl EgressStats {
-    /// The fill as a percentage of the capacity.
+    /// The fill as a percentage: of the capacity in replies, or of the bound on bytes,
+    /// whichever is fuller.
     pub fn fill_percent(&self) -> f64 {
-        f64::from(self.buffered) * 100.0 / f64::from(self.buffer_capacity.max(1))
+        let by_replies = f64::from(self.buffered) * 100.0 / f64::from(self.buffer_capacity.max(1));
+        let by_bytes = self.buffered_bytes as f64 * 100.0 / self.buffer_bytes.max(1) as f64;
+        by_replies.max(by_bytes)
     }
 }

@@ -573,3 +573,124 @@ fn drop_reason_names_are_distinct_and_indices_follow_all() {
     names.dedup();
     assert_eq!(names.len(), EgressDropReason::COUNT);
 }
+
+/// A queue of `policy` bounded at 100 replies and 2000 bytes (the smallest bound is 1 KiB),
+/// each item twice as many bytes as its value: the values below are thousandths of the bound.
+fn sized(policy: EgressDropPolicy) -> EgressQueue<u64> {
+    EgressQueue::sized(
+        EgressConfig {
+            buffer_capacity: 100,
+            buffer_bytes: 2000,
+            drop_policy: policy,
+            ..EgressConfig::default()
+        },
+        |item| *item * 2,
+    )
+    .unwrap()
+}
+
+#[test]
+fn bytes_fill_the_buffer_as_replies_do_and_the_fuller_of_the_two_sets_the_state() {
+    let mut queue = sized(EgressDropPolicy::DropNewest);
+    // 3 replies of 1000 possible bytes: 69.9% by bytes is Normal, 70% Throttled.
+    assert_eq!(queue.offer(600, 0), Offer::Queued { signal: None });
+    assert_eq!(queue.offer(99, 0), Offer::Queued { signal: None });
+    assert_eq!(queue.state(0), FlowState::Normal);
+    assert_eq!(queue.buffered_bytes(), 1398);
+    assert!(matches!(
+        queue.offer(1, 0),
+        Offer::Queued {
+            signal: Some(FlowSignal::Throttle { .. })
+        }
+    ));
+    assert!(matches!(queue.state(0), FlowState::Throttled { .. }));
+    // 90% of the bytes: Paused, with 4 replies of 100 buffered.
+    assert!(matches!(
+        queue.offer(200, 0),
+        Offer::Queued {
+            signal: Some(FlowSignal::Pause { .. })
+        }
+    ));
+    assert_eq!(queue.len(), 4);
+    // 100 more bytes fill it exactly: Dropping; one byte more is dropped by the policy.
+    assert_eq!(queue.offer(100, 0), Offer::Queued { signal: None });
+    assert_eq!(queue.state(0), FlowState::Dropping);
+    assert_eq!(
+        queue.offer(1, 0),
+        Offer::Dropped {
+            item: 1,
+            reason: EgressDropReason::DropNewest
+        }
+    );
+    let stats = queue.stats(0);
+    assert_eq!((stats.buffered, stats.buffered_bytes), (5, 2000));
+    assert!((stats.fill_percent() - 100.0).abs() < 1e-9);
+    // Popping gives the bytes back.
+    assert_eq!(queue.pop(0), Some(600));
+    assert_eq!(queue.buffered_bytes(), 800);
+    let mut out = Vec::new();
+    assert_eq!(queue.drain_into(&mut out, 2, 0), 2);
+    assert_eq!(queue.buffered_bytes(), 600);
+    assert_eq!(queue.close(0), 2);
+    assert_eq!(queue.buffered_bytes(), 0);
+}
+
+#[test]
+fn drop_oldest_evicts_as_many_as_the_new_replys_bytes_need() {
+    let mut queue = sized(EgressDropPolicy::DropOldest);
+    for item in [300, 300, 300] {
+        let _ = queue.offer(item, 0);
+    }
+    // 900 bytes: 101 more do not fit; the oldest 300 goes.
+    assert_eq!(
+        queue.offer(101, 0),
+        Offer::Dropped {
+            item: 300,
+            reason: EgressDropReason::DropOldest
+        }
+    );
+    assert_eq!(queue.buffered_bytes(), 1402);
+    // 950 needs the room of all three.
+    assert!(matches!(
+        queue.offer(950, 0),
+        Offer::DroppedOldest {
+            dropped_count: 3,
+            ..
+        }
+    ));
+    assert_eq!((queue.len(), queue.buffered_bytes()), (1, 1900));
+    let stats = queue.stats(0);
+    assert_eq!(
+        stats.dropped_by_reason[EgressDropReason::DropOldest.index()],
+        4
+    );
+    assert_eq!(queue.dropped_since_last_report(), 4);
+}
+
+#[test]
+fn an_empty_buffer_takes_one_reply_of_any_size_and_block_waits_for_room_by_bytes() {
+    let mut queue = sized(EgressDropPolicy::Block);
+    assert_eq!(
+        queue.offer(5000, 0),
+        Offer::Queued {
+            signal: Some(FlowSignal::Pause {
+                duration_ns: EgressConfig::default().pause_duration_ns
+            })
+        }
+    );
+    assert_eq!(queue.state(0), FlowState::Dropping);
+    assert!(matches!(queue.offer(1, 0), Offer::Blocked { item: 1, .. }));
+    assert_eq!(queue.pop(0), Some(5000));
+    assert!(matches!(queue.offer(1, 0), Offer::Queued { .. }));
+    // Items without a size are bounded by their count alone.
+    let mut unsized_queue: EgressQueue<u64> = EgressQueue::new(EgressConfig {
+        buffer_capacity: 2,
+        buffer_bytes: 1024,
+        ..EgressConfig::default()
+    })
+    .unwrap();
+    for item in [1 << 40, 1 << 41] {
+        assert!(matches!(unsized_queue.offer(item, 0), Offer::Queued { .. }));
+    }
+    assert_eq!(unsized_queue.buffered_bytes(), 0);
+}

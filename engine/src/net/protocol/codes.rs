@@ -14,7 +14,7 @@ use super::header::FrameType;
 pub trait WireCode: Sized + Copy {
     /// The code on the wire.
     fn wire_code(self) -> u8;
-    /// The value of `code`, or `None` for a code version 1 does not define.
+    /// The value of `code`, or `None` for a code no version defines.
     fn from_wire_code(code: u8) -> Option<Self>;
 }
 
@@ -68,13 +68,15 @@ impl WireCode for Role {
 }
 
 impl WireCode for FailureReason {
-    /// `1` handler_error, `2` handler_panic.
+    /// `1` handler_error, `2` handler_panic, `3` shard_lost, `4` invalid_request,
+    /// `5` response_too_large.
     fn wire_code(self) -> u8 {
         match self {
             FailureReason::HandlerError => 1,
             FailureReason::HandlerPanic => 2,
             FailureReason::ShardLost => 3,
             FailureReason::InvalidRequest => 4,
+            FailureReason::ResponseTooLarge => 5,
         }
     }
 
@@ -84,6 +86,7 @@ impl WireCode for FailureReason {
             2 => Some(FailureReason::HandlerPanic),
             3 => Some(FailureReason::ShardLost),
             4 => Some(FailureReason::InvalidRequest),
+            5 => Some(FailureReason::ResponseTooLarge),
             _ => None,
         }
     }

@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::errors::ProtocolError;
 use super::frames::{ClientFrame, ServerFrame};
-use super::header::{FrameLimit, FrameType, HEADER_BYTES, MAGIC, PROTOCOL_VERSION};
+use super::header::{FrameLimit, FrameType, ProtocolVersion, HEADER_BYTES, MAGIC};
 
 /// Which side of a connection a [`Decoder`] reads: its frames, and the handshake rule
 /// that orders them. Sealed: implemented by [`ClientToServer`] and [`ServerToClient`] only.
@@ -21,6 +21,12 @@ pub trait Direction: sealed::Sealed {
 
     /// Decodes a body whose length the header checks have accepted.
     fn decode_body(frame_type: FrameType, body: &[u8]) -> Result<Self::Frame<'_>, ProtocolError>;
+
+    /// Whether a frame whose header carries this type code is taken in any version this
+    /// end speaks, not only the connection's: an Error to a client, whose layout is the
+    /// same in every version (a server may refuse a connection before it knows its
+    /// version).
+    fn takes_any_version(type_code: u8) -> bool;
 }
 
 mod sealed {
@@ -58,6 +64,10 @@ impl Direction for ClientToServer {
     fn decode_body(frame_type: FrameType, body: &[u8]) -> Result<ClientFrame<'_>, ProtocolError> {
         ClientFrame::decode_body(frame_type, body)
     }
+
+    fn takes_any_version(_type_code: u8) -> bool {
+        false
+    }
 }
 
 impl Direction for ServerToClient {
@@ -80,6 +90,10 @@ impl Direction for ServerToClient {
     fn decode_body(frame_type: FrameType, body: &[u8]) -> Result<ServerFrame<'_>, ProtocolError> {
         ServerFrame::decode_body(frame_type, body)
     }
+
+    fn takes_any_version(type_code: u8) -> bool {
+        type_code == FrameType::Error.code()
+    }
 }
 
 /// A streaming frame decoder for one connection, fed bytes as they arrive: a frame may
@@ -90,6 +104,12 @@ impl Direction for ServerToClient {
 /// [`FrameLimit`], body length for the type, order) before it waits for the body, so a bad
 /// frame is refused without buffering it. After the first error it is spent: every later
 /// call answers the same error and fed bytes are ignored, since the connection is to close.
+///
+/// Versions: a connection speaks one [`ProtocolVersion`] throughout. A decoder made with
+/// [`Decoder::new`] takes it from the handshake frame (a server's, from the client's Hello,
+/// in any version this module speaks); one made with [`Decoder::with_version`] (a client's,
+/// with the version of the Hello it sent) knows it from the start. Every other frame must
+/// carry that version, but that a client takes an Error frame in any version.
 ///
 /// Bytes come in two ways. [`Decoder::feed`] (or [`Decoder::unfilled`] and
 /// [`Decoder::commit`]) copies them into the decoder's own buffer. [`Decoder::feed_shared`]
@@ -142,6 +162,9 @@ pub struct Decoder<D: Direction> {
     chunk_start: usize,
     /// The largest frame accepted.
     limit: FrameLimit,
+    /// The connection's version: given, or settled by the handshake frame; `None` until
+    /// then.
+    version: Option<ProtocolVersion>,
     /// Whether the handshake frame (Hello, or Welcome) has been decoded.
     handshake_done: bool,
     /// The first error, answered to every later call.
@@ -165,8 +188,19 @@ pub struct SharedFrame<'buffer, F> {
 }
 
 impl<D: Direction> Decoder<D> {
-    /// An empty decoder that accepts frames up to `limit`. Allocates nothing until fed.
+    /// An empty decoder that accepts frames up to `limit`, in the version the handshake
+    /// frame settles (any this module speaks). Allocates nothing until fed.
     pub fn new(limit: FrameLimit) -> Self {
+        Self::with_optional_version(limit, None)
+    }
+
+    /// An empty decoder that accepts frames up to `limit` in `version` only (and, reading
+    /// a server, Error frames in any version). Allocates nothing until fed.
+    pub fn with_version(limit: FrameLimit, version: ProtocolVersion) -> Self {
+        Self::with_optional_version(limit, Some(version))
+    }
+
+    fn with_optional_version(limit: FrameLimit, version: Option<ProtocolVersion>) -> Self {
         Self {
             buffer: Vec::new(),
             start: 0,
@@ -174,6 +208,7 @@ impl<D: Direction> Decoder<D> {
             chunk: Bytes::new(),
             chunk_start: 0,
             limit,
+            version,
             handshake_done: false,
             failure: None,
             frames_decoded: 0,
@@ -184,6 +219,19 @@ impl<D: Direction> Decoder<D> {
     /// The largest frame it accepts.
     pub fn limit(&self) -> FrameLimit {
         self.limit
+    }
+
+    /// Accepts frames up to `limit` from now on: a client raises its limit to the one the
+    /// server's Welcome announced, since version-2 Replies may be that large. Frames already
+    /// judged by their header keep the verdict they had.
+    pub fn set_limit(&mut self, limit: FrameLimit) {
+        self.limit = limit;
+    }
+
+    /// The connection's version: the one given to [`Decoder::with_version`], or the
+    /// handshake frame's; `None` before a [`Decoder::new`] decoder has seen it.
+    pub fn version(&self) -> Option<ProtocolVersion> {
+        self.version
     }
 
     /// Appends bytes read from the connection. Ignored once the decoder has failed.
@@ -304,7 +352,8 @@ impl<D: Direction> Decoder<D> {
         let Some(header) = received.first_chunk::<HEADER_BYTES>() else {
             return Ok(None);
         };
-        let (frame_type, body_bytes, completes_handshake) = match self.check_header(header) {
+        let (frame_type, version, body_bytes, completes_handshake) = match self.check_header(header)
+        {
             Ok(checked) => checked,
             Err(error) => {
                 self.failure = Some(error);
@@ -318,7 +367,7 @@ impl<D: Direction> Decoder<D> {
         let body_start = self.start + HEADER_BYTES;
         self.start += frame_bytes;
         self.frames_decoded += 1;
-        self.handshake_done |= completes_handshake;
+        self.settle(completes_handshake, version);
         match D::decode_body(
             frame_type,
             &self.buffer[body_start..body_start + body_bytes],
@@ -340,7 +389,8 @@ impl<D: Direction> Decoder<D> {
             self.absorb_chunk();
             return Ok(None);
         };
-        let (frame_type, body_bytes, completes_handshake) = match self.check_header(header) {
+        let (frame_type, version, body_bytes, completes_handshake) = match self.check_header(header)
+        {
             Ok(checked) => checked,
             Err(error) => {
                 self.failure = Some(error);
@@ -355,7 +405,7 @@ impl<D: Direction> Decoder<D> {
         let body_start = self.chunk_start + HEADER_BYTES;
         self.chunk_start += frame_bytes;
         self.frames_decoded += 1;
-        self.handshake_done |= completes_handshake;
+        self.settle(completes_handshake, version);
         match D::decode_body(frame_type, &self.chunk[body_start..body_start + body_bytes]) {
             Ok(frame) => Ok(Some(SharedFrame {
                 frame,
@@ -412,7 +462,7 @@ impl<D: Direction> Decoder<D> {
         let arriving = match received.first_chunk::<HEADER_BYTES>() {
             None => true,
             Some(header) => match self.check_header(header) {
-                Ok((_, body_bytes, _)) => received.len() < HEADER_BYTES + body_bytes,
+                Ok((_, _, body_bytes, _)) => received.len() < HEADER_BYTES + body_bytes,
                 Err(_) => false,
             },
         };
@@ -439,20 +489,36 @@ impl<D: Direction> Decoder<D> {
         self.buffer.shrink_to_fit();
     }
 
+    /// After a frame was taken: the handshake is done once its frame is, and the connection
+    /// speaks that frame's version from then on if it had none.
+    fn settle(&mut self, completes_handshake: bool, version: ProtocolVersion) {
+        if completes_handshake {
+            self.handshake_done = true;
+            self.version.get_or_insert(version);
+        }
+    }
+
     /// The checks on a header, in the order `docs/PROTOCOL.md` gives: the frame's type,
-    /// its body length, and whether it completes the handshake.
+    /// its version, its body length, and whether it completes the handshake.
     fn check_header(
         &self,
         header: &[u8; HEADER_BYTES],
-    ) -> Result<(FrameType, usize, bool), ProtocolError> {
-        let [magic_0, magic_1, version, type_code, length @ ..] = *header;
+    ) -> Result<(FrameType, ProtocolVersion, usize, bool), ProtocolError> {
+        let [magic_0, magic_1, version_code, type_code, length @ ..] = *header;
         if [magic_0, magic_1] != MAGIC {
             return Err(ProtocolError::BadMagic {
                 found: [magic_0, magic_1],
             });
         }
-        if version != PROTOCOL_VERSION {
-            return Err(ProtocolError::UnsupportedVersion { version });
+        let unsupported = ProtocolError::UnsupportedVersion {
+            version: version_code,
+        };
+        let version = ProtocolVersion::from_code(version_code).ok_or(unsupported)?;
+        if self
+            .version
+            .is_some_and(|settled| settled != version && !D::takes_any_version(type_code))
+        {
+            return Err(unsupported);
         }
         let frame_type = FrameType::from_code(type_code)
             .ok_or(ProtocolError::UnknownFrameType { code: type_code })?;
@@ -466,7 +532,7 @@ impl<D: Direction> Decoder<D> {
         }
         // Within the limit, so it fits a `usize` on every supported target.
         let body_bytes_usize = body_bytes as usize;
-        let (body_bytes_min, body_bytes_max) = frame_type.body_bytes_range();
+        let (body_bytes_min, body_bytes_max) = frame_type.body_bytes_range(version);
         if body_bytes_usize < body_bytes_min || body_bytes_usize > body_bytes_max {
             return Err(ProtocolError::BadLength {
                 frame_type,
@@ -474,7 +540,7 @@ impl<D: Direction> Decoder<D> {
             });
         }
         let completes_handshake = D::check_sequence(frame_type, self.handshake_done)?;
-        Ok((frame_type, body_bytes_usize, completes_handshake))
+        Ok((frame_type, version, body_bytes_usize, completes_handshake))
     }
 
     /// How many more bytes the owned ones need to end at a frame boundary, going by the

@@ -3,7 +3,7 @@
 
 use core::fmt;
 
-use super::header::{FrameType, PROTOCOL_VERSION};
+use super::header::FrameType;
 #[cfg(doc)]
 use super::{Decoder, FrameLimit, MAGIC};
 
@@ -13,7 +13,7 @@ use super::{Decoder, FrameLimit, MAGIC};
 pub enum ErrorCode {
     /// 1: the header did not start with [`MAGIC`].
     BadMagic,
-    /// 2: the header's version is not one this end speaks.
+    /// 2: the header's version is not one this end speaks, or not the connection's.
     UnsupportedVersion,
     /// 3: the header's frame type is no frame type of this version.
     UnknownFrameType,
@@ -81,7 +81,7 @@ impl ErrorCode {
         }
     }
 
-    /// The error code of `code`, or `None` for a code version 1 does not define.
+    /// The error code of `code`, or `None` for a code no version defines.
     pub const fn from_code(code: u16) -> Option<ErrorCode> {
         match code {
             1 => Some(ErrorCode::BadMagic),
@@ -135,8 +135,13 @@ pub enum ProtocolError {
         /// The two bytes found instead.
         found: [u8; 2],
     },
-    /// The header's version is not [`PROTOCOL_VERSION`].
-    #[error("unsupported protocol version {version}: this end speaks version {PROTOCOL_VERSION}")]
+    /// The header's version is not one this end speaks
+    /// ([`ProtocolVersion`](super::ProtocolVersion)), or not the connection's: a connection
+    /// keeps the version of its handshake (a client takes an Error frame in any version).
+    #[error(
+        "unsupported protocol version {version}: this end speaks version 1 or 2, and a \
+         connection keeps the version of its hello"
+    )]
     UnsupportedVersion {
         /// The version in the header.
         version: u8,

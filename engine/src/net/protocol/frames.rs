@@ -6,14 +6,17 @@ use core::fmt;
 use core::num::{NonZeroU32, NonZeroU64};
 
 use crate::message::{Bytes, ConnectionId, Message, MessageId, Priority, Role, TenantId};
-use crate::outcome::Outcome;
+use crate::outcome::{ErrorDetail, Outcome};
 
 use super::codes::{OutcomeFields, WireCode};
 use super::errors::{ErrorCode, FrameTooLarge, ProtocolError};
 use super::header::{
-    put_header, FrameLimit, FrameType, CANCEL_BODY_BYTES, ERROR_DETAIL_MAX_BYTES,
-    ERROR_FIXED_BYTES, HEADER_BYTES, PING_BODY_BYTES, PROTOCOL_VERSION, SUBMIT_FIXED_BYTES,
+    put_header, FrameLimit, FrameType, ProtocolVersion, CANCEL_BODY_BYTES, ERROR_DETAIL_MAX_BYTES,
+    ERROR_FIXED_BYTES, HEADER_BYTES, PING_BODY_BYTES, REPLY_BODY_BYTES, SUBMIT_FIXED_BYTES,
 };
+
+// A handler's error text always fits a Reply's detail whole.
+const _: () = assert!(ErrorDetail::MAX_BYTES == ERROR_DETAIL_MAX_BYTES);
 
 /// A message to admit, as a client submits it. Answered by exactly one Reply with the
 /// same `message_id`.
@@ -106,10 +109,23 @@ impl ClientFrame<'_> {
             }
     }
 
-    /// Appends the frame to `out` and returns its size, or, when it would exceed `limit`
-    /// (a Submit with too large a payload; use the limit from the server's Welcome), writes
-    /// nothing and says so. `out` grows at most once, by exactly the frame's size.
+    /// Appends the frame in the newest version ([`ProtocolVersion::LATEST`]) to `out`; see
+    /// [`encode_in`](Self::encode_in).
     pub fn encode(&self, limit: FrameLimit, out: &mut Vec<u8>) -> Result<usize, FrameTooLarge> {
+        self.encode_in(ProtocolVersion::LATEST, limit, out)
+    }
+
+    /// Appends the frame, its header carrying `version`, to `out` and returns its size, or,
+    /// when it would exceed `limit` (a Submit with too large a payload; use the limit from
+    /// the server's Welcome), writes nothing and says so. `out` grows at most once, by
+    /// exactly the frame's size. Client frames have the same layout in every version; a
+    /// client sends every frame in the version of its Hello.
+    pub fn encode_in(
+        &self,
+        version: ProtocolVersion,
+        limit: FrameLimit,
+        out: &mut Vec<u8>,
+    ) -> Result<usize, FrameTooLarge> {
         let frame_bytes = self.encoded_bytes();
         if frame_bytes > limit.max_frame_bytes() as usize {
             return Err(FrameTooLarge {
@@ -118,7 +134,7 @@ impl ClientFrame<'_> {
             });
         }
         out.reserve(frame_bytes);
-        put_header(out, PROTOCOL_VERSION, self.frame_type(), frame_bytes);
+        put_header(out, version.code(), self.frame_type(), frame_bytes);
         match self {
             ClientFrame::Hello => {}
             ClientFrame::Submit(submit) => {
@@ -188,7 +204,7 @@ impl ClientFrame<'_> {
 
 /// A frame the server sends to a client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ServerFrame<'detail> {
+pub enum ServerFrame<'body> {
     /// The answer to Hello: the handshake is done and Submits may follow.
     Welcome {
         /// The id the server gave this connection (for logs and the control plane).
@@ -200,12 +216,22 @@ pub enum ServerFrame<'detail> {
         /// keeps at most this many submissions without a reply never has a reply dropped.
         send_buffer_replies: NonZeroU32,
     },
-    /// The outcome of a submitted message.
+    /// The outcome of a submitted message, and in version 2 what the handler said.
     Reply {
         /// The id from the Submit.
         message_id: MessageId,
         /// What became of it.
         outcome: Outcome,
+        /// Version 2, [`Outcome::Delivered`]: the handler's response, possibly empty;
+        /// borrowed from the decoder's buffer when decoded. Empty otherwise: it is encoded
+        /// only with a delivered outcome in version 2, and must fit the frame limit
+        /// ([`FrameLimit::max_response_bytes`]).
+        response: &'body [u8],
+        /// Version 2, [`Outcome::Failed`]: the handler's error text, UTF-8, at most
+        /// [`ERROR_DETAIL_MAX_BYTES`] (possibly empty); borrowed when decoded. Empty
+        /// otherwise: it is encoded only with a failed outcome in version 2 (cut like an
+        /// Error's detail).
+        detail: &'body str,
     },
     /// The send buffer is filling (70% to 90%): wait `delay_ns` after each Submit before
     /// the next, until the next Throttle or a Resume.
@@ -236,7 +262,7 @@ pub enum ServerFrame<'detail> {
         code: ErrorCode,
         /// Human-readable UTF-8, at most [`ERROR_DETAIL_MAX_BYTES`]; borrowed from the
         /// decoder's buffer when decoded.
-        detail: &'detail str,
+        detail: &'body str,
     },
 }
 
@@ -255,29 +281,73 @@ impl ServerFrame<'_> {
         }
     }
 
-    /// Its encoded size, header included (an Error's detail counted as cut to
-    /// [`ERROR_DETAIL_MAX_BYTES`]). Always within [`FrameLimit::MIN`].
+    /// Its encoded size in the newest version; see [`encoded_bytes_in`](Self::encoded_bytes_in).
     pub fn encoded_bytes(&self) -> usize {
+        self.encoded_bytes_in(ProtocolVersion::LATEST)
+    }
+
+    /// Its encoded size in `version`, header included (a detail counted as cut to
+    /// [`ERROR_DETAIL_MAX_BYTES`]). Within [`FrameLimit::MIN`], but for a version-2 Reply
+    /// with a response, which is as long as its response makes it.
+    pub fn encoded_bytes_in(&self, version: ProtocolVersion) -> usize {
         HEADER_BYTES
             + match self {
+                ServerFrame::Reply { .. } => REPLY_BODY_BYTES + self.reply_data(version).len(),
                 ServerFrame::Error { detail, .. } => {
                     ERROR_FIXED_BYTES + cut_to_char_boundary(detail, ERROR_DETAIL_MAX_BYTES).len()
                 }
-                fixed => fixed.frame_type().body_bytes_range().0,
+                fixed => fixed.frame_type().body_bytes_range(version).0,
             }
     }
 
-    /// Appends the frame to `out` and returns its size. An Error's detail longer than
-    /// [`ERROR_DETAIL_MAX_BYTES`] is cut at the last character boundary within it. `out`
-    /// grows at most once, by exactly the frame's size.
-    pub fn encode(&self, out: &mut Vec<u8>) -> usize {
-        self.encode_with_version(PROTOCOL_VERSION, out)
+    /// What a Reply carries after its fixed fields in `version`: in version 2 the response
+    /// of a delivered message, the detail (cut) of a failed one; nothing otherwise, and
+    /// nothing in version 1. Empty for every other frame.
+    fn reply_data(&self, version: ProtocolVersion) -> &[u8] {
+        match self {
+            ServerFrame::Reply {
+                outcome,
+                response,
+                detail,
+                ..
+            } if version.replies_carry_data() => match outcome {
+                Outcome::Delivered => response,
+                Outcome::Failed { .. } => {
+                    cut_to_char_boundary(detail, ERROR_DETAIL_MAX_BYTES).as_bytes()
+                }
+                _ => &[],
+            },
+            _ => &[],
+        }
     }
 
-    fn encode_with_version(&self, version: u8, out: &mut Vec<u8>) -> usize {
-        let frame_bytes = self.encoded_bytes();
+    /// Appends the frame in the newest version ([`ProtocolVersion::LATEST`]) to `out`; see
+    /// [`encode_in`](Self::encode_in).
+    pub fn encode(&self, out: &mut Vec<u8>) -> usize {
+        self.encode_in(ProtocolVersion::LATEST, out)
+    }
+
+    /// Appends the frame, its header carrying `version`, to `out` and returns its size. A
+    /// detail longer than [`ERROR_DETAIL_MAX_BYTES`] is cut at the last character boundary
+    /// within it. A Reply in version 1 carries neither its response nor its detail; in
+    /// version 2 it carries the one its outcome has (see [`ServerFrame::Reply`]): keeping a
+    /// response within the frame limit is the caller's part. `out` grows at most once, by
+    /// exactly the frame's size.
+    pub fn encode_in(&self, version: ProtocolVersion, out: &mut Vec<u8>) -> usize {
+        self.encode_with_version(version.code(), version, out)
+    }
+
+    /// [`encode_in`](Self::encode_in), with the header's version byte given apart: an
+    /// `unsupported_version` Error carries the client's, whatever it is.
+    fn encode_with_version(
+        &self,
+        version_code: u8,
+        version: ProtocolVersion,
+        out: &mut Vec<u8>,
+    ) -> usize {
+        let frame_bytes = self.encoded_bytes_in(version);
         out.reserve(frame_bytes);
-        put_header(out, version, self.frame_type(), frame_bytes);
+        put_header(out, version_code, self.frame_type(), frame_bytes);
         match self {
             ServerFrame::Welcome {
                 connection,
@@ -291,6 +361,7 @@ impl ServerFrame<'_> {
             ServerFrame::Reply {
                 message_id,
                 outcome,
+                ..
             } => {
                 let fields = OutcomeFields::from_outcome(*outcome);
                 out.extend_from_slice(&message_id.0.to_le_bytes());
@@ -298,6 +369,7 @@ impl ServerFrame<'_> {
                 out.push(fields.reason_code);
                 out.extend_from_slice(&[0, 0]);
                 out.extend_from_slice(&fields.retry_after_ns.to_le_bytes());
+                out.extend_from_slice(self.reply_data(version));
             }
             ServerFrame::Throttle { delay_ns } => out.extend_from_slice(&delay_ns.to_le_bytes()),
             ServerFrame::Pause { duration_ns } => {
@@ -319,8 +391,9 @@ impl ServerFrame<'_> {
     }
 
     /// Decodes the body of a server frame whose header the caller has checked: the body
-    /// length is in [`FrameType::body_bytes_range`]. Zero-copy: an Error's detail borrows
-    /// `body`.
+    /// length is in [`FrameType::body_bytes_range`] for the frame's version (so a Reply has
+    /// data after its fixed fields only in version 2). Zero-copy: a Reply's response and
+    /// detail and an Error's detail borrow `body`.
     pub(super) fn decode_body(
         frame_type: FrameType,
         body: &[u8],
@@ -356,10 +429,19 @@ impl ServerFrame<'_> {
                     retry_after_ns,
                 }
                 .to_outcome()?;
-                ServerFrame::Reply {
+                let data = reader.rest();
+                let (response, detail) = match outcome {
+                    Outcome::Delivered => (data, ""),
+                    Outcome::Failed { .. } => (&[][..], reader.detail(REPLY_BODY_BYTES)?),
+                    _ if data.is_empty() => (data, ""),
+                    _ => return Err(reader.bad_field("data", data.len() as u64)),
+                };
+                return Ok(ServerFrame::Reply {
                     message_id,
                     outcome,
-                }
+                    response,
+                    detail,
+                });
             }
             FrameType::Throttle => ServerFrame::Throttle {
                 delay_ns: reader.u64()?,
@@ -381,10 +463,7 @@ impl ServerFrame<'_> {
                 let code = reader.u16()?;
                 let code = ErrorCode::from_code(code)
                     .ok_or_else(|| reader.bad_field("code", code.into()))?;
-                let detail = reader.rest();
-                let detail = core::str::from_utf8(detail).map_err(|invalid| {
-                    reader.bad_field("detail", (ERROR_FIXED_BYTES + invalid.valid_up_to()) as u64)
-                })?;
+                let detail = reader.detail(ERROR_FIXED_BYTES)?;
                 return Ok(ServerFrame::Error { code, detail });
             }
             client_frame => {
@@ -401,23 +480,28 @@ impl ServerFrame<'_> {
 
 /// Appends the Error frame a server sends for `error` before it closes the connection, and
 /// returns its size: the error's code, and its description as the detail (cut to
-/// [`ERROR_DETAIL_MAX_BYTES`]). For [`ProtocolError::UnsupportedVersion`] the header carries
-/// the client's version (the header and the Error frame have the same layout in every
-/// version, so the client can read it); every other frame carries [`PROTOCOL_VERSION`].
-/// Allocates nothing beyond the growth of `out`.
-pub fn encode_error_reply(error: &ProtocolError, out: &mut Vec<u8>) -> usize {
+/// [`ERROR_DETAIL_MAX_BYTES`]). The header carries `version`, the connection's (version 1
+/// before a Hello settled it), except for [`ProtocolError::UnsupportedVersion`], whose
+/// header carries the version refused: the header and the Error frame have the same layout
+/// in every version, so the client can read it. Allocates nothing beyond the growth of
+/// `out`.
+pub fn encode_error_reply(
+    error: &ProtocolError,
+    version: ProtocolVersion,
+    out: &mut Vec<u8>,
+) -> usize {
     let mut detail = DetailWriter::default();
     // `DetailWriter` never fails: it cuts what does not fit.
     let _ = fmt::write(&mut detail, format_args!("{error}"));
-    let version = match error {
+    let version_code = match error {
         ProtocolError::UnsupportedVersion { version } => *version,
-        _ => PROTOCOL_VERSION,
+        _ => version.code(),
     };
     ServerFrame::Error {
         code: error.code(),
         detail: detail.as_str(),
     }
-    .encode_with_version(version, out)
+    .encode_with_version(version_code, version, out)
 }
 
 /// `text` cut to at most `max_bytes`, at a character boundary.
@@ -478,6 +562,19 @@ impl<'body> BodyReader<'body> {
     /// The bytes after the fixed fields.
     fn rest(&self) -> &'body [u8] {
         self.rest
+    }
+
+    /// The bytes after the fixed fields as a detail: UTF-8 (else `bad_field` at the offset
+    /// in the body of the first bad byte, the fixed fields being `fixed_bytes`), at most
+    /// [`ERROR_DETAIL_MAX_BYTES`] (else `bad_field` with its length).
+    fn detail(&self, fixed_bytes: usize) -> Result<&'body str, ProtocolError> {
+        let detail = core::str::from_utf8(self.rest).map_err(|invalid| {
+            self.bad_field("detail", (fixed_bytes + invalid.valid_up_to()) as u64)
+        })?;
+        if detail.len() > ERROR_DETAIL_MAX_BYTES {
+            return Err(self.bad_field("detail", detail.len() as u64));
+        }
+        Ok(detail)
     }
 
     /// Checks that no bytes are left over.

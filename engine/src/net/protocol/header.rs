@@ -1,15 +1,68 @@
-//! The frame header and the limits: the magic, the version, the header's layout, the
-//! [`FrameLimit`], the body sizes of the fixed-size frames, and the [`FrameType`] codes.
+//! The frame header and the limits: the magic, the [`ProtocolVersion`]s, the header's
+//! layout, the [`FrameLimit`], the body sizes of the fixed-size frames, and the
+//! [`FrameType`] codes.
 
 use core::fmt;
 
-use crate::config::{FRAME_BYTES_DEFAULT, FRAME_BYTES_MAX, FRAME_BYTES_MIN};
+use crate::config::{
+    FRAME_BYTES_DEFAULT, FRAME_BYTES_MAX, FRAME_BYTES_MIN, REPLY_FRAME_FIXED_BYTES,
+};
 
 /// The first two bytes of every frame: ASCII `SW`.
 pub const MAGIC: [u8; 2] = *b"SW";
 
-/// The protocol version this module speaks, carried in every header.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// The newest protocol version, the one encoders write unless told another: the code of
+/// [`ProtocolVersion::LATEST`].
+pub const PROTOCOL_VERSION: u8 = ProtocolVersion::LATEST.code();
+
+/// A version of the protocol, carried in every header. A connection speaks the version of
+/// its Hello throughout: the server answers in the client's version.
+///
+/// The versions differ in one frame only: a version-2 Reply carries the handler's response
+/// (for `delivered`) or its error text (for `failed`) after the fields of a version-1 Reply,
+/// which has none. Every other frame has the same layout in both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ProtocolVersion {
+    /// Version 1: Replies carry the outcome only.
+    V1,
+    /// Version 2: Replies also carry the response or the error detail.
+    V2,
+}
+
+impl ProtocolVersion {
+    /// Every version, oldest first.
+    pub const ALL: [ProtocolVersion; 2] = [ProtocolVersion::V1, ProtocolVersion::V2];
+    /// The newest version.
+    pub const LATEST: ProtocolVersion = ProtocolVersion::V2;
+
+    /// The header's version byte.
+    pub const fn code(self) -> u8 {
+        match self {
+            ProtocolVersion::V1 => 1,
+            ProtocolVersion::V2 => 2,
+        }
+    }
+
+    /// The version of a header's byte, or `None` for one this module does not speak.
+    pub const fn from_code(code: u8) -> Option<ProtocolVersion> {
+        match code {
+            1 => Some(ProtocolVersion::V1),
+            2 => Some(ProtocolVersion::V2),
+            _ => None,
+        }
+    }
+
+    /// Whether its Replies carry a response or an error detail (version 2 on).
+    pub const fn replies_carry_data(self) -> bool {
+        matches!(self, ProtocolVersion::V2)
+    }
+}
+
+impl fmt::Display for ProtocolVersion {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{}", self.code())
+    }
+}
 
 /// Size of the fixed header that starts every frame.
 pub const HEADER_BYTES: usize = 8;
@@ -82,6 +135,12 @@ impl FrameLimit {
     pub const fn max_payload_bytes(self) -> u32 {
         self.max_frame_bytes - (HEADER_BYTES + SUBMIT_FIXED_BYTES) as u32
     }
+
+    /// The longest response a version-2 Reply can carry under this limit: the limit less
+    /// the header and the Reply's fixed fields.
+    pub const fn max_response_bytes(self) -> u32 {
+        self.max_frame_bytes - REPLY_FRAME_FIXED_BYTES
+    }
 }
 
 impl Default for FrameLimit {
@@ -98,6 +157,13 @@ const _: () = assert!(
 const _: () =
     assert!(HEADER_BYTES + WELCOME_BODY_BYTES <= FrameLimit::MIN.max_frame_bytes as usize);
 const _: () = assert!(HEADER_BYTES + REPLY_BODY_BYTES <= FrameLimit::MIN.max_frame_bytes as usize);
+// The engine's response limit is checked against the frame limit with this sum.
+const _: () = assert!(HEADER_BYTES + REPLY_BODY_BYTES == REPLY_FRAME_FIXED_BYTES as usize);
+// A failed Reply with the longest detail fits under the smallest limit.
+const _: () = assert!(
+    HEADER_BYTES + REPLY_BODY_BYTES + ERROR_DETAIL_MAX_BYTES
+        <= FrameLimit::MIN.max_frame_bytes as usize
+);
 const _: () = assert!(HEADER_BYTES + SUBMIT_FIXED_BYTES < FrameLimit::MIN.max_frame_bytes as usize);
 const _: () = assert!(FrameLimit::DEFAULT.max_frame_bytes >= FrameLimit::MIN.max_frame_bytes);
 const _: () = assert!(FrameLimit::DEFAULT.max_frame_bytes <= FrameLimit::MAX.max_frame_bytes);
@@ -167,7 +233,8 @@ impl FrameType {
         }
     }
 
-    /// The frame type of `code`, or `None` for a code no version-1 frame has.
+    /// The frame type of `code`, or `None` for a code no frame has (the same codes in every
+    /// version).
     pub const fn from_code(code: u8) -> Option<FrameType> {
         match code {
             0x01 => Some(FrameType::Hello),
@@ -209,15 +276,16 @@ impl FrameType {
         }
     }
 
-    /// The body lengths this frame type may have, smallest and largest. A Submit's largest
-    /// is bounded by the [`FrameLimit`] instead.
-    pub const fn body_bytes_range(self) -> (usize, usize) {
+    /// The body lengths this frame type may have in `version`, smallest and largest. A
+    /// Submit's largest, and a version-2 Reply's, is bounded by the [`FrameLimit`] instead.
+    pub const fn body_bytes_range(self, version: ProtocolVersion) -> (usize, usize) {
         match self {
             FrameType::Hello | FrameType::Resume => (0, 0),
             FrameType::Submit => (SUBMIT_FIXED_BYTES, usize::MAX),
             FrameType::Cancel => (CANCEL_BODY_BYTES, CANCEL_BODY_BYTES),
             FrameType::Ping => (PING_BODY_BYTES, PING_BODY_BYTES),
             FrameType::Welcome => (WELCOME_BODY_BYTES, WELCOME_BODY_BYTES),
+            FrameType::Reply if version.replies_carry_data() => (REPLY_BODY_BYTES, usize::MAX),
             FrameType::Reply => (REPLY_BODY_BYTES, REPLY_BODY_BYTES),
             FrameType::Throttle => (THROTTLE_BODY_BYTES, THROTTLE_BODY_BYTES),
             FrameType::Pause => (PAUSE_BODY_BYTES, PAUSE_BODY_BYTES),

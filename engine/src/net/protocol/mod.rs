@@ -11,17 +11,21 @@
 //! | offset | bytes | field |
 //! |---|---|---|
 //! | 0 | 2 | magic, [`MAGIC`]: `0x53 0x57` (ASCII `SW`) |
-//! | 2 | 1 | protocol version, [`PROTOCOL_VERSION`] |
+//! | 2 | 1 | protocol version, [`ProtocolVersion::code`]: 1 or 2 ([`PROTOCOL_VERSION`], the newest) |
 //! | 3 | 1 | frame type, [`FrameType::code`] |
 //! | 4 | 4 | body length in bytes, `u32` |
+//!
+//! Two versions are spoken ([`ProtocolVersion`]): a connection keeps the version of its
+//! Hello, and the server answers in it. They differ in the Reply alone, which in version 2
+//! carries the handler's response (delivered) or error text (failed).
 //!
 //! Frame types `0x01..=0x7F` are sent by clients ([`ClientFrame`]), `0x81..=0xFF` by the
 //! server ([`ServerFrame`]). The decoder judges a frame by its header before it waits for
 //! the body, so a malformed or oversized frame is refused after 8 bytes and never buffered.
 //! It is strict: a frame it accepts re-encodes to exactly the bytes it came from.
 //!
-//! Decoding is zero-copy: a Submit's payload and an Error's detail borrow the decoder's
-//! buffer, and a Submit costs four fixed-offset reads after the header checks. A reader that
+//! Decoding is zero-copy: a Submit's payload, a Reply's response and an Error's detail
+//! borrow the decoder's buffer, and a Submit costs four fixed-offset reads after the header checks. A reader that
 //! feeds the decoder [`Bytes`](crate::message::Bytes) chunks of its read buffer
 //! ([`Decoder::feed_shared`]) can also take each payload as a slice of that buffer
 //! ([`Decoder::next_shared_frame`], [`Submit::to_message_in`]): the engine's message then
@@ -41,6 +45,6 @@ pub use decoder::{ClientToServer, Decoder, Direction, ServerToClient, SharedFram
 pub use errors::{ErrorCode, FrameTooLarge, ProtocolError};
 pub use frames::{encode_error_reply, ClientFrame, ServerFrame, Submit};
 pub use header::{
-    FrameLimit, FrameType, ERROR_DETAIL_MAX_BYTES, HEADER_BYTES, MAGIC, PROTOCOL_VERSION,
-    SUBMIT_FIXED_BYTES,
+    FrameLimit, FrameType, ProtocolVersion, ERROR_DETAIL_MAX_BYTES, HEADER_BYTES, MAGIC,
+    PROTOCOL_VERSION, SUBMIT_FIXED_BYTES,
 };

@@ -26,7 +26,7 @@ impl ShardNet {
         };
         // Frames already queued go first (PROTOCOL.md 7.3): replies, then the Error.
         drain_replies_into_out(connection, now_ns, &self.shared.counters[self.shard]);
-        encode_error_reply(error, &mut connection.out);
+        encode_error_reply(error, connection.version(), &mut connection.out);
         self.begin_closing(slot, CloseReason::Error(error.code()), now_ns);
     }
 
@@ -40,7 +40,7 @@ impl ShardNet {
             return;
         }
         drain_replies_into_out(connection, now_ns, &self.shared.counters[self.shard]);
-        ServerFrame::Error { code, detail }.encode(&mut connection.out);
+        ServerFrame::Error { code, detail }.encode_in(connection.version(), &mut connection.out);
         self.begin_closing(slot, CloseReason::Error(code), now_ns);
     }
 

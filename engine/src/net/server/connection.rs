@@ -1,26 +1,61 @@
 //! One connection's state: its socket, decoder, send buffer and the frames due to it, the
 //! phase it is in, and the clock of the frame timeout.
 
+use bytes::Bytes;
 use mio::net::TcpStream;
 
 use crate::message::{ConnectionId, MessageId};
 use crate::net::egress::{EgressQueue, FlowSignal};
-use crate::net::protocol::{ClientToServer, Decoder};
-use crate::outcome::Outcome;
+use crate::net::protocol::{ClientToServer, Decoder, ProtocolVersion, ServerFrame};
+use crate::outcome::{ErrorDetail, Outcome};
 
 use super::stats::CloseReason;
 
-/// A Reply waiting in a connection's egress queue.
-#[derive(Clone, Copy, Debug)]
+/// A Reply waiting in a connection's egress queue, with what it carries in the connection's
+/// version: for version 2, the handler's response (the handler's own buffer, shared, not
+/// copied: copied once, into the write buffer, when the Reply is encoded) or error text;
+/// for version 1, neither.
+#[derive(Clone, Debug)]
 pub(super) struct Reply {
     pub(super) message_id: MessageId,
     pub(super) outcome: Outcome,
+    pub(super) response: Bytes,
+    pub(super) detail: Option<ErrorDetail>,
+}
+
+impl Reply {
+    /// A Reply that carries nothing but its outcome (a refusal, a shed, and every Reply of
+    /// a version-1 connection).
+    pub(super) fn bare(message_id: MessageId, outcome: Outcome) -> Self {
+        Self {
+            message_id,
+            outcome,
+            response: Bytes::new(),
+            detail: None,
+        }
+    }
+
+    /// The frame it is written as.
+    pub(super) fn frame(&self) -> ServerFrame<'_> {
+        ServerFrame::Reply {
+            message_id: self.message_id,
+            outcome: self.outcome,
+            response: &self.response,
+            detail: self.detail.as_ref().map_or("", ErrorDetail::as_str),
+        }
+    }
+
+    /// Its size on the wire: what the egress bound on bytes counts. Exact in either
+    /// version, since a version-1 Reply carries no response or detail.
+    pub(super) fn frame_bytes(&self) -> u64 {
+        self.frame().encoded_bytes_in(ProtocolVersion::LATEST) as u64
+    }
 }
 
 /// A Reply held back while the `Block` policy's buffer is full, with the time by which it
 /// must have found room or be dropped: `block_timeout_ns` after it began to wait, its own
 /// and not the reply's ahead of it.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct Held {
     pub(super) reply: Reply,
     pub(super) deadline_ns: u64,
@@ -110,5 +145,11 @@ impl Connection {
 
     pub(super) fn is_closing(&self) -> bool {
         matches!(self.phase, Phase::Closing { .. })
+    }
+
+    /// The version the connection speaks: its Hello's, and version 1 before the Hello (for
+    /// an Error, which every client reads in any version).
+    pub(super) fn version(&self) -> ProtocolVersion {
+        self.decoder.version().unwrap_or(ProtocolVersion::V1)
     }
 }

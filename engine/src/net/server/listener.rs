@@ -13,10 +13,10 @@ use mio::{Interest, Token};
 
 use crate::handler::{Handler, ShardContext};
 use crate::net::egress::EgressQueue;
-use crate::net::protocol::{Decoder, ErrorCode, ServerFrame};
+use crate::net::protocol::{Decoder, ErrorCode, ProtocolVersion, ServerFrame};
 use crate::sync::Ordering;
 
-use super::connection::{Connection, Phase};
+use super::connection::{Connection, Phase, Reply};
 use super::shard::ShardNet;
 use super::shared::Shared;
 use super::stats::{bump, ShardCounters};
@@ -136,7 +136,8 @@ impl ShardNet {
             self.free_slots.push(slot);
             return Err(error);
         }
-        let replies = EgressQueue::new(config.egress).expect("validated in TcpServer::bind");
+        let replies = EgressQueue::sized(config.egress, Reply::frame_bytes)
+            .expect("validated in TcpServer::bind");
         self.slots[slot] = Some(Connection {
             stream,
             id,
@@ -168,14 +169,16 @@ impl ShardNet {
 }
 
 /// Tells a connection over the limit why it is refused, without waiting: a fresh socket's
-/// send buffer is empty, so the few bytes go out at once or not at all.
+/// send buffer is empty, so the few bytes go out at once or not at all. In version 1, as
+/// every Error before a Hello: the client's version is not known, and every client reads
+/// an Error in any version.
 pub(super) fn refuse_at_limit(stream: &mut TcpStream) {
     let mut frame = Vec::new();
     ServerFrame::Error {
         code: ErrorCode::TooManyConnections,
         detail: "the server is at its connection limit",
     }
-    .encode(&mut frame);
+    .encode_in(ProtocolVersion::V1, &mut frame);
     let _ = stream.write(&frame);
     let _ = stream.shutdown(Shutdown::Both);
 }

@@ -18,6 +18,12 @@
 //!    frame timeouts, closing connections past their close timeout, and flow-signal changes
 //!    that only time makes (a pause running out).
 //!
+//! A connection speaks the protocol version of its Hello: in version 2 a Reply carries the
+//! handler's response or error text, copied from the completion's shared buffer into the
+//! connection's write buffer when it is written (see `write`); in version 1 it carries
+//! neither, byte for byte as before. The send buffer bounds the Replies' bytes as well as
+//! their count ([`EgressConfig::buffer_bytes`](crate::config::EgressConfig::buffer_bytes)).
+//!
 //! The protocol is `docs/PROTOCOL.md`; section 7.3 is the contract this module keeps for
 //! every violation, and section 9 the flow signals ([`super::egress`] decides them). Every
 //! closure and every lost reply is counted by reason in [`NetStats`].

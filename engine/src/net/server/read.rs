@@ -4,14 +4,16 @@
 
 use std::io::{self, Read};
 
+use bytes::Bytes;
+
 use crate::handler::ShardContext;
 use crate::net::egress::EgressHealth;
-use crate::net::protocol::{ClientFrame, ErrorCode};
-use crate::outcome::Completion;
+use crate::net::protocol::{ClientFrame, ErrorCode, ProtocolVersion};
+use crate::outcome::{Completion, ErrorDetail, FailureReason, Outcome};
 
 use super::connection::{Connection, FrameTimer, Phase, Reply};
 use super::shard::{list_for_reading, mark_dirty, ShardNet};
-use super::stats::{bump, CloseReason};
+use super::stats::{bump, CloseReason, ShardCounters};
 use super::write::offer_reply;
 
 impl ShardNet {
@@ -192,10 +194,7 @@ impl ShardNet {
                         match context.admit(message) {
                             Ok(()) => *in_flight += 1,
                             Err(outcome) => {
-                                let reply = Reply {
-                                    message_id,
-                                    outcome,
-                                };
+                                let reply = Reply::bare(message_id, outcome);
                                 offer_reply(
                                     replies,
                                     blocked,
@@ -248,10 +247,12 @@ impl ShardNet {
             bump(&counters.replies_discarded, 1);
             return;
         }
-        let reply = Reply {
-            message_id: completion.message,
-            outcome: completion.outcome,
-        };
+        let reply = reply_of(
+            completion,
+            connection.version(),
+            self.shared.config.frame_limit().max_response_bytes(),
+            counters,
+        );
         offer_reply(
             &mut connection.replies,
             &mut connection.blocked,
@@ -285,5 +286,57 @@ impl ShardNet {
                 now_ns,
             );
         }
+    }
+}
+
+/// The Reply of `completion` for a connection speaking `version`.
+///
+/// Version 2 carries the response of a delivered message (its `Bytes` shared, not copied)
+/// and the error text of a failed one (the one allocation on this path, and only on a
+/// failure with a text: `completed` lends the completion, so its detail is cloned). A
+/// response longer than `max_response_bytes` cannot go out whole in one frame: the shard
+/// fails such a response before it gets here when the engine and the server share their
+/// `[net]` settings; should they not, the message is told `failed response_too_large` here
+/// and counted in `NetStats::responses_too_large`, never sent as a frame over the limit.
+///
+/// Version 1 carries neither, and knows no `response_too_large` (code 5): such a failure is
+/// told as `handler_error`, the handler's fault, as a version-1 client has always been told.
+pub(super) fn reply_of(
+    completion: &Completion,
+    version: ProtocolVersion,
+    max_response_bytes: u32,
+    counters: &ShardCounters,
+) -> Reply {
+    let mut outcome = completion.outcome;
+    if !version.replies_carry_data() {
+        if outcome
+            == (Outcome::Failed {
+                reason: FailureReason::ResponseTooLarge,
+            })
+        {
+            outcome = Outcome::Failed {
+                reason: FailureReason::HandlerError,
+            };
+        }
+        return Reply::bare(completion.message, outcome);
+    }
+    if completion.response.len() > max_response_bytes as usize {
+        bump(&counters.responses_too_large, 1);
+        return Reply {
+            message_id: completion.message,
+            outcome: Outcome::Failed {
+                reason: FailureReason::ResponseTooLarge,
+            },
+            response: Bytes::new(),
+            detail: Some(ErrorDetail::new(
+                "the response exceeds the server's frame limit (net.max_frame_bytes)",
+            )),
+        };
+    }
+    Reply {
+        message_id: completion.message,
+        outcome,
+        response: completion.response.clone(),
+        detail: completion.detail.clone(),
     }
 }

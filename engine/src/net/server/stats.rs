@@ -52,6 +52,11 @@ pub struct NetStats {
     pub payloads_copied: u64,
     /// Reply frames written.
     pub replies_sent: u64,
+    /// Delivered messages told `failed response_too_large` by the server itself, their
+    /// response longer than its frame limit allows: only when the engine's
+    /// `net.max_response_bytes` is above what the server's `net.max_frame_bytes` allows (the
+    /// two come from different settings), since the engine fails such responses first.
+    pub responses_too_large: u64,
     /// Replies dropped by a connection's egress policy, by reason, in
     /// [`EgressDropReason::ALL`] order ([`EgressDropReason::Closed`]: still queued when the
     /// connection closed).
@@ -89,6 +94,7 @@ pub(super) struct ShardCounters {
     pub(super) submits: AtomicU64,
     pub(super) payloads_copied: AtomicU64,
     pub(super) replies_sent: AtomicU64,
+    pub(super) responses_too_large: AtomicU64,
     pub(super) replies_dropped: [AtomicU64; EgressDropReason::COUNT],
     pub(super) replies_discarded: AtomicU64,
     pub(super) flow_signals: AtomicU64,
@@ -124,6 +130,7 @@ impl TcpServer {
             stats.submits += load(&counters.submits);
             stats.payloads_copied += load(&counters.payloads_copied);
             stats.replies_sent += load(&counters.replies_sent);
+            stats.responses_too_large += load(&counters.responses_too_large);
             for (sum, counter) in stats
                 .replies_dropped
                 .iter_mut()

@@ -2,6 +2,16 @@
 //! Pong, flow signal and RepliesDropped, then Replies from the send buffer) and written until
 //! the socket takes no more; replies offered to the send buffer, and those the `Block`
 //! policy holds back.
+//!
+//! Every frame is encoded in the connection's version into its one write buffer (`out`),
+//! reused from write to write: a version-2 Reply's response is copied in behind its header
+//! and fixed fields, so a Reply costs no allocation once the buffer has grown to its
+//! working size. Copying rather than queueing the response's `Bytes` for a vectored write:
+//! responses are bounded by the frame limit (64 KiB by default) and most are small, where a
+//! copy costs less than the bookkeeping of a list of slices (a `writev` with partial writes
+//! across them, a slot per Reply); the copy lets go of the response at once, and with it of
+//! the read buffer an echo's response may share, which queued slices would keep alive until
+//! the socket took them; and frames stay whole in one buffer, so none is ever torn.
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
@@ -181,6 +191,18 @@ pub(super) fn settle_offer(
                 *signal = due;
             }
         }
+        Offer::DroppedOldest {
+            dropped_count,
+            signal: due,
+        } => {
+            bump(
+                &counters.replies_dropped[EgressDropReason::DropOldest.index()],
+                u64::from(dropped_count),
+            );
+            if due.is_some() {
+                *signal = due;
+            }
+        }
     }
     None
 }
@@ -199,6 +221,7 @@ pub(super) fn fill(
         // Its last frames were queued when it began closing.
         return 0;
     }
+    let version = connection.version();
     if connection.welcome_due {
         connection.welcome_due = false;
         ServerFrame::Welcome {
@@ -207,11 +230,11 @@ pub(super) fn fill(
             send_buffer_replies: core::num::NonZeroU32::new(config.egress.buffer_capacity)
                 .expect("validated: at least 1"),
         }
-        .encode(&mut connection.out);
+        .encode_in(version, &mut connection.out);
         frames += 1;
     }
     if let Some(nonce) = connection.pong.take() {
-        ServerFrame::Pong { nonce }.encode(&mut connection.out);
+        ServerFrame::Pong { nonce }.encode_in(version, &mut connection.out);
         frames += 1;
     }
     if let Some(signal) = connection.signal.take() {
@@ -220,13 +243,13 @@ pub(super) fn fill(
             FlowSignal::Pause { duration_ns } => ServerFrame::Pause { duration_ns },
             FlowSignal::Resume => ServerFrame::Resume,
         };
-        frame.encode(&mut connection.out);
+        frame.encode_in(version, &mut connection.out);
         bump(&counters.flow_signals, 1);
         frames += 1;
     }
     if let Some(count) = core::num::NonZeroU64::new(connection.replies.dropped_since_last_report())
     {
-        ServerFrame::RepliesDropped { count }.encode(&mut connection.out);
+        ServerFrame::RepliesDropped { count }.encode_in(version, &mut connection.out);
         frames += 1;
     }
     let replies = encode_replies(connection, now_ns, config.net.write_buffer_bytes_max);
@@ -248,7 +271,7 @@ pub(super) fn drain_replies_into_out(
     counters: &ShardCounters,
 ) {
     if let Some(nonce) = connection.pong.take() {
-        ServerFrame::Pong { nonce }.encode(&mut connection.out);
+        ServerFrame::Pong { nonce }.encode_in(connection.version(), &mut connection.out);
     }
     connection.signal = None;
     let replies = encode_replies(connection, now_ns, usize::MAX);
@@ -262,16 +285,13 @@ pub(super) fn encode_replies(
     now_ns: u64,
     out_bytes_max: usize,
 ) -> u64 {
+    let version = connection.version();
     let mut replies = 0;
     while connection.out.len() < out_bytes_max {
         let Some(reply) = connection.replies.pop(now_ns) else {
             break;
         };
-        ServerFrame::Reply {
-            message_id: reply.message_id,
-            outcome: reply.outcome,
-        }
-        .encode(&mut connection.out);
+        reply.frame().encode_in(version, &mut connection.out);
         replies += 1;
     }
     replies
