@@ -37,7 +37,10 @@ use spillway::config::Config;
 use spillway::engine::Engine;
 use spillway::ingress::Ingress;
 use spillway::message::{ConnectionId, Message, MessageId};
-use spillway::outcome::{Completion, Outcome};
+use spillway::metrics::Tally;
+use spillway::outcome::{
+    Completion, DropReason, FailureReason, Outcome, RefusalReason, ShedReason,
+};
 
 use crate::stats::Summary;
 
@@ -170,6 +173,8 @@ pub struct LoadRun {
     /// Submissions the ring handed back (retried in the poll, wait and stream modes; given
     /// up in the submit mode).
     pub handed_back: u64,
+    /// The engine's reasons for what it did not deliver, over the whole run.
+    pub not_delivered_reasons: String,
 }
 
 /// What one idle run measured: CPU over the idle wait, ms.
@@ -283,6 +288,7 @@ impl Pace {
             producer_cores: thread.as_secs_f64() / wall,
             not_delivered: self.not_delivered_in_window,
             handed_back: self.handed_back,
+            not_delivered_reasons: String::new(),
         })
     }
 }
@@ -337,7 +343,35 @@ pub fn load_run(settings: &WaitingSettings, mode: Mode) -> anyhow::Result<LoadRu
     if !stats.reconciles() {
         bail!("the engine's counters do not reconcile after a waiting run");
     }
+    let mut run = run;
+    run.not_delivered_reasons = not_delivered_reasons(&stats.total);
     Ok(run)
+}
+
+/// The engine's reasons for what it did not deliver over the whole run (warm-up included),
+/// `reason count` pairs; empty when it delivered everything.
+fn not_delivered_reasons(total: &Tally) -> String {
+    let refused = RefusalReason::ALL
+        .iter()
+        .map(|reason| (reason.name(), total.refused[reason.index()]));
+    let shed = ShedReason::ALL
+        .iter()
+        .map(|reason| (reason.name(), total.shed[reason.index()]));
+    let failed = FailureReason::ALL
+        .iter()
+        .map(|reason| (reason.name(), total.failed[reason.index()]));
+    let dropped = DropReason::ALL
+        .iter()
+        .map(|reason| (reason.name(), total.dropped[reason.index()]));
+    refused
+        .chain(shed)
+        .chain(failed)
+        .chain(dropped)
+        .chain([("cancelled", total.cancelled)])
+        .filter(|&(_, count)| count > 0)
+        .map(|(name, count)| format!("{name} {count}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn produce(settings: &WaitingSettings, mode: Mode, ingress: Ingress) -> anyhow::Result<LoadRun> {
@@ -724,10 +758,11 @@ impl WaitingReport {
                     .filter(|run| run.not_delivered > 0 || run.handed_back > 0)
                     .map(move |run| {
                         format!(
-                            "{}: {} not delivered, {} handed back",
+                            "{}: {} not delivered, {} handed back (whole run: {})",
                             mode.mode.label(),
                             run.not_delivered,
-                            run.handed_back
+                            run.handed_back,
+                            run.not_delivered_reasons
                         )
                     })
             })
