@@ -155,10 +155,11 @@ fn produce(mut ingress: Ingress, first_id: u64, connections: u64, running: &Atom
                 Ok(()) => break,
                 Err(full) if full.stopped => return seen,
                 Err(full) => {
-                    // The ring is full: make room by reading completions (parked until
-                    // the shard posts some, not spinning), then retry.
+                    // The ring is full: make room by reading completions, then retry.
+                    // This producer saturates the engine on purpose, so it polls; one
+                    // with other work would park in `wait_completions` instead.
                     message = full.message;
-                    ingress.wait_completions(&mut completions, Duration::from_millis(10));
+                    ingress.poll_completions(&mut completions);
                     seen.count(&mut completions);
                 }
             }
@@ -231,6 +232,7 @@ fn main() -> anyhow::Result<()> {
         Ok((seen, health_checks, drains))
     })?;
     let elapsed = started.elapsed();
+    let breaker_history = engine.control().breaker_history();
     let (stats, handlers) = engine.shutdown_with_handlers::<Service>()?;
 
     // Every message once: what the producers read adds up to the engine's own counters.
@@ -304,6 +306,19 @@ fn main() -> anyhow::Result<()> {
         drains.iter().map(|report| report.cancelled).sum::<u64>(),
         stats.breaker
     );
+
+    // Why the breaker moved, if it did: the count by cause, and the latest transition with
+    // the figures its cause judged.
+    let moves = stats.control.breaker_transitions;
+    if moves.total() > 0 {
+        println!("breaker transitions by cause: {moves:?}");
+    }
+    if let Some(last) = breaker_history.last() {
+        println!(
+            "last breaker transition: {:?} -> {:?} because {:?}",
+            last.from, last.to, last.cause
+        );
+    }
 
     ensure!(stats.reconciles(), "the engine's counters do not reconcile");
     ensure!(
