@@ -11,99 +11,99 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
+use clap::{Parser, ValueEnum};
 use spillway_bench::machine;
 use spillway_bench::waiting::{self, Mode, WaitingSettings};
 
-const USAGE: &str = "\
-usage: waiting [--rate N] [--tick-us US] [--modes LIST] [--shards N] [--connections N]
-               [--service-ns NS] [--warmup-ms MS] [--duration-ms MS] [--idle-ms MS]
-               [--reps N] [--json]
-
-One producer offers --rate msg/s, a batch per --tick-us, and waits for its completions
-each mode's way; delivered msg/s and CPU per delivered message (its thread's and the
-process's), then the CPU of a wait for --idle-ms with nothing coming. Median [min-max] of
---reps runs, the modes interleaved.
-
-  --rate N           offered msg/s (default 500000)
-  --tick-us US       one batch per tick (default 1000)
-  --modes LIST       comma-separated, of poll, wait, stream, submit (default all)
-  --shards N         shards (default 1)
-  --connections N    connections the messages go round-robin over (default 1000)
-  --service-ns NS    handler cost per message (default 0)
-  --warmup-ms MS     unmeasured lead-in of every load run (default 300)
-  --duration-ms MS   measured window of every load run (default 2000)
-  --idle-ms MS       the idle wait (default 2000)
-  --reps N           repetitions (default 3)
-  --json             print one JSON object
-";
-
-fn number<T: std::str::FromStr>(flag: &str, value: Option<String>) -> anyhow::Result<T> {
-    let value = value.with_context(|| format!("{flag} needs a value"))?;
-    value
-        .parse()
-        .ok()
-        .with_context(|| format!("{flag} {value:?}: not a valid number"))
+/// One producer offers --rate msg/s, a batch per --tick-us, and waits for its completions
+/// each mode's way; delivered msg/s and CPU per delivered message (its thread's and the
+/// process's), then the CPU of a wait for --idle-ms with nothing coming. Median [min-max]
+/// of --reps runs, the modes interleaved.
+#[derive(Parser, Debug)]
+#[command(name = "waiting", version)]
+struct Options {
+    /// Offered msg/s.
+    #[arg(long, default_value_t = 500_000, value_parser = clap::value_parser!(u64).range(1..))]
+    rate: u64,
+    /// One batch per tick, µs.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
+    tick_us: u64,
+    /// The ways of waiting to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "poll,wait,stream,submit")]
+    modes: Vec<ModeArg>,
+    /// Shards.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    shards: u64,
+    /// Connections the messages go round-robin over.
+    #[arg(long, default_value_t = 1_000)]
+    connections: u64,
+    /// Handler cost per message, ns (busy-wait).
+    #[arg(long, default_value_t = 0)]
+    service_ns: u64,
+    /// Unmeasured lead-in of every load run, ms.
+    #[arg(long, default_value_t = 300)]
+    warmup_ms: u64,
+    /// Measured window of every load run, ms.
+    #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..))]
+    duration_ms: u64,
+    /// The idle wait, ms.
+    #[arg(long, default_value_t = 2_000)]
+    idle_ms: u64,
+    /// Repetitions.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    reps: u64,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
 }
 
-fn millis(flag: &str, value: Option<String>) -> anyhow::Result<Duration> {
-    Ok(Duration::from_millis(number(flag, value)?))
+/// A way of waiting, as the command line names it.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ModeArg {
+    /// `poll_completions` and `yield_now`.
+    Poll,
+    /// `wait_completions`.
+    Wait,
+    /// `CompletionStream`.
+    Stream,
+    /// `AsyncIngress::submit().await`.
+    Submit,
 }
 
-type Parsed = (WaitingSettings, Vec<Mode>, bool);
-
-fn parse(mut args: impl Iterator<Item = String>) -> anyhow::Result<Option<Parsed>> {
-    let mut settings = WaitingSettings::default();
-    let mut modes = Mode::ALL.to_vec();
-    let mut json = false;
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--json" => json = true,
-            "--rate" => settings.rate_per_sec = number(&arg, args.next())?,
-            "--tick-us" => settings.tick = Duration::from_micros(number(&arg, args.next())?),
-            "--shards" => settings.shards = number(&arg, args.next())?,
-            "--connections" => settings.connections = number(&arg, args.next())?,
-            "--service-ns" => settings.service_ns = number(&arg, args.next())?,
-            "--warmup-ms" => settings.warmup = millis(&arg, args.next())?,
-            "--duration-ms" => settings.duration = millis(&arg, args.next())?,
-            "--idle-ms" => settings.idle = millis(&arg, args.next())?,
-            "--reps" => settings.reps = number(&arg, args.next())?,
-            "--modes" => {
-                let list = args.next().context("--modes needs a list")?;
-                modes = list
-                    .split(',')
-                    .map(|name| match name.trim() {
-                        "poll" => Ok(Mode::Poll),
-                        "wait" => Ok(Mode::Wait),
-                        "stream" => Ok(Mode::Stream),
-                        "submit" => Ok(Mode::Submit),
-                        other => bail!("--modes: {other:?} is not poll, wait, stream or submit"),
-                    })
-                    .collect::<anyhow::Result<_>>()?;
-            }
-            other => bail!("unknown argument {other:?}\n\n{USAGE}"),
+impl ModeArg {
+    fn mode(self) -> Mode {
+        match self {
+            ModeArg::Poll => Mode::Poll,
+            ModeArg::Wait => Mode::Wait,
+            ModeArg::Stream => Mode::Stream,
+            ModeArg::Submit => Mode::Submit,
         }
     }
-    if settings.rate_per_sec == 0 || settings.reps == 0 || settings.shards == 0 {
-        bail!("--rate, --reps and --shards must be at least 1");
-    }
-    if settings.tick.is_zero() || settings.duration.is_zero() {
-        bail!("--tick-us and --duration-ms must be at least 1");
-    }
-    Ok(Some((settings, modes, json)))
 }
 
 fn main() -> anyhow::Result<()> {
-    let Some((settings, modes, json)) = parse(std::env::args().skip(1))? else {
-        print!("{USAGE}");
-        return Ok(());
+    let options = Options::parse();
+    let settings = WaitingSettings {
+        rate_per_sec: options.rate,
+        tick: Duration::from_micros(options.tick_us),
+        connections: options.connections,
+        shards: usize::try_from(options.shards)?,
+        service_ns: options.service_ns,
+        warmup: Duration::from_millis(options.warmup_ms),
+        duration: Duration::from_millis(options.duration_ms),
+        idle: Duration::from_millis(options.idle_ms),
+        reps: usize::try_from(options.reps)?,
     };
+    let modes: Vec<Mode> = options.modes.iter().map(|mode| mode.mode()).collect();
+    if modes.is_empty() {
+        bail!("--modes names no mode");
+    }
     if machine::DEBUG_BUILD {
         eprintln!("warning: unoptimised build; run with `cargo run --release -p spillway-bench --bin waiting`");
     }
     let started = Instant::now();
     let report = waiting::run(&settings, &modes)?;
     eprintln!("[waiting] done in {:.1} s", started.elapsed().as_secs_f64());
-    spillway_loadgen::report::print(&report, json, || report.to_table())
+    spillway_loadgen::report::print(&report, options.json, || report.to_table())
 }
