@@ -228,7 +228,11 @@ impl<D: Direction> Decoder<D> {
     /// let welcome = decoder.next_frame().unwrap().unwrap();
     /// assert!(matches!(
     ///     welcome,
-    ///     ServerFrame::Welcome { connection: ConnectionId(7), frame_limit: FrameLimit::DEFAULT, .. }
+    ///     ServerFrame::Welcome {
+    ///         connection: ConnectionId(7),
+    ///         frame_limit: FrameLimit::DEFAULT,
+    ///         ..
+    ///     }
     /// ));
     /// // A Pong in version 2 is refused: the connection speaks version 1.
     /// decoder.feed(&[0x53, 0x57, 2, 0x87, 8, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0]);
@@ -265,7 +269,8 @@ impl<D: Direction> Decoder<D> {
     ///
     /// ```
     /// use spillway::message::MessageId;
-    /// use spillway::net::protocol::{Decoder, FrameLimit, ProtocolError, ServerFrame, ServerToClient};
+    /// use spillway::net::protocol::{Decoder, FrameLimit, ProtocolError};
+    /// use spillway::net::protocol::{ServerFrame, ServerToClient};
     /// use spillway::outcome::Outcome;
     ///
     /// // The Welcome of `docs/PROTOCOL.md` section 10.1 (64 KiB frames), then a 1028-byte Reply.
