@@ -90,6 +90,26 @@ pub const FRAME_BYTES_MAX: u32 = 16 * 1024 * 1024;
 pub const FRAME_BYTES_DEFAULT: u32 = 64 * 1024;
 /// A Reply frame's bytes before its response or detail (protocol version 2): the 8-byte
 /// header and 20 bytes of fixed fields. A response may be the frame limit less this.
+///
+/// ```
+/// use spillway::config::REPLY_FRAME_FIXED_BYTES;
+/// use spillway::message::MessageId;
+/// use spillway::net::protocol::{ProtocolVersion, ServerFrame};
+/// use spillway::outcome::Outcome;
+///
+/// let reply = ServerFrame::Reply {
+///     message_id: MessageId(42),
+///     outcome: Outcome::Delivered,
+///     response: b"world",
+///     detail: "",
+/// };
+/// let mut v2 = Vec::new();
+/// assert_eq!(reply.encode_in(ProtocolVersion::V2, &mut v2), REPLY_FRAME_FIXED_BYTES as usize + 5);
+/// assert_eq!(&v2[REPLY_FRAME_FIXED_BYTES as usize..], b"world");
+/// // Version 1 sends the fixed part alone.
+/// let mut v1 = Vec::new();
+/// assert_eq!(reply.encode_in(ProtocolVersion::V1, &mut v1), REPLY_FRAME_FIXED_BYTES as usize);
+/// ```
 pub const REPLY_FRAME_FIXED_BYTES: u32 = 28;
 
 /// All settings. `Default` is SPEC's production profile; [`Config::for_profile`] gives the

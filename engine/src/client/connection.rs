@@ -93,6 +93,43 @@ impl ClientConfig {
 }
 
 /// The Reply to one Submit: its outcome, and what the handler said.
+///
+/// ```
+/// use std::time::Duration;
+/// use spillway::client::{BackoffConfig, Client, ClientConfig, SubmitRequest};
+/// use spillway::config::Config;
+/// use spillway::engine::Engine;
+/// use spillway::handler::HandlerError;
+/// use spillway::message::{Message, MessageId, Priority, Role, TenantId};
+/// use spillway::net::server::{ServerConfig, TcpServer};
+/// use spillway::outcome::{FailureReason, Outcome};
+///
+/// // A server whose handler answers `ping` with `pong` and refuses anything else.
+/// let server = TcpServer::bind("127.0.0.1:0", ServerConfig::default())?;
+/// let handler = server.front_end(|message: &Message| match &message.payload[..] {
+///     b"ping" => Ok("pong"),
+///     _ => Err(HandlerError::invalid("expected ping")),
+/// });
+/// let config = Config { shards: 1, ..Config::default() };
+/// let engine = Engine::builder().config(config).handler(handler).start()?;
+///
+/// let mut client = Client::connect(server.local_addr(), ClientConfig::default())?;
+/// let (tenant, priority, role) = (TenantId(0), Priority::P1, Role::Session);
+/// let mut send = |id, payload| {
+///     let request = SubmitRequest { message_id: MessageId(id), tenant, priority, role, payload };
+///     client.send_with_backpressure(request, &BackoffConfig::default())
+/// };
+/// let reply = send(1, b"ping")?;
+/// assert_eq!((reply.outcome, &reply.response[..]), (Outcome::Delivered, &b"pong"[..]));
+/// assert_eq!(reply.detail, None);
+/// let reply = send(2, b"pong")?;
+/// let invalid = Outcome::Failed { reason: FailureReason::InvalidRequest };
+/// assert_eq!((reply.outcome, reply.response.len()), (invalid, 0));
+/// assert_eq!(reply.detail.unwrap().as_str(), "expected ping");
+/// assert_eq!(client.close(Duration::from_secs(5))?.unanswered, 0);
+/// engine.shutdown();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientReply {
     /// The id from the Submit.
@@ -522,6 +559,35 @@ impl Client {
     }
 
     /// The protocol version this connection speaks ([`ClientConfig::protocol_version`]).
+    ///
+    /// ```
+    /// use spillway::client::{BackoffConfig, Client, ClientConfig, SubmitRequest};
+    /// use spillway::config::Config;
+    /// use spillway::engine::Engine;
+    /// use spillway::message::{Message, MessageId, Priority, Role, TenantId};
+    /// use spillway::net::protocol::ProtocolVersion;
+    /// use spillway::net::server::{ServerConfig, TcpServer};
+    /// use spillway::outcome::Outcome;
+    ///
+    /// let server = TcpServer::bind("127.0.0.1:0", ServerConfig::default())?;
+    /// let handler = server.front_end(|_: &Message| Ok("a response"));
+    /// let config = Config { shards: 1, ..Config::default() };
+    /// let engine = Engine::builder().config(config).handler(handler).start()?;
+    ///
+    /// let protocol_version = ProtocolVersion::V1;
+    /// let config = ClientConfig { protocol_version, ..ClientConfig::default() };
+    /// let mut client = Client::connect(server.local_addr(), config)?;
+    /// assert_eq!(client.protocol_version(), ProtocolVersion::V1);
+    /// let (message_id, tenant) = (MessageId(1), TenantId(0));
+    /// let (priority, role) = (Priority::P1, Role::Session);
+    /// let request = SubmitRequest { message_id, tenant, priority, role, payload: b"hello" };
+    /// let reply = client.send_with_backpressure(request, &BackoffConfig::default())?;
+    /// // Delivered, but a version-1 Reply carries no response.
+    /// assert_eq!((reply.outcome, reply.response.len()), (Outcome::Delivered, 0));
+    /// drop(client);
+    /// engine.shutdown();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn protocol_version(&self) -> ProtocolVersion {
         self.config.protocol_version
     }

@@ -155,6 +155,24 @@ impl<T> EgressQueue<T> {
     /// [`EgressQueue::new`], with items of `item_bytes(item)` bytes each, which
     /// [`EgressConfig::buffer_bytes`] bounds as well. `item_bytes` must give an item the same
     /// size every time it is asked.
+    ///
+    /// ```
+    /// use spillway::config::EgressConfig;
+    /// use spillway::net::egress::{EgressDropReason, EgressQueue, FlowSignal, Offer};
+    /// let mut config = EgressConfig::default();
+    /// (config.buffer_capacity, config.buffer_bytes) = (10, 1024);
+    /// let mut queue = EgressQueue::sized(config, |reply: &Vec<u8>| reply.len() as u64).unwrap();
+    /// // One reply, but 800 of 1024 bytes: 7 replies' worth, which throttles.
+    /// let throttle = Some(FlowSignal::Throttle { delay_ns: 0 });
+    /// assert_eq!(queue.offer(vec![0; 800], 0), Offer::Queued { signal: throttle });
+    /// assert_eq!(queue.buffered_bytes(), 800);
+    /// // 300 more bytes do not fit: the drop policy (drop the oldest) makes room.
+    /// let dropped = Offer::Dropped { item: vec![0; 800], reason: EgressDropReason::DropOldest };
+    /// assert_eq!(queue.offer(vec![1; 300], 0), dropped);
+    /// assert_eq!((queue.len(), queue.buffered_bytes()), (1, 300));
+    /// assert_eq!(queue.pop(0), Some(vec![1; 300]));
+    /// assert_eq!(queue.buffered_bytes(), 0);
+    /// ```
     pub fn sized(config: EgressConfig, item_bytes: fn(&T) -> u64) -> Result<Self, ConfigError> {
         config.validate()?;
         Ok(Self {
@@ -190,6 +208,8 @@ impl<T> EgressQueue<T> {
     }
 
     /// Bytes of the replies buffered ([`EgressQueue::sized`]; 0 for items without a size).
+    ///
+    /// See the example on [`EgressQueue::sized`].
     pub fn buffered_bytes(&self) -> u64 {
         self.buffered_bytes
     }

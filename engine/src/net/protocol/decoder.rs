@@ -177,6 +177,23 @@ pub struct Decoder<D: Direction> {
 
 /// A frame from [`Decoder::next_shared_frame`], with the chunk its body lies in when it
 /// came whole in one fed by [`Decoder::feed_shared`].
+///
+/// ```
+/// use spillway::message::Bytes;
+/// use spillway::net::protocol::{ClientFrame, ClientToServer, Decoder, FrameLimit};
+///
+/// let hello = Bytes::from_static(&[0x53, 0x57, 0x02, 0x01, 0, 0, 0, 0]);
+/// let mut shared = Decoder::<ClientToServer>::new(FrameLimit::DEFAULT);
+/// shared.feed_shared(hello.clone());
+/// let decoded = shared.next_shared_frame().unwrap().unwrap();
+/// assert_eq!(decoded.frame, ClientFrame::Hello);
+/// // The very chunk fed, not a copy of it.
+/// assert_eq!(decoded.chunk.map(|chunk| chunk.as_ptr()), Some(hello.as_ptr()));
+///
+/// let mut copied = Decoder::<ClientToServer>::new(FrameLimit::DEFAULT);
+/// copied.feed(&hello);
+/// assert_eq!(copied.next_shared_frame().unwrap().unwrap().chunk, None);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SharedFrame<'buffer, F> {
     /// The frame, borrowing the decoder as from [`Decoder::next_frame`].
@@ -196,6 +213,31 @@ impl<D: Direction> Decoder<D> {
 
     /// An empty decoder that accepts frames up to `limit` in `version` only (and, reading
     /// a server, Error frames in any version). Allocates nothing until fed.
+    ///
+    /// ```
+    /// use spillway::message::ConnectionId;
+    /// use spillway::net::protocol::{Decoder, FrameLimit, ProtocolError, ProtocolVersion};
+    /// use spillway::net::protocol::{ServerFrame, ServerToClient};
+    ///
+    /// let version = ProtocolVersion::V1;
+    /// let mut decoder = Decoder::<ServerToClient>::with_version(FrameLimit::MIN, version);
+    /// assert_eq!(decoder.version(), Some(version));
+    /// // The version-1 Welcome of `docs/PROTOCOL.md` section 10.2: connection 7, 64 KiB frames.
+    /// decoder.feed(&[0x53, 0x57, 1, 0x81, 16, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0]);
+    /// decoder.feed(&[0, 0, 1, 0, 0xe8, 3, 0, 0]);
+    /// let welcome = decoder.next_frame().unwrap().unwrap();
+    /// assert!(matches!(
+    ///     welcome,
+    ///     ServerFrame::Welcome {
+    ///         connection: ConnectionId(7),
+    ///         frame_limit: FrameLimit::DEFAULT,
+    ///         ..
+    ///     }
+    /// ));
+    /// // A Pong in version 2 is refused: the connection speaks version 1.
+    /// decoder.feed(&[0x53, 0x57, 2, 0x87, 8, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0]);
+    /// assert_eq!(decoder.next_frame(), Err(ProtocolError::UnsupportedVersion { version: 2 }));
+    /// ```
     pub fn with_version(limit: FrameLimit, version: ProtocolVersion) -> Self {
         Self::with_optional_version(limit, Some(version))
     }
@@ -224,12 +266,50 @@ impl<D: Direction> Decoder<D> {
     /// Accepts frames up to `limit` from now on: a client raises its limit to the one the
     /// server's Welcome announced, since version-2 Replies may be that large. Frames already
     /// judged by their header keep the verdict they had.
+    ///
+    /// ```
+    /// use spillway::message::MessageId;
+    /// use spillway::net::protocol::{Decoder, FrameLimit, ProtocolError};
+    /// use spillway::net::protocol::{ServerFrame, ServerToClient};
+    /// use spillway::outcome::Outcome;
+    ///
+    /// // The Welcome of `docs/PROTOCOL.md` section 10.1 (64 KiB frames), then a 1028-byte Reply.
+    /// let mut wire = vec![0x53, 0x57, 2, 0x81, 16, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0];
+    /// wire.extend_from_slice(&[0, 0, 1, 0, 0xe8, 3, 0, 0]);
+    /// let (message_id, outcome, response) = (MessageId(1), Outcome::Delivered, &[b'z'; 1000]);
+    /// let reply = ServerFrame::Reply { message_id, outcome, response, detail: "" };
+    /// assert_eq!(reply.encode(&mut wire), 1028);
+    ///
+    /// // A client starts at the smallest limit, which takes any Welcome but not this Reply.
+    /// let mut raised = Decoder::<ServerToClient>::new(FrameLimit::MIN);
+    /// let mut kept = Decoder::<ServerToClient>::new(FrameLimit::MIN);
+    /// for decoder in [&mut raised, &mut kept] {
+    ///     decoder.feed(&wire);
+    ///     decoder.next_frame().unwrap(); // the Welcome
+    /// }
+    /// raised.set_limit(FrameLimit::DEFAULT); // the Welcome's
+    /// assert_eq!(raised.next_frame(), Ok(Some(reply)));
+    /// let too_large = ProtocolError::FrameTooLarge { frame_bytes: 1028, max_frame_bytes: 512 };
+    /// assert_eq!(kept.next_frame(), Err(too_large));
+    /// ```
     pub fn set_limit(&mut self, limit: FrameLimit) {
         self.limit = limit;
     }
 
     /// The connection's version: the one given to [`Decoder::with_version`], or the
     /// handshake frame's; `None` before a [`Decoder::new`] decoder has seen it.
+    ///
+    /// ```
+    /// use spillway::net::protocol::{ClientFrame, ClientToServer, Decoder, FrameLimit};
+    /// use spillway::net::protocol::ProtocolVersion;
+    ///
+    /// let mut decoder = Decoder::<ClientToServer>::new(FrameLimit::DEFAULT);
+    /// assert_eq!(decoder.version(), None);
+    /// // A version-1 Hello (`docs/PROTOCOL.md` section 10.2) settles it.
+    /// decoder.feed(&[0x53, 0x57, 0x01, 0x01, 0, 0, 0, 0]);
+    /// assert_eq!(decoder.next_frame(), Ok(Some(ClientFrame::Hello)));
+    /// assert_eq!(decoder.version(), Some(ProtocolVersion::V1));
+    /// ```
     pub fn version(&self) -> Option<ProtocolVersion> {
         self.version
     }
@@ -253,6 +333,27 @@ impl<D: Direction> Decoder<D> {
     /// A chunk still holding undecoded bytes when the next one comes is copied in first:
     /// drain [`Decoder::next_frame`] between feeds to keep the copies to the frames that
     /// straddle two chunks.
+    ///
+    /// ```
+    /// use spillway::message::Bytes;
+    /// use spillway::net::protocol::{ClientFrame, ClientToServer, Decoder, FrameLimit};
+    ///
+    /// let mut wire = Vec::new();
+    /// ClientFrame::Hello.encode(FrameLimit::DEFAULT, &mut wire).unwrap();
+    /// ClientFrame::Ping { nonce: 9 }.encode(FrameLimit::DEFAULT, &mut wire).unwrap();
+    /// let wire = Bytes::from(wire);
+    /// // Two reads: the Hello and half the Ping, then the rest of the Ping.
+    /// let (first, second) = (wire.slice(..12), wire.slice(12..));
+    /// let mut decoder = Decoder::<ClientToServer>::new(FrameLimit::DEFAULT);
+    /// decoder.feed_shared(first.clone());
+    /// let hello = decoder.next_shared_frame().unwrap().unwrap();
+    /// assert_eq!(hello.chunk.map(|chunk| chunk.as_ptr()), Some(first.as_ptr())); // in place
+    /// assert_eq!(decoder.next_frame(), Ok(None));
+    /// assert_eq!(decoder.buffered_bytes(), 4); // the Ping's start, copied
+    /// decoder.feed_shared(second);
+    /// let ping = decoder.next_shared_frame().unwrap().unwrap();
+    /// assert_eq!((ping.frame, ping.chunk), (ClientFrame::Ping { nonce: 9 }, None));
+    /// ```
     pub fn feed_shared(&mut self, chunk: Bytes) {
         if self.failure.is_some() {
             return;

@@ -46,6 +46,28 @@ impl Submit<'_> {
     /// chunk [`Decoder::next_shared_frame`](super::Decoder::next_shared_frame) gave with
     /// this frame); copied otherwise. A shared payload keeps the whole of `shared`'s
     /// buffer alive until the message, and every clone of its payload, is dropped.
+    ///
+    /// ```
+    /// use spillway::message::{Bytes, ConnectionId, MessageId, Priority, Role, TenantId};
+    /// use spillway::net::protocol::Submit;
+    ///
+    /// // A read buffer the payload lies in, as in a decoder's shared chunk.
+    /// let chunk = Bytes::from_static(b"..hello..");
+    /// let submit = Submit {
+    ///     message_id: MessageId(42),
+    ///     tenant: TenantId(3),
+    ///     priority: Priority::P1,
+    ///     role: Role::Session,
+    ///     payload: &chunk[2..7],
+    /// };
+    /// let message = submit.to_message_in(ConnectionId(7), Some(&chunk));
+    /// assert_eq!((message.id, message.tenant), (MessageId(42), TenantId(3)));
+    /// assert_eq!(&message.payload[..], b"hello");
+    /// // The payload shares the chunk's memory; without the chunk it is a copy.
+    /// assert!(chunk.as_ptr_range().contains(&message.payload.as_ptr()));
+    /// let copied = submit.to_message_in(ConnectionId(7), None);
+    /// assert!(!chunk.as_ptr_range().contains(&copied.payload.as_ptr()));
+    /// ```
     pub fn to_message_in(&self, connection: ConnectionId, shared: Option<&Bytes>) -> Message {
         let payload = match shared {
             Some(shared) if lies_within(self.payload, shared) => shared.slice_ref(self.payload),
@@ -120,6 +142,25 @@ impl ClientFrame<'_> {
     /// the server's Welcome), writes nothing and says so. `out` grows at most once, by
     /// exactly the frame's size. Client frames have the same layout in every version; a
     /// client sends every frame in the version of its Hello.
+    ///
+    /// ```
+    /// use spillway::message::{MessageId, Priority, Role, TenantId};
+    /// use spillway::net::protocol::{ClientFrame, FrameLimit, ProtocolVersion, Submit};
+    ///
+    /// // `docs/PROTOCOL.md` section 10.1: message 42, tenant 3, P1, session, payload `hello`.
+    /// let (message_id, tenant) = (MessageId(42), TenantId(3));
+    /// let (priority, role, payload) = (Priority::P1, Role::Session, &b"hello"[..]);
+    /// let submit = ClientFrame::Submit(Submit { message_id, tenant, priority, role, payload });
+    /// let mut out = Vec::new();
+    /// assert_eq!(submit.encode_in(ProtocolVersion::V2, FrameLimit::DEFAULT, &mut out), Ok(29));
+    /// assert_eq!(out[..8], [0x53, 0x57, 0x02, 0x02, 0x15, 0, 0, 0]);
+    /// assert_eq!(out[8..24], [42, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 1, 1, 0, 0]);
+    /// assert_eq!(&out[24..], b"hello");
+    /// // In version 1 only the header's version byte differs.
+    /// let mut v1 = Vec::new();
+    /// submit.encode_in(ProtocolVersion::V1, FrameLimit::DEFAULT, &mut v1).unwrap();
+    /// assert_eq!((v1[2], &v1[3..]), (0x01, &out[3..]));
+    /// ```
     pub fn encode_in(
         &self,
         version: ProtocolVersion,
@@ -203,6 +244,27 @@ impl ClientFrame<'_> {
 }
 
 /// A frame the server sends to a client.
+///
+/// ```
+/// use core::num::NonZeroU32;
+/// use spillway::message::ConnectionId;
+/// use spillway::net::protocol::{Decoder, FrameLimit, FrameType, ServerFrame, ServerToClient};
+///
+/// let welcome = ServerFrame::Welcome {
+///     connection: ConnectionId(7),
+///     frame_limit: FrameLimit::DEFAULT,
+///     send_buffer_replies: NonZeroU32::new(1000).unwrap(),
+/// };
+/// assert_eq!(welcome.frame_type(), FrameType::Welcome);
+/// let mut out = Vec::new();
+/// assert_eq!(welcome.encode(&mut out), 24);
+/// // The bytes of `docs/PROTOCOL.md` section 10.1, and back.
+/// assert_eq!(out[..8], [0x53, 0x57, 0x02, 0x81, 0x10, 0, 0, 0]);
+/// assert_eq!(out[8..], [7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0xe8, 0x03, 0, 0]);
+/// let mut decoder = Decoder::<ServerToClient>::new(FrameLimit::MIN);
+/// decoder.feed(&out);
+/// assert_eq!(decoder.next_frame(), Ok(Some(welcome)));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ServerFrame<'body> {
     /// The answer to Hello: the handshake is done and Submits may follow.
@@ -289,6 +351,22 @@ impl ServerFrame<'_> {
     /// Its encoded size in `version`, header included (a detail counted as cut to
     /// [`ERROR_DETAIL_MAX_BYTES`]). Within [`FrameLimit::MIN`], but for a version-2 Reply
     /// with a response, which is as long as its response makes it.
+    ///
+    /// ```
+    /// use spillway::message::MessageId;
+    /// use spillway::net::protocol::{ErrorCode, ProtocolVersion, ServerFrame};
+    /// use spillway::outcome::Outcome;
+    ///
+    /// let (message_id, outcome) = (MessageId(42), Outcome::Delivered);
+    /// let reply = ServerFrame::Reply { message_id, outcome, response: b"world", detail: "" };
+    /// assert_eq!(reply.encoded_bytes_in(ProtocolVersion::V2), 8 + 20 + 5);
+    /// assert_eq!(reply.encoded_bytes_in(ProtocolVersion::V1), 8 + 20);
+    /// // A detail counts as cut to 256 bytes, as the encoder cuts it.
+    /// let detail = "x".repeat(300);
+    /// let error = ServerFrame::Error { code: ErrorCode::BadField, detail: &detail };
+    /// assert_eq!(error.encoded_bytes_in(ProtocolVersion::V2), 8 + 2 + 256);
+    /// assert_eq!(error.encode_in(ProtocolVersion::V2, &mut Vec::new()), 8 + 2 + 256);
+    /// ```
     pub fn encoded_bytes_in(&self, version: ProtocolVersion) -> usize {
         HEADER_BYTES
             + match self {
@@ -333,6 +411,26 @@ impl ServerFrame<'_> {
     /// version 2 it carries the one its outcome has (see [`ServerFrame::Reply`]): keeping a
     /// response within the frame limit is the caller's part. `out` grows at most once, by
     /// exactly the frame's size.
+    ///
+    /// ```
+    /// use spillway::message::MessageId;
+    /// use spillway::net::protocol::{ProtocolVersion, ServerFrame};
+    /// use spillway::outcome::Outcome;
+    ///
+    /// // `docs/PROTOCOL.md` sections 10.1 and 10.2: message 42 delivered, response `world`.
+    /// let (message_id, outcome) = (MessageId(42), Outcome::Delivered);
+    /// let reply = ServerFrame::Reply { message_id, outcome, response: b"world", detail: "" };
+    /// // Id 42, delivered (1), no reason, reserved, retry_after_ns 0.
+    /// let fixed = [42, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    /// let mut v2 = Vec::new();
+    /// assert_eq!(reply.encode_in(ProtocolVersion::V2, &mut v2), 33);
+    /// assert_eq!(v2[..8], [0x53, 0x57, 0x02, 0x82, 0x19, 0, 0, 0]);
+    /// assert_eq!((&v2[8..28], &v2[28..]), (&fixed[..], &b"world"[..]));
+    /// let mut v1 = Vec::new();
+    /// assert_eq!(reply.encode_in(ProtocolVersion::V1, &mut v1), 28);
+    /// assert_eq!(v1[..8], [0x53, 0x57, 0x01, 0x82, 0x14, 0, 0, 0]);
+    /// assert_eq!(v1[8..], fixed);
+    /// ```
     pub fn encode_in(&self, version: ProtocolVersion, out: &mut Vec<u8>) -> usize {
         self.encode_with_version(version.code(), version, out)
     }
@@ -485,6 +583,24 @@ impl ServerFrame<'_> {
 /// header carries the version refused: the header and the Error frame have the same layout
 /// in every version, so the client can read it. Allocates nothing beyond the growth of
 /// `out`.
+///
+/// ```
+/// use spillway::net::protocol::{encode_error_reply, ErrorCode, ProtocolError, ProtocolVersion};
+///
+/// // `GET / HTTP/1.1` before any Hello (`docs/PROTOCOL.md` section 10.1): `bad_magic`, in
+/// // version 1.
+/// let mut out = Vec::new();
+/// let bad_magic = ProtocolError::BadMagic { found: *b"GE" };
+/// assert_eq!(encode_error_reply(&bad_magic, ProtocolVersion::V1, &mut out), 8 + 57);
+/// assert_eq!(out[..10], [0x53, 0x57, 0x01, 0x88, 0x39, 0, 0, 0, 0x01, 0x00]);
+/// assert_eq!(&out[10..], br#"bad magic [47, 45]: a frame starts with [53, 57] ("SW")"#);
+/// // A refused version is the header's, whatever the connection's.
+/// let mut out = Vec::new();
+/// let unsupported = ProtocolError::UnsupportedVersion { version: 9 };
+/// encode_error_reply(&unsupported, ProtocolVersion::V2, &mut out);
+/// assert_eq!(out[2..4], [9, 0x88]);
+/// assert_eq!(out[8..10], ErrorCode::UnsupportedVersion.code().to_le_bytes());
+/// ```
 pub fn encode_error_reply(
     error: &ProtocolError,
     version: ProtocolVersion,

@@ -13,6 +13,17 @@ pub const MAGIC: [u8; 2] = *b"SW";
 
 /// The newest protocol version, the one encoders write unless told another: the code of
 /// [`ProtocolVersion::LATEST`].
+///
+/// ```
+/// use spillway::net::protocol::{ClientFrame, FrameLimit, ProtocolVersion, PROTOCOL_VERSION};
+///
+/// assert_eq!(PROTOCOL_VERSION, 2);
+/// assert_eq!(ProtocolVersion::from_code(PROTOCOL_VERSION), Some(ProtocolVersion::LATEST));
+/// // The byte after the magic of every frame an encoder writes unless told another.
+/// let mut hello = Vec::new();
+/// ClientFrame::Hello.encode(FrameLimit::DEFAULT, &mut hello).unwrap();
+/// assert_eq!(hello, [0x53, 0x57, PROTOCOL_VERSION, 0x01, 0, 0, 0, 0]);
+/// ```
 pub const PROTOCOL_VERSION: u8 = ProtocolVersion::LATEST.code();
 
 /// A version of the protocol, carried in every header. A connection speaks the version of
@@ -21,6 +32,24 @@ pub const PROTOCOL_VERSION: u8 = ProtocolVersion::LATEST.code();
 /// The versions differ in one frame only: a version-2 Reply carries the handler's response
 /// (for `delivered`) or its error text (for `failed`) after the fields of a version-1 Reply,
 /// which has none. Every other frame has the same layout in both.
+///
+/// ```
+/// use spillway::net::protocol::{ClientFrame, FrameLimit, ProtocolVersion};
+///
+/// assert_eq!(ProtocolVersion::ALL, [ProtocolVersion::V1, ProtocolVersion::V2]);
+/// assert_eq!(ProtocolVersion::LATEST, ProtocolVersion::V2);
+/// for version in ProtocolVersion::ALL {
+///     // The header's version byte, and back.
+///     assert_eq!(ProtocolVersion::from_code(version.code()), Some(version));
+///     let mut hello = Vec::new();
+///     ClientFrame::Hello.encode_in(version, FrameLimit::DEFAULT, &mut hello).unwrap();
+///     assert_eq!(hello[2], version.code());
+///     assert_eq!(version.to_string(), version.code().to_string());
+/// }
+/// assert_eq!(ProtocolVersion::from_code(3), None);
+/// assert!(!ProtocolVersion::V1.replies_carry_data());
+/// assert!(ProtocolVersion::V2.replies_carry_data());
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ProtocolVersion {
     /// Version 1: Replies carry the outcome only.
@@ -31,11 +60,17 @@ pub enum ProtocolVersion {
 
 impl ProtocolVersion {
     /// Every version, oldest first.
+    ///
+    /// See the example on [`ProtocolVersion`].
     pub const ALL: [ProtocolVersion; 2] = [ProtocolVersion::V1, ProtocolVersion::V2];
     /// The newest version.
+    ///
+    /// See the example on [`ProtocolVersion`].
     pub const LATEST: ProtocolVersion = ProtocolVersion::V2;
 
     /// The header's version byte.
+    ///
+    /// See the example on [`ProtocolVersion`].
     pub const fn code(self) -> u8 {
         match self {
             ProtocolVersion::V1 => 1,
@@ -44,6 +79,8 @@ impl ProtocolVersion {
     }
 
     /// The version of a header's byte, or `None` for one this module does not speak.
+    ///
+    /// See the example on [`ProtocolVersion`].
     pub const fn from_code(code: u8) -> Option<ProtocolVersion> {
         match code {
             1 => Some(ProtocolVersion::V1),
@@ -53,6 +90,8 @@ impl ProtocolVersion {
     }
 
     /// Whether its Replies carry a response or an error detail (version 2 on).
+    ///
+    /// See the example on [`ProtocolVersion`].
     pub const fn replies_carry_data(self) -> bool {
         matches!(self, ProtocolVersion::V2)
     }
@@ -138,6 +177,25 @@ impl FrameLimit {
 
     /// The longest response a version-2 Reply can carry under this limit: the limit less
     /// the header and the Reply's fixed fields.
+    ///
+    /// ```
+    /// use spillway::message::MessageId;
+    /// use spillway::net::protocol::{FrameLimit, ProtocolVersion, ServerFrame};
+    /// use spillway::outcome::Outcome;
+    ///
+    /// assert_eq!(FrameLimit::DEFAULT.max_response_bytes(), 65_536 - 28);
+    /// let limit = FrameLimit::new(1024).unwrap();
+    /// assert_eq!(limit.max_response_bytes(), 996);
+    /// // A Reply with the longest response fills the frame limit exactly.
+    /// let response = vec![b'z'; limit.max_response_bytes() as usize];
+    /// let reply = ServerFrame::Reply {
+    ///     message_id: MessageId(1),
+    ///     outcome: Outcome::Delivered,
+    ///     response: &response,
+    ///     detail: "",
+    /// };
+    /// assert_eq!(reply.encoded_bytes_in(ProtocolVersion::V2), 1024);
+    /// ```
     pub const fn max_response_bytes(self) -> u32 {
         self.max_frame_bytes - REPLY_FRAME_FIXED_BYTES
     }
@@ -278,6 +336,19 @@ impl FrameType {
 
     /// The body lengths this frame type may have in `version`, smallest and largest. A
     /// Submit's largest, and a version-2 Reply's, is bounded by the [`FrameLimit`] instead.
+    ///
+    /// ```
+    /// use spillway::net::protocol::{FrameType, ProtocolVersion};
+    ///
+    /// let (v1, v2) = (ProtocolVersion::V1, ProtocolVersion::V2);
+    /// assert_eq!(FrameType::Hello.body_bytes_range(v2), (0, 0));
+    /// assert_eq!(FrameType::Welcome.body_bytes_range(v2), (16, 16));
+    /// // A Reply has 20 bytes of fixed fields; only in version 2 may data follow them.
+    /// assert_eq!(FrameType::Reply.body_bytes_range(v1), (20, 20));
+    /// assert_eq!(FrameType::Reply.body_bytes_range(v2), (20, usize::MAX));
+    /// // An Error: its 2-byte code, then up to 256 bytes of detail, in either version.
+    /// assert_eq!(FrameType::Error.body_bytes_range(v1), (2, 258));
+    /// ```
     pub const fn body_bytes_range(self, version: ProtocolVersion) -> (usize, usize) {
         match self {
             FrameType::Hello | FrameType::Resume => (0, 0),
