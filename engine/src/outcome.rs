@@ -163,15 +163,27 @@ pub enum FailureReason {
     /// [`HandlerError::invalid`](crate::handler::HandlerError::invalid)). Not counted
     /// against the service: the circuit breaker and the adaptive rate ignore it.
     InvalidRequest,
+    /// The handler had handed the message on to be answered later
+    /// ([`ShardContext::defer`](crate::handler::ShardContext::defer)), and whoever held it
+    /// went away without an answer: a worker process that died, closed its connection,
+    /// broke the worker protocol, or was still holding it when the engine shut down.
+    /// Counted against the service.
+    WorkerLost,
+    /// The handler had handed the message on to be answered later, and no answer came
+    /// within its deadline (the worker protocol's answer deadline, or a drain's deadline).
+    /// Counted against the service.
+    WorkerTimeout,
 }
 
 impl FailureReason {
     /// Every reason, in counter order.
-    pub const ALL: [FailureReason; 4] = [
+    pub const ALL: [FailureReason; 6] = [
         FailureReason::HandlerError,
         FailureReason::HandlerPanic,
         FailureReason::ShardLost,
         FailureReason::InvalidRequest,
+        FailureReason::WorkerLost,
+        FailureReason::WorkerTimeout,
     ];
     /// Number of reasons.
     pub const COUNT: usize = Self::ALL.len();
@@ -195,6 +207,8 @@ impl FailureReason {
             FailureReason::HandlerPanic => "handler_panic",
             FailureReason::ShardLost => "shard_lost",
             FailureReason::InvalidRequest => "invalid_request",
+            FailureReason::WorkerLost => "worker_lost",
+            FailureReason::WorkerTimeout => "worker_timeout",
         }
     }
 }

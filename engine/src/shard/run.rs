@@ -2,6 +2,11 @@
 //! completion. What the handler answers goes into the completion: its response bytes, or its
 //! error's reason (`HandlerError` or `InvalidRequest`) and text; a panic is caught and fails
 //! the message with `HandlerPanic`, and the shard keeps running.
+//!
+//! A handler may instead take its message to answer later (`ShardContext::defer`): the
+//! entry then moves to the shard's deferred table until `ShardContext::complete`. A
+//! handler with a limited capacity (`Handler::capacity`) is run only while it has room,
+//! and so is any handler while the deferred table is full: the rest stays queued.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -24,14 +29,27 @@ pub(crate) fn run_handlers<H: Handler>(
 ) -> usize {
     let mut ran = 0;
     while ran < max {
+        if handler.capacity() == Some(0) || !core.can_defer() {
+            break;
+        }
         let Some(entry) = core.next_to_run() else {
             break;
         };
         ran += 1;
         let result = catch_unwind(AssertUnwindSafe(|| {
-            let mut context = ShardContext::new(&mut *core, now_ns);
+            let mut context = ShardContext::for_run(&mut *core, now_ns);
             handler.handle(&entry.message, &mut context)
         }));
+        // Taken from the core, not the context, so that a run that deferred and then
+        // panicked still gives its ticket back.
+        if let Some(ticket) = core.take_run_ticket() {
+            if let Ok(Ok(_)) = result {
+                core.hold_deferred(ticket, entry, now_ns);
+                continue;
+            }
+            // It deferred, then failed or panicked: finished now after all.
+            core.release_deferred(ticket);
+        }
         let (outcome, response, detail) = match result {
             Ok(Ok(response)) => (Outcome::Delivered, response, None),
             Ok(Err(error)) => (

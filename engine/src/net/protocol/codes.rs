@@ -75,6 +75,8 @@ impl WireCode for FailureReason {
             FailureReason::HandlerPanic => 2,
             FailureReason::ShardLost => 3,
             FailureReason::InvalidRequest => 4,
+            FailureReason::WorkerLost => 6,
+            FailureReason::WorkerTimeout => 7,
         }
     }
 
@@ -84,6 +86,8 @@ impl WireCode for FailureReason {
             2 => Some(FailureReason::HandlerPanic),
             3 => Some(FailureReason::ShardLost),
             4 => Some(FailureReason::InvalidRequest),
+            6 => Some(FailureReason::WorkerLost),
+            7 => Some(FailureReason::WorkerTimeout),
             _ => None,
         }
     }
