@@ -38,6 +38,7 @@
 //! | 6 front door | [`simulation`] | one shard on a hand-driven clock, for exact tests | `admission`, `command`, `config`, `control`, `message`, `metrics`, `outcome`, `shard`, `sync` |
 //! | 7 edges | [`net`] | the TCP front end: wire protocol, egress flow control, the server | `config`, `message`, `outcome`, `shard`, `sync` |
 //! | 7 edges | [`client`] | a client of that protocol with `send_with_backpressure` | `clock`, `message`, `net`, `outcome` |
+//! | 7 edges | [`workers`] | worker mode: the worker protocol and the `WorkerPool` handler that dispatches admitted messages to worker processes | `config`, `message`, `outcome`, `shard`, `sync` |
 //! | 7 edges | `async_ingress` | submit and `.await` a completion, or read completions as a `Stream` (feature `tokio`) | `ingress`, `message`, `outcome` |
 
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -70,5 +71,6 @@ pub use shard::handler;
 pub(crate) mod shared;
 pub mod simulation;
 pub(crate) mod wait;
+pub mod workers;
 
 pub(crate) mod sync;
