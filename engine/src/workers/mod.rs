@@ -13,3 +13,10 @@
 //! [`ShardContext::defer`]: crate::handler::ShardContext::defer
 
 pub mod protocol;
+
+mod connection;
+mod listener;
+mod pool;
+
+pub use listener::{WorkerAddress, WorkerListenError, WorkerListener, WorkerStats};
+pub use pool::{NoInner, WorkerPool};
