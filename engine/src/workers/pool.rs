@@ -200,6 +200,8 @@ impl<I: Handler> Handler for WorkerPool<I> {
                     workers.cut(slot, Cut::Shutdown, context);
                 }
             }
+            // The stats read after shutdown show no worker open.
+            workers.publish();
         }
         self.shard = None;
         self.inner.stopped(context);
