@@ -18,7 +18,9 @@ use crate::admission::breaker::{
 use crate::admission::caps::Thresholds;
 use crate::admission::tenants::{TenantIndex, TenantTable};
 use crate::bucket::{adaptive_decide, AdaptiveSettings};
-use crate::command::{BreakerReport, DrainResult, FullQueue, RateScope, ShardTrigger};
+use crate::command::{
+    BreakerReport, DrainResult, FullQueue, RateScope, ShardTrigger, WorkerHealth,
+};
 use crate::config::{BreakerConfig, CapAction, Config, Levels, QueueDropPolicy};
 use crate::fault::{FaultPoint, FaultSwitch};
 use crate::message::{ConnectionId, Message, MessageId, Priority, Role, TenantId};
@@ -85,6 +87,8 @@ pub(crate) struct ShardCore {
     deferred_scratch: Vec<Held>,
     /// The ticket the handler run in progress deferred its message under, if it did.
     run_ticket: Option<Ticket>,
+    /// What the handler last published of its workers, for health checks.
+    worker_health: Option<WorkerHealth>,
     role_pending: [u64; Role::COUNT],
     tenants: Arc<TenantTable>,
     breaker: Arc<CircuitBreaker>,
@@ -223,6 +227,7 @@ impl ShardCore {
             deferred: DeferredTable::new(handler_queue),
             deferred_scratch: Vec::new(),
             run_ticket: None,
+            worker_health: None,
             role_pending: [0; Role::COUNT],
             breaker_seen: breaker.read(),
             breaker_reports: VecDeque::with_capacity(BREAKER_REPORTS_MAX),
@@ -284,6 +289,15 @@ impl ShardCore {
     /// Whether the handler queue is at or over its backpressure threshold.
     pub(crate) fn backpressure_active(&self) -> bool {
         self.backpressure_active
+    }
+
+    /// What the handler last published of its workers.
+    pub(crate) fn worker_health(&self) -> Option<WorkerHealth> {
+        self.worker_health
+    }
+
+    pub(crate) fn set_worker_health(&mut self, health: WorkerHealth) {
+        self.worker_health = Some(health);
     }
 
     /// Refuse everything from now on with `ShuttingDown`.

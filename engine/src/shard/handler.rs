@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::command::WorkerHealth;
 use crate::message::{ConnectionId, Message, MessageId};
 use crate::outcome::{Completion, ErrorDetail, FailureReason, Outcome};
 
@@ -342,6 +343,16 @@ impl<'a> ShardContext<'a> {
     /// The time of the current batch, in ns on the engine clock.
     pub fn now_ns(&self) -> u64 {
         self.now_ns
+    }
+
+    /// Publishes this shard's worker figures, which full health checks report
+    /// ([`ShardHealth::workers`]) until the next publication. A worker pool calls it each
+    /// turn; a plain store into the shard's own state, read by the shard when it answers a
+    /// health check.
+    ///
+    /// [`ShardHealth::workers`]: crate::control::ShardHealth::workers
+    pub fn publish_workers(&mut self, health: WorkerHealth) {
+        self.core.set_worker_health(health);
     }
 
     /// Admits `message` on this shard, through every admission level, and returns the

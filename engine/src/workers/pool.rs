@@ -22,6 +22,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use mio::{Events, Poll, Token};
 
+use crate::command::WorkerHealth;
 use crate::handler::{Handler, HandlerError, ShardContext, Ticket};
 use crate::message::Message;
 use crate::outcome::Completion;
@@ -201,7 +202,7 @@ impl<I: Handler> Handler for WorkerPool<I> {
                 }
             }
             // The stats read after shutdown show no worker open.
-            workers.publish();
+            workers.publish(context);
         }
         self.shard = None;
         self.inner.stopped(context);
@@ -289,7 +290,7 @@ impl ShardWorkers {
             work += self.check_deadlines(context);
         }
         self.flush_dirty(context);
-        self.publish();
+        self.publish(context);
         work
     }
 
@@ -697,8 +698,8 @@ impl ShardWorkers {
         self.dirty = dirty;
     }
 
-    /// Gauges for `WorkerListener::stats`.
-    fn publish(&self) {
+    /// Gauges for `WorkerListener::stats`, and this shard's figures for health checks.
+    fn publish(&self, context: &mut ShardContext<'_>) {
         let counters = self.counters();
         let (open, credit) = self
             .slots
@@ -710,6 +711,20 @@ impl ShardWorkers {
         store(&counters.open, open);
         store(&counters.credit_total, credit);
         store(&counters.credit_free, self.free_credit as u64);
+        // This shard alone writes these: Relaxed reads its own stores.
+        let answers = counters.answers.load(Ordering::Relaxed);
+        context.publish_workers(WorkerHealth {
+            open,
+            credit_total: credit,
+            credit_free: self.free_credit as u64,
+            answers,
+            answer_latency_ns_mean: counters
+                .answer_latency_ns_sum
+                .load(Ordering::Relaxed)
+                .checked_div(answers)
+                .unwrap_or(0),
+            answer_latency_ns_max: counters.answer_latency_ns_max.load(Ordering::Relaxed),
+        });
     }
 }
 
