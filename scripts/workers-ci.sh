@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Worker mode end to end (docs/WORKERS.md section 8): `spillway serve --workers` with each
+# Worker mode end to end (docs/WORKERS.md section 10): `spillway serve --workers` with each
 # reference worker (Rust echo, Rust CPU-cost, Python echo) over TCP on loopback, and the
 # Rust echo worker over a Unix socket, each under a short client load in which every
 # message must be delivered (check_echo --server); then each worker against check_echo
 # --host-workers, where every response must equal its payload byte for byte (a client of
 # `spillway serve` sees outcomes, not responses). Every process is bounded by `timeout`
-# and stopped on exit. About 15 s after the build.
+# and stopped on exit. About 5 s after the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
