@@ -54,7 +54,7 @@ struct Options {
 /// 16 to 1,040 bytes long, so that a worker mixing two messages up is caught.
 fn payload(connection: u64, id: u64) -> Vec<u8> {
     let mut bytes = format!("{connection:08x}{id:08x}").into_bytes();
-    bytes.extend((0..(id * 7) % 1025).map(|index| (index as u64 ^ id) as u8));
+    bytes.extend((0..(id * 7) % 1025).map(|index| (index ^ id) as u8));
     bytes
 }
 
