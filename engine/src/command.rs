@@ -68,6 +68,8 @@ pub(crate) enum ShardReply {
         backpressure: bool,
         /// The shard thread panicked outside a handler and now fails what reaches it.
         lost: bool,
+        /// What its handler last published of its workers (`ShardContext::publish_workers`).
+        workers: Option<WorkerHealth>,
     },
     Drained {
         request: u64,
@@ -97,6 +99,27 @@ impl ShardReply {
             ShardReply::BreakerMoved(_) => None,
         }
     }
+}
+
+/// One shard's worker figures in a full health check ([`ShardHealth::workers`]), as its
+/// worker pool (`spillway serve --workers`, `WorkerPool`) last published them through
+/// `ShardContext::publish_workers`, at most one shard turn old.
+///
+/// [`ShardHealth::workers`]: crate::control::ShardHealth::workers
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkerHealth {
+    /// Worker connections open on the shard (those still to say Hello included).
+    pub open: u64,
+    /// Credit its workers declared, all together: the messages they may hold at once.
+    pub credit_total: u64,
+    /// Of it, free now: messages the shard may still send before its queue waits.
+    pub credit_free: u64,
+    /// Answers received on the shard, ever.
+    pub answers: u64,
+    /// Mean answer latency (Work sent to Answer read), ns; 0 before the first answer.
+    pub answer_latency_ns_mean: u64,
+    /// The longest answer latency, ns.
+    pub answer_latency_ns_max: u64,
 }
 
 /// A breaker transition one shard made: it won the compare-exchange, so it is the only one

@@ -163,6 +163,9 @@ pub struct Config {
     /// The TCP front end's limits and timers (`spillway serve`,
     /// [`ServerConfig::from_config`](crate::net::server::ServerConfig::from_config)).
     pub net: NetConfig,
+    /// Worker processes that serve the messages (`spillway serve --workers`,
+    /// `docs/WORKERS.md`): their limits and the answer deadline.
+    pub workers: WorkersConfig,
     /// Per-tenant aggregate caps and priority ceilings.
     #[serde(default)]
     pub tenants: Vec<TenantConfig>,
@@ -199,6 +202,7 @@ production_sections! {
     monitor: MonitorConfig,
     egress: EgressConfig,
     net: NetConfig,
+    workers: WorkersConfig,
 }
 
 /// Kill switches for the three admission levels (SPEC 3).
@@ -522,6 +526,38 @@ impl NetConfig {
     }
 }
 
+/// The worker pool's settings (`spillway serve --workers`, `docs/WORKERS.md`). The same in
+/// every profile; each field's range is checked by [`Config::validate`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkersConfig {
+    /// How long a worker may hold a message without answering it, in ns; 1 ms to 1 h. Past
+    /// it the worker is cut and every message it held fails `worker_timeout`.
+    #[serde(deserialize_with = "range::net_timeout_ns")]
+    pub answer_timeout_ns: u64,
+    /// Worker connections, all shards together; one more is told `too_many_workers` and
+    /// closed. 1 to 65536.
+    #[serde(deserialize_with = "range::net_per_turn")]
+    pub max_workers: usize,
+    /// The largest frame either side sends, header included, announced in the Welcome;
+    /// 512 B to 16 MiB. A message whose Work frame would be larger fails
+    /// `invalid_request` (a Work carries 40 bytes besides its payload).
+    #[serde(deserialize_with = "range::net_frame_bytes")]
+    pub max_frame_bytes: u32,
+}
+
+impl WorkersConfig {
+    /// Checks every field against its range; the first bad one is named (`workers.FIELD`).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_fields!(self, "workers.";
+            answer_timeout_ns in range::NET_TIMEOUT_NS;
+            max_workers in range::NET_PER_TURN;
+            max_frame_bytes in range::NET_FRAME_BYTES;
+        );
+        Ok(())
+    }
+}
+
 /// How an idle thread waits for work (LMAX Disruptor's wait strategies). In a file, the
 /// `[wait]` table: `strategy` (`adaptive`, `busy-spin`, `spin-then-yield`,
 /// `spin-then-park`) and the numbers that strategy takes; its `Deserialize` is in
@@ -799,6 +835,7 @@ impl Config {
         );
 
         self.net.validate()?;
+        self.workers.validate()?;
 
         self.egress.validate()
     }

@@ -20,7 +20,7 @@
 //! | 0 vocabulary | [`message`] | the vocabulary of work: connection, message and tenant ids, priorities, roles, the message itself, the connection-id hasher | - |
 //! | 0 vocabulary | [`outcome`] | how a message ended (delivered, failed, refused, shed, cancelled, dropped) and why | `message` |
 //! | 0 vocabulary | [`config`] | every setting, its default, its allowed range and its TOML form (`spillway check-config`) | `message` |
-//! | 0 vocabulary | `command` | what the control plane and a shard say to each other: commands, replies, drain results, breaker reports and their figures | `message` |
+//! | 0 vocabulary | `command` | what the control plane and a shard say to each other: commands, replies, drain results, breaker reports and their figures, a shard's worker figures | `message` |
 //! | 1 primitives | `sync` | the one switch between std's atomics and loom's | - |
 //! | 1 primitives | [`clock`] | monotonic nanoseconds from quanta, read once per batch | - |
 //! | 1 primitives | [`ring`] | the bounded rings: SPSC written here, MPMC from crossbeam | `sync` |
@@ -38,6 +38,7 @@
 //! | 6 front door | [`simulation`] | one shard on a hand-driven clock, for exact tests | `admission`, `command`, `config`, `control`, `message`, `metrics`, `outcome`, `shard`, `sync` |
 //! | 7 edges | [`net`] | the TCP front end: wire protocol, egress flow control, the server | `config`, `message`, `outcome`, `shard`, `sync` |
 //! | 7 edges | [`client`] | a client of that protocol with `send_with_backpressure` | `clock`, `message`, `net`, `outcome` |
+//! | 7 edges | [`workers`] | worker mode: the worker protocol and the `WorkerPool` handler that dispatches admitted messages to worker processes | `command`, `config`, `message`, `outcome`, `shard`, `sync` |
 //! | 7 edges | `async_ingress` | submit and `.await` a completion, or read completions as a `Stream` (feature `tokio`) | `ingress`, `message`, `outcome` |
 
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -70,5 +71,6 @@ pub use shard::handler;
 pub(crate) mod shared;
 pub mod simulation;
 pub(crate) mod wait;
+pub mod workers;
 
 pub(crate) mod sync;

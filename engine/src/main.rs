@@ -25,13 +25,15 @@ spillway: a thread-per-core data-plane engine that keeps a server fast under ove
 
 Usage:
   spillway serve [--listen ADDR] [--config FILE] [--shards N] [--service-ns NS]
-                 [--max-connections N] [--duration-s S]
+                 [--max-connections N] [--duration-s S] [--workers ADDR]
                                serve the wire protocol (docs/PROTOCOL.md) on ADDR
                                (default 127.0.0.1:7878); each message is acknowledged
                                after busy-waiting NS ns (default 0); stops on SIGINT or
                                SIGTERM, or after S seconds, and prints its counters;
                                FILE's [net] and [egress] set the server, --shards and
-                               --max-connections override FILE
+                               --max-connections override FILE; with --workers, worker
+                               processes connect to ADDR (HOST:PORT or unix:PATH) and
+                               serve every message instead (docs/WORKERS.md)
   spillway check-config FILE   validate the TOML configuration FILE and print the
                                effective settings (its profile with its keys applied)
   spillway --help              print this help

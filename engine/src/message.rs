@@ -175,6 +175,10 @@ pub struct Message {
     pub id: MessageId,
     /// The bytes the handler gets; counted against the per-connection byte cap.
     pub payload: Bytes,
+    /// The submitter says serving it twice does no harm: a handler that hands it on to a
+    /// worker process (`spillway serve --workers`) may then retry it once on another worker
+    /// when the first one is lost while holding it. `false` unless set.
+    pub idempotent: bool,
 }
 
 impl Message {
@@ -187,6 +191,7 @@ impl Message {
             priority: Priority::P1,
             id,
             payload: Bytes::new(),
+            idempotent: false,
         }
     }
 
@@ -211,6 +216,13 @@ impl Message {
     /// Sets the payload. See the example on [`Message`].
     pub fn with_payload(mut self, payload: impl Into<Bytes>) -> Self {
         self.payload = payload.into();
+        self
+    }
+
+    /// Marks it idempotent (or not): safe to serve twice, so it may be retried once on
+    /// another worker when the worker holding it is lost.
+    pub fn with_idempotent(mut self, idempotent: bool) -> Self {
+        self.idempotent = idempotent;
         self
     }
 }

@@ -202,6 +202,16 @@ pub enum FailureReason {
     /// none) and the detail says how long it was. Counted against the service: its answer
     /// was unusable.
     ResponseTooLarge,
+    /// The handler had handed the message on to be answered later
+    /// ([`ShardContext::defer`](crate::handler::ShardContext::defer)), and whoever held it
+    /// went away without an answer: a worker process that died, closed its connection,
+    /// broke the worker protocol, or was still holding it when the engine shut down.
+    /// Counted against the service.
+    WorkerLost,
+    /// The handler had handed the message on to be answered later, and no answer came
+    /// within its deadline (the worker protocol's answer deadline, or a drain's deadline).
+    /// Counted against the service.
+    WorkerTimeout,
 }
 
 impl FailureReason {
@@ -214,12 +224,14 @@ impl FailureReason {
     ///     assert_eq!(reason.index(), index);
     /// }
     /// ```
-    pub const ALL: [FailureReason; 5] = [
+    pub const ALL: [FailureReason; 7] = [
         FailureReason::HandlerError,
         FailureReason::HandlerPanic,
         FailureReason::ShardLost,
         FailureReason::InvalidRequest,
         FailureReason::ResponseTooLarge,
+        FailureReason::WorkerLost,
+        FailureReason::WorkerTimeout,
     ];
     /// Number of reasons.
     pub const COUNT: usize = Self::ALL.len();
@@ -252,6 +264,8 @@ impl FailureReason {
             FailureReason::ShardLost => "shard_lost",
             FailureReason::InvalidRequest => "invalid_request",
             FailureReason::ResponseTooLarge => "response_too_large",
+            FailureReason::WorkerLost => "worker_lost",
+            FailureReason::WorkerTimeout => "worker_timeout",
         }
     }
 }

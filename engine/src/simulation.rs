@@ -106,6 +106,56 @@ impl<H: Handler> Simulation<H> {
         self.core.maintain(now_ns);
     }
 
+    /// Calls the handler's [`poll`](Handler::poll) at `now_ns`, as the shard thread does
+    /// once per turn: where a handler that defers its messages answers them
+    /// ([`ShardContext::complete`](crate::handler::ShardContext::complete)). Returns what
+    /// `poll` returned.
+    pub fn poll(&mut self, now_ns: u64) -> usize {
+        let found = self.handler.poll(&mut crate::handler::ShardContext::new(
+            &mut self.core,
+            now_ns,
+        ));
+        for completion in self.core.local_completions.drain(..) {
+            self.handler.completed(&completion);
+        }
+        self.collect();
+        found
+    }
+
+    /// Messages the handler deferred and has not answered yet (in flight in the stats).
+    pub fn deferred(&self) -> usize {
+        self.core.deferred()
+    }
+
+    /// What shutdown does at its deadline (`control.drain_timeout_ns` after the stop) when
+    /// the handler still holds deferred messages: each fails `WorkerLost`, counted. Returns
+    /// how many.
+    pub fn abandon_deferred(&mut self, now_ns: u64) -> usize {
+        let failed = self
+            .core
+            .fail_all_deferred("the engine shut down before the answer came", now_ns);
+        self.collect();
+        failed
+    }
+
+    /// Calls `with` with a context on this shard at `now_ns`, as code running on the shard
+    /// has it (to complete a deferred message with a ticket kept outside the handler, say).
+    pub fn with_context<R>(
+        &mut self,
+        now_ns: u64,
+        with: impl FnOnce(&mut H, &mut crate::handler::ShardContext<'_>) -> R,
+    ) -> R {
+        let result = with(
+            &mut self.handler,
+            &mut crate::handler::ShardContext::new(&mut self.core, now_ns),
+        );
+        for completion in self.core.local_completions.drain(..) {
+            self.handler.completed(&completion);
+        }
+        self.collect();
+        result
+    }
+
     /// Completions recorded since the last call, in order.
     pub fn take_completions(&mut self) -> Vec<Completion> {
         core::mem::take(&mut self.completions)
@@ -169,6 +219,11 @@ impl<H: Handler> Simulation<H> {
     /// The handler, to inspect what it saw.
     pub fn handler(&self) -> &H {
         &self.handler
+    }
+
+    /// The handler, to change what it will do.
+    pub fn handler_mut(&mut self) -> &mut H {
+        &mut self.handler
     }
 
     // The control plane's commands, as the shard serves them between batches

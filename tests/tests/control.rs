@@ -539,6 +539,16 @@ fn the_monitor_alerts_on_a_filling_queue_and_a_full_queue_opens_the_breaker() {
     engine.shutdown();
 }
 
+/// Sets its flag when dropped, on a panic too.
+struct ReleaseOnDrop(Arc<AtomicBool>);
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        // Relaxed: a flag with no data behind it.
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 #[test]
 fn an_overloaded_tenant_queue_trips_the_breaker_through_the_monitor_which_names_it() {
     // Tenant 7 may have 5 messages pending across shards. The handler holds the first until
@@ -568,6 +578,9 @@ fn an_overloaded_tenant_queue_trips_the_breaker_through_the_monitor_which_names_
     for id in 0..5 {
         submit(&mut ingress, session(id, id).with_tenant(TenantId(7)));
     }
+    // Released however this ends: a failed wait below must fail the test, not leave the
+    // handler holding its shard (shutdown would wait for it for ever).
+    let _release_on_exit = ReleaseOnDrop(Arc::clone(&release));
     let history = breaker_history(&control, 1);
     release.store(true, Ordering::Relaxed);
     let mut completions = Vec::new();

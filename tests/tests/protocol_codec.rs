@@ -664,7 +664,7 @@ fn bad_fields_of_server_frames_are_named() {
         (reply(1, 1, 0, 0), FrameType::Reply, "reason", 1),
         (reply(5, 2, 0, 0), FrameType::Reply, "reason", 2),
         (reply(2, 0, 0, 0), FrameType::Reply, "reason", 0),
-        (reply(2, 6, 0, 0), FrameType::Reply, "reason", 6),
+        (reply(2, 8, 0, 0), FrameType::Reply, "reason", 8),
         (reply(3, 11, 0, 0), FrameType::Reply, "reason", 11),
         (reply(4, 2, 0, 0), FrameType::Reply, "reason", 2),
         (reply(6, 4, 0, 0), FrameType::Reply, "reason", 4),

@@ -15,6 +15,7 @@ use spillway::engine::Engine;
 use spillway::message::Message;
 use spillway::net::protocol::ErrorCode;
 use spillway::net::server::{NetStats, ServerConfig, TcpServer};
+use spillway::workers::{WorkerListener, WorkerStats};
 
 /// Descriptors kept for everything but connections (listener, epoll, stdio, threads).
 const SPARE_DESCRIPTORS: u64 = 64;
@@ -27,6 +28,8 @@ pub struct Options {
     service_ns: u64,
     max_connections: Option<usize>,
     duration: Option<Duration>,
+    /// `--workers ADDR`: serve messages through worker processes (docs/WORKERS.md).
+    workers: Option<String>,
 }
 
 pub fn parse(args: &[OsString]) -> anyhow::Result<Options> {
@@ -37,6 +40,7 @@ pub fn parse(args: &[OsString]) -> anyhow::Result<Options> {
         service_ns: 0,
         max_connections: None,
         duration: None,
+        workers: None,
     };
     let mut args = args.iter();
     while let Some(flag) = args.next() {
@@ -57,6 +61,7 @@ pub fn parse(args: &[OsString]) -> anyhow::Result<Options> {
             "--shards" => options.shards = Some(number(value()?)? as usize),
             "--service-ns" => options.service_ns = number(value()?)?,
             "--max-connections" => options.max_connections = Some(number(value()?)? as usize),
+            "--workers" => options.workers = Some(value()?),
             "--duration-s" => options.duration = Some(Duration::from_secs(number(value()?)?)),
             other => bail!("serve: unknown argument {other:?}"),
         }
@@ -99,14 +104,29 @@ pub fn run(options: Options) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("listening on {}", options.listen))?;
     let clock = Clock::new();
     let service_ns = options.service_ns;
-    let engine = Engine::builder()
-        .config(config)
-        .handler(server.front_end(move |_: &Message| {
-            clock.spin_for_ns(service_ns);
-            Ok(())
-        }))
-        .start()
-        .context("starting the engine")?;
+    let acknowledge = move |_: &Message| {
+        clock.spin_for_ns(service_ns);
+        Ok(())
+    };
+    let workers = match &options.workers {
+        Some(address) => Some(
+            WorkerListener::bind(address, config.workers)
+                .with_context(|| format!("listening for workers on {address}"))?,
+        ),
+        None => None,
+    };
+    let builder = Engine::builder().config(config);
+    let engine = match &workers {
+        // The pool serves every message; the front end around it only feeds it.
+        Some(listener) => builder
+            .handler(listener.pool(server.front_end(acknowledge)))
+            .start(),
+        None => builder.handler(server.front_end(acknowledge)).start(),
+    }
+    .context("starting the engine")?;
+    if let Some(listener) = &workers {
+        println!("spillway serve: workers connect to {}", listener.address());
+    }
     println!(
         "spillway serve: listening on {} ({} shards, pinned {}, service {} ns, at most {} connections)",
         server.local_addr(),
@@ -143,12 +163,37 @@ pub fn run(options: Options) -> anyhow::Result<ExitCode> {
                 net.replies_sent,
                 net.replies_dropped_total()
             );
+            if let Some(listener) = &workers {
+                print_workers(&listener.stats());
+            }
         }
     }
     let stats = engine.shutdown();
     let net = server.stats();
     print_summary(&net, &stats);
+    if let Some(listener) = &workers {
+        print_workers(&listener.stats());
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_workers(workers: &WorkerStats) {
+    eprintln!(
+        "  workers: {} open ({} ever), credit {} free of {}, {} works sent, {} answers (mean {} ns, max {} ns), {} retries, cut: lost {} timeout {} garbage {}, refused {}",
+        workers.open,
+        workers.connected,
+        workers.credit_free,
+        workers.credit_total,
+        workers.works_sent,
+        workers.answers,
+        workers.answer_latency_ns_mean(),
+        workers.answer_latency_ns_max,
+        workers.retries,
+        workers.cut_lost,
+        workers.cut_timeout,
+        workers.cut_garbage,
+        workers.refused_too_many
+    );
 }
 
 fn print_summary(net: &NetStats, stats: &spillway::metrics::Stats) {

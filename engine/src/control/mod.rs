@@ -26,7 +26,7 @@
 
 pub(crate) mod thread;
 
-pub use crate::command::{CommandKind, FullQueue, ShardTrigger, WindowFigures};
+pub use crate::command::{CommandKind, FullQueue, ShardTrigger, WindowFigures, WorkerHealth};
 pub use crate::metrics::{BreakerTransitionCounts, CommandLatency, ControlStats};
 
 use std::collections::VecDeque;
@@ -114,6 +114,9 @@ pub struct ShardHealth {
     /// Whether the shard is lost: its thread panicked outside a handler, failed what it
     /// held with `ShardLost`, and fails whatever reaches it until shutdown.
     pub lost: bool,
+    /// Its workers, when its handler is a worker pool (`spillway serve --workers`); `None`
+    /// for any other handler, and for a lost shard.
+    pub workers: Option<WorkerHealth>,
 }
 
 /// What a drain did once the connection's queue was empty.

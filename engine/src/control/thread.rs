@@ -505,6 +505,7 @@ impl ControlLoop<'_> {
                     connections,
                     backpressure,
                     lost,
+                    workers,
                     ..
                 },
                 PendingState::Health { shards, .. },
@@ -514,6 +515,7 @@ impl ControlLoop<'_> {
                 connections,
                 backpressure,
                 lost,
+                workers,
             }),
             (ShardReply::Applied { changed, .. }, PendingState::Applied { changed: total }) => {
                 *total += changed;

@@ -33,6 +33,7 @@ pub(crate) fn serve_shard_commands(
                 connections: core.connection_count() as u64,
                 backpressure: core.backpressure_active(),
                 lost: false,
+                workers: core.worker_health(),
             }),
             ShardCommand::Drain {
                 request,
@@ -136,6 +137,7 @@ pub(crate) fn serve_commands_when_lost(
                 connections: 0,
                 backpressure: false,
                 lost: true,
+                workers: None,
             },
             ShardCommand::Drain { request, .. } => ShardReply::Drained {
                 request,

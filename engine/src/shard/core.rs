@@ -18,7 +18,9 @@ use crate::admission::breaker::{
 use crate::admission::caps::Thresholds;
 use crate::admission::tenants::{TenantIndex, TenantTable};
 use crate::bucket::{adaptive_decide, AdaptiveSettings};
-use crate::command::{BreakerReport, DrainResult, FullQueue, RateScope, ShardTrigger};
+use crate::command::{
+    BreakerReport, DrainResult, FullQueue, RateScope, ShardTrigger, WorkerHealth,
+};
 use crate::config::{BreakerConfig, CapAction, Config, Levels, QueueDropPolicy};
 use crate::fault::{FaultPoint, FaultSwitch};
 use crate::message::{ConnectionId, Message, MessageId, Priority, Role, TenantId};
@@ -29,6 +31,7 @@ use crate::outcome::{
 use crate::sync::Arc;
 
 use super::connections::{ConnectionTable, Slot};
+use super::deferred::{DeferredTable, Held, Ticket};
 use super::queue::{Entry, Origin, PendingQueue};
 
 /// The caps, as per-priority thresholds computed when they are set.
@@ -79,6 +82,15 @@ pub(crate) struct ShardCore {
     backpressure_messages: usize,
     connections: ConnectionTable,
     queue: PendingQueue,
+    /// Messages the handler took to answer later (`ShardContext::defer`): still admitted
+    /// and pending (their connection, role and tenant counts hold them), no longer queued.
+    deferred: DeferredTable,
+    /// Reused by the sweeps that fail deferred messages (drain deadline, shutdown, lost).
+    deferred_scratch: Vec<Held>,
+    /// The ticket the handler run in progress deferred its message under, if it did.
+    run_ticket: Option<Ticket>,
+    /// What the handler last published of its workers, for health checks.
+    worker_health: Option<WorkerHealth>,
     role_pending: [u64; Role::COUNT],
     tenants: Arc<TenantTable>,
     breaker: Arc<CircuitBreaker>,
@@ -215,6 +227,10 @@ impl ShardCore {
                 rate.burst,
             ),
             queue: PendingQueue::new(handler_queue, config.connections_per_shard_max),
+            deferred: DeferredTable::new(handler_queue),
+            deferred_scratch: Vec::new(),
+            run_ticket: None,
+            worker_health: None,
             role_pending: [0; Role::COUNT],
             breaker_seen: breaker.read(),
             breaker_reports: VecDeque::with_capacity(BREAKER_REPORTS_MAX),
@@ -263,6 +279,11 @@ impl ShardCore {
         self.queue.len()
     }
 
+    /// Messages the handler deferred and has not answered yet.
+    pub(crate) fn deferred(&self) -> usize {
+        self.deferred.len()
+    }
+
     /// How many handlers the next batch may run so that it takes about `slice_ns` at the
     /// mean handler time: at least one, at most `max`. Cheap handlers still run `max` to a
     /// batch; slow ones run one or a few, so the loop is back at admission (where a newly
@@ -276,6 +297,15 @@ impl ShardCore {
     /// Whether the handler queue is at or over its backpressure threshold.
     pub(crate) fn backpressure_active(&self) -> bool {
         self.backpressure_active
+    }
+
+    /// What the handler last published of its workers.
+    pub(crate) fn worker_health(&self) -> Option<WorkerHealth> {
+        self.worker_health
+    }
+
+    pub(crate) fn set_worker_health(&mut self, health: WorkerHealth) {
+        self.worker_health = Some(health);
     }
 
     /// Refuse everything from now on with `ShuttingDown`.
@@ -832,14 +862,140 @@ impl ShardCore {
             let end_ns = end_ns.max(start_ns);
             let per_message_ns = (end_ns - start_ns) / ran as u64;
             self.service_ns_mean = (self.service_ns_mean * 7 + per_message_ns.max(1)).div_ceil(8);
-            for finished in &self.batch_finished {
+            for index in 0..self.batch_finished.len() {
+                let finished = self.batch_finished[index];
                 let latency_ns = end_ns.saturating_sub(finished.admitted_ns);
-                self.breaker_window.record(latency_ns, finished.failed);
-                let state = self.connections.get_mut(finished.connection);
-                state.interval_latency_max_ns = state.interval_latency_max_ns.max(latency_ns);
+                self.record_latency(finished.connection, latency_ns, finished.failed);
             }
         }
         self.batch_finished.clear();
+    }
+
+    /// One finished message's latency (admission to answer), for the breaker's window and
+    /// its connection's adaptive rate.
+    #[inline]
+    fn record_latency(&mut self, connection: Slot, latency_ns: u64, failed: bool) {
+        self.breaker_window.record(latency_ns, failed);
+        let state = self.connections.get_mut(connection);
+        state.interval_latency_max_ns = state.interval_latency_max_ns.max(latency_ns);
+    }
+
+    // ----- deferred messages (`ShardContext::defer`) -----------------------------------
+
+    /// Whether a handler run may defer one more message.
+    pub(crate) fn can_defer(&self) -> bool {
+        self.deferred.has_room()
+    }
+
+    /// The ticket of the message the current handler run defers, reserved on the first
+    /// call of the run (`None`: the table is full, which `run_handlers` checks before each
+    /// run).
+    pub(crate) fn run_ticket(&mut self) -> Option<Ticket> {
+        if self.run_ticket.is_none() {
+            self.run_ticket = self.deferred.reserve();
+        }
+        self.run_ticket
+    }
+
+    /// The ticket the handler run that just returned (or panicked) reserved, if any.
+    pub(crate) fn take_run_ticket(&mut self) -> Option<Ticket> {
+        self.run_ticket.take()
+    }
+
+    /// Keeps `entry`, whose handler run deferred it under `ticket` and began at `taken_ns`.
+    pub(crate) fn hold_deferred(&mut self, ticket: Ticket, entry: Entry, taken_ns: u64) {
+        self.deferred.fill(ticket, Held { entry, taken_ns });
+    }
+
+    /// Gives back the ticket of a run that did not defer after all.
+    pub(crate) fn release_deferred(&mut self, ticket: Ticket) {
+        self.deferred.release(ticket);
+    }
+
+    /// The deferred message `ticket` names, and when its handler took it, if it is still
+    /// held.
+    pub(crate) fn deferred_message(&self, ticket: Ticket) -> Option<(&Message, u64)> {
+        self.deferred
+            .get(ticket)
+            .map(|held| (&held.entry.message, held.taken_ns))
+    }
+
+    /// Finishes the deferred message `ticket` names with `outcome` at `now_ns`: its latency
+    /// from admission goes to the breaker's window and its connection's adaptive rate, as a
+    /// message run at once does (unless the outcome does not count against the service).
+    /// False if the ticket is stale (its message was finished otherwise).
+    pub(crate) fn complete_deferred(
+        &mut self,
+        ticket: Ticket,
+        outcome: Outcome,
+        response: Bytes,
+        detail: Option<ErrorDetail>,
+        now_ns: u64,
+    ) -> bool {
+        let Some(held) = self.deferred.take(ticket) else {
+            return false;
+        };
+        self.finish_held(held, outcome, response, detail, now_ns);
+        true
+    }
+
+    fn finish_held(
+        &mut self,
+        held: Held,
+        outcome: Outcome,
+        response: Bytes,
+        detail: Option<ErrorDetail>,
+        now_ns: u64,
+    ) {
+        let counts = match outcome {
+            Outcome::Failed { reason } => reason.counts_against_service(),
+            _ => true,
+        };
+        if counts {
+            let latency_ns = now_ns.saturating_sub(held.entry.admitted_ns);
+            self.record_latency(
+                held.entry.connection,
+                latency_ns,
+                outcome != Outcome::Delivered,
+            );
+        }
+        let role = held.entry.message.role;
+        self.finish_with(held.entry, outcome, response, detail);
+        self.after_queue_change(role, now_ns);
+    }
+
+    /// Fails every deferred message (of `connection` only, if given) with `reason` and
+    /// `detail`; returns how many.
+    fn fail_deferred(
+        &mut self,
+        connection: Option<Slot>,
+        reason: FailureReason,
+        detail: &str,
+        now_ns: u64,
+    ) -> usize {
+        let mut held = core::mem::take(&mut self.deferred_scratch);
+        match connection {
+            Some(connection) => self.deferred.take_of_connection(connection, &mut held),
+            None => self.deferred.take_all(&mut held),
+        }
+        let failed = held.len();
+        for one in held.drain(..) {
+            let detail = (!detail.is_empty()).then(|| ErrorDetail::new(detail));
+            self.finish_held(
+                one,
+                Outcome::Failed { reason },
+                Bytes::new(),
+                detail,
+                now_ns,
+            );
+        }
+        self.deferred_scratch = held;
+        failed
+    }
+
+    /// Fails every deferred message `WorkerLost` (shutdown: nobody will hear the answer).
+    pub(crate) fn fail_all_deferred(&mut self, detail: &str, now_ns: u64) -> usize {
+        self.fail_deferred(None, FailureReason::WorkerLost, detail, now_ns)
     }
 
     /// Releases what `entry` held, counts how it ended, and sends its completion.
@@ -913,6 +1069,7 @@ impl ShardCore {
             self.finish(entry, SHARD_LOST);
             self.after_queue_change(role, now_ns);
         }
+        self.fail_deferred(None, FailureReason::ShardLost, "", now_ns);
         in_admission
     }
 
@@ -1021,6 +1178,14 @@ impl ShardCore {
             if drain.deadline_passed && self.connections.get(drain.connection).pending_messages > 0
             {
                 self.cancel_queued_of(drain.connection, now_ns);
+                // What the handler took and has not answered can no longer be waited for:
+                // it fails, counted (`finish` counts it into each drain as finished).
+                self.fail_deferred(
+                    Some(drain.connection),
+                    FailureReason::WorkerTimeout,
+                    "drain deadline passed",
+                    now_ns,
+                );
             }
         }
         // Every drain of one connection completes in this same pass (they wait on the same

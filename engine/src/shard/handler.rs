@@ -6,12 +6,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::command::WorkerHealth;
 use crate::message::{ConnectionId, Message, MessageId};
 use crate::outcome::{Completion, ErrorDetail, FailureReason, Outcome};
 
 use super::core::ShardCore;
 use super::queue::Origin;
 use super::shared::{shard_of_connection, EventWaker};
+
+pub use super::deferred::Ticket;
 
 /// A handler's failure to serve one message, of one of two classes, as every RPC system
 /// has them: the client got the request wrong ([`invalid`](Self::invalid)), or the service
@@ -32,7 +35,7 @@ use super::shared::{shard_of_connection, EventWaker};
 /// assert_eq!(outage.to_string(), "handler failed: database unreachable");
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{}: {}", if self.reason == FailureReason::InvalidRequest { "invalid request" } else { "handler failed" }, self.detail.as_ref().map_or("", ErrorDetail::as_str))]
+#[error("{}: {}", match self.reason { FailureReason::InvalidRequest => "invalid request", FailureReason::WorkerLost => "worker lost", FailureReason::WorkerTimeout => "worker timed out", _ => "handler failed" }, self.detail.as_ref().map_or("", ErrorDetail::as_str))]
 pub struct HandlerError {
     reason: FailureReason,
     detail: Option<ErrorDetail>,
@@ -49,6 +52,18 @@ impl HandlerError {
     /// the adaptive rate. See the example on [`HandlerError`].
     pub fn failed(detail: impl AsRef<str>) -> Self {
         Self::of(FailureReason::HandlerError, detail.as_ref())
+    }
+
+    /// Whoever the handler handed a deferred message to (a worker process) went away
+    /// without answering it ([`FailureReason::WorkerLost`]): counted against the service.
+    pub fn worker_lost(detail: impl AsRef<str>) -> Self {
+        Self::of(FailureReason::WorkerLost, detail.as_ref())
+    }
+
+    /// Whoever the handler handed a deferred message to did not answer in time
+    /// ([`FailureReason::WorkerTimeout`]): counted against the service.
+    pub fn worker_timeout(detail: impl AsRef<str>) -> Self {
+        Self::of(FailureReason::WorkerTimeout, detail.as_ref())
     }
 
     fn of(reason: FailureReason, detail: &str) -> Self {
@@ -167,11 +182,26 @@ pub trait Handler: Send + 'static {
     /// Serves one message and answers it: the response bytes (empty for none), which reach
     /// the submitter in the completion, or the error. `context` admits follow-up work on
     /// this shard.
+    ///
+    /// Or takes it to answer later: a handler that calls [`ShardContext::defer`] here gets a
+    /// [`Ticket`] and answers through [`ShardContext::complete`] on a later turn (from
+    /// [`poll`](Self::poll), say, when a worker process answers); what it returns is then
+    /// ignored, unless it is an error, which finishes the message at once after all.
     fn handle(
         &mut self,
         message: &Message,
         context: &mut ShardContext<'_>,
     ) -> Result<Bytes, HandlerError>;
+
+    /// How many more messages it can take now, for a handler that defers them
+    /// ([`ShardContext::defer`]) to something with a limited capacity (workers with
+    /// credit). While it says `Some(0)` the shard runs no handler: admitted messages wait in
+    /// its bounded queue, highest priority first, where the caps, shedding, drains and
+    /// cancels apply as to any backlog. Asked before each message; `None` (the default)
+    /// means no limit, as for a handler that answers at once.
+    fn capacity(&self) -> Option<usize> {
+        None
+    }
 
     /// Hears how a message admitted through [`ShardContext::admit`] finished (messages from
     /// an `Ingress` complete to their ingress instead). Does nothing by default.
@@ -237,6 +267,20 @@ pub struct ShardContext<'a> {
     pub(crate) now_ns: u64,
     /// The shard's waker slot, offered to [`Handler::poll`] only.
     event_waker: Option<&'a OnceLock<EventWaker>>,
+    /// Set for [`Handler::handle`] only: the message being run may be deferred.
+    deferrable: bool,
+}
+
+/// Why a deferred message could not be finished or deferred.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DeferError {
+    /// [`ShardContext::defer`] was called outside [`Handler::handle`].
+    #[error("only a handler run may defer its message")]
+    NotInHandle,
+    /// The ticket's message was finished already (answered, or failed by a drain's
+    /// deadline or shutdown), or the ticket belongs to another shard.
+    #[error("the ticket names no message held on this shard")]
+    StaleTicket,
 }
 
 impl<'a> ShardContext<'a> {
@@ -245,6 +289,15 @@ impl<'a> ShardContext<'a> {
             core,
             now_ns,
             event_waker: None,
+            deferrable: false,
+        }
+    }
+
+    /// A context for [`Handler::handle`], whose message may be deferred.
+    pub(crate) fn for_run(core: &'a mut ShardCore, now_ns: u64) -> Self {
+        Self {
+            deferrable: true,
+            ..Self::new(core, now_ns)
         }
     }
 
@@ -300,6 +353,16 @@ impl<'a> ShardContext<'a> {
         self.now_ns
     }
 
+    /// Publishes this shard's worker figures, which full health checks report
+    /// ([`ShardHealth::workers`]) until the next publication. A worker pool calls it each
+    /// turn; a plain store into the shard's own state, read by the shard when it answers a
+    /// health check.
+    ///
+    /// [`ShardHealth::workers`]: crate::control::ShardHealth::workers
+    pub fn publish_workers(&mut self, health: WorkerHealth) {
+        self.core.set_worker_health(health);
+    }
+
     /// Admits `message` on this shard, through every admission level, and returns the
     /// verdict at once: `Ok` if admitted (its completion comes to [`Handler::completed`]),
     /// otherwise the refusal, shed or drop. The message must belong to a connection this
@@ -316,4 +379,133 @@ impl<'a> ShardContext<'a> {
     pub fn cancel(&mut self, connection: ConnectionId, message: MessageId) -> bool {
         self.core.cancel(connection, message, self.now_ns)
     }
+
+    /// Takes the message being handled to answer it later, through
+    /// [`complete`](Self::complete) with the returned ticket, on this shard (from a later
+    /// [`Handler::poll`], or another run). Meanwhile it stays admitted (in flight in the
+    /// stats, held against its connection's, role's and tenant's caps), a drain of its
+    /// connection waits for it, and a drain's deadline fails it `WorkerTimeout`; at
+    /// shutdown the engine waits for it as long as a drain would
+    /// (`control.drain_timeout_ns`), then fails it `WorkerLost`. Calling it twice in one
+    /// run gives the same ticket. The shard holds at most `caps.handler_queue` deferred
+    /// messages, and runs no handler while it holds that many.
+    ///
+    /// Only [`Handler::handle`] may defer: elsewhere it is [`DeferError::NotInHandle`].
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use spillway::config::Config;
+    /// use spillway::handler::{Handler, HandlerError, ShardContext, Ticket};
+    /// use spillway::message::{ConnectionId, Message, MessageId};
+    /// use spillway::outcome::Outcome;
+    /// use spillway::simulation::Simulation;
+    ///
+    /// /// Answers each message on the next poll, one at a time.
+    /// #[derive(Default)]
+    /// struct Later(Vec<Ticket>);
+    /// impl Handler for Later {
+    ///     fn handle(&mut self, _: &Message, context: &mut ShardContext<'_>) -> Result<Bytes, HandlerError> {
+    ///         self.0.push(context.defer().unwrap());
+    ///         Ok(Bytes::new())
+    ///     }
+    ///     fn capacity(&self) -> Option<usize> {
+    ///         Some(1 - self.0.len())
+    ///     }
+    ///     fn poll(&mut self, context: &mut ShardContext<'_>) -> usize {
+    ///         let answered = self.0.len();
+    ///         for ticket in self.0.drain(..) {
+    ///             context.complete(ticket, Ok(Bytes::from_static(b"later"))).unwrap();
+    ///         }
+    ///         answered
+    ///     }
+    /// }
+    ///
+    /// let mut simulation = Simulation::new(Config::default(), Later::default()).unwrap();
+    /// for id in 0..2 {
+    ///     simulation.submit(0, Message::new(ConnectionId(1), MessageId(id))).unwrap();
+    /// }
+    /// assert_eq!(simulation.run(0, 1_000, 16), 1); // one taken: no capacity for the second
+    /// assert_eq!((simulation.pending(), simulation.deferred()), (1, 1));
+    /// simulation.poll(2_000); // answers it
+    /// let done = simulation.take_completions();
+    /// assert_eq!((done[0].outcome, &done[0].response[..]), (Outcome::Delivered, &b"later"[..]));
+    /// assert!(simulation.stats().reconciles());
+    /// ```
+    pub fn defer(&mut self) -> Result<Ticket, DeferError> {
+        if !self.deferrable {
+            return Err(DeferError::NotInHandle);
+        }
+        // `run_handlers` runs a handler only while the table has room.
+        Ok(self
+            .core
+            .run_ticket()
+            .expect("a handler runs only while a message can be deferred"))
+    }
+
+    /// Finishes the deferred message `ticket` names with the handler's answer, as if
+    /// [`Handler::handle`] had returned it now: the completion goes to its submitter, and its
+    /// latency (from admission until now) goes to the circuit breaker's window and its
+    /// connection's adaptive rate, as for a message answered at once.
+    /// [`DeferError::StaleTicket`] if it was finished already (then nothing changes).
+    pub fn complete(
+        &mut self,
+        ticket: Ticket,
+        result: Result<Bytes, HandlerError>,
+    ) -> Result<(), DeferError> {
+        let (outcome, response, detail) = answer_outcome(result, self.core.response_bytes_max());
+        if self
+            .core
+            .complete_deferred(ticket, outcome, response, detail, self.now_ns)
+        {
+            Ok(())
+        } else {
+            Err(DeferError::StaleTicket)
+        }
+    }
+
+    /// The deferred message `ticket` names, and when its handler took it (engine clock,
+    /// ns), while it is held: what a handler needs to hand it on again (a retry on another
+    /// worker) without keeping a copy of its own.
+    pub fn deferred_message(&self, ticket: Ticket) -> Option<(&Message, u64)> {
+        self.core.deferred_message(ticket)
+    }
+
+    /// Messages deferred on this shard and not finished yet.
+    pub fn deferred_count(&self) -> usize {
+        self.core.deferred()
+    }
+}
+
+/// What a handler's answer makes of its message, now (a run) or later (a deferred
+/// completion): delivered with its response, failed with its error's reason and text, or
+/// failed `ResponseTooLarge` when the response is longer than `response_bytes_max`.
+pub(super) fn answer_outcome(
+    answer: Result<Bytes, HandlerError>,
+    response_bytes_max: usize,
+) -> (Outcome, Bytes, Option<ErrorDetail>) {
+    match answer {
+        Ok(response) if response.len() > response_bytes_max => (
+            Outcome::Failed {
+                reason: FailureReason::ResponseTooLarge,
+            },
+            Bytes::new(),
+            Some(response_too_large(response.len(), response_bytes_max)),
+        ),
+        Ok(response) => (Outcome::Delivered, response, None),
+        Err(error) => (
+            Outcome::Failed {
+                reason: error.reason(),
+            },
+            Bytes::new(),
+            error.into_detail(),
+        ),
+    }
+}
+
+/// The detail of a response too long to deliver: how long it was, and the limit. Formatted
+/// only on this failure, so a delivered message never pays for it.
+fn response_too_large(response_bytes: usize, response_bytes_max: usize) -> ErrorDetail {
+    ErrorDetail::new(&format!(
+        "the response of {response_bytes} bytes exceeds the limit of {response_bytes_max} bytes (net.max_response_bytes)"
+    ))
 }

@@ -5,6 +5,7 @@
 pub(crate) mod commands;
 pub(crate) mod connections;
 pub(crate) mod core;
+pub(crate) mod deferred;
 pub mod handler;
 pub(crate) mod queue;
 pub(crate) mod run;

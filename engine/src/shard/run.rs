@@ -4,15 +4,20 @@
 //! the message with `HandlerPanic`, and the shard keeps running. A response longer than
 //! `net.max_response_bytes` (at most what a Reply frame carries) fails the message with
 //! `ResponseTooLarge` instead, here, so the engine's own counts say so.
+//!
+//! A handler may instead take its message to answer later (`ShardContext::defer`): the
+//! entry then moves to the shard's deferred table until `ShardContext::complete`. A
+//! handler with a limited capacity (`Handler::capacity`) is run only while it has room,
+//! and so is any handler while the deferred table is full: the rest stays queued.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use bytes::Bytes;
 
-use crate::outcome::{ErrorDetail, FailureReason, Outcome};
+use crate::outcome::{FailureReason, Outcome};
 
 use super::core::ShardCore;
-use super::handler::{Handler, ShardContext};
+use super::handler::{answer_outcome, Handler, ShardContext};
 
 /// Runs up to `max` queued messages on `core` with `handler`. `now_ns` is the batch's time;
 /// `batch_end_ns` is called once after the batch for the latencies of the messages it
@@ -26,33 +31,29 @@ pub(crate) fn run_handlers<H: Handler>(
 ) -> usize {
     let mut ran = 0;
     while ran < max {
+        if handler.capacity() == Some(0) || !core.can_defer() {
+            break;
+        }
         let Some(entry) = core.next_to_run() else {
             break;
         };
         ran += 1;
         let result = catch_unwind(AssertUnwindSafe(|| {
-            let mut context = ShardContext::new(&mut *core, now_ns);
+            let mut context = ShardContext::for_run(&mut *core, now_ns);
             handler.handle(&entry.message, &mut context)
         }));
+        // Taken from the core, not the context, so that a run that deferred and then
+        // panicked still gives its ticket back.
+        if let Some(ticket) = core.take_run_ticket() {
+            if let Ok(Ok(_)) = result {
+                core.hold_deferred(ticket, entry, now_ns);
+                continue;
+            }
+            // It deferred, then failed or panicked: finished now after all.
+            core.release_deferred(ticket);
+        }
         let (outcome, response, detail) = match result {
-            Ok(Ok(response)) if response.len() > core.response_bytes_max() => (
-                Outcome::Failed {
-                    reason: FailureReason::ResponseTooLarge,
-                },
-                Bytes::new(),
-                Some(response_too_large(
-                    response.len(),
-                    core.response_bytes_max(),
-                )),
-            ),
-            Ok(Ok(response)) => (Outcome::Delivered, response, None),
-            Ok(Err(error)) => (
-                Outcome::Failed {
-                    reason: error.reason(),
-                },
-                Bytes::new(),
-                error.into_detail(),
-            ),
+            Ok(answer) => answer_outcome(answer, core.response_bytes_max()),
             Err(_) => (
                 Outcome::Failed {
                     reason: FailureReason::HandlerPanic,
@@ -67,12 +68,4 @@ pub(crate) fn run_handlers<H: Handler>(
         core.end_batch(ran, now_ns, batch_end_ns());
     }
     ran
-}
-
-/// The detail of a response too long to deliver: how long it was, and the limit. Formatted
-/// only on this failure, so a delivered message never pays for it.
-fn response_too_large(response_bytes: usize, response_bytes_max: usize) -> ErrorDetail {
-    ErrorDetail::new(&format!(
-        "the response of {response_bytes} bytes exceeds the limit of {response_bytes_max} bytes (net.max_response_bytes)"
-    ))
 }

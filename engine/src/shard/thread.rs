@@ -257,6 +257,9 @@ fn serve<H: Handler>(
     let mut scratch = Vec::new();
     let mut published_ns = 0;
     let mut stopping = false;
+    // When shutdown stops waiting for deferred messages (and, with them, for queued ones
+    // held back by the handler's capacity): a drain's deadline after the stop was seen.
+    let mut stop_deadline_ns = u64::MAX;
     // The turn's time: read after an idle wait, else the last turn's end (nothing but the
     // loop's jump lies between them).
     let mut now_ns = clock.now_ns();
@@ -272,7 +275,16 @@ fn serve<H: Handler>(
         // Acquire: pairs with the Release store in `Engine::stop`.
         if !stopping && around.stopping.load(Ordering::Acquire) {
             stopping = true;
+            stop_deadline_ns = now_ns.saturating_add(config.control.drain_timeout_ns);
             core.close_intake();
+        }
+        if stopping && now_ns >= stop_deadline_ns && (core.deferred() > 0 || core.pending() > 0) {
+            // Nobody will answer in time: what is queued is cancelled, what the handler
+            // took fails, each counted.
+            core.cancel_all(now_ns);
+            core.fail_all_deferred("the engine shut down before the answer came", now_ns);
+            hand_local_completions(core, handler);
+            route(core, links, shard);
         }
         links.adopt(shard);
         core.maintain(now_ns);
@@ -283,7 +295,13 @@ fn serve<H: Handler>(
         }
 
         // Code that feeds the shard from outside (sockets) admits with an immediate verdict.
-        let polled = if stopping {
+        // While stopping it is polled only for the answers to what it deferred (and for the
+        // capacity that queued messages still wait on); intake is closed by then.
+        let awaiting_handler = core.deferred() > 0
+            || (config.shutdown_finishes_queued
+                && core.pending() > 0
+                && handler.capacity().is_some());
+        let polled = if stopping && !awaiting_handler {
             0
         } else {
             handler.poll(&mut ShardContext::with_waker_slot(
@@ -332,6 +350,7 @@ fn serve<H: Handler>(
                 });
                 ran += batch;
                 hand_local_completions(core, handler);
+                let held_back = batch == 0;
                 batch_ns = batch_end_ns;
                 // What this turn took from all rings counts against one ring's batch (exact
                 // with one ring, stricter with more), so a cheap backlog is not admitted
@@ -342,7 +361,9 @@ fn serve<H: Handler>(
                     admission_ns = batch_ns;
                 }
                 route(core, links, shard);
-                if core.pending() == 0 || ran >= config.admission_batch_max {
+                // `held_back`: the handler has no capacity (or the deferred table is full), so
+                // the rest waits for a later turn's poll to free some.
+                if core.pending() == 0 || held_back || ran >= config.admission_batch_max {
                     break;
                 }
                 if batch_ns.saturating_sub(handlers_start_ns) >= HANDLER_TURN_BUDGET_NS {
@@ -365,7 +386,7 @@ fn serve<H: Handler>(
         links.retire_finished();
 
         let idle = polled == 0 && taken_from_rings == 0 && ran == 0 && !controlled;
-        if stopping && idle && core.pending() == 0 {
+        if stopping && idle && core.pending() == 0 && core.deferred() == 0 {
             break;
         }
         // A fresh reading (once per loop): a long handler batch must not make the

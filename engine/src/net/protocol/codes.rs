@@ -77,6 +77,8 @@ impl WireCode for FailureReason {
             FailureReason::ShardLost => 3,
             FailureReason::InvalidRequest => 4,
             FailureReason::ResponseTooLarge => 5,
+            FailureReason::WorkerLost => 6,
+            FailureReason::WorkerTimeout => 7,
         }
     }
 
@@ -87,6 +89,8 @@ impl WireCode for FailureReason {
             3 => Some(FailureReason::ShardLost),
             4 => Some(FailureReason::InvalidRequest),
             5 => Some(FailureReason::ResponseTooLarge),
+            6 => Some(FailureReason::WorkerLost),
+            7 => Some(FailureReason::WorkerTimeout),
             _ => None,
         }
     }
