@@ -309,17 +309,17 @@ impl Driven {
             system.connect_time().as_secs_f64()
         );
         let limit = system.frame_limit();
-        let (most, what) = if payload.verify_echo {
+        let (most, why) = if payload.verify_echo {
             (
                 limit.max_payload_bytes().min(limit.max_response_bytes()),
-                "payloads whose echo fits a Reply",
+                ", so that the echo fits a Reply",
             )
         } else {
-            (limit.max_payload_bytes(), "payloads")
+            (limit.max_payload_bytes(), "")
         };
         if payload.bytes > most {
             bail!(
-                "--payload-bytes {}: the server's frames ({} bytes) take {what} of up to {most} bytes",
+                "--payload-bytes {}: the server's frames ({} bytes) take payloads of up to {most} bytes{why}",
                 payload.bytes,
                 limit.max_frame_bytes()
             );
