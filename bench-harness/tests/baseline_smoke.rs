@@ -37,6 +37,7 @@ fn plan(closed_loop: bool) -> RunPlan {
         consumer_poll_ns: 0,
         progress: false,
         drain_timeout: Duration::from_secs(5),
+        payload: Default::default(),
     }
 }
 

@@ -146,6 +146,7 @@ fn loadgen_over_tcp_against_the_twin_reconciles_on_both_sides() {
         consumer_poll_ns: 0,
         progress: false,
         drain_timeout: Duration::from_secs(10),
+        payload: Default::default(),
     };
     let result = run_with_target(system, &plan).expect("the run");
     let twin_stats = twin.shutdown();

@@ -34,6 +34,7 @@ use spillway::metrics::Stats;
 use spillway::metrics::Tally;
 use spillway::outcome::{Completion, Outcome, RefusalReason};
 
+use crate::payload::{EchoCheck, PayloadPlan};
 use crate::progress::{Progress, ProgressView};
 use crate::schedule::OpenLoopSchedule;
 use crate::target::{SystemUnderTest, Target, TargetStats};
@@ -79,6 +80,8 @@ pub struct RunPlan {
     pub progress: bool,
     /// How long to wait for outstanding completions after the last send.
     pub drain_timeout: Duration,
+    /// What each message carries, and whether responses are checked as its echo.
+    pub payload: PayloadPlan,
 }
 
 impl RunPlan {
@@ -168,6 +171,15 @@ pub struct RunResult<S = Stats> {
     /// Disagreements between the generator's counts and the target's; empty when they
     /// reconcile.
     pub reconcile_errors: Vec<String>,
+    /// Payload bytes per message.
+    pub payload_bytes: u32,
+    /// Payload bytes of the submissions made during the measured phase (by the clock).
+    pub payload_bytes_in_window: u64,
+    /// Response bytes of the completions read during the measured phase (by the clock).
+    pub response_bytes_in_window: u64,
+    /// The responses checked as echoes of their payloads, whole run; `None` when the plan
+    /// did not ask for the check.
+    pub echo: Option<EchoCheck>,
 }
 
 impl<S> RunResult<S> {
@@ -180,6 +192,16 @@ impl<S> RunResult<S> {
     /// Deliveries per second read during the measured phase (by the clock).
     pub fn delivered_rate(&self) -> f64 {
         self.delivered_in_window as f64 / self.duration_s
+    }
+
+    /// Payload bytes per second submitted during the measured phase (by the clock).
+    pub fn payload_sent_bytes_per_s(&self) -> f64 {
+        self.payload_bytes_in_window as f64 / self.duration_s
+    }
+
+    /// Response bytes per second read during the measured phase (by the clock).
+    pub fn response_received_bytes_per_s(&self) -> f64 {
+        self.response_bytes_in_window as f64 / self.duration_s
     }
 
     /// The generator fell behind its schedule: lag p99 over 1 ms, or messages whose time
@@ -301,10 +323,17 @@ struct Recorder {
     sent_in_window: u64,
     /// Deliveries read while `window` was set.
     delivered_in_window: u64,
+    /// Payload bytes submitted while `window` was set.
+    payload_bytes_in_window: u64,
+    /// Response bytes read while `window` was set.
+    response_bytes_in_window: u64,
+    /// Set when every delivered response is checked as the echo of its payload.
+    echo_of: Option<PayloadPlan>,
+    echo: EchoCheck,
 }
 
 impl Recorder {
-    fn new(weights: Option<[u32; 4]>) -> Self {
+    fn new(weights: Option<[u32; 4]>, payload: PayloadPlan) -> Self {
         Self {
             weights,
             measured: Tally::default(),
@@ -320,13 +349,20 @@ impl Recorder {
             window: false,
             sent_in_window: 0,
             delivered_in_window: 0,
+            payload_bytes_in_window: 0,
+            response_bytes_in_window: 0,
+            echo_of: payload.verify_echo.then_some(payload),
+            echo: EchoCheck::default(),
         }
     }
 
     #[inline]
-    fn sent(&mut self, measured: bool, lag_ns: Option<u64>) {
+    fn sent(&mut self, measured: bool, lag_ns: Option<u64>, payload_bytes: usize) {
         self.submitted_all += 1;
-        self.sent_in_window += u64::from(self.window);
+        if self.window {
+            self.sent_in_window += 1;
+            self.payload_bytes_in_window += payload_bytes as u64;
+        }
         if measured {
             self.submitted += 1;
             if let Some(lag_ns) = lag_ns {
@@ -338,8 +374,12 @@ impl Recorder {
     #[inline]
     fn completed(&mut self, completion: &Completion, measured: bool, latency_ns: u64) {
         self.all.count_completion(completion.outcome);
-        if self.window && completion.outcome == Outcome::Delivered {
-            self.delivered_in_window += 1;
+        self.check_echo(completion);
+        if self.window {
+            self.response_bytes_in_window += completion.response.len() as u64;
+            if completion.outcome == Outcome::Delivered {
+                self.delivered_in_window += 1;
+            }
         }
         if !measured {
             return;
@@ -356,6 +396,27 @@ impl Recorder {
             if delivered {
                 latency.saturating_record(latency_ns.max(1));
             }
+        }
+    }
+
+    /// Checks a delivered completion's response against its message's payload, when the
+    /// plan asks for it. Refused, shed, failed, cancelled and dropped messages have no
+    /// response to check.
+    #[inline]
+    fn check_echo(&mut self, completion: &Completion) {
+        let Some(plan) = &self.echo_of else {
+            return;
+        };
+        if completion.outcome != Outcome::Delivered {
+            return;
+        }
+        self.echo.checked += 1;
+        if !plan.echoed(
+            completion.connection,
+            completion.message,
+            &completion.response,
+        ) {
+            self.echo.mismatches += 1;
         }
     }
 }
@@ -476,7 +537,7 @@ pub fn run_with_target<S: SystemUnderTest>(
             )
         });
 
-    let mut recorder = Recorder::new(plan.priority_weights);
+    let mut recorder = Recorder::new(plan.priority_weights, plan.payload);
     let mut progress = Progress::new(plan.progress, unrecorded_ns);
     let start_ns = clock.now_ns();
     let driven = if plan.closed_loop {
@@ -533,6 +594,7 @@ pub fn run_with_target<S: SystemUnderTest>(
     target.poll_completions(&mut late);
     for completion in &late {
         recorder.all.count_completion(completion.outcome);
+        recorder.check_echo(completion);
     }
     let lost = lost.saturating_sub(late.len() as u64);
     drop(target);
@@ -591,6 +653,10 @@ pub fn run_with_target<S: SystemUnderTest>(
         control,
         engine: target_stats,
         reconcile_errors,
+        payload_bytes: plan.payload.bytes,
+        payload_bytes_in_window: recorder.payload_bytes_in_window,
+        response_bytes_in_window: recorder.response_bytes_in_window,
+        echo: plan.payload.verify_echo.then_some(recorder.echo),
     })
 }
 
@@ -746,9 +812,14 @@ fn drive_open_loop<T: Target>(
                     None => break,
                 },
             };
+            let payload_bytes = message.payload.len();
             match target.submit(message) {
                 Ok(()) => {
-                    recorder.sent(measured, Some(now_ns.saturating_sub(intended_ns)));
+                    recorder.sent(
+                        measured,
+                        Some(now_ns.saturating_sub(intended_ns)),
+                        payload_bytes,
+                    );
                     sent += 1;
                 }
                 Err(full) if full.stopped => bail!("the target stopped during the run"),
@@ -805,9 +876,11 @@ fn due(
     if intended_ns > now_ns {
         return None;
     }
-    let message = Message::new(ConnectionId(u64::from(connection)), MessageId(ordinal))
+    let (connection, id) = (ConnectionId(u64::from(connection)), MessageId(ordinal));
+    let message = Message::new(connection, id)
         .with_role(Role::Session)
-        .with_priority(priority_of(ordinal, plan.priority_weights.as_ref()));
+        .with_priority(priority_of(ordinal, plan.priority_weights.as_ref()))
+        .with_payload(plan.payload.payload(connection, id));
     Some((message, intended_ns, measured))
 }
 
@@ -877,17 +950,20 @@ fn drive_closed_loop<T: Target>(
             }
             let connection = ConnectionId(u64::from(slot / window));
             let id = MessageId(next_ordinal << slot_bits | u64::from(slot));
+            let payload = plan.payload.payload(connection, id);
+            let payload_bytes = payload.len();
             let message = Message::new(connection, id)
                 .with_role(Role::Session)
                 // From the id, as the recorder recomputes it from the completion's.
-                .with_priority(priority_of(id.0, plan.priority_weights.as_ref()));
+                .with_priority(priority_of(id.0, plan.priority_weights.as_ref()))
+                .with_payload(payload);
             match target.submit(message) {
                 Ok(()) => {
                     ready.pop_front();
                     next_ordinal += 1;
                     sent_at[slot as usize] = now_ns;
                     // The turn's window, set above from this `now_ns`.
-                    recorder.sent(recorder.window, None);
+                    recorder.sent(recorder.window, None, payload_bytes);
                     sent += 1;
                 }
                 Err(full) if full.stopped => bail!("the target stopped during the run"),
@@ -934,15 +1010,16 @@ fn recorder_view(recorder: &Recorder) -> ProgressView<'_> {
 
 /// Capacity of an engine with `config` and `service_ns` handlers, msg/s: a closed-loop run
 /// over `connections` connections (each keeps one message outstanding, so the shards
-/// always have work) for `seconds` after 0.2 s of warm-up, counting delivered messages per
-/// second.
+/// always have work) for `seconds` after 0.2 s of warm-up, each message carrying
+/// `payload_bytes` bytes, counting delivered messages per second.
 pub fn calibrate_capacity(
     config: Config,
     connections: u32,
     service_ns: u64,
+    payload_bytes: u32,
     seconds: f64,
 ) -> anyhow::Result<f64> {
-    let plan = calibration_plan(connections, service_ns, seconds);
+    let plan = calibration_plan(connections, service_ns, payload_bytes, seconds);
     check_plan(&plan)?;
     let engine = start_engine(config, service_ns)?;
     calibrated(run_with_target(engine, &plan)?)
@@ -953,11 +1030,12 @@ pub fn calibrate_capacity(
 pub fn calibrate_capacity_with<S: SystemUnderTest>(
     system: S,
     connections: u32,
+    payload_bytes: u32,
     seconds: f64,
 ) -> anyhow::Result<f64> {
     calibrated(run_with_target(
         system,
-        &calibration_plan(connections, 0, seconds),
+        &calibration_plan(connections, 0, payload_bytes, seconds),
     )?)
 }
 
@@ -976,8 +1054,14 @@ fn calibrated<S>(result: RunResult<S>) -> anyhow::Result<f64> {
     Ok(capacity)
 }
 
-/// The closed-loop plan of a calibration run.
-fn calibration_plan(connections: u32, service_ns: u64, seconds: f64) -> RunPlan {
+/// The closed-loop plan of a calibration run. It sends the run's payloads, so that the
+/// capacity is that of messages of their size, but does not check echoes (the run does).
+fn calibration_plan(
+    connections: u32,
+    service_ns: u64,
+    payload_bytes: u32,
+    seconds: f64,
+) -> RunPlan {
     RunPlan {
         phases: vec![
             Phase {
@@ -1001,6 +1085,10 @@ fn calibration_plan(connections: u32, service_ns: u64, seconds: f64) -> RunPlan 
         consumer_poll_ns: 0,
         progress: false,
         drain_timeout: Duration::from_secs(10),
+        payload: PayloadPlan {
+            bytes: payload_bytes,
+            verify_echo: false,
+        },
     }
 }
 
@@ -1071,6 +1159,7 @@ mod tests {
             consumer_poll_ns: 0,
             progress: false,
             drain_timeout: Duration::from_secs(1),
+            payload: PayloadPlan::default(),
         };
         let mut target = Echo {
             weights,
@@ -1079,7 +1168,7 @@ mod tests {
             submitted: 0,
         };
         let clock = Clock::new();
-        let mut recorder = Recorder::new(Some(weights));
+        let mut recorder = Recorder::new(Some(weights), PayloadPlan::default());
         let mut progress = Progress::new(false, 0);
         drive_closed_loop(
             &plan,

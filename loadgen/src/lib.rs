@@ -14,9 +14,10 @@
 //! | 0 | [`nofile`] | the descriptor limit a run with many sockets needs | nothing |
 //! | 0 | [`tcp_stats`] | what the TCP client counts ([`tcp_stats::TcpStats`]) | nothing |
 //! | 0 | [`progress`] | the progress line, and the `1.23 ms` time format | nothing |
+//! | 0 | [`payload`] | each message's payload, and the check of an echoed response | nothing |
 //! | 1 | [`target`] | what the generator drives: `Target`, `SystemUnderTest`, `TargetStats` | `tcp_stats` |
 //! | 2 | [`tcp`] | the TCP target: real sockets over mio against `docs/PROTOCOL.md` | `target`, `tcp_stats`, `nofile` |
-//! | 2 | [`generator`] | the open and closed loops, the in-process engine, the probe, calibration | `target`, `schedule`, `progress` |
+//! | 2 | [`generator`] | the open and closed loops, the in-process engine, the probe, calibration | `target`, `schedule`, `progress`, `payload` |
 //! | 3 | [`report`] | the final report: one type, written as the table or the JSON object | `generator`, `target`, `tcp_stats`, `progress` |
 //!
 //! The `loadgen` binary (`main.rs`) sits above them all and uses the crate by its name.
@@ -25,6 +26,7 @@
 pub mod cli;
 pub mod generator;
 pub mod nofile;
+pub mod payload;
 pub mod progress;
 pub mod report;
 pub mod scenario;

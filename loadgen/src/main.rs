@@ -17,6 +17,7 @@ use spillway_loadgen::cli::{parse_value, split_flag};
 use spillway_loadgen::generator::{
     calibrate_capacity, calibrate_capacity_with, run_inproc, run_with_target, Phase, RunPlan,
 };
+use spillway_loadgen::payload::PayloadPlan;
 use spillway_loadgen::report::{self, RunInfo, RunReport};
 use spillway_loadgen::scenario::{self, Offered, Scenario};
 use spillway_loadgen::tcp::{self, TcpSettings, TcpSystem};
@@ -64,6 +65,12 @@ line every second to stderr and a table to stdout.
                                     high-throughput (default production)
   --config FILE                     engine settings from a TOML file
   --connect-timeout SECS            tcp: longest the connect phase may take (default 30)
+  --payload-bytes N                 each message carries N bytes (default 0), distinct per
+                                    message (drawn from its connection and id); the report
+                                    gives payload bytes per second sent and received
+  --verify-echo                     tcp: check every delivered Reply's response against its
+                                    message's payload, byte for byte (for a server whose
+                                    handler echoes); any mismatch fails the run
   --json                            print exactly one JSON object instead of the table
   --help                            this text
 ";
@@ -87,6 +94,8 @@ struct Options {
     profile: Option<String>,
     config: Option<PathBuf>,
     connect_timeout_s: Option<f64>,
+    payload_bytes: Option<u32>,
+    verify_echo: bool,
     json: bool,
     help: bool,
 }
@@ -128,11 +137,11 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Options>
     while let Some(arg) = args.next() {
         let (flag, inline) = split_flag(&arg);
         let takes_value = match flag.as_str() {
-            "--closed-loop" | "--json" | "--help" | "-h" => false,
+            "--closed-loop" | "--verify-echo" | "--json" | "--help" | "-h" => false,
             "--target" | "--scenario" | "--connections" | "--rate" | "--duration" | "--warmup"
             | "--shards" | "--service-ns" | "--overload" | "--control-probe-ms"
             | "--priority-mix" | "--consumer-poll-ms" | "--profile" | "--config"
-            | "--connect-timeout" | "--window" => true,
+            | "--connect-timeout" | "--window" | "--payload-bytes" => true,
             other => bail!("unknown flag {other:?} (see --help)"),
         };
         let value = if takes_value {
@@ -202,6 +211,8 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Options>
             "--connect-timeout" => {
                 options.connect_timeout_s = Some(parse_seconds(&flag, &value, false)?)
             }
+            "--payload-bytes" => options.payload_bytes = Some(parse_value(&flag, &value)?),
+            "--verify-echo" => options.verify_echo = true,
             "--json" => options.json = true,
             "--help" | "-h" => options.help = true,
             other => unreachable!("{other} was checked above"),
@@ -217,6 +228,25 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Options>
         bail!("--profile and --config both choose the settings: give one (a file names its profile with its `profile` key)");
     }
     Ok(options)
+}
+
+impl Options {
+    /// What `--target` names, if the other flags suit it.
+    fn target_kind(&self) -> anyhow::Result<TargetKind> {
+        let target = TargetKind::parse(self.target.as_deref())?;
+        if self.verify_echo && target == TargetKind::Inproc {
+            bail!("--verify-echo checks the responses of a server whose handler echoes: it needs --target tcp://HOST:PORT (the in-process engine's handler answers nothing)");
+        }
+        Ok(target)
+    }
+
+    /// What each message carries, and whether responses are checked.
+    fn payload(&self) -> PayloadPlan {
+        PayloadPlan {
+            bytes: self.payload_bytes.unwrap_or(0),
+            verify_echo: self.verify_echo,
+        }
+    }
 }
 
 fn engine_config(options: &Options) -> anyhow::Result<Config> {
@@ -263,11 +293,13 @@ impl Driven {
         }
     }
 
-    /// Connects `connections` connections to the server.
+    /// Connects `connections` connections to the server, and checks that its frames take
+    /// `payload`'s messages (and, checking echoes, their echoes).
     fn connect(
         address: SocketAddr,
         connections: u32,
         timeout: Duration,
+        payload: PayloadPlan,
     ) -> anyhow::Result<TcpSystem> {
         let mut settings = TcpSettings::new(address, connections);
         settings.connect_timeout = timeout;
@@ -276,6 +308,22 @@ impl Driven {
             "tcp: {connections} connections to {address} open in {:.2} s",
             system.connect_time().as_secs_f64()
         );
+        let limit = system.frame_limit();
+        let (most, why) = if payload.verify_echo {
+            (
+                limit.max_payload_bytes().min(limit.max_response_bytes()),
+                ", so that the echo fits a Reply",
+            )
+        } else {
+            (limit.max_payload_bytes(), "")
+        };
+        if payload.bytes > most {
+            bail!(
+                "--payload-bytes {}: the server's frames ({} bytes) take payloads of up to {most} bytes{why}",
+                payload.bytes,
+                limit.max_frame_bytes()
+            );
+        }
         Ok(system)
     }
 }
@@ -310,6 +358,7 @@ fn run_scenario(
         Offered::CapacityTimes(times) if options.rate.is_none() => Some(times),
         _ => None,
     });
+    let payload = options.payload();
     let mut capacity = None;
     let rate = match (options.rate, overload) {
         (Some(rate), _) => rate,
@@ -320,15 +369,20 @@ fn run_scenario(
                 driven.handler_cost(service_ns)
             );
             let measured = match driven {
-                Driven::Inproc(config) => {
-                    calibrate_capacity((**config).clone(), connections, service_ns, CALIBRATION_S)?
-                }
+                Driven::Inproc(config) => calibrate_capacity(
+                    (**config).clone(),
+                    connections,
+                    service_ns,
+                    payload.bytes,
+                    CALIBRATION_S,
+                )?,
                 Driven::Tcp {
                     address,
                     connect_timeout,
                 } => calibrate_capacity_with(
-                    Driven::connect(*address, connections, *connect_timeout)?,
+                    Driven::connect(*address, connections, *connect_timeout, payload)?,
                     connections,
+                    payload.bytes,
                     CALIBRATION_S,
                 )?,
             };
@@ -387,6 +441,7 @@ fn run_scenario(
             * 1_000_000,
         progress: true,
         drain_timeout: Duration::from_secs(10),
+        payload,
     };
     eprintln!(
         "{}: {} connections, {} msg/s offered{}, handler {}, warm-up {} s{} then {} s measured",
@@ -434,7 +489,7 @@ fn run_scenario(
                 .map(|phase| phase.connections)
                 .max()
                 .unwrap_or(connections);
-            let system = Driven::connect(*address, most, *connect_timeout)?;
+            let system = Driven::connect(*address, most, *connect_timeout, payload)?;
             let result = run_with_target(system, &plan)?;
             Ok(RunReport::new(&info, &result))
         }
@@ -482,17 +537,21 @@ fn run(options: &Options, target: TargetKind) -> anyhow::Result<bool> {
     if options.scenario.is_none() {
         eprintln!("no --scenario given: running {DEFAULT_SCENARIO} (the default)");
     }
-    let mut all_reconciled = true;
+    let mut all_passed = true;
     let mut reports = Vec::new();
     for scenario in &scenarios {
         let report = run_scenario(scenario, options, &driven)?;
         if !report.reconciled {
-            all_reconciled = false;
+            all_passed = false;
             eprintln!(
                 "ERROR: {}: counts do not reconcile: {}",
                 scenario.name,
                 report.reconcile_errors.join("; ")
             );
+        }
+        if let Some(failure) = report.echo_failure() {
+            all_passed = false;
+            eprintln!("ERROR: {}: {failure}", scenario.name);
         }
         if options.json {
             reports.push(report);
@@ -511,7 +570,7 @@ fn run(options: &Options, target: TargetKind) -> anyhow::Result<bool> {
             report::print_json(reports.first().expect("one run"))?;
         }
     }
-    Ok(all_reconciled)
+    Ok(all_passed)
 }
 
 fn main() -> ExitCode {
@@ -526,7 +585,7 @@ fn main() -> ExitCode {
         print!("{}", USAGE.replace("SCENARIOS", &scenario::names()));
         return ExitCode::SUCCESS;
     }
-    let target = match TargetKind::parse(options.target.as_deref()) {
+    let target = match options.target_kind() {
         Ok(target) => target,
         Err(error) => {
             eprintln!("loadgen: {error:#}");
@@ -593,5 +652,35 @@ mod tests {
         assert!(error.contains("unknown target"), "{error}");
         assert!(TargetKind::parse(Some("tcp://127.0.0.1")).is_err());
         assert!(parse_args(args(&["--rate", "5", "--overload", "2"])).is_err());
+    }
+
+    #[test]
+    fn echo_verification_needs_a_tcp_target() {
+        let options = parse_args(args(&[
+            "--target=tcp://127.0.0.1:7878",
+            "--payload-bytes",
+            "64",
+            "--verify-echo",
+        ]))
+        .unwrap();
+        assert!(options.target_kind().is_ok());
+        assert_eq!(
+            options.payload(),
+            PayloadPlan {
+                bytes: 64,
+                verify_echo: true
+            }
+        );
+        let options = parse_args(args(&["--payload-bytes=16", "--verify-echo"])).unwrap();
+        let error = options.target_kind().unwrap_err().to_string();
+        assert!(error.contains("--verify-echo"), "{error}");
+        assert!(error.contains("--target tcp://HOST:PORT"), "{error}");
+        let options = parse_args(args(&["--payload-bytes=16"])).unwrap();
+        assert_eq!(options.target_kind().unwrap(), TargetKind::Inproc);
+        assert!(parse_args(args(&["--verify-echo=yes"])).is_err());
+        let error = parse_args(args(&["--payload-bytes", "-1"]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("--payload-bytes: bad value"), "{error}");
     }
 }

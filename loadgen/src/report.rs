@@ -347,6 +347,20 @@ pub struct RunReport {
     pub achieved_rate: f64,
     /// Deliveries per second during the measured phase, rounded.
     pub delivered_rate: f64,
+    /// Payload bytes per message.
+    pub payload_bytes: u32,
+    /// Payload bytes per second submitted during the measured phase (Submit payloads over
+    /// TCP), rounded.
+    pub payload_sent_bytes_per_s: f64,
+    /// Response bytes per second read during the measured phase (Reply responses over
+    /// TCP, the completions' in process), rounded.
+    pub response_received_bytes_per_s: f64,
+    /// Delivered responses checked as the echo of their message's payload, whole run;
+    /// `None` when the run did not check (no `--verify-echo`).
+    pub echo_checked: Option<u64>,
+    /// Those that were not their payload, byte for byte and length included; any fails the
+    /// run ([`RunReport::echo_failure`]). `None` when the run did not check.
+    pub echo_mismatches: Option<u64>,
     /// Generator lag p99 (0 when none was recorded).
     pub generator_lag_us: LatencyNs,
     /// Generator lag of the measured messages.
@@ -441,6 +455,11 @@ impl RunReport {
             offered_rate: result.offered_rate,
             achieved_rate: result.achieved_rate().round(),
             delivered_rate: result.delivered_rate().round(),
+            payload_bytes: result.payload_bytes,
+            payload_sent_bytes_per_s: result.payload_sent_bytes_per_s().round(),
+            response_received_bytes_per_s: result.response_received_bytes_per_s().round(),
+            echo_checked: result.echo.map(|echo| echo.checked),
+            echo_mismatches: result.echo.map(|echo| echo.mismatches),
             generator_lag_us: lag.p99,
             generator_lag_detail_us: lag,
             generator_fell_behind: result.generator_fell_behind(),
@@ -495,6 +514,17 @@ impl RunReport {
                 })
                 .collect(),
         }
+    }
+
+    /// Why the run failed its echo check: some delivered response was not its message's
+    /// payload. `None` when every checked response was, or the run did not check.
+    pub fn echo_failure(&self) -> Option<String> {
+        let mismatches = self.echo_mismatches.filter(|&mismatches| mismatches > 0)?;
+        Some(format!(
+            "echo check: {mismatches} of {} delivered responses were not their message's payload ({} bytes, checked byte for byte)",
+            self.echo_checked.unwrap_or(0),
+            self.payload_bytes
+        ))
     }
 
     /// The report as a human table.
@@ -563,6 +593,14 @@ impl RunReport {
             "achieved (submitted)", self.achieved_rate
         );
         let _ = writeln!(out, "{:<22}{:>12.0}/s", "delivered", self.delivered_rate);
+        let _ = writeln!(
+            out,
+            "{:<22}{:>12.0} B/s sent, {:.0} B/s received ({} bytes per message)",
+            "payload bytes",
+            self.payload_sent_bytes_per_s,
+            self.response_received_bytes_per_s,
+            self.payload_bytes
+        );
         let rows = [
             ("submitted", self.submitted),
             ("admitted", outcomes.admitted),
@@ -656,6 +694,14 @@ impl RunReport {
                 "WARNING: the generator fell behind its schedule (rule: lag p99 over 1 ms, or any message unsent at the end; here lag p99 {}, unsent {}): the load was not offered as scheduled",
                 self.generator_lag_detail_us.p99.text(),
                 self.unsent
+            );
+        }
+        if let Some(failure) = self.echo_failure() {
+            let _ = writeln!(out, "ERROR: {failure}");
+        } else if let Some(checked) = self.echo_checked {
+            let _ = writeln!(
+                out,
+                "echo check: all {checked} delivered responses were their message's payload, byte for byte"
             );
         }
         if self.reconciled {

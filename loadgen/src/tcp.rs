@@ -61,7 +61,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use spillway::control::Control;
 use spillway::ingress::Full;
-use spillway::message::{ConnectionId, Message};
+use spillway::message::{Bytes, ConnectionId, Message};
 use spillway::net::protocol::{
     ClientFrame, Decoder, ErrorCode, FrameLimit, ProtocolError, ServerFrame, ServerToClient, Submit,
 };
@@ -705,6 +705,7 @@ fn decode_frames(
             ServerFrame::Reply {
                 message_id,
                 outcome,
+                response,
                 ..
             } => {
                 if connection.in_flight == 0 {
@@ -717,10 +718,17 @@ fn decode_frames(
                 // A Reply does not carry the tenant and priority back; the
                 // recorder redraws a message's priority from its id, and the generator sends
                 // everything as tenant 0.
-                sink.push(Completion::of(
+                let mut completion = Completion::of(
                     &Message::new(ConnectionId(index as u64), message_id),
                     outcome,
-                ));
+                );
+                // The response borrows the decoder's buffer, which the next read reuses: the
+                // completion keeps a copy (none when empty), which the generator counts and,
+                // with `--verify-echo`, checks.
+                if !response.is_empty() {
+                    completion.response = Bytes::copy_from_slice(response);
+                }
+                sink.push(completion);
             }
             ServerFrame::Throttle { .. } => stats.flow_signals.throttle += 1,
             ServerFrame::Pause { .. } => stats.flow_signals.pause += 1,
@@ -781,6 +789,13 @@ impl TcpSystem {
     /// How long connecting took.
     pub fn connect_time(&self) -> Duration {
         Duration::from_nanos(self.client.borrow().stats.connect_ns)
+    }
+
+    /// The smallest frame limit any Welcome announced: every Submit's payload must fit its
+    /// [`FrameLimit::max_payload_bytes`] (a larger one is counted `too_large` and not
+    /// sent), and an echo of it its [`FrameLimit::max_response_bytes`].
+    pub fn frame_limit(&self) -> FrameLimit {
+        FrameLimit::new(self.client.borrow().stats.max_frame_bytes).unwrap_or(FrameLimit::MIN)
     }
 }
 

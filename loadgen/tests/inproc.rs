@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use spillway::config::Config;
 use spillway_loadgen::generator::{calibrate_capacity, run_inproc, Phase, RunPlan};
+use spillway_loadgen::payload::PayloadPlan;
 use spillway_loadgen::report::{RunInfo, RunReport};
 
 const REQUIRED_KEYS: [&str; 27] = [
@@ -61,6 +62,7 @@ fn plan(closed_loop: bool, priority_weights: Option<[u32; 4]>) -> RunPlan {
         consumer_poll_ns: 0,
         progress: false,
         drain_timeout: Duration::from_secs(10),
+        payload: PayloadPlan::default(),
     }
 }
 
@@ -146,7 +148,7 @@ fn a_closed_loop_run_with_a_priority_mix_reconciles() {
 fn calibration_measures_a_capacity() {
     let mut config = Config::default();
     config.shards = 1;
-    let capacity = calibrate_capacity(config, 50, 1_000, 0.3).unwrap();
+    let capacity = calibrate_capacity(config, 50, 1_000, 0, 0.3).unwrap();
     assert!(capacity > 0.0);
 }
 
@@ -172,4 +174,33 @@ fn a_closed_loop_with_a_window_keeps_that_many_per_connection_and_reconciles() {
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["window"], 4);
     assert!(report.to_table().contains("window 4 per connection"));
+}
+
+#[test]
+fn payload_bytes_are_counted_as_sent_and_the_silent_handler_returns_none() {
+    let mut config = Config::default();
+    config.shards = 1;
+    let mut plan = plan(false, None);
+    plan.payload = PayloadPlan {
+        bytes: 48,
+        verify_echo: false,
+    };
+    let result = run_inproc(config, &plan).unwrap();
+    assert!(
+        result.reconcile_errors.is_empty(),
+        "{:?}",
+        result.reconcile_errors
+    );
+    assert!(result.sent_in_window > 0);
+    assert_eq!(result.payload_bytes_in_window, 48 * result.sent_in_window);
+    // The in-process engine's handler answers nothing.
+    assert_eq!(result.response_bytes_in_window, 0);
+    assert!(result.echo.is_none());
+    let json = serde_json::to_value(RunReport::new(&info(), &result)).unwrap();
+    assert_eq!(json["payload_bytes"], 48);
+    assert_eq!(
+        json["payload_sent_bytes_per_s"],
+        (48.0 * result.sent_in_window as f64 / result.duration_s).round()
+    );
+    assert_eq!(json["response_received_bytes_per_s"], 0.0);
 }

@@ -273,6 +273,7 @@ pub fn plan(settings: &E2eSettings, closed_loop: bool, control_probe_ms: u64) ->
         consumer_poll_ns: 0,
         progress: true,
         drain_timeout: DRAIN_TIMEOUT,
+        payload: Default::default(),
     }
 }
 
