@@ -1,6 +1,7 @@
 //! The user's code: a [`Handler`] runs each admitted message on the shard that owns its
 //! connection, and a [`ShardContext`] lets code on the shard admit more work synchronously.
 
+use std::os::fd::RawFd;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -236,6 +237,16 @@ pub trait Handler: Send + 'static {
     fn wait(&mut self, timeout: Duration) -> bool {
         let _ = timeout;
         false
+    }
+
+    /// The file descriptor [`wait`](Self::wait) blocks on (an epoll instance), while this
+    /// handler has nothing pending that `wait` would return for at once; `None` otherwise,
+    /// and by default. A handler that wraps another one with its own event source
+    /// registers this descriptor in its own epoll and waits on both, so that neither's
+    /// events wait out the other's timeout (an epoll instance is readable while it has
+    /// events ready).
+    fn wait_fd(&self) -> Option<RawFd> {
+        None
     }
 
     /// Runs once when the shard has finished its last turn at shutdown, after the last

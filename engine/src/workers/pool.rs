@@ -16,10 +16,12 @@
 //! the shard runs no more messages than they can hold and the rest waits in its queue.
 
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use mio::unix::SourceFd;
 use mio::{Events, Poll, Token};
 
 use crate::command::WorkerHealth;
@@ -39,6 +41,10 @@ use super::protocol::{
 
 /// Token of the listener in a shard's `Poll`; worker `slot` is `Token(slot)`.
 const LISTENER: Token = Token(usize::MAX);
+/// The wrapped handler's epoll descriptor, nested in this shard's (see `Handler::wait_fd`).
+const INNER: Token = Token(usize::MAX - 1);
+/// The shard's waker, when the pool set it (no wrapped handler with its own event source).
+const WAKER: Token = Token(usize::MAX - 2);
 /// Bytes read from one worker per turn before the others get theirs.
 const READ_BYTES_PER_TURN_MAX: usize = 64 * 1024;
 /// Workers one shard accepts per turn.
@@ -130,6 +136,12 @@ struct ShardWorkers {
     next_deadline_check_ns: u64,
     read_buffer: Vec<u8>,
     shared: Arc<PoolShared>,
+    /// `events` came from a blocking `wait` and are the next turn's, not yet seen.
+    events_waiting: bool,
+    /// The shard's waker is this `Poll`'s (the wrapped handler set none).
+    sleeps_in_epoll: bool,
+    /// The wrapped handler's epoll descriptor registered in this `Poll`, if it has one.
+    inner_registered: Option<RawFd>,
 }
 
 impl<I: Handler> Handler for WorkerPool<I> {
@@ -176,7 +188,7 @@ impl<I: Handler> Handler for WorkerPool<I> {
             if context.now_ns() < self.open_retry_ns {
                 return own;
             }
-            match ShardWorkers::open(&self.shared, context.shard()) {
+            match ShardWorkers::open(&self.shared, context) {
                 Ok(workers) => self.shard = Some(workers),
                 // Without a poll (out of descriptors) this shard serves no worker; the others
                 // still do. Retried after a while, not every turn.
@@ -190,8 +202,28 @@ impl<I: Handler> Handler for WorkerPool<I> {
         own + workers.turn(context)
     }
 
+    /// Blocks in this shard's worker `Poll`, which also holds the wrapped handler's epoll
+    /// descriptor when it has one, so that a worker's answer wakes an idle shard at once
+    /// and so do the wrapped handler's sockets and the shard's waker.
     fn wait(&mut self, timeout: Duration) -> bool {
-        self.inner.wait(timeout)
+        let Some(workers) = self.shard.as_mut() else {
+            return self.inner.wait(timeout);
+        };
+        if workers.has_pending() {
+            return false;
+        }
+        match self.inner.wait_fd() {
+            Some(fd) if workers.nest(fd) => workers.wait(timeout),
+            None if workers.sleeps_in_epoll => workers.wait(timeout),
+            // The wrapped handler has work pending, or an event source it cannot lend.
+            _ => self.inner.wait(timeout),
+        }
+    }
+
+    fn wait_fd(&self) -> Option<RawFd> {
+        let workers = self.shard.as_ref()?;
+        let nested = workers.sleeps_in_epoll || workers.inner_registered.is_some();
+        (nested && !workers.has_pending()).then(|| workers.poll.as_raw_fd())
     }
 
     fn stopped(&mut self, context: &mut ShardContext<'_>) {
@@ -210,8 +242,16 @@ impl<I: Handler> Handler for WorkerPool<I> {
 }
 
 impl ShardWorkers {
-    fn open(shared: &Arc<PoolShared>, shard: usize) -> io::Result<Self> {
+    fn open(shared: &Arc<PoolShared>, context: &mut ShardContext<'_>) -> io::Result<Self> {
+        let shard = context.shard();
         let poll = Poll::new()?;
+        // Set only if the wrapped handler set none (it polls first): then an idle shard
+        // sleeps here, and producers and the control plane wake it through this eventfd.
+        let waker = mio::Waker::new(poll.registry(), WAKER)?;
+        let sleeps_in_epoll = context.set_waker(move || {
+            // A failure leaves the shard to its wait timeout.
+            let _ = waker.wake();
+        });
         let listener = match &shared.listener {
             Listener::Tcp(listener) => {
                 let mut mio_listener = mio::net::TcpListener::from_std(listener.try_clone()?);
@@ -239,7 +279,45 @@ impl ShardWorkers {
             next_deadline_check_ns: 0,
             read_buffer: vec![0; READ_BYTES_PER_TURN_MAX],
             shared: Arc::clone(shared),
+            events_waiting: false,
+            sleeps_in_epoll,
+            inner_registered: None,
         })
+    }
+
+    /// Work this shard's workers have that a turn would do at once: events read by a
+    /// `wait` and not handled yet, output to write, retries waiting for credit.
+    fn has_pending(&self) -> bool {
+        self.events_waiting || !self.dirty.is_empty() || !self.retry_waiting.is_empty()
+    }
+
+    /// Registers the wrapped handler's epoll descriptor `fd` in this `Poll` (once; it lives
+    /// as long as the wrapped handler's shard state, which stops with this one). False if
+    /// it cannot be registered: then the wrapped handler waits as before.
+    fn nest(&mut self, fd: RawFd) -> bool {
+        if self.inner_registered == Some(fd) {
+            return true;
+        }
+        if self.inner_registered.is_some() {
+            return false;
+        }
+        let registered = self
+            .poll
+            .registry()
+            .register(&mut SourceFd(&fd), INNER, mio::Interest::READABLE)
+            .is_ok();
+        if registered {
+            self.inner_registered = Some(fd);
+        }
+        registered
+    }
+
+    /// Blocks until a worker, the wrapped handler's sockets or the shard's waker has an
+    /// event, or `timeout`; the events are the next turn's.
+    fn wait(&mut self, timeout: Duration) -> bool {
+        // An error (EINTR) leaves no events; the next turn polls as usual.
+        self.events_waiting = self.poll.poll(&mut self.events, Some(timeout)).is_ok();
+        true
     }
 
     fn counters(&self) -> &ShardWorkerCounters {
@@ -250,7 +328,9 @@ impl ShardWorkers {
     fn turn(&mut self, context: &mut ShardContext<'_>) -> usize {
         let now_ns = context.now_ns();
         let mut work = self.take_handed_over();
-        if self
+        if core::mem::take(&mut self.events_waiting) {
+            // A `wait` read them; they are this turn's.
+        } else if self
             .poll
             .poll(&mut self.events, Some(Duration::ZERO))
             .is_err()
@@ -262,6 +342,9 @@ impl ShardWorkers {
         for event in self.events.iter() {
             if event.token() == LISTENER {
                 accept = true;
+            } else if event.token() == INNER || event.token() == WAKER {
+                // Only to end a wait: the wrapped handler polls its own, and the waker's
+                // work is in the shard's rings.
             } else if event.is_readable() || event.is_read_closed() || event.is_error() {
                 readable.push(event.token().0);
             } else if event.is_writable() {

@@ -1,6 +1,7 @@
 //! The [`TcpFrontEnd`]: the [`Handler`] an engine clones onto every shard, which opens the
 //! shard's event loop on its first turn and hands the wrapped handler every admitted message.
 
+use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -91,6 +92,13 @@ impl<H: Handler> Handler for TcpFrontEnd<H> {
             Some(net) if net.sleeps_in_epoll => net.wait(timeout),
             // The wrapped handler's own event source, if it set the waker first.
             _ => self.inner.wait(timeout),
+        }
+    }
+
+    fn wait_fd(&self) -> Option<RawFd> {
+        match self.shard.as_ref() {
+            Some(net) if net.sleeps_in_epoll => net.wait_fd(),
+            _ => self.inner.wait_fd(),
         }
     }
 

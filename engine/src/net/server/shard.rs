@@ -5,6 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -188,6 +189,13 @@ impl ShardNet {
     /// without waiting, when it holds work that no event will announce (output to write,
     /// reads a turn's budget left over): the shard then parks for its usual short while.
     /// An accept paused by descriptor exhaustion is a timer, which the timeout serves.
+    /// The `Poll`'s epoll descriptor, while nothing is pending that `wait` would return
+    /// for at once (see `Handler::wait_fd`).
+    pub(super) fn wait_fd(&self) -> Option<RawFd> {
+        let pending = !self.dirty.is_empty() || !self.read_again.is_empty() || self.events_waiting;
+        (!pending).then(|| self.poll.as_raw_fd())
+    }
+
     pub(super) fn wait(&mut self, timeout: Duration) -> bool {
         if !self.dirty.is_empty() || !self.read_again.is_empty() {
             return false;
