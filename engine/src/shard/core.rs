@@ -838,11 +838,7 @@ impl ShardCore {
     ) {
         // A request the handler refused as the client's mistake says nothing about the
         // service: it feeds neither the breaker's window nor the adaptive rate.
-        let counts = match outcome {
-            Outcome::Failed { reason } => reason.counts_against_service(),
-            _ => true,
-        };
-        if counts {
+        if counts_against_service(outcome) {
             self.batch_finished.push(Finished {
                 connection: entry.connection,
                 admitted_ns: entry.admitted_ns,
@@ -947,11 +943,7 @@ impl ShardCore {
         detail: Option<ErrorDetail>,
         now_ns: u64,
     ) {
-        let counts = match outcome {
-            Outcome::Failed { reason } => reason.counts_against_service(),
-            _ => true,
-        };
-        if counts {
+        if counts_against_service(outcome) {
             let latency_ns = now_ns.saturating_sub(held.entry.admitted_ns);
             self.record_latency(
                 held.entry.connection,
@@ -1423,5 +1415,14 @@ fn refused(reason: RefusalReason, retry_after_ns: u64) -> Outcome {
     Outcome::Refused {
         reason,
         retry_after_ns,
+    }
+}
+
+/// Whether a finished message's latency and result feed the breaker's window and the
+/// adaptive rate: all but a failure that is the client's mistake (`InvalidRequest`).
+fn counts_against_service(outcome: Outcome) -> bool {
+    match outcome {
+        Outcome::Failed { reason } => reason.counts_against_service(),
+        _ => true,
     }
 }
