@@ -779,6 +779,15 @@ const FIGURES: [Figure; 6] = [
     },
 ];
 
+/// `2.67x`; below 0.1, `1/385` (a p50 of 35 us against 13 ms is not `0.00x`).
+fn ratio_text(ratio: f64) -> String {
+    if ratio > 0.0 && ratio < 0.1 {
+        format!("1/{:.0}", 1.0 / ratio)
+    } else {
+        format!("{ratio:.2}x")
+    }
+}
+
 fn summary_text(summary: &Summary, text: fn(f64) -> String) -> String {
     if summary.min == summary.max {
         text(summary.median)
@@ -858,7 +867,7 @@ pub fn table(outcome: &Outcome) -> String {
                     } else {
                         summary.median < 1.0
                     };
-                    let text = summary_text(&summary, |ratio| format!("{ratio:.2}x"));
+                    let text = summary_text(&summary, ratio_text);
                     if better {
                         format!("**{text}**")
                     } else {
@@ -904,6 +913,14 @@ mod tests {
         assert_eq!(thousands(1000.0), "1,000");
         assert_eq!(thousands(1234567.4), "1,234,567");
         assert_eq!(thousands(-50000.0), "-50,000");
+    }
+
+    #[test]
+    fn small_ratios_are_written_as_fractions() {
+        assert_eq!(ratio_text(2.666), "2.67x");
+        assert_eq!(ratio_text(0.4), "0.40x");
+        assert_eq!(ratio_text(0.0026), "1/385");
+        assert_eq!(ratio_text(0.0), "0.00x");
     }
 
     #[test]
