@@ -1,7 +1,7 @@
 //! Spillway measured side by side with its peers, in one process and one run.
 //!
 //! The measurement code lives here so that the binaries (`compare`: every figure, one
-//! table or one JSON object; `e2e`; `scaling`; `baseline-serve`; `waiting`) and the criterion benches
+//! table or one JSON object; `e2e`; `scaling`; `baseline-serve`; `waiting`; `workers-vs-nats` and its `nats-echo-worker`) and the criterion benches
 //! (`benches/ring.rs`, `benches/bucket.rs`) run the very same loops.
 //!
 //! # Module map
@@ -23,11 +23,13 @@
 //! | 1 | [`scaling`] | delivered throughput of the in-process engine as shards are added | `stats` |
 //! | 1 | [`baseline`] | the tokio/tower baseline in process, driven by loadgen's generator | `baseline_stack` |
 //! | 1 | [`waiting`] | a producer waiting for its completions: polling, parked, async; msg/s and CPU per message | `machine`, `stats` |
+//! | 1 | [`nats_peer`] | NATS request/reply as a loadgen target (async-nats, one client per connection) | nothing |
 //! | 1 | [`baseline_tcp`] | its TCP twin, a tokio server speaking spillway's protocol (`baseline-serve`) | `baseline_stack`, `machine` |
 //! | 2 | [`ring_throughput`] | one producer, one consumer, `u64` messages | `rings`, `machine` |
 //! | 2 | [`ring_latency`] | ping-pong round trips into an HDR histogram | `rings`, `machine` |
 //! | 2 | [`admission`] | ns per message through one simulated shard's admission (absolute budgets) | `bucket_checks` |
 //! | 2 | [`e2e`] | spillway against the baseline end to end, in process and over TCP, one report | `baseline`, `baseline_tcp`, `baseline_stack`, `machine` |
+//! | 2 | [`workers_vs_nats`] | `spillway serve --workers` against NATS request/reply, same workers and load, one report | `nats_peer`, `machine`, `stats` |
 //! | 3 | [`suite`] | the whole comparison as `compare` runs it, and its settings | `admission`, `bucket_checks`, `machine`, `report`, `ring_latency`, `ring_throughput`, `rings`, `stats` |
 //!
 //! Peers are dependencies of this crate only, never of the engine (SPEC 1).
@@ -40,6 +42,7 @@ pub mod baseline_tcp;
 pub mod bucket_checks;
 pub mod e2e;
 pub mod machine;
+pub mod nats_peer;
 pub mod report;
 pub mod ring_latency;
 pub mod ring_throughput;
@@ -48,3 +51,4 @@ pub mod scaling;
 pub mod stats;
 pub mod suite;
 pub mod waiting;
+pub mod workers_vs_nats;
