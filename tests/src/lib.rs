@@ -41,3 +41,26 @@ pub fn submit_all(ingress: &mut Ingress, messages: Vec<Message>) -> Vec<Completi
     }
     completions
 }
+
+/// The bytes of a worked-example line of docs/PROTOCOL.md or docs/WORKERS.md: hex pairs
+/// separated by spaces or `|`, then optionally a quoted UTF-8 string (with `\"` for a
+/// quote) that ends the frame.
+///
+/// # Panics
+/// On anything else: the page's example is malformed.
+pub fn example_bytes(line: &str) -> Vec<u8> {
+    let (hex, text) = match line.split_once('"') {
+        Some((hex, text)) => (hex, Some(text)),
+        None => (line, None),
+    };
+    let mut bytes: Vec<u8> = hex
+        .split(|c: char| c.is_whitespace() || c == '|')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| u8::from_str_radix(pair, 16).expect("a hex pair"))
+        .collect();
+    if let Some(text) = text {
+        let text = text.strip_suffix('"').expect("a closing quote");
+        bytes.extend_from_slice(text.replace("\\\"", "\"").as_bytes());
+    }
+    bytes
+}

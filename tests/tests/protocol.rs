@@ -14,6 +14,7 @@
 //!
 //! Failing cases are saved by proptest beside this file, in `protocol.regressions`.
 
+use spillway_tests::example_bytes;
 use std::num::{NonZeroU32, NonZeroU64};
 
 use proptest::prelude::*;
@@ -761,25 +762,6 @@ fn the_limits_on_the_protocol_page_are_the_codes() {
         versions.join(" or ")
     )));
     assert!(limits.contains(&with_commas(FrameLimit::DEFAULT.max_response_bytes())));
-}
-
-/// The bytes of a worked-example line: hex pairs separated by spaces or `|`, then
-/// optionally a quoted UTF-8 string (with `\"` for a quote) that ends the frame.
-fn example_bytes(line: &str) -> Vec<u8> {
-    let (hex, text) = match line.split_once('"') {
-        Some((hex, text)) => (hex, Some(text)),
-        None => (line, None),
-    };
-    let mut bytes: Vec<u8> = hex
-        .split(|c: char| c.is_whitespace() || c == '|')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| u8::from_str_radix(pair, 16).expect("a hex pair"))
-        .collect();
-    if let Some(text) = text {
-        let text = text.strip_suffix('"').expect("a closing quote");
-        bytes.extend_from_slice(text.replace("\\\"", "\"").as_bytes());
-    }
-    bytes
 }
 
 #[test]

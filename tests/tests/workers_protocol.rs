@@ -5,26 +5,9 @@ use spillway::workers::protocol::{
     DispatchFrame, FrameReader, FromDispatcher, FromWorker, WorkerErrorCode, WorkerFrame,
     WORKER_MAGIC,
 };
+use spillway_tests::example_bytes;
 
 const WORKERS_PAGE: &str = include_str!("../../docs/WORKERS.md");
-
-/// The bytes of a worked-example line: hex pairs separated by spaces or `|`, then
-/// optionally a quoted UTF-8 string that ends the frame.
-fn example_bytes(line: &str) -> Vec<u8> {
-    let (hex, text) = match line.split_once('"') {
-        Some((hex, text)) => (hex, Some(text)),
-        None => (line, None),
-    };
-    let mut bytes: Vec<u8> = hex
-        .split(|c: char| c.is_whitespace() || c == '|')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| u8::from_str_radix(pair, 16).expect("a hex pair"))
-        .collect();
-    if let Some(text) = text {
-        bytes.extend_from_slice(text.strip_suffix('"').expect("a closing quote").as_bytes());
-    }
-    bytes
-}
 
 #[test]
 fn the_worked_examples_decode_and_re_encode_to_themselves() {
