@@ -5,7 +5,7 @@
 use std::io;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex};
 
 use crossbeam_utils::CachePadded;
@@ -85,8 +85,14 @@ pub(super) struct PoolShared {
     /// Workers open, all shards together, for `max_workers`. Relaxed: guards no memory.
     pub(super) open_workers: AtomicUsize,
     /// Accepted workers waiting for their shard to register them. Locked only when a
-    /// worker connects (rare, off the data path).
+    /// worker connects (rare, off the data path): the shard looks at `handoff_pending`
+    /// first.
     pub(super) handoff: Box<[Mutex<Vec<AcceptedStream>>]>,
+    /// Set after a push to the shard's `handoff`; the shard clears it before it locks and
+    /// takes. Release on the set, Acquire on the clear: a shard that sees it set finds the
+    /// pushed stream under the lock (the lock orders the rest). A set that lands after a
+    /// take leaves it set for a pointless lock next turn, never a stream unseen.
+    pub(super) handoff_pending: Box<[AtomicBool]>,
     pub(super) counters: Box<[CachePadded<ShardWorkerCounters>]>,
 }
 
@@ -150,6 +156,7 @@ impl WorkerListener {
                 workers_per_shard: (0..SHARDS_MAX).map(|_| AtomicUsize::new(0)).collect(),
                 open_workers: AtomicUsize::new(0),
                 handoff: (0..SHARDS_MAX).map(|_| Mutex::new(Vec::new())).collect(),
+                handoff_pending: (0..SHARDS_MAX).map(|_| AtomicBool::new(false)).collect(),
                 counters: (0..SHARDS_MAX)
                     .map(|_| CachePadded::new(ShardWorkerCounters::default()))
                     .collect(),

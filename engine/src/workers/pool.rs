@@ -379,6 +379,10 @@ impl ShardWorkers {
 
     /// Registers the workers other shards (or this one) handed to this shard.
     fn take_handed_over(&mut self) -> usize {
+        // Acquire: pairs with the Release set after a push (see `handoff_pending`).
+        if !self.shared.handoff_pending[self.shard].swap(false, Ordering::Acquire) {
+            return 0;
+        }
         let streams = {
             let mut handoff = self.shared.handoff[self.shard]
                 .lock()
@@ -475,6 +479,8 @@ impl ShardWorkers {
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .push(stream);
+            // Release: after the push (see `handoff_pending`).
+            self.shared.handoff_pending[target].store(true, Ordering::Release);
         }
         accepted
     }
