@@ -128,6 +128,8 @@ struct ShardWorkers {
     free_slots: Vec<usize>,
     /// Workers with output to write.
     dirty: Vec<usize>,
+    /// Workers an event said are readable this turn (kept for its capacity).
+    readable: Vec<usize>,
     /// Idempotent messages of a lost worker waiting for another worker's credit, with the
     /// time their first worker took them (for the deadline).
     retry_waiting: std::collections::VecDeque<(Ticket, u64)>,
@@ -274,6 +276,7 @@ impl ShardWorkers {
             slots: Vec::new(),
             free_slots: Vec::new(),
             dirty: Vec::new(),
+            readable: Vec::new(),
             retry_waiting: std::collections::VecDeque::new(),
             free_credit: 0,
             next_deadline_check_ns: 0,
@@ -338,7 +341,9 @@ impl ShardWorkers {
             return work;
         }
         let mut accept = false;
-        let mut readable = Vec::new();
+        // Kept between turns, so that a turn with readable workers does not allocate.
+        let mut readable = core::mem::take(&mut self.readable);
+        readable.clear();
         for event in self.events.iter() {
             if event.token() == LISTENER {
                 accept = true;
@@ -355,9 +360,10 @@ impl ShardWorkers {
             work += self.accept(context.shard_count());
             work += self.take_handed_over();
         }
-        for slot in readable {
+        for &slot in &readable {
             work += self.read(slot, context);
         }
+        self.readable = readable;
         // Workers registered this turn may have sent their Hello before registration.
         for slot in 0..self.slots.len() {
             if self.slots[slot]
