@@ -641,6 +641,9 @@ impl ShardWorkers {
     fn send(&mut self, slot: usize, ticket: Ticket, message: &Message, retry: bool, now_ns: u64) {
         let worker = self.slots[slot].as_mut().expect("a serving worker");
         let work_id = ticket.to_u64();
+        // Listed once per turn, not once per Work: a worker with output already is listed
+        // this turn, or is waiting for a writable event that lists it.
+        let listed = !worker.out.is_empty();
         encode_work(
             &Work {
                 work_id,
@@ -664,7 +667,9 @@ impl ShardWorkers {
             },
         );
         self.free_credit -= 1;
-        self.dirty.push(slot);
+        if !listed {
+            self.dirty.push(slot);
+        }
         bump(&self.counters().works_sent, 1);
     }
 
