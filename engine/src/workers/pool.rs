@@ -35,7 +35,7 @@ use super::listener::{
     bump, store, AcceptedStream, Listener, PoolShared, ShardWorkerCounters, WorkerListener,
 };
 use super::protocol::{
-    encode_work, AnswerStatus, DispatchFrame, FrameError, Work, WorkerErrorCode, WorkerFrame,
+    encode_work_of, AnswerStatus, DispatchFrame, FrameError, WorkerErrorCode, WorkerFrame,
     WORKER_CREDIT_MAX, WORKER_HEADER_BYTES, WORK_FIXED_BYTES,
 };
 
@@ -644,20 +644,7 @@ impl ShardWorkers {
         // Listed once per turn, not once per Work: a worker with output already is listed
         // this turn, or is waiting for a writable event that lists it.
         let listed = !worker.out.is_empty();
-        encode_work(
-            &Work {
-                work_id,
-                connection: message.connection,
-                message: message.id,
-                tenant: message.tenant,
-                priority: message.priority,
-                role: message.role,
-                idempotent: message.idempotent,
-                retry,
-                payload: message.payload.clone(),
-            },
-            &mut worker.out,
-        );
+        encode_work_of(message, work_id, retry, &mut worker.out);
         worker.held.insert(
             work_id,
             HeldWork {

@@ -474,18 +474,70 @@ impl DispatchFrame {
     }
 }
 
-/// Appends a Work frame: the dispatcher's hot path, with no intermediate value.
+/// Appends a Work frame.
 pub fn encode_work(work: &Work, out: &mut Vec<u8>) {
-    put_header(out, code::WORK, WORK_FIXED_BYTES + work.payload.len());
-    out.extend_from_slice(&work.work_id.to_le_bytes());
-    out.extend_from_slice(&work.connection.0.to_le_bytes());
-    out.extend_from_slice(&work.message.0.to_le_bytes());
-    out.extend_from_slice(&work.tenant.0.to_le_bytes());
-    out.push(work.priority as u8);
-    out.push(work.role.index() as u8);
-    out.push(u8::from(work.idempotent) | (u8::from(work.retry) << 1));
+    put_work(
+        out,
+        work.work_id,
+        work.retry,
+        &WorkFields {
+            connection: work.connection,
+            id: work.message,
+            tenant: work.tenant,
+            priority: work.priority,
+            role: work.role,
+            idempotent: work.idempotent,
+        },
+        &work.payload,
+    );
+}
+
+/// Appends the Work frame of `message`: the dispatcher's hot path, straight from the
+/// message, without a `Work` (whose payload would cost a reference count each way).
+pub(crate) fn encode_work_of(
+    message: &crate::message::Message,
+    work_id: u64,
+    retry: bool,
+    out: &mut Vec<u8>,
+) {
+    put_work(
+        out,
+        work_id,
+        retry,
+        &WorkFields {
+            connection: message.connection,
+            id: message.id,
+            tenant: message.tenant,
+            priority: message.priority,
+            role: message.role,
+            idempotent: message.idempotent,
+        },
+        &message.payload,
+    );
+}
+
+/// The fields of a Work frame that are not the payload, borrowed from a `Work` or a
+/// message alike.
+struct WorkFields {
+    connection: ConnectionId,
+    id: MessageId,
+    tenant: TenantId,
+    priority: Priority,
+    role: Role,
+    idempotent: bool,
+}
+
+fn put_work(out: &mut Vec<u8>, work_id: u64, retry: bool, message: &WorkFields, payload: &[u8]) {
+    put_header(out, code::WORK, WORK_FIXED_BYTES + payload.len());
+    out.extend_from_slice(&work_id.to_le_bytes());
+    out.extend_from_slice(&message.connection.0.to_le_bytes());
+    out.extend_from_slice(&message.id.0.to_le_bytes());
+    out.extend_from_slice(&message.tenant.0.to_le_bytes());
+    out.push(message.priority as u8);
+    out.push(message.role.index() as u8);
+    out.push(u8::from(message.idempotent) | (u8::from(retry) << 1));
     out.push(0);
-    out.extend_from_slice(&work.payload);
+    out.extend_from_slice(payload);
 }
 
 /// Which side a [`FrameReader`] reads: the frames it yields.
