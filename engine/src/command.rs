@@ -314,6 +314,8 @@ pub(crate) struct DrainResult {
 pub(crate) enum RateScope {
     Connection(ConnectionId),
     Tenant(TenantId),
+    /// Every connection, and the default of those added later.
+    All,
 }
 
 /// The command types, in the order the control thread serves them.

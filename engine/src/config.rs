@@ -166,6 +166,9 @@ pub struct Config {
     /// Worker processes that serve the messages (`spillway serve --workers`,
     /// `docs/WORKERS.md`): their limits and the answer deadline.
     pub workers: WorkersConfig,
+    /// The operator's HTTP endpoint (`spillway::admin`): metrics, health, drain, breaker,
+    /// limits. Off unless `listen` is set (`spillway serve` sets it).
+    pub admin: AdminConfig,
     /// Per-tenant aggregate caps and priority ceilings.
     #[serde(default)]
     pub tenants: Vec<TenantConfig>,
@@ -187,7 +190,7 @@ macro_rules! production_sections {
     ($($section:ident: $type:ty,)*) => {$(
         impl Default for $type {
             fn default() -> Self {
-                PRODUCTION.$section
+                PRODUCTION.$section.clone()
             }
         }
     )*};
@@ -203,6 +206,7 @@ production_sections! {
     egress: EgressConfig,
     net: NetConfig,
     workers: WorkersConfig,
+    admin: AdminConfig,
 }
 
 /// Kill switches for the three admission levels (SPEC 3).
@@ -558,6 +562,49 @@ impl WorkersConfig {
     }
 }
 
+/// The admin HTTP endpoint's settings (`spillway::admin`, `[admin]` in a file). Every
+/// bound is there so that a misbehaving scraper or a port scan costs the admin thread a
+/// bounded amount of memory and time, never the shards anything.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// `HOST:PORT` to serve on (port 0 picks one); absent: no admin endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// Open admin connections at once; one more is closed at accept. 1 to 65536.
+    #[serde(deserialize_with = "range::net_per_turn")]
+    pub max_connections: usize,
+    /// Largest request, head and body together; a longer one is answered 413 and the
+    /// connection closed. 1 KiB to 64 MiB.
+    #[serde(deserialize_with = "range::net_buffer_bytes")]
+    pub max_request_bytes: usize,
+    /// Most header lines in a request; more is answered 431. 1 to 65536.
+    #[serde(deserialize_with = "range::net_per_turn")]
+    pub max_headers: usize,
+    /// A connection idle this long (no request under way), in ns, is closed; 1 ms to 1 h.
+    #[serde(deserialize_with = "range::net_timeout_ns")]
+    pub idle_timeout_ns: u64,
+    /// Tenants that get their own series in `/metrics`, the most active by submitted
+    /// messages; the others are summed under `tenant="other"`, so that the number of series
+    /// stays bounded whatever the number of tenants. 0 to 65536.
+    #[serde(deserialize_with = "range::top_tenants")]
+    pub top_tenants: usize,
+}
+
+impl AdminConfig {
+    /// Checks every field against its range; the first bad one is named (`admin.FIELD`).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_fields!(self, "admin.";
+            max_connections in range::NET_PER_TURN;
+            max_request_bytes in range::NET_BUFFER_BYTES;
+            max_headers in range::NET_PER_TURN;
+            idle_timeout_ns in range::NET_TIMEOUT_NS;
+            top_tenants in range::TOP_TENANTS;
+        );
+        Ok(())
+    }
+}
+
 /// How an idle thread waits for work (LMAX Disruptor's wait strategies). In a file, the
 /// `[wait]` table: `strategy` (`adaptive`, `busy-spin`, `spin-then-yield`,
 /// `spin-then-park`) and the numbers that strategy takes; its `Deserialize` is in
@@ -695,6 +742,7 @@ pub(crate) mod range {
         NET_PER_TURN, net_per_turn: usize = 1..=1 << 16;
         NET_BUFFER_BYTES, net_buffer_bytes: usize = 1024..=1 << 26;
         NET_HOUSEKEEPING_NS, net_housekeeping_ns: u64 = 100_000..=MINUTE_NS;
+        TOP_TENANTS, top_tenants: usize = 0..=1 << 16;
     }
 
     /// The one float setting's range (NaN lies in none).
@@ -836,6 +884,7 @@ impl Config {
 
         self.net.validate()?;
         self.workers.validate()?;
+        self.admin.validate()?;
 
         self.egress.validate()
     }

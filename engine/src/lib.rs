@@ -39,12 +39,14 @@
 //! | 7 edges | [`net`] | the TCP front end: wire protocol, egress flow control, the server | `config`, `message`, `outcome`, `shard`, `sync` |
 //! | 7 edges | [`client`] | a client of that protocol with `send_with_backpressure` | `clock`, `message`, `net`, `outcome` |
 //! | 7 edges | [`workers`] | worker mode: the worker protocol and the `WorkerPool` handler that dispatches admitted messages to worker processes | `command`, `config`, `message`, `outcome`, `shard`, `sync` |
+//! | 8 operator | [`admin`] | the admin HTTP endpoint: Prometheus metrics, health and readiness, drain, breaker, config, run-time limits and reloads | `admission`, `config`, `control`, `message`, `metrics`, `net`, `outcome`, `workers` |
 //! | 7 edges | `async_ingress` | submit and `.await` a completion, or read completions as a `Stream` (feature `tokio`) | `ingress`, `message`, `outcome` |
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod admission;
 #[cfg(feature = "tokio")]
 pub mod async_ingress;

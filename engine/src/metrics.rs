@@ -10,7 +10,7 @@
 
 use crate::admission::breaker::BreakerState;
 use crate::command::CommandKind;
-use crate::message::{Role, TenantId};
+use crate::message::{Priority, Role, TenantId};
 use crate::outcome::{DropReason, FailureReason, Outcome, RefusalReason, ShedReason};
 use crate::sync::{fence, AtomicU64, Ordering};
 
@@ -174,11 +174,113 @@ impl Tally {
     }
 }
 
+/// Upper bounds of [`LatencyHistogram`]'s buckets, ns: 10 µs to 10 s in 1-2.5-5 steps, so
+/// that a microsecond path and a queue seconds deep both land in buckets a few apart. The
+/// last bucket (above 10 s) has no bound.
+pub const LATENCY_BUCKET_BOUNDS_NS: [u64; 19] = [
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+];
+
+/// Buckets of a [`LatencyHistogram`]: one per bound and one above the last.
+pub const LATENCY_BUCKETS: usize = LATENCY_BUCKET_BOUNDS_NS.len() + 1;
+
+/// Number of `u64`s a [`LatencyHistogram`] publishes as: its buckets and its sum.
+const HISTOGRAM_WORDS: usize = LATENCY_BUCKETS + 1;
+
+/// Latencies from admission to completion of delivered messages, in fixed buckets
+/// ([`LATENCY_BUCKET_BOUNDS_NS`]): what a Prometheus histogram needs, at the cost of one
+/// search of 19 bounds and two adds per delivered message on the shard.
+///
+/// ```
+/// use spillway::metrics::LatencyHistogram;
+/// let mut histogram = LatencyHistogram::default();
+/// histogram.record(30_000);
+/// histogram.record(2_000_000);
+/// assert_eq!(histogram.count(), 2);
+/// assert_eq!(histogram.bucket_counts()[2], 1); // (25 µs, 50 µs]
+/// assert_eq!(histogram.sum_ns(), 2_030_000);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LatencyHistogram {
+    /// Count per bucket (not cumulative), in [`LATENCY_BUCKET_BOUNDS_NS`] order, the last
+    /// one above every bound.
+    buckets: [u64; LATENCY_BUCKETS],
+    sum_ns: u64,
+}
+
+impl LatencyHistogram {
+    /// Counts one latency.
+    #[inline]
+    pub fn record(&mut self, latency_ns: u64) {
+        let bucket = LATENCY_BUCKET_BOUNDS_NS.partition_point(|&bound| bound < latency_ns);
+        self.buckets[bucket] += 1;
+        self.sum_ns = self.sum_ns.wrapping_add(latency_ns);
+    }
+
+    /// Latencies counted.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+
+    /// Their sum, ns (wraps after 584 years of latency).
+    pub fn sum_ns(&self) -> u64 {
+        self.sum_ns
+    }
+
+    /// Count per bucket, not cumulative: bucket `i` holds latencies above bound `i - 1`
+    /// and at most bound `i` of [`LATENCY_BUCKET_BOUNDS_NS`]; the last is above them all.
+    pub fn bucket_counts(&self) -> &[u64; LATENCY_BUCKETS] {
+        &self.buckets
+    }
+
+    /// Adds `other`'s counts to this one's (several shards into one).
+    pub fn add(&mut self, other: &LatencyHistogram) {
+        for (sum, value) in self.buckets.iter_mut().zip(&other.buckets) {
+            *sum += value;
+        }
+        self.sum_ns = self.sum_ns.wrapping_add(other.sum_ns);
+    }
+
+    fn write(&self, out: &mut [u64]) {
+        out[..LATENCY_BUCKETS].copy_from_slice(&self.buckets);
+        out[LATENCY_BUCKETS] = self.sum_ns;
+    }
+
+    fn read(words: &[u64]) -> Self {
+        let mut histogram = LatencyHistogram::default();
+        histogram.buckets.copy_from_slice(&words[..LATENCY_BUCKETS]);
+        histogram.sum_ns = words[LATENCY_BUCKETS];
+        histogram
+    }
+}
+
 /// A shard's own counters: plain integers, written only by the shard.
 #[derive(Clone, Debug)]
 pub(crate) struct ShardCounters {
     pub(crate) total: Tally,
     pub(crate) roles: [Tally; Role::COUNT],
+    /// Per priority as decided (after a tenant's ceiling lowered it).
+    pub(crate) priorities: [Tally; Priority::COUNT],
+    /// Admission to completion of delivered messages, per priority.
+    pub(crate) latency: [LatencyHistogram; Priority::COUNT],
     /// One per configured tenant, in tenant-table order, then one for all other tenants.
     pub(crate) tenants: Vec<Tally>,
     pub(crate) priority_downgraded: u64,
@@ -198,6 +300,8 @@ impl ShardCounters {
         Self {
             total: Tally::default(),
             roles: [Tally::default(); Role::COUNT],
+            priorities: [Tally::default(); Priority::COUNT],
+            latency: [LatencyHistogram::default(); Priority::COUNT],
             tenants: vec![Tally::default(); configured_tenants + 1],
             priority_downgraded: 0,
             backpressure_raised: 0,
@@ -209,8 +313,13 @@ impl ShardCounters {
         }
     }
 
+    /// Tallies published: the total, the roles, the priorities and the tenants.
+    fn tally_count(&self) -> usize {
+        1 + Role::COUNT + Priority::COUNT + self.tenants.len()
+    }
+
     fn words(&self) -> usize {
-        SHARD_SCALAR_WORDS + TALLY_WORDS * (1 + Role::COUNT + self.tenants.len())
+        SHARD_SCALAR_WORDS + TALLY_WORDS * self.tally_count() + HISTOGRAM_WORDS * Priority::COUNT
     }
 
     fn write(&self, out: &mut [u64]) {
@@ -223,14 +332,20 @@ impl ShardCounters {
             self.connections,
             self.backpressure_active,
         ]);
+        let (tally_words, histogram_words) =
+            out[SHARD_SCALAR_WORDS..].split_at_mut(TALLY_WORDS * self.tally_count());
         let tallies = core::iter::once(&self.total)
             .chain(&self.roles)
+            .chain(&self.priorities)
             .chain(&self.tenants);
-        for (chunk, tally) in out[SHARD_SCALAR_WORDS..]
-            .chunks_exact_mut(TALLY_WORDS)
-            .zip(tallies)
-        {
+        for (chunk, tally) in tally_words.chunks_exact_mut(TALLY_WORDS).zip(tallies) {
             tally.write(chunk);
+        }
+        for (chunk, histogram) in histogram_words
+            .chunks_exact_mut(HISTOGRAM_WORDS)
+            .zip(&self.latency)
+        {
+            histogram.write(chunk);
         }
     }
 
@@ -247,12 +362,22 @@ impl ShardCounters {
         counters.pending_messages = pending_messages;
         counters.connections = connections;
         counters.backpressure_active = backpressure_active;
-        let mut chunks = words[SHARD_SCALAR_WORDS..].chunks_exact(TALLY_WORDS);
+        let (tally_words, histogram_words) =
+            words[SHARD_SCALAR_WORDS..].split_at(TALLY_WORDS * counters.tally_count());
+        let mut chunks = tally_words.chunks_exact(TALLY_WORDS);
         for tally in core::iter::once(&mut counters.total)
             .chain(&mut counters.roles)
+            .chain(&mut counters.priorities)
             .chain(&mut counters.tenants)
         {
             *tally = Tally::read(chunks.next().expect("layout matches"));
+        }
+        for (histogram, chunk) in counters
+            .latency
+            .iter_mut()
+            .zip(histogram_words.chunks_exact(HISTOGRAM_WORDS))
+        {
+            *histogram = LatencyHistogram::read(chunk);
         }
         counters
     }
@@ -403,6 +528,13 @@ pub struct Stats {
     pub total: Tally,
     /// Per role, in [`Role::ALL`] order.
     pub roles: [Tally; Role::COUNT],
+    /// Per priority as decided (a tenant's ceiling may lower a message's priority before
+    /// its decision), in [`Priority::ALL`] order.
+    pub priorities: [Tally; Priority::COUNT],
+    /// Admission to completion of delivered messages, per priority in [`Priority::ALL`]
+    /// order (the handler's or worker's answer; the reply's trip to a TCP client is not in
+    /// it).
+    pub latency: [LatencyHistogram; Priority::COUNT],
     /// Per configured tenant.
     pub tenants: Vec<(TenantId, Tally)>,
     /// All tenants without settings together.
@@ -428,6 +560,8 @@ impl Stats {
     ) -> Self {
         let mut total = Tally::default();
         let mut roles = [Tally::default(); Role::COUNT];
+        let mut priorities = [Tally::default(); Priority::COUNT];
+        let mut latency = [LatencyHistogram::default(); Priority::COUNT];
         let mut tenants: Vec<(TenantId, Tally)> = tenant_ids
             .iter()
             .map(|&tenant| (tenant, Tally::default()))
@@ -438,6 +572,12 @@ impl Stats {
             total.add(&counters.total);
             for (sum, tally) in roles.iter_mut().zip(&counters.roles) {
                 sum.add(tally);
+            }
+            for (sum, tally) in priorities.iter_mut().zip(&counters.priorities) {
+                sum.add(tally);
+            }
+            for (sum, histogram) in latency.iter_mut().zip(&counters.latency) {
+                sum.add(histogram);
             }
             for ((_, sum), tally) in tenants.iter_mut().zip(&counters.tenants) {
                 sum.add(tally);
@@ -461,6 +601,8 @@ impl Stats {
         Stats {
             total,
             roles,
+            priorities,
+            latency,
             tenants,
             other_tenants,
             shards: shard_stats,
@@ -474,6 +616,7 @@ impl Stats {
     pub fn reconciles(&self) -> bool {
         self.total.reconciles()
             && self.roles.iter().all(Tally::reconciles)
+            && self.priorities.iter().all(Tally::reconciles)
             && self.tenants.iter().all(|(_, tally)| tally.reconciles())
             && self.other_tenants.reconciles()
             && self.shards.iter().all(|shard| shard.total.reconciles())
@@ -501,6 +644,9 @@ mod tests {
         counters.tenants[2].count_finish(Outcome::Failed {
             reason: FailureReason::HandlerPanic,
         });
+        counters.priorities[1].count_decision(None);
+        counters.latency[3].record(7_000_000);
+        counters.latency[3].record(20_000_000_000);
         counters.pending_messages = 17;
         let published = PublishedCounters::new(2);
         published.publish(&counters, &mut Vec::new());
@@ -508,6 +654,10 @@ mod tests {
         assert_eq!(read.total, counters.total);
         assert_eq!(read.roles, counters.roles);
         assert_eq!(read.tenants, counters.tenants);
+        assert_eq!(read.priorities, counters.priorities);
+        assert_eq!(read.latency, counters.latency);
+        assert_eq!(read.latency[3].bucket_counts()[8], 1); // (5 ms, 10 ms]
+        assert_eq!(read.latency[3].bucket_counts()[LATENCY_BUCKETS - 1], 1); // > 10 s
         assert_eq!(read.pending_messages, 17);
         assert!(read.total.reconciles());
         assert_eq!(read.total.in_flight(), 0);

@@ -322,7 +322,8 @@ impl<H: Handler> Simulation<H> {
     }
 
     /// Sets the nominal rate of one connection (adding it if the shard does not hold it
-    /// yet), or of every connection of a tenant the shard holds, from the next message on.
+    /// yet), of every connection of a tenant the shard holds, or of every connection and
+    /// those added later, from the next message on.
     /// Returns how many connections changed.
     pub fn set_rate(
         &mut self,
@@ -335,6 +336,7 @@ impl<H: Handler> Simulation<H> {
                 crate::command::RateScope::Connection(connection)
             }
             crate::control::RateTarget::Tenant(tenant) => crate::command::RateScope::Tenant(tenant),
+            crate::control::RateTarget::AllConnections => crate::command::RateScope::All,
         };
         self.core.set_rate(scope, rate_per_sec, now_ns)
     }

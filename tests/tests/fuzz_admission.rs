@@ -200,6 +200,7 @@ fn step() -> impl Strategy<Value = Step> {
     let target = prop_oneof![
         (0..CONNECTIONS).prop_map(|connection| RateTarget::Connection(ConnectionId(connection))),
         (0..TENANTS).prop_map(|tenant| RateTarget::Tenant(TenantId(tenant))),
+        Just(RateTarget::AllConnections),
     ];
     prop_oneof![
         24 => submission().prop_map(Step::Submit),
@@ -1188,6 +1189,14 @@ impl Model {
                     }
                 }
                 changed
+            }
+            RateTarget::AllConnections => {
+                // The configured rate changes: connections added later start at it.
+                self.rate_per_sec = rate_per_sec;
+                for peer in self.peers.values_mut() {
+                    peer.bucket.set_rate(rate_per_sec);
+                }
+                self.peers.len()
             }
         }
     }

@@ -308,6 +308,9 @@ pub enum RateTarget {
     Connection(ConnectionId),
     /// Every connection of a tenant (those the shards hold now).
     Tenant(TenantId),
+    /// Every connection, those the shards hold now and those they add later: the
+    /// per-connection default (`rate.per_connection_per_sec`) changes with it.
+    AllConnections,
 }
 
 /// Whether a cancel found its message.

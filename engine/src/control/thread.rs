@@ -277,6 +277,7 @@ impl ControlLoop<'_> {
                     RateTarget::Tenant(tenant) => {
                         ((0..self.links.len()).collect(), RateScope::Tenant(tenant))
                     }
+                    RateTarget::AllConnections => ((0..self.links.len()).collect(), RateScope::All),
                 };
                 for &shard in &shards {
                     self.send(

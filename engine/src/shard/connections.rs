@@ -193,6 +193,12 @@ impl ConnectionTable {
     /// the old one's `scheduled` bits: the pending queue leaves a connection whose list was
     /// emptied out of turn (a cancel, a drop) in its round-robin ring until it comes round,
     /// so the slot is still there and must not be added a second time.
+    /// Changes the configured rate: the one connections added from now on start at, and
+    /// the one the adaptive controller recovers those without a rate of their own towards.
+    pub(crate) fn set_configured_rate(&mut self, rate_per_sec: u32) {
+        self.rate_per_sec = rate_per_sec;
+    }
+
     fn replace(&mut self, slot: Slot, id: ConnectionId) -> ConnectionState {
         let mut fresh = ConnectionState::new(id, self.rate_per_sec, self.burst);
         fresh.scheduled = self.entries[slot as usize].scheduled;

@@ -64,7 +64,15 @@ impl CapThresholds {
 struct Finished {
     connection: Slot,
     admitted_ns: u64,
+    priority: Priority,
     failed: bool,
+}
+
+/// The classes a message is counted under besides the total and its tenant: its role, and
+/// its priority as decided.
+#[inline(always)]
+fn classes(message: &Message) -> (Role, Priority) {
+    (message.role, message.priority)
 }
 
 /// One shard's state.
@@ -500,7 +508,7 @@ impl ShardCore {
         state.pending_messages += 1;
         state.pending_bytes += payload_bytes;
         self.role_pending[role.index()] += 1;
-        self.count_decision(role, tenant_index, None);
+        self.count_decision((role, priority), tenant_index, None);
         self.queue.push(
             &mut self.connections,
             Entry {
@@ -715,8 +723,8 @@ impl ShardCore {
         let dropped = Outcome::Dropped {
             reason: DropReason::DroppedNewest,
         };
-        self.count_decision(message.role, tenant_index, None);
-        self.count_finish(message.role, tenant_index, dropped);
+        self.count_decision(classes(message), tenant_index, None);
+        self.count_finish(classes(message), tenant_index, dropped);
         Err(Completion::of(message, dropped))
     }
 
@@ -728,28 +736,35 @@ impl ShardCore {
         tenant_index: Option<TenantIndex>,
         outcome: Outcome,
     ) -> Result<(), Completion> {
-        self.count_decision(message.role, tenant_index, Some(outcome));
+        self.count_decision(classes(message), tenant_index, Some(outcome));
         Err(Completion::of(message, outcome))
     }
 
     #[inline(always)]
     fn count_decision(
         &mut self,
-        role: Role,
+        (role, priority): (Role, Priority),
         tenant: Option<TenantIndex>,
         outcome: Option<Outcome>,
     ) {
         let tenant_tally = self.tenant_tally(tenant);
         self.counters.total.count_decision(outcome);
         self.counters.roles[role.index()].count_decision(outcome);
+        self.counters.priorities[priority.index()].count_decision(outcome);
         self.counters.tenants[tenant_tally].count_decision(outcome);
     }
 
     #[inline(always)]
-    fn count_finish(&mut self, role: Role, tenant: Option<TenantIndex>, outcome: Outcome) {
+    fn count_finish(
+        &mut self,
+        (role, priority): (Role, Priority),
+        tenant: Option<TenantIndex>,
+        outcome: Outcome,
+    ) {
         let tenant_tally = self.tenant_tally(tenant);
         self.counters.total.count_finish(outcome);
         self.counters.roles[role.index()].count_finish(outcome);
+        self.counters.priorities[priority.index()].count_finish(outcome);
         self.counters.tenants[tenant_tally].count_finish(outcome);
     }
 
@@ -842,6 +857,7 @@ impl ShardCore {
             self.batch_finished.push(Finished {
                 connection: entry.connection,
                 admitted_ns: entry.admitted_ns,
+                priority: entry.message.priority,
                 failed: outcome != Outcome::Delivered,
             });
         }
@@ -861,17 +877,31 @@ impl ShardCore {
             for index in 0..self.batch_finished.len() {
                 let finished = self.batch_finished[index];
                 let latency_ns = end_ns.saturating_sub(finished.admitted_ns);
-                self.record_latency(finished.connection, latency_ns, finished.failed);
+                self.record_latency(
+                    finished.connection,
+                    finished.priority,
+                    latency_ns,
+                    finished.failed,
+                );
             }
         }
         self.batch_finished.clear();
     }
 
-    /// One finished message's latency (admission to answer), for the breaker's window and
-    /// its connection's adaptive rate.
+    /// One finished message's latency (admission to answer), for the breaker's window, its
+    /// connection's adaptive rate and, when it was delivered, its priority's histogram.
     #[inline]
-    fn record_latency(&mut self, connection: Slot, latency_ns: u64, failed: bool) {
+    fn record_latency(
+        &mut self,
+        connection: Slot,
+        priority: Priority,
+        latency_ns: u64,
+        failed: bool,
+    ) {
         self.breaker_window.record(latency_ns, failed);
+        if !failed {
+            self.counters.latency[priority.index()].record(latency_ns);
+        }
         let state = self.connections.get_mut(connection);
         state.interval_latency_max_ns = state.interval_latency_max_ns.max(latency_ns);
     }
@@ -947,6 +977,7 @@ impl ShardCore {
             let latency_ns = now_ns.saturating_sub(held.entry.admitted_ns);
             self.record_latency(
                 held.entry.connection,
+                held.entry.message.priority,
                 latency_ns,
                 outcome != Outcome::Delivered,
             );
@@ -1024,7 +1055,7 @@ impl ShardCore {
                 }
             }
         }
-        self.count_finish(role, entry.tenant, outcome);
+        self.count_finish(classes(&entry.message), entry.tenant, outcome);
         let completion = Completion {
             response,
             detail,
@@ -1053,7 +1084,7 @@ impl ShardCore {
                 response: Bytes::new(),
                 detail: None,
             };
-            self.count_lost(held.role, held.tenant);
+            self.count_lost((held.role, held.priority), held.tenant);
             (held.origin, completion)
         });
         while let Some(entry) = self.queue.pop_next(&mut self.connections) {
@@ -1067,10 +1098,10 @@ impl ShardCore {
 
     /// Counts a message that reached a lost shard: admitted (it was the shard's to serve)
     /// and failed `ShardLost`, so the reconciliation holds message by message.
-    pub(crate) fn count_lost(&mut self, role: Role, tenant: TenantId) {
+    pub(crate) fn count_lost(&mut self, classes: (Role, Priority), tenant: TenantId) {
         let tenant_index = self.tenants.find(tenant);
-        self.count_decision(role, tenant_index, None);
-        self.count_finish(role, tenant_index, SHARD_LOST);
+        self.count_decision(classes, tenant_index, None);
+        self.count_finish(classes, tenant_index, SHARD_LOST);
     }
 
     /// Cancels everything queued (shutdown without finishing).
@@ -1245,8 +1276,9 @@ impl ShardCore {
         true
     }
 
-    /// Sets the nominal rate of one connection, or of every connection of a tenant that
-    /// this shard holds, from the next message on. Returns how many connections changed.
+    /// Sets the nominal rate of one connection, of every connection of a tenant that this
+    /// shard holds, or of every connection and the default of those added later, from the
+    /// next message on. Returns how many connections changed.
     pub(crate) fn set_rate(
         &mut self,
         scope: RateScope,
@@ -1275,6 +1307,19 @@ impl ShardCore {
                         apply(state);
                         changed += 1;
                     }
+                }
+                changed
+            }
+            RateScope::All => {
+                // The configured rate itself changes: every connection follows it again
+                // (a rate set for one connection or tenant before is replaced), and stays
+                // evictable, as one on the configured rate is.
+                self.connections.set_configured_rate(rate_per_sec.get());
+                let mut changed = 0;
+                for state in self.connections.iter_mut() {
+                    apply(state);
+                    state.nominal_rate_per_sec = 0;
+                    changed += 1;
                 }
                 changed
             }

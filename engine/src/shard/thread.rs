@@ -563,7 +563,7 @@ fn serve_lost(
             around.wake_control();
         }
         let taken = take_from_rings(links, shard, usize::MAX, |message, _| {
-            core.count_lost(message.role, message.tenant);
+            core.count_lost((message.role, message.priority), message.tenant);
             Err(Completion::of(
                 &message,
                 Outcome::Failed {

@@ -1,0 +1,311 @@
+//! The operator's HTTP endpoint: Prometheus metrics, health and readiness for a load
+//! balancer, drains, the breaker, the effective configuration and run-time limits.
+//!
+//! [`AdminServer`] serves HTTP/1.1 on a thread of its own, never on a shard: requests are
+//! parsed by `httparse` and bounded ([`AdminConfig`](crate::config::AdminConfig): request size, header count,
+//! connections, idle time), metrics are encoded by `prometheus-client`. What the shards
+//! know it reads the way any other reader does: counters from their seqlocks
+//! ([`Control::stats`]), health and commands through the control ring ([`Control`]), so
+//! a scrape or a health check costs the data path nothing but the control plane's own
+//! round trip.
+//!
+//! | method and path | answer |
+//! |---|---|
+//! | `GET /metrics` | every counter of SPEC 3 and the gauges, in the Prometheus text format (`exposition`) |
+//! | `GET /health` | 200 when every shard is live, else 503; the full health check as JSON |
+//! | `GET /ready` | 200 when ready to take work, else 503 (while draining, stopping, with the breaker open or a queue at overload) |
+//! | `POST /drain` | readiness goes 503 for good (the process is being taken out); with `?connection=ID`, drains that connection and answers its report |
+//! | `POST /breaker/open`, `/breaker/close`, `/breaker/auto` | forces the breaker open or closed, or returns it to automatic control |
+//! | `GET /config` | the effective settings as JSON |
+//! | `PUT /limits` | run-time caps and rates as JSON (`limits::LimitsRequest`), validated; answers the applied values or the error |
+//! | `POST /reload` | reloads the configuration file, when the program installed a [`Reloader`] |
+//!
+//! ```no_run
+//! use spillway::admin::AdminServer;
+//! use spillway::config::Config;
+//! use spillway::engine::Engine;
+//! use spillway::handler::{Handler, HandlerError, ShardContext};
+//! use spillway::message::{Bytes, Message};
+//!
+//! #[derive(Clone)]
+//! struct Ok;
+//! impl Handler for Ok {
+//!     fn handle(&mut self, _: &Message, _: &mut ShardContext) -> Result<Bytes, HandlerError> {
+//!         Ok(Bytes::new())
+//!     }
+//! }
+//!
+//! let mut config = Config::default();
+//! config.admin.listen = Some("127.0.0.1:9901".to_string());
+//! let engine = Engine::builder().config(config.clone()).handler(Ok).start().unwrap();
+//! let admin = AdminServer::builder(engine.control(), config).start().unwrap();
+//! println!("metrics on http://{}/metrics", admin.local_addr());
+//! ```
+
+mod exposition;
+mod http;
+pub mod limits;
+mod routes;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crate::config::{Config, ConfigError};
+use crate::control::Control;
+use crate::net::server::TcpServer;
+use crate::workers::WorkerListener;
+
+/// Reloads the program's configuration (`POST /reload`; `spillway serve` also calls it on
+/// SIGHUP): `Ok` with what it applied, in words, or `Err` with why nothing was.
+pub type Reloader = Box<dyn Fn() -> Result<String, String> + Send + Sync>;
+
+/// Why the admin endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// `[admin] listen` is not set.
+    #[error("no admin address: set [admin] listen")]
+    NoAddress,
+    /// A setting of `[admin]` is out of its range.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The address could not be bound, or the thread not started.
+    #[error("admin endpoint on {address}: {source}")]
+    Io {
+        /// The address asked for.
+        address: String,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+/// Requests the endpoint answered, by status; [`AdminServer::stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AdminStats {
+    /// Answered 2xx.
+    pub ok: u64,
+    /// Answered 400 (unparsable request, bad JSON, bad query).
+    pub bad_request: u64,
+    /// Answered 404 (no such path).
+    pub not_found: u64,
+    /// Answered 405 (a path that exists, with another method).
+    pub method_not_allowed: u64,
+    /// Answered 413 (request over `max_request_bytes`).
+    pub too_large: u64,
+    /// Answered 422 (well-formed limits that fail validation).
+    pub invalid: u64,
+    /// Answered 431 (more header lines than `max_headers`).
+    pub too_many_headers: u64,
+    /// Answered 503 (not healthy or not ready) or 500 (a control command failed).
+    pub unavailable: u64,
+    /// Connections closed at accept because `max_connections` were open.
+    pub connections_refused: u64,
+    /// Connections closed after `idle_timeout_ns` without a request.
+    pub connections_idle_closed: u64,
+}
+
+/// What the HTTP thread and the handle share.
+pub(crate) struct AdminShared {
+    control: Control,
+    /// The settings the engine started with, updated by `PUT /limits` and reloads.
+    config: Mutex<Config>,
+    net: Option<TcpServer>,
+    workers: Option<WorkerListener>,
+    reloader: Option<Reloader>,
+    /// Set by `POST /drain` or [`AdminServer::set_ready`]`(false)`: readiness answers 503
+    /// whatever the engine says.
+    not_ready: AtomicBool,
+    /// Counters by status, in [`AdminStats`] field order.
+    counters: [AtomicU64; STAT_FIELDS],
+}
+
+const STAT_FIELDS: usize = 10;
+
+/// Which [`AdminStats`] field an answer or event counts in.
+#[derive(Clone, Copy)]
+pub(crate) enum Stat {
+    Ok,
+    BadRequest,
+    NotFound,
+    MethodNotAllowed,
+    TooLarge,
+    Invalid,
+    TooManyHeaders,
+    Unavailable,
+    ConnectionsRefused,
+    ConnectionsIdleClosed,
+}
+
+impl AdminShared {
+    pub(crate) fn count(&self, stat: Stat) {
+        // Relaxed: a statistic; only the admin thread writes, readers want a recent value.
+        self.counters[stat as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn stats(&self) -> AdminStats {
+        // Relaxed: statistics, each read on its own.
+        let read = |stat: Stat| self.counters[stat as usize].load(Ordering::Relaxed);
+        AdminStats {
+            ok: read(Stat::Ok),
+            bad_request: read(Stat::BadRequest),
+            not_found: read(Stat::NotFound),
+            method_not_allowed: read(Stat::MethodNotAllowed),
+            too_large: read(Stat::TooLarge),
+            invalid: read(Stat::Invalid),
+            too_many_headers: read(Stat::TooManyHeaders),
+            unavailable: read(Stat::Unavailable),
+            connections_refused: read(Stat::ConnectionsRefused),
+            connections_idle_closed: read(Stat::ConnectionsIdleClosed),
+        }
+    }
+
+    fn not_ready(&self) -> bool {
+        // Relaxed: a flag read on its own; a health check that races a drain may answer
+        // the state just before it, as it would a moment earlier.
+        self.not_ready.load(Ordering::Relaxed)
+    }
+}
+
+/// Builds an [`AdminServer`]: the control handle and settings are required, the TCP server,
+/// worker listener and reloader add their metrics and `POST /reload`.
+pub struct AdminBuilder {
+    control: Control,
+    config: Config,
+    net: Option<TcpServer>,
+    workers: Option<WorkerListener>,
+    reloader: Option<Reloader>,
+}
+
+impl AdminBuilder {
+    /// Adds the TCP front end's counters (connections, replies, flow signals) to `/metrics`.
+    pub fn net(mut self, server: TcpServer) -> Self {
+        self.net = Some(server);
+        self
+    }
+
+    /// Adds the worker pool's figures to `/metrics`.
+    pub fn workers(mut self, listener: WorkerListener) -> Self {
+        self.workers = Some(listener);
+        self
+    }
+
+    /// Serves `POST /reload` with `reloader`.
+    pub fn reloader(mut self, reloader: Reloader) -> Self {
+        self.reloader = Some(reloader);
+        self
+    }
+
+    /// Binds `[admin] listen` and starts the HTTP thread.
+    ///
+    /// # Errors
+    /// [`AdminError::NoAddress`] without an address, [`AdminError::Config`] for a setting
+    /// out of range, [`AdminError::Io`] if the address cannot be bound.
+    pub fn start(self) -> Result<AdminServer, AdminError> {
+        let settings = self.config.admin.clone();
+        settings.validate()?;
+        let address = settings.listen.clone().ok_or(AdminError::NoAddress)?;
+        let io_error = |source| AdminError::Io {
+            address: address.clone(),
+            source,
+        };
+        let listener = std::net::TcpListener::bind(&address).map_err(io_error)?;
+        let local_addr = listener.local_addr().map_err(io_error)?;
+        let shared = Arc::new(AdminShared {
+            control: self.control,
+            config: Mutex::new(self.config),
+            net: self.net,
+            workers: self.workers,
+            reloader: self.reloader,
+            not_ready: AtomicBool::new(false),
+            counters: Default::default(),
+        });
+        let (thread, stop) =
+            http::spawn(listener, settings, Arc::clone(&shared)).map_err(io_error)?;
+        Ok(AdminServer {
+            shared,
+            local_addr,
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+/// The running admin endpoint. Dropping it (or [`stop`](Self::stop)) closes it.
+pub struct AdminServer {
+    shared: Arc<AdminShared>,
+    local_addr: SocketAddr,
+    stop: http::StopHandle,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl AdminServer {
+    /// A builder for the engine `control` belongs to, with its `config` (whose `[admin]`
+    /// section says where and how to serve).
+    pub fn builder(control: Control, config: Config) -> AdminBuilder {
+        AdminBuilder {
+            control,
+            config,
+            net: None,
+            workers: None,
+            reloader: None,
+        }
+    }
+
+    /// The address it serves on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `false` makes `GET /ready` answer 503 whatever the engine's state (a graceful stop
+    /// sets it first, so that load balancers stop sending); `true` gives readiness back to
+    /// the engine's own check.
+    pub fn set_ready(&self, ready: bool) {
+        // Relaxed: see `AdminShared::not_ready`.
+        self.shared.not_ready.store(!ready, Ordering::Relaxed);
+    }
+
+    /// Requests answered, by status, and connections refused or closed idle.
+    pub fn stats(&self) -> AdminStats {
+        self.shared.stats()
+    }
+
+    /// The settings `GET /config` shows: those the engine started with, with the changes
+    /// `PUT /limits` and reloads applied since.
+    pub fn config(&self) -> Config {
+        self.shared
+            .config
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Records `config` as the effective settings (after a reload the program applied).
+    pub fn set_config(&self, config: Config) {
+        *self
+            .shared
+            .config
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = config;
+    }
+
+    /// Closes the endpoint and joins its thread.
+    pub fn stop(mut self) {
+        self.stop_thread();
+    }
+
+    fn stop_thread(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            self.stop.stop();
+            // The thread only ends by the stop; a panic in it was already reported.
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for AdminServer {
+    fn drop(&mut self) {
+        self.stop_thread();
+    }
+}
