@@ -11,6 +11,7 @@ use hdrhistogram::Histogram;
 use serde::{Serialize, Serializer};
 use spillway::control::CommandLatency;
 use spillway::metrics::Tally;
+use spillway::metrics::LATENCY_BUCKET_BOUNDS_NS;
 use spillway::outcome::{DropReason, FailureReason, RefusalReason, ShedReason};
 
 use crate::generator::RunResult;
@@ -382,6 +383,12 @@ pub struct RunReport {
     pub latency_us: Percentiles,
     /// [`LATENCY_OF`].
     pub latency_of: &'static str,
+    /// The same latencies counted at the bounds of spillway's own histogram
+    /// (`spillway_message_latency_seconds`, [`LATENCY_BUCKET_BOUNDS_NS`]): for each bound
+    /// in seconds, how many were at or under it, the last (`+Inf`) all of them; so that a
+    /// quantile Prometheus interpolates from the server's buckets can be set against the
+    /// one the same interpolation gives from the client's (`scripts/prometheus-check.sh`).
+    pub latency_buckets: Vec<(f64, u64)>,
     /// Health-check latency as the probe saw it; `None` without a control plane.
     pub control_latency_us: Option<Percentiles>,
     /// Health checks that returned an error.
@@ -421,6 +428,19 @@ pub struct RunReport {
     /// Per priority (`P0`..`P3`), when the run had a priority mix.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub per_priority: BTreeMap<String, PriorityReport>,
+}
+
+/// `histogram`'s cumulative counts at spillway's latency bucket bounds, in seconds.
+fn cumulative_buckets(histogram: &hdrhistogram::Histogram<u64>) -> Vec<(f64, u64)> {
+    LATENCY_BUCKET_BOUNDS_NS
+        .iter()
+        .map(|&bound_ns| {
+            // HDR buckets are a little wider than one ns at these magnitudes: a latency
+            // recorded a hair above a bound may count under it (error under 0.1%).
+            (bound_ns as f64 / 1e9, histogram.count_between(0, bound_ns))
+        })
+        .chain(std::iter::once((f64::INFINITY, histogram.len())))
+        .collect()
 }
 
 fn zero_when_unknown<S: Serializer>(bytes: &Option<u64>, serializer: S) -> Result<S::Ok, S::Error> {
@@ -470,6 +490,7 @@ impl RunReport {
             outcomes: OutcomeCounts::from(&result.measured),
             latency_us: Percentiles::of(&result.latency_ns),
             latency_of: LATENCY_OF,
+            latency_buckets: cumulative_buckets(&result.latency_ns),
             control_latency_us: probe.map(|probe| Percentiles::of(&probe.latency_ns)),
             control_probe_errors: probe.map(|probe| probe.errors),
             control_probe_nice: probe.and_then(|probe| probe.nice),

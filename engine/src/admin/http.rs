@@ -107,6 +107,12 @@ struct HttpLoop {
 
 impl HttpLoop {
     fn run(mut self) {
+        // The admin thread answers health checks while the shards saturate every core: it
+        // runs favoured like the control thread it asks (when that was granted), or a
+        // load balancer's check would measure the scheduler's slice, not the engine.
+        if let Some(nice) = self.shared.control.thread_nice() {
+            crate::control::raise_thread_priority(nice);
+        }
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
         let idle_timeout = Duration::from_nanos(self.settings.idle_timeout_ns);
         loop {
