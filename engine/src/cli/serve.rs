@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -103,42 +103,67 @@ pub fn main(args: ServeArgs) -> ExitCode {
     }
 }
 
-/// SIGINT and SIGTERM: the first starts the graceful stop, a second one (or one after a
-/// stop began for `--duration-s`) exits at once, 130 after SIGINT, 143 after SIGTERM.
+/// SIGINT and SIGTERM: the first starts the graceful stop; another one at least
+/// `REPEAT_WINDOW_NS` later (or any one after a stop began for `--duration-s`) exits at
+/// once, 130 after SIGINT, 143 after SIGTERM, without the final counters.
+///
+/// Not signal_hook's `register_conditional_shutdown` pattern as such: GNU `timeout`, which
+/// scripts run the server under, delivers its SIGTERM twice (to the child, then to its
+/// process group), which that pattern reads as a second signal. A repeat within the
+/// window is the same request.
 struct StopSignals {
     /// Set when the stop begins, by a signal or by the main loop: the process is no longer
-    /// ready (the admin endpoint's `/ready` answers 503 once it is set), and a signal from
-    /// then on exits at once.
+    /// ready (the admin endpoint's `/ready` answers 503 once it is set).
     stopping: Arc<AtomicBool>,
-    /// The number of the last signal received; 0 for none.
+    /// The number of the signal that began the stop; 0 for none.
     received: Arc<AtomicUsize>,
 }
+
+/// Signals this close after the one that began the stop are taken as the same request.
+/// Far longer than the microseconds between `timeout`'s two deliveries, far shorter than a
+/// person pressing Ctrl-C twice.
+const REPEAT_WINDOW_NS: u64 = 100_000_000;
 
 impl StopSignals {
     fn install() -> anyhow::Result<Self> {
         let stopping = Arc::new(AtomicBool::new(false));
         let received = Arc::new(AtomicUsize::new(0));
+        // When the first signal came (CLOCK_MONOTONIC, ns; 0: none came).
+        let first_ns = Arc::new(AtomicU64::new(0));
         for signal in [SIGINT, SIGTERM] {
-            // Handlers run in the order they were registered: the exit first, armed only
-            // once `stopping` is set, so that the first signal sets it and a second one
-            // exits (signal_hook's documented double-signal pattern).
-            signal_hook::flag::register_conditional_shutdown(
-                signal,
-                128 + signal,
-                Arc::clone(&stopping),
-            )
-            .context("installing signal handlers")?;
-            signal_hook::flag::register_usize(signal, Arc::clone(&received), signal as usize)
-                .context("installing signal handlers")?;
-            signal_hook::flag::register(signal, Arc::clone(&stopping))
+            let stopping = Arc::clone(&stopping);
+            let received = Arc::clone(&received);
+            let first_ns = Arc::clone(&first_ns);
+            // SeqCst throughout: signals are rare, and handlers may run on two threads at
+            // once (one per signal); the total order keeps the three values consistent
+            // without reasoning about each pair.
+            let action = move || {
+                let now_ns = monotonic_ns();
+                if stopping.load(Ordering::SeqCst) {
+                    let first = first_ns.load(Ordering::SeqCst);
+                    if first == 0 || now_ns.saturating_sub(first) >= REPEAT_WINDOW_NS {
+                        signal_hook::low_level::exit(128 + signal);
+                    }
+                    return;
+                }
+                first_ns.store(now_ns.max(1), Ordering::SeqCst);
+                received.store(signal as usize, Ordering::SeqCst);
+                stopping.store(true, Ordering::SeqCst);
+            };
+            // SAFETY: `action` is async-signal-safe: atomic loads and stores,
+            // clock_gettime(2) and _exit(2) (both async-signal-safe in POSIX); it allocates
+            // nothing and takes no lock. The Arcs it holds are never dropped (the handler is
+            // never unregistered).
+            unsafe { signal_hook::low_level::register(signal, action) }
                 .context("installing signal handlers")?;
         }
         Ok(Self { stopping, received })
     }
 
-    /// The signal that asked for the stop, if one did.
+    /// The signal that began the stop, if one did.
     fn received(&self) -> Option<&'static str> {
-        // Relaxed: the number carries no data; `stopping`, set after it, is what is polled.
+        // Relaxed: read after `stopping` was seen set, which the handler stored after this
+        // (SeqCst there); a stale 0 would only name no signal in the log.
         match self.received.load(Ordering::Relaxed) {
             0 => None,
             signal => {
@@ -146,6 +171,20 @@ impl StopSignals {
             }
         }
     }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds; async-signal-safe (called in the signal handlers).
+fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes only `now`, a valid timespec it may fill; CLOCK_MONOTONIC
+    // exists on every Linux, so it cannot fail (and `now` stays 0 if it did).
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    (now.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(now.tv_nsec as u64)
 }
 
 fn run(args: &ServeArgs) -> anyhow::Result<()> {
