@@ -77,7 +77,10 @@ fn usage_errors_exit_2_and_help_exits_0() {
     let output = spillway(&["--version"]);
     assert_eq!(output.status.code(), Some(0));
     let version = String::from_utf8(output.stdout).unwrap();
-    assert_eq!(version.trim(), format!("spillway {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        version.trim(),
+        format!("spillway {}", env!("CARGO_PKG_VERSION"))
+    );
 
     let output = spillway(&[]);
     assert_eq!(output.status.code(), Some(2));
@@ -99,7 +102,10 @@ fn usage_errors_exit_2_and_help_exits_0() {
     let output = spillway(&["serve", "--shards", "many"]);
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8(output.stderr).unwrap();
-    assert!(stderr.contains("invalid value 'many' for '--shards <N>'"), "{stderr}");
+    assert!(
+        stderr.contains("invalid value 'many' for '--shards <N>'"),
+        "{stderr}"
+    );
     let output = spillway(&["serve", "--frobnicate"]);
     assert_eq!(output.status.code(), Some(2));
 }

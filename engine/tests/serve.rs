@@ -120,7 +120,12 @@ impl Serve {
         // The process has exited: its stderr ends, and with it the channel.
         let mut seen = std::mem::take(&mut self.seen);
         seen.extend(self.log.iter());
-        let stdout = self.stdout.take().expect("taken once").join().expect("read");
+        let stdout = self
+            .stdout
+            .take()
+            .expect("taken once")
+            .join()
+            .expect("read");
         (status, seen, stdout)
     }
 }
@@ -197,7 +202,10 @@ fn sigterm_stops_gracefully_every_message_answered_once_and_the_counters_logged(
     let mut replies: BTreeMap<u64, Vec<Outcome>> = BTreeMap::new();
     // The first Reply; by then the shard has read every Submit (they were written before
     // it), and a little later for certain.
-    record(&mut replies, client.next_event(WAIT).unwrap().expect("a Reply"));
+    record(
+        &mut replies,
+        client.next_event(WAIT).unwrap().expect("a Reply"),
+    );
     std::thread::sleep(Duration::from_millis(300));
     // Take the Replies that have come meanwhile (one every 50 ms).
     while let Some(event) = client.next_event(Duration::from_millis(20)).unwrap() {
@@ -213,7 +221,10 @@ fn sigterm_stops_gracefully_every_message_answered_once_and_the_counters_logged(
     // end (the deadline, 2 s away).
     let answered_before = replies.len();
     while replies.len() < answered_before + 3 {
-        record(&mut replies, client.next_event(WAIT).unwrap().expect("a Reply"));
+        record(
+            &mut replies,
+            client.next_event(WAIT).unwrap().expect("a Reply"),
+        );
     }
     let three_more = signalled.elapsed();
     assert!(
@@ -254,8 +265,14 @@ fn sigterm_stops_gracefully_every_message_answered_once_and_the_counters_logged(
         }
     }
     // The deadline cut the queue short: the stop took well under the queue's 5 s.
-    assert!(delivered > 0 && cancelled > 0, "{delivered} delivered, {cancelled} cancelled");
-    assert!(stop_took < Duration::from_secs(5), "the stop took {stop_took:?}");
+    assert!(
+        delivered > 0 && cancelled > 0,
+        "{delivered} delivered, {cancelled} cancelled"
+    );
+    assert!(
+        stop_took < Duration::from_secs(5),
+        "the stop took {stop_took:?}"
+    );
 
     // The final counters, logged, agree with what the client read.
     let engine = the_line(&log, "stopped: engine");
@@ -312,7 +329,11 @@ fn a_second_signal_during_the_stop_exits_at_once() {
 #[test]
 fn the_environment_sets_the_listener_the_configuration_and_json_logs() {
     let file = std::env::temp_dir().join(format!("spillway-serve-{}.toml", std::process::id()));
-    std::fs::write(&file, "profile = \"development\"\n[net]\nmax_connections = 123\n").unwrap();
+    std::fs::write(
+        &file,
+        "profile = \"development\"\n[net]\nmax_connections = 123\n",
+    )
+    .unwrap();
     let mut serve = Serve::start_with(
         &["--duration-s", "1", "--shards", "1"],
         &[
@@ -332,14 +353,21 @@ fn the_environment_sets_the_listener_the_configuration_and_json_logs() {
     let stopped = the_line(&log, "\"stopped: engine\"");
     assert!(stopped.contains("\"reconciles\":true"), "{stopped}");
     // Every line is one JSON object.
-    assert!(log.iter().all(|line| line.starts_with('{') && line.ends_with('}')));
+    assert!(log
+        .iter()
+        .all(|line| line.starts_with('{') && line.ends_with('}')));
 }
 
 #[test]
 fn an_invalid_configuration_exits_1_naming_the_field() {
     let file = std::env::temp_dir().join(format!("spillway-bad-serve-{}.toml", std::process::id()));
     std::fs::write(&file, "[rate]\nburst = 0\n").unwrap();
-    let serve = Serve::start(&["--listen", "127.0.0.1:0", "--config", file.to_str().unwrap()]);
+    let serve = Serve::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--config",
+        file.to_str().unwrap(),
+    ]);
     let (status, log, _) = serve.wait();
     std::fs::remove_file(&file).unwrap();
     assert_eq!(status.code(), Some(1), "{}", log.join("\n"));
