@@ -161,6 +161,31 @@ fn field(line: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("{name} is not a number in {line:?}"))
 }
 
+/// `spillway serve` on one shard whose every message takes `service_ns`, stopping within
+/// `stop_deadline_s`, and a client that has submitted `messages` to it.
+fn queued_behind_one_slow_shard(
+    service_ns: &str,
+    stop_deadline_s: &str,
+    messages: u64,
+) -> (Serve, SocketAddr, Client) {
+    let mut serve = Serve::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--shards",
+        "1",
+        "--service-ns",
+        service_ns,
+        "--stop-deadline-s",
+        stop_deadline_s,
+    ]);
+    let address = serve.listen_address();
+    let mut client = Client::connect(address, ClientConfig::default()).unwrap();
+    for id in 0..messages {
+        client.submit(request(id)).unwrap();
+    }
+    (serve, address, client)
+}
+
 /// Notes a Reply's outcome under its message id.
 fn record(replies: &mut BTreeMap<u64, Vec<Outcome>>, event: ClientEvent) {
     match event {
@@ -184,21 +209,7 @@ fn sigterm_stops_gracefully_every_message_answered_once_and_the_counters_logged(
     // 100 messages of 50 ms each queue 5 s of work on one shard; the stop lets them run for
     // 2 s and cancels the rest.
     const MESSAGES: u64 = 100;
-    let mut serve = Serve::start(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--shards",
-        "1",
-        "--service-ns",
-        "50000000",
-        "--stop-deadline-s",
-        "2",
-    ]);
-    let address = serve.listen_address();
-    let mut client = Client::connect(address, ClientConfig::default()).unwrap();
-    for id in 0..MESSAGES {
-        client.submit(request(id)).unwrap();
-    }
+    let (mut serve, address, mut client) = queued_behind_one_slow_shard("50000000", "2", MESSAGES);
     let mut replies: BTreeMap<u64, Vec<Outcome>> = BTreeMap::new();
     // The first Reply; by then the shard has read every Submit (they were written before
     // it), and a little later for certain.
@@ -292,21 +303,7 @@ fn sigterm_stops_gracefully_every_message_answered_once_and_the_counters_logged(
 fn a_second_signal_during_the_stop_exits_at_once() {
     // Five messages of 2 s each, and a stop deadline of a minute: a graceful stop would take
     // 10 s or so; the second signal ends it at once.
-    let mut serve = Serve::start(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--shards",
-        "1",
-        "--service-ns",
-        "2000000000",
-        "--stop-deadline-s",
-        "60",
-    ]);
-    let address = serve.listen_address();
-    let mut client = Client::connect(address, ClientConfig::default()).unwrap();
-    for id in 0..5 {
-        client.submit(request(id)).unwrap();
-    }
+    let (mut serve, _, _client) = queued_behind_one_slow_shard("2000000000", "60", 5);
     std::thread::sleep(Duration::from_millis(300));
     serve.signal(libc::SIGTERM);
     serve.await_line("stopping: not ready");
