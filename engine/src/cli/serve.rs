@@ -162,8 +162,8 @@ impl StopSignals {
 
     /// The signal that began the stop, if one did.
     fn received(&self) -> Option<&'static str> {
-        // Relaxed: read after `stopping` was seen set, which the handler stored after this
-        // (SeqCst there); a stale 0 would only name no signal in the log.
+        // Relaxed: read after an Acquire load saw `stopping` set, which the handler stored
+        // after this number; that load already ordered it.
         match self.received.load(Ordering::Relaxed) {
             0 => None,
             signal => {
@@ -263,9 +263,10 @@ fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut next_progress = started + PROGRESS_INTERVAL;
     let limit = args.duration_s.map(Duration::from_secs);
-    // Relaxed: the flag carries no data; the handlers only set it.
     let reason = loop {
-        if signals.stopping.load(Ordering::Relaxed) {
+        // Acquire: pairs with the handler's SeqCst store, so that the signal's number,
+        // stored before it, is seen too.
+        if signals.stopping.load(Ordering::Acquire) {
             break signals.received().unwrap_or("a signal");
         }
         if limit.is_some_and(|limit| started.elapsed() >= limit) {
