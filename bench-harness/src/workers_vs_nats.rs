@@ -314,7 +314,13 @@ impl SpillwaySide {
             args.extend(["--shards".to_owned(), shards.to_string()]);
         }
         let mut serve = Process::spawn("spillway serve", &bin_dir.join("spillway"), &args)?;
+        // Log lines: the address is the first word after the words, its fields follow.
         let workers_at = serve.await_line("workers connect to")?;
+        let workers_at = workers_at
+            .split_whitespace()
+            .next()
+            .ok_or_else(|| anyhow!("spillway serve said `workers connect to` without an address"))?
+            .to_owned();
         let listening = serve.await_line("listening on")?;
         let address: SocketAddr = listening
             .split_whitespace()
@@ -354,17 +360,20 @@ impl SpillwaySide {
         if !status.success() {
             problems.push(format!("spillway serve exited with {status}"));
         }
+        // The summary is on stdout: its first line, then indented ones; the log events on
+        // stderr (timestamped) come in between in any order.
         let mut summary: Vec<String> = lines
             .iter()
             .skip_while(|line| !line.contains("spillway serve: stopped"))
+            .filter(|line| line.starts_with("spillway serve:") || line.starts_with("  "))
             .filter(|line| !line.contains("workers:"))
             .cloned()
             .collect();
         if !summary.iter().any(|line| line.contains("reconciles: true")) {
             problems.push("spillway serve's counts do not reconcile".to_owned());
         }
-        // The workers line goes to stderr, the summary to stdout: their order here is not
-        // the order printed. The counts only grow, so the largest is the final one.
+        // The summary's workers line (stdout) says `N answers`; the log's events say
+        // `answers=N`. The counts only grow, so the largest is the final one.
         let answers = lines
             .iter()
             .filter(|line| line.contains("workers:"))

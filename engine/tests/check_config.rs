@@ -1,4 +1,4 @@
-//! The `spillway check-config FILE` command: exit status and output.
+//! The `spillway` command line, and `spillway check-config FILE`: exit status and output.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -71,7 +71,16 @@ fn usage_errors_exit_2_and_help_exits_0() {
     let output = spillway(&["--help"]);
     assert_eq!(output.status.code(), Some(0));
     let usage = String::from_utf8(output.stdout).unwrap();
-    assert!(usage.contains("check-config FILE"), "{usage}");
+    assert!(usage.contains("check-config"), "{usage}");
+    assert!(usage.contains("serve"), "{usage}");
+
+    let output = spillway(&["--version"]);
+    assert_eq!(output.status.code(), Some(0));
+    let version = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(
+        version.trim(),
+        format!("spillway {}", env!("CARGO_PKG_VERSION"))
+    );
 
     let output = spillway(&[]);
     assert_eq!(output.status.code(), Some(2));
@@ -81,10 +90,47 @@ fn usage_errors_exit_2_and_help_exits_0() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(
-        stderr.contains("unknown command \"frobnicate\""),
+        stderr.contains("unrecognized subcommand 'frobnicate'"),
         "{stderr}"
     );
 
     let output = spillway(&["check-config"]);
     assert_eq!(output.status.code(), Some(2));
+    let output = spillway(&["check-config", "a.toml", "b.toml"]);
+    assert_eq!(output.status.code(), Some(2));
+
+    let output = spillway(&["serve", "--shards", "many"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("invalid value 'many' for '--shards <N>'"),
+        "{stderr}"
+    );
+    let output = spillway(&["serve", "--frobnicate"]);
+    assert_eq!(output.status.code(), Some(2));
+}
+
+#[test]
+fn serve_help_shows_each_flag_with_its_default_and_environment_variable() {
+    let output = spillway(&["serve", "--help"]);
+    assert_eq!(output.status.code(), Some(0));
+    let help = String::from_utf8(output.stdout).unwrap();
+    for flag in [
+        "--listen <ADDR>",
+        "--config <FILE>",
+        "--shards <N>",
+        "--service-ns <NS>",
+        "--max-connections <N>",
+        "--duration-s <S>",
+        "--workers <ADDR>",
+        "--stop-deadline-s <S>",
+        "--log-format <FORMAT>",
+        "[default: 127.0.0.1:7878]",
+        "[env: SPILLWAY_LISTEN=]",
+        "[env: SPILLWAY_CONFIG=]",
+        "[env: SPILLWAY_LOG_FORMAT=]",
+        "[default: text]",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from:\n{help}");
+    }
 }

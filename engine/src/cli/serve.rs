@@ -1,87 +1,210 @@
 //! `spillway serve`: the engine behind its TCP front end, with a handler that acknowledges
-//! each message after an optional simulated cost.
+//! each message after an optional simulated cost (or worker processes that serve them),
+//! until SIGINT or SIGTERM (or `--duration-s`), then a graceful stop (`stop_gracefully`).
 
-use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use clap::Args;
+use signal_hook::consts::{SIGINT, SIGTERM};
 use spillway::clock::Clock;
 use spillway::config::Config;
 use spillway::engine::Engine;
 use spillway::message::Message;
+use spillway::metrics::Stats;
 use spillway::net::protocol::ErrorCode;
 use spillway::net::server::{NetStats, ServerConfig, TcpServer};
 use spillway::workers::{WorkerListener, WorkerStats};
+use tracing::{error, info, warn};
+
+use super::logs::{self, LogFormat};
+use super::EXIT_INVALID;
 
 /// Descriptors kept for everything but connections (listener, epoll, stdio, threads).
 const SPARE_DESCRIPTORS: u64 = 64;
+/// How often the progress event is logged.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the main thread looks for a stop.
+const STOP_POLL_INTERVAL: Duration = Duration::from_millis(50);
 
-/// What `spillway serve` was asked to do.
-pub struct Options {
+/// `spillway serve`'s command line.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to serve the wire protocol on; port 0 picks a free one
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "SPILLWAY_LISTEN",
+        default_value = "127.0.0.1:7878"
+    )]
     listen: String,
+    /// TOML configuration file (see `spillway check-config`): the engine's settings, and
+    /// its [net] and [egress] set the server [default: the production profile]
+    #[arg(long, value_name = "FILE", env = "SPILLWAY_CONFIG")]
     config: Option<PathBuf>,
+    /// Shards, overriding the configuration's `shards` (0: one per core)
+    #[arg(long, value_name = "N")]
     shards: Option<usize>,
+    /// Each message is acknowledged after busy-waiting this long (a simulated cost)
+    #[arg(long, value_name = "NS", default_value_t = 0)]
     service_ns: u64,
+    /// Connection limit, overriding the configuration's `net.max_connections`
+    #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
-    duration: Option<Duration>,
-    /// `--workers ADDR`: serve messages through worker processes (docs/WORKERS.md).
+    /// Stop after this many seconds, as at a signal [default: at a signal only]
+    #[arg(long, value_name = "S")]
+    duration_s: Option<u64>,
+    /// Worker processes connect to ADDR (HOST:PORT or unix:PATH) and serve every message
+    /// instead (docs/WORKERS.md)
+    #[arg(long, value_name = "ADDR")]
     workers: Option<String>,
+    /// At a stop, how long queued messages may still run before the rest is cancelled, in
+    /// seconds (fractions allowed); sets the configuration's `control.drain_timeout_ns`,
+    /// which also bounds a connection's drain [default: the configuration's, 5 s in
+    /// production]
+    #[arg(long, value_name = "S", value_parser = parse_seconds)]
+    stop_deadline_s: Option<Duration>,
+    /// Format of the logs on stderr (their filter is RUST_LOG, default `info`)
+    #[arg(
+        long,
+        value_name = "FORMAT",
+        env = "SPILLWAY_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    log_format: LogFormat,
 }
 
-pub fn parse(args: &[OsString]) -> anyhow::Result<Options> {
-    let mut options = Options {
-        listen: "127.0.0.1:7878".to_owned(),
-        config: None,
-        shards: None,
-        service_ns: 0,
-        max_connections: None,
-        duration: None,
-        workers: None,
-    };
-    let mut args = args.iter();
-    while let Some(flag) = args.next() {
-        let flag = flag.to_str().context("arguments must be UTF-8")?;
-        let mut value = || -> anyhow::Result<String> {
-            args.next()
-                .and_then(|value| value.to_str())
-                .map(str::to_owned)
-                .with_context(|| format!("{flag} needs a value"))
-        };
-        let number = |text: String| -> anyhow::Result<u64> {
-            text.parse()
-                .with_context(|| format!("{flag} {text:?}: not a whole number"))
-        };
-        match flag {
-            "--listen" => options.listen = value()?,
-            "--config" => options.config = Some(PathBuf::from(value()?)),
-            "--shards" => options.shards = Some(number(value()?)? as usize),
-            "--service-ns" => options.service_ns = number(value()?)?,
-            "--max-connections" => options.max_connections = Some(number(value()?)? as usize),
-            "--workers" => options.workers = Some(value()?),
-            "--duration-s" => options.duration = Some(Duration::from_secs(number(value()?)?)),
-            other => bail!("serve: unknown argument {other:?}"),
+/// A duration in seconds, fractions allowed, from 1 ms (the least stop deadline) on.
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    let duration = Duration::try_from_secs_f64(seconds).map_err(|error| error.to_string())?;
+    if duration < Duration::from_millis(1) {
+        return Err("must be at least 0.001 s".to_owned());
+    }
+    Ok(duration)
+}
+
+/// Installs the logs, runs the server, and turns its error into exit status 1.
+pub fn main(args: ServeArgs) -> ExitCode {
+    logs::init(args.log_format);
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            error!(error = %format_args!("{error:#}"), "spillway serve failed");
+            ExitCode::from(EXIT_INVALID)
         }
     }
-    Ok(options)
 }
 
-pub fn run(options: Options) -> anyhow::Result<ExitCode> {
-    let mut config = match &options.config {
+/// SIGINT and SIGTERM: the first starts the graceful stop; another one at least
+/// `REPEAT_WINDOW_NS` later (or any one after a stop began for `--duration-s`) exits at
+/// once, 130 after SIGINT, 143 after SIGTERM, without the final counters.
+///
+/// Not signal_hook's `register_conditional_shutdown` pattern as such: GNU `timeout`, which
+/// scripts run the server under, delivers its SIGTERM twice (to the child, then to its
+/// process group), which that pattern reads as a second signal. A repeat within the
+/// window is the same request.
+struct StopSignals {
+    /// Set when the stop begins, by a signal or by the main loop: the process is no longer
+    /// ready (the admin endpoint's `/ready` answers 503 once it is set).
+    stopping: Arc<AtomicBool>,
+    /// The number of the signal that began the stop; 0 for none.
+    received: Arc<AtomicUsize>,
+}
+
+/// Signals this close after the one that began the stop are taken as the same request.
+/// Far longer than the microseconds between `timeout`'s two deliveries, far shorter than a
+/// person pressing Ctrl-C twice.
+const REPEAT_WINDOW_NS: u64 = 100_000_000;
+
+impl StopSignals {
+    fn install() -> anyhow::Result<Self> {
+        let stopping = Arc::new(AtomicBool::new(false));
+        let received = Arc::new(AtomicUsize::new(0));
+        // When the first signal came (CLOCK_MONOTONIC, ns; 0: none came).
+        let first_ns = Arc::new(AtomicU64::new(0));
+        for signal in [SIGINT, SIGTERM] {
+            let stopping = Arc::clone(&stopping);
+            let received = Arc::clone(&received);
+            let first_ns = Arc::clone(&first_ns);
+            // SeqCst throughout: signals are rare, and handlers may run on two threads at
+            // once (one per signal); the total order keeps the three values consistent
+            // without reasoning about each pair.
+            let action = move || {
+                let now_ns = monotonic_ns();
+                if stopping.load(Ordering::SeqCst) {
+                    let first = first_ns.load(Ordering::SeqCst);
+                    if first == 0 || now_ns.saturating_sub(first) >= REPEAT_WINDOW_NS {
+                        signal_hook::low_level::exit(128 + signal);
+                    }
+                    return;
+                }
+                first_ns.store(now_ns.max(1), Ordering::SeqCst);
+                received.store(signal as usize, Ordering::SeqCst);
+                stopping.store(true, Ordering::SeqCst);
+            };
+            // SAFETY: `action` is async-signal-safe: atomic loads and stores,
+            // clock_gettime(2) and _exit(2) (both async-signal-safe in POSIX); it allocates
+            // nothing and takes no lock. The Arcs it holds are never dropped (the handler is
+            // never unregistered).
+            unsafe { signal_hook::low_level::register(signal, action) }
+                .context("installing signal handlers")?;
+        }
+        Ok(Self { stopping, received })
+    }
+
+    /// The signal that began the stop, if one did.
+    fn received(&self) -> Option<&'static str> {
+        // Relaxed: read after an Acquire load saw `stopping` set, which the handler stored
+        // after this number; that load already ordered it.
+        match self.received.load(Ordering::Relaxed) {
+            0 => None,
+            signal => {
+                Some(signal_hook::low_level::signal_name(signal as i32).unwrap_or("a signal"))
+            }
+        }
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds; async-signal-safe (called in the signal handlers).
+fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes only `now`, a valid timespec it may fill; CLOCK_MONOTONIC
+    // exists on every Linux, so it cannot fail (and `now` stays 0 if it did).
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    (now.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(now.tv_nsec as u64)
+}
+
+fn run(args: &ServeArgs) -> anyhow::Result<()> {
+    let signals = StopSignals::install()?;
+    let mut config = match &args.config {
         Some(file) => {
             Config::from_toml_file(file).with_context(|| format!("loading {}", file.display()))?
         }
         None => Config::default(),
     };
-    if let Some(shards) = options.shards {
+    if let Some(shards) = args.shards {
         config.shards = shards;
+    }
+    if let Some(deadline) = args.stop_deadline_s {
+        // Out of the setting's range (over an hour), the engine's validation says so.
+        config.control.drain_timeout_ns = u64::try_from(deadline.as_nanos()).unwrap_or(u64::MAX);
     }
     // The file's `[net]` and `[egress]`; `--max-connections` overrides its limit.
     let mut server_config = ServerConfig::from_config(&config);
-    if let Some(max_connections) = options.max_connections {
+    if let Some(max_connections) = args.max_connections {
         server_config.net.max_connections = max_connections;
     }
     // 15,000 connections need 15,000 descriptors: raise the soft limit to what is needed,
@@ -94,28 +217,31 @@ pub fn run(options: Options) -> anyhow::Result<ExitCode> {
         if fits == 0 {
             bail!("the descriptor limit is {granted}: too low to serve any connection (raise `ulimit -Hn`)");
         }
-        eprintln!(
-            "spillway serve: descriptor limit {granted} < {wanted}: serving at most {fits} connections (raise `ulimit -Hn` for more)"
+        warn!(
+            descriptor_limit = granted,
+            wanted,
+            max_connections = fits,
+            "descriptor limit too low: serving fewer connections (raise `ulimit -Hn` for more)"
         );
         server_config.net.max_connections = fits;
     }
 
-    let server = TcpServer::bind(&options.listen, server_config)
-        .with_context(|| format!("listening on {}", options.listen))?;
+    let server = TcpServer::bind(&args.listen, server_config)
+        .with_context(|| format!("listening on {}", args.listen))?;
     let clock = Clock::new();
-    let service_ns = options.service_ns;
+    let service_ns = args.service_ns;
     let acknowledge = move |_: &Message| {
         clock.spin_for_ns(service_ns);
         Ok(())
     };
-    let workers = match &options.workers {
+    let workers = match &args.workers {
         Some(address) => Some(
             WorkerListener::bind(address, config.workers)
                 .with_context(|| format!("listening for workers on {address}"))?,
         ),
         None => None,
     };
-    let builder = Engine::builder().config(config);
+    let builder = Engine::builder().config(config.clone());
     let engine = match &workers {
         // The pool serves every message; the front end around it only feeds it.
         Some(listener) => builder
@@ -124,79 +250,209 @@ pub fn run(options: Options) -> anyhow::Result<ExitCode> {
         None => builder.handler(server.front_end(acknowledge)).start(),
     }
     .context("starting the engine")?;
+    log_configuration(&config, &engine, &server_config, service_ns);
+    // Scripts wait for these two messages, the address right after the words, the worker
+    // address first (docs/WORKERS.md).
     if let Some(listener) = &workers {
-        println!("spillway serve: workers connect to {}", listener.address());
+        let address = listener.address();
+        info!(%address, "workers connect to {address}");
     }
-    println!(
-        "spillway serve: listening on {} ({} shards, pinned {}, service {} ns, at most {} connections)",
-        server.local_addr(),
-        engine.shards(),
-        engine.pinned(),
-        service_ns,
-        server_config.net.max_connections
-    );
+    let address = server.local_addr();
+    info!(%address, max_connections = server_config.net.max_connections, "listening on {address}");
 
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .context("installing signal handlers")?;
-    }
     let started = Instant::now();
-    let mut next_report = started + Duration::from_secs(5);
-    // Relaxed: the flag carries no data; the handler only sets it.
-    while !stop.load(Ordering::Relaxed)
-        && options
-            .duration
-            .is_none_or(|limit| started.elapsed() < limit)
-    {
-        std::thread::sleep(Duration::from_millis(50));
-        if Instant::now() >= next_report {
-            next_report += Duration::from_secs(5);
-            let net = server.stats();
-            let total = engine.stats().total;
-            eprintln!(
-                "spillway serve: {} open, {} submits, {} delivered, {} refused, {} replies sent, {} dropped",
-                net.open,
-                net.submits,
-                total.delivered,
-                total.refused_total(),
-                net.replies_sent,
-                net.replies_dropped_total()
-            );
+    let mut next_progress = started + PROGRESS_INTERVAL;
+    let limit = args.duration_s.map(Duration::from_secs);
+    let reason = loop {
+        // Acquire: pairs with the handler's SeqCst store, so that the signal's number,
+        // stored before it, is seen too.
+        if signals.stopping.load(Ordering::Acquire) {
+            break signals.received().unwrap_or("a signal");
+        }
+        if limit.is_some_and(|limit| started.elapsed() >= limit) {
+            break "--duration-s";
+        }
+        std::thread::sleep(STOP_POLL_INTERVAL);
+        if Instant::now() >= next_progress {
+            next_progress += PROGRESS_INTERVAL;
+            log_progress(&server.stats(), &engine.stats());
             if let Some(listener) = &workers {
-                print_workers(&listener.stats());
+                log_workers("workers", &listener.stats());
             }
         }
-    }
-    let stats = engine.shutdown();
-    let net = server.stats();
-    print_summary(&net, &stats);
-    if let Some(listener) = &workers {
-        print_workers(&listener.stats());
-    }
-    Ok(ExitCode::SUCCESS)
+    };
+    stop_gracefully(&signals, reason, &config, server, engine, workers.as_ref());
+    Ok(())
 }
 
-fn print_workers(workers: &WorkerStats) {
-    eprintln!(
-        "  workers: {} open ({} ever), credit {} free of {}, {} works sent, {} answers (mean {} ns, max {} ns), {} retries, cut: lost {} timeout {} garbage {}, refused {}",
-        workers.open,
-        workers.connected,
-        workers.credit_free,
-        workers.credit_total,
-        workers.works_sent,
-        workers.answers,
-        workers.answer_latency_ns_mean(),
-        workers.answer_latency_ns_max,
-        workers.retries,
-        workers.cut_lost,
-        workers.cut_timeout,
-        workers.cut_garbage,
-        workers.refused_too_many
+/// The stop, in order: not ready; the listener closed; what is queued run until the stop
+/// deadline and cancelled then, every Reply written and each connection closed
+/// (`Engine::shutdown`, `TcpServer::begin_stop`); the final counters logged and printed.
+fn stop_gracefully(
+    signals: &StopSignals,
+    reason: &str,
+    config: &Config,
+    server: TcpServer,
+    engine: Engine,
+    workers: Option<&WorkerListener>,
+) {
+    let stop_started = Instant::now();
+    // 1. Not ready (a signal has set it already; `--duration-s` has not). From here on a
+    // signal exits at once. Relaxed: read on its own, by the signal handlers.
+    signals.stopping.store(true, Ordering::Relaxed);
+    info!(
+        reason,
+        stop_deadline_ms = config.control.drain_timeout_ns / 1_000_000,
+        close_timeout_ms = config.net.close_timeout_ns / 1_000_000,
+        "stopping: not ready"
+    );
+    // 2. New connections are refused; the open ones get their Replies as they complete.
+    let address = server.local_addr();
+    match server.begin_stop() {
+        Ok(()) => info!(%address, "listener closed: new connections are refused"),
+        Err(error) => warn!(%address, %error, "the listener could not be closed"),
+    }
+    // 3. Intake closed; what is queued runs until the stop deadline, then is cancelled;
+    // each shard's connections get their last Replies and `shutting_down`, and close.
+    let stats = engine.shutdown();
+    let net = server.stats();
+    let workers = workers.map(WorkerListener::stats);
+    log_final(&stats, &net, workers.as_ref(), stop_started.elapsed());
+    print_summary(&stats, &net, workers.as_ref());
+}
+
+/// The settings an operator checks at start-up.
+fn log_configuration(
+    config: &Config,
+    engine: &Engine,
+    server_config: &ServerConfig,
+    service_ns: u64,
+) {
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        profile = %config.profile,
+        shards = engine.shards(),
+        pinning = config.pinning,
+        pinned = engine.pinned(),
+        wait = ?config.wait,
+        service_ns,
+        shutdown_finishes_queued = config.shutdown_finishes_queued,
+        stop_deadline_ms = config.control.drain_timeout_ns / 1_000_000,
+        "configuration: engine"
+    );
+    info!(
+        rate_limit = config.levels.rate_limit,
+        queue_caps = config.levels.queue_caps,
+        circuit_breaker = config.levels.circuit_breaker,
+        rate_per_connection_per_sec = config.rate.per_connection_per_sec,
+        rate_burst = config.rate.burst,
+        cap_connection_messages = config.caps.connection_messages,
+        cap_connection_bytes = config.caps.connection_bytes,
+        cap_handler_queue = config.caps.handler_queue,
+        cap_action = ?config.caps.action,
+        tenants = config.tenants.len(),
+        "configuration: admission"
+    );
+    let net = &server_config.net;
+    let egress = &server_config.egress;
+    info!(
+        max_connections = net.max_connections,
+        max_frame_bytes = net.max_frame_bytes,
+        hello_timeout_ms = net.hello_timeout_ns / 1_000_000,
+        frame_timeout_ms = net.frame_timeout_ns / 1_000_000,
+        close_timeout_ms = net.close_timeout_ns / 1_000_000,
+        egress_buffer_replies = egress.buffer_capacity,
+        egress_buffer_bytes = egress.buffer_bytes,
+        egress_drop_policy = ?egress.drop_policy,
+        "configuration: net"
     );
 }
 
-fn print_summary(net: &NetStats, stats: &spillway::metrics::Stats) {
+/// The progress event, every `PROGRESS_INTERVAL`.
+fn log_progress(net: &NetStats, stats: &Stats) {
+    let total = &stats.total;
+    info!(
+        open = net.open,
+        submits = net.submits,
+        delivered = total.delivered,
+        refused = total.refused_total(),
+        replies_sent = net.replies_sent,
+        replies_dropped = net.replies_dropped_total(),
+        "progress"
+    );
+}
+
+fn log_workers(message: &str, workers: &WorkerStats) {
+    info!(
+        open = workers.open,
+        connected = workers.connected,
+        credit_free = workers.credit_free,
+        credit_total = workers.credit_total,
+        works_sent = workers.works_sent,
+        answers = workers.answers,
+        answer_latency_ns_mean = workers.answer_latency_ns_mean(),
+        answer_latency_ns_max = workers.answer_latency_ns_max,
+        retries = workers.retries,
+        cut_lost = workers.cut_lost,
+        cut_timeout = workers.cut_timeout,
+        cut_garbage = workers.cut_garbage,
+        refused_too_many = workers.refused_too_many,
+        "{message}"
+    );
+}
+
+/// The final counters, as events (`print_summary` prints the same on stdout).
+fn log_final(stats: &Stats, net: &NetStats, workers: Option<&WorkerStats>, took: Duration) {
+    let total = &stats.total;
+    info!(
+        submitted = total.submitted,
+        admitted = total.admitted,
+        delivered = total.delivered,
+        refused = total.refused_total(),
+        shed = total.shed_total(),
+        failed = total.failed_total(),
+        cancelled = total.cancelled,
+        dropped = total.dropped_total(),
+        reconciles = stats.reconciles(),
+        stop_ms = took.as_millis() as u64,
+        "stopped: engine"
+    );
+    info!(
+        accepted = net.accepted,
+        refused_connection_limit = net.refused_connection_limit,
+        accept_backoffs = net.accept_backoffs,
+        frames_in = net.frames_in,
+        submits = net.submits,
+        replies_sent = net.replies_sent,
+        replies_dropped = net.replies_dropped_total(),
+        replies_discarded = net.replies_discarded,
+        flow_signals = net.flow_signals,
+        closed = %closures(net).join(", "),
+        "stopped: net"
+    );
+    if let Some(workers) = workers {
+        log_workers("stopped: workers", workers);
+    }
+}
+
+/// Closures by reason: the peer's and I/O errors always, each error code when it happened.
+fn closures(net: &NetStats) -> Vec<String> {
+    let mut closed = vec![
+        format!("peer {}", net.closed_peer),
+        format!("io_error {}", net.closed_io_error),
+    ];
+    for code in ErrorCode::ALL {
+        let count = net.closed_with(code);
+        if count > 0 {
+            closed.push(format!("{} {count}", code.name()));
+        }
+    }
+    closed
+}
+
+/// The final summary on stdout, in the layout scripts read (scripts/workers-ci.sh,
+/// bench-harness's workers_vs_nats): output of the run, beside its log events.
+fn print_summary(stats: &Stats, net: &NetStats, workers: Option<&WorkerStats>) {
     let total = &stats.total;
     println!("spillway serve: stopped");
     println!(
@@ -223,15 +479,23 @@ fn print_summary(net: &NetStats, stats: &spillway::metrics::Stats) {
         net.replies_discarded,
         net.flow_signals
     );
-    let mut closed = vec![
-        format!("peer {}", net.closed_peer),
-        format!("io_error {}", net.closed_io_error),
-    ];
-    for code in ErrorCode::ALL {
-        let count = net.closed_with(code);
-        if count > 0 {
-            closed.push(format!("{} {count}", code.name()));
-        }
+    println!("  closed: {}", closures(net).join(", "));
+    if let Some(workers) = workers {
+        println!(
+            "  workers: {} open ({} ever), credit {} free of {}, {} works sent, {} answers (mean {} ns, max {} ns), {} retries, cut: lost {} timeout {} garbage {}, refused {}",
+            workers.open,
+            workers.connected,
+            workers.credit_free,
+            workers.credit_total,
+            workers.works_sent,
+            workers.answers,
+            workers.answer_latency_ns_mean(),
+            workers.answer_latency_ns_max,
+            workers.retries,
+            workers.cut_lost,
+            workers.cut_timeout,
+            workers.cut_garbage,
+            workers.refused_too_many
+        );
     }
-    println!("  closed: {}", closed.join(", "));
 }

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use crate::handler::{Handler, HandlerError, ShardContext};
 use crate::message::Message;
 use crate::outcome::Completion;
+use crate::sync::Ordering;
 
 use super::shard::ShardNet;
 use super::shared::Shared;
@@ -58,7 +59,16 @@ impl<H: Handler> Handler for TcpFrontEnd<H> {
             return;
         }
         match self.shard.as_mut() {
-            Some(net) => net.completed(completion),
+            Some(net) => {
+                net.completed(completion);
+                // Relaxed: see `TcpServer::begin_stop`.
+                if self.shared.stopping.load(Ordering::Relaxed) {
+                    // Stopping: the shard no longer turns while the engine finishes its
+                    // queue, so the Reply is written now rather than at the very end (a
+                    // system call per completion, only while stopping).
+                    net.flush_dirty(net.turn_ns);
+                }
+            }
             None => self.inner.completed(completion),
         }
     }

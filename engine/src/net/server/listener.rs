@@ -4,7 +4,8 @@
 
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
-use std::sync::atomic::AtomicUsize;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 
 use crossbeam_utils::CachePadded;
@@ -49,6 +50,7 @@ impl TcpServer {
                 local_addr,
                 config,
                 open_connections: AtomicUsize::new(0),
+                stopping: AtomicBool::new(false),
                 // One set per shard an engine may run.
                 counters: (0..crate::config::SHARDS_MAX)
                     .map(|_| CachePadded::new(ShardCounters::default()))
@@ -60,6 +62,57 @@ impl TcpServer {
     /// The address it listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.shared.local_addr
+    }
+
+    /// The first step of a graceful stop, taken before
+    /// [`Engine::shutdown`](crate::engine::Engine::shutdown): the listening socket stops
+    /// listening, so the kernel refuses new connections (and resets those it had
+    /// completed but no shard had accepted yet), while the open ones are served on; and
+    /// from now on each Reply is written out as soon as its message completes, since
+    /// the shards stop turning while the engine finishes (or cancels) what is queued.
+    /// `Engine::shutdown` then writes every connection's remaining Replies and
+    /// `Error shutting_down`, and closes it, within `net.close_timeout_ns`.
+    ///
+    /// Linux semantics: `shutdown(2)` of a listening socket takes it out of the listening
+    /// state for every descriptor that refers to it (each shard holds a duplicate).
+    /// Calling it again does no harm.
+    ///
+    /// ```no_run
+    /// use spillway::engine::Engine;
+    /// use spillway::message::Message;
+    /// use spillway::net::server::{ServerConfig, TcpServer};
+    ///
+    /// let server = TcpServer::bind("127.0.0.1:7878", ServerConfig::default())?;
+    /// let engine = Engine::builder().handler(server.front_end(|_: &Message| Ok(()))).start()?;
+    /// // ... at SIGTERM:
+    /// server.begin_stop()?;
+    /// let stats = engine.shutdown();
+    /// assert!(stats.reconciles());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn begin_stop(&self) -> io::Result<()> {
+        // Relaxed: the flag guards no other memory. A shard reads it in `completed`; one
+        // that read it late would only write its Replies at the end of the stop instead,
+        // and `Engine::shutdown`'s Release store of its own flag, which every shard reads
+        // with Acquire before it stops turning, comes after this store.
+        self.shared.stopping.store(true, Ordering::Relaxed);
+        // SAFETY: the descriptor is the listener's, which `self.shared` owns and keeps open
+        // for the whole call; shutdown(2) reads and writes no memory of this process.
+        let result = unsafe { libc::shutdown(self.shared.listener.as_raw_fd(), libc::SHUT_RD) };
+        if result == 0 {
+            return Ok(());
+        }
+        match io::Error::last_os_error() {
+            // Already shut down (a second call): a socket no longer listening says ENOTCONN.
+            error if error.raw_os_error() == Some(libc::ENOTCONN) => Ok(()),
+            error => Err(error),
+        }
+    }
+
+    /// Whether [`begin_stop`](Self::begin_stop) was called.
+    pub fn is_stopping(&self) -> bool {
+        // Relaxed: a flag read on its own (see `begin_stop`).
+        self.shared.stopping.load(Ordering::Relaxed)
     }
 
     /// The front end for an engine: `handler` serves every message the clients submit.
@@ -84,6 +137,9 @@ impl ShardNet {
                 Ok(pair) => pair,
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return accepted,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                // The listener no longer listens (`TcpServer::begin_stop`): nothing more
+                // will come, and no event announces it again.
+                Err(error) if error.raw_os_error() == Some(libc::EINVAL) => return accepted,
                 Err(error) if is_descriptor_exhaustion(&error) => {
                     self.accept_paused_until_ns = now_ns + config.net.accept_backoff_ns;
                     self.accept_pending = true;

@@ -18,6 +18,14 @@
 //!    frame timeouts, closing connections past their close timeout, and flow-signal changes
 //!    that only time makes (a pause running out).
 //!
+//! A graceful stop takes three steps: [`TcpServer::begin_stop`] (the kernel refuses new
+//! connections; each Reply is written as soon as its message completes), then
+//! [`Engine::shutdown`](crate::engine::Engine::shutdown) (what is queued runs until
+//! `control.drain_timeout_ns` after the stop and is cancelled then, each message with its
+//! Reply), during which each shard's front end, once its shard is done, writes every
+//! connection's remaining Replies and `Error shutting_down`, and closes it within
+//! [`NetConfig::close_timeout_ns`].
+//!
 //! A connection speaks the protocol version of its Hello: in version 2 a Reply carries the
 //! handler's response or error text, copied from the completion's shared buffer into the
 //! connection's write buffer when it is written (see `write`); in version 1 it carries
@@ -49,8 +57,9 @@
 //!     .start()?;
 //! println!("serving on {}", server.local_addr());
 //! // ... later:
-//! let net = server.stats();
+//! server.begin_stop()?;
 //! let engine_stats = engine.shutdown();
+//! let net = server.stats();
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 

@@ -2,7 +2,7 @@
 //! the open-connection count and each shard's counters.
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 
 use crossbeam_utils::CachePadded;
 
@@ -18,6 +18,9 @@ pub(super) struct Shared {
     /// increment that takes it past the limit is undone at once; Relaxed is enough, as the
     /// count guards no other memory.
     pub(super) open_connections: AtomicUsize,
+    /// Set by [`TcpServer::begin_stop`](super::TcpServer::begin_stop): the listener no
+    /// longer listens, and each Reply is written as soon as its message completes.
+    pub(super) stopping: AtomicBool,
     /// One per shard, indexed by shard; made when the first front end starts on a shard.
     pub(super) counters: Box<[CachePadded<ShardCounters>]>,
 }
