@@ -58,9 +58,25 @@ use crate::control::Control;
 use crate::net::server::TcpServer;
 use crate::workers::WorkerListener;
 
-/// Reloads the program's configuration (`POST /reload`; `spillway serve` also calls it on
-/// SIGHUP): `Ok` with what it applied, in words, or `Err` with why nothing was.
-pub type Reloader = Box<dyn Fn() -> Result<String, String> + Send + Sync>;
+/// Loads the program's configuration afresh for a reload (`POST /reload`,
+/// [`AdminServer::reload`]): the file read and validated again, with the program's own
+/// overrides (command-line flags) laid over it; `Err` with why it could not be.
+pub type ConfigLoader = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
+
+/// Reloads: `load`s the configuration and applies what differs from `current` through
+/// `control` when all of it can change live ([`limits::reload`]), making `current` the new
+/// settings. Returns each change in words, or why nothing was applied.
+///
+/// # Errors
+/// The loader's error, or [`limits::LimitsError`]'s text.
+pub fn reload_config(
+    control: &Control,
+    current: &mut Config,
+    load: &dyn Fn() -> Result<Config, String>,
+) -> Result<Vec<String>, String> {
+    let new = load()?;
+    limits::reload(control, current, &new).map_err(|error| error.to_string())
+}
 
 /// Why the admin endpoint could not start.
 #[derive(Debug, thiserror::Error)]
@@ -113,7 +129,7 @@ pub(crate) struct AdminShared {
     config: Mutex<Config>,
     net: Option<TcpServer>,
     workers: Option<WorkerListener>,
-    reloader: Option<Reloader>,
+    loader: Option<ConfigLoader>,
     /// Set by `POST /drain` or [`AdminServer::set_ready`]`(false)`: readiness answers 503
     /// whatever the engine says.
     not_ready: AtomicBool,
@@ -161,6 +177,20 @@ impl AdminShared {
         }
     }
 
+    /// [`reload_config`] on the settings `/config` shows; `None` without a loader.
+    pub(crate) fn reload(&self) -> Option<Result<Vec<String>, String>> {
+        let load = self.loader.as_ref()?;
+        let mut config = self
+            .config
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let result = reload_config(&self.control, &mut config, load);
+        if let Err(error) = &result {
+            tracing::warn!(target: "spillway::admin", %error, "reload refused: the old settings stay");
+        }
+        Some(result)
+    }
+
     fn not_ready(&self) -> bool {
         // Relaxed: a flag read on its own; a health check that races a drain may answer
         // the state just before it, as it would a moment earlier.
@@ -168,14 +198,14 @@ impl AdminShared {
     }
 }
 
-/// Builds an [`AdminServer`]: the control handle and settings are required, the TCP server,
-/// worker listener and reloader add their metrics and `POST /reload`.
+/// Builds an [`AdminServer`]: the control handle and settings are required; the TCP
+/// server and worker listener add their metrics, a configuration loader `POST /reload`.
 pub struct AdminBuilder {
     control: Control,
     config: Config,
     net: Option<TcpServer>,
     workers: Option<WorkerListener>,
-    reloader: Option<Reloader>,
+    loader: Option<ConfigLoader>,
 }
 
 impl AdminBuilder {
@@ -191,9 +221,9 @@ impl AdminBuilder {
         self
     }
 
-    /// Serves `POST /reload` with `reloader`.
-    pub fn reloader(mut self, reloader: Reloader) -> Self {
-        self.reloader = Some(reloader);
+    /// Serves `POST /reload` (and [`AdminServer::reload`]) with `loader`.
+    pub fn loader(mut self, loader: ConfigLoader) -> Self {
+        self.loader = Some(loader);
         self
     }
 
@@ -217,7 +247,7 @@ impl AdminBuilder {
             config: Mutex::new(self.config),
             net: self.net,
             workers: self.workers,
-            reloader: self.reloader,
+            loader: self.loader,
             not_ready: AtomicBool::new(false),
             counters: Default::default(),
         });
@@ -249,7 +279,7 @@ impl AdminServer {
             config,
             net: None,
             workers: None,
-            reloader: None,
+            loader: None,
         }
     }
 
@@ -281,13 +311,11 @@ impl AdminServer {
             .clone()
     }
 
-    /// Records `config` as the effective settings (after a reload the program applied).
-    pub fn set_config(&self, config: Config) {
-        *self
-            .shared
-            .config
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = config;
+    /// Reloads the configuration through the builder's loader, as `POST /reload` does
+    /// (`spillway serve` calls it on SIGHUP): each change in words, or why nothing was
+    /// applied. `None` without a loader.
+    pub fn reload(&self) -> Option<Result<Vec<String>, String>> {
+        self.shared.reload()
     }
 
     /// Closes the endpoint and joins its thread.

@@ -178,11 +178,9 @@ pub(super) fn answer(shared: &AdminShared, request: &Request) -> Response {
             _ => Response::method_not_allowed("PUT"),
         },
         "/reload" => match method {
-            "POST" => match &shared.reloader {
-                Some(reload) => match reload() {
-                    Ok(applied) => Response::json(200, &json!({ "reloaded": applied })),
-                    Err(error) => Response::error(422, &error),
-                },
+            "POST" => match shared.reload() {
+                Some(Ok(applied)) => Response::json(200, &json!({ "reloaded": applied })),
+                Some(Err(error)) => Response::error(422, &error),
                 None => Response::error(501, "this program has no configuration file to reload"),
             },
             _ => Response::method_not_allowed("POST"),

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use spillway::admin::{self, AdminServer};
 use spillway::clock::Clock;
 use spillway::config::Config;
 use spillway::engine::Engine;
@@ -28,8 +29,11 @@ use super::EXIT_INVALID;
 const SPARE_DESCRIPTORS: u64 = 64;
 /// How often the progress event is logged.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
-/// How often the main thread looks for a stop.
+/// How often the main thread looks for a stop or a reload.
 const STOP_POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// Where the admin endpoint listens when neither `--admin`, `SPILLWAY_ADMIN` nor the
+/// file's `[admin] listen` says.
+const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
 
 /// `spillway serve`'s command line.
 #[derive(Debug, Args)]
@@ -68,6 +72,10 @@ pub struct ServeArgs {
     /// production]
     #[arg(long, value_name = "S", value_parser = parse_seconds)]
     stop_deadline_s: Option<Duration>,
+    /// Admin HTTP endpoint (metrics, health, drain, breaker, limits; docs/OPERATING.md):
+    /// HOST:PORT, or `off` [default: the file's `[admin] listen`, else 127.0.0.1:9901]
+    #[arg(long, value_name = "ADDR", env = "SPILLWAY_ADMIN")]
+    admin: Option<String>,
     /// Format of the logs on stderr (their filter is RUST_LOG, default `info`)
     #[arg(
         long,
@@ -187,21 +195,57 @@ fn monotonic_ns() -> u64 {
         .saturating_add(now.tv_nsec as u64)
 }
 
+/// The settings: the file's (or the production profile's), with the command line's
+/// overrides laid over them. A reload loads them the same way, so that an override does
+/// not read as a change.
+#[derive(Clone, Debug)]
+struct ConfigSource {
+    file: Option<PathBuf>,
+    shards: Option<usize>,
+    stop_deadline: Option<Duration>,
+    admin: Option<String>,
+}
+
+impl ConfigSource {
+    fn of(args: &ServeArgs) -> Self {
+        Self {
+            file: args.config.clone(),
+            shards: args.shards,
+            stop_deadline: args.stop_deadline_s,
+            admin: args.admin.clone(),
+        }
+    }
+
+    fn load(&self) -> anyhow::Result<Config> {
+        let mut config = match &self.file {
+            Some(file) => Config::from_toml_file(file)
+                .with_context(|| format!("loading {}", file.display()))?,
+            None => Config::default(),
+        };
+        if let Some(shards) = self.shards {
+            config.shards = shards;
+        }
+        if let Some(deadline) = self.stop_deadline {
+            // Out of the setting's range (over an hour), the engine's validation says so.
+            config.control.drain_timeout_ns =
+                u64::try_from(deadline.as_nanos()).unwrap_or(u64::MAX);
+        }
+        config.admin.listen = match self.admin.as_deref() {
+            Some("off") => None,
+            Some(address) => Some(address.to_owned()),
+            None => config.admin.listen.or(Some(DEFAULT_ADMIN.to_owned())),
+        };
+        Ok(config)
+    }
+}
+
 fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let signals = StopSignals::install()?;
-    let mut config = match &args.config {
-        Some(file) => {
-            Config::from_toml_file(file).with_context(|| format!("loading {}", file.display()))?
-        }
-        None => Config::default(),
-    };
-    if let Some(shards) = args.shards {
-        config.shards = shards;
-    }
-    if let Some(deadline) = args.stop_deadline_s {
-        // Out of the setting's range (over an hour), the engine's validation says so.
-        config.control.drain_timeout_ns = u64::try_from(deadline.as_nanos()).unwrap_or(u64::MAX);
-    }
+    let reload_asked = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(SIGHUP, Arc::clone(&reload_asked))
+        .context("installing the SIGHUP handler")?;
+    let source = ConfigSource::of(args);
+    let config = source.load()?;
     // The file's `[net]` and `[egress]`; `--max-connections` overrides its limit.
     let mut server_config = ServerConfig::from_config(&config);
     if let Some(max_connections) = args.max_connections {
@@ -259,6 +303,31 @@ fn run(args: &ServeArgs) -> anyhow::Result<()> {
     }
     let address = server.local_addr();
     info!(%address, max_connections = server_config.net.max_connections, "listening on {address}");
+    // A reload reads the file again; without one there is nothing to reload.
+    let loader = source.file.is_some().then(|| {
+        let source = source.clone();
+        move || source.load().map_err(|error| format!("{error:#}"))
+    });
+    let admin = match &config.admin.listen {
+        Some(_) => {
+            let mut builder =
+                AdminServer::builder(engine.control(), config.clone()).net(server.clone());
+            if let Some(listener) = &workers {
+                builder = builder.workers(listener.clone());
+            }
+            if let Some(loader) = loader.clone() {
+                builder = builder.loader(Box::new(loader));
+            }
+            let admin = builder.start().context("starting the admin endpoint")?;
+            let address = admin.local_addr();
+            // Scripts wait for this message too, the URL right after the words.
+            info!(%address, "admin endpoint on http://{address}");
+            Some(admin)
+        }
+        None => None,
+    };
+    // The settings a reload starts from when there is no admin endpoint to hold them.
+    let mut current = config.clone();
 
     let started = Instant::now();
     let mut next_progress = started + PROGRESS_INTERVAL;
@@ -273,6 +342,10 @@ fn run(args: &ServeArgs) -> anyhow::Result<()> {
             break "--duration-s";
         }
         std::thread::sleep(STOP_POLL_INTERVAL);
+        // Relaxed: the flag carries no data; the handler only sets it.
+        if reload_asked.swap(false, Ordering::Relaxed) {
+            reload(admin.as_ref(), &engine, &mut current, loader.as_ref());
+        }
         if Instant::now() >= next_progress {
             next_progress += PROGRESS_INTERVAL;
             log_progress(&server.stats(), &engine.stats());
@@ -281,8 +354,40 @@ fn run(args: &ServeArgs) -> anyhow::Result<()> {
             }
         }
     };
-    stop_gracefully(&signals, reason, &config, server, engine, workers.as_ref());
+    stop_gracefully(
+        &signals,
+        reason,
+        &config,
+        server,
+        engine,
+        workers.as_ref(),
+        admin,
+    );
     Ok(())
+}
+
+/// SIGHUP: the file loaded again and what changed applied live, through the admin
+/// endpoint when there is one (so that its `/config` follows), else here. A file that is
+/// invalid, or changes a setting that cannot change live, is refused and the old settings
+/// stay; either way the outcome is logged.
+fn reload(
+    admin: Option<&AdminServer>,
+    engine: &Engine,
+    current: &mut Config,
+    loader: Option<&impl Fn() -> Result<Config, String>>,
+) {
+    let Some(loader) = loader else {
+        warn!("SIGHUP: no configuration file to reload (serve was started without --config)");
+        return;
+    };
+    let result = match admin {
+        Some(admin) => admin.reload().expect("the admin endpoint has the loader"),
+        None => admin::reload_config(&engine.control(), current, loader),
+    };
+    match result {
+        Ok(changes) => info!(?changes, "SIGHUP: configuration reloaded"),
+        Err(error) => warn!(%error, "SIGHUP: reload refused, the old settings stay"),
+    }
 }
 
 /// The stop, in order: not ready; the listener closed; what is queued run until the stop
@@ -295,8 +400,12 @@ fn stop_gracefully(
     server: TcpServer,
     engine: Engine,
     workers: Option<&WorkerListener>,
+    admin: Option<AdminServer>,
 ) {
     let stop_started = Instant::now();
+    if let Some(admin) = &admin {
+        admin.set_ready(false);
+    }
     // 1. Not ready (a signal has set it already; `--duration-s` has not). From here on a
     // signal exits at once. Relaxed: read on its own, by the signal handlers.
     signals.stopping.store(true, Ordering::Relaxed);
@@ -315,6 +424,10 @@ fn stop_gracefully(
     // 3. Intake closed; what is queued runs until the stop deadline, then is cancelled;
     // each shard's connections get their last Replies and `shutting_down`, and close.
     let stats = engine.shutdown();
+    // Health checks were answered through the stop; the engine is gone now.
+    if let Some(admin) = admin {
+        admin.stop();
+    }
     let net = server.stats();
     let workers = workers.map(WorkerListener::stats);
     log_final(&stats, &net, workers.as_ref(), stop_started.elapsed());
