@@ -704,6 +704,84 @@ mod tests {
         }
     }
 
+    /// The command lines README.md, docs/ and scripts/ give (scripts' variables filled in).
+    #[test]
+    fn documented_invocations_parse() {
+        for flags in [
+            &[][..],
+            &["--json"],
+            &["--scenario", "priority-mix", "--overload", "0.1"],
+            &["--scenario", "overload-5x", "--config", "config/production.toml"],
+            &["--scenario", "light", "--duration", "10", "--json"],
+            &["--scenario", "saturation", "--duration", "5"],
+            &["--scenario", "overload-2x", "--duration", "60", "--json"],
+            &["--closed-loop", "--window", "16"],
+            &[
+                "--target",
+                "tcp://127.0.0.1:7878",
+                "--scenario",
+                "saturation",
+                "--duration",
+                "5",
+                "--warmup",
+                "1",
+            ],
+            &[
+                "--target",
+                "tcp://127.0.0.1:7878",
+                "--scenario",
+                "light",
+                "--connections",
+                "1000",
+                "--closed-loop",
+                "--window",
+                "16",
+                "--duration",
+                "5",
+                "--warmup",
+                "1",
+                "--payload-bytes",
+                "64",
+                "--verify-echo",
+            ],
+            &[
+                "--target",
+                "tcp://127.0.0.1:7878",
+                "--scenario",
+                "light",
+                "--connections",
+                "15000",
+                "--rate",
+                "100000",
+                "--duration",
+                "10",
+                "--warmup",
+                "2",
+                "--payload-bytes",
+                "64",
+                "--verify-echo",
+            ],
+            &[
+                "--target",
+                "tcp://127.0.0.1:7878",
+                "--scenario",
+                "priority-mix",
+                "--overload",
+                "5",
+                "--connections",
+                "1000",
+                "--duration",
+                "5",
+                "--warmup",
+                "1",
+            ],
+        ] {
+            if let Err(error) = parse(flags) {
+                panic!("{flags:?}: {error}");
+            }
+        }
+    }
+
     #[test]
     fn targets_parse() {
         let options = parse(&["--target", "tcp://127.0.0.1:7878", "--connect-timeout=5"]).unwrap();

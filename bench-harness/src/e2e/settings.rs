@@ -393,6 +393,33 @@ mod tests {
         ));
     }
 
+    /// The command lines README.md and docs/results give, and the one `e2e --tcp` starts
+    /// its twin with (`tcp::TwinChild::spawn`).
+    #[test]
+    fn documented_invocations_parse() {
+        for flags in [
+            &[][..],
+            &["--shards", "1"],
+            &["--tcp", "--spillway", "127.0.0.1:7878", "--shards", "1"],
+            &["--tcp", "--windows", "1,4,16"],
+            &[
+                SERVE_SUBCOMMAND,
+                "--listen",
+                "127.0.0.1:0",
+                "--workers",
+                "1",
+                "--service-ns",
+                "0",
+                "--concurrency-limit",
+                "15000",
+            ],
+        ] {
+            if let Err(error) = parse(flags) {
+                panic!("{flags:?}: {error}");
+            }
+        }
+    }
+
     #[test]
     fn serve_baseline_takes_the_twins_flags() {
         assert_eq!(
