@@ -711,7 +711,12 @@ mod tests {
             &[][..],
             &["--json"],
             &["--scenario", "priority-mix", "--overload", "0.1"],
-            &["--scenario", "overload-5x", "--config", "config/production.toml"],
+            &[
+                "--scenario",
+                "overload-5x",
+                "--config",
+                "config/production.toml",
+            ],
             &["--scenario", "light", "--duration", "10", "--json"],
             &["--scenario", "saturation", "--duration", "5"],
             &["--scenario", "overload-2x", "--duration", "60", "--json"],
