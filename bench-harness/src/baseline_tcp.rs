@@ -750,106 +750,40 @@ fn encode(outgoing: &Outgoing, out: &mut Vec<u8>) -> Option<ErrorCode> {
     }
 }
 
-/// The usage text of `baseline-serve` (and of `e2e serve-baseline`, the same server).
-pub const SERVE_USAGE: &str = "\
-usage: baseline-serve --listen ADDR [--workers N] [--service-ns NS] [--max-connections N]
-                      [--concurrency-limit N]
-
-The tokio/tower baseline's TCP twin: a tokio server speaking spillway's wire protocol
-(docs/PROTOCOL.md), task per connection, governor keyed limiter per connection, tower
-load-shed + concurrency-limit around a busy-wait handler, replies through a bounded mpsc per
-connection. Settings match spillway's defaults for this machine, as the in-process baseline's.
-Prints `listening on ADDR` on stdout once bound (port 0 picks one); on SIGINT or SIGTERM prints
-its counters as one JSON line on stdout and exits. Drive it with
-`loadgen --target tcp://ADDR`.
-
-  --listen ADDR          address to listen on (e.g. 127.0.0.1:7979; port 0 for any)
-  --workers N            tokio worker threads (default: spillway's shard count here); the
-                         concurrency limit scales with it as spillway's caps do with shards
-  --service-ns NS        simulated handler cost per message, busy wait (default 0)
-  --max-connections N    connections served at once (default spillway's limit, at most what
-                         the descriptor limit allows); more get Error too_many_connections
-  --concurrency-limit N  messages admitted and unfinished at once, past which load-shed
-                         refuses (default: spillway's matching queue caps, 9,500 per worker)
-  -h, --help             this text
-";
-
-/// What `baseline-serve` was asked for.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The tokio/tower baseline's TCP twin, a tokio server speaking spillway's wire protocol
+/// (docs/PROTOCOL.md): its options, as `baseline-serve` and `e2e serve-baseline` take them.
+///
+/// Task per connection, governor keyed limiter per connection, tower load-shed +
+/// concurrency-limit around a busy-wait handler, replies through a bounded mpsc per
+/// connection. Settings match spillway's defaults for this machine, as the in-process
+/// baseline's. Prints `listening on ADDR` on stdout once bound (port 0 picks one); on SIGINT
+/// or SIGTERM prints its counters as one JSON line on stdout and exits. Drive it with
+/// `loadgen --target tcp://ADDR`.
+#[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
 pub struct ServeOptions {
-    /// Where to listen.
+    /// Address to listen on (e.g. 127.0.0.1:7979; port 0 for any).
+    #[arg(long, value_name = "ADDR")]
     pub listen: SocketAddr,
-    /// Worker threads, if given.
+    /// Tokio worker threads [default: spillway's shard count here]; the concurrency limit
+    /// scales with it as spillway's caps do with shards.
+    #[arg(long, value_name = "N", value_parser = count_parser())]
     pub workers: Option<usize>,
-    /// Handler cost, ns.
+    /// Simulated handler cost per message, ns, busy wait.
+    #[arg(long, value_name = "NS", default_value_t = 0)]
     pub service_ns: u64,
-    /// Connection limit, if given.
+    /// Connections served at once [default: spillway's limit, at most what the descriptor
+    /// limit allows]; more get Error too_many_connections.
+    #[arg(long, value_name = "N", value_parser = count_parser())]
     pub max_connections: Option<usize>,
-    /// Concurrency limit, if given.
+    /// Messages admitted and unfinished at once, past which load-shed refuses [default:
+    /// spillway's matching queue caps, 9,500 per worker].
+    #[arg(long, value_name = "N", value_parser = count_parser())]
     pub concurrency_limit: Option<usize>,
 }
 
-/// `baseline-serve`'s command line: run, or print the usage.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ServeCommand {
-    /// Print [`SERVE_USAGE`].
-    Help,
-    /// Serve.
-    Serve(ServeOptions),
-}
-
-impl ServeCommand {
-    /// Parses the arguments (without the program name).
-    ///
-    /// # Errors
-    /// On an unknown flag, a missing or malformed value, a zero count, or no `--listen`.
-    pub fn parse(args: impl IntoIterator<Item = String>) -> anyhow::Result<Self> {
-        use anyhow::{anyhow, bail};
-        let mut listen = None;
-        let mut workers = None;
-        let mut service_ns = 0;
-        let mut max_connections = None;
-        let mut concurrency_limit = None;
-        let mut args = args.into_iter();
-        while let Some(arg) = args.next() {
-            let (flag, inline) = spillway_loadgen::cli::split_flag(&arg);
-            if matches!(flag.as_str(), "--help" | "-h") {
-                return Ok(ServeCommand::Help);
-            }
-            let value = inline
-                .or_else(|| args.next())
-                .ok_or_else(|| anyhow!("{flag} needs a value"))?;
-            let count = |value: &str| -> anyhow::Result<usize> {
-                let count: usize = spillway_loadgen::cli::parse_value(&flag, value)?;
-                if count == 0 {
-                    bail!("{flag}: must be at least 1");
-                }
-                Ok(count)
-            };
-            match flag.as_str() {
-                "--listen" => {
-                    listen = Some(
-                        value
-                            .parse()
-                            .map_err(|error| anyhow!("--listen: bad address {value:?}: {error}"))?,
-                    )
-                }
-                "--workers" => workers = Some(count(&value)?),
-                "--max-connections" => max_connections = Some(count(&value)?),
-                "--concurrency-limit" => concurrency_limit = Some(count(&value)?),
-                "--service-ns" => service_ns = spillway_loadgen::cli::parse_value(&flag, &value)?,
-                other => bail!("unknown flag {other:?} (see --help)"),
-            }
-        }
-        let listen = listen.ok_or_else(|| anyhow!("--listen ADDR is required (see --help)"))?;
-        Ok(ServeCommand::Serve(ServeOptions {
-            listen,
-            workers,
-            service_ns,
-            max_connections,
-            concurrency_limit,
-        }))
-    }
+/// A count of 1 or more.
+fn count_parser() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..)
 }
 
 /// The settings `baseline-serve` runs with for `options` on a machine with `cores` cores,

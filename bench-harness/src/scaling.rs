@@ -45,7 +45,7 @@ use crate::stats::Summary;
 pub const RATE_PER_CONNECTION_PER_SEC: u32 = 1_000_000;
 
 /// What one scaling run measures.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScalingSettings {
     /// Shard counts, one point each, in order.
     pub shard_counts: Vec<usize>,

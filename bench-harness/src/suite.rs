@@ -12,7 +12,7 @@
 use std::hash::RandomState;
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use governor::clock::{QuantaClock, QuantaUpkeepClock};
 
 use crate::admission::{self, TenantSetup, ADMISSION_BUDGET_NS, CONNECTION_BUDGET_BYTES};
@@ -88,85 +88,44 @@ impl Settings {
     }
 }
 
-/// What the command line asked for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Command {
-    /// Print the usage text.
-    Help,
-    /// Run the comparison.
-    Run {
-        /// The counts.
-        settings: Settings,
-        /// One JSON object instead of the table.
-        json: bool,
-    },
+/// Measures spillway and its peers side by side in one process: SPSC ring throughput and
+/// round-trip latency (rtrb, crossbeam ArrayQueue, crossbeam-channel, std sync_channel) and
+/// token-bucket checks (governor); then spillway's admission pipeline (one simulated shard,
+/// 15000 connections, all three levels on) and its memory per connection, against absolute
+/// budgets.
+#[derive(Clone, Debug, PartialEq, Eq, clap::Parser)]
+#[command(name = "compare")]
+pub struct Options {
+    /// Print one JSON object with every figure and ratio (progress goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// Tiny counts and 1 repetition: a smoke run, figures mean little.
+    #[arg(long)]
+    pub quick: bool,
+    /// Repetitions of every measurement [default: 7; 1 with --quick].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub reps: Option<u32>,
+    /// Messages per throughput run [default: 10000000; 20000 with --quick].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub messages: Option<u64>,
 }
 
-/// The usage text for `compare`.
-pub const USAGE: &str = "\
-usage: compare [--json] [--quick] [--reps N] [--messages N]
-
-Measures spillway and its peers side by side in one process: SPSC ring throughput and
-round-trip latency (rtrb, crossbeam ArrayQueue, crossbeam-channel, std sync_channel) and
-token-bucket checks (governor); then spillway's admission pipeline (one simulated shard,
-15000 connections, all three levels on) and its memory per connection, against absolute
-budgets.
-
-  --json          print one JSON object with every figure and ratio (progress goes to stderr)
-  --quick         tiny counts and 1 repetition: a smoke run, figures mean little
-  --reps N        repetitions of every measurement (default 7; 1 with --quick), N >= 1
-  --messages N    messages per throughput run (default 10000000), N >= 1
-  -h, --help      this text
-";
-
-fn parse_count(flag: &str, value: Option<String>) -> anyhow::Result<u64> {
-    let value = value.with_context(|| format!("{flag} needs a number"))?;
-    let count: u64 = value
-        .parse()
-        .with_context(|| format!("{flag} {value:?}: not a whole number"))?;
-    if count == 0 {
-        bail!("{flag} must be at least 1");
-    }
-    Ok(count)
-}
-
-impl Command {
-    /// Parses `compare`'s arguments (without the program name). Flags may come in any order;
-    /// `--quick` sets the small counts, and `--reps`/`--messages` override them either way.
-    ///
-    /// # Errors
-    /// On an unknown flag, a missing or malformed number, or a zero count.
-    pub fn parse(args: impl IntoIterator<Item = String>) -> anyhow::Result<Self> {
-        let mut args = args.into_iter();
-        let mut json = false;
-        let mut quick = false;
-        let mut reps = None;
-        let mut messages = None;
-        while let Some(arg) = args.next() {
-            match arg.as_str() {
-                "--json" => json = true,
-                "--quick" => quick = true,
-                "--reps" => {
-                    let count = parse_count("--reps", args.next())?;
-                    reps = Some(u32::try_from(count).context("--reps: too large")?);
-                }
-                "--messages" => messages = Some(parse_count("--messages", args.next())?),
-                "-h" | "--help" => return Ok(Command::Help),
-                other => bail!("unknown argument {other:?}\n\n{USAGE}"),
-            }
-        }
-        let mut settings = if quick {
+impl Options {
+    /// The counts: `--quick`'s small ones or the full ones, with `--reps` and `--messages`
+    /// over either.
+    pub fn settings(&self) -> Settings {
+        let mut settings = if self.quick {
             Settings::quick()
         } else {
             Settings::default()
         };
-        if let Some(reps) = reps {
+        if let Some(reps) = self.reps {
             settings.reps = reps;
         }
-        if let Some(messages) = messages {
+        if let Some(messages) = self.messages {
             settings.messages = messages;
         }
-        Ok(Command::Run { settings, json })
+        settings
     }
 }
 
@@ -847,39 +806,47 @@ fn admission_section(
 
 #[cfg(test)]
 mod tests {
+    use clap::{CommandFactory, Parser};
+
     use super::*;
 
-    fn parse(args: &[&str]) -> anyhow::Result<Command> {
-        Command::parse(args.iter().map(|arg| (*arg).to_owned()))
+    fn parse(flags: &[&str]) -> Result<Options, clap::Error> {
+        Options::try_parse_from(std::iter::once("compare").chain(flags.iter().copied()))
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        Options::command().debug_assert();
     }
 
     #[test]
     fn flags_parse_in_any_order() {
-        assert_eq!(
-            parse(&[]).unwrap(),
-            Command::Run {
-                settings: Settings::default(),
-                json: false
-            }
-        );
-        let Command::Run { settings, json } =
-            parse(&["--reps", "3", "--json", "--quick", "--messages", "500"]).unwrap()
-        else {
-            panic!("not a run");
-        };
-        assert!(json);
+        let options = parse(&[]).unwrap();
+        assert!(!options.json);
+        assert_eq!(options.settings(), Settings::default());
+        let options = parse(&["--reps", "3", "--json", "--quick", "--messages=500"]).unwrap();
+        assert!(options.json);
+        let settings = options.settings();
         assert!(settings.quick);
         assert_eq!((settings.reps, settings.messages), (3, 500));
-        assert_eq!(parse(&["--json", "--help"]).unwrap(), Command::Help);
+        assert_eq!(
+            Settings {
+                reps: Settings::quick().reps,
+                messages: Settings::quick().messages,
+                ..settings
+            },
+            Settings::quick()
+        );
+        assert_eq!(parse(&["--quick"]).unwrap().settings(), Settings::quick());
     }
 
     #[test]
     fn bad_flags_are_errors_that_say_why() {
-        let message = |args: &[&str]| format!("{:#}", parse(args).unwrap_err());
-        assert!(message(&["--fast"]).contains("unknown argument \"--fast\""));
-        assert!(message(&["--reps"]).contains("--reps needs a number"));
-        assert!(message(&["--reps", "x"]).contains("not a whole number"));
-        assert!(message(&["--messages", "0"]).contains("at least 1"));
-        assert!(message(&["--reps", "99999999999"]).contains("too large"));
+        let message = |flags: &[&str]| parse(flags).unwrap_err().to_string();
+        assert!(message(&["--fast"]).contains("unexpected argument '--fast'"));
+        assert!(message(&["--reps"]).contains("a value is required for '--reps <N>'"));
+        assert!(message(&["--reps", "x"]).contains("invalid value 'x' for '--reps <N>'"));
+        assert!(message(&["--messages", "0"]).contains("0 is not in 1.."));
+        assert!(message(&["--reps", "99999999999"]).contains("'99999999999'"));
     }
 }

@@ -8,7 +8,6 @@
 //!
 //! | layer | module | what it is | may import |
 //! |---|---|---|---|
-//! | 0 | [`cli`] | the flag-parsing steps the binaries share | nothing |
 //! | 0 | [`schedule`] | the open-loop send schedule (intended send times) | nothing |
 //! | 0 | [`scenario`] | the named scenarios of SPEC 8 | nothing |
 //! | 0 | [`nofile`] | the descriptor limit a run with many sockets needs | nothing |
@@ -23,7 +22,6 @@
 //! The `loadgen` binary (`main.rs`) sits above them all and uses the crate by its name.
 #![warn(missing_docs)]
 
-pub mod cli;
 pub mod generator;
 pub mod nofile;
 pub mod payload;

@@ -5,15 +5,19 @@
 //! engine and prints the report; `--target tcp://HOST:PORT` runs it over real sockets
 //! against a server speaking `docs/PROTOCOL.md`. `--help` lists the flags.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use clap::error::ErrorKind;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use serde::Serialize;
 use spillway::config::{Config, Profile};
-use spillway_loadgen::cli::{parse_value, split_flag};
 use spillway_loadgen::generator::{
     calibrate_capacity, calibrate_capacity_with, run_inproc, run_with_target, Phase, RunPlan,
 };
@@ -29,75 +33,116 @@ const DEFAULT_PROBE_MS: u64 = 10;
 const DEFAULT_PRIORITY_MIX: [u32; 4] = [1, 49, 30, 20];
 /// Length of the closed-loop calibration run that measures capacity for `--overload`.
 const CALIBRATION_S: f64 = 1.0;
+/// What `--scenario` takes besides the scenarios' names: every scenario, in order.
+const ALL_SCENARIOS: &str = "all";
 
-const USAGE: &str = "\
-usage: loadgen [FLAGS]
-
-With no flags: the saturation scenario (15000 connections, 500K msg/s offered) against the
-in-process engine, 1 s warm-up (run, not recorded) then 10 s measured; prints a progress
-line every second to stderr and a table to stdout.
-
-  --target inproc|tcp://HOST:PORT   what to drive (default inproc): the engine in this
-                                    process, or a server speaking docs/PROTOCOL.md over
-                                    one TCP connection per simulated connection (spillway
-                                    serve, or spillway-bench's baseline-serve); --shards,
-                                    --service-ns, --profile and --config set up the
-                                    in-process engine only
-  --scenario NAME|all               one of: SCENARIOS; or all (runs them in order)
-  --connections N                   simulated connections (overrides the scenario)
-  --rate MSGS_PER_S                 offered rate, all connections together (open loop)
-  --duration SECS                   measured time (default 10)
-  --warmup SECS                     run but not recorded, before measuring (default 1)
-  --shards N                        engine shards (default: the config's, 0 = automatic)
-  --service-ns NS                   simulated handler cost per message (busy wait)
-  --overload X                      offer X times the capacity measured by a 1 s closed-loop
-                                    calibration run with the same config, connections and
-                                    handler cost (delivered msg/s)
-  --control-probe-ms MS             full health check every MS during the run (default 10;
-                                    0 disables)
-  --closed-loop                     each connection keeps one message outstanding and sends
-                                    the next when it completes (latency from send)
-  --window N                        with --closed-loop: N messages outstanding per
-                                    connection (default 1), sent together (pipelining)
-  --priority-mix P0,P1,P2,P3        priority weights (default for priority-mix: 1,49,30,20)
-  --consumer-poll-ms MS             read completions only every MS (slow consumer)
-  --profile NAME                    engine profile: development, staging, production,
-                                    high-throughput (default production)
-  --config FILE                     engine settings from a TOML file
-  --connect-timeout SECS            tcp: longest the connect phase may take (default 30)
-  --payload-bytes N                 each message carries N bytes (default 0), distinct per
-                                    message (drawn from its connection and id); the report
-                                    gives payload bytes per second sent and received
-  --verify-echo                     tcp: check every delivered Reply's response against its
-                                    message's payload, byte for byte (for a server whose
-                                    handler echoes); any mismatch fails the run
-  --json                            print exactly one JSON object instead of the table
-  --help                            this text
-";
-
-#[derive(Debug, Default)]
+/// Drives Spillway with a named scenario and reports what happened.
+///
+/// With no flags: the saturation scenario (15000 connections, 500K msg/s offered) against
+/// the in-process engine, 1 s warm-up (run, not recorded) then 10 s measured; prints a
+/// progress line every second to stderr and a table to stdout. Flags whose default is "the
+/// scenario's" take the chosen scenario's setting when not given.
+#[derive(Debug, Parser)]
+#[command(name = "loadgen")]
 struct Options {
-    target: Option<String>,
-    scenario: Option<String>,
+    /// What to drive: inproc, the engine in this process, or tcp://HOST:PORT, a server
+    /// speaking docs/PROTOCOL.md over one TCP connection per simulated connection.
+    ///
+    /// The server is `spillway serve` or spillway-bench's baseline-serve. --shards,
+    /// --service-ns, --profile and --config set up the in-process engine only.
+    #[arg(
+        long,
+        value_name = "inproc|tcp://HOST:PORT",
+        env = "SPILLWAY_TARGET",
+        default_value = "inproc",
+        value_parser = parse_target
+    )]
+    target: TargetKind,
+    /// The scenario to run, or `all` to run every one in order.
+    #[arg(long, value_name = "NAME|all", default_value = DEFAULT_SCENARIO, value_parser = scenario_names())]
+    scenario: String,
+    /// Whether `--scenario` was on the command line (else the default runs, with a note).
+    #[arg(skip)]
+    scenario_given: bool,
+    /// Simulated connections [default: the scenario's].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     connections: Option<u32>,
+    /// Offered rate, all connections together, msg/s (open loop) [default: the scenario's].
+    #[arg(
+        long,
+        value_name = "MSGS_PER_S",
+        value_parser = clap::value_parser!(u64).range(1..),
+        conflicts_with = "overload"
+    )]
     rate: Option<u64>,
-    duration_s: Option<f64>,
-    warmup_s: Option<f64>,
+    /// Measured time, seconds.
+    #[arg(long = "duration", value_name = "SECS", default_value_t = DEFAULT_DURATION_S, value_parser = parse_positive_seconds, allow_negative_numbers = true)]
+    duration_s: f64,
+    /// Run but not recorded, before measuring, seconds (0: none).
+    #[arg(long = "warmup", value_name = "SECS", default_value_t = DEFAULT_WARMUP_S, value_parser = parse_seconds, allow_negative_numbers = true)]
+    warmup_s: f64,
+    /// Engine shards, 0 = automatic [default: the config's].
+    #[arg(long, value_name = "N")]
     shards: Option<usize>,
+    /// Simulated handler cost per message, ns, busy wait [default: the scenario's].
+    #[arg(long, value_name = "NS")]
     service_ns: Option<u64>,
+    /// Offer X times the capacity measured by a 1 s closed-loop calibration run [default:
+    /// the scenario's, for the overload scenarios].
+    ///
+    /// The calibration run has the same config, connections and handler cost; capacity is
+    /// its delivered msg/s.
+    #[arg(long, value_name = "X", value_parser = parse_positive_factor, allow_negative_numbers = true)]
     overload: Option<f64>,
-    control_probe_ms: Option<u64>,
+    /// Full health check every MS during the run; 0 disables.
+    #[arg(long, value_name = "MS", default_value_t = DEFAULT_PROBE_MS)]
+    control_probe_ms: u64,
+    /// Each connection keeps one message outstanding and sends the next when it completes
+    /// (latency from send).
+    #[arg(long)]
     closed_loop: bool,
-    window: Option<u32>,
+    /// With --closed-loop: messages outstanding per connection, sent together (pipelining).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u32).range(1..),
+        requires = "closed_loop"
+    )]
+    window: u32,
+    /// Priority weights P0,P1,P2,P3 [default: 1,49,30,20 for the priority-mix scenario;
+    /// one priority for the others].
+    #[arg(long, value_name = "P0,P1,P2,P3", value_parser = parse_priority_mix)]
     priority_mix: Option<[u32; 4]>,
+    /// Read completions only every MS, a slow consumer [default: the scenario's].
+    #[arg(long, value_name = "MS")]
     consumer_poll_ms: Option<u64>,
-    profile: Option<String>,
+    /// Engine profile [default: production, or the --config file's].
+    #[arg(long, value_name = "NAME", value_parser = profile_names(), conflicts_with = "config")]
+    profile: Option<Profile>,
+    /// Engine settings from a TOML file (it names its profile with its `profile` key).
+    #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    connect_timeout_s: Option<f64>,
-    payload_bytes: Option<u32>,
+    /// tcp: longest the connect phase may take, seconds.
+    #[arg(
+        long = "connect-timeout",
+        value_name = "SECS",
+        default_value_t = tcp::CONNECT_TIMEOUT_DEFAULT.as_secs_f64(),
+        value_parser = parse_positive_seconds,
+        allow_negative_numbers = true
+    )]
+    connect_timeout_s: f64,
+    /// Each message carries N bytes, distinct per message (drawn from its connection and
+    /// id); the report gives payload bytes per second sent and received.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    payload_bytes: u32,
+    /// tcp: check every delivered Reply's response against its message's payload, byte for
+    /// byte (for a server whose handler echoes); any mismatch fails the run.
+    #[arg(long)]
     verify_echo: bool,
+    /// Print exactly one JSON object instead of the table.
+    #[arg(long)]
     json: bool,
-    help: bool,
 }
 
 /// What a run drives.
@@ -109,152 +154,114 @@ enum TargetKind {
     Tcp(SocketAddr),
 }
 
-impl TargetKind {
-    fn parse(target: Option<&str>) -> anyhow::Result<Self> {
-        match target {
-            None | Some("inproc") => Ok(TargetKind::Inproc),
-            Some(target) if target.starts_with("tcp://") => Ok(TargetKind::Tcp(
-                tcp::parse_target(target).context("--target")?,
-            )),
-            Some(other) => {
-                bail!("--target: unknown target {other:?}; inproc or tcp://HOST:PORT")
-            }
-        }
+/// `--target`'s value: `inproc`, or `tcp://HOST:PORT` resolved to its first address.
+fn parse_target(target: &str) -> Result<TargetKind, String> {
+    match target {
+        "inproc" => Ok(TargetKind::Inproc),
+        target if target.starts_with("tcp://") => tcp::parse_target(target)
+            .map(TargetKind::Tcp)
+            .map_err(|error| format!("{error:#}")),
+        other => Err(format!(
+            "unknown target {other:?}; inproc or tcp://HOST:PORT"
+        )),
     }
 }
 
-fn parse_seconds(flag: &str, value: &str, allow_zero: bool) -> anyhow::Result<f64> {
-    let seconds: f64 = parse_value(flag, value)?;
-    if !seconds.is_finite() || seconds < 0.0 || (!allow_zero && seconds == 0.0) {
-        bail!("{flag}: bad value {value:?}: must be a positive number of seconds");
+/// The scenarios' names and `all`, each with its description for `--help`.
+fn scenario_names() -> PossibleValuesParser {
+    PossibleValuesParser::new(
+        scenario::SCENARIOS
+            .iter()
+            .map(|scenario| PossibleValue::new(scenario.name).help(scenario.description))
+            .chain([PossibleValue::new(ALL_SCENARIOS).help("every scenario, in order")]),
+    )
+}
+
+/// The profiles by name (`Profile::name`), parsed into a `Profile`.
+fn profile_names() -> impl TypedValueParser<Value = Profile> {
+    PossibleValuesParser::new(Profile::ALL.map(Profile::name)).try_map(|name| name.parse())
+}
+
+/// A number of seconds, 0 or more.
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    let seconds: f64 = text.parse().map_err(|error| format!("{error}"))?;
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err("must be a number of seconds, 0 or more".to_string());
     }
     Ok(seconds)
 }
 
-fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Options> {
-    let mut options = Options::default();
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        let (flag, inline) = split_flag(&arg);
-        let takes_value = match flag.as_str() {
-            "--closed-loop" | "--verify-echo" | "--json" | "--help" | "-h" => false,
-            "--target" | "--scenario" | "--connections" | "--rate" | "--duration" | "--warmup"
-            | "--shards" | "--service-ns" | "--overload" | "--control-probe-ms"
-            | "--priority-mix" | "--consumer-poll-ms" | "--profile" | "--config"
-            | "--connect-timeout" | "--window" | "--payload-bytes" => true,
-            other => bail!("unknown flag {other:?} (see --help)"),
-        };
-        let value = if takes_value {
-            match inline {
-                Some(value) => value,
-                None => args.next().ok_or_else(|| anyhow!("{flag} needs a value"))?,
-            }
-        } else {
-            if inline.is_some() {
-                bail!("{flag} takes no value");
-            }
-            String::new()
-        };
-        match flag.as_str() {
-            "--target" => options.target = Some(value),
-            "--scenario" => options.scenario = Some(value),
-            "--connections" => {
-                let connections: u32 = parse_value(&flag, &value)?;
-                if connections == 0 {
-                    bail!("--connections: must be at least 1");
-                }
-                options.connections = Some(connections);
-            }
-            "--rate" => {
-                let rate: u64 = parse_value(&flag, &value)?;
-                if rate == 0 {
-                    bail!("--rate: must be at least 1 message per second");
-                }
-                options.rate = Some(rate);
-            }
-            "--duration" => options.duration_s = Some(parse_seconds(&flag, &value, false)?),
-            "--warmup" => options.warmup_s = Some(parse_seconds(&flag, &value, true)?),
-            "--shards" => options.shards = Some(parse_value(&flag, &value)?),
-            "--service-ns" => options.service_ns = Some(parse_value(&flag, &value)?),
-            "--overload" => {
-                let times: f64 = parse_value(&flag, &value)?;
-                if !times.is_finite() || times <= 0.0 {
-                    bail!("--overload: bad value {value:?}: must be a positive factor");
-                }
-                options.overload = Some(times);
-            }
-            "--control-probe-ms" => options.control_probe_ms = Some(parse_value(&flag, &value)?),
-            "--closed-loop" => options.closed_loop = true,
-            "--window" => {
-                let window: u32 = parse_value(&flag, &value)?;
-                if window == 0 {
-                    bail!("--window: must be at least 1 message per connection");
-                }
-                options.window = Some(window);
-            }
-            "--priority-mix" => {
-                let weights: Vec<u32> = value
-                    .split(',')
-                    .map(|part| parse_value(&flag, part.trim()))
-                    .collect::<anyhow::Result<_>>()?;
-                let weights: [u32; 4] = weights.try_into().map_err(|_| {
-                    anyhow!("--priority-mix: give four weights, P0,P1,P2,P3 (e.g. 1,49,30,20)")
-                })?;
-                if weights.iter().all(|&weight| weight == 0) {
-                    bail!("--priority-mix: the weights must not all be zero");
-                }
-                options.priority_mix = Some(weights);
-            }
-            "--consumer-poll-ms" => options.consumer_poll_ms = Some(parse_value(&flag, &value)?),
-            "--profile" => options.profile = Some(value),
-            "--config" => options.config = Some(PathBuf::from(value)),
-            "--connect-timeout" => {
-                options.connect_timeout_s = Some(parse_seconds(&flag, &value, false)?)
-            }
-            "--payload-bytes" => options.payload_bytes = Some(parse_value(&flag, &value)?),
-            "--verify-echo" => options.verify_echo = true,
-            "--json" => options.json = true,
-            "--help" | "-h" => options.help = true,
-            other => unreachable!("{other} was checked above"),
-        }
+/// A number of seconds above 0.
+fn parse_positive_seconds(text: &str) -> Result<f64, String> {
+    let seconds = parse_seconds(text)?;
+    if seconds == 0.0 {
+        return Err("must be a positive number of seconds".to_string());
     }
-    if options.rate.is_some() && options.overload.is_some() {
-        bail!("--rate and --overload both set the offered rate: give one");
+    Ok(seconds)
+}
+
+/// `--overload`'s factor: finite and above 0.
+fn parse_positive_factor(text: &str) -> Result<f64, String> {
+    let times: f64 = text.parse().map_err(|error| format!("{error}"))?;
+    if !times.is_finite() || times <= 0.0 {
+        return Err("must be a positive factor".to_string());
     }
-    if options.window.is_some() && !options.closed_loop {
-        bail!("--window sets the closed loop's messages per connection: add --closed-loop");
+    Ok(times)
+}
+
+/// `--priority-mix`: four comma-separated weights, not all zero.
+fn parse_priority_mix(text: &str) -> Result<[u32; 4], String> {
+    let weights: Vec<u32> = text
+        .split(',')
+        .map(|part| {
+            part.trim()
+                .parse()
+                .map_err(|error| format!("{part:?}: {error}"))
+        })
+        .collect::<Result<_, _>>()?;
+    let weights: [u32; 4] = weights
+        .try_into()
+        .map_err(|_| "give four weights, P0,P1,P2,P3 (e.g. 1,49,30,20)".to_string())?;
+    if weights.iter().all(|&weight| weight == 0) {
+        return Err("the weights must not all be zero".to_string());
     }
-    if options.profile.is_some() && options.config.is_some() {
-        bail!("--profile and --config both choose the settings: give one (a file names its profile with its `profile` key)");
+    Ok(weights)
+}
+
+/// `args` (the program's name first) parsed and checked; on an error, what clap prints.
+fn parse_args<I>(args: I) -> Result<Options, clap::Error>
+where
+    I: IntoIterator,
+    I::Item: Into<OsString> + Clone,
+{
+    let matches = Options::command().try_get_matches_from(args)?;
+    let mut options = Options::from_arg_matches(&matches)?;
+    options.scenario_given = matches.value_source("scenario") == Some(ValueSource::CommandLine);
+    if options.verify_echo && options.target == TargetKind::Inproc {
+        return Err(Options::command().error(
+            ErrorKind::ArgumentConflict,
+            "--verify-echo checks the responses of a server whose handler echoes: it needs --target tcp://HOST:PORT (the in-process engine's handler answers nothing)",
+        ));
     }
     Ok(options)
 }
 
 impl Options {
-    /// What `--target` names, if the other flags suit it.
-    fn target_kind(&self) -> anyhow::Result<TargetKind> {
-        let target = TargetKind::parse(self.target.as_deref())?;
-        if self.verify_echo && target == TargetKind::Inproc {
-            bail!("--verify-echo checks the responses of a server whose handler echoes: it needs --target tcp://HOST:PORT (the in-process engine's handler answers nothing)");
-        }
-        Ok(target)
-    }
-
     /// What each message carries, and whether responses are checked.
     fn payload(&self) -> PayloadPlan {
         PayloadPlan {
-            bytes: self.payload_bytes.unwrap_or(0),
+            bytes: self.payload_bytes,
             verify_echo: self.verify_echo,
         }
     }
 }
 
 fn engine_config(options: &Options) -> anyhow::Result<Config> {
-    let mut config = match (&options.config, &options.profile) {
+    let mut config = match (&options.config, options.profile) {
         (Some(path), _) => {
             Config::from_toml_file(path).with_context(|| format!("--config {}", path.display()))?
         }
-        (None, Some(name)) => Config::for_profile(Profile::from_name(name).context("--profile")?),
+        (None, Some(profile)) => Config::for_profile(profile),
         (None, None) => Config::default(),
     };
     if let Some(shards) = options.shards {
@@ -398,8 +405,8 @@ fn run_scenario(
             Offered::CapacityTimes(_) => unreachable!("handled above"),
         },
     };
-    let duration_s = options.duration_s.unwrap_or(DEFAULT_DURATION_S);
-    let warmup_s = options.warmup_s.unwrap_or(DEFAULT_WARMUP_S);
+    let duration_s = options.duration_s;
+    let warmup_s = options.warmup_s;
     let mut phases = Vec::new();
     let first = scenario
         .pre_phase
@@ -429,9 +436,9 @@ fn run_scenario(
     let plan = RunPlan {
         phases,
         closed_loop: options.closed_loop,
-        window: options.window.unwrap_or(1),
+        window: options.window,
         service_ns,
-        control_probe_ms: options.control_probe_ms.unwrap_or(DEFAULT_PROBE_MS),
+        control_probe_ms: options.control_probe_ms,
         priority_weights: options
             .priority_mix
             .or(scenario.priority_mix.then_some(DEFAULT_PRIORITY_MIX)),
@@ -496,8 +503,8 @@ fn run_scenario(
     }
 }
 
-fn run(options: &Options, target: TargetKind) -> anyhow::Result<bool> {
-    let driven = match target {
+fn run(options: &Options) -> anyhow::Result<bool> {
+    let driven = match options.target {
         TargetKind::Inproc => Driven::Inproc(Box::new(engine_config(options)?)),
         TargetKind::Tcp(address) => {
             let ignored: Vec<&str> = [
@@ -517,24 +524,22 @@ fn run(options: &Options, target: TargetKind) -> anyhow::Result<bool> {
             }
             Driven::Tcp {
                 address,
-                connect_timeout: options
-                    .connect_timeout_s
-                    .map_or(tcp::CONNECT_TIMEOUT_DEFAULT, Duration::from_secs_f64),
+                connect_timeout: Duration::from_secs_f64(options.connect_timeout_s),
             }
         }
     };
-    let name = options.scenario.as_deref().unwrap_or(DEFAULT_SCENARIO);
-    let scenarios: Vec<Scenario> = if name == "all" {
+    let name = options.scenario.as_str();
+    let scenarios: Vec<Scenario> = if name == ALL_SCENARIOS {
         scenario::SCENARIOS.to_vec()
     } else {
         vec![scenario::find(name).ok_or_else(|| {
             anyhow!(
-                "--scenario: unknown scenario {name:?}; one of: {}, all",
+                "--scenario: unknown scenario {name:?}; one of: {}, {ALL_SCENARIOS}",
                 scenario::names()
             )
         })?]
     };
-    if options.scenario.is_none() {
+    if !options.scenario_given {
         eprintln!("no --scenario given: running {DEFAULT_SCENARIO} (the default)");
     }
     let mut all_passed = true;
@@ -560,9 +565,9 @@ fn run(options: &Options, target: TargetKind) -> anyhow::Result<bool> {
         }
     }
     if options.json {
-        if name == "all" {
+        if name == ALL_SCENARIOS {
             let all = AllRuns {
-                scenario: "all",
+                scenario: ALL_SCENARIOS,
                 runs: &reports,
             };
             report::print_json(&all)?;
@@ -574,25 +579,8 @@ fn run(options: &Options, target: TargetKind) -> anyhow::Result<bool> {
 }
 
 fn main() -> ExitCode {
-    let options = match parse_args(std::env::args().skip(1)) {
-        Ok(options) => options,
-        Err(error) => {
-            eprintln!("loadgen: {error:#}");
-            return ExitCode::from(2);
-        }
-    };
-    if options.help {
-        print!("{}", USAGE.replace("SCENARIOS", &scenario::names()));
-        return ExitCode::SUCCESS;
-    }
-    let target = match options.target_kind() {
-        Ok(target) => target,
-        Err(error) => {
-            eprintln!("loadgen: {error:#}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(&options, target) {
+    let options = parse_args(std::env::args_os()).unwrap_or_else(|error| error.exit());
+    match run(&options) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(error) => {
@@ -606,64 +594,222 @@ fn main() -> ExitCode {
 mod tests {
     use super::*;
 
-    fn args(list: &[&str]) -> Vec<String> {
-        list.iter().map(|arg| arg.to_string()).collect()
+    /// `flags` parsed as the command line, the program's name put first.
+    fn parse(flags: &[&str]) -> Result<Options, clap::Error> {
+        parse_args(std::iter::once("loadgen").chain(flags.iter().copied()))
+    }
+
+    /// The message clap would print for `flags`.
+    fn error(flags: &[&str]) -> String {
+        parse(flags).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        Options::command().debug_assert();
+    }
+
+    #[test]
+    fn no_flags_give_the_defaults() {
+        let options = parse(&[]).unwrap();
+        assert_eq!(options.target, TargetKind::Inproc);
+        assert_eq!(options.scenario, DEFAULT_SCENARIO);
+        assert!(!options.scenario_given);
+        assert_eq!(options.duration_s, DEFAULT_DURATION_S);
+        assert_eq!(options.warmup_s, DEFAULT_WARMUP_S);
+        assert_eq!(options.control_probe_ms, DEFAULT_PROBE_MS);
+        assert_eq!(options.window, 1);
+        assert_eq!(
+            Duration::from_secs_f64(options.connect_timeout_s),
+            tcp::CONNECT_TIMEOUT_DEFAULT
+        );
+        assert_eq!((options.connections, options.rate), (None, None));
+        assert_eq!((options.profile, &options.config), (None, &None));
+        assert_eq!(options.payload(), PayloadPlan::default());
+        assert!(!options.closed_loop && !options.json);
     }
 
     #[test]
     fn flags_parse_and_bad_ones_are_named() {
-        let options = parse_args(args(&[
+        let options = parse(&[
             "--scenario=light",
             "--rate",
             "1000",
             "--closed-loop",
+            "--window=4",
             "--priority-mix",
-            "1,2,3,4",
-        ]))
+            "1, 2,3,4",
+            "--profile",
+            "high-throughput",
+            "--warmup",
+            "0",
+        ])
         .unwrap();
-        assert_eq!(options.scenario.as_deref(), Some("light"));
+        assert_eq!(options.scenario, "light");
+        assert!(options.scenario_given);
         assert_eq!(options.rate, Some(1000));
         assert!(options.closed_loop);
+        assert_eq!(options.window, 4);
         assert_eq!(options.priority_mix, Some([1, 2, 3, 4]));
-        let error = parse_args(args(&["--bogus"])).unwrap_err().to_string();
-        assert!(error.contains("unknown flag \"--bogus\""), "{error}");
-        let error = parse_args(args(&["--rate", "fast"]))
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("--rate: bad value \"fast\""), "{error}");
-        assert!(parse_args(args(&["--duration"])).is_err());
-        let options = parse_args(args(&[
-            "--target",
-            "tcp://127.0.0.1:7878",
-            "--connect-timeout=5",
-        ]))
-        .unwrap();
+        assert_eq!(options.profile, Some(Profile::HighThroughput));
+        assert_eq!(options.warmup_s, 0.0);
+        assert_eq!(parse(&["--scenario", "all"]).unwrap().scenario, "all");
+        let message = error(&["--bogus"]);
+        assert!(
+            message.contains("unexpected argument '--bogus'"),
+            "{message}"
+        );
+        let message = error(&["--rate", "fast"]);
+        assert!(
+            message.contains("'fast'") && message.contains("--rate"),
+            "{message}"
+        );
+        let message = error(&["--scenario", "nope"]);
+        assert!(
+            message.contains("--scenario") && message.contains("saturation"),
+            "{message}"
+        );
+        let message = error(&["--priority-mix", "1,2,3"]);
+        assert!(message.contains("give four weights"), "{message}");
+        let message = error(&["--priority-mix", "0,0,0,0"]);
+        assert!(message.contains("not all be zero"), "{message}");
+        let message = error(&["--duration", "-1"]);
+        assert!(
+            message.contains("--duration") && message.contains("0 or more"),
+            "{message}"
+        );
+        let message = error(&["--profile", "fast"]);
+        assert!(
+            message.contains("--profile") && message.contains("production"),
+            "{message}"
+        );
+        for bad in [
+            &["--duration"][..],
+            &["--duration", "0"],
+            &["--duration", "-1"],
+            &["--duration", "inf"],
+            &["--connect-timeout", "0"],
+            &["--connections", "0"],
+            &["--rate", "0"],
+            &["--overload", "0"],
+            &["--overload", "NaN"],
+            &["--priority-mix", "1,2,x,4"],
+            &["--rate", "5", "--overload", "2"],
+            &["--window", "2"],
+            &["--closed-loop", "--window", "0"],
+            &["--profile", "staging", "--config", "x.toml"],
+            &["--json=yes"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// The command lines README.md, docs/ and scripts/ give (scripts' variables filled in).
+    #[test]
+    fn documented_invocations_parse() {
+        for flags in [
+            &[][..],
+            &["--json"],
+            &["--scenario", "priority-mix", "--overload", "0.1"],
+            &[
+                "--scenario",
+                "overload-5x",
+                "--config",
+                "config/production.toml",
+            ],
+            &["--scenario", "light", "--duration", "10", "--json"],
+            &["--scenario", "saturation", "--duration", "5"],
+            &["--scenario", "overload-2x", "--duration", "60", "--json"],
+            &["--closed-loop", "--window", "16"],
+            &[
+                "--target",
+                "tcp://127.0.0.1:7878",
+                "--scenario",
+                "saturation",
+                "--duration",
+                "5",
+                "--warmup",
+                "1",
+            ],
+            &[
+                "--target",
+                "tcp://127.0.0.1:7878",
+                "--scenario",
+                "light",
+                "--connections",
+                "1000",
+                "--closed-loop",
+                "--window",
+                "16",
+                "--duration",
+                "5",
+                "--warmup",
+                "1",
+                "--payload-bytes",
+                "64",
+                "--verify-echo",
+            ],
+            &[
+                "--target",
+                "tcp://127.0.0.1:7878",
+                "--scenario",
+                "light",
+                "--connections",
+                "15000",
+                "--rate",
+                "100000",
+                "--duration",
+                "10",
+                "--warmup",
+                "2",
+                "--payload-bytes",
+                "64",
+                "--verify-echo",
+            ],
+            &[
+                "--target",
+                "tcp://127.0.0.1:7878",
+                "--scenario",
+                "priority-mix",
+                "--overload",
+                "5",
+                "--connections",
+                "1000",
+                "--duration",
+                "5",
+                "--warmup",
+                "1",
+            ],
+        ] {
+            if let Err(error) = parse(flags) {
+                panic!("{flags:?}: {error}");
+            }
+        }
+    }
+
+    #[test]
+    fn targets_parse() {
+        let options = parse(&["--target", "tcp://127.0.0.1:7878", "--connect-timeout=5"]).unwrap();
         assert_eq!(
-            TargetKind::parse(options.target.as_deref()).unwrap(),
+            options.target,
             TargetKind::Tcp("127.0.0.1:7878".parse().unwrap())
         );
-        assert_eq!(options.connect_timeout_s, Some(5.0));
-        assert_eq!(TargetKind::parse(None).unwrap(), TargetKind::Inproc);
-        assert_eq!(
-            TargetKind::parse(Some("inproc")).unwrap(),
-            TargetKind::Inproc
-        );
-        let error = TargetKind::parse(Some("udp://x")).unwrap_err().to_string();
-        assert!(error.contains("unknown target"), "{error}");
-        assert!(TargetKind::parse(Some("tcp://127.0.0.1")).is_err());
-        assert!(parse_args(args(&["--rate", "5", "--overload", "2"])).is_err());
+        assert_eq!(options.connect_timeout_s, 5.0);
+        assert_eq!(parse_target("inproc").unwrap(), TargetKind::Inproc);
+        let message = error(&["--target", "udp://x"]);
+        assert!(message.contains("unknown target"), "{message}");
+        assert!(parse(&["--target", "tcp://127.0.0.1"]).is_err());
     }
 
     #[test]
     fn echo_verification_needs_a_tcp_target() {
-        let options = parse_args(args(&[
+        let options = parse(&[
             "--target=tcp://127.0.0.1:7878",
             "--payload-bytes",
             "64",
             "--verify-echo",
-        ]))
+        ])
         .unwrap();
-        assert!(options.target_kind().is_ok());
         assert_eq!(
             options.payload(),
             PayloadPlan {
@@ -671,16 +817,12 @@ mod tests {
                 verify_echo: true
             }
         );
-        let options = parse_args(args(&["--payload-bytes=16", "--verify-echo"])).unwrap();
-        let error = options.target_kind().unwrap_err().to_string();
-        assert!(error.contains("--verify-echo"), "{error}");
-        assert!(error.contains("--target tcp://HOST:PORT"), "{error}");
-        let options = parse_args(args(&["--payload-bytes=16"])).unwrap();
-        assert_eq!(options.target_kind().unwrap(), TargetKind::Inproc);
-        assert!(parse_args(args(&["--verify-echo=yes"])).is_err());
-        let error = parse_args(args(&["--payload-bytes", "-1"]))
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("--payload-bytes: bad value"), "{error}");
+        let message = error(&["--payload-bytes=16", "--verify-echo"]);
+        assert!(message.contains("--verify-echo"), "{message}");
+        assert!(message.contains("--target tcp://HOST:PORT"), "{message}");
+        let options = parse(&["--payload-bytes=16"]).unwrap();
+        assert_eq!(options.target, TargetKind::Inproc);
+        assert!(parse(&["--verify-echo=yes"]).is_err());
+        assert!(parse(&["--payload-bytes", "-1"]).is_err());
     }
 }

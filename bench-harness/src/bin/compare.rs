@@ -19,16 +19,12 @@
 
 use std::time::Instant;
 
-use spillway_bench::suite::{self, Command, USAGE};
+use clap::Parser;
+use spillway_bench::suite::{self, Options};
 
 fn main() -> anyhow::Result<()> {
-    let (settings, json) = match Command::parse(std::env::args().skip(1))? {
-        Command::Help => {
-            print!("{USAGE}");
-            return Ok(());
-        }
-        Command::Run { settings, json } => (settings, json),
-    };
+    let options = Options::parse();
+    let settings = options.settings();
     if spillway_bench::machine::DEBUG_BUILD {
         eprintln!(
             "warning: unoptimised build; run with `cargo run --profile bench -p spillway-bench --bin compare`"
@@ -37,5 +33,5 @@ fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let report = suite::run(&settings, |line| eprintln!("[compare] {line}"))?;
     eprintln!("[compare] done in {:.1} s", started.elapsed().as_secs_f64());
-    spillway_loadgen::report::print(&report, json, || report.to_table())
+    spillway_loadgen::report::print(&report, options.json, || report.to_table())
 }

@@ -18,58 +18,27 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
-use spillway_bench::baseline_tcp::{self, ServeCommand, SERVE_USAGE};
+use spillway_bench::baseline_tcp::{self, ServeOptions};
 use spillway_bench::e2e::tcp::{self as e2e_tcp, SERVE_SUBCOMMAND};
-use spillway_bench::e2e::{self, Command, USAGE};
+use spillway_bench::e2e::{self, Command, E2eReport};
 
-fn run() -> anyhow::Result<bool> {
-    let command = Command::parse(std::env::args().skip(1))?;
+/// Runs the measurements and prints the report; whether every run's counts reconcile.
+fn run(measure: impl FnOnce() -> anyhow::Result<E2eReport>, json: bool) -> anyhow::Result<bool> {
     if spillway_bench::machine::DEBUG_BUILD {
         eprintln!(
             "warning: unoptimised build; run with `cargo run --release -p spillway-bench --bin e2e`"
         );
     }
     let started = Instant::now();
-    let (report, json) = match command {
-        Command::Help => {
-            print!("{USAGE}");
-            return Ok(true);
-        }
-        Command::Run { settings, json } => {
-            (e2e::run(&settings, |line| eprintln!("[e2e] {line}"))?, json)
-        }
-        Command::RunTcp {
-            settings,
-            spillway,
-            json,
-        } => {
-            let program =
-                std::env::current_exe().context("finding this program to run the twin")?;
-            let report = e2e_tcp::run(&settings, spillway, &program, |line| {
-                eprintln!("[e2e --tcp] {line}")
-            })?;
-            (report, json)
-        }
-    };
+    let report = measure()?;
     eprintln!("[e2e] done in {:.1} s", started.elapsed().as_secs_f64());
     spillway_loadgen::report::print(&report, json, || report.to_table())?;
     Ok(report.reconciled())
 }
 
 /// `e2e serve-baseline ...`: the twin, as `baseline-serve` runs it.
-fn serve_baseline(args: Vec<String>) -> ExitCode {
-    let options = match ServeCommand::parse(args) {
-        Ok(ServeCommand::Help) => {
-            print!("{SERVE_USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Ok(ServeCommand::Serve(options)) => options,
-        Err(error) => {
-            eprintln!("e2e {SERVE_SUBCOMMAND}: {error:#}");
-            return ExitCode::from(2);
-        }
-    };
-    match baseline_tcp::serve(&options, &mut std::io::stdout().lock()) {
+fn serve_baseline(options: &ServeOptions) -> ExitCode {
+    match baseline_tcp::serve(options, &mut std::io::stdout().lock()) {
         Ok(_) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("e2e {SERVE_SUBCOMMAND}: {error:#}");
@@ -79,11 +48,29 @@ fn serve_baseline(args: Vec<String>) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let mut args = std::env::args().skip(1).peekable();
-    if args.peek().map(String::as_str) == Some(SERVE_SUBCOMMAND) {
-        return serve_baseline(args.skip(1).collect());
-    }
-    match run() {
+    let outcome =
+        match Command::parse_from(std::env::args_os()).unwrap_or_else(|error| error.exit()) {
+            Command::ServeBaseline(options) => return serve_baseline(&options),
+            Command::Run { settings, json } => run(
+                || e2e::run(&settings, |line| eprintln!("[e2e] {line}")),
+                json,
+            ),
+            Command::RunTcp {
+                settings,
+                spillway,
+                json,
+            } => run(
+                || {
+                    let program =
+                        std::env::current_exe().context("finding this program to run the twin")?;
+                    e2e_tcp::run(&settings, spillway, &program, |line| {
+                        eprintln!("[e2e --tcp] {line}")
+                    })
+                },
+                json,
+            ),
+        };
+    match outcome {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => {
             eprintln!("e2e: counts do not reconcile (see the report)");

@@ -96,3 +96,15 @@ fn main() -> anyhow::Result<ExitCode> {
         .context("building the runtime")?
         .block_on(serve(options))
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent() {
+        Options::command().debug_assert();
+    }
+}

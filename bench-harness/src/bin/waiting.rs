@@ -107,3 +107,15 @@ fn main() -> anyhow::Result<()> {
     eprintln!("[waiting] done in {:.1} s", started.elapsed().as_secs_f64());
     spillway_loadgen::report::print(&report, options.json, || report.to_table())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent() {
+        Options::command().debug_assert();
+    }
+}

@@ -45,7 +45,7 @@ use spillway_loadgen::report::{RunInfo, RunReport};
 pub use report::{
     E2eReport, E2eRow, ServerSide, Setup, System, TCP_THROUGHPUT_RATIO_GOAL, THROUGHPUT_RATIO_GOAL,
 };
-pub use settings::{plan, spillway_config, Command, E2eSettings, USAGE};
+pub use settings::{plan, spillway_config, Cli, Command, E2eSettings};
 
 use crate::baseline::{Baseline, BaselineSettings};
 use crate::machine;

@@ -1,12 +1,18 @@
 //! What `e2e` runs: its settings and their defaults, its command line, spillway's
 //! configuration for the run, and the plan of each run.
 
+use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
-use spillway::config::Config;
-use spillway_loadgen::cli::{parse_value, split_flag};
+use anyhow::Context;
+use clap::builder::RangedU64ValueParser;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches};
+use spillway::config::{Config, SHARDS_MAX};
 use spillway_loadgen::generator::{Phase, RunPlan};
+
+use crate::baseline_tcp::ServeOptions;
 
 /// Connections of both measurements unless `--connections` says otherwise (SPEC 8's
 /// saturation scenario).
@@ -20,7 +26,8 @@ pub const WARMUP_S_DEFAULT: f64 = 1.0;
 /// Spillway's health-check probe interval, ms (loadgen's default); 0 disables it.
 pub const CONTROL_PROBE_MS_DEFAULT: u64 = 10;
 /// `--tcp`'s closed-loop windows (messages outstanding per connection): one at a time, and
-/// two depths of pipelining.
+/// two depths of pipelining. (`--windows`' default says the same, as `--help` shows it:
+/// `flags_parse_and_bad_ones_are_named` checks that they agree.)
 pub const TCP_WINDOWS_DEFAULT: [u32; 3] = [1, 4, 16];
 /// The deepest window `--windows` accepts.
 pub const WINDOW_MAX: u32 = 1_000;
@@ -29,67 +36,49 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest measured phase or warm-up `e2e` accepts, s: the whole run (four runs, each
 /// with its warm-up and drain) stays bounded.
 pub const PHASE_S_MAX: f64 = 600.0;
+/// The subcommand that runs the baseline's TCP twin (`e2e serve-baseline --listen ADDR`),
+/// as `baseline-serve` does; `--tcp` starts it that way as a child process.
+pub const SERVE_SUBCOMMAND: &str = "serve-baseline";
 
-/// The usage text for `e2e`.
-pub const USAGE: &str = "\
-usage: e2e [--duration SECS] [--warmup SECS] [--service-ns NS] [--shards N]
-           [--connections N] [--rate MSGS_PER_S] [--control-probe-ms MS] [--json]
-           [--tcp] [--spillway HOST:PORT]
-       e2e serve-baseline --listen ADDR [...]   (the tokio TCP twin, as baseline-serve)
-
-Runs spillway, then a tokio/tower baseline (tokio multi-thread runtime, governor keyed
-limiter per connection, bounded tokio mpsc, tower load-shed + concurrency-limit), driven by
-loadgen's generator and measured the same way:
-  (a) max throughput: closed loop at N connections, delivered msg/s;
-  (b) open loop at RATE msg/s over N connections: achieved rate, refused, latency
-      p50/p99/p99.9/max, generator lag p99.
-Prints both rows and the ratios (spillway/baseline throughput, baseline p99/spillway p99).
-Four runs, each WARMUP + DURATION seconds plus the drain; progress goes to stderr.
-
-  --duration SECS        measured seconds of each run (default 5)
-  --warmup SECS          warm-up seconds before each, run but not recorded (default 1)
-  --service-ns NS        simulated handler cost per message, busy wait (default 0, as
-                         loadgen's saturation scenario)
-  --shards N             spillway's shards and the baseline's worker threads (default:
-                         spillway's automatic choice for this machine)
-  --connections N        simulated connections (default 15000)
-  --rate MSGS_PER_S      offered rate of the open-loop run (default 500000)
-  --control-probe-ms MS  spillway's health-check probe interval (default 10; 0 disables)
-  --json                 print one JSON object instead of the table
-  --tcp                  the TCP rows instead: loadgen's TCP target (real sockets, one
-                         per connection) against the tokio twin (baseline-serve, started
-                         by e2e as a child process, as `e2e serve-baseline`) and, with
-                         --spillway, against spillway's server; --shards sets the twin's
-                         workers, --service-ns its handler cost
-  --spillway HOST:PORT   with --tcp (implies it): also measure `spillway serve` running
-                         at HOST:PORT, with its own settings (start it with the same
-                         handler cost); without it only the twin is measured
-  --windows W1,W2,...    with --tcp (implies it): the closed loop's messages outstanding per
-                         connection, one run per window and server (default 1,4,16); max
-                         throughput is each server's best; the twin's concurrency limit
-                         is raised to connections x window, so it sheds nothing for lack
-                         of permits and its capacity, not its limit, is measured
-  -h, --help             this text
-";
-
-/// What `e2e` runs.
-#[derive(Clone, Debug, PartialEq)]
+/// What `e2e` runs: the flags the in-process and the TCP runs share.
+#[derive(Clone, Debug, PartialEq, clap::Args)]
 pub struct E2eSettings {
     /// Simulated connections of both measurements.
+    #[arg(long, value_name = "N", default_value_t = CONNECTIONS_DEFAULT, value_parser = clap::value_parser!(u32).range(1..))]
     pub connections: u32,
     /// Offered rate of the open-loop measurement, msg/s.
+    #[arg(long, value_name = "MSGS_PER_S", default_value_t = RATE_DEFAULT, value_parser = clap::value_parser!(u64).range(1..))]
     pub rate: u64,
     /// Measured seconds of each run.
+    #[arg(long = "duration", value_name = "SECS", default_value_t = DURATION_S_DEFAULT, value_parser = parse_measured_seconds, allow_negative_numbers = true)]
     pub duration_s: f64,
-    /// Warm-up seconds before each.
+    /// Warm-up seconds before each run, run but not recorded.
+    #[arg(long = "warmup", value_name = "SECS", default_value_t = WARMUP_S_DEFAULT, value_parser = parse_warmup_seconds, allow_negative_numbers = true)]
     pub warmup_s: f64,
-    /// Handler cost per message, ns.
+    /// Handler cost per message, ns, busy wait (0 as loadgen's saturation scenario); with
+    /// --tcp, the twin's.
+    #[arg(long, value_name = "NS", default_value_t = 0)]
     pub service_ns: u64,
-    /// Spillway's shards (and the baseline's workers); `None`: spillway's automatic choice.
+    /// Spillway's shards and the baseline's worker threads (with --tcp, the twin's workers)
+    /// [default: spillway's automatic choice for this machine].
+    #[arg(long, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(1..=SHARDS_MAX as u64))]
     pub shards: Option<usize>,
     /// Spillway's health-check probe interval, ms; 0 disables it.
+    #[arg(long, value_name = "MS", default_value_t = CONTROL_PROBE_MS_DEFAULT)]
     pub control_probe_ms: u64,
-    /// `--tcp`: the closed loop's windows (messages outstanding per connection).
+    /// With --tcp (implies it): the closed loop's messages outstanding per connection, one
+    /// run per window and server.
+    ///
+    /// Max throughput is each server's best; the twin's concurrency limit is raised to
+    /// connections x window, so it sheds nothing for lack of permits and its capacity, not
+    /// its limit, is measured.
+    #[arg(
+        long = "windows",
+        value_name = "W1,W2,...",
+        value_delimiter = ',',
+        default_value = "1,4,16",
+        value_parser = parse_window
+    )]
     pub tcp_windows: Vec<u32>,
 }
 
@@ -108,11 +97,50 @@ impl Default for E2eSettings {
     }
 }
 
+/// Runs spillway, then a tokio/tower baseline (tokio multi-thread runtime, governor keyed
+/// limiter per connection, bounded tokio mpsc, tower load-shed + concurrency-limit),
+/// driven by loadgen's generator and measured the same way.
+///
+/// (a) max throughput: closed loop at N connections, delivered msg/s; (b) open loop at
+/// RATE msg/s over N connections: achieved rate, refused, latency p50/p99/p99.9/max,
+/// generator lag p99. Prints both rows and the ratios (spillway/baseline throughput,
+/// baseline p99/spillway p99). Four runs, each WARMUP + DURATION seconds plus the drain;
+/// progress goes to stderr.
+#[derive(Debug, clap::Parser)]
+#[command(name = "e2e", args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    subcommand: Option<Subcommand>,
+    #[command(flatten)]
+    settings: E2eSettings,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// The TCP rows instead: loadgen's TCP target (real sockets, one per connection)
+    /// against the tokio twin and, with --spillway, against spillway's server.
+    ///
+    /// The twin is baseline-serve, started by e2e as a child process (`e2e
+    /// serve-baseline`); --shards sets its workers, --service-ns its handler cost.
+    #[arg(long)]
+    tcp: bool,
+    /// With --tcp (implies it): also measure `spillway serve` running at HOST:PORT, with
+    /// its own settings (start it with the same handler cost); without it only the twin is
+    /// measured.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_spillway)]
+    spillway: Option<SocketAddr>,
+}
+
+/// `e2e`'s subcommands.
+#[derive(Debug, clap::Subcommand)]
+enum Subcommand {
+    /// The tokio TCP twin, as baseline-serve runs it.
+    #[command(name = SERVE_SUBCOMMAND)]
+    ServeBaseline(ServeOptions),
+}
+
 /// What the command line asked for.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
-    /// Print the usage text.
-    Help,
     /// Run both measurements.
     Run {
         /// What to run.
@@ -125,111 +153,81 @@ pub enum Command {
         /// What to run.
         settings: E2eSettings,
         /// Where `spillway serve` runs, if it is to be measured.
-        spillway: Option<std::net::SocketAddr>,
+        spillway: Option<SocketAddr>,
         /// One JSON object instead of the table.
         json: bool,
     },
+    /// Serve as the baseline's TCP twin (`e2e serve-baseline`).
+    ServeBaseline(ServeOptions),
 }
 
-fn parse_number<T: std::str::FromStr>(flag: &str, value: Option<String>) -> anyhow::Result<T>
-where
-    T::Err: std::fmt::Display,
-{
-    let value = value.with_context(|| format!("{flag} needs a value"))?;
-    parse_value(flag, &value)
+/// `--spillway`'s address: `HOST:PORT`, with or without `tcp://`.
+fn parse_spillway(text: &str) -> Result<SocketAddr, String> {
+    spillway_loadgen::tcp::parse_target(text).map_err(|error| format!("{error:#}"))
 }
 
-fn parse_seconds(flag: &str, value: Option<String>, allow_zero: bool) -> anyhow::Result<f64> {
-    let seconds: f64 = parse_number(flag, value)?;
-    if !seconds.is_finite() || seconds < 0.0 || (!allow_zero && seconds == 0.0) {
-        bail!("{flag}: must be a positive number of seconds");
+/// A number of seconds in 0..=[`PHASE_S_MAX`].
+fn parse_warmup_seconds(text: &str) -> Result<f64, String> {
+    let seconds: f64 = text.parse().map_err(|error| format!("{error}"))?;
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err("must be a number of seconds, 0 or more".to_string());
     }
     if seconds > PHASE_S_MAX {
-        bail!("{flag}: at most {PHASE_S_MAX} seconds");
+        return Err(format!("at most {PHASE_S_MAX} seconds"));
     }
     Ok(seconds)
 }
 
+/// A number of seconds above 0, at most [`PHASE_S_MAX`].
+fn parse_measured_seconds(text: &str) -> Result<f64, String> {
+    let seconds = parse_warmup_seconds(text)?;
+    if seconds == 0.0 {
+        return Err("must be a positive number of seconds".to_string());
+    }
+    Ok(seconds)
+}
+
+/// One of `--windows`' windows: 1 to [`WINDOW_MAX`] messages (spaces around it allowed).
+fn parse_window(text: &str) -> Result<u32, String> {
+    let window: u32 = text
+        .trim()
+        .parse()
+        .map_err(|error| format!("{text:?}: {error}"))?;
+    if window == 0 || window > WINDOW_MAX {
+        return Err(format!("each window must be 1 to {WINDOW_MAX} messages"));
+    }
+    Ok(window)
+}
+
 impl Command {
-    /// Parses `e2e`'s arguments (without the program name).
+    /// Parses `e2e`'s command line, `args` with the program's name first: `--windows` and
+    /// `--spillway` imply `--tcp`.
     ///
     /// # Errors
-    /// On an unknown flag, a missing or malformed value, or a value out of range.
-    pub fn parse(args: impl IntoIterator<Item = String>) -> anyhow::Result<Self> {
-        let mut settings = E2eSettings::default();
-        let mut json = false;
-        let mut tcp = false;
-        let mut spillway = None;
-        let mut args = args.into_iter();
-        while let Some(arg) = args.next() {
-            let (flag, inline) = split_flag(&arg);
-            let takes_value = !matches!(flag.as_str(), "--json" | "--tcp" | "--help" | "-h");
-            if !takes_value && inline.is_some() {
-                bail!("{flag} takes no value");
-            }
-            let value = if takes_value {
-                inline.or_else(|| args.next())
-            } else {
-                None
-            };
-            match flag.as_str() {
-                "--json" => json = true,
-                "--tcp" => tcp = true,
-                "--spillway" => {
-                    let value = value.with_context(|| format!("{flag} needs a value"))?;
-                    spillway =
-                        Some(spillway_loadgen::tcp::parse_target(&value).context("--spillway")?);
-                }
-                "--help" | "-h" => return Ok(Command::Help),
-                "--duration" => settings.duration_s = parse_seconds(&flag, value, false)?,
-                "--warmup" => settings.warmup_s = parse_seconds(&flag, value, true)?,
-                "--service-ns" => settings.service_ns = parse_number(&flag, value)?,
-                "--shards" => {
-                    let shards: usize = parse_number(&flag, value)?;
-                    if shards == 0 || shards > spillway::config::SHARDS_MAX {
-                        bail!("--shards: must be in 1..={}", spillway::config::SHARDS_MAX);
-                    }
-                    settings.shards = Some(shards);
-                }
-                "--connections" => {
-                    settings.connections = parse_number(&flag, value)?;
-                    if settings.connections == 0 {
-                        bail!("--connections: must be at least 1");
-                    }
-                }
-                "--rate" => {
-                    settings.rate = parse_number(&flag, value)?;
-                    if settings.rate == 0 {
-                        bail!("--rate: must be at least 1 message per second");
-                    }
-                }
-                "--control-probe-ms" => settings.control_probe_ms = parse_number(&flag, value)?,
-                "--windows" => {
-                    let value = value.with_context(|| format!("{flag} needs a value"))?;
-                    settings.tcp_windows = value
-                        .split(',')
-                        .map(|part| parse_number(&flag, Some(part.trim().to_string())))
-                        .collect::<anyhow::Result<_>>()?;
-                    if settings
-                        .tcp_windows
-                        .iter()
-                        .any(|&window| window == 0 || window > WINDOW_MAX)
-                    {
-                        bail!("--windows: each window must be 1 to {WINDOW_MAX} messages");
-                    }
-                    tcp = true;
-                }
-                other => bail!("unknown flag {other:?} (see --help)"),
-            }
+    /// On an unknown flag, a missing or malformed value, or a value out of range: clap's
+    /// error, which `exit` prints (or, for `--help`, the help).
+    pub fn parse_from<I>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator,
+        I::Item: Into<OsString> + Clone,
+    {
+        let matches = Cli::command().try_get_matches_from(args)?;
+        let windows_given = matches.value_source("tcp_windows") == Some(ValueSource::CommandLine);
+        let cli = Cli::from_arg_matches(&matches)?;
+        if let Some(Subcommand::ServeBaseline(options)) = cli.subcommand {
+            return Ok(Command::ServeBaseline(options));
         }
-        if tcp || spillway.is_some() {
+        if cli.tcp || windows_given || cli.spillway.is_some() {
             return Ok(Command::RunTcp {
-                settings,
-                spillway,
-                json,
+                settings: cli.settings,
+                spillway: cli.spillway,
+                json: cli.json,
             });
         }
-        Ok(Command::Run { settings, json })
+        Ok(Command::Run {
+            settings: cli.settings,
+            json: cli.json,
+        })
     }
 }
 
@@ -281,13 +279,26 @@ pub fn plan(settings: &E2eSettings, closed_loop: bool, control_probe_ms: u64) ->
 mod tests {
     use super::*;
 
-    fn args(list: &[&str]) -> Vec<String> {
-        list.iter().map(|arg| arg.to_string()).collect()
+    /// `flags` parsed as `e2e`'s command line, the program's name put first.
+    fn parse(flags: &[&str]) -> Result<Command, clap::Error> {
+        Command::parse_from(std::iter::once("e2e").chain(flags.iter().copied()))
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
     }
 
     #[test]
     fn flags_parse_and_bad_ones_are_named() {
-        let Command::Run { settings, json } = Command::parse(args(&[
+        assert_eq!(
+            parse(&[]).unwrap(),
+            Command::Run {
+                settings: E2eSettings::default(),
+                json: false
+            }
+        );
+        let Command::Run { settings, json } = parse(&[
             "--duration",
             "3",
             "--warmup=0.5",
@@ -300,7 +311,7 @@ mod tests {
             "--service-ns",
             "500",
             "--json",
-        ]))
+        ])
         .unwrap() else {
             panic!("expected a run");
         };
@@ -312,27 +323,44 @@ mod tests {
         assert_eq!(settings.rate, 20_000);
         assert_eq!(settings.service_ns, 500);
         assert_eq!(settings.tcp_windows, TCP_WINDOWS_DEFAULT);
-        let Command::RunTcp { settings, .. } =
-            Command::parse(args(&["--windows", "1, 8,64"])).unwrap()
-        else {
+        let Command::RunTcp { settings, .. } = parse(&["--windows", "1, 8,64"]).unwrap() else {
             panic!("--windows implies --tcp");
         };
         assert_eq!(settings.tcp_windows, [1, 8, 64]);
-        assert_eq!(Command::parse(args(&["-h"])).unwrap(), Command::Help);
+        // The default windows, given, still imply --tcp.
+        assert!(matches!(
+            parse(&["--windows=1,4,16"]).unwrap(),
+            Command::RunTcp { .. }
+        ));
+        let message = parse(&["--bogus"]).unwrap_err().to_string();
+        assert!(
+            message.contains("unexpected argument '--bogus'"),
+            "{message}"
+        );
+        let message = parse(&["--windows", "1001"]).unwrap_err().to_string();
+        assert!(
+            message.contains("--windows") && message.contains("1 to 1000"),
+            "{message}"
+        );
+        let message = parse(&["--duration", "1e9"]).unwrap_err().to_string();
+        assert!(
+            message.contains("--duration") && message.contains("at most"),
+            "{message}"
+        );
         for bad in [
-            &["--bogus"][..],
-            &["--duration"],
+            &["--duration"][..],
             &["--duration", "0"],
-            &["--duration", "1e9"],
+            &["--warmup", "-1"],
             &["--rate", "fast"],
+            &["--rate", "0"],
             &["--shards", "0"],
+            &["--shards", "100000"],
             &["--connections", "0"],
             &["--json=1"],
             &["--windows", "0"],
             &["--windows", "4,,8"],
-            &["--windows", "1001"],
         ] {
-            assert!(Command::parse(args(bad)).is_err(), "{bad:?}");
+            assert!(parse(bad).is_err(), "{bad:?}");
         }
     }
 
@@ -342,7 +370,7 @@ mod tests {
             settings,
             spillway,
             json,
-        } = Command::parse(args(&["--tcp", "--connections", "10"])).unwrap()
+        } = parse(&["--tcp", "--connections", "10"]).unwrap()
         else {
             panic!("expected a tcp run");
         };
@@ -351,18 +379,73 @@ mod tests {
         assert!(!json);
         // --spillway implies --tcp.
         let Command::RunTcp { spillway, .. } =
-            Command::parse(args(&["--spillway", "tcp://127.0.0.1:7878"])).unwrap()
+            parse(&["--spillway", "tcp://127.0.0.1:7878"]).unwrap()
         else {
             panic!("expected a tcp run");
         };
         assert_eq!(spillway, Some("127.0.0.1:7878".parse().unwrap()));
-        assert!(Command::parse(args(&["--spillway"])).is_err());
-        assert!(Command::parse(args(&["--spillway", "nowhere"])).is_err());
-        assert!(Command::parse(args(&["--tcp=1"])).is_err());
+        assert!(parse(&["--spillway"]).is_err());
+        assert!(parse(&["--spillway", "nowhere"]).is_err());
+        assert!(parse(&["--tcp=1"]).is_err());
         assert!(matches!(
-            Command::parse(args(&["--rate", "5"])).unwrap(),
+            parse(&["--rate", "5"]).unwrap(),
             Command::Run { .. }
         ));
+    }
+
+    /// The command lines README.md and docs/results give, and the one `e2e --tcp` starts
+    /// its twin with (`tcp::TwinChild::spawn`).
+    #[test]
+    fn documented_invocations_parse() {
+        for flags in [
+            &[][..],
+            &["--shards", "1"],
+            &["--tcp", "--spillway", "127.0.0.1:7878", "--shards", "1"],
+            &["--tcp", "--windows", "1,4,16"],
+            &[
+                SERVE_SUBCOMMAND,
+                "--listen",
+                "127.0.0.1:0",
+                "--workers",
+                "1",
+                "--service-ns",
+                "0",
+                "--concurrency-limit",
+                "15000",
+            ],
+        ] {
+            if let Err(error) = parse(flags) {
+                panic!("{flags:?}: {error}");
+            }
+        }
+    }
+
+    #[test]
+    fn serve_baseline_takes_the_twins_flags() {
+        assert_eq!(
+            parse(&[
+                SERVE_SUBCOMMAND,
+                "--listen",
+                "127.0.0.1:0",
+                "--workers",
+                "2",
+                "--service-ns",
+                "0",
+                "--concurrency-limit",
+                "64",
+            ])
+            .unwrap(),
+            Command::ServeBaseline(ServeOptions {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                workers: Some(2),
+                service_ns: 0,
+                max_connections: None,
+                concurrency_limit: Some(64),
+            })
+        );
+        assert!(parse(&[SERVE_SUBCOMMAND]).is_err());
+        assert!(parse(&[SERVE_SUBCOMMAND, "--listen", "127.0.0.1:0", "--tcp"]).is_err());
+        assert!(parse(&["--tcp", SERVE_SUBCOMMAND, "--listen", "127.0.0.1:0"]).is_err());
     }
 
     #[test]

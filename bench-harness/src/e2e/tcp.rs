@@ -43,13 +43,12 @@ use spillway_loadgen::tcp::{target_name, TcpSettings, TcpSystem};
 use spillway_loadgen::tcp_stats::TcpStats;
 
 use super::report::{E2eReport, E2eRow, ServerSide, Setup, System};
+pub use super::settings::SERVE_SUBCOMMAND;
 use super::settings::{plan, spillway_config, E2eSettings};
 use crate::baseline_stack::StackSettings;
 use crate::baseline_tcp::TwinStats;
 use crate::machine;
 
-/// The subcommand of the `e2e` binary that runs the twin (`e2e serve-baseline ...`).
-pub const SERVE_SUBCOMMAND: &str = "serve-baseline";
 /// How long the twin child may take to say where it listens.
 pub const TWIN_START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the twin child may take to exit after SIGTERM.
