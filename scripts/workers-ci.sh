@@ -50,7 +50,7 @@ declare -A workers=(
 serve() {
     local name=$1 worker_address=$2 log="$work/serve-$1.log"
     echo "--- spillway serve --workers $worker_address with $name"
-    timeout 60 "$bin/spillway" serve --listen 127.0.0.1:0 --workers "$worker_address" --shards 2 \
+    timeout 60 "$bin/spillway" serve --listen 127.0.0.1:0 --admin 127.0.0.1:0 --workers "$worker_address" --shards 2 \
         >"$log" 2>&1 &
     local serve_pid=$!
     pids+=("$serve_pid")

@@ -307,6 +307,9 @@ impl SpillwaySide {
             "127.0.0.1:0",
             "--workers",
             "127.0.0.1:0",
+            // No admin endpoint: the measured set-up is the data path alone.
+            "--admin",
+            "off",
         ]
         .map(String::from)
         .into();

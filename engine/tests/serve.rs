@@ -38,6 +38,8 @@ impl Serve {
             .arg("serve")
             .args(args)
             .env_remove("RUST_LOG")
+            // Tests run side by side: each admin endpoint on a port of its own.
+            .env("SPILLWAY_ADMIN", "127.0.0.1:0")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
