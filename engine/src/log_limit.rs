@@ -101,6 +101,7 @@ impl<E> LogLimit<E> {
     }
 
     /// Occurrences held back, not told yet.
+    #[cfg(test)]
     pub(crate) fn pending(&self) -> u64 {
         self.pending
     }
@@ -136,8 +137,9 @@ mod tests {
 
     /// Sums what `told` says, and counts the events.
     fn tally<E>(told: impl IntoIterator<Item = Told<E>>) -> (u64, usize) {
-        told.into_iter()
-            .fold((0, 0), |(count, events), told| (count + told.count, events + 1))
+        told.into_iter().fold((0, 0), |(count, events), told| {
+            (count + told.count, events + 1)
+        })
     }
 
     #[test]
@@ -148,12 +150,24 @@ mod tests {
         for index in 0..10_000u64 {
             told.extend(limit.record(index * 1_000, 1, index));
         }
-        assert_eq!(told, [Told { count: 1, example: 0 }]);
+        assert_eq!(
+            told,
+            [Told {
+                count: 1,
+                example: 0
+            }]
+        );
         assert_eq!(limit.pending(), 9_999);
         // Not before the second has passed.
         assert_eq!(limit.flush(999 * MS), None);
         let summary = limit.flush(SECOND_NS).expect("the second has passed");
-        assert_eq!(summary, Told { count: 9_999, example: 9_999 });
+        assert_eq!(
+            summary,
+            Told {
+                count: 9_999,
+                example: 9_999
+            }
+        );
         assert_eq!(limit.pending(), 0);
         assert_eq!(limit.flush(10 * SECOND_NS), None);
         assert_eq!(limit.take(), None);
@@ -192,7 +206,10 @@ mod tests {
         // A record in the next window tells itself and what was held back.
         assert_eq!(
             limit.record(SECOND_NS + 4, 1, 9),
-            Some(Told { count: 3, example: 9 })
+            Some(Told {
+                count: 3,
+                example: 9
+            })
         );
         assert_eq!(limit.pending(), 0);
     }

@@ -177,10 +177,13 @@ impl RefusalLog {
         }
         self.next_ns = now_ns.saturating_add(REFUSAL_SUMMARY_INTERVAL_NS);
         let since = |total: u64, told: u64| total.saturating_sub(told);
-        let refused: [(&'static str, u64); RefusalReason::COUNT] = RefusalReason::ALL
-            .map(|reason| {
+        let refused: [(&'static str, u64); RefusalReason::COUNT] =
+            RefusalReason::ALL.map(|reason| {
                 let index = reason.index();
-                (reason.name(), since(now.refused[index], self.told.refused[index]))
+                (
+                    reason.name(),
+                    since(now.refused[index], self.told.refused[index]),
+                )
             });
         let shed: [(&'static str, u64); ShedReason::COUNT] = ShedReason::ALL.map(|reason| {
             let index = reason.index();

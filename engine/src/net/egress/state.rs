@@ -85,6 +85,30 @@ pub enum FlowSignal {
     Resume,
 }
 
+impl FlowSignal {
+    /// Kinds of signal: throttle, pause, resume.
+    pub const KINDS: usize = 3;
+
+    /// Its kind's place in `throttle`, `pause`, `resume` order: an index for a table of
+    /// counts by kind.
+    pub const fn index(self) -> usize {
+        match self {
+            FlowSignal::Throttle { .. } => 0,
+            FlowSignal::Pause { .. } => 1,
+            FlowSignal::Resume => 2,
+        }
+    }
+
+    /// The snake_case name of the kind at `index` (see [`FlowSignal::index`]).
+    pub const fn kind_name(index: usize) -> &'static str {
+        match index {
+            0 => "throttle",
+            1 => "pause",
+            _ => "resume",
+        }
+    }
+}
+
 /// The instruction the client was last given, to tell when a new one is due.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Instruction {
