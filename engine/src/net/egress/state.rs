@@ -87,11 +87,11 @@ pub enum FlowSignal {
 
 impl FlowSignal {
     /// Kinds of signal: throttle, pause, resume.
-    pub const KINDS: usize = 3;
+    pub(crate) const KINDS: usize = 3;
 
     /// Its kind's place in `throttle`, `pause`, `resume` order: an index for a table of
     /// counts by kind.
-    pub const fn index(self) -> usize {
+    pub(crate) const fn index(self) -> usize {
         match self {
             FlowSignal::Throttle { .. } => 0,
             FlowSignal::Pause { .. } => 1,
@@ -99,14 +99,8 @@ impl FlowSignal {
         }
     }
 
-    /// The snake_case name of the kind at `index` (see [`FlowSignal::index`]).
-    pub const fn kind_name(index: usize) -> &'static str {
-        match index {
-            0 => "throttle",
-            1 => "pause",
-            _ => "resume",
-        }
-    }
+    /// The snake_case names of the kinds, by [`FlowSignal::index`].
+    pub(crate) const KIND_NAMES: [&'static str; Self::KINDS] = ["throttle", "pause", "resume"];
 }
 
 /// The instruction the client was last given, to tell when a new one is due.

@@ -13,7 +13,7 @@ use crate::outcome::{Completion, ErrorDetail, FailureReason, Outcome};
 
 use super::connection::{Connection, FrameTimer, Phase, Reply};
 use super::shard::{list_for_reading, mark_dirty, ShardNet};
-use super::stats::{bump, CloseReason, Fault, FaultDetail, FaultExample, ShardCounters};
+use super::stats::{bump, CloseReason, Fault, FaultDetail, ShardCounters};
 use super::write::offer_reply;
 
 impl ShardNet {
@@ -101,11 +101,7 @@ impl ShardNet {
             return served;
         }
         if let Some(kind) = io_failed {
-            let example = FaultExample {
-                connection: connection.id,
-                detail: FaultDetail::Io(kind),
-            };
-            self.fault_log.note(Fault::IoError, example);
+            self.note_fault(slot, Fault::IoError, FaultDetail::Io(kind));
             self.close_now(slot, CloseReason::IoError, now_ns);
             return served;
         }
@@ -129,13 +125,8 @@ impl ShardNet {
 
     /// Closes with the violation's Error frame, noting the connection as its example.
     fn protocol_violation(&mut self, slot: usize, error: ProtocolError, now_ns: u64) {
-        if let Some(connection) = self.slots[slot].as_ref() {
-            let example = FaultExample {
-                connection: connection.id,
-                detail: FaultDetail::Protocol(error),
-            };
-            self.fault_log.note(Fault::Closed(error.code()), example);
-        }
+        let fault = Fault::Closed(error.code());
+        self.note_fault(slot, fault, FaultDetail::Protocol(error));
         self.close_with_protocol_error(slot, &error, now_ns);
     }
 
@@ -296,12 +287,12 @@ impl ShardNet {
             recommend_disconnect: true,
         } = connection.replies.health(now_ns)
         {
-            let example = FaultExample {
-                connection: connection.id,
-                detail: FaultDetail::Text("over the unhealthy drop rate"),
-            };
-            self.fault_log
-                .note(Fault::Closed(ErrorCode::Disconnected), example);
+            let fault = Fault::Closed(ErrorCode::Disconnected);
+            self.note_fault(
+                slot,
+                fault,
+                FaultDetail::Text("over the unhealthy drop rate"),
+            );
             self.close_with(
                 slot,
                 ErrorCode::Disconnected,

@@ -18,7 +18,7 @@ use crate::message::ConnectionIdHasher;
 use super::connection::Connection;
 use super::read_buffer::ReadBuffer;
 use super::shared::Shared;
-use super::stats::{FaultLog, ShardCounters};
+use super::stats::{Fault, FaultDetail, FaultExample, FaultLog, ShardCounters};
 use super::CONNECTION_ID_BASE;
 
 /// Token of the listening socket in every shard's `Poll`; connection `slot` is
@@ -111,6 +111,17 @@ impl ShardNet {
 
     pub(super) fn counters(&self) -> &ShardCounters {
         &self.shared.counters[self.shard]
+    }
+
+    /// Notes the connection in `slot` as the latest example of `fault`, for the fault log.
+    pub(super) fn note_fault(&mut self, slot: usize, fault: Fault, detail: FaultDetail) {
+        if let Some(connection) = self.slots[slot].as_ref() {
+            let example = FaultExample {
+                connection: connection.id,
+                detail,
+            };
+            self.fault_log.note(fault, example);
+        }
     }
 
     /// One turn: write what is due, take readiness, accept, read and admit, and the timers

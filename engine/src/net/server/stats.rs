@@ -232,7 +232,7 @@ impl Fault {
             Fault::ConnectionLimit => ("connection_limit", "too_many_connections"),
             Fault::AcceptBackoff => ("accept_backoff", "out_of_descriptors"),
             Fault::ReplyDropped(reason) => ("reply_dropped", reason.name()),
-            Fault::FlowSignal(kind) => ("flow_signal", FlowSignal::kind_name(kind)),
+            Fault::FlowSignal(kind) => ("flow_signal", FlowSignal::KIND_NAMES[kind]),
             Fault::ResponseTooLarge => ("response_too_large", "response_too_large"),
         }
     }

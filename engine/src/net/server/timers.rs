@@ -6,7 +6,7 @@ use crate::net::protocol::ErrorCode;
 
 use super::connection::Phase;
 use super::shard::{mark_dirty, ShardNet};
-use super::stats::{Fault, FaultDetail, FaultExample};
+use super::stats::{Fault, FaultDetail};
 #[cfg(doc)]
 use crate::config::NetConfig;
 
@@ -66,14 +66,8 @@ impl ShardNet {
 
     /// Closes with `timeout`, noting the connection as the timeouts' example.
     fn close_for_timeout(&mut self, slot: usize, detail: &'static str, now_ns: u64) {
-        if let Some(connection) = self.slots[slot].as_ref() {
-            let example = FaultExample {
-                connection: connection.id,
-                detail: FaultDetail::Text(detail),
-            };
-            self.fault_log
-                .note(Fault::Closed(ErrorCode::Timeout), example);
-        }
+        let fault = Fault::Closed(ErrorCode::Timeout);
+        self.note_fault(slot, fault, FaultDetail::Text(detail));
         self.close_with(slot, ErrorCode::Timeout, detail, now_ns);
     }
 }
