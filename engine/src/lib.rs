@@ -25,20 +25,21 @@
 //! | 1 primitives | [`clock`] | monotonic nanoseconds from quanta, read once per batch | - |
 //! | 1 primitives | [`ring`] | the bounded rings: SPSC written here, MPMC from crossbeam | `sync` |
 //! | 1 primitives | [`bucket`] | the atomic token bucket (GCRA) and its adaptive rate controller | `sync` |
+//! | 1 primitives | `log_limit` | rate limits on log events: at most a few per interval, the rest counted and summarised | - |
 //! | 1 primitives | `fault` | panics injected at named points of a shard thread, for tests (feature `fault-injection`) | - |
 //! | 1 primitives | `wait` | how an idle thread waits (spin, yield, park) and how it is woken; the doorbell a producer waits on | `config`, `sync` |
 //! | 2 admission levels | [`admission`] | the admission levels shared across shards: circuit breaker, priority caps, tenant counts | `command`, `config`, `message`, `sync` |
 //! | 2 admission levels | [`metrics`] | the counters of SPEC 3, per shard and published for readers (`Stats`) | `admission`, `command`, `message`, `outcome`, `sync` |
 //! | 3 shard | `shard` | one data shard: its connections, queues, admission pipeline, handler runs and thread; the `Handler` API (re-exported as `handler`) | `admission`, `bucket`, `clock`, `command`, `config`, `fault`, `message`, `metrics`, `outcome`, `ring`, `sync`, `wait` |
 //! | 4 engine state | `shared` | what every thread of one engine shares: settings, clock, breaker, tenants, shard mailboxes, stop flags | `admission`, `clock`, `config`, `message`, `metrics`, `shard`, `sync` |
-//! | 5 control plane | [`monitor`] | the overload monitor: queue depths against caps, alerts, history | `message`, `metrics` |
-//! | 5 control plane | [`control`] | the control plane: its thread, the `Control` handle, command latencies | `admission`, `command`, `message`, `metrics`, `monitor`, `ring`, `shared`, `sync`, `wait` |
+//! | 5 control plane | [`monitor`] | the overload monitor: queue depths against caps, alerts, history | `log_limit`, `message`, `metrics` |
+//! | 5 control plane | [`control`] | the control plane: its thread, the `Control` handle, command latencies | `admission`, `command`, `log_limit`, `message`, `metrics`, `monitor`, `outcome`, `ring`, `shared`, `sync`, `wait` |
 //! | 6 front door | [`ingress`] | how producers hand work to shards and hear back (`Ingress`, `SharedIngress`), and wait for it | `config`, `message`, `outcome`, `ring`, `shard`, `shared`, `sync`, `wait` |
 //! | 6 front door | [`engine`] | the front door: `Engine::builder`, start, stats, shutdown | `admission`, `clock`, `command`, `config`, `control`, `fault`, `ingress`, `message`, `metrics`, `monitor`, `ring`, `shard`, `shared`, `sync`, `wait` |
 //! | 6 front door | [`simulation`] | one shard on a hand-driven clock, for exact tests | `admission`, `command`, `config`, `control`, `message`, `metrics`, `outcome`, `shard`, `sync` |
-//! | 7 edges | [`net`] | the TCP front end: wire protocol, egress flow control, the server | `config`, `message`, `outcome`, `shard`, `sync` |
+//! | 7 edges | [`net`] | the TCP front end: wire protocol, egress flow control, the server | `config`, `log_limit`, `message`, `outcome`, `shard`, `sync` |
 //! | 7 edges | [`client`] | a client of that protocol with `send_with_backpressure` | `clock`, `message`, `net`, `outcome` |
-//! | 7 edges | [`workers`] | worker mode: the worker protocol and the `WorkerPool` handler that dispatches admitted messages to worker processes | `command`, `config`, `message`, `outcome`, `shard`, `sync` |
+//! | 7 edges | [`workers`] | worker mode: the worker protocol and the `WorkerPool` handler that dispatches admitted messages to worker processes | `command`, `config`, `log_limit`, `message`, `outcome`, `shard`, `sync` |
 //! | 8 operator | [`admin`] | the admin HTTP endpoint: Prometheus metrics, health and readiness, drain, breaker, config, run-time limits and reloads | `admission`, `config`, `control`, `message`, `metrics`, `net`, `outcome`, `workers` |
 //! | 7 edges | `async_ingress` | submit and `.await` a completion, or read completions as a `Stream` (feature `tokio`) | `ingress`, `message`, `outcome` |
 
@@ -62,6 +63,7 @@ pub mod fault;
 #[cfg(not(feature = "fault-injection"))]
 pub(crate) mod fault;
 pub mod ingress;
+pub(crate) mod log_limit;
 pub mod message;
 pub mod metrics;
 pub mod monitor;

@@ -7,6 +7,11 @@
 //! ([`Stats`]) and the tenants' shared pending counts, so sampling costs the shards
 //! nothing. An overload is reported to the caller, which trips the breaker.
 //!
+//! Each alert is logged (target `spillway::monitor`: a rise at warn, a fall at info), at
+//! most [`ALERT_EVENTS_PER_SECOND`] a second: a queue flapping around a threshold, or many
+//! queues filling at once, has the alerts past that counted into the next event, so none
+//! is lost from the counts.
+//!
 //! ```
 //! use spillway::message::Role;
 //! use spillway::monitor::{AlertLevel, AlertThresholds, Monitor, QueueId, QueueSample};
@@ -22,8 +27,15 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use core::fmt;
+
+use crate::log_limit::{LogLimit, Told, SECOND_NS};
 use crate::message::{Role, TenantId};
 use crate::metrics::Stats;
+
+/// Alerts logged one by one per second; more in the same second are counted into the next
+/// event.
+pub const ALERT_EVENTS_PER_SECOND: u32 = 64;
 
 /// A queue the monitor watches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -53,6 +65,17 @@ impl QueueId {
         match self {
             QueueId::Role { role, .. } => Some(role),
             _ => None,
+        }
+    }
+}
+
+impl fmt::Display for QueueId {
+    /// `handler(shard=0)`, `role(shard=0,role=sse)`, `tenant(7)`: for logs.
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            QueueId::Handler { shard } => write!(formatter, "handler(shard={shard})"),
+            QueueId::Role { shard, role } => write!(formatter, "role(shard={shard},role={role})"),
+            QueueId::Tenant { tenant } => write!(formatter, "tenant({})", tenant.0),
         }
     }
 }
@@ -182,6 +205,8 @@ pub struct Monitor {
     queues: BTreeMap<QueueId, QueueStatus>,
     history: VecDeque<Alert>,
     history_max: usize,
+    /// Alerts are logged through this limit.
+    log_limit: LogLimit<Alert>,
 }
 
 impl Monitor {
@@ -193,12 +218,16 @@ impl Monitor {
             queues: BTreeMap::new(),
             history: VecDeque::with_capacity(history_max),
             history_max,
+            log_limit: LogLimit::new(SECOND_NS, ALERT_EVENTS_PER_SECOND),
         }
     }
 
     /// Records one sampling round at `now_ns` and returns how many alerts it raised (one
     /// per queue whose level changed). Queues not in `samples` keep their last status.
     pub fn sample(&mut self, now_ns: u64, samples: impl IntoIterator<Item = QueueSample>) -> usize {
+        if let Some(told) = self.log_limit.flush(now_ns) {
+            log_alert(told);
+        }
         let mut raised = 0;
         for sample in samples {
             let level = self.thresholds.level(&sample);
@@ -217,14 +246,18 @@ impl Monitor {
                 if self.history.len() == self.history_max {
                     self.history.pop_front();
                 }
-                self.history.push_back(Alert {
+                let alert = Alert {
                     at_ns: now_ns,
                     queue: sample.queue,
                     level,
                     previous,
                     depth: sample.depth,
                     cap: sample.cap,
-                });
+                };
+                self.history.push_back(alert);
+                if let Some(told) = self.log_limit.record(now_ns, 1, alert) {
+                    log_alert(told);
+                }
                 raised += 1;
             }
         }
@@ -262,6 +295,44 @@ impl Monitor {
     /// The recent alerts, oldest first; at most the history size given to [`Monitor::new`].
     pub fn history(&self) -> &VecDeque<Alert> {
         &self.history
+    }
+
+    /// Logs the alerts the rate limit held back, now (the control plane is stopping).
+    pub(crate) fn finish_log(&mut self) {
+        if let Some(told) = self.log_limit.take() {
+            log_alert(told);
+        }
+    }
+}
+
+/// One event for `told`: its alert (for a summary, the latest), with `count` the alerts it
+/// stands for (more than 1 when some were held back).
+fn log_alert(told: Told<Alert>) {
+    let Told {
+        count,
+        example: alert,
+    } = told;
+    macro_rules! alert_event {
+        ($level:ident, $message:literal) => {
+            tracing::$level!(
+                target: "spillway::monitor",
+                queue = %alert.queue,
+                level = alert.level.name(),
+                previous = alert.previous.name(),
+                depth = alert.depth,
+                cap = alert.cap,
+                at_ns = alert.at_ns,
+                count,
+                $message
+            )
+        };
+    }
+    if alert.level > alert.previous {
+        alert_event!(warn, "queue alert raised");
+    } else if alert.level == AlertLevel::Normal {
+        alert_event!(info, "queue alert cleared");
+    } else {
+        alert_event!(info, "queue alert lowered");
     }
 }
 

@@ -24,6 +24,7 @@
 //! engine.shutdown();
 //! ```
 
+mod log;
 pub(crate) mod thread;
 
 pub use crate::command::{CommandKind, FullQueue, ShardTrigger, WindowFigures, WorkerHealth};

@@ -19,6 +19,7 @@ use crate::shared::EngineShared;
 use crate::sync::Ordering;
 use crate::wait::Waiter;
 
+use super::log::{BreakerLog, RefusalLog};
 use super::{
     Answer, BreakerCause, BreakerTransition, CancelOutcome, Command, CommandKind, CommandLatency,
     ComponentHandler, ControlError, ControlShared, ControlStats, DrainReport, Health, HealthKind,
@@ -125,6 +126,10 @@ struct ControlLoop<'a> {
     role_caps: [u64; Role::COUNT],
     /// The ring capacity less [`BREAKER_REPORT_ROOM`] (at least 1: see `shard::commands`).
     commands_outstanding_max: usize,
+    /// Breaker transitions are logged here as they are learnt, within a rate limit.
+    breaker_log: BreakerLog,
+    /// Refusals and sheds, summarised from the monitor's reading of the counters.
+    refusal_log: RefusalLog,
 }
 
 pub(crate) fn run(
@@ -147,6 +152,8 @@ pub(crate) fn run(
         components: HashMap::new(),
         role_caps: config.caps.role_messages.map(u64::from),
         commands_outstanding_max: config.control.ring_capacity - BREAKER_REPORT_ROOM,
+        breaker_log: BreakerLog::new(),
+        refusal_log: RefusalLog::default(),
     };
     let mut monitor_due_ns = engine.clock.now_ns() + config.monitor.interval_ns;
     loop {
@@ -173,6 +180,7 @@ pub(crate) fn run(
             monitor_due_ns = now_ns + config.monitor.interval_ns;
             state.sample_queues(now_ns);
         }
+        state.breaker_log.flush(now_ns);
         if busy {
             waiter.found_work();
         } else {
@@ -304,7 +312,7 @@ impl ControlLoop<'_> {
 
     /// Records a forcing command's transition, if it changed the state.
     fn record_forced(
-        &self,
+        &mut self,
         replaced: BreakerReading,
         to: BreakerState,
         cause: BreakerCause,
@@ -321,7 +329,9 @@ impl ControlLoop<'_> {
         });
     }
 
-    fn record_transition(&self, transition: BreakerTransition) {
+    fn record_transition(&mut self, transition: BreakerTransition) {
+        self.breaker_log
+            .record(self.engine.clock.now_ns(), transition);
         if let Ok(mut history) = self.control.breaker_history.lock() {
             history.record(transition);
         }
@@ -627,6 +637,7 @@ impl ControlLoop<'_> {
     fn sample_queues(&mut self, now_ns: u64) {
         let engine = self.engine;
         let stats = engine.stats();
+        self.refusal_log.sample(now_ns, &stats.total);
         let mut samples = shard_samples(
             &stats,
             u64::from(engine.config.caps.handler_queue),
@@ -670,6 +681,10 @@ impl ControlLoop<'_> {
 
     /// Answers everything still waiting with `Stopped`, and closes the inboxes.
     fn stop(&mut self) {
+        self.breaker_log.finish();
+        if let Ok(mut monitor) = self.control.monitor.lock() {
+            monitor.finish_log();
+        }
         let mut closed = self
             .control
             .closed

@@ -16,6 +16,7 @@ pub mod protocol;
 
 mod connection;
 mod listener;
+mod log;
 mod pool;
 
 pub use listener::{WorkerAddress, WorkerListenError, WorkerListener, WorkerStats};

@@ -34,6 +34,7 @@ use super::connection::{HeldWork, Phase, Stream, WorkerConnection};
 use super::listener::{
     bump, store, AcceptedStream, Listener, PoolShared, ShardWorkerCounters, WorkerListener,
 };
+use super::log::{Connected, CutWorker, WorkerLog};
 use super::protocol::{
     encode_work_of, AnswerStatus, DispatchFrame, FrameError, WorkerErrorCode, WorkerFrame,
     WORKER_CREDIT_MAX, WORKER_HEADER_BYTES, WORK_FIXED_BYTES,
@@ -144,6 +145,8 @@ struct ShardWorkers {
     sleeps_in_epoll: bool,
     /// The wrapped handler's epoll descriptor registered in this `Poll`, if it has one.
     inner_registered: Option<RawFd>,
+    /// Hellos, cuts and refusals, logged within rate limits.
+    log: WorkerLog,
 }
 
 impl<I: Handler> Handler for WorkerPool<I> {
@@ -235,6 +238,7 @@ impl<I: Handler> Handler for WorkerPool<I> {
                     workers.cut(slot, Cut::Shutdown, context);
                 }
             }
+            workers.log.flush(context.now_ns(), true);
             // The stats read after shutdown show no worker open.
             workers.publish(context);
         }
@@ -285,6 +289,7 @@ impl ShardWorkers {
             events_waiting: false,
             sleeps_in_epoll,
             inner_registered: None,
+            log: WorkerLog::new(shard),
         })
     }
 
@@ -357,7 +362,7 @@ impl ShardWorkers {
             }
         }
         if accept {
-            work += self.accept(context.shard_count());
+            work += self.accept(context.shard_count(), now_ns);
             work += self.take_handed_over();
         }
         for &slot in &readable {
@@ -377,6 +382,7 @@ impl ShardWorkers {
         if now_ns >= self.next_deadline_check_ns {
             self.next_deadline_check_ns = now_ns + DEADLINE_CHECK_INTERVAL_NS;
             work += self.check_deadlines(context);
+            self.log.flush(now_ns, false);
         }
         self.flush_dirty(context);
         self.publish(context);
@@ -436,7 +442,7 @@ impl ShardWorkers {
     }
 
     /// Accepts up to the per-turn limit, each to the shard with the fewest workers.
-    fn accept(&mut self, shard_count: usize) -> usize {
+    fn accept(&mut self, shard_count: usize, now_ns: u64) -> usize {
         let mut accepted = 0;
         while accepted < ACCEPTS_PER_TURN_MAX {
             let stream = match &self.listener {
@@ -460,6 +466,7 @@ impl ShardWorkers {
                 self.shared.open_workers.fetch_sub(1, Ordering::Relaxed);
                 refuse(&mut stream);
                 bump(&self.counters().refused_too_many, 1);
+                self.log.refused(now_ns, self.shared.config.max_workers);
                 continue;
             }
             let target = (0..shard_count)
@@ -571,9 +578,15 @@ impl ShardWorkers {
                     max_frame_bytes,
                 }
                 .encode(&mut worker.out);
+                let connected = Connected {
+                    worker_id: worker.worker_id,
+                    name: worker.name.clone(),
+                    credit,
+                };
                 self.free_credit += credit as usize;
                 self.dirty.push(slot);
                 bump(&self.counters().connected, 1);
+                self.log.connected(context.now_ns(), connected);
                 Ok(())
             }
             (Phase::Hello, _) | (Phase::Serving, WorkerFrame::Hello { .. }) => {
@@ -742,6 +755,29 @@ impl ShardWorkers {
             Cut::Shutdown => {}
         }
         let now_ns = context.now_ns();
+        let reason = match code {
+            None => "lost",
+            Some(code) => code.name(),
+        };
+        if cut == Cut::Shutdown {
+            // Expected: the binary logs the stop; at most one per worker.
+            tracing::debug!(
+                target: "spillway::workers",
+                shard = self.shard,
+                worker_id = worker.worker_id,
+                name = %worker.name,
+                held = worker.held.len(),
+                "worker closed at shutdown"
+            );
+        } else {
+            let cut_worker = CutWorker {
+                worker_id: worker.worker_id,
+                name: core::mem::take(&mut worker.name),
+                reason,
+                held: worker.held.len(),
+            };
+            self.log.cut(now_ns, cut_worker);
+        }
         for (_, held) in worker.held.drain() {
             let retriable = cut != Cut::Shutdown
                 && !held.retry

@@ -85,6 +85,24 @@ pub enum FlowSignal {
     Resume,
 }
 
+impl FlowSignal {
+    /// Kinds of signal: throttle, pause, resume.
+    pub(crate) const KINDS: usize = 3;
+
+    /// Its kind's place in `throttle`, `pause`, `resume` order: an index for a table of
+    /// counts by kind.
+    pub(crate) const fn index(self) -> usize {
+        match self {
+            FlowSignal::Throttle { .. } => 0,
+            FlowSignal::Pause { .. } => 1,
+            FlowSignal::Resume => 2,
+        }
+    }
+
+    /// The snake_case names of the kinds, by [`FlowSignal::index`].
+    pub(crate) const KIND_NAMES: [&'static str; Self::KINDS] = ["throttle", "pause", "resume"];
+}
+
 /// The instruction the client was last given, to tell when a new one is due.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Instruction {

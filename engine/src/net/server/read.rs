@@ -8,12 +8,12 @@ use bytes::Bytes;
 
 use crate::handler::ShardContext;
 use crate::net::egress::EgressHealth;
-use crate::net::protocol::{ClientFrame, ErrorCode, ProtocolVersion};
+use crate::net::protocol::{ClientFrame, ErrorCode, ProtocolError, ProtocolVersion};
 use crate::outcome::{Completion, ErrorDetail, FailureReason, Outcome};
 
 use super::connection::{Connection, FrameTimer, Phase, Reply};
 use super::shard::{list_for_reading, mark_dirty, ShardNet};
-use super::stats::{bump, CloseReason, ShardCounters};
+use super::stats::{bump, CloseReason, Fault, FaultDetail, ShardCounters};
 use super::write::offer_reply;
 
 impl ShardNet {
@@ -49,7 +49,7 @@ impl ShardNet {
         }
         let mut read_bytes = 0;
         let mut peer_closed = false;
-        let mut io_failed = false;
+        let mut io_failed = None;
         let mut out_of_room = false;
         while read_bytes < config.net.read_bytes_per_turn_max {
             let Some(space) = self.read_buffer.space() else {
@@ -77,8 +77,8 @@ impl ShardNet {
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    io_failed = true;
+                Err(error) => {
+                    io_failed = Some(error.kind());
                     break;
                 }
             }
@@ -100,7 +100,8 @@ impl ShardNet {
         if connection.is_closing() {
             return served;
         }
-        if io_failed {
+        if let Some(kind) = io_failed {
+            self.note_fault(slot, Fault::IoError, FaultDetail::Io(kind));
             self.close_now(slot, CloseReason::IoError, now_ns);
             return served;
         }
@@ -116,10 +117,17 @@ impl ShardNet {
                     connection.read_closed = true;
                     self.end_if_done(slot, now_ns);
                 }
-                Err(error) => self.close_with_protocol_error(slot, &error, now_ns),
+                Err(error) => self.protocol_violation(slot, error, now_ns),
             }
         }
         served
+    }
+
+    /// Closes with the violation's Error frame, noting the connection as its example.
+    fn protocol_violation(&mut self, slot: usize, error: ProtocolError, now_ns: u64) {
+        let fault = Fault::Closed(error.code());
+        self.note_fault(slot, fault, FaultDetail::Protocol(error));
+        self.close_with_protocol_error(slot, &error, now_ns);
     }
 
     /// Puts the connection on the list read next turn without an event (edge-triggered
@@ -225,7 +233,7 @@ impl ShardNet {
             mark_dirty(&mut self.dirty, slot, connection);
         }
         if let Some(error) = violation {
-            self.close_with_protocol_error(slot, &error, now_ns);
+            self.protocol_violation(slot, error, now_ns);
         } else if matches!(connection.phase, Phase::Open) && served > 0 {
             self.check_health(slot, now_ns);
         }
@@ -279,6 +287,12 @@ impl ShardNet {
             recommend_disconnect: true,
         } = connection.replies.health(now_ns)
         {
+            let fault = Fault::Closed(ErrorCode::Disconnected);
+            self.note_fault(
+                slot,
+                fault,
+                FaultDetail::Text("over the unhealthy drop rate"),
+            );
             self.close_with(
                 slot,
                 ErrorCode::Disconnected,

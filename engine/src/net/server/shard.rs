@@ -18,7 +18,7 @@ use crate::message::ConnectionIdHasher;
 use super::connection::Connection;
 use super::read_buffer::ReadBuffer;
 use super::shared::Shared;
-use super::stats::ShardCounters;
+use super::stats::{Fault, FaultDetail, FaultExample, FaultLog, ShardCounters};
 use super::CONNECTION_ID_BASE;
 
 /// Token of the listening socket in every shard's `Poll`; connection `slot` is
@@ -67,6 +67,8 @@ pub(super) struct ShardNet {
     /// frames of its own: 15,000 connections each reading into a buffer of its own would
     /// hold 15,000 read-sized buffers.
     pub(super) read_buffer: ReadBuffer,
+    /// The shard's faults, logged from its counters on the timer.
+    pub(super) fault_log: FaultLog,
 }
 
 impl ShardNet {
@@ -103,11 +105,23 @@ impl ShardNet {
             next_housekeeping_ns: 0,
             turn_ns: 0,
             read_buffer: ReadBuffer::new(),
+            fault_log: FaultLog::new(context.shard(), &shared.counters[context.shard()]),
         })
     }
 
     pub(super) fn counters(&self) -> &ShardCounters {
         &self.shared.counters[self.shard]
+    }
+
+    /// Notes the connection in `slot` as the latest example of `fault`, for the fault log.
+    pub(super) fn note_fault(&mut self, slot: usize, fault: Fault, detail: FaultDetail) {
+        if let Some(connection) = self.slots[slot].as_ref() {
+            let example = FaultExample {
+                connection: connection.id,
+                detail,
+            };
+            self.fault_log.note(fault, example);
+        }
     }
 
     /// One turn: write what is due, take readiness, accept, read and admit, and the timers
@@ -203,6 +217,15 @@ impl ShardNet {
         // An error (EINTR) leaves no events; the next turn polls as usual.
         self.events_waiting = self.poll.poll(&mut self.events, Some(timeout)).is_ok();
         true
+    }
+}
+
+impl Drop for ShardNet {
+    /// Logs what the fault log still holds: the counts of the shard's last second, and
+    /// those of its shutdown.
+    fn drop(&mut self) {
+        self.fault_log
+            .tick(u64::MAX, &self.shared.counters[self.shard]);
     }
 }
 

@@ -6,6 +6,7 @@ use crate::net::protocol::ErrorCode;
 
 use super::connection::Phase;
 use super::shard::{mark_dirty, ShardNet};
+use super::stats::{Fault, FaultDetail};
 #[cfg(doc)]
 use crate::config::NetConfig;
 
@@ -13,6 +14,8 @@ impl ShardNet {
     /// The timers: hello and frame timeouts, close deadlines, time-made flow signals.
     pub(super) fn housekeeping(&mut self, now_ns: u64) -> usize {
         let config = self.shared.config;
+        self.fault_log
+            .tick(now_ns, &self.shared.counters[self.shard]);
         let mut work = 0;
         for slot in 0..self.slots.len() {
             let Some(connection) = self.slots[slot].as_mut() else {
@@ -21,12 +24,7 @@ impl ShardNet {
             match connection.phase {
                 Phase::Handshake { deadline_ns } if now_ns >= deadline_ns => {
                     work += 1;
-                    self.close_with(
-                        slot,
-                        ErrorCode::Timeout,
-                        "no hello within the hello timeout",
-                        now_ns,
-                    );
+                    self.close_for_timeout(slot, "no hello within the hello timeout", now_ns);
                     continue;
                 }
                 Phase::Closing {
@@ -46,9 +44,8 @@ impl ShardNet {
             if let Some(timer) = connection.frame_timer.filter(|_| !read_owed) {
                 if now_ns.saturating_sub(timer.started_ns) >= config.net.frame_timeout_ns {
                     work += 1;
-                    self.close_with(
+                    self.close_for_timeout(
                         slot,
-                        ErrorCode::Timeout,
                         "a frame was begun and not finished within the frame timeout",
                         now_ns,
                     );
@@ -65,5 +62,12 @@ impl ShardNet {
             }
         }
         work
+    }
+
+    /// Closes with `timeout`, noting the connection as the timeouts' example.
+    fn close_for_timeout(&mut self, slot: usize, detail: &'static str, now_ns: u64) {
+        let fault = Fault::Closed(ErrorCode::Timeout);
+        self.note_fault(slot, fault, FaultDetail::Text(detail));
+        self.close_with(slot, ErrorCode::Timeout, detail, now_ns);
     }
 }

@@ -244,7 +244,7 @@ pub(super) fn fill(
             FlowSignal::Resume => ServerFrame::Resume,
         };
         frame.encode_in(version, &mut connection.out);
-        bump(&counters.flow_signals, 1);
+        counters.count_flow_signal(signal);
         frames += 1;
     }
     if let Some(count) = core::num::NonZeroU64::new(connection.replies.dropped_since_last_report())
