@@ -562,6 +562,7 @@ fn plan(settings: &Settings, cell: Cell) -> RunPlan {
         window,
         service_ns: 0,
         control_probe_ms: 0,
+        probe_over_http: false,
         priority_weights: None,
         consumer_poll_ns: 0,
         progress: false,

@@ -33,6 +33,7 @@ fn plan(closed_loop: bool) -> RunPlan {
         window: 1,
         service_ns: 0,
         control_probe_ms: 10,
+        probe_over_http: false,
         priority_weights: None,
         consumer_poll_ns: 0,
         progress: false,

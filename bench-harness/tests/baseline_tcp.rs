@@ -142,6 +142,7 @@ fn loadgen_over_tcp_against_the_twin_reconciles_on_both_sides() {
         window: 1,
         service_ns: 0,
         control_probe_ms: 10,
+        probe_over_http: false,
         priority_weights: None,
         consumer_poll_ns: 0,
         progress: false,

@@ -72,6 +72,10 @@ pub struct RunPlan {
     pub service_ns: u64,
     /// A full health check every this many ms during the run; 0 disables the probe.
     pub control_probe_ms: u64,
+    /// The probe asks `GET /health` of an admin endpoint started on the engine
+    /// (`spillway::admin`, on a free loopback port) over one keep-alive connection, the
+    /// way an operator's load balancer does, instead of calling `Control::health`.
+    pub probe_over_http: bool,
     /// Relative weights of P0..P3; `None` sends everything at P1.
     pub priority_weights: Option<[u32; 4]>,
     /// Read completions only every this many ns (0: every turn).
@@ -113,6 +117,8 @@ pub struct ProbeResult {
     /// The niceness the probe thread ran at, if it was granted the control thread's
     /// (`None`: normal priority).
     pub nice: Option<i32>,
+    /// Whether it asked over HTTP (`RunPlan::probe_over_http`).
+    pub over_http: bool,
 }
 
 /// Everything a run measured. `S` is the target's own final counters: spillway's
@@ -435,10 +441,73 @@ pub fn start_engine(config: Config, service_ns: u64) -> anyhow::Result<Engine> {
     Ok(engine)
 }
 
+/// How the probe asks.
+enum ProbeVia {
+    /// `Control::health(Full)`.
+    Control,
+    /// `GET /health` on the admin endpoint at this address.
+    Http(std::net::SocketAddr),
+}
+
+/// An HTTP/1.1 client for one URL over one keep-alive connection (reconnecting after an
+/// error), as a load balancer's health checker keeps one.
+struct HealthOverHttp {
+    address: std::net::SocketAddr,
+    stream: Option<std::net::TcpStream>,
+    buffer: Vec<u8>,
+}
+
+impl HealthOverHttp {
+    /// Asks once; the status code.
+    fn check(&mut self) -> std::io::Result<u16> {
+        use std::io::{Read, Write};
+        let result = (|| {
+            if self.stream.is_none() {
+                let stream = std::net::TcpStream::connect(self.address)?;
+                stream.set_nodelay(true)?;
+                stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+                self.stream = Some(stream);
+            }
+            let stream = self.stream.as_mut().expect("connected above");
+            stream.write_all(b"GET /health HTTP/1.1\r\nHost: spillway\r\n\r\n")?;
+            self.buffer.clear();
+            let mut chunk = [0u8; 4096];
+            loop {
+                let read = stream.read(&mut chunk)?;
+                if read == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                self.buffer.extend_from_slice(&chunk[..read]);
+                let mut headers = [httparse::EMPTY_HEADER; 16];
+                let mut response = httparse::Response::new(&mut headers);
+                let parsed = response
+                    .parse(&self.buffer)
+                    .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidData, error))?;
+                if let httparse::Status::Complete(head) = parsed {
+                    let body = response
+                        .headers
+                        .iter()
+                        .find(|header| header.name.eq_ignore_ascii_case("content-length"))
+                        .and_then(|header| std::str::from_utf8(header.value).ok()?.parse().ok())
+                        .unwrap_or(0usize);
+                    if self.buffer.len() >= head + body {
+                        return Ok(response.code.unwrap_or(0));
+                    }
+                }
+            }
+        })();
+        if result.is_err() {
+            self.stream = None;
+        }
+        result
+    }
+}
+
 /// Health-check probe: a full health check every `interval`, timed from call to answer,
 /// recorded once `record_after` has passed, until `stop` is raised.
 fn probe(
     control: Control,
+    via: ProbeVia,
     interval: Duration,
     record_after: Duration,
     stop: Arc<AtomicBool>,
@@ -457,14 +526,30 @@ fn probe(
             let mut errors = 0;
             let started = Instant::now();
             let mut next = started;
+            let mut http = match via {
+                ProbeVia::Http(address) => Some(HealthOverHttp {
+                    address,
+                    stream: None,
+                    buffer: Vec::new(),
+                }),
+                ProbeVia::Control => None,
+            };
             while !stop.load(Ordering::Relaxed) {
                 let asked = Instant::now();
-                let answer = control.health(HealthKind::Full);
+                // An answer is a health check that reached every shard: 200 or 503 over
+                // HTTP (503 is an answer too: the engine said it is not live).
+                let answered = match &mut http {
+                    Some(http) => http
+                        .check()
+                        .is_ok_and(|status| status == 200 || status == 503),
+                    None => control.health(HealthKind::Full).is_ok(),
+                };
                 let took = asked.elapsed();
                 if asked.duration_since(started) >= record_after {
-                    match answer {
-                        Ok(_) => latency.saturating_record((took.as_nanos() as u64).max(1)),
-                        Err(_) => errors += 1,
+                    if answered {
+                        latency.saturating_record((took.as_nanos() as u64).max(1));
+                    } else {
+                        errors += 1;
                     }
                 }
                 next += interval;
@@ -525,12 +610,29 @@ pub fn run_with_target<S: SystemUnderTest>(
         .map(|phase| phase.duration_ns)
         .sum();
     let stop_probe = Arc::new(AtomicBool::new(false));
+    // The admin endpoint the probe asks over HTTP; stopped before the system is.
+    let admin = match (&control, plan.probe_over_http && plan.control_probe_ms > 0) {
+        (Some(control), true) => {
+            let mut settings = Config::default();
+            settings.admin.listen = Some("127.0.0.1:0".to_string());
+            Some(
+                spillway::admin::AdminServer::builder(control.clone(), settings)
+                    .start()
+                    .context("starting the admin endpoint for the HTTP probe")?,
+            )
+        }
+        _ => None,
+    };
     let prober = control
         .as_ref()
         .filter(|_| plan.control_probe_ms > 0)
         .map(|control| {
             probe(
                 control.clone(),
+                match &admin {
+                    Some(admin) => ProbeVia::Http(admin.local_addr()),
+                    None => ProbeVia::Control,
+                },
                 Duration::from_millis(plan.control_probe_ms),
                 Duration::from_nanos(unrecorded_ns),
                 Arc::clone(&stop_probe),
@@ -568,6 +670,9 @@ pub fn run_with_target<S: SystemUnderTest>(
             .join()
             .map_err(|_| anyhow::anyhow!("the probe thread panicked"))
     });
+    if let Some(admin) = admin {
+        admin.stop();
+    }
     let shards = system.workers();
     let pinned = system.pinned();
     // Stopped whatever happened in the run, so that an error does not leave it running.
@@ -580,12 +685,14 @@ pub fn run_with_target<S: SystemUnderTest>(
                 latency_ns,
                 errors,
                 nice,
+                over_http: plan.probe_over_http,
             })
         }
         None if control.is_some() => Some(ProbeResult {
             latency_ns: histogram(),
             errors: 0,
             nice: None,
+            over_http: false,
         }),
         None => None,
     };
@@ -1081,6 +1188,7 @@ fn calibration_plan(
         window: 1,
         service_ns,
         control_probe_ms: 0,
+        probe_over_http: false,
         priority_weights: None,
         consumer_poll_ns: 0,
         progress: false,
@@ -1155,6 +1263,7 @@ mod tests {
             window: 3,
             service_ns: 0,
             control_probe_ms: 0,
+            probe_over_http: false,
             priority_weights: Some(weights),
             consumer_poll_ns: 0,
             progress: false,

@@ -97,6 +97,11 @@ struct Options {
     /// Full health check every MS during the run; 0 disables.
     #[arg(long, value_name = "MS", default_value_t = DEFAULT_PROBE_MS)]
     control_probe_ms: u64,
+    /// The probe asks `GET /health` of an admin endpoint (spillway::admin) started on the
+    /// in-process engine, over one keep-alive connection, as a load balancer would
+    /// (inproc only)
+    #[arg(long)]
+    control_probe_http: bool,
     /// Each connection keeps one message outstanding and sends the next when it completes
     /// (latency from send).
     #[arg(long)]
@@ -241,6 +246,12 @@ where
         return Err(Options::command().error(
             ErrorKind::ArgumentConflict,
             "--verify-echo checks the responses of a server whose handler echoes: it needs --target tcp://HOST:PORT (the in-process engine's handler answers nothing)",
+        ));
+    }
+    if options.control_probe_http && options.target != TargetKind::Inproc {
+        return Err(Options::command().error(
+            ErrorKind::ArgumentConflict,
+            "--control-probe-http starts an admin endpoint on the in-process engine: it needs --target inproc (a TCP server has its own, probed with any HTTP client)",
         ));
     }
     Ok(options)
@@ -439,6 +450,7 @@ fn run_scenario(
         window: options.window,
         service_ns,
         control_probe_ms: options.control_probe_ms,
+        probe_over_http: options.control_probe_http,
         priority_weights: options
             .priority_mix
             .or(scenario.priority_mix.then_some(DEFAULT_PRIORITY_MIX)),

@@ -395,6 +395,8 @@ pub struct RunReport {
     pub control_probe_errors: Option<u64>,
     /// The niceness the probe thread ran at (`None`: normal priority, or no probe).
     pub control_probe_nice: Option<i32>,
+    /// Whether the probe asked `GET /health` over HTTP (`--control-probe-http`).
+    pub control_probe_over_http: bool,
     /// Health-check latency as the control plane measured it.
     pub control_latency_engine_us: Option<Percentiles>,
     /// Health checks slower than the SLO, whole run.
@@ -494,6 +496,7 @@ impl RunReport {
             control_latency_us: probe.map(|probe| Percentiles::of(&probe.latency_ns)),
             control_probe_errors: probe.map(|probe| probe.errors),
             control_probe_nice: probe.and_then(|probe| probe.nice),
+            control_probe_over_http: probe.is_some_and(|probe| probe.over_http),
             control_latency_engine_us: control_plane
                 .and_then(|control_plane| control_plane.health_latency)
                 .map(Percentiles::from),
@@ -657,7 +660,14 @@ impl RunReport {
                 .table_row(&mut out, "generator lag");
         }
         match &self.control_latency_us {
-            Some(probe) => probe.table_row(&mut out, "health check"),
+            Some(probe) => probe.table_row(
+                &mut out,
+                if self.control_probe_over_http {
+                    "health (HTTP)"
+                } else {
+                    "health check"
+                },
+            ),
             None => {
                 let _ = writeln!(out, "{:<22}{NO_CONTROL_PLANE}", "health check");
             }

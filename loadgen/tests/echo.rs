@@ -61,6 +61,7 @@ fn plan(closed_loop: bool, window: u32) -> RunPlan {
         window,
         service_ns: 0,
         control_probe_ms: 0,
+        probe_over_http: false,
         priority_weights: None,
         consumer_poll_ns: 0,
         progress: false,

@@ -58,6 +58,7 @@ fn plan(closed_loop: bool, priority_weights: Option<[u32; 4]>) -> RunPlan {
         window: 1,
         service_ns: 0,
         control_probe_ms: 10,
+        probe_over_http: false,
         priority_weights,
         consumer_poll_ns: 0,
         progress: false,
@@ -203,4 +204,35 @@ fn payload_bytes_are_counted_as_sent_and_the_silent_handler_returns_none() {
         (48.0 * result.sent_in_window as f64 / result.duration_s).round()
     );
     assert_eq!(json["response_received_bytes_per_s"], 0.0);
+}
+
+#[test]
+fn the_probe_over_http_asks_the_admin_endpoint_and_every_check_is_answered() {
+    let mut config = Config::default();
+    config.shards = 1;
+    let mut plan = plan(false, None);
+    plan.probe_over_http = true;
+    let result = run_inproc(config, &plan).unwrap();
+    let probe = result
+        .control
+        .as_ref()
+        .expect("the in-process engine has a control plane");
+    assert!(probe.over_http);
+    assert_eq!(probe.errors, 0);
+    // 500 ms measured at one check every 10 ms: some dozens, each a real HTTP answer.
+    assert!(
+        probe.latency_ns.len() >= 10,
+        "{} checks",
+        probe.latency_ns.len()
+    );
+    // The control plane counted them too: each GET /health is one health command.
+    let health = result
+        .engine
+        .control
+        .latency
+        .iter()
+        .find(|latency| latency.command == spillway::control::CommandKind::Health)
+        .map_or(0, |latency| latency.count);
+    assert!(health >= probe.latency_ns.len());
+    assert!(result.reconcile_errors.is_empty());
 }

@@ -267,6 +267,7 @@ pub fn plan(settings: &E2eSettings, closed_loop: bool, control_probe_ms: u64) ->
         window: 1,
         service_ns: settings.service_ns,
         control_probe_ms,
+        probe_over_http: false,
         priority_weights: None,
         consumer_poll_ns: 0,
         progress: true,
