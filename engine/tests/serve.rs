@@ -1,5 +1,5 @@
 //! `spillway serve` as a process: the graceful stop at SIGTERM, the second signal that stops
-//! at once, and the settings from the environment with JSON logs. Loopback only; every wait
+//! at once, SIGHUP's live reload, and the settings from the environment with JSON logs. Loopback only; every wait
 //! is bounded.
 
 use std::collections::BTreeMap;
@@ -376,4 +376,105 @@ fn an_invalid_configuration_exits_1_naming_the_field() {
         "{}",
         log.join("\n")
     );
+}
+
+/// One HTTP request to the admin endpoint at `address`; the status and the body.
+fn admin_request(address: &str, method: &str, path: &str) -> (u16, String) {
+    use std::io::Write;
+    let mut stream = TcpStream::connect(address).expect("the admin endpoint accepts");
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("a status line");
+    (status, body.to_string())
+}
+
+/// The effective per-connection rate, as `GET /config` shows it.
+fn configured_rate(admin: &str) -> u64 {
+    let (status, body) = admin_request(admin, "GET", "/config");
+    assert_eq!(status, 200, "{body}");
+    let config: serde_json::Value = serde_json::from_str(&body).unwrap();
+    config["rate"]["per_connection_per_sec"].as_u64().unwrap()
+}
+
+#[test]
+fn sighup_reloads_live_settings_and_refuses_a_file_that_needs_a_restart() {
+    let file = std::env::temp_dir().join(format!("spillway-reload-{}.toml", std::process::id()));
+    std::fs::write(&file, "[rate]\nper_connection_per_sec = 1000\n").unwrap();
+    let mut serve = Serve::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--shards",
+        "1",
+        "--config",
+        file.to_str().unwrap(),
+    ]);
+    // The listener is logged first, then the admin endpoint.
+    let address = serve.listen_address();
+    let line = serve.await_line("admin endpoint on http://");
+    let admin = line
+        .split_once("admin endpoint on http://")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .expect("an address")
+        .to_string();
+    // A client stays connected across the reloads: a reload drops no connection.
+    let mut client = Client::connect(address, ClientConfig::default()).unwrap();
+    assert_eq!(configured_rate(&admin), 1000);
+
+    // A live change: applied, logged, and shown by /config.
+    std::fs::write(&file, "[rate]\nper_connection_per_sec = 2000\n").unwrap();
+    serve.signal(libc::SIGHUP);
+    let reloaded = serve.await_line("SIGHUP: configuration reloaded");
+    assert!(
+        reloaded.contains("rate.per_connection_per_sec = 2000"),
+        "{reloaded}"
+    );
+    assert_eq!(configured_rate(&admin), 2000);
+
+    // A change that needs a restart: refused whole, the setting named, the old ones kept.
+    // (Not `shards`: the command line's --shards wins over the file's, so it would not differ.)
+    std::fs::write(
+        &file,
+        "[net]\nmax_connections = 77\n[rate]\nper_connection_per_sec = 3000\n",
+    )
+    .unwrap();
+    serve.signal(libc::SIGHUP);
+    let refused = serve.await_line("SIGHUP: reload refused");
+    assert!(refused.contains("net.max_connections"), "{refused}");
+    assert_eq!(configured_rate(&admin), 2000);
+    // POST /reload does the same as SIGHUP.
+    let (status, body) = admin_request(&admin, "POST", "/reload");
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("net.max_connections"), "{body}");
+    std::fs::write(&file, "[rate]\nper_connection_per_sec = 4000\n").unwrap();
+    let (status, body) = admin_request(&admin, "POST", "/reload");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(configured_rate(&admin), 4000);
+
+    // The client's connection survived: a message still gets its Reply.
+    client.submit(request(1)).unwrap();
+    let deadline = Instant::now() + WAIT;
+    let mut replied = false;
+    while !replied && Instant::now() < deadline {
+        if let Some(event) = client.next_event(Duration::from_millis(50)).unwrap() {
+            replied |= matches!(event, ClientEvent::Reply(_));
+        }
+    }
+    assert!(replied, "no Reply after the reloads");
+    serve.signal(libc::SIGTERM);
+    let (status, log, _) = serve.wait();
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(status.code(), Some(0), "{}", log.join("\n"));
+    let stopped = the_line(&log, "stopped: engine");
+    assert!(stopped.contains("reconciles=true"), "{stopped}");
 }
