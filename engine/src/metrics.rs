@@ -656,7 +656,7 @@ mod tests {
         assert_eq!(read.tenants, counters.tenants);
         assert_eq!(read.priorities, counters.priorities);
         assert_eq!(read.latency, counters.latency);
-        assert_eq!(read.latency[3].bucket_counts()[8], 1); // (5 ms, 10 ms]
+        assert_eq!(read.latency[3].bucket_counts()[9], 1); // (5 ms, 10 ms]
         assert_eq!(read.latency[3].bucket_counts()[LATENCY_BUCKETS - 1], 1); // > 10 s
         assert_eq!(read.pending_messages, 17);
         assert!(read.total.reconciles());
