@@ -10,7 +10,7 @@
 
 use core::num::NonZeroU32;
 
-use crate::message::{ConnectionId, MessageId, Role, TenantId};
+use crate::message::{ConnectionId, MessageId, Priority, Role, TenantId};
 
 /// Slots of each reply ring kept for breaker reports: the control thread keeps at most
 /// `control.ring_capacity - BREAKER_REPORT_ROOM` commands outstanding to a shard, and the
@@ -42,6 +42,11 @@ pub(crate) enum ShardCommand {
         request: u64,
         role: Role,
         max_pending: u32,
+    },
+    /// Set the caps' priority percentages on this shard.
+    SetPriorityPercent {
+        request: u64,
+        percent: [u32; Priority::COUNT],
     },
     /// Set one connection's pending-message cap.
     SetConnectionCap {

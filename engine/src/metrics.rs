@@ -291,9 +291,11 @@ pub(crate) struct ShardCounters {
     pub(crate) pending_messages: u64,
     pub(crate) connections: u64,
     pub(crate) backpressure_active: u64,
+    /// Submissions waiting in the shard's rings, not yet taken to admission.
+    pub(crate) ring_messages: u64,
 }
 
-const SHARD_SCALAR_WORDS: usize = 7;
+const SHARD_SCALAR_WORDS: usize = 8;
 
 impl ShardCounters {
     pub(crate) fn new(configured_tenants: usize) -> Self {
@@ -310,6 +312,7 @@ impl ShardCounters {
             pending_messages: 0,
             connections: 0,
             backpressure_active: 0,
+            ring_messages: 0,
         }
     }
 
@@ -331,6 +334,7 @@ impl ShardCounters {
             self.pending_messages,
             self.connections,
             self.backpressure_active,
+            self.ring_messages,
         ]);
         let (tally_words, histogram_words) =
             out[SHARD_SCALAR_WORDS..].split_at_mut(TALLY_WORDS * self.tally_count());
@@ -351,10 +355,10 @@ impl ShardCounters {
 
     fn read(words: &[u64], configured_tenants: usize) -> Self {
         let mut counters = ShardCounters::new(configured_tenants);
-        let [priority_downgraded, backpressure_raised, connections_evicted, breaker_trips, pending_messages, connections, backpressure_active] =
+        let [priority_downgraded, backpressure_raised, connections_evicted, breaker_trips, pending_messages, connections, backpressure_active, ring_messages] =
             words[..SHARD_SCALAR_WORDS]
                 .try_into()
-                .expect("seven scalar words");
+                .expect("eight scalar words");
         counters.priority_downgraded = priority_downgraded;
         counters.backpressure_raised = backpressure_raised;
         counters.connections_evicted = connections_evicted;
@@ -362,6 +366,7 @@ impl ShardCounters {
         counters.pending_messages = pending_messages;
         counters.connections = connections;
         counters.backpressure_active = backpressure_active;
+        counters.ring_messages = ring_messages;
         let (tally_words, histogram_words) =
             words[SHARD_SCALAR_WORDS..].split_at(TALLY_WORDS * counters.tally_count());
         let mut chunks = tally_words.chunks_exact(TALLY_WORDS);
@@ -507,6 +512,9 @@ pub struct ShardStats {
     pub roles: [Tally; Role::COUNT],
     /// Messages pending on its queues when it published.
     pub pending_messages: u64,
+    /// Submissions waiting in its rings from the producers when it published, not yet
+    /// admitted or refused.
+    pub ring_messages: u64,
     /// Connections whose state it holds.
     pub connections: u64,
     /// Whether its handler queue was at or over the backpressure threshold.
@@ -590,6 +598,7 @@ impl Stats {
                 total: counters.total,
                 roles: counters.roles,
                 pending_messages: counters.pending_messages,
+                ring_messages: counters.ring_messages,
                 connections: counters.connections,
                 backpressure: counters.backpressure_active != 0,
                 backpressure_raised: counters.backpressure_raised,

@@ -162,6 +162,11 @@ fn metrics_reconcile_with_the_engines_counters() {
         1.0
     );
     assert!(metrics.contains("spillway_shard_pending_messages{shard=\"1\"}"));
+    // Everything was taken from the rings before the last publication.
+    assert_eq!(
+        sample(&metrics, "spillway_shard_ring_messages{shard=\"0\"}"),
+        0.0
+    );
     assert!(metrics
         .contains("spillway_tenant_messages_total{tenant=\"other\",outcome=\"delivered\"} 300"));
     drop(ingress);
@@ -319,4 +324,83 @@ fn bad_requests_get_their_status_and_a_counter() {
     );
     admin.stop();
     engine.shutdown();
+}
+
+#[test]
+fn priority_thresholds_change_live_through_put_limits() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    // The handler holds its message until released, so what is admitted stays pending.
+    let release = Arc::new(AtomicBool::new(false));
+    let released = Arc::clone(&release);
+    let mut config = Config::default();
+    config.shards = 1;
+    config.levels.rate_limit = false;
+    config.admin.listen = Some("127.0.0.1:0".to_string());
+    let engine = Engine::builder()
+        .config(config.clone())
+        .handler(move |_: &Message| {
+            // Relaxed: a flag with no data behind it.
+            while !released.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            Ok::<(), HandlerError>(())
+        })
+        .start()
+        .unwrap();
+    let admin = AdminServer::builder(engine.control(), config)
+        .start()
+        .unwrap();
+    let address = admin.local_addr();
+    // Session cap 10, and P1 may fill only half of any cap.
+    let (status, body) = send(
+        address,
+        "PUT",
+        "/limits",
+        r#"{"role_messages": {"session": 10}, "priority_threshold_percent": [100, 50, 50, 50]}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        admin.config().caps.priority_threshold_percent,
+        [100, 50, 50, 50]
+    );
+    let mut ingress = engine.ingress().unwrap();
+    for id in 0..10u64 {
+        let message = Message::new(ConnectionId(1), MessageId(id))
+            .with_role(Role::Session)
+            .with_priority(Priority::P1);
+        ingress.submit(message).unwrap();
+    }
+    let mut completions: Vec<Completion> = Vec::new();
+    // The refusals come back while the admitted five are held.
+    while completions.len() < 5 {
+        ingress.wait_completions(&mut completions, Duration::from_secs(5));
+    }
+    assert!(completions.iter().all(|completion| matches!(
+        completion.outcome,
+        spillway::outcome::Outcome::Refused { .. }
+    )));
+    // Not increasing: refused whole, naming the priority.
+    let (status, body) = send(
+        address,
+        "PUT",
+        "/limits",
+        r#"{"priority_threshold_percent": [100, 50, 60, 10]}"#,
+    );
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("priority_threshold_percent[2]"), "{body}");
+    release.store(true, Ordering::Relaxed);
+    while completions.len() < 10 {
+        ingress.wait_completions(&mut completions, Duration::from_secs(5));
+    }
+    assert_eq!(
+        completions
+            .iter()
+            .filter(|completion| completion.outcome == spillway::outcome::Outcome::Delivered)
+            .count(),
+        5
+    );
+    drop(ingress);
+    admin.stop();
+    assert!(engine.shutdown().reconciles());
 }

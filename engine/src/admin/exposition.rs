@@ -22,7 +22,7 @@ use super::{AdminShared, AdminStats};
 use crate::admission::breaker::BreakerState;
 use crate::message::{Priority, Role};
 use crate::metrics::{Stats, Tally, LATENCY_BUCKET_BOUNDS_NS};
-use crate::net::egress::EgressDropReason;
+use crate::net::egress::{EgressDropReason, FlowSignal};
 use crate::net::protocol::ErrorCode;
 use crate::net::server::NetStats;
 use crate::outcome::{DropReason, FailureReason, RefusalReason, ShedReason};
@@ -325,6 +325,12 @@ impl Snapshot {
         )?;
         gauges(
             encoder,
+            "shard_ring_messages",
+            "Submissions waiting in each shard's rings from the producers (not yet admitted).",
+            per_shard(|shard| shard.ring_messages as i64),
+        )?;
+        gauges(
+            encoder,
             "shard_connections",
             "Connections each shard holds state for.",
             per_shard(|shard| shard.connections as i64),
@@ -501,11 +507,14 @@ impl Snapshot {
             "Completions for a connection already closed.",
             net.replies_discarded,
         )?;
-        counter(
+        counters(
             encoder,
             "flow_signals",
-            "Egress flow-control frames (Throttle, Pause, Resume) written.",
-            net.flow_signals,
+            "Egress flow-control frames written to clients, by kind (pause less resume: the connections a pause holds now).",
+            FlowSignal::KIND_NAMES
+                .iter()
+                .zip(net.flow_signals_by_kind)
+                .map(|(kind, value)| (vec![("kind", kind.to_string())], value)),
         )?;
         counter(
             encoder,

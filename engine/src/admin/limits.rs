@@ -1,7 +1,8 @@
 //! Run-time limits (`PUT /limits`) and live reloads: what can change without a restart,
 //! validated as a whole before any of it is applied.
 //!
-//! Live: the role caps (`caps.role_messages`), the per-connection rate
+//! Live: the role caps (`caps.role_messages`), the caps' per-priority thresholds
+//! (`caps.priority_threshold_percent`), the per-connection rate
 //! (`rate.per_connection_per_sec`, for every connection and those that come later), a
 //! configured tenant's aggregate cap (`tenants[].max_pending`), and one connection's cap
 //! or rate, or every connection of a tenant's rate (run-time only, not in a file).
@@ -38,6 +39,10 @@ pub struct LimitsRequest {
     /// Every connection's rate, messages per second.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_per_connection_per_sec: Option<u32>,
+    /// The caps' per-priority thresholds, percent for P0 to P3 (each 1 to 100, none above
+    /// the one before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_threshold_percent: Option<[u32; 4]>,
     /// Per tenant.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tenants: Vec<TenantLimits>,
@@ -138,6 +143,7 @@ fn reload_changes(old: &Config, new: &Config) -> Result<Vec<Change>, LimitsError
     // Take every live setting from `old`: whatever still differs is not live.
     live_applied.caps.role_messages = old.caps.role_messages;
     live_applied.rate.per_connection_per_sec = old.rate.per_connection_per_sec;
+    live_applied.caps.priority_threshold_percent = old.caps.priority_threshold_percent;
     let same_tenants = old.tenants.len() == new.tenants.len()
         && old
             .tenants
@@ -171,6 +177,9 @@ fn reload_changes(old: &Config, new: &Config) -> Result<Vec<Change>, LimitsError
     }
     if new.rate.per_connection_per_sec != old.rate.per_connection_per_sec {
         changes.push(Change::AllRates(new.rate.per_connection_per_sec));
+    }
+    if new.caps.priority_threshold_percent != old.caps.priority_threshold_percent {
+        changes.push(Change::PriorityPercent(new.caps.priority_threshold_percent));
     }
     for (tenant, before) in new.tenants.iter().zip(&old.tenants) {
         if tenant.max_pending != before.max_pending {
@@ -213,6 +222,7 @@ fn differing_paths(path: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
 enum Change {
     Role(Role, u32),
     AllRates(u32),
+    PriorityPercent([u32; 4]),
     TenantCap(TenantId, Option<u32>),
     TenantRate(TenantId, u32),
     ConnectionCap(ConnectionId, u32),
@@ -224,6 +234,9 @@ impl Change {
         match *self {
             Change::Role(role, cap) => format!("caps.role_messages.{} = {cap}", role.name()),
             Change::AllRates(rate) => format!("rate.per_connection_per_sec = {rate}"),
+            Change::PriorityPercent(percent) => {
+                format!("caps.priority_threshold_percent = {percent:?}")
+            }
             Change::TenantCap(tenant, Some(cap)) => {
                 format!("tenant {} max_pending = {cap}", tenant.0)
             }
@@ -244,6 +257,9 @@ impl Change {
         let result = match *self {
             Change::Role(role, max_pending) => control.set_limit(Limit::Role { role, max_pending }),
             Change::AllRates(rate) => control.set_rate(RateTarget::AllConnections, rate),
+            Change::PriorityPercent(percent) => {
+                control.set_limit(Limit::PriorityThresholds { percent })
+            }
             Change::TenantCap(tenant, max_pending) => control.set_limit(Limit::Tenant {
                 tenant,
                 max_pending,
@@ -268,6 +284,7 @@ impl Change {
         match *self {
             Change::Role(role, cap) => config.caps.role_messages[role.index()] = cap,
             Change::AllRates(rate) => config.rate.per_connection_per_sec = rate,
+            Change::PriorityPercent(percent) => config.caps.priority_threshold_percent = percent,
             Change::TenantCap(tenant, cap) => {
                 if let Some(settings) = config.tenants.iter_mut().find(|t| t.tenant == tenant) {
                     settings.max_pending = cap;
@@ -319,6 +336,20 @@ fn plan(config: &Config, request: &LimitsRequest) -> Result<Vec<Change>, LimitsE
             rate,
             &RATE_PER_SEC,
         )?));
+    }
+    if let Some(percent) = request.priority_threshold_percent {
+        let mut previous = 100;
+        for (priority, &value) in percent.iter().enumerate() {
+            if !(1..=previous).contains(&value) {
+                return Err(invalid(
+                    format!("priority_threshold_percent[{priority}]"),
+                    format!("in 1..={previous} (at most the priority before)"),
+                    value.to_string(),
+                ));
+            }
+            previous = value;
+        }
+        changes.push(Change::PriorityPercent(percent));
     }
     for (index, tenant) in request.tenants.iter().enumerate() {
         let id = TenantId(tenant.tenant);

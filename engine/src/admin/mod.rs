@@ -18,7 +18,7 @@
 //! | `POST /breaker/open`, `/breaker/close`, `/breaker/auto` | forces the breaker open or closed, or returns it to automatic control |
 //! | `GET /config` | the effective settings as JSON |
 //! | `PUT /limits` | run-time caps and rates as JSON (`limits::LimitsRequest`), validated; answers the applied values or the error |
-//! | `POST /reload` | reloads the configuration file, when the program installed a [`Reloader`] |
+//! | `POST /reload` | reloads the configuration file, when the program gave the builder a [`ConfigLoader`] |
 //!
 //! ```no_run
 //! use spillway::admin::AdminServer;

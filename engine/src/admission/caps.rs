@@ -7,6 +7,13 @@
 
 use crate::message::Priority;
 
+/// The limit `percent` of `cap` gives: rounded up, at least 1, at most the cap.
+#[inline]
+pub fn limit_of(cap: u64, percent: u32) -> u64 {
+    // cap ≤ 2^40 and percent ≤ 100 (validated): no overflow.
+    (cap * u64::from(percent)).div_ceil(100).max(1).min(cap)
+}
+
 /// A cap's per-priority admission limits, computed once when the cap is set (never per
 /// message).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,12 +26,14 @@ pub struct Thresholds {
 impl Thresholds {
     /// Limits for a cap of `cap` with `percent[p]` for each priority.
     pub fn new(cap: u64, percent: &[u32; Priority::COUNT]) -> Self {
-        let mut limit = [0; Priority::COUNT];
-        for (slot, &percent) in limit.iter_mut().zip(percent) {
-            // cap ≤ 2^40 and percent ≤ 100 (validated): no overflow.
-            *slot = (cap * u64::from(percent)).div_ceil(100).max(1).min(cap);
+        Self {
+            limit: percent.map(|percent| limit_of(cap, percent)),
         }
-        Self { limit }
+    }
+
+    /// The same limits for new percentages (a cap's thresholds changed at run time).
+    pub fn with_percent(&self, percent: &[u32; Priority::COUNT]) -> Self {
+        Self::new(self.cap(), percent)
     }
 
     /// Whether `amount` more fits on top of `pending` for `priority`.

@@ -10,16 +10,18 @@
 
 use crate::config::TenantConfig;
 use crate::message::{Priority, TenantId};
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
-use super::caps::Thresholds;
+use super::caps::limit_of;
 
 /// The tenants that have settings, fixed at start; values changeable at run time.
 #[derive(Debug)]
 pub struct TenantTable {
     /// Sorted by tenant id, for binary search; ids never change after start.
     entries: Box<[TenantEntry]>,
-    percent: [u32; Priority::COUNT],
+    /// `caps.priority_threshold_percent`, changeable at run time
+    /// ([`set_percent`](Self::set_percent)).
+    percent: [AtomicU32; Priority::COUNT],
 }
 
 #[derive(Debug)]
@@ -59,7 +61,29 @@ impl TenantTable {
                 ceiling: AtomicU64::new(config.priority_ceiling.index() as u64),
             })
             .collect();
-        Self { entries, percent }
+        Self {
+            entries,
+            percent: percent.map(AtomicU32::new),
+        }
+    }
+
+    /// Changes the priority percentages every tenant cap applies from the next check on.
+    pub fn set_percent(&self, percent: [u32; Priority::COUNT]) {
+        for (slot, value) in self.percent.iter().zip(percent) {
+            // Relaxed: standalone settings, each read on its own; a check that races the
+            // change applies the old or the new percentage of its priority, both valid.
+            slot.store(value, Ordering::Relaxed);
+        }
+    }
+
+    /// The limit of a tenant capped at `max_pending` for `priority`.
+    #[inline]
+    fn limit(&self, max_pending: u64, priority: Priority) -> u64 {
+        // Relaxed: see `set_percent`.
+        limit_of(
+            max_pending,
+            self.percent[priority.index()].load(Ordering::Relaxed),
+        )
     }
 
     /// Number of tenants with settings.
@@ -107,7 +131,7 @@ impl TenantTable {
             entry.pending.fetch_add(1, Ordering::Relaxed);
             return true;
         }
-        let limit = Thresholds::new(max_pending, &self.percent).limit(priority);
+        let limit = self.limit(max_pending, priority);
         // Relaxed is enough: the count publishes no other memory, and each charge is a
         // read-modify-write, so all charges and releases act on one total order of values;
         // a charge succeeds only if the value it replaced was below the limit.
@@ -130,7 +154,7 @@ impl TenantTable {
         if max_pending == u64::MAX {
             return true;
         }
-        let limit = Thresholds::new(max_pending, &self.percent).limit(priority);
+        let limit = self.limit(max_pending, priority);
         entry.pending.load(Ordering::Relaxed).saturating_sub(freed) < limit
     }
 

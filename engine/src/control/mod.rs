@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use crate::admission::breaker::{BreakerReading, BreakerState};
 use crate::command::BreakerReport;
-use crate::message::{ConnectionId, MessageId, Role, TenantId};
+use crate::message::{ConnectionId, MessageId, Priority, Role, TenantId};
 use crate::metrics::Stats;
 use crate::monitor::{Alert, AlertLevel, Monitor, QueueSample, QueueStatus};
 use crate::ring::Mpmc;
@@ -292,6 +292,13 @@ pub enum Limit {
         connection: ConnectionId,
         /// Its new cap.
         max_pending: u32,
+    },
+    /// The caps' per-priority thresholds (`caps.priority_threshold_percent`), on every
+    /// shard and for every tenant cap: each 1 to 100, none above the one of the priority
+    /// before it.
+    PriorityThresholds {
+        /// Percent of each cap that P0, P1, P2 and P3 may fill.
+        percent: [u32; Priority::COUNT],
     },
     /// A configured tenant's aggregate cap across shards (`None`: no cap).
     Tenant {

@@ -380,6 +380,41 @@ impl ControlLoop<'_> {
                     PendingState::Applied { changed: 0 },
                 );
             }
+            Limit::PriorityThresholds { percent } => {
+                // Each within 1..=100 and none above the one before (as the file's
+                // validation has it), so a more urgent message never meets a lower limit.
+                let mut previous = 100;
+                for value in percent {
+                    if !(1..=previous).contains(&value) {
+                        let error = ControlError::Invalid {
+                            field: "priority_threshold_percent",
+                            allowed: "1..=100 each, P0 to P3 not increasing",
+                            got: format!("{percent:?}"),
+                        };
+                        self.answer(request, Answer::Error(error));
+                        return;
+                    }
+                    previous = value;
+                }
+                // The tenant table is shared: set here; the shards' caps by command.
+                engine.tenants.set_percent(percent);
+                for shard in 0..self.links.len() {
+                    self.send(
+                        shard,
+                        ShardCommand::SetPriorityPercent {
+                            request: request_id,
+                            percent,
+                        },
+                    );
+                }
+                let shards = self.links.len();
+                self.wait(
+                    request_id,
+                    request,
+                    shards,
+                    PendingState::Applied { changed: 0 },
+                );
+            }
             Limit::Connection {
                 connection,
                 max_pending,

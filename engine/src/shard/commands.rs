@@ -62,6 +62,13 @@ pub(crate) fn serve_shard_commands(
                     changed: 1,
                 })
             }
+            ShardCommand::SetPriorityPercent { request, percent } => {
+                core.set_priority_percent(percent);
+                Some(ShardReply::Applied {
+                    request,
+                    changed: 1,
+                })
+            }
             ShardCommand::SetConnectionCap {
                 request,
                 connection,
@@ -148,6 +155,7 @@ pub(crate) fn serve_commands_when_lost(
                 found: false,
             },
             ShardCommand::SetRoleCap { request, .. }
+            | ShardCommand::SetPriorityPercent { request, .. }
             | ShardCommand::SetConnectionCap { request, .. }
             | ShardCommand::SetRate { request, .. } => ShardReply::Applied {
                 request,

@@ -1255,6 +1255,20 @@ impl ShardCore {
         false
     }
 
+    /// Sets the caps' priority percentages on this shard from the next message on: every
+    /// cap keeps its size and gets the new per-priority limits (a connection's own cap is
+    /// computed with them when it is checked).
+    pub(crate) fn set_priority_percent(&mut self, percent: [u32; Priority::COUNT]) {
+        self.priority_percent = percent;
+        let caps = &mut self.thresholds;
+        caps.connection_messages = caps.connection_messages.with_percent(&percent);
+        caps.connection_bytes = caps.connection_bytes.with_percent(&percent);
+        for role in &mut caps.roles {
+            *role = role.with_percent(&percent);
+        }
+        caps.handler_queue = caps.handler_queue.with_percent(&percent);
+    }
+
     /// Sets the pending-message cap of `role` on this shard from the next message on.
     pub(crate) fn set_role_cap(&mut self, role: Role, max_pending: u32) {
         self.thresholds.roles[role.index()] =
@@ -1429,6 +1443,12 @@ impl ShardCore {
             self.connections.len() as u64,
             u64::from(self.backpressure_active),
         ]
+    }
+
+    /// Records the submissions waiting in this shard's rings, for the next publication
+    /// (the shard thread reads its rings; the core does not own them).
+    pub(crate) fn set_ring_messages(&mut self, messages: u64) {
+        self.counters.ring_messages = messages;
     }
 
     /// This shard's counters as they are now, gauges refreshed (for `publish`, and for the

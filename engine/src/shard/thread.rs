@@ -132,6 +132,16 @@ impl Links {
         }
     }
 
+    /// Submissions waiting in this shard's rings from its ingresses (a gauge for `Stats`;
+    /// a producer pushing meanwhile may make it a little behind).
+    fn queued_submissions(&self) -> u64 {
+        self.active
+            .iter()
+            .filter_map(|&slot| self.slots[slot as usize].as_ref())
+            .map(|entry| entry.link.submissions.len() as u64)
+            .sum()
+    }
+
     /// Drops links whose ingress is gone, with nothing left to read or to answer.
     fn retire_finished(&mut self) {
         let slots = &mut self.slots;
@@ -397,6 +407,9 @@ fn serve<H: Handler>(
         // something changed: a reader's copy then races at most one publication, instead of
         // one every idle poll.
         if (due || idle) && core.counters_changed() {
+            core.set_ring_messages(
+                links.queued_submissions() + shard.shared_submissions.len() as u64,
+            );
             core.publish(&shard.published, &mut scratch);
             published_ns = loop_end_ns;
         }

@@ -87,7 +87,8 @@ pub enum FlowSignal {
 
 impl FlowSignal {
     /// Kinds of signal: throttle, pause, resume.
-    pub(crate) const KINDS: usize = 3;
+    /// Kinds of signal: throttle, pause, resume.
+    pub const KINDS: usize = 3;
 
     /// Its kind's place in `throttle`, `pause`, `resume` order: an index for a table of
     /// counts by kind.
@@ -99,8 +100,9 @@ impl FlowSignal {
         }
     }
 
-    /// The snake_case names of the kinds, by [`FlowSignal::index`].
-    pub(crate) const KIND_NAMES: [&'static str; Self::KINDS] = ["throttle", "pause", "resume"];
+    /// The kinds' names, in [`NetStats::flow_signals_by_kind`](crate::net::server::NetStats)
+    /// order.
+    pub const KIND_NAMES: [&'static str; Self::KINDS] = ["throttle", "pause", "resume"];
 }
 
 /// The instruction the client was last given, to tell when a new one is due.

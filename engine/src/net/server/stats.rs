@@ -80,6 +80,9 @@ pub struct NetStats {
     pub replies_discarded: u64,
     /// Throttle, Pause and Resume frames written.
     pub flow_signals: u64,
+    /// `flow_signals` by kind, in [`FlowSignal::KIND_NAMES`] order (throttle, pause,
+    /// resume): pauses less resumes is how many connections a pause holds now, about.
+    pub flow_signals_by_kind: [u64; FlowSignal::KINDS],
 }
 
 impl NetStats {
@@ -166,6 +169,13 @@ impl TcpServer {
             }
             stats.replies_discarded += load(&counters.replies_discarded);
             stats.flow_signals += load(&counters.flow_signals);
+            for (sum, counter) in stats
+                .flow_signals_by_kind
+                .iter_mut()
+                .zip(&counters.flow_signals_by_kind)
+            {
+                *sum += load(counter);
+            }
         }
         stats
     }
