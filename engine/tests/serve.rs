@@ -432,13 +432,18 @@ fn sighup_reloads_live_settings_and_refuses_a_file_that_needs_a_restart() {
     assert_eq!(configured_rate(&admin), 1000);
 
     // A live change: applied, logged, and shown by /config.
-    std::fs::write(&file, "[rate]\nper_connection_per_sec = 2000\n").unwrap();
+    std::fs::write(
+        &file,
+        "[rate]\nper_connection_per_sec = 2000\n[egress]\nthrottle_percent = 50\n",
+    )
+    .unwrap();
     serve.signal(libc::SIGHUP);
     let reloaded = serve.await_line("SIGHUP: configuration reloaded");
     assert!(
         reloaded.contains("rate.per_connection_per_sec = 2000"),
         "{reloaded}"
     );
+    assert!(reloaded.contains("egress: throttle at 50%"), "{reloaded}");
     assert_eq!(configured_rate(&admin), 2000);
 
     // A change that needs a restart: refused whole, the setting named, the old ones kept.

@@ -499,6 +499,49 @@ fn a_reader_too_slow_for_its_send_buffer_is_disconnected_when_so_configured() {
 }
 
 #[test]
+fn egress_settings_changed_at_run_time_reach_connections_already_open() {
+    // `TcpServer::set_egress` (a reload's egress section): a connection open before the
+    // change is disconnected for its drops once `disconnect_unhealthy` is turned on, and a
+    // change of the buffer's size, which clients were told, is refused.
+    let running = Running::start(ServerConfig {
+        egress: EgressConfig {
+            buffer_capacity: 16,
+            disconnect_unhealthy: false,
+            ..EgressConfig::default()
+        },
+        ..ServerConfig::default()
+    });
+    let mut deaf = Client::open(running.addr());
+    let writer = write_in_background(&deaf, submit_burst(200_000));
+    running.wait_for("dropped replies", |stats| stats.replies_dropped_total() > 0);
+    assert_eq!(
+        running.server.stats().closed_with(ErrorCode::Disconnected),
+        0
+    );
+    let mut egress = running.server.egress();
+    egress.buffer_capacity = 32;
+    let refused = running.server.set_egress(egress).unwrap_err();
+    assert_eq!(refused.field, "egress.buffer_capacity");
+    egress.buffer_capacity = 16;
+    egress.disconnect_unhealthy = true;
+    running.server.set_egress(egress).unwrap();
+    running.wait_for("the disconnect", |stats| {
+        stats.closed_with(ErrorCode::Disconnected) == 1
+    });
+    loop {
+        match deaf.next() {
+            Some(Frame::Error(code)) => {
+                assert_eq!(code, ErrorCode::Disconnected);
+                break;
+            }
+            Some(_) => {}
+            None => panic!("closed without the Error"),
+        }
+    }
+    writer.join().unwrap();
+}
+
+#[test]
 fn a_client_that_reads_late_is_told_to_pause_throttle_and_resume_and_of_every_dropped_reply() {
     // PROTOCOL.md 8 and 9: with the default send buffer (1000 replies) and small writes, a
     // client that reads nothing fills it; when it reads, it sees Pause (50 ms at most),

@@ -4,7 +4,8 @@
 //! Live: the role caps (`caps.role_messages`), the caps' per-priority thresholds
 //! (`caps.priority_threshold_percent`), the per-connection rate
 //! (`rate.per_connection_per_sec`, for every connection and those that come later), a
-//! configured tenant's aggregate cap (`tenants[].max_pending`), and one connection's cap
+//! configured tenant's aggregate cap (`tenants[].max_pending`), egress flow control but
+//! for the buffer's size (by reload, through the TCP server), and one connection's cap
 //! or rate, or every connection of a tenant's rate (run-time only, not in a file).
 //! Everything else needs a restart: a reload that changes it is refused, naming each such
 //! setting, and nothing is applied.
@@ -14,9 +15,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config::Config;
+use crate::config::{Config, EgressConfig};
 use crate::control::{Control, Limit, RateTarget};
 use crate::message::{ConnectionId, Role, TenantId};
+use crate::net::server::TcpServer;
 
 /// The body of `PUT /limits`: every field optional.
 ///
@@ -107,7 +109,7 @@ pub fn apply(
     let commands = plan(config, request)?;
     let mut updated = config.clone();
     for command in &commands {
-        command.send(control)?;
+        command.send(control, None)?;
         command.record(&mut updated);
     }
     *config = updated;
@@ -123,12 +125,13 @@ pub fn apply(
 /// was applied); [`LimitsError::Control`] if a command failed.
 pub fn reload(
     control: &Control,
+    net: Option<&TcpServer>,
     config: &mut Config,
     new: &Config,
 ) -> Result<Vec<String>, LimitsError> {
     let changes = reload_changes(config, new)?;
     for change in &changes {
-        change.send(control)?;
+        change.send(control, net)?;
     }
     *config = new.clone();
     let described: Vec<String> = changes.iter().map(Change::describe).collect();
@@ -144,6 +147,12 @@ fn reload_changes(old: &Config, new: &Config) -> Result<Vec<Change>, LimitsError
     live_applied.caps.role_messages = old.caps.role_messages;
     live_applied.rate.per_connection_per_sec = old.rate.per_connection_per_sec;
     live_applied.caps.priority_threshold_percent = old.caps.priority_threshold_percent;
+    // Egress flow control is live but for the buffer's size, which clients were told.
+    live_applied.egress = EgressConfig {
+        buffer_capacity: new.egress.buffer_capacity,
+        buffer_bytes: new.egress.buffer_bytes,
+        ..old.egress
+    };
     let same_tenants = old.tenants.len() == new.tenants.len()
         && old
             .tenants
@@ -180,6 +189,9 @@ fn reload_changes(old: &Config, new: &Config) -> Result<Vec<Change>, LimitsError
     }
     if new.caps.priority_threshold_percent != old.caps.priority_threshold_percent {
         changes.push(Change::PriorityPercent(new.caps.priority_threshold_percent));
+    }
+    if new.egress != old.egress {
+        changes.push(Change::Egress(new.egress));
     }
     for (tenant, before) in new.tenants.iter().zip(&old.tenants) {
         if tenant.max_pending != before.max_pending {
@@ -223,6 +235,7 @@ enum Change {
     Role(Role, u32),
     AllRates(u32),
     PriorityPercent([u32; 4]),
+    Egress(EgressConfig),
     TenantCap(TenantId, Option<u32>),
     TenantRate(TenantId, u32),
     ConnectionCap(ConnectionId, u32),
@@ -237,6 +250,10 @@ impl Change {
             Change::PriorityPercent(percent) => {
                 format!("caps.priority_threshold_percent = {percent:?}")
             }
+            Change::Egress(egress) => format!(
+                "egress: throttle at {}%, pause at {}%, drop policy {:?}",
+                egress.throttle_percent, egress.pause_percent, egress.drop_policy
+            ),
             Change::TenantCap(tenant, Some(cap)) => {
                 format!("tenant {} max_pending = {cap}", tenant.0)
             }
@@ -253,8 +270,17 @@ impl Change {
         }
     }
 
-    fn send(&self, control: &Control) -> Result<(), LimitsError> {
+    fn send(&self, control: &Control, net: Option<&TcpServer>) -> Result<(), LimitsError> {
         let result = match *self {
+            // Without a TCP front end nothing reads the egress settings: recorded only.
+            Change::Egress(egress) => {
+                return match net {
+                    Some(server) => server
+                        .set_egress(egress)
+                        .map_err(|error| LimitsError::Invalid(error.to_string())),
+                    None => Ok(()),
+                }
+            }
             Change::Role(role, max_pending) => control.set_limit(Limit::Role { role, max_pending }),
             Change::AllRates(rate) => control.set_rate(RateTarget::AllConnections, rate),
             Change::PriorityPercent(percent) => {
@@ -285,6 +311,7 @@ impl Change {
             Change::Role(role, cap) => config.caps.role_messages[role.index()] = cap,
             Change::AllRates(rate) => config.rate.per_connection_per_sec = rate,
             Change::PriorityPercent(percent) => config.caps.priority_threshold_percent = percent,
+            Change::Egress(egress) => config.egress = egress,
             Change::TenantCap(tenant, cap) => {
                 if let Some(settings) = config.tenants.iter_mut().find(|t| t.tenant == tenant) {
                     settings.max_pending = cap;

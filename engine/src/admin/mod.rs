@@ -71,11 +71,12 @@ pub type ConfigLoader = Box<dyn Fn() -> Result<Config, String> + Send + Sync>;
 /// The loader's error, or [`limits::LimitsError`]'s text.
 pub fn reload_config(
     control: &Control,
+    net: Option<&TcpServer>,
     current: &mut Config,
     load: &dyn Fn() -> Result<Config, String>,
 ) -> Result<Vec<String>, String> {
     let new = load()?;
-    limits::reload(control, current, &new).map_err(|error| error.to_string())
+    limits::reload(control, net, current, &new).map_err(|error| error.to_string())
 }
 
 /// Why the admin endpoint could not start.
@@ -184,7 +185,7 @@ impl AdminShared {
             .config
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let result = reload_config(&self.control, &mut config, load);
+        let result = reload_config(&self.control, self.net.as_ref(), &mut config, load);
         if let Err(error) = &result {
             tracing::warn!(target: "spillway::admin", %error, "reload refused: the old settings stay");
         }

@@ -344,7 +344,13 @@ fn run(args: &ServeArgs) -> anyhow::Result<()> {
         std::thread::sleep(STOP_POLL_INTERVAL);
         // Relaxed: the flag carries no data; the handler only sets it.
         if reload_asked.swap(false, Ordering::Relaxed) {
-            reload(admin.as_ref(), &engine, &mut current, loader.as_ref());
+            reload(
+                admin.as_ref(),
+                &engine,
+                &server,
+                &mut current,
+                loader.as_ref(),
+            );
         }
         if Instant::now() >= next_progress {
             next_progress += PROGRESS_INTERVAL;
@@ -373,6 +379,7 @@ fn run(args: &ServeArgs) -> anyhow::Result<()> {
 fn reload(
     admin: Option<&AdminServer>,
     engine: &Engine,
+    server: &TcpServer,
     current: &mut Config,
     loader: Option<&impl Fn() -> Result<Config, String>>,
 ) {
@@ -382,7 +389,7 @@ fn reload(
     };
     let result = match admin {
         Some(admin) => admin.reload().expect("the admin endpoint has the loader"),
-        None => admin::reload_config(&engine.control(), current, loader),
+        None => admin::reload_config(&engine.control(), Some(server), current, loader),
     };
     match result {
         Ok(changes) => info!(?changes, "SIGHUP: configuration reloaded"),

@@ -192,6 +192,16 @@ impl<T> EgressQueue<T> {
         })
     }
 
+    /// Changes the settings from the next event on, buffered replies kept. The caller
+    /// keeps the buffer's size (`buffer_capacity`, `buffer_bytes`) as it was, and passes
+    /// settings already validated; a new health window starts empty.
+    pub fn set_config(&mut self, config: EgressConfig) {
+        if config.health_window_ns != self.config.health_window_ns {
+            self.health = HealthWindow::new(config.health_window_ns);
+        }
+        self.config = config;
+    }
+
     /// The settings.
     pub fn config(&self) -> &EgressConfig {
         &self.config

@@ -12,6 +12,7 @@ use crossbeam_utils::CachePadded;
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 
+use crate::config::{ConfigError, EgressConfig};
 use crate::handler::{Handler, ShardContext};
 use crate::net::egress::EgressQueue;
 use crate::net::protocol::{Decoder, ErrorCode, ProtocolVersion, ServerFrame};
@@ -51,12 +52,67 @@ impl TcpServer {
                 config,
                 open_connections: AtomicUsize::new(0),
                 stopping: AtomicBool::new(false),
+                egress: std::sync::Mutex::new(config.egress),
+                egress_generation: crate::sync::AtomicU64::new(0),
                 // One set per shard an engine may run.
                 counters: (0..crate::config::SHARDS_MAX)
                     .map(|_| CachePadded::new(ShardCounters::default()))
                     .collect(),
             }),
         })
+    }
+
+    /// Changes the egress flow control of every connection, open or to come, within one
+    /// housekeeping tick of each shard (`net.housekeeping_interval_ns`): the throttle and
+    /// pause thresholds and timings, the drop policy, the block timeout and the health
+    /// settings. The buffer's size (`buffer_capacity`, `buffer_bytes`) cannot change: each
+    /// client was told it in its Welcome.
+    ///
+    /// # Errors
+    /// The setting out of range, or the buffer size changed; nothing is applied.
+    pub fn set_egress(&self, egress: EgressConfig) -> Result<(), ConfigError> {
+        egress.validate()?;
+        let mut current = self
+            .shared
+            .egress
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (field, now, asked) in [
+            (
+                "egress.buffer_capacity",
+                u64::from(current.buffer_capacity),
+                u64::from(egress.buffer_capacity),
+            ),
+            (
+                "egress.buffer_bytes",
+                current.buffer_bytes,
+                egress.buffer_bytes,
+            ),
+        ] {
+            if now != asked {
+                return Err(ConfigError {
+                    field: field.to_string(),
+                    allowed: format!("{now} (clients were told it; it changes at a restart)"),
+                    got: asked.to_string(),
+                });
+            }
+        }
+        *current = egress;
+        // Release: a shard that Acquire-loads the new generation and then locks sees the
+        // settings (the lock orders them too; the generation only says when to look).
+        self.shared
+            .egress_generation
+            .fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+
+    /// The egress settings in force ([`set_egress`](Self::set_egress)).
+    pub fn egress(&self) -> EgressConfig {
+        *self
+            .shared
+            .egress
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The address it listens on.
@@ -192,8 +248,8 @@ impl ShardNet {
             self.free_slots.push(slot);
             return Err(error);
         }
-        let replies = EgressQueue::sized(config.egress, Reply::frame_bytes)
-            .expect("validated in TcpServer::bind");
+        let replies = EgressQueue::sized(self.egress, Reply::frame_bytes)
+            .expect("validated in TcpServer::bind or set_egress");
         self.slots[slot] = Some(Connection {
             stream,
             id,

@@ -277,7 +277,7 @@ impl ShardNet {
     pub(super) fn check_health(&mut self, slot: usize, now_ns: u64) {
         // Health acts only by disconnecting, and only when configured to: otherwise there
         // is nothing to compute per completion.
-        if !self.shared.config.egress.disconnect_unhealthy {
+        if !self.egress.disconnect_unhealthy {
             return;
         }
         let Some(connection) = self.slots[slot].as_mut() else {

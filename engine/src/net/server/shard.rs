@@ -12,6 +12,7 @@ use std::time::Duration;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 
+use crate::config::EgressConfig;
 use crate::handler::ShardContext;
 use crate::message::ConnectionIdHasher;
 
@@ -59,6 +60,9 @@ pub(super) struct ShardNet {
     /// remembered here).
     pub(super) read_again: VecDeque<usize>,
     pub(super) next_housekeeping_ns: u64,
+    /// The egress settings this shard applies, and the `egress_generation` they are of.
+    pub(super) egress: EgressConfig,
+    pub(super) egress_generation: u64,
     /// The time of the current turn: completions, which come between turns, are stamped
     /// with it (the egress queue's clock only orders its own events).
     pub(super) turn_ns: u64,
@@ -103,6 +107,8 @@ impl ShardNet {
             writable: Vec::new(),
             read_again: VecDeque::new(),
             next_housekeeping_ns: 0,
+            egress: shared.config.egress,
+            egress_generation: 0,
             turn_ns: 0,
             read_buffer: ReadBuffer::new(),
             fault_log: FaultLog::new(context.shard(), &shared.counters[context.shard()]),

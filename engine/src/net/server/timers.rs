@@ -3,6 +3,7 @@
 //! pause running out).
 
 use crate::net::protocol::ErrorCode;
+use crate::sync::Ordering;
 
 use super::connection::Phase;
 use super::shard::{mark_dirty, ShardNet};
@@ -11,9 +12,29 @@ use super::stats::{Fault, FaultDetail};
 use crate::config::NetConfig;
 
 impl ShardNet {
+    /// Applies egress settings changed by `TcpServer::set_egress` to every connection
+    /// and to those accepted from now on.
+    fn follow_egress_changes(&mut self) {
+        // Acquire: pairs with the Release in `set_egress`.
+        let generation = self.shared.egress_generation.load(Ordering::Acquire);
+        if generation == self.egress_generation {
+            return;
+        }
+        self.egress = *self
+            .shared
+            .egress
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.egress_generation = generation;
+        for connection in self.slots.iter_mut().flatten() {
+            connection.replies.set_config(self.egress);
+        }
+    }
+
     /// The timers: hello and frame timeouts, close deadlines, time-made flow signals.
     pub(super) fn housekeeping(&mut self, now_ns: u64) -> usize {
         let config = self.shared.config;
+        self.follow_egress_changes();
         self.fault_log
             .tick(now_ns, &self.shared.counters[self.shard]);
         let mut work = 0;
