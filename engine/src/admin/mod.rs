@@ -28,8 +28,8 @@
 //! use spillway::message::{Bytes, Message};
 //!
 //! #[derive(Clone)]
-//! struct Ok;
-//! impl Handler for Ok {
+//! struct Accept;
+//! impl Handler for Accept {
 //!     fn handle(&mut self, _: &Message, _: &mut ShardContext) -> Result<Bytes, HandlerError> {
 //!         Ok(Bytes::new())
 //!     }
@@ -37,7 +37,7 @@
 //!
 //! let mut config = Config::default();
 //! config.admin.listen = Some("127.0.0.1:9901".to_string());
-//! let engine = Engine::builder().config(config.clone()).handler(Ok).start().unwrap();
+//! let engine = Engine::builder().config(config.clone()).handler(Accept).start().unwrap();
 //! let admin = AdminServer::builder(engine.control(), config).start().unwrap();
 //! println!("metrics on http://{}/metrics", admin.local_addr());
 //! ```
