@@ -511,7 +511,7 @@ fn egress_settings_changed_at_run_time_reach_connections_already_open() {
         },
         ..ServerConfig::default()
     });
-    let mut deaf = Client::open(running.addr());
+    let deaf = Client::open(running.addr());
     let writer = write_in_background(&deaf, submit_burst(200_000));
     running.wait_for("dropped replies", |stats| stats.replies_dropped_total() > 0);
     assert_eq!(
@@ -528,17 +528,12 @@ fn egress_settings_changed_at_run_time_reach_connections_already_open() {
     running.wait_for("the disconnect", |stats| {
         stats.closed_with(ErrorCode::Disconnected) == 1
     });
-    loop {
-        match deaf.next() {
-            Some(Frame::Error(code)) => {
-                assert_eq!(code, ErrorCode::Disconnected);
-                break;
-            }
-            Some(_) => {}
-            None => panic!("closed without the Error"),
-        }
-    }
+    // (What the disconnected client reads is the test above's: with the writer still
+    // sending, the close may reach it as a reset before the Error frame is read.)
     writer.join().unwrap();
+    drop(deaf);
+    let (_, engine) = running.stop();
+    assert!(engine.reconciles());
 }
 
 #[test]
