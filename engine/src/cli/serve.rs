@@ -4,13 +4,14 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 use spillway::admin::{self, AdminServer};
 use spillway::clock::Clock;
 use spillway::config::Config;
@@ -112,13 +113,14 @@ pub fn main(args: ServeArgs) -> ExitCode {
 }
 
 /// SIGINT and SIGTERM: the first starts the graceful stop; another one at least
-/// `REPEAT_WINDOW_NS` later (or any one after a stop began for `--duration-s`) exits at
+/// [`REPEAT_WINDOW`] later (or any one after a stop began for `--duration-s`) exits at
 /// once, 130 after SIGINT, 143 after SIGTERM, without the final counters.
 ///
-/// Not signal_hook's `register_conditional_shutdown` pattern as such: GNU `timeout`, which
-/// scripts run the server under, delivers its SIGTERM twice (to the child, then to its
-/// process group), which that pattern reads as a second signal. A repeat within the
-/// window is the same request.
+/// The signals are read by a thread of their own (signal_hook's iterator), so that what
+/// to do with one is decided in ordinary code, not in a signal handler. Not signal_hook's
+/// `register_conditional_shutdown` pattern: GNU `timeout`, which scripts run the server
+/// under, delivers its SIGTERM twice (to the child, then to its process group), which that
+/// pattern reads as a second signal. A repeat within the window is the same request.
 struct StopSignals {
     /// Set when the stop begins, by a signal or by the main loop: the process is no longer
     /// ready (the admin endpoint's `/ready` answers 503 once it is set).
@@ -130,48 +132,45 @@ struct StopSignals {
 /// Signals this close after the one that began the stop are taken as the same request.
 /// Far longer than the microseconds between `timeout`'s two deliveries, far shorter than a
 /// person pressing Ctrl-C twice.
-const REPEAT_WINDOW_NS: u64 = 100_000_000;
+const REPEAT_WINDOW: Duration = Duration::from_millis(100);
 
 impl StopSignals {
     fn install() -> anyhow::Result<Self> {
         let stopping = Arc::new(AtomicBool::new(false));
         let received = Arc::new(AtomicUsize::new(0));
-        // When the first signal came (CLOCK_MONOTONIC, ns; 0: none came).
-        let first_ns = Arc::new(AtomicU64::new(0));
-        for signal in [SIGINT, SIGTERM] {
-            let stopping = Arc::clone(&stopping);
-            let received = Arc::clone(&received);
-            let first_ns = Arc::clone(&first_ns);
-            // SeqCst throughout: signals are rare, and handlers may run on two threads at
-            // once (one per signal); the total order keeps the three values consistent
-            // without reasoning about each pair.
-            let action = move || {
-                let now_ns = monotonic_ns();
-                if stopping.load(Ordering::SeqCst) {
-                    let first = first_ns.load(Ordering::SeqCst);
-                    if first == 0 || now_ns.saturating_sub(first) >= REPEAT_WINDOW_NS {
-                        signal_hook::low_level::exit(128 + signal);
+        let mut signals = Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;
+        let (stop_flag, signal_number) = (Arc::clone(&stopping), Arc::clone(&received));
+        std::thread::Builder::new()
+            .name("spillway-signals".to_owned())
+            .spawn(move || {
+                // When the signal that began the stop came (`None`: no signal began it).
+                let mut first: Option<Instant> = None;
+                for signal in signals.forever() {
+                    // Relaxed: the flag's value alone decides. This thread sees its own
+                    // stores in program order, and the main loop's stop publishes
+                    // nothing else through it.
+                    if stop_flag.load(Ordering::Relaxed) {
+                        if first.is_some_and(|first| first.elapsed() < REPEAT_WINDOW) {
+                            continue;
+                        }
+                        std::process::exit(128 + signal);
                     }
-                    return;
+                    first = Some(Instant::now());
+                    // Relaxed: published by the Release store of the flag after it.
+                    signal_number.store(signal as usize, Ordering::Relaxed);
+                    // Release: the main loop's Acquire load of the flag then sees the
+                    // signal's number.
+                    stop_flag.store(true, Ordering::Release);
                 }
-                first_ns.store(now_ns.max(1), Ordering::SeqCst);
-                received.store(signal as usize, Ordering::SeqCst);
-                stopping.store(true, Ordering::SeqCst);
-            };
-            // SAFETY: `action` is async-signal-safe: atomic loads and stores,
-            // clock_gettime(2) and _exit(2) (both async-signal-safe in POSIX); it allocates
-            // nothing and takes no lock. The Arcs it holds are never dropped (the handler is
-            // never unregistered).
-            unsafe { signal_hook::low_level::register(signal, action) }
-                .context("installing signal handlers")?;
-        }
+            })
+            .context("starting the signal thread")?;
         Ok(Self { stopping, received })
     }
 
     /// The signal that began the stop, if one did.
     fn received(&self) -> Option<&'static str> {
-        // Relaxed: read after an Acquire load saw `stopping` set, which the handler stored
-        // after this number; that load already ordered it.
+        // Relaxed: read after an Acquire load saw `stopping` set, which the signal thread
+        // stored (Release) after this number.
         match self.received.load(Ordering::Relaxed) {
             0 => None,
             signal => {
@@ -179,20 +178,6 @@ impl StopSignals {
             }
         }
     }
-}
-
-/// CLOCK_MONOTONIC in nanoseconds; async-signal-safe (called in the signal handlers).
-fn monotonic_ns() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes only `now`, a valid timespec it may fill; CLOCK_MONOTONIC
-    // exists on every Linux, so it cannot fail (and `now` stays 0 if it did).
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    (now.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(now.tv_nsec as u64)
 }
 
 /// The settings: the file's (or the production profile's), with the command line's
@@ -333,7 +318,7 @@ fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let mut next_progress = started + PROGRESS_INTERVAL;
     let limit = args.duration_s.map(Duration::from_secs);
     let reason = loop {
-        // Acquire: pairs with the handler's SeqCst store, so that the signal's number,
+        // Acquire: pairs with the signal thread's Release store, so that the signal's number,
         // stored before it, is seen too.
         if signals.stopping.load(Ordering::Acquire) {
             break signals.received().unwrap_or("a signal");
@@ -414,7 +399,7 @@ fn stop_gracefully(
         admin.set_ready(false);
     }
     // 1. Not ready (a signal has set it already; `--duration-s` has not). From here on a
-    // signal exits at once. Relaxed: read on its own, by the signal handlers.
+    // signal exits at once. Relaxed: the signal thread reads the flag on its own.
     signals.stopping.store(true, Ordering::Relaxed);
     info!(
         reason,
