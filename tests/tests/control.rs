@@ -554,8 +554,14 @@ fn an_overloaded_tenant_queue_trips_the_breaker_through_the_monitor_which_names_
     // Tenant 7 may have 5 messages pending across shards. The handler holds the first until
     // the breaker opens, so the tenant's count stays at 5 of 5 until the monitor (sampling
     // every ms) sees it at overload and trips the breaker; no shard queue is near its cap.
+    // All 5 must be admitted before the first is held (a held handler stops admission), so
+    // a gate message holds the shard while the 5 are put in its ring, and lets it go: the
+    // shard then takes all 5 in one admission batch.
     let release = Arc::new(AtomicBool::new(false));
     let released = Arc::clone(&release);
+    let in_gate = Arc::new(AtomicBool::new(false));
+    let gate_open = Arc::new(AtomicBool::new(false));
+    let (entered, opened) = (Arc::clone(&in_gate), Arc::clone(&gate_open));
     let engine = engine_with(
         |config| {
             config.monitor.interval_ns = 1_000_000;
@@ -565,9 +571,15 @@ fn an_overloaded_tenant_queue_trips_the_breaker_through_the_monitor_which_names_
                 priority_ceiling: Priority::P0,
             }];
         },
-        move |_: &Message| {
-            // Relaxed: a flag with no data behind it.
-            while !released.load(Ordering::Relaxed) {
+        move |message: &Message| {
+            // Relaxed throughout: flags with no data behind them.
+            let wait_for = if message.tenant == TenantId(7) {
+                &released
+            } else {
+                entered.store(true, Ordering::Relaxed);
+                &opened
+            };
+            while !wait_for.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_micros(100));
             }
             Ok::<(), HandlerError>(())
@@ -575,16 +587,23 @@ fn an_overloaded_tenant_queue_trips_the_breaker_through_the_monitor_which_names_
     );
     let control = engine.control();
     let mut ingress = engine.ingress().unwrap();
+    submit(&mut ingress, session(100, 100));
+    let started = Instant::now();
+    while !in_gate.load(Ordering::Relaxed) {
+        assert!(started.elapsed() < DEADLINE, "the gate message never ran");
+        std::thread::sleep(Duration::from_millis(1));
+    }
     for id in 0..5 {
         submit(&mut ingress, session(id, id).with_tenant(TenantId(7)));
     }
+    gate_open.store(true, Ordering::Relaxed);
     // Released however this ends: a failed wait below must fail the test, not leave the
     // handler holding its shard (shutdown would wait for it for ever).
     let _release_on_exit = ReleaseOnDrop(Arc::clone(&release));
     let history = breaker_history(&control, 1);
     release.store(true, Ordering::Relaxed);
     let mut completions = Vec::new();
-    collect_until(&mut ingress, &mut completions, 5);
+    collect_until(&mut ingress, &mut completions, 6);
     assert!(completions
         .iter()
         .all(|completion| completion.outcome == Outcome::Delivered));
