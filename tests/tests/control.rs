@@ -130,13 +130,17 @@ fn drain_refuses_new_work_finishes_the_queue_then_closes_the_connection() {
     let engine = slow_engine(Duration::from_millis(3), |config| {
         config.handler_batch_max = 1;
     });
+    // 100 queued at 3 ms each: the drain runs about 300 ms, a window wide enough for the
+    // loop below to see a refusal even on a loaded machine (20 gave 60 ms, which a
+    // descheduled test thread could miss).
+    const QUEUED: u64 = 100;
     let mut ingress = engine.ingress().unwrap();
-    for id in 0..20 {
+    for id in 0..QUEUED {
         submit(&mut ingress, session(1, id));
     }
-    submit(&mut ingress, session(2, 100));
+    submit(&mut ingress, session(2, 100_000));
     let started = Instant::now();
-    while engine.stats().total.admitted < 21 {
+    while engine.stats().total.admitted < QUEUED + 1 {
         assert!(started.elapsed() < DEADLINE);
         std::thread::sleep(Duration::from_micros(200));
     }
@@ -144,10 +148,10 @@ fn drain_refuses_new_work_finishes_the_queue_then_closes_the_connection() {
         let control = engine.control();
         std::thread::spawn(move || control.drain(ConnectionId(1)))
     };
-    // While the drain runs (about 60 ms of queue), new messages of connection 1 are refused
+    // While the drain runs (about 300 ms of queue), new messages of connection 1 are refused
     // `draining`: send one at a time until one is.
     let mut completions = Vec::new();
-    let mut id = 20;
+    let mut id = QUEUED;
     let refused_while_draining = loop {
         submit(&mut ingress, session(1, id));
         id += 1;
@@ -179,8 +183,12 @@ fn drain_refuses_new_work_finishes_the_queue_then_closes_the_connection() {
     let connections = engine.control().health(HealthKind::Full).unwrap().shards[0].connections;
     assert_eq!(connections, 1, "only connection 2 is held");
     submit(&mut ingress, session(1, 1_000));
-    submit(&mut ingress, session(2, 101));
-    collect_until(&mut ingress, &mut completions, id as usize - 20 + 21 + 2);
+    submit(&mut ingress, session(2, 100_001));
+    collect_until(
+        &mut ingress,
+        &mut completions,
+        (id - QUEUED) as usize + QUEUED as usize + 1 + 2,
+    );
     let outcome_of = |message: u64| {
         completions
             .iter()
@@ -189,13 +197,18 @@ fn drain_refuses_new_work_finishes_the_queue_then_closes_the_connection() {
             .outcome
     };
     assert_eq!(outcome_of(1_000), Outcome::Delivered, "the id is new again");
-    assert_eq!(outcome_of(101), Outcome::Delivered);
+    assert_eq!(outcome_of(100_001), Outcome::Delivered);
     assert!(is_draining(outcome_of(refused_while_draining.0)));
     let delivered_on_1 = completions
         .iter()
-        .filter(|completion| completion.message.0 < 20 && completion.outcome == Outcome::Delivered)
+        .filter(|completion| {
+            completion.message.0 < QUEUED && completion.outcome == Outcome::Delivered
+        })
         .count();
-    assert_eq!(delivered_on_1, 20, "a drain finishes what was queued");
+    assert_eq!(
+        delivered_on_1, QUEUED as usize,
+        "a drain finishes what was queued"
+    );
     drop(ingress);
     assert!(engine.shutdown().reconciles());
 }
