@@ -404,3 +404,36 @@ fn priority_thresholds_change_live_through_put_limits() {
     admin.stop();
     assert!(engine.shutdown().reconciles());
 }
+
+#[test]
+fn pipelined_requests_from_a_client_that_reads_late_are_all_answered() {
+    // 60 pipelined GET /metrics (tens of KB each) sent before reading any answer: the
+    // endpoint stops reading while its unwritten answers are over its bound, and goes on
+    // once they are written, so every request is answered, in order, and memory stays
+    // bounded by the client's reading, not by its sending.
+    let (engine, admin) = engine_with_admin();
+    let address = admin.local_addr();
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let requests = 60;
+    let mut raw = String::new();
+    for index in 0..requests {
+        let close = if index + 1 == requests {
+            "Connection: close\r\n"
+        } else {
+            ""
+        };
+        raw.push_str(&format!("GET /metrics HTTP/1.1\r\nHost: t\r\n{close}\r\n"));
+    }
+    stream.write_all(raw.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut answers = Vec::new();
+    stream.read_to_end(&mut answers).unwrap();
+    let text = String::from_utf8_lossy(&answers);
+    assert_eq!(text.matches("HTTP/1.1 200 OK").count(), requests);
+    assert_eq!(text.matches("# EOF\n").count(), requests);
+    admin.stop();
+    engine.shutdown();
+}

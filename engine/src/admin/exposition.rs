@@ -3,11 +3,14 @@
 //!
 //! Names follow Prometheus conventions: `spillway_` prefix, `_total` on counters (the
 //! encoder appends it), base units (seconds, bytes). Message counts carry the priority as
-//! decided and, for refusals, sheds, failures and drops, the reason, so that summing any
-//! family over its labels gives SPEC 3's totals, and
-//! `submitted = admitted + refused + shed` holds per priority. Per-tenant series exist only
-//! for the `[admin] top_tenants` busiest configured tenants; the rest are summed under
-//! `tenant="other"`, so the number of series is bounded however many tenants there are.
+//! decided and, for refusals, sheds, failures and drops, the reason, so that summing a
+//! `messages_*` family over its labels gives SPEC 3's total of it, and
+//! `submitted = admitted + refused + shed` holds per priority. `role_messages` and
+//! `tenant_messages` put the stages (`submitted`, `admitted`) and the ends (`delivered`,
+//! `refused`, ...) in one `outcome` label: sum them over the ends only. Per-tenant series
+//! exist only for the `[admin] top_tenants` busiest configured tenants, named once and for
+//! good; the rest are summed under `tenant="other"`, so the number of series is bounded
+//! however many tenants there are.
 
 use std::fmt::Write as _;
 
@@ -20,7 +23,7 @@ use prometheus_client::registry::Registry;
 
 use super::{AdminShared, AdminStats};
 use crate::admission::breaker::BreakerState;
-use crate::message::{Priority, Role};
+use crate::message::{Priority, Role, TenantId};
 use crate::metrics::{Stats, Tally, LATENCY_BUCKET_BOUNDS_NS};
 use crate::net::egress::{EgressDropReason, FlowSignal};
 use crate::net::protocol::ErrorCode;
@@ -38,12 +41,21 @@ pub(super) fn encode(shared: &AdminShared) -> String {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .admin
         .top_tenants;
+    let stats = shared.control.stats();
+    let named_tenants = {
+        let mut named = shared
+            .named_tenants
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        name_busiest_tenants(&mut named, &stats.tenants, top_tenants);
+        named.clone()
+    };
     let snapshot = Snapshot {
-        stats: shared.control.stats(),
+        stats,
         net: shared.net.as_ref().map(|server| server.stats()),
         workers: shared.workers.as_ref().map(|listener| listener.stats()),
         admin: shared.stats(),
-        top_tenants,
+        named_tenants,
     };
     let mut registry = Registry::with_prefix("spillway");
     registry.register_collector(Box::new(snapshot));
@@ -55,6 +67,23 @@ pub(super) fn encode(shared: &AdminShared) -> String {
     text
 }
 
+/// Adds to `named` the busiest tenants (by submitted messages) not named yet, until it
+/// holds `top`. A tenant once named stays named: were the set picked afresh each scrape, a
+/// tenant moving out of it would move its counts into `tenant="other"` and out of its own
+/// series, and Prometheus would read both as counter resets.
+fn name_busiest_tenants(named: &mut Vec<TenantId>, tenants: &[(TenantId, Tally)], top: usize) {
+    if named.len() >= top {
+        return;
+    }
+    let mut candidates: Vec<&(TenantId, Tally)> = tenants
+        .iter()
+        .filter(|(tenant, tally)| tally.submitted > 0 && !named.contains(tenant))
+        .collect();
+    candidates.sort_by_key(|(tenant, tally)| (std::cmp::Reverse(tally.submitted), *tenant));
+    let room = top - named.len();
+    named.extend(candidates.into_iter().take(room).map(|(tenant, _)| *tenant));
+}
+
 /// Everything one scrape reports, read once.
 #[derive(Debug)]
 struct Snapshot {
@@ -62,7 +91,8 @@ struct Snapshot {
     net: Option<NetStats>,
     workers: Option<WorkerStats>,
     admin: AdminStats,
-    top_tenants: usize,
+    /// The tenants with series of their own (`name_busiest_tenants`).
+    named_tenants: Vec<TenantId>,
 }
 
 type Result = std::result::Result<(), std::fmt::Error>;
@@ -249,18 +279,18 @@ impl Snapshot {
             "Messages per role, by outcome (submitted, admitted, then how they ended).",
             roles,
         )?;
-        // The busiest configured tenants by submitted messages; the rest with the
-        // tenants that have no settings, under "other".
-        let mut tenants: Vec<_> = self.stats.tenants.iter().collect();
-        tenants.sort_by_key(|(_, tally)| std::cmp::Reverse(tally.submitted));
-        let shown = tenants.len().min(self.top_tenants);
+        // The named tenants (`name_busiest_tenants`); the rest with the tenants that have
+        // no settings, under "other".
         let mut other = self.stats.other_tenants;
-        for (_, tally) in &tenants[shown..] {
-            other.add(tally);
+        let mut named = Vec::with_capacity(self.named_tenants.len());
+        for (tenant, tally) in &self.stats.tenants {
+            if self.named_tenants.contains(tenant) {
+                named.push((tenant.0.to_string(), *tally));
+            } else {
+                other.add(tally);
+            }
         }
-        let named = tenants[..shown]
-            .iter()
-            .map(|(tenant, tally)| (tenant.0.to_string(), *tally));
+        let named = named.into_iter();
         let series: Vec<(Labels, u64)> = named
             .chain(std::iter::once(("other".to_string(), other)))
             .flat_map(|(tenant, tally)| {
@@ -275,7 +305,7 @@ impl Snapshot {
         counters(
             encoder,
             "tenant_messages",
-            "Messages per tenant, by outcome: the [admin] top_tenants busiest configured tenants, the rest as tenant=\"other\".",
+            "Messages per tenant, by stage and outcome: the [admin] top_tenants busiest configured tenants (once named, always named), the rest as tenant=\"other\".",
             series,
         )
     }
@@ -628,5 +658,46 @@ impl Collector for Snapshot {
             self.encode_workers(&mut encoder, workers)?;
         }
         self.encode_admin(&mut encoder)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn submitted(tenant: u32, count: u64) -> (TenantId, Tally) {
+        let tally = Tally {
+            submitted: count,
+            ..Tally::default()
+        };
+        (TenantId(tenant), tally)
+    }
+
+    #[test]
+    fn named_tenants_are_the_busiest_and_stay_named() {
+        let mut named = Vec::new();
+        name_busiest_tenants(
+            &mut named,
+            &[
+                submitted(1, 5),
+                submitted(2, 50),
+                submitted(3, 0),
+                submitted(4, 9),
+            ],
+            2,
+        );
+        assert_eq!(named, [TenantId(2), TenantId(4)]);
+        // Tenant 1 overtakes both: the set is full, so it stays under "other" and neither
+        // named tenant's series moves.
+        name_busiest_tenants(
+            &mut named,
+            &[submitted(1, 500), submitted(2, 50), submitted(4, 9)],
+            2,
+        );
+        assert_eq!(named, [TenantId(2), TenantId(4)]);
+        // A tenant with nothing submitted is not named.
+        let mut named = Vec::new();
+        name_busiest_tenants(&mut named, &[submitted(3, 0)], 2);
+        assert!(named.is_empty());
     }
 }

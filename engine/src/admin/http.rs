@@ -31,6 +31,10 @@ const READ_CHUNK_BYTES: usize = 16 * 1024;
 /// answer (a lingering close, as nginx does): closing a socket with unread bytes sends a
 /// reset, and a reset can destroy the answer (a 413, say) before the client reads it.
 const LINGER: Duration = Duration::from_millis(500);
+/// Answers a connection may have unwritten before the endpoint stops reading its next
+/// requests: a client that pipelines requests and never reads their answers is held to
+/// this (plus one answer), not to whatever it can make the process buffer.
+const OUTPUT_PENDING_MAX_BYTES: usize = 256 * 1024;
 
 /// Stops the HTTP thread.
 pub(super) struct StopHandle {
@@ -64,6 +68,7 @@ pub(super) fn spawn(
         connections: Vec::new(),
         free: Vec::new(),
         open: 0,
+        accept_again: false,
         settings,
         shared,
         stop: Arc::clone(&stop),
@@ -91,6 +96,9 @@ struct Connection {
     closing: bool,
     /// Answered and shut for writing: reading and discarding until EOF or this instant.
     linger_until: Option<Instant>,
+    /// Reading stopped because `output` reached [`OUTPUT_PENDING_MAX_BYTES`]; resumed once
+    /// it is written (edge-triggered readiness would not announce the bytes still unread).
+    read_paused: bool,
 }
 
 struct HttpLoop {
@@ -100,6 +108,9 @@ struct HttpLoop {
     connections: Vec<Option<Connection>>,
     free: Vec<usize>,
     open: usize,
+    /// An accept failed (out of descriptors, say): retried at each sweep, since no new
+    /// readiness event comes for connections already waiting in the backlog.
+    accept_again: bool,
     settings: AdminConfig,
     shared: Arc<AdminShared>,
     stop: Arc<AtomicBool>,
@@ -133,11 +144,15 @@ impl HttpLoop {
                     Token(slot) => self.serve(slot),
                 }
             }
+            if self.accept_again {
+                self.accept();
+            }
             self.sweep_idle(idle_timeout);
         }
     }
 
     fn accept(&mut self) {
+        self.accept_again = false;
         loop {
             match self.listener.accept() {
                 Ok((mut stream, _)) => {
@@ -170,14 +185,18 @@ impl HttpLoop {
                         last_active: Instant::now(),
                         closing: false,
                         linger_until: None,
+                        read_paused: false,
                     });
                     self.open += 1;
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                // Out of descriptors or a connection reset before accept: try at the next
-                // readiness event.
-                Err(_) => return,
+                // Out of descriptors, or a connection reset before accept: try again at
+                // the next sweep.
+                Err(_) => {
+                    self.accept_again = true;
+                    return;
+                }
             }
         }
     }
@@ -187,10 +206,21 @@ impl HttpLoop {
         let Some(mut connection) = self.connections.get_mut(slot).and_then(Option::take) else {
             return;
         };
-        let keep = if connection.linger_until.is_some() {
-            discard_input(&mut connection)
-        } else {
-            self.read_and_answer(&mut connection) && flush(&mut connection)
+        let keep = loop {
+            if connection.linger_until.is_some() {
+                break discard_input(&mut connection);
+            }
+            if !self.read_and_answer(&mut connection) || !flush(&mut connection) {
+                break false;
+            }
+            // Wait for the socket when answers are still unwritten, or when everything
+            // was read; go round again when reading paused for answers now written.
+            if connection.linger_until.is_some()
+                || !connection.output.is_empty()
+                || !connection.read_paused
+            {
+                break true;
+            }
         };
         if keep {
             self.connections[slot] = Some(connection);
@@ -199,11 +229,19 @@ impl HttpLoop {
         }
     }
 
-    /// False when the connection is finished (EOF, error, or an answer that closes it).
+    /// Answers the requests already read, then reads and answers more, until the socket
+    /// has nothing more, the connection is closing, or unwritten answers reach
+    /// [`OUTPUT_PENDING_MAX_BYTES`] (`read_paused`). False when the connection is broken.
     fn read_and_answer(&self, connection: &mut Connection) -> bool {
         let limit = self.settings.max_request_bytes;
         let mut chunk = [0u8; READ_CHUNK_BYTES];
+        connection.read_paused = false;
+        self.answer_complete_requests(connection);
         while !connection.closing {
+            if connection.output.len() >= OUTPUT_PENDING_MAX_BYTES {
+                connection.read_paused = true;
+                break;
+            }
             let room = limit.saturating_sub(connection.input.len());
             if room == 0 {
                 // A request (or a pipelined series) longer than the limit: answer 413.
@@ -230,9 +268,13 @@ impl HttpLoop {
         true
     }
 
-    /// Parses and answers every whole request at the front of `input`.
+    /// Parses and answers the whole requests at the front of `input`, while the unwritten
+    /// answers are under [`OUTPUT_PENDING_MAX_BYTES`].
     fn answer_complete_requests(&self, connection: &mut Connection) {
-        while !connection.closing && !connection.input.is_empty() {
+        while !connection.closing
+            && !connection.input.is_empty()
+            && connection.output.len() < OUTPUT_PENDING_MAX_BYTES
+        {
             match parse(&connection.input, &self.settings) {
                 Parsed::Partial => return,
                 Parsed::Bad(response) => {

@@ -88,10 +88,35 @@ pub enum LimitsError {
     /// The request or file is invalid; nothing was applied.
     #[error("{0}")]
     Invalid(String),
-    /// The control plane failed part way (a timeout, a stopped engine): what came before
-    /// in the request was applied.
-    #[error("{0}")]
-    Control(String),
+    /// The control plane failed part way (a timeout, a stopped engine). The changes
+    /// before the failing one were applied, and are recorded in the settings; the failing
+    /// one may still apply later if its command was only slow (a timeout).
+    #[error("{error}; applied before it: {}", if applied.is_empty() { "nothing".to_string() } else { applied.join(", ") })]
+    Control {
+        /// Why the change failed.
+        error: String,
+        /// The changes applied before it, in words.
+        applied: Vec<String>,
+    },
+}
+
+/// Sends `changes` in order, recording each in `config` as soon as its command succeeded:
+/// on a failure part way, `config` says what is in force (but for the failing change).
+fn send_all(
+    changes: &[Change],
+    control: &Control,
+    net: Option<&TcpServer>,
+    config: &mut Config,
+) -> Result<Vec<String>, LimitsError> {
+    let mut applied = Vec::with_capacity(changes.len());
+    for change in changes {
+        if let Err(error) = change.send(control, net) {
+            return Err(LimitsError::Control { error, applied });
+        }
+        change.record(config);
+        applied.push(change.describe());
+    }
+    Ok(applied)
 }
 
 /// Checks `request` against `config` (ranges, role names, configured tenants) and applies
@@ -107,14 +132,9 @@ pub fn apply(
     request: &LimitsRequest,
 ) -> Result<Value, LimitsError> {
     let commands = plan(config, request)?;
-    let mut updated = config.clone();
-    for command in &commands {
-        command.send(control, None)?;
-        command.record(&mut updated);
-    }
-    *config = updated;
-    tracing::info!(target: "spillway::admin", changes = commands.len(), "limits applied");
-    serde_json::to_value(request).map_err(|error| LimitsError::Control(error.to_string()))
+    let applied = send_all(&commands, control, None, config)?;
+    tracing::info!(target: "spillway::admin", changes = ?applied, "limits applied");
+    serde_json::to_value(request).map_err(|error| LimitsError::Invalid(error.to_string()))
 }
 
 /// Reloads: applies what differs between `config` and `new` through `control` when all of
@@ -130,11 +150,9 @@ pub fn reload(
     new: &Config,
 ) -> Result<Vec<String>, LimitsError> {
     let changes = reload_changes(config, new)?;
-    for change in &changes {
-        change.send(control, net)?;
-    }
+    let described = send_all(&changes, control, net, config)?;
+    // Everything else in `new` equals `config` already (or the reload was refused).
     *config = new.clone();
-    let described: Vec<String> = changes.iter().map(Change::describe).collect();
     tracing::info!(target: "spillway::admin", changes = ?described, "configuration reloaded");
     Ok(described)
 }
@@ -270,14 +288,12 @@ impl Change {
         }
     }
 
-    fn send(&self, control: &Control, net: Option<&TcpServer>) -> Result<(), LimitsError> {
+    fn send(&self, control: &Control, net: Option<&TcpServer>) -> Result<(), String> {
         let result = match *self {
             // Without a TCP front end nothing reads the egress settings: recorded only.
             Change::Egress(egress) => {
                 return match net {
-                    Some(server) => server
-                        .set_egress(egress)
-                        .map_err(|error| LimitsError::Invalid(error.to_string())),
+                    Some(server) => server.set_egress(egress).map_err(|error| error.to_string()),
                     None => Ok(()),
                 }
             }
@@ -301,7 +317,7 @@ impl Change {
                 control.set_rate(RateTarget::Connection(connection), rate)
             }
         };
-        result.map_err(|error| LimitsError::Control(error.to_string()))
+        result.map_err(|error| error.to_string())
     }
 
     /// Writes the change into the settings `GET /config` shows (run-time-only changes,

@@ -131,11 +131,15 @@ pub(crate) struct AdminShared {
     net: Option<TcpServer>,
     workers: Option<WorkerListener>,
     loader: Option<ConfigLoader>,
-    /// Set by `POST /drain` or [`AdminServer::set_ready`]`(false)`: readiness answers 503
-    /// whatever the engine says.
-    not_ready: AtomicBool,
+    /// Set by `POST /drain`, [`AdminServer::set_ready`]`(false)`, or whoever holds the flag
+    /// given to [`AdminBuilder::not_ready_flag`]: readiness answers 503 whatever the engine
+    /// says.
+    not_ready: Arc<AtomicBool>,
     /// Counters by status, in [`AdminStats`] field order.
     counters: [AtomicU64; STAT_FIELDS],
+    /// The tenants with metric series of their own: it only grows (see
+    /// `exposition::name_busiest_tenants`).
+    named_tenants: Mutex<Vec<crate::message::TenantId>>,
 }
 
 const STAT_FIELDS: usize = 10;
@@ -207,9 +211,18 @@ pub struct AdminBuilder {
     net: Option<TcpServer>,
     workers: Option<WorkerListener>,
     loader: Option<ConfigLoader>,
+    not_ready: Option<Arc<AtomicBool>>,
 }
 
 impl AdminBuilder {
+    /// Readiness answers 503 from the moment `flag` is set, by anyone: a program's stop
+    /// flag, set by its signal handling, takes the process out of a load balancer's
+    /// rotation at the signal itself, not when the program's main loop next looks.
+    pub fn not_ready_flag(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.not_ready = Some(flag);
+        self
+    }
+
     /// Adds the TCP front end's counters (connections, replies, flow signals) to `/metrics`.
     pub fn net(mut self, server: TcpServer) -> Self {
         self.net = Some(server);
@@ -249,8 +262,11 @@ impl AdminBuilder {
             net: self.net,
             workers: self.workers,
             loader: self.loader,
-            not_ready: AtomicBool::new(false),
+            not_ready: self
+                .not_ready
+                .unwrap_or_else(|| Arc::new(AtomicBool::new(false))),
             counters: Default::default(),
+            named_tenants: Mutex::new(Vec::new()),
         });
         let (thread, stop) =
             http::spawn(listener, settings, Arc::clone(&shared)).map_err(io_error)?;
@@ -281,6 +297,7 @@ impl AdminServer {
             net: None,
             workers: None,
             loader: None,
+            not_ready: None,
         }
     }
 

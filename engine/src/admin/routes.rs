@@ -295,6 +295,8 @@ fn put_limits(shared: &AdminShared, body: &[u8]) -> Response {
     match limits::apply(&shared.control, &mut config, &request) {
         Ok(applied) => Response::json(200, &applied),
         Err(limits::LimitsError::Invalid(error)) => Response::error(422, &error),
-        Err(limits::LimitsError::Control(error)) => Response::error(500, &error),
+        Err(error @ limits::LimitsError::Control { .. }) => {
+            Response::error(500, &error.to_string())
+        }
     }
 }

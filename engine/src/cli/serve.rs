@@ -295,8 +295,10 @@ fn run(args: &ServeArgs) -> anyhow::Result<()> {
     });
     let admin = match &config.admin.listen {
         Some(_) => {
-            let mut builder =
-                AdminServer::builder(engine.control(), config.clone()).net(server.clone());
+            // `/ready` answers 503 as soon as a stop signal sets the flag.
+            let mut builder = AdminServer::builder(engine.control(), config.clone())
+                .net(server.clone())
+                .not_ready_flag(Arc::clone(&signals.stopping));
             if let Some(listener) = &workers {
                 builder = builder.workers(listener.clone());
             }

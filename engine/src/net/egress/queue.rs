@@ -192,14 +192,16 @@ impl<T> EgressQueue<T> {
         })
     }
 
-    /// Changes the settings from the next event on, buffered replies kept. The caller
-    /// keeps the buffer's size (`buffer_capacity`, `buffer_bytes`) as it was, and passes
-    /// settings already validated; a new health window starts empty.
-    pub fn set_config(&mut self, config: EgressConfig) {
+    /// Changes the settings at `now_ns`, buffered replies kept. The caller keeps the
+    /// buffer's size (`buffer_capacity`, `buffer_bytes`) as it was, and passes settings
+    /// already validated; a new health window starts empty. The fill is judged against the
+    /// new thresholds at once, so a pause starts (or ends) and is timed from now.
+    pub fn set_config(&mut self, config: EgressConfig, now_ns: u64) {
         if config.health_window_ns != self.config.health_window_ns {
             self.health = HealthWindow::new(config.health_window_ns);
         }
         self.config = config;
+        self.fill_changed(now_ns);
     }
 
     /// The settings.

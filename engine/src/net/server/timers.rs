@@ -14,7 +14,7 @@ use crate::config::NetConfig;
 impl ShardNet {
     /// Applies egress settings changed by `TcpServer::set_egress` to every connection
     /// and to those accepted from now on.
-    fn follow_egress_changes(&mut self) {
+    fn follow_egress_changes(&mut self, now_ns: u64) {
         // Acquire: pairs with the Release in `set_egress`.
         let generation = self.shared.egress_generation.load(Ordering::Acquire);
         if generation == self.egress_generation {
@@ -27,14 +27,14 @@ impl ShardNet {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         self.egress_generation = generation;
         for connection in self.slots.iter_mut().flatten() {
-            connection.replies.set_config(self.egress);
+            connection.replies.set_config(self.egress, now_ns);
         }
     }
 
     /// The timers: hello and frame timeouts, close deadlines, time-made flow signals.
     pub(super) fn housekeeping(&mut self, now_ns: u64) -> usize {
         let config = self.shared.config;
-        self.follow_egress_changes();
+        self.follow_egress_changes(now_ns);
         self.fault_log
             .tick(now_ns, &self.shared.counters[self.shard]);
         let mut work = 0;
