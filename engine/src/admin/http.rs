@@ -160,6 +160,10 @@ impl HttpLoop {
                         self.shared.count(Stat::ConnectionsRefused);
                         continue; // dropped: closed
                     }
+                    // Each answer is one write of a whole response: sent at once, not held
+                    // back for more (a health checker waits on it). A socket that refuses
+                    // the option still works, only maybe later.
+                    let _ = stream.set_nodelay(true);
                     let slot = self.free.pop().unwrap_or_else(|| {
                         self.connections.push(None);
                         self.connections.len() - 1
