@@ -591,6 +591,26 @@ pub struct AdminConfig {
     pub top_tenants: usize,
 }
 
+/// The first priority whose cap threshold is out of its range, with that range: each lies
+/// between 1% and the threshold of the priority above it (P0's at most 100%), so a more
+/// urgent message never meets a lower cap. `None` when all are in order. The file's
+/// validation, `PUT /limits` and the control plane's `Limit::PriorityThresholds` all ask
+/// this.
+pub fn priority_thresholds_out_of_order(
+    percent: &[u32; Priority::COUNT],
+) -> Option<(Priority, RangeInclusive<u32>)> {
+    let mut previous = *range::PERCENT.end();
+    for priority in Priority::ALL {
+        let allowed = 1..=previous;
+        let value = percent[priority.index()];
+        if !allowed.contains(&value) {
+            return Some((priority, allowed));
+        }
+        previous = value;
+    }
+    None
+}
+
 impl AdminConfig {
     /// Checks every field against its range; the first bad one is named (`admin.FIELD`).
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -829,17 +849,14 @@ impl Config {
             )?;
         }
         check_fields!(self, ""; caps.backpressure_percent in range::PERCENT;);
-        let mut previous_percent = *range::PERCENT.end();
-        for priority in Priority::ALL {
-            let percent = caps.priority_threshold_percent[priority.index()];
-            // Each priority's threshold lies between 1% and the threshold of the priority
-            // above it, so a more urgent message never meets a lower cap.
+        if let Some((priority, allowed)) =
+            priority_thresholds_out_of_order(&caps.priority_threshold_percent)
+        {
             check(
                 &format!("caps.priority_threshold_percent.{priority}"),
-                percent,
-                1..=previous_percent,
+                caps.priority_threshold_percent[priority.index()],
+                allowed,
             )?;
-            previous_percent = percent;
         }
 
         for (index, tenant) in self.tenants.iter().enumerate() {

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config::{Config, EgressConfig};
+use crate::config::{priority_thresholds_out_of_order, Config, EgressConfig};
 use crate::control::{Control, Limit, RateTarget};
 use crate::message::{ConnectionId, Role, TenantId};
 use crate::net::server::TcpServer;
@@ -381,16 +381,12 @@ fn plan(config: &Config, request: &LimitsRequest) -> Result<Vec<Change>, LimitsE
         )?));
     }
     if let Some(percent) = request.priority_threshold_percent {
-        let mut previous = 100;
-        for (priority, &value) in percent.iter().enumerate() {
-            if !(1..=previous).contains(&value) {
-                return Err(invalid(
-                    format!("priority_threshold_percent[{priority}]"),
-                    format!("in 1..={previous} (at most the priority before)"),
-                    value.to_string(),
-                ));
-            }
-            previous = value;
+        if let Some((priority, allowed)) = priority_thresholds_out_of_order(&percent) {
+            return Err(invalid(
+                format!("priority_threshold_percent[{}]", priority.index()),
+                format!("in {allowed:?} (at most the priority before)"),
+                percent[priority.index()].to_string(),
+            ));
         }
         changes.push(Change::PriorityPercent(percent));
     }

@@ -12,6 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use hdrhistogram::Histogram;
 
 use crate::admission::breaker::{BreakerReading, BreakerState};
+use crate::config::priority_thresholds_out_of_order;
 use crate::message::Role;
 use crate::monitor::{shard_samples, AlertLevel, QueueId, QueueSample};
 use crate::ring::spsc;
@@ -337,6 +338,25 @@ impl ControlLoop<'_> {
         }
     }
 
+    /// Sends `command()` to every shard and answers `request` once all have applied it.
+    fn apply_on_every_shard(
+        &mut self,
+        request: Request,
+        request_id: u64,
+        command: impl Fn() -> ShardCommand,
+    ) {
+        for shard in 0..self.links.len() {
+            self.send(shard, command());
+        }
+        let shards = self.links.len();
+        self.wait(
+            request_id,
+            request,
+            shards,
+            PendingState::Applied { changed: 0 },
+        );
+    }
+
     fn set_limit(&mut self, request: Request, limit: Limit) {
         let engine = self.engine;
         let request_id = self.request_id();
@@ -362,58 +382,32 @@ impl ControlLoop<'_> {
                     return;
                 }
                 self.role_caps[role.index()] = u64::from(max_pending);
-                for shard in 0..self.links.len() {
-                    self.send(
-                        shard,
-                        ShardCommand::SetRoleCap {
-                            request: request_id,
-                            role,
-                            max_pending,
-                        },
-                    );
-                }
-                let shards = self.links.len();
-                self.wait(
-                    request_id,
-                    request,
-                    shards,
-                    PendingState::Applied { changed: 0 },
-                );
+                self.apply_on_every_shard(request, request_id, || ShardCommand::SetRoleCap {
+                    request: request_id,
+                    role,
+                    max_pending,
+                });
             }
             Limit::PriorityThresholds { percent } => {
-                // Each within 1..=100 and none above the one before (as the file's
-                // validation has it), so a more urgent message never meets a lower limit.
-                let mut previous = 100;
-                for value in percent {
-                    if !(1..=previous).contains(&value) {
-                        let error = ControlError::Invalid {
-                            field: "priority_threshold_percent",
-                            allowed: "1..=100 each, P0 to P3 not increasing",
-                            got: format!("{percent:?}"),
-                        };
-                        self.answer(request, Answer::Error(error));
-                        return;
-                    }
-                    previous = value;
+                // In order, as the file's validation has it, so a more urgent message never
+                // meets a lower limit.
+                if priority_thresholds_out_of_order(&percent).is_some() {
+                    let error = ControlError::Invalid {
+                        field: "priority_threshold_percent",
+                        allowed: "1..=100 each, P0 to P3 not increasing",
+                        got: format!("{percent:?}"),
+                    };
+                    self.answer(request, Answer::Error(error));
+                    return;
                 }
                 // The tenant table is shared: set here; the shards' caps by command.
                 engine.tenants.set_percent(percent);
-                for shard in 0..self.links.len() {
-                    self.send(
-                        shard,
-                        ShardCommand::SetPriorityPercent {
-                            request: request_id,
-                            percent,
-                        },
-                    );
-                }
-                let shards = self.links.len();
-                self.wait(
-                    request_id,
-                    request,
-                    shards,
-                    PendingState::Applied { changed: 0 },
-                );
+                self.apply_on_every_shard(request, request_id, || {
+                    ShardCommand::SetPriorityPercent {
+                        request: request_id,
+                        percent,
+                    }
+                });
             }
             Limit::Connection {
                 connection,
