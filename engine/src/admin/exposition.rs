@@ -24,7 +24,7 @@ use prometheus_client::registry::Registry;
 use super::{AdminShared, AdminStats};
 use crate::admission::breaker::BreakerState;
 use crate::message::{Priority, Role, TenantId};
-use crate::metrics::{Stats, Tally, LATENCY_BUCKET_BOUNDS_NS};
+use crate::metrics::{ShardStats, Stats, Tally, LATENCY_BUCKET_BOUNDS_NS};
 use crate::net::egress::{EgressDropReason, FlowSignal};
 use crate::net::protocol::ErrorCode;
 use crate::net::server::NetStats;
@@ -138,6 +138,14 @@ fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: i64) ->
 }
 
 type Labels = Vec<(&'static str, String)>;
+
+/// One series per shard, labelled `shard`, with `field`'s value.
+fn shard_series<T>(shards: &[ShardStats], field: fn(&ShardStats) -> T) -> Vec<(Labels, T)> {
+    shards
+        .iter()
+        .map(|shard| (vec![("shard", shard.shard.to_string())], field(shard)))
+        .collect()
+}
 
 fn priority_label(priority: Priority) -> String {
     format!("P{}", priority.index())
@@ -340,13 +348,7 @@ impl Snapshot {
     }
 
     fn encode_shards(&self, encoder: &mut DescriptorEncoder) -> Result {
-        let per_shard = |field: fn(&crate::metrics::ShardStats) -> i64| {
-            self.stats
-                .shards
-                .iter()
-                .map(move |shard| (vec![("shard", shard.shard.to_string())], field(shard)))
-                .collect::<Vec<(Labels, i64)>>()
-        };
+        let per_shard = |field: fn(&ShardStats) -> i64| shard_series(&self.stats.shards, field);
         gauges(
             encoder,
             "shard_pending_messages",
@@ -371,13 +373,8 @@ impl Snapshot {
             "1 while the shard signals backpressure.",
             per_shard(|shard| i64::from(shard.backpressure)),
         )?;
-        let shard_counters = |field: fn(&crate::metrics::ShardStats) -> u64| {
-            self.stats
-                .shards
-                .iter()
-                .map(move |shard| (vec![("shard", shard.shard.to_string())], field(shard)))
-                .collect::<Vec<(Labels, u64)>>()
-        };
+        let shard_counters =
+            |field: fn(&ShardStats) -> u64| shard_series(&self.stats.shards, field);
         counters(
             encoder,
             "shard_priority_downgraded",
