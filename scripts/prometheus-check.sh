@@ -47,28 +47,8 @@ fi
 
 cargo build --locked -q -p spillway --bin spillway -p spillway-loadgen --bin loadgen
 work=$(mktemp -d "${TMPDIR:-/tmp}/spillway-prometheus.XXXXXX")
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-# Waits up to 10 s for `file` to have a line matching `pattern`; prints the word after it.
-await_line() {
-    local file=$1 pattern=$2
-    for _ in $(seq 200); do
-        if grep -q "$pattern" "$file" 2>/dev/null; then
-            grep -m1 -o "$pattern [^ ]*" "$file" | awk '{print $NF}'
-            return
-        fi
-        sleep 0.05
-    done
-    echo "timed out waiting for '$pattern' in $file:" >&2
-    cat "$file" >&2
-    return 1
-}
+# cleanup (on EXIT) and await_line.
+source scripts/lib/processes.sh
 
 timeout $((duration + 60)) target/debug/spillway serve --listen 127.0.0.1:0 --admin 127.0.0.1:0 \
     --shards 1 --service-ns "$service_ns" >"$work/serve.log" 2>&1 &

@@ -15,29 +15,8 @@ cargo build --locked -q -p spillway --bin spillway \
 bin=target/debug
 examples=target/debug/examples
 work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-# Waits up to 10 s for `file` to have a line matching `pattern`; prints its first word
-# after the pattern.
-await_line() {
-    local file=$1 pattern=$2
-    for _ in $(seq 200); do
-        if grep -q "$pattern" "$file" 2>/dev/null; then
-            grep -m1 -o "$pattern [^ ]*" "$file" | awk '{print $NF}'
-            return
-        fi
-        sleep 0.05
-    done
-    echo "timed out waiting for '$pattern' in $file:" >&2
-    cat "$file" >&2
-    return 1
-}
+# cleanup (on EXIT) and await_line.
+source scripts/lib/processes.sh
 
 # The worker commands, each given its address as the last argument.
 declare -A workers=(
