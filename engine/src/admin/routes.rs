@@ -103,33 +103,26 @@ impl Response {
 
     /// Appends the answer, head and body, to `out`.
     pub(super) fn write_to(&self, out: &mut Vec<u8>, close: bool) {
+        use http::header::{ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
         use std::io::Write;
-        let reason = match self.status {
-            200 => "OK",
-            400 => "Bad Request",
-            404 => "Not Found",
-            405 => "Method Not Allowed",
-            411 => "Length Required",
-            413 => "Payload Too Large",
-            422 => "Unprocessable Entity",
-            431 => "Request Header Fields Too Large",
-            500 => "Internal Server Error",
-            501 => "Not Implemented",
-            _ => "Service Unavailable",
-        };
+        let reason = http::StatusCode::from_u16(self.status)
+            .ok()
+            .and_then(|status| status.canonical_reason())
+            .unwrap_or("");
+        let length = self.body.len().to_string();
+        let headers = [
+            (CONTENT_TYPE, Some(self.content_type)),
+            (CONTENT_LENGTH, Some(length.as_str())),
+            (CACHE_CONTROL, Some("no-store")),
+            (ALLOW, self.allow),
+            (CONNECTION, close.then_some("close")),
+        ];
         // Writing to a Vec cannot fail.
-        let _ = write!(
-            out,
-            "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n",
-            self.status,
-            self.content_type,
-            self.body.len()
-        );
-        if let Some(allow) = self.allow {
-            let _ = write!(out, "Allow: {allow}\r\n");
-        }
-        if close {
-            out.extend_from_slice(b"Connection: close\r\n");
+        let _ = write!(out, "HTTP/1.1 {} {reason}\r\n", self.status);
+        for (name, value) in headers {
+            if let Some(value) = value {
+                let _ = write!(out, "{name}: {value}\r\n");
+            }
         }
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(&self.body);
