@@ -33,6 +33,7 @@
 //! | 3 shard | `shard` | one data shard: its connections, queues, admission pipeline, handler runs and thread; the `Handler` API (re-exported as `handler`) | `admission`, `bucket`, `clock`, `command`, `config`, `fault`, `message`, `metrics`, `outcome`, `ring`, `sync`, `wait` |
 //! | 4 engine state | `shared` | what every thread of one engine shares: settings, clock, breaker, tenants, shard mailboxes, stop flags | `admission`, `clock`, `config`, `message`, `metrics`, `shard`, `sync` |
 //! | 5 control plane | [`monitor`] | the overload monitor: queue depths against caps, alerts, history | `log_limit`, `message`, `metrics` |
+//! | 5 control plane | [`global`] | fleet-wide tenant quotas: rate leases kept in Redis (one Lua script), the thread that renews them and sets the shards' shared buckets | `admission`, `config`, `log_limit`, `message`, `sync` |
 //! | 5 control plane | [`control`] | the control plane: its thread, the `Control` handle, command latencies | `admission`, `command`, `config`, `log_limit`, `message`, `metrics`, `monitor`, `outcome`, `ring`, `shared`, `sync`, `wait` |
 //! | 6 front door | [`ingress`] | how producers hand work to shards and hear back (`Ingress`, `SharedIngress`), and wait for it | `config`, `message`, `outcome`, `ring`, `shard`, `shared`, `sync`, `wait` |
 //! | 6 front door | [`engine`] | the front door: `Engine::builder`, start, stats, shutdown | `admission`, `clock`, `command`, `config`, `control`, `fault`, `ingress`, `message`, `metrics`, `monitor`, `ring`, `shard`, `shared`, `sync`, `wait` |
@@ -58,6 +59,7 @@ pub(crate) mod command;
 pub mod config;
 pub mod control;
 pub mod engine;
+pub mod global;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 #[cfg(not(feature = "fault-injection"))]
