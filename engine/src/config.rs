@@ -71,10 +71,12 @@ macro_rules! check_fields {
 
 mod egress;
 mod file;
+mod global;
 mod profile;
 
 pub use egress::{EgressConfig, EgressDropPolicy};
 pub use file::ConfigLoadError;
+pub use global::{GlobalConfig, GlobalTenantConfig, OnUnavailable};
 pub use profile::Profile;
 
 /// The most shards an engine runs; indices fit in a `u8` on the wire and in ring tables.
@@ -169,6 +171,9 @@ pub struct Config {
     /// The operator's HTTP endpoint (`spillway::admin`): metrics, health, drain, breaker,
     /// limits. Off unless `listen` is set (`spillway serve` sets it).
     pub admin: AdminConfig,
+    /// Fleet-wide tenant rates shared through Redis leases (`[global]`); off unless it
+    /// names a Redis server and a tenant.
+    pub global: GlobalConfig,
     /// Per-tenant aggregate caps and priority ceilings.
     #[serde(default)]
     pub tenants: Vec<TenantConfig>,
@@ -207,6 +212,7 @@ production_sections! {
     net: NetConfig,
     workers: WorkersConfig,
     admin: AdminConfig,
+    global: GlobalConfig,
 }
 
 /// Kill switches for the three admission levels (SPEC 3).
@@ -763,6 +769,13 @@ pub(crate) mod range {
         NET_BUFFER_BYTES, net_buffer_bytes: usize = 1024..=1 << 26;
         NET_HOUSEKEEPING_NS, net_housekeeping_ns: u64 = 100_000..=MINUTE_NS;
         TOP_TENANTS, top_tenants: usize = 0..=1 << 16;
+
+        GLOBAL_REFRESH_NS, global_refresh_ns: u64 = 10_000_000..=10_000_000_000;
+        GLOBAL_LEASE_NS, global_lease_ns: u64 = 20_000_000..=MINUTE_NS;
+        GLOBAL_TIMEOUT_NS, global_timeout_ns: u64 = 1_000_000..=10_000_000_000;
+        GLOBAL_BURST_NS, global_burst_ns: u64 = 1_000_000..=10_000_000_000;
+        GLOBAL_BACKOFF_NS, global_backoff_ns: u64 = 1_000_000..=MINUTE_NS;
+        GLOBAL_BYTES_PER_SEC, global_bytes_per_sec: u32 = 1..=u32::MAX;
     }
 
     /// The one float setting's range (NaN lies in none).
@@ -902,6 +915,7 @@ impl Config {
         self.net.validate()?;
         self.workers.validate()?;
         self.admin.validate()?;
+        self.global.validate()?;
 
         self.egress.validate()
     }

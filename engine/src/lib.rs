@@ -25,6 +25,7 @@
 //! | 1 primitives | [`clock`] | monotonic nanoseconds from quanta, read once per batch | - |
 //! | 1 primitives | [`ring`] | the bounded rings: SPSC written here, MPMC from crossbeam | `sync` |
 //! | 1 primitives | [`bucket`] | the atomic token bucket (GCRA) and its adaptive rate controller | `sync` |
+//! | 1 primitives | `backoff` | exponential backoff with full jitter and its random source: the client's retries, the lease thread's reconnects | - |
 //! | 1 primitives | `log_limit` | rate limits on log events: at most a few per interval, the rest counted and summarised | - |
 //! | 1 primitives | `fault` | panics injected at named points of a shard thread, for tests (feature `fault-injection`) | - |
 //! | 1 primitives | `wait` | how an idle thread waits (spin, yield, park) and how it is woken; the doorbell a producer waits on | `config`, `sync` |
@@ -39,7 +40,7 @@
 //! | 6 front door | [`engine`] | the front door: `Engine::builder`, start, stats, shutdown | `admission`, `clock`, `command`, `config`, `control`, `fault`, `ingress`, `message`, `metrics`, `monitor`, `ring`, `shard`, `shared`, `sync`, `wait` |
 //! | 6 front door | [`simulation`] | one shard on a hand-driven clock, for exact tests | `admission`, `command`, `config`, `control`, `message`, `metrics`, `outcome`, `shard`, `sync` |
 //! | 7 edges | [`net`] | the TCP front end: wire protocol, egress flow control, the server | `config`, `log_limit`, `message`, `outcome`, `shard`, `sync` |
-//! | 7 edges | [`client`] | a client of that protocol with `send_with_backpressure` | `clock`, `message`, `net`, `outcome` |
+//! | 7 edges | [`client`] | a client of that protocol with `send_with_backpressure` | `backoff`, `clock`, `message`, `net`, `outcome` |
 //! | 7 edges | [`workers`] | worker mode: the worker protocol and the `WorkerPool` handler that dispatches admitted messages to worker processes | `command`, `config`, `log_limit`, `message`, `outcome`, `shard`, `sync` |
 //! | 8 operator | [`admin`] | the admin HTTP endpoint: Prometheus metrics, health and readiness, drain, breaker, config, run-time limits and reloads | `admission`, `config`, `control`, `message`, `metrics`, `net`, `outcome`, `workers` |
 //! | 7 edges | `async_ingress` | submit and `.await` a completion, or read completions as a `Stream` (feature `tokio`) | `ingress`, `message`, `outcome` |
@@ -52,6 +53,7 @@ pub mod admin;
 pub mod admission;
 #[cfg(feature = "tokio")]
 pub mod async_ingress;
+pub(crate) mod backoff;
 pub mod bucket;
 pub mod client;
 pub mod clock;
@@ -59,11 +61,11 @@ pub(crate) mod command;
 pub mod config;
 pub mod control;
 pub mod engine;
-pub mod global;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 #[cfg(not(feature = "fault-injection"))]
 pub(crate) mod fault;
+pub mod global;
 pub mod ingress;
 pub(crate) mod log_limit;
 pub mod message;

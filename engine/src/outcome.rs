@@ -293,11 +293,17 @@ pub enum RefusalReason {
     ShuttingDown,
     /// The connection is being drained by the control plane (or was, and is closed).
     Draining,
+    /// The tenant has used this process's share of its fleet-wide rate (`[global]`; or,
+    /// with Redis unavailable and `on_unavailable = "local"`, its local fallback rate).
+    GlobalQuotaExceeded,
+    /// The tenant's fleet-wide quota cannot be checked (Redis unavailable) and
+    /// `[global] on_unavailable = "refuse"`.
+    GlobalQuotaUnavailable,
 }
 
 impl RefusalReason {
     /// Every reason, in counter order.
-    pub const ALL: [RefusalReason; 10] = [
+    pub const ALL: [RefusalReason; 12] = [
         RefusalReason::RateLimited,
         RefusalReason::ConnectionQueueFull,
         RefusalReason::ConnectionBytesFull,
@@ -308,6 +314,8 @@ impl RefusalReason {
         RefusalReason::Disconnected,
         RefusalReason::ShuttingDown,
         RefusalReason::Draining,
+        RefusalReason::GlobalQuotaExceeded,
+        RefusalReason::GlobalQuotaUnavailable,
     ];
     /// Number of reasons.
     pub const COUNT: usize = Self::ALL.len();
@@ -330,6 +338,8 @@ impl RefusalReason {
             RefusalReason::Disconnected => "disconnected",
             RefusalReason::ShuttingDown => "shutting_down",
             RefusalReason::Draining => "draining",
+            RefusalReason::GlobalQuotaExceeded => "global_quota_exceeded",
+            RefusalReason::GlobalQuotaUnavailable => "global_quota_unavailable",
         }
     }
 }

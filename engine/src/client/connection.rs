@@ -8,10 +8,10 @@ use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 
 use bytes::Bytes;
 
-use super::backoff::{backoff_delay, duration_ns, BackoffConfig, BackpressureStats, SplitMix64};
 use super::flow::FlowState;
 use super::load::{LoadAdaptation, LoadSource, Pace};
 use super::ClientError;
+use crate::backoff::{backoff_delay, duration_ns, BackoffConfig, BackpressureStats, SplitMix64};
 use crate::clock::Clock;
 use crate::message::{ConnectionId, MessageId};
 use crate::net::egress::FlowSignal;
@@ -462,7 +462,7 @@ impl Client {
 
     /// Submits `request` and waits for its Reply, retrying while it is refused or shed
     /// (SPEC 6): before retry `n` (from 0) it waits
-    /// [`backoff_delay`](super::backoff_delay)`(config, n, retry_after)`, full jitter
+    /// [`backoff_delay`](crate::backoff::backoff_delay)`(config, n, retry_after)`, full jitter
     /// under `min(max_delay, base_delay * 2^n)` and never less than the refusal's
     /// `retry_after_ns`, reading the socket meanwhile.
     ///

@@ -23,8 +23,8 @@
 use core::num::{NonZeroU32, NonZeroUsize};
 use core::time::Duration;
 
-use super::backoff::duration_ns;
 use super::ClientError;
+use crate::backoff::duration_ns;
 
 /// How a sender paces itself: send `batch` Submits, then wait `wait`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

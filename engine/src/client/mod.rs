@@ -24,13 +24,14 @@
 //! [`load_percent_per_core`]) do no I/O and read no clock, so a client with its own event
 //! loop (the load generator's, on mio) can reuse them.
 
-mod backoff;
 mod connection;
 mod error;
 mod flow;
 mod load;
 
-pub use backoff::{backoff_delay, BackoffConfig, BackpressureStats, RandomSource, SplitMix64};
+pub use crate::backoff::{
+    backoff_delay, BackoffConfig, BackpressureStats, RandomSource, SplitMix64,
+};
 pub use connection::{
     AdaptiveBatch, Client, ClientConfig, ClientEvent, ClientReply, CloseReport, SubmitRequest,
 };

@@ -97,7 +97,7 @@ impl WireCode for FailureReason {
 }
 
 impl WireCode for RefusalReason {
-    /// `1` rate_limited up to `10` draining, in the order of `docs/PROTOCOL.md`.
+    /// `1` rate_limited up to `12` global_quota_unavailable, in the order of `docs/PROTOCOL.md`.
     fn wire_code(self) -> u8 {
         match self {
             RefusalReason::RateLimited => 1,
@@ -110,6 +110,8 @@ impl WireCode for RefusalReason {
             RefusalReason::Disconnected => 8,
             RefusalReason::ShuttingDown => 9,
             RefusalReason::Draining => 10,
+            RefusalReason::GlobalQuotaExceeded => 11,
+            RefusalReason::GlobalQuotaUnavailable => 12,
         }
     }
 
@@ -125,6 +127,8 @@ impl WireCode for RefusalReason {
             8 => Some(RefusalReason::Disconnected),
             9 => Some(RefusalReason::ShuttingDown),
             10 => Some(RefusalReason::Draining),
+            11 => Some(RefusalReason::GlobalQuotaExceeded),
+            12 => Some(RefusalReason::GlobalQuotaUnavailable),
             _ => None,
         }
     }

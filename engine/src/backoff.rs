@@ -1,4 +1,4 @@
-//! Retry pacing for [`Client::send_with_backpressure`](super::Client::send_with_backpressure)
+//! Retry pacing for [`Client::send_with_backpressure`](crate::client::Client::send_with_backpressure)
 //! (SPEC 6): exponential backoff with full jitter, floored by the server's `retry_after`,
 //! as a pure function of the retry number and a random source that tests replace.
 //!
@@ -11,7 +11,7 @@
 
 use core::time::Duration;
 
-/// Settings of [`Client::send_with_backpressure`](super::Client::send_with_backpressure).
+/// Settings of [`Client::send_with_backpressure`](crate::client::Client::send_with_backpressure).
 /// The defaults are SPEC 6's: base 100 ms, at most 50 retries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BackoffConfig {
@@ -139,7 +139,7 @@ pub(crate) fn duration_ns(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// What [`Client::send_with_backpressure`](super::Client::send_with_backpressure) has done
+/// What [`Client::send_with_backpressure`](crate::client::Client::send_with_backpressure) has done
 /// on one client, counted since the client connected (SPEC 6).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BackpressureStats {
