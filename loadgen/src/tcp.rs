@@ -4,10 +4,10 @@
 //! schedules, latency, lag, reconciliation and report as the in-process engine.
 //!
 //! Several servers at once (`--target tcp://A --target tcp://B --split 70,30`) are one
-//! client too: the connections are divided among them by a
-//! [`ConnectionSplit`](crate::split::ConnectionSplit), every socket sits in the same
-//! [`Poll`], and only the counting is per server ([`TcpStats::targets`]), so driving three
-//! servers costs the generator what driving one does.
+//! client too: the connections are divided among them by a [`ConnectionSplit`] and every
+//! socket sits in the same [`Poll`]; only the counting is per server
+//! ([`TcpStats::targets`]). A message costs the same system calls whichever server it
+//! goes to, and one `epoll_wait` serves them all.
 //!
 //! # Design
 //!
