@@ -571,6 +571,7 @@ fn plan(settings: &Settings, cell: Cell) -> RunPlan {
             bytes: settings.payload_bytes,
             verify_echo: true,
         },
+        tenant: spillway::message::TenantId(0),
     }
 }
 

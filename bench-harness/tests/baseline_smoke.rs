@@ -39,6 +39,7 @@ fn plan(closed_loop: bool) -> RunPlan {
         progress: false,
         drain_timeout: Duration::from_secs(5),
         payload: Default::default(),
+        tenant: spillway::message::TenantId(0),
     }
 }
 

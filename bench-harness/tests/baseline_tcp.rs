@@ -148,6 +148,7 @@ fn loadgen_over_tcp_against_the_twin_reconciles_on_both_sides() {
         progress: false,
         drain_timeout: Duration::from_secs(10),
         payload: Default::default(),
+        tenant: TenantId(0),
     };
     let result = run_with_target(system, &plan).expect("the run");
     let twin_stats = twin.shutdown();
@@ -179,7 +180,7 @@ fn loadgen_over_tcp_against_the_twin_reconciles_on_both_sides() {
 
     let info = RunInfo {
         scenario: "test".into(),
-        target: target_name(tcp.address),
+        target: target_name(tcp.address.expect("one server")),
         profile: "the server's".into(),
         capacity: None,
         overload: None,

@@ -16,6 +16,11 @@
 //!
 //! Closed loop: each connection has at most one message outstanding and sends the next as
 //! soon as the previous one completes; latency runs from the actual send.
+//!
+//! A system that splits its connections among several servers
+//! ([`SystemUnderTest::split`]) is driven the same way, by the same loop; the recorder
+//! also counts each message against its connection's server, so that the result has each
+//! server's own figures and reconciliation ([`RunResult::targets`]) beside the total.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,7 +34,7 @@ use spillway::clock::Clock;
 use spillway::config::Config;
 use spillway::control::{Control, HealthKind};
 use spillway::engine::Engine;
-use spillway::message::{ConnectionId, Message, MessageId, Priority, Role};
+use spillway::message::{ConnectionId, Message, MessageId, Priority, Role, TenantId};
 use spillway::metrics::Stats;
 use spillway::metrics::Tally;
 use spillway::outcome::{Completion, Outcome, RefusalReason};
@@ -37,7 +42,9 @@ use spillway::outcome::{Completion, Outcome, RefusalReason};
 use crate::payload::{EchoCheck, PayloadPlan};
 use crate::progress::{Progress, ProgressView};
 use crate::schedule::OpenLoopSchedule;
+use crate::split::ConnectionSplit;
 use crate::target::{SystemUnderTest, Target, TargetStats};
+use crate::tcp_stats::TcpStats;
 
 /// Longest latency a histogram holds (an hour, in ns); longer values are clamped.
 const HISTOGRAM_MAX_NS: u64 = 3_600_000_000_000;
@@ -86,6 +93,8 @@ pub struct RunPlan {
     pub drain_timeout: Duration,
     /// What each message carries, and whether responses are checked as its echo.
     pub payload: PayloadPlan,
+    /// The tenant every message is sent as.
+    pub tenant: TenantId,
 }
 
 impl RunPlan {
@@ -186,6 +195,15 @@ pub struct RunResult<S = Stats> {
     /// The responses checked as echoes of their payloads, whole run; `None` when the plan
     /// did not ask for the check.
     pub echo: Option<EchoCheck>,
+    /// The tenant every message was sent as.
+    pub tenant: TenantId,
+    /// This server's weight in the split, for one server's part of a split run; `None`
+    /// for a whole run.
+    pub split_weight: Option<u32>,
+    /// For a run split among several servers, each server's own result, in order: its
+    /// connections and offered rate (its share), its messages' counts and latencies, its
+    /// own counters ([`TcpStats`]) and their reconciliation. Empty for one server.
+    pub targets: Vec<RunResult<TcpStats>>,
 }
 
 impl<S> RunResult<S> {
@@ -336,6 +354,18 @@ struct Recorder {
     /// Set when every delivered response is checked as the echo of its payload.
     echo_of: Option<PayloadPlan>,
     echo: EchoCheck,
+    /// Messages whose time had come by the end but that were never submitted.
+    unsent: u64,
+    /// Completions read after the target shut down.
+    late: u64,
+    /// For a run split among several servers, each one's own bookkeeping.
+    split: Option<Box<SplitRecorders>>,
+}
+
+/// Each server's own [`Recorder`] in a split run, found from a message's connection.
+struct SplitRecorders {
+    split: ConnectionSplit,
+    parts: Vec<Recorder>,
 }
 
 impl Recorder {
@@ -359,11 +389,90 @@ impl Recorder {
             response_bytes_in_window: 0,
             echo_of: payload.verify_echo.then_some(payload),
             echo: EchoCheck::default(),
+            unsent: 0,
+            late: 0,
+            split: None,
         }
     }
 
+    /// Also keeps each server's own bookkeeping, when `split` divides the connections.
+    fn split_by(mut self, split: Option<ConnectionSplit>) -> Self {
+        self.split = split.map(|split| {
+            let parts = (0..split.targets())
+                .map(|_| Recorder::new(self.weights, self.echo_of.unwrap_or_default()))
+                .collect();
+            Box::new(SplitRecorders { split, parts })
+        });
+        self
+    }
+
+    /// The bookkeeping of `connection`'s server, in a split run.
     #[inline]
-    fn sent(&mut self, measured: bool, lag_ns: Option<u64>, payload_bytes: usize) {
+    fn part(&mut self, connection: ConnectionId) -> Option<&mut Recorder> {
+        let split = self.split.as_deref_mut()?;
+        let target = split.split.target_of(connection.0)?;
+        split.parts.get_mut(target)
+    }
+
+    /// Whether the clock is in a recorded phase now.
+    #[inline]
+    fn set_window(&mut self, window: bool) {
+        self.window = window;
+        if let Some(split) = self.split.as_deref_mut() {
+            for part in &mut split.parts {
+                part.window = window;
+            }
+        }
+    }
+
+    /// A message submitted on `connection`.
+    #[inline]
+    fn sent(
+        &mut self,
+        connection: ConnectionId,
+        measured: bool,
+        lag_ns: Option<u64>,
+        payload_bytes: usize,
+    ) {
+        self.count_sent(measured, lag_ns, payload_bytes);
+        if let Some(part) = self.part(connection) {
+            part.count_sent(measured, lag_ns, payload_bytes);
+        }
+    }
+
+    /// A message `submit` handed back, for lack of room on `connection`.
+    #[inline]
+    fn handed_back(&mut self, connection: ConnectionId) {
+        self.ring_full_retries += 1;
+        if let Some(part) = self.part(connection) {
+            part.ring_full_retries += 1;
+        }
+    }
+
+    /// A message on `connection` whose time had come but that was never submitted.
+    fn not_sent(&mut self, connection: ConnectionId) {
+        self.unsent += 1;
+        if let Some(part) = self.part(connection) {
+            part.unsent += 1;
+        }
+    }
+
+    /// A completion read after the target shut down: counted, not measured.
+    fn late(&mut self, completion: &Completion) {
+        self.count_late(completion);
+        if let Some(part) = self.part(completion.connection) {
+            part.count_late(completion);
+        }
+    }
+
+    fn count_late(&mut self, completion: &Completion) {
+        self.late += 1;
+        self.all.count_completion(completion.outcome);
+        self.check_echo(completion);
+    }
+
+    #[inline]
+    fn count_sent(&mut self, measured: bool, lag_ns: Option<u64>, payload_bytes: usize) {
         self.submitted_all += 1;
         if self.window {
             self.sent_in_window += 1;
@@ -377,8 +486,17 @@ impl Recorder {
         }
     }
 
+    /// A completion read during the run, `latency_ns` after its message's (intended) send.
     #[inline]
     fn completed(&mut self, completion: &Completion, measured: bool, latency_ns: u64) {
+        self.count_completed(completion, measured, latency_ns);
+        if let Some(part) = self.part(completion.connection) {
+            part.count_completed(completion, measured, latency_ns);
+        }
+    }
+
+    #[inline]
+    fn count_completed(&mut self, completion: &Completion, measured: bool, latency_ns: u64) {
         self.all.count_completion(completion.outcome);
         self.check_echo(completion);
         if self.window {
@@ -639,7 +757,7 @@ pub fn run_with_target<S: SystemUnderTest>(
             )
         });
 
-    let mut recorder = Recorder::new(plan.priority_weights, plan.payload);
+    let mut recorder = Recorder::new(plan.priority_weights, plan.payload).split_by(system.split());
     let mut progress = Progress::new(plan.progress, unrecorded_ns);
     let start_ns = clock.now_ns();
     let driven = if plan.closed_loop {
@@ -673,11 +791,14 @@ pub fn run_with_target<S: SystemUnderTest>(
     if let Some(admin) = admin {
         admin.stop();
     }
+    // In flight once the loop has drained, before the shutdown reads the last of it.
+    let outstanding = target.outstanding() as u64;
+    let outstanding_by_target = target.outstanding_by_target();
     let shards = system.workers();
     let pinned = system.pinned();
     // Stopped whatever happened in the run, so that an error does not leave it running.
     let target_stats = system.shutdown();
-    let (unsent, lost) = driven?;
+    driven?;
     let control = match probed {
         Some(probed) => {
             let (latency_ns, errors, nice) = probed?;
@@ -700,13 +821,10 @@ pub fn run_with_target<S: SystemUnderTest>(
     let mut late = Vec::new();
     target.poll_completions(&mut late);
     for completion in &late {
-        recorder.all.count_completion(completion.outcome);
-        recorder.check_echo(completion);
+        recorder.late(completion);
     }
-    let lost = lost.saturating_sub(late.len() as u64);
     drop(target);
 
-    let reconcile_errors = reconcile(&recorder, &target_stats, lost);
     let measured_phase = plan
         .phases
         .iter()
@@ -718,7 +836,7 @@ pub fn run_with_target<S: SystemUnderTest>(
         .filter(|phase| phase.recorded)
         .map(|phase| phase.duration_ns)
         .sum();
-    Ok(RunResult {
+    let shape = RunShape {
         closed_loop: plan.closed_loop,
         window: plan.window,
         connections: measured_phase.connections,
@@ -732,39 +850,130 @@ pub fn run_with_target<S: SystemUnderTest>(
         duration_s: recorded_ns as f64 / 1e9,
         unrecorded_s: unrecorded_ns as f64 / 1e9,
         service_ns: plan.service_ns,
-        submitted: recorder.submitted,
-        measured: recorder.measured,
-        all: recorder.all,
-        submitted_all: recorder.submitted_all,
-        sent_in_window: recorder.sent_in_window,
-        delivered_in_window: recorder.delivered_in_window,
-        latency_ns: recorder.latency_ns,
-        lag_ns: recorder.lag_ns,
-        per_priority: if plan.priority_weights.is_some() {
-            recorder
-                .per_priority
-                .into_iter()
-                .zip(Priority::ALL)
-                .map(|((outcomes, latency_ns), priority)| PriorityResult {
-                    priority,
-                    outcomes,
-                    latency_ns,
-                })
-                .collect()
-        } else {
-            Vec::new()
-        },
-        unsent,
-        ring_full_retries: recorder.ring_full_retries,
-        lost,
-        control,
-        engine: target_stats,
-        reconcile_errors,
         payload_bytes: plan.payload.bytes,
-        payload_bytes_in_window: recorder.payload_bytes_in_window,
-        response_bytes_in_window: recorder.response_bytes_in_window,
-        echo: plan.payload.verify_echo.then_some(recorder.echo),
-    })
+        verify_echo: plan.payload.verify_echo,
+        tenant: plan.tenant,
+    };
+    let split = recorder.split.take();
+    let mut targets = Vec::new();
+    let mut split_errors = Vec::new();
+    if let Some(split) = split {
+        let SplitRecorders { split, parts } = *split;
+        let part_stats = target_stats.targets();
+        if part_stats.len() != parts.len() {
+            split_errors.push(format!(
+                "the run was split among {} servers but the target reported the counts of {}",
+                parts.len(),
+                part_stats.len()
+            ));
+        }
+        for (index, (part, stats)) in parts.into_iter().zip(part_stats).enumerate() {
+            let connections = split.connections_of_first(index, shape.connections);
+            let part_shape = RunShape {
+                connections,
+                // Each connection keeps the schedule's per-connection rate.
+                offered_rate: (shape.offered_rate as f64 * f64::from(connections)
+                    / f64::from(shape.connections))
+                .round() as u64,
+                ..shape
+            };
+            let outstanding = outstanding_by_target.get(index).copied().unwrap_or(0) as u64;
+            let lost = outstanding.saturating_sub(part.late);
+            let mut result = part.into_result(&part_shape, stats.clone(), lost);
+            result.split_weight = Some(split.weights()[index].get());
+            let server = stats.address.map_or_else(
+                || format!("server {}", index + 1),
+                |address| address.to_string(),
+            );
+            split_errors.extend(
+                result
+                    .reconcile_errors
+                    .iter()
+                    .map(|error| format!("{server}: {error}")),
+            );
+            targets.push(result);
+        }
+    }
+    let lost = outstanding.saturating_sub(recorder.late);
+    let mut result = recorder.into_result(&shape, target_stats, lost);
+    // A run whose servers do not each reconcile does not reconcile.
+    result.reconcile_errors.extend(split_errors);
+    result.control = control;
+    result.targets = targets;
+    Ok(result)
+}
+
+/// What a result says of its run besides the counts: the same for the whole run and, but
+/// for the connections and the offered rate, for each server's part of a split one.
+#[derive(Clone, Copy, Debug)]
+struct RunShape {
+    closed_loop: bool,
+    window: u32,
+    /// Connections of the measured phase.
+    connections: u32,
+    shards: usize,
+    pinned: bool,
+    /// Offered rate of the measured phase, msg/s (0 in a closed loop).
+    offered_rate: u64,
+    duration_s: f64,
+    unrecorded_s: f64,
+    service_ns: u64,
+    payload_bytes: u32,
+    verify_echo: bool,
+    tenant: TenantId,
+}
+
+impl Recorder {
+    /// The result of a run shaped `shape` from this bookkeeping and the target's own
+    /// counters, reconciled; no probe figures, no parts.
+    fn into_result<S: TargetStats>(self, shape: &RunShape, engine: S, lost: u64) -> RunResult<S> {
+        let reconcile_errors = reconcile(&self, &engine, lost);
+        RunResult {
+            closed_loop: shape.closed_loop,
+            window: shape.window,
+            connections: shape.connections,
+            shards: shape.shards,
+            pinned: shape.pinned,
+            offered_rate: shape.offered_rate,
+            duration_s: shape.duration_s,
+            unrecorded_s: shape.unrecorded_s,
+            service_ns: shape.service_ns,
+            submitted: self.submitted,
+            measured: self.measured,
+            all: self.all,
+            submitted_all: self.submitted_all,
+            sent_in_window: self.sent_in_window,
+            delivered_in_window: self.delivered_in_window,
+            latency_ns: self.latency_ns,
+            lag_ns: self.lag_ns,
+            per_priority: if self.weights.is_some() {
+                self.per_priority
+                    .into_iter()
+                    .zip(Priority::ALL)
+                    .map(|((outcomes, latency_ns), priority)| PriorityResult {
+                        priority,
+                        outcomes,
+                        latency_ns,
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            unsent: self.unsent,
+            ring_full_retries: self.ring_full_retries,
+            lost,
+            control: None,
+            engine,
+            reconcile_errors,
+            payload_bytes: shape.payload_bytes,
+            payload_bytes_in_window: self.payload_bytes_in_window,
+            response_bytes_in_window: self.response_bytes_in_window,
+            echo: shape.verify_echo.then_some(self.echo),
+            tenant: shape.tenant,
+            split_weight: None,
+            targets: Vec::new(),
+        }
+    }
 }
 
 /// The generator's counts against the target's: every submitted message has exactly one
@@ -886,7 +1095,7 @@ fn drive_open_loop<T: Target>(
     recorder: &mut Recorder,
     progress: &mut Progress,
     control: Option<&Control>,
-) -> anyhow::Result<(u64, u64)> {
+) -> anyhow::Result<()> {
     let timeline = Timeline::new(&plan.phases)?;
     let end_ns = plan.total_ns();
     let mut buffer = Vec::with_capacity(16 * 1024);
@@ -906,7 +1115,7 @@ fn drive_open_loop<T: Target>(
         // Every message of the run is due before `end_ns`, so the last turn (the one that
         // finds the end has come) still submits all of them; it is not capped at a batch.
         let last_turn = now_ns >= end_ns;
-        recorder.window = recorded_at(&plan.phases, now_ns);
+        recorder.set_window(recorded_at(&plan.phases, now_ns));
         let mut sent = 0;
         while (sent < SUBMIT_BATCH_MAX || last_turn) && !credit_blocked {
             let (message, intended_ns, measured) = match held.take() {
@@ -920,9 +1129,11 @@ fn drive_open_loop<T: Target>(
                 },
             };
             let payload_bytes = message.payload.len();
+            let connection = message.connection;
             match target.submit(message) {
                 Ok(()) => {
                     recorder.sent(
+                        connection,
                         measured,
                         Some(now_ns.saturating_sub(intended_ns)),
                         payload_bytes,
@@ -931,7 +1142,7 @@ fn drive_open_loop<T: Target>(
                 }
                 Err(full) if full.stopped => bail!("the target stopped during the run"),
                 Err(full) => {
-                    recorder.ring_full_retries += 1;
+                    recorder.handed_back(connection);
                     held = Some((full.message, intended_ns, measured));
                     credit_blocked = true;
                     break;
@@ -956,8 +1167,20 @@ fn drive_open_loop<T: Target>(
         idle.wait_if(sent == 0 && read == 0, now_ns);
     }
     // Stop sending; collect what is outstanding, within the drain timeout.
-    recorder.window = false;
-    let unsent = timeline.total - next_ordinal + u64::from(held.is_some());
+    recorder.set_window(false);
+    if recorder.split.is_some() {
+        // Each unsent message is counted against its server: one pass over them, which is
+        // nothing beside the run that left them unsent.
+        for ordinal in next_ordinal..timeline.total {
+            let (_, connection, _) = timeline.at(ordinal);
+            recorder.not_sent(ConnectionId(u64::from(connection)));
+        }
+        if let Some((message, ..)) = &held {
+            recorder.not_sent(message.connection);
+        }
+    } else {
+        recorder.unsent = timeline.total - next_ordinal + u64::from(held.is_some());
+    }
     let deadline = Instant::now() + plan.drain_timeout;
     while target.outstanding() > 0 && Instant::now() < deadline {
         let now_ns = clock.now_ns() - start_ns;
@@ -965,7 +1188,7 @@ fn drive_open_loop<T: Target>(
             std::thread::yield_now();
         }
     }
-    Ok((unsent, target.outstanding() as u64))
+    Ok(())
 }
 
 /// The open loop's message number `ordinal` if it is due by `now_ns` (none past the last),
@@ -985,6 +1208,7 @@ fn due(
     }
     let (connection, id) = (ConnectionId(u64::from(connection)), MessageId(ordinal));
     let message = Message::new(connection, id)
+        .with_tenant(plan.tenant)
         .with_role(Role::Session)
         .with_priority(priority_of(ordinal, plan.priority_weights.as_ref()))
         .with_payload(plan.payload.payload(connection, id));
@@ -1000,7 +1224,7 @@ fn drive_closed_loop<T: Target>(
     recorder: &mut Recorder,
     progress: &mut Progress,
     control: Option<&Control>,
-) -> anyhow::Result<(u64, u64)> {
+) -> anyhow::Result<()> {
     let end_ns = plan.total_ns();
     let connections = plan
         .phases
@@ -1049,7 +1273,7 @@ fn drive_closed_loop<T: Target>(
         if now_ns >= end_ns {
             break;
         }
-        recorder.window = recorded_at(&plan.phases, now_ns);
+        recorder.set_window(recorded_at(&plan.phases, now_ns));
         let mut sent = 0;
         while let Some(&slot) = ready.front() {
             if sent >= SUBMIT_BATCH_MAX || credit_blocked {
@@ -1060,6 +1284,7 @@ fn drive_closed_loop<T: Target>(
             let payload = plan.payload.payload(connection, id);
             let payload_bytes = payload.len();
             let message = Message::new(connection, id)
+                .with_tenant(plan.tenant)
                 .with_role(Role::Session)
                 // From the id, as the recorder recomputes it from the completion's.
                 .with_priority(priority_of(id.0, plan.priority_weights.as_ref()))
@@ -1070,12 +1295,12 @@ fn drive_closed_loop<T: Target>(
                     next_ordinal += 1;
                     sent_at[slot as usize] = now_ns;
                     // The turn's window, set above from this `now_ns`.
-                    recorder.sent(recorder.window, None, payload_bytes);
+                    recorder.sent(connection, recorder.window, None, payload_bytes);
                     sent += 1;
                 }
                 Err(full) if full.stopped => bail!("the target stopped during the run"),
                 Err(_) => {
-                    recorder.ring_full_retries += 1;
+                    recorder.handed_back(connection);
                     credit_blocked = true;
                     break;
                 }
@@ -1095,7 +1320,7 @@ fn drive_closed_loop<T: Target>(
         progress.tick(now_ns, recorder_view(recorder), control);
         idle.wait_if(sent == 0 && read == 0, now_ns);
     }
-    recorder.window = false;
+    recorder.set_window(false);
     let deadline = Instant::now() + plan.drain_timeout;
     while target.outstanding() > 0 && Instant::now() < deadline {
         let now_ns = clock.now_ns() - start_ns;
@@ -1103,7 +1328,7 @@ fn drive_closed_loop<T: Target>(
             std::thread::yield_now();
         }
     }
-    Ok((0, target.outstanding() as u64))
+    Ok(())
 }
 
 fn recorder_view(recorder: &Recorder) -> ProgressView<'_> {
@@ -1163,6 +1388,8 @@ fn calibrated<S>(result: RunResult<S>) -> anyhow::Result<f64> {
 
 /// The closed-loop plan of a calibration run. It sends the run's payloads, so that the
 /// capacity is that of messages of their size, but does not check echoes (the run does).
+/// It sends as tenant 0, the engine's default tenant: it measures the server, not one
+/// tenant's cap.
 fn calibration_plan(
     connections: u32,
     service_ns: u64,
@@ -1197,6 +1424,7 @@ fn calibration_plan(
             bytes: payload_bytes,
             verify_echo: false,
         },
+        tenant: TenantId(0),
     }
 }
 
@@ -1269,6 +1497,7 @@ mod tests {
             progress: false,
             drain_timeout: Duration::from_secs(1),
             payload: PayloadPlan::default(),
+            tenant: TenantId(0),
         };
         let mut target = Echo {
             weights,

@@ -14,10 +14,11 @@
 //! | 0 | [`tcp_stats`] | what the TCP client counts ([`tcp_stats::TcpStats`]) | nothing |
 //! | 0 | [`progress`] | the progress line, and the `1.23 ms` time format | nothing |
 //! | 0 | [`payload`] | each message's payload, and the check of an echoed response | nothing |
-//! | 1 | [`target`] | what the generator drives: `Target`, `SystemUnderTest`, `TargetStats` | `tcp_stats` |
-//! | 2 | [`tcp`] | the TCP target: real sockets over mio against `docs/PROTOCOL.md` | `target`, `tcp_stats`, `nofile` |
-//! | 2 | [`generator`] | the open and closed loops, the in-process engine, the probe, calibration | `target`, `schedule`, `progress`, `payload` |
-//! | 3 | [`report`] | the final report: one type, written as the table or the JSON object | `generator`, `target`, `tcp_stats`, `progress` |
+//! | 0 | [`split`] | which of several targets each connection goes to (`--split`) | nothing |
+//! | 1 | [`target`] | what the generator drives: `Target`, `SystemUnderTest`, `TargetStats` | `tcp_stats`, `split` |
+//! | 2 | [`tcp`] | the TCP target: real sockets over mio against `docs/PROTOCOL.md`, to one server or several | `target`, `tcp_stats`, `nofile`, `split` |
+//! | 2 | [`generator`] | the open and closed loops, the in-process engine, the probe, calibration | `target`, `schedule`, `progress`, `payload`, `split`, `tcp_stats` |
+//! | 3 | [`report`] | the final report: one type, written as the table or the JSON object | `generator`, `target`, `tcp`, `tcp_stats`, `progress` |
 //!
 //! The `loadgen` binary (`main.rs`) sits above them all and uses the crate by its name.
 #![warn(missing_docs)]
@@ -29,6 +30,7 @@ pub mod progress;
 pub mod report;
 pub mod scenario;
 pub mod schedule;
+pub mod split;
 pub mod target;
 pub mod tcp;
 pub mod tcp_stats;

@@ -3,10 +3,12 @@
 //! `cargo run --release -p spillway-loadgen` runs the saturation scenario (15,000
 //! connections, 500K msg/s offered, 1 s warm-up then 10 s measured) against the in-process
 //! engine and prints the report; `--target tcp://HOST:PORT` runs it over real sockets
-//! against a server speaking `docs/PROTOCOL.md`. `--help` lists the flags.
+//! against a server speaking `docs/PROTOCOL.md`, and several `--target`s (with `--split`)
+//! against several servers at once. `--help` lists the flags.
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -18,6 +20,7 @@ use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use serde::Serialize;
 use spillway::config::{Config, Profile};
+use spillway::message::TenantId;
 use spillway_loadgen::generator::{
     calibrate_capacity, calibrate_capacity_with, run_inproc, run_with_target, Phase, RunPlan,
 };
@@ -49,15 +52,28 @@ struct Options {
     /// speaking docs/PROTOCOL.md over one TCP connection per simulated connection.
     ///
     /// The server is `spillway serve` or spillway-bench's baseline-serve. --shards,
-    /// --service-ns, --profile and --config set up the in-process engine only.
+    /// --service-ns, --profile and --config set up the in-process engine only. Give
+    /// --target tcp://HOST:PORT several times to drive several servers at once: the
+    /// connections, and with them the offered rate, are split among them (--split), and the
+    /// report has each server's figures and then the total.
     #[arg(
-        long,
+        long = "target",
         value_name = "inproc|tcp://HOST:PORT",
         env = "SPILLWAY_TARGET",
         default_value = "inproc",
         value_parser = parse_target
     )]
-    target: TargetKind,
+    targets: Vec<TargetKind>,
+    /// With several --target: each target's weight, in their order (e.g. 70,20,10).
+    ///
+    /// Target i gets weight_i / sum of the connections (rounded so that they add up to
+    /// --connections, each target at least one), and each connection keeps its rate, so
+    /// the offered rate splits the same way [default: equal shares].
+    #[arg(long, value_name = "W1,W2,...", value_parser = parse_split)]
+    split: Option<SplitWeights>,
+    /// The tenant every message is sent as.
+    #[arg(long, value_name = "ID", default_value_t = 0)]
+    tenant: u32,
     /// The scenario to run, or `all` to run every one in order.
     #[arg(long, value_name = "NAME|all", default_value = DEFAULT_SCENARIO, value_parser = scenario_names())]
     scenario: String,
@@ -148,6 +164,24 @@ struct Options {
     /// Print exactly one JSON object instead of the table.
     #[arg(long)]
     json: bool,
+}
+
+/// `--split`'s weights, one per `--target`, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct SplitWeights(Vec<NonZeroU32>);
+
+/// `--split`: comma-separated weights, each a whole number of at least 1.
+fn parse_split(text: &str) -> Result<SplitWeights, String> {
+    text.split(',')
+        .map(|part| match part.trim().parse::<u32>() {
+            Ok(0) => Err(format!(
+                "{part:?}: a weight of 0 gives its target nothing; drop the target instead"
+            )),
+            Ok(weight) => Ok(NonZeroU32::new(weight).expect("not 0")),
+            Err(error) => Err(format!("{part:?}: {error}")),
+        })
+        .collect::<Result<_, _>>()
+        .map(SplitWeights)
 }
 
 /// What a run drives.
@@ -242,13 +276,49 @@ where
     let matches = Options::command().try_get_matches_from(args)?;
     let mut options = Options::from_arg_matches(&matches)?;
     options.scenario_given = matches.value_source("scenario") == Some(ValueSource::CommandLine);
-    if options.verify_echo && options.target == TargetKind::Inproc {
+    let inproc = options.targets.contains(&TargetKind::Inproc);
+    if inproc && options.targets.len() > 1 {
+        return Err(Options::command().error(
+            ErrorKind::ArgumentConflict,
+            "--target inproc drives the engine in this process and cannot be mixed with other targets: several targets must all be tcp://HOST:PORT",
+        ));
+    }
+    if let Some(SplitWeights(weights)) = &options.split {
+        if inproc {
+            return Err(Options::command().error(
+                ErrorKind::ArgumentConflict,
+                "--split divides the connections among servers: it needs --target tcp://HOST:PORT, once per weight",
+            ));
+        }
+        if weights.len() != options.targets.len() {
+            return Err(Options::command().error(
+                ErrorKind::WrongNumberOfValues,
+                format!(
+                    "--split gives {} weights for {} targets: give one weight per --target, in their order",
+                    weights.len(),
+                    options.targets.len()
+                ),
+            ));
+        }
+    }
+    if let Some(connections) = options.connections {
+        if (connections as usize) < options.targets.len() {
+            return Err(Options::command().error(
+                ErrorKind::ValueValidation,
+                format!(
+                    "--connections {connections} cannot be split among {} targets: each needs at least one",
+                    options.targets.len()
+                ),
+            ));
+        }
+    }
+    if options.verify_echo && inproc {
         return Err(Options::command().error(
             ErrorKind::ArgumentConflict,
             "--verify-echo checks the responses of a server whose handler echoes: it needs --target tcp://HOST:PORT (the in-process engine's handler answers nothing)",
         ));
     }
-    if options.control_probe_http && options.target != TargetKind::Inproc {
+    if options.control_probe_http && !inproc {
         return Err(Options::command().error(
             ErrorKind::ArgumentConflict,
             "--control-probe-http starts an admin endpoint on the in-process engine: it needs --target inproc (a TCP server has its own, probed with any HTTP client)",
@@ -286,11 +356,14 @@ fn profile_name(config: &Config) -> String {
     config.profile.name().to_string()
 }
 
-/// What a run drives, set up: the in-process engine's settings, or the server's address.
+/// What a run drives, set up: the in-process engine's settings, or the servers' addresses.
 enum Driven {
     Inproc(Box<Config>),
     Tcp {
-        address: SocketAddr,
+        /// One, or several that split the connections by `weights`.
+        addresses: Vec<SocketAddr>,
+        /// One per address; empty: equal shares.
+        weights: Vec<NonZeroU32>,
         connect_timeout: Duration,
     },
 }
@@ -307,23 +380,28 @@ impl Driven {
     fn name(&self) -> String {
         match self {
             Driven::Inproc(_) => "inproc".to_string(),
-            Driven::Tcp { address, .. } => tcp::target_name(*address),
+            Driven::Tcp { addresses, .. } => tcp::target_names(addresses),
         }
     }
 
-    /// Connects `connections` connections to the server, and checks that its frames take
-    /// `payload`'s messages (and, checking echoes, their echoes).
-    fn connect(
-        address: SocketAddr,
-        connections: u32,
-        timeout: Duration,
-        payload: PayloadPlan,
-    ) -> anyhow::Result<TcpSystem> {
-        let mut settings = TcpSettings::new(address, connections);
-        settings.connect_timeout = timeout;
+    /// Connects `connections` connections to the servers (split among them by the
+    /// weights), and checks that their frames take `payload`'s messages (and, checking
+    /// echoes, their echoes).
+    fn connect(&self, connections: u32, payload: PayloadPlan) -> anyhow::Result<TcpSystem> {
+        let Driven::Tcp {
+            addresses,
+            weights,
+            connect_timeout,
+        } = self
+        else {
+            bail!("the in-process engine has no connections to open");
+        };
+        let mut settings = TcpSettings::split(addresses.clone(), weights.clone(), connections);
+        settings.connect_timeout = *connect_timeout;
         let system = TcpSystem::connect(settings)?;
         eprintln!(
-            "tcp: {connections} connections to {address} open in {:.2} s",
+            "tcp: {connections} connections to {} open in {:.2} s",
+            self.name(),
             system.connect_time().as_secs_f64()
         );
         let limit = system.frame_limit();
@@ -394,11 +472,8 @@ fn run_scenario(
                     payload.bytes,
                     CALIBRATION_S,
                 )?,
-                Driven::Tcp {
-                    address,
-                    connect_timeout,
-                } => calibrate_capacity_with(
-                    Driven::connect(*address, connections, *connect_timeout, payload)?,
+                Driven::Tcp { .. } => calibrate_capacity_with(
+                    driven.connect(connections, payload)?,
                     connections,
                     payload.bytes,
                     CALIBRATION_S,
@@ -461,6 +536,7 @@ fn run_scenario(
         progress: true,
         drain_timeout: Duration::from_secs(10),
         payload,
+        tenant: TenantId(options.tenant),
     };
     eprintln!(
         "{}: {} connections, {} msg/s offered{}, handler {}, warm-up {} s{} then {} s measured",
@@ -496,10 +572,7 @@ fn run_scenario(
             let result = run_inproc((**config).clone(), &plan)?;
             Ok(RunReport::new(&info, &result))
         }
-        Driven::Tcp {
-            address,
-            connect_timeout,
-        } => {
+        Driven::Tcp { .. } => {
             info.profile = "the server's".to_string();
             // Every phase's connections are open from the start.
             let most = plan
@@ -508,7 +581,7 @@ fn run_scenario(
                 .map(|phase| phase.connections)
                 .max()
                 .unwrap_or(connections);
-            let system = Driven::connect(*address, most, *connect_timeout, payload)?;
+            let system = driven.connect(most, payload)?;
             let result = run_with_target(system, &plan)?;
             Ok(RunReport::new(&info, &result))
         }
@@ -516,28 +589,41 @@ fn run_scenario(
 }
 
 fn run(options: &Options) -> anyhow::Result<bool> {
-    let driven = match options.target {
-        TargetKind::Inproc => Driven::Inproc(Box::new(engine_config(options)?)),
-        TargetKind::Tcp(address) => {
-            let ignored: Vec<&str> = [
-                ("--shards", options.shards.is_some()),
-                ("--service-ns", options.service_ns.is_some()),
-                ("--profile", options.profile.is_some()),
-                ("--config", options.config.is_some()),
-            ]
-            .into_iter()
-            .filter_map(|(flag, given)| given.then_some(flag))
-            .collect();
-            if !ignored.is_empty() {
-                eprintln!(
-                    "loadgen: {}: in-process engine settings, ignored with a tcp target (the server runs with its own)",
-                    ignored.join(", ")
-                );
-            }
-            Driven::Tcp {
-                address,
-                connect_timeout: Duration::from_secs_f64(options.connect_timeout_s),
-            }
+    let addresses: Vec<SocketAddr> = options
+        .targets
+        .iter()
+        .filter_map(|target| match target {
+            TargetKind::Tcp(address) => Some(*address),
+            TargetKind::Inproc => None,
+        })
+        .collect();
+    // `parse_args` lets inproc stand only alone.
+    let driven = if addresses.is_empty() {
+        Driven::Inproc(Box::new(engine_config(options)?))
+    } else {
+        let ignored: Vec<&str> = [
+            ("--shards", options.shards.is_some()),
+            ("--service-ns", options.service_ns.is_some()),
+            ("--profile", options.profile.is_some()),
+            ("--config", options.config.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, given)| given.then_some(flag))
+        .collect();
+        if !ignored.is_empty() {
+            eprintln!(
+                "loadgen: {}: in-process engine settings, ignored with a tcp target (the server runs with its own)",
+                ignored.join(", ")
+            );
+        }
+        Driven::Tcp {
+            addresses,
+            weights: options
+                .split
+                .clone()
+                .map(|SplitWeights(weights)| weights)
+                .unwrap_or_default(),
+            connect_timeout: Duration::from_secs_f64(options.connect_timeout_s),
         }
     };
     let name = options.scenario.as_str();
@@ -624,7 +710,8 @@ mod tests {
     #[test]
     fn no_flags_give_the_defaults() {
         let options = parse(&[]).unwrap();
-        assert_eq!(options.target, TargetKind::Inproc);
+        assert_eq!(options.targets, [TargetKind::Inproc]);
+        assert_eq!((&options.split, options.tenant), (&None, 0));
         assert_eq!(options.scenario, DEFAULT_SCENARIO);
         assert!(!options.scenario_given);
         assert_eq!(options.duration_s, DEFAULT_DURATION_S);
@@ -780,6 +867,24 @@ mod tests {
             ],
             &[
                 "--target",
+                "tcp://127.0.0.1:7001",
+                "--target",
+                "tcp://127.0.0.1:7002",
+                "--target",
+                "tcp://127.0.0.1:7003",
+                "--split",
+                "70,20,10",
+                "--tenant",
+                "7",
+                "--scenario",
+                "light",
+                "--rate",
+                "150000",
+                "--duration",
+                "10",
+            ],
+            &[
+                "--target",
                 "tcp://127.0.0.1:7878",
                 "--scenario",
                 "priority-mix",
@@ -803,14 +908,123 @@ mod tests {
     fn targets_parse() {
         let options = parse(&["--target", "tcp://127.0.0.1:7878", "--connect-timeout=5"]).unwrap();
         assert_eq!(
-            options.target,
-            TargetKind::Tcp("127.0.0.1:7878".parse().unwrap())
+            options.targets,
+            [TargetKind::Tcp("127.0.0.1:7878".parse().unwrap())]
         );
         assert_eq!(options.connect_timeout_s, 5.0);
         assert_eq!(parse_target("inproc").unwrap(), TargetKind::Inproc);
         let message = error(&["--target", "udp://x"]);
         assert!(message.contains("unknown target"), "{message}");
         assert!(parse(&["--target", "tcp://127.0.0.1"]).is_err());
+    }
+
+    /// `weights` as `--split` holds them.
+    fn weights(weights: &[u32]) -> SplitWeights {
+        SplitWeights(
+            weights
+                .iter()
+                .map(|&weight| NonZeroU32::new(weight).unwrap())
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn several_targets_parse_with_a_split_and_a_tenant() {
+        let options = parse(&[
+            "--target",
+            "tcp://127.0.0.1:7001",
+            "--target=tcp://127.0.0.1:7002",
+            "--target",
+            "tcp://127.0.0.1:7003",
+            "--split",
+            "70, 20,10",
+            "--tenant",
+            "42",
+        ])
+        .unwrap();
+        assert_eq!(
+            options.targets,
+            ["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"]
+                .map(|address| TargetKind::Tcp(address.parse().unwrap()))
+        );
+        assert_eq!(options.split, Some(weights(&[70, 20, 10])));
+        assert_eq!(options.tenant, 42);
+        // Without --split: equal shares, decided when connecting.
+        let options = parse(&[
+            "--target=tcp://127.0.0.1:7001",
+            "--target=tcp://127.0.0.1:7002",
+        ])
+        .unwrap();
+        assert_eq!((options.targets.len(), &options.split), (2, &None));
+        // A split of one is no split, but not wrong.
+        assert!(parse(&["--target=tcp://127.0.0.1:7001", "--split=3"]).is_ok());
+        assert!(parse(&["--tenant", "-1"]).is_err());
+        assert!(parse(&["--tenant", "4294967296"]).is_err());
+    }
+
+    #[test]
+    fn a_bad_split_is_a_clap_error_that_says_why() {
+        let two = [
+            "--target=tcp://127.0.0.1:7001",
+            "--target=tcp://127.0.0.1:7002",
+        ];
+        let with = |split: &str| {
+            let mut flags = two.to_vec();
+            flags.extend(["--split", split]);
+            parse(&flags).unwrap_err()
+        };
+        let error = with("70,20,10");
+        assert_eq!(error.kind(), ErrorKind::WrongNumberOfValues);
+        let message = error.to_string();
+        assert!(
+            message.contains("--split gives 3 weights for 2 targets"),
+            "{message}"
+        );
+        let message = with("70").to_string();
+        assert!(
+            message.contains("--split gives 1 weights for 2 targets"),
+            "{message}"
+        );
+        let error = with("75,0");
+        assert_eq!(error.kind(), ErrorKind::ValueValidation);
+        let message = error.to_string();
+        assert!(
+            message.contains("--split") && message.contains("a weight of 0"),
+            "{message}"
+        );
+        for bad in ["75,-25", "75,x", "75,,25", "", "1.5,2"] {
+            let error = with(bad);
+            assert_eq!(error.kind(), ErrorKind::ValueValidation, "{bad:?}");
+            assert!(error.to_string().contains("--split"), "{bad:?}: {error}");
+        }
+        // inproc mixed with servers, or split.
+        let error = parse(&["--target=inproc", "--target=tcp://127.0.0.1:7001"]).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::ArgumentConflict);
+        assert!(
+            error
+                .to_string()
+                .contains("cannot be mixed with other targets"),
+            "{error}"
+        );
+        let error = parse(&["--target=tcp://127.0.0.1:7001", "--target=inproc"]).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::ArgumentConflict);
+        let error = parse(&["--split", "1"]).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::ArgumentConflict);
+        assert!(error.to_string().contains("--split divides"), "{error}");
+        let mut flags = two.to_vec();
+        flags.extend(["--connections", "1"]);
+        let message = parse(&flags).unwrap_err().to_string();
+        assert!(
+            message.contains("--connections 1 cannot be split among 2 targets"),
+            "{message}"
+        );
+        // The checks that need a tcp target hold for several.
+        let mut flags = two.to_vec();
+        flags.extend(["--payload-bytes=8", "--verify-echo"]);
+        assert!(parse(&flags).is_ok());
+        let mut flags = two.to_vec();
+        flags.push("--control-probe-http");
+        assert!(parse(&flags).is_err());
     }
 
     #[test]
@@ -833,7 +1047,7 @@ mod tests {
         assert!(message.contains("--verify-echo"), "{message}");
         assert!(message.contains("--target tcp://HOST:PORT"), "{message}");
         let options = parse(&["--payload-bytes=16"]).unwrap();
-        assert_eq!(options.target, TargetKind::Inproc);
+        assert_eq!(options.targets, [TargetKind::Inproc]);
         assert!(parse(&["--verify-echo=yes"]).is_err());
         assert!(parse(&["--payload-bytes", "-1"]).is_err());
     }

@@ -1,6 +1,10 @@
 //! What a run reports: one type, [`RunReport`], built from the generator's result and written
 //! either as the human table ([`RunReport::to_table`]) or as exactly one JSON object (its
 //! `Serialize`, every field SPEC 8 asks for).
+//!
+//! A run split among several servers reports the total as that object, with the same
+//! object for each server in its `targets` array (the table: one block per server, then the
+//! total's).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -17,6 +21,7 @@ use spillway::outcome::{DropReason, FailureReason, RefusalReason, ShedReason};
 use crate::generator::RunResult;
 use crate::progress::format_ns;
 use crate::target::TargetStats;
+use crate::tcp::target_name;
 use crate::tcp_stats::TcpStats;
 
 /// What reports say where a target has no control plane, instead of printing zeros.
@@ -430,6 +435,16 @@ pub struct RunReport {
     /// Per priority (`P0`..`P3`), when the run had a priority mix.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub per_priority: BTreeMap<String, PriorityReport>,
+    /// The tenant every message was sent as.
+    pub tenant: u32,
+    /// This server's weight in the split, in a split run's `targets`; not written
+    /// otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub split_weight: Option<u32>,
+    /// For a run split among several servers, each server's own report (the same object,
+    /// its `target` the server), in the order of `--target`; not written for one server.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<RunReport>,
 }
 
 /// `histogram`'s cumulative counts at spillway's latency bucket bounds, in seconds.
@@ -537,6 +552,19 @@ impl RunReport {
                     )
                 })
                 .collect(),
+            tenant: result.tenant.0,
+            split_weight: result.split_weight,
+            targets: result
+                .targets
+                .iter()
+                .map(|part| {
+                    let mut info = info.clone();
+                    if let Some(address) = part.engine.address {
+                        info.target = target_name(address);
+                    }
+                    RunReport::new(&info, part)
+                })
+                .collect(),
         }
     }
 
@@ -551,9 +579,43 @@ impl RunReport {
         ))
     }
 
-    /// The report as a human table.
+    /// The report as a human table: for a split run, each server's block, then the
+    /// total's.
     pub fn to_table(&self) -> String {
         let mut out = String::new();
+        let weights: Vec<String> = self
+            .targets
+            .iter()
+            .map(|part| part.split_weight.unwrap_or(0).to_string())
+            .collect();
+        for (index, part) in self.targets.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "target {} of {}: {}, weight {} of split {} ({} connections, {}/s offered)",
+                index + 1,
+                self.targets.len(),
+                part.info.target,
+                weights[index],
+                weights.join(","),
+                part.connections,
+                part.offered_rate,
+            );
+            out.push_str(&part.to_table());
+        }
+        if !self.targets.is_empty() {
+            let _ = writeln!(
+                out,
+                "all {} targets together (split {}):",
+                self.targets.len(),
+                weights.join(",")
+            );
+        }
+        self.block(&mut out);
+        out
+    }
+
+    /// One run's (or one server's) block of the table.
+    fn block(&self, out: &mut String) {
         let info = &self.info;
         let outcomes = &self.outcomes;
         let closed_loop = self.mode == LoopMode::ClosedLoop;
@@ -561,7 +623,7 @@ impl RunReport {
         let _ = writeln!(out, "{line}");
         let _ = writeln!(
             out,
-            "scenario {}  target {}  profile {}  {}",
+            "scenario {}  target {}  profile {}  {}{}",
             info.scenario,
             info.target,
             info.profile,
@@ -569,6 +631,11 @@ impl RunReport {
                 None => "open loop".to_string(),
                 Some(1) => "closed loop".to_string(),
                 Some(window) => format!("closed loop, window {window} per connection"),
+            },
+            // The default tenant goes unsaid, as it did before messages could carry another.
+            match self.tenant {
+                0 => String::new(),
+                tenant => format!("  tenant {tenant}"),
             }
         );
         match (self.shards, self.service_ns) {
@@ -654,14 +721,13 @@ impl RunReport {
             "{:<22}{:>10} {:>10} {:>10} {:>10} {:>10}",
             "", "p50", "p90", "p99", "p99.9", "max"
         );
-        self.latency_us.table_row(&mut out, "latency (delivered)");
+        self.latency_us.table_row(out, "latency (delivered)");
         if !closed_loop {
-            self.generator_lag_detail_us
-                .table_row(&mut out, "generator lag");
+            self.generator_lag_detail_us.table_row(out, "generator lag");
         }
         match &self.control_latency_us {
             Some(probe) => probe.table_row(
-                &mut out,
+                out,
                 if self.control_probe_over_http {
                     "health (HTTP)"
                 } else {
@@ -675,7 +741,7 @@ impl RunReport {
         for (priority, entry) in &self.per_priority {
             entry
                 .latency_us
-                .table_row(&mut out, &format!("latency {priority}"));
+                .table_row(out, &format!("latency {priority}"));
         }
         let _ = writeln!(out, "{line}");
         for (priority, entry) in &self.per_priority {
@@ -707,7 +773,7 @@ impl RunReport {
             }
         }
         if let Some(tcp) = &self.tcp {
-            tcp.table_lines(&mut out);
+            tcp.table_lines(out);
         }
         let _ = writeln!(
             out,
@@ -746,6 +812,5 @@ impl RunReport {
                 let _ = writeln!(out, "  {error}");
             }
         }
-        out
     }
 }

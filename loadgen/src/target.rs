@@ -8,7 +8,9 @@
 //! implements these traits and goes through the generator's `run_with_target`: the same
 //! schedules, the same coordinated-omission-corrected latency, the same lag histogram, the
 //! same reconciliation and the same report. So does the TCP client (module `tcp`), against
-//! a server in another process.
+//! a server in another process, or several at once: a system that splits its connections
+//! among several servers says so ([`SystemUnderTest::split`]), and the generator then
+//! counts, reconciles and reports each server on its own as well as all together.
 
 use anyhow::Context;
 use spillway::control::{CommandKind, CommandLatency, Control};
@@ -18,6 +20,7 @@ use spillway::message::Message;
 use spillway::metrics::{Stats, Tally};
 use spillway::outcome::Completion;
 
+use crate::split::ConnectionSplit;
 use crate::tcp_stats::TcpStats;
 
 /// A producer's handle on the system under test, owned by the generator thread.
@@ -39,6 +42,13 @@ pub trait Target {
 
     /// Messages submitted whose completions have not been collected yet.
     fn outstanding(&self) -> usize;
+
+    /// For a target that splits its connections among several servers
+    /// ([`SystemUnderTest::split`]), [`outstanding`](Self::outstanding) by server, in
+    /// order; empty (the default) for one.
+    fn outstanding_by_target(&self) -> Vec<usize> {
+        Vec::new()
+    }
 }
 
 impl Target for Ingress {
@@ -98,6 +108,13 @@ pub trait TargetStats {
     fn tcp(&self) -> Option<&TcpStats> {
         None
     }
+
+    /// For a system that split its connections among several servers, each server's own
+    /// counters, in order (the generator reconciles and reports each); empty (the default)
+    /// for one.
+    fn targets(&self) -> &[TcpStats] {
+        &[]
+    }
 }
 
 impl TargetStats for Stats {
@@ -147,6 +164,10 @@ impl TargetStats for TcpStats {
     fn tcp(&self) -> Option<&TcpStats> {
         Some(self)
     }
+
+    fn targets(&self) -> &[TcpStats] {
+        &self.targets
+    }
 }
 
 /// A started system the generator can run a plan against.
@@ -168,6 +189,14 @@ pub trait SystemUnderTest {
     /// A control-plane handle for the health-check probe and the progress line; `None`
     /// when the system has no control plane (the probe is then not run).
     fn control(&self) -> Option<Control>;
+
+    /// Which server each connection goes to, for a system that drives several at once;
+    /// `None` (the default) for one. Its stats then give each server's counters
+    /// ([`TargetStats::targets`]) and its target each server's outstanding messages
+    /// ([`Target::outstanding_by_target`]), in the split's order.
+    fn split(&self) -> Option<ConnectionSplit> {
+        None
+    }
 
     /// Stops the system and returns its own final counters. The target is still held by
     /// the caller, which reads any completions made during the stop.

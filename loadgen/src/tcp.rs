@@ -3,6 +3,12 @@
 //! `spillway-bench`) over real sockets, one per simulated connection, with the same
 //! schedules, latency, lag, reconciliation and report as the in-process engine.
 //!
+//! Several servers at once (`--target tcp://A --target tcp://B --split 70,30`) are one
+//! client too: the connections are divided among them by a [`ConnectionSplit`] and every
+//! socket sits in the same [`Poll`]; only the counting is per server
+//! ([`TcpStats::targets`]). A message costs the same system calls whichever server it
+//! goes to, and one `epoll_wait` serves them all.
+//!
 //! # Design
 //!
 //! One thread: the generator thread owns a mio [`Poll`] and every socket. There is no I/O
@@ -53,6 +59,7 @@
 use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
+use std::num::NonZeroU32;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -68,8 +75,9 @@ use spillway::net::protocol::{
 use spillway::outcome::Completion;
 
 use crate::nofile::raise_nofile_limit;
+use crate::split::ConnectionSplit;
 use crate::target::{SystemUnderTest, Target};
-use crate::tcp_stats::TcpStats;
+use crate::tcp_stats::{smallest_known, TcpStats};
 
 /// How long the connect phase may take, all connections together, unless set otherwise.
 pub const CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
@@ -117,13 +125,27 @@ pub fn target_name(address: SocketAddr) -> String {
     format!("tcp://{address}")
 }
 
-/// How to reach the server and how many connections to open.
+/// `tcp://A, tcp://B, ...`: the servers a client drives, as reports and messages name
+/// them together.
+pub fn target_names(addresses: &[SocketAddr]) -> String {
+    addresses
+        .iter()
+        .map(|&address| target_name(address))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// How to reach the server (or servers) and how many connections to open.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TcpSettings {
-    /// The server's address.
-    pub address: SocketAddr,
-    /// Connections to open: the most any phase of the run uses (the generator's connection
-    /// ids `0..connections`).
+    /// The servers' addresses, in target order: one, or several for a split run.
+    pub addresses: Vec<SocketAddr>,
+    /// Each server's weight in the split of the connections, and so of the offered rate
+    /// (each connection keeps the schedule's per-connection rate), in target order; empty:
+    /// equal shares. See [`ConnectionSplit`].
+    pub weights: Vec<NonZeroU32>,
+    /// Connections to open, all servers together: the most any phase of the run uses (the
+    /// generator's connection ids `0..connections`).
     pub connections: u32,
     /// The longest the connect phase may take, all connections together.
     pub connect_timeout: Duration,
@@ -136,8 +158,15 @@ pub struct TcpSettings {
 impl TcpSettings {
     /// Settings with the defaults for `connections` connections to `address`.
     pub fn new(address: SocketAddr, connections: u32) -> Self {
+        Self::split(vec![address], Vec::new(), connections)
+    }
+
+    /// Settings with the defaults for `connections` connections split among the servers
+    /// at `addresses` by `weights` (empty: equal shares).
+    pub fn split(addresses: Vec<SocketAddr>, weights: Vec<NonZeroU32>, connections: u32) -> Self {
         Self {
-            address,
+            addresses,
+            weights,
             connections,
             connect_timeout: CONNECT_TIMEOUT_DEFAULT,
             connect_in_flight: CONNECT_IN_FLIGHT_DEFAULT,
@@ -183,11 +212,14 @@ struct Connection {
     limit: FrameLimit,
     /// Shutdown has half-closed it (sent FIN): nothing more is written.
     half_closed: bool,
+    /// Its server's index in the client's targets (and counts).
+    target: usize,
 }
 
 impl Connection {
-    fn new(stream: TcpStream) -> Self {
+    fn new(stream: TcpStream, target: usize) -> Self {
         Self {
+            target,
             stream: Some(stream),
             state: State::Connecting,
             decoder: Decoder::new(FrameLimit::DEFAULT),
@@ -232,6 +264,10 @@ enum Closure {
 struct Client {
     poll: Poll,
     events: Events,
+    /// The servers, in target order.
+    addresses: Vec<SocketAddr>,
+    /// Which server each connection goes to.
+    split: ConnectionSplit,
     connections: Vec<Connection>,
     /// Indices of connections with something to write since the last flush.
     dirty: Vec<u32>,
@@ -249,14 +285,25 @@ struct Client {
     /// The first refusal during the handshake, which ends the connect phase.
     handshake_refusal: Option<String>,
     closures_logged: u32,
-    stats: TcpStats,
+    /// Per server, in target order: what was counted on its connections.
+    stats: Vec<TcpStats>,
+    /// `epoll_wait` calls, which serve every server at once: only the total counts them.
+    epoll_waits: u64,
 }
 
 impl Client {
-    fn new(address: SocketAddr, connections: usize) -> io::Result<Self> {
+    fn new(addresses: Vec<SocketAddr>, split: ConnectionSplit) -> io::Result<Self> {
+        let connections = split.connections() as usize;
         Ok(Self {
             poll: Poll::new()?,
             events: Events::with_capacity(EVENTS_CAPACITY),
+            stats: addresses
+                .iter()
+                .map(|&address| TcpStats::new(address))
+                .collect(),
+            epoll_waits: 0,
+            addresses,
+            split,
             connections: Vec::with_capacity(connections),
             dirty: Vec::with_capacity(connections),
             scratch: vec![0; READ_CHUNK_BYTES],
@@ -266,8 +313,25 @@ impl Client {
             welcomed: 0,
             handshake_refusal: None,
             closures_logged: 0,
-            stats: TcpStats::new(address),
         })
+    }
+
+    /// The sum of every server's counts (each server's kept in it when there are
+    /// several), with the event loop's `epoll_wait` calls.
+    fn final_stats(&self) -> TcpStats {
+        let mut total = TcpStats::total_of(self.stats.clone());
+        total.syscalls.epoll_wait = self.epoll_waits;
+        total
+    }
+
+    /// Per server, in target order, the messages in flight on its connections (which add
+    /// up to `outstanding`).
+    fn outstanding_by_target(&self) -> Vec<usize> {
+        let mut outstanding = vec![0; self.addresses.len()];
+        for connection in &self.connections {
+            outstanding[connection.target] += connection.in_flight as usize;
+        }
+        outstanding
     }
 
     /// Opens `settings.connections` connections and completes each handshake.
@@ -275,7 +339,7 @@ impl Client {
         let wanted = settings.connections as usize;
         let started = Instant::now();
         let deadline = started + settings.connect_timeout;
-        let address = settings.address;
+        let servers = target_names(&self.addresses);
         let in_flight_max = settings.connect_in_flight.max(1);
         while self.welcomed < wanted {
             let handshaking = self.connections.len() - self.welcomed;
@@ -284,10 +348,15 @@ impl Client {
                 .min(wanted - self.connections.len());
             while to_start > 0 {
                 let index = self.connections.len();
+                let target = self
+                    .split
+                    .target_of(index as u64)
+                    .expect("the split covers every connection");
+                let address = self.addresses[target];
                 let mut stream = match TcpStream::connect(address) {
                     Ok(stream) => stream,
                     Err(error) => bail!(
-                        "connection {} to {address}: connecting failed: {error} ({} of {wanted} connections to {address} had completed the handshake)",
+                        "connection {} to {address}: connecting failed: {error} ({} of {wanted} connections to {servers} had completed the handshake)",
                         index + 1,
                         self.welcomed
                     ),
@@ -300,14 +369,14 @@ impl Client {
                         Interest::READABLE | Interest::WRITABLE,
                     )
                     .context("registering a socket with epoll")?;
-                self.connections.push(Connection::new(stream));
+                self.connections.push(Connection::new(stream, target));
                 self.open += 1;
                 to_start -= 1;
             }
             let now = Instant::now();
             if now >= deadline {
                 bail!(
-                    "connecting to {address} timed out after {:.1} s: {} of {wanted} connections completed the handshake ({} in progress)",
+                    "connecting to {servers} timed out after {:.1} s: {} of {wanted} connections completed the handshake ({} in progress)",
                     settings.connect_timeout.as_secs_f64(),
                     self.welcomed,
                     self.connections.len() - self.welcomed
@@ -317,13 +386,15 @@ impl Client {
                 .context("waiting for connections")?;
             if let Some(refusal) = self.handshake_refusal.take() {
                 bail!(
-                    "{refusal} ({} of {wanted} connections to {address} had completed the handshake)",
+                    "{refusal} ({} of {wanted} connections to {servers} had completed the handshake)",
                     self.welcomed
                 );
             }
         }
-        self.stats.connections = self.welcomed as u32;
-        self.stats.connect_ns = started.elapsed().as_nanos() as u64;
+        let connect_ns = started.elapsed().as_nanos() as u64;
+        for stats in &mut self.stats {
+            stats.connect_ns = connect_ns;
+        }
         Ok(())
     }
 
@@ -343,10 +414,11 @@ impl Client {
             pending,
             outstanding,
             welcomed,
-            stats,
+            stats: per_target,
+            epoll_waits,
             ..
         } = self;
-        stats.syscalls.epoll_wait += 1;
+        *epoll_waits += 1;
         match poll.poll(events, timeout) {
             Ok(()) => {}
             Err(error) if error.kind() == io::ErrorKind::Interrupted => return Ok(0),
@@ -356,11 +428,12 @@ impl Client {
         let mut closures: Vec<(usize, Closure)> = Vec::new();
         let mut decoded = 0;
         for event in events.iter() {
-            stats.syscalls.events += 1;
             let index = event.token().0;
             let Some(connection) = connections.get_mut(index) else {
                 continue;
             };
+            let stats = &mut per_target[connection.target];
+            stats.syscalls.events += 1;
             if connection.stream.is_none() {
                 continue;
             }
@@ -425,7 +498,7 @@ impl Client {
             if connection.write_blocked || connection.stream.is_none() {
                 continue;
             }
-            if let Err(error) = write_out(connection, &mut self.stats) {
+            if let Err(error) = write_out(connection, &mut self.stats[connection.target]) {
                 failed.push((index as usize, error));
             }
         }
@@ -455,7 +528,8 @@ impl Client {
         connection.in_flight = 0;
         self.open -= 1;
         self.outstanding -= in_flight as usize;
-        let stats = &mut self.stats;
+        let address = self.addresses[connection.target];
+        let stats = &mut self.stats[connection.target];
         let description = match &closure {
             Closure::Error { code, detail } => {
                 stats.closed.errors_by_code.count(*code);
@@ -486,9 +560,8 @@ impl Client {
             State::Connecting | State::Handshaking => {
                 if self.handshake_refusal.is_none() {
                     self.handshake_refusal = Some(format!(
-                        "connection {} to {}: {}: {description}",
+                        "connection {} to {address}: {}: {description}",
                         index + 1,
-                        stats.address,
                         if was == State::Connecting {
                             "connecting failed"
                         } else {
@@ -506,8 +579,7 @@ impl Client {
                 if self.closures_logged < CLOSURES_LOGGED_MAX {
                     self.closures_logged += 1;
                     eprintln!(
-                        "loadgen: tcp connection {index} to {} closed: {description}; {in_flight} messages in flight{}",
-                        stats.address,
+                        "loadgen: tcp connection {index} to {address} closed: {description}; {in_flight} messages in flight{}",
                         if self.closures_logged == CLOSURES_LOGGED_MAX {
                             " (further closures are only counted)"
                         } else {
@@ -693,14 +765,11 @@ fn decode_frames(
                 connection.decoder.set_limit(frame_limit);
                 connection.state = State::Open;
                 *welcomed += 1;
-                stats.send_buffer_replies = match stats.send_buffer_replies {
-                    0 => connection.credit,
-                    known => known.min(connection.credit),
-                };
-                stats.max_frame_bytes = match stats.max_frame_bytes {
-                    0 => frame_limit.max_frame_bytes(),
-                    known => known.min(frame_limit.max_frame_bytes()),
-                };
+                stats.connections += 1;
+                stats.send_buffer_replies =
+                    smallest_known(stats.send_buffer_replies, connection.credit);
+                stats.max_frame_bytes =
+                    smallest_known(stats.max_frame_bytes, frame_limit.max_frame_bytes());
             }
             ServerFrame::Reply {
                 message_id,
@@ -717,7 +786,7 @@ fn decode_frames(
                 stats.replies.count_completion(outcome);
                 // A Reply does not carry the tenant and priority back; the
                 // recorder redraws a message's priority from its id, and the generator sends
-                // everything as tenant 0.
+                // every message of a run as one tenant.
                 let mut completion = Completion::of(
                     &Message::new(ConnectionId(index as u64), message_id),
                     outcome,
@@ -765,18 +834,38 @@ pub struct TcpSystem {
 
 impl TcpSystem {
     /// Raises the descriptor limit as far as needed (failing with the numbers if the hard
-    /// limit is too low), then opens `settings.connections` connections to the server and
-    /// completes each handshake, within `settings.connect_timeout`.
+    /// limit is too low), then opens `settings.connections` connections, split among the
+    /// servers by the settings' weights, and completes each handshake, within
+    /// `settings.connect_timeout`.
     ///
     /// # Errors
-    /// When the descriptor limit is too low, a connection is refused (the message names the
-    /// server's Error and how many had connected), or the connect phase times out.
+    /// When the settings name no server, more weights than servers (or fewer, but some),
+    /// or fewer connections than servers; when the descriptor limit is too low, a
+    /// connection is refused (the message names the server's Error and how many had
+    /// connected), or the connect phase times out.
     pub fn connect(settings: TcpSettings) -> anyhow::Result<Self> {
         if settings.connections == 0 {
             bail!("a tcp run needs at least one connection");
         }
+        let split = match settings.weights.as_slice() {
+            [] => ConnectionSplit::even(settings.addresses.len(), settings.connections),
+            weights if weights.len() == settings.addresses.len() => {
+                ConnectionSplit::new(weights, settings.connections)
+            }
+            weights => bail!(
+                "{} weights for {} servers: give one per server",
+                weights.len(),
+                settings.addresses.len()
+            ),
+        }
+        .with_context(|| {
+            format!(
+                "splitting the connections among {}",
+                target_names(&settings.addresses)
+            )
+        })?;
         raise_nofile_limit(u64::from(settings.connections))?;
-        let mut client = Client::new(settings.address, settings.connections as usize)
+        let mut client = Client::new(settings.addresses.clone(), split)
             .context("creating the epoll instance")?;
         client.connect_all(&settings)?;
         Ok(Self {
@@ -788,14 +877,17 @@ impl TcpSystem {
 
     /// How long connecting took.
     pub fn connect_time(&self) -> Duration {
-        Duration::from_nanos(self.client.borrow().stats.connect_ns)
+        Duration::from_nanos(self.client.borrow().stats[0].connect_ns)
     }
 
-    /// The smallest frame limit any Welcome announced: every Submit's payload must fit its
-    /// [`FrameLimit::max_payload_bytes`] (a larger one is counted `too_large` and not
-    /// sent), and an echo of it its [`FrameLimit::max_response_bytes`].
+    /// The smallest frame limit any Welcome from any server announced: every Submit's
+    /// payload must fit its [`FrameLimit::max_payload_bytes`] (a larger one is counted
+    /// `too_large` and not sent), and an echo of it its [`FrameLimit::max_response_bytes`].
     pub fn frame_limit(&self) -> FrameLimit {
-        FrameLimit::new(self.client.borrow().stats.max_frame_bytes).unwrap_or(FrameLimit::MIN)
+        let smallest = self.client.borrow().stats.iter().fold(0, |known, stats| {
+            smallest_known(known, stats.max_frame_bytes)
+        });
+        FrameLimit::new(smallest).unwrap_or(FrameLimit::MIN)
     }
 }
 
@@ -826,10 +918,17 @@ impl SystemUnderTest for TcpSystem {
         None
     }
 
+    fn split(&self) -> Option<ConnectionSplit> {
+        let client = self.client.borrow();
+        (client.addresses.len() > 1).then(|| client.split.clone())
+    }
+
+    /// The sum over every server, each one's own in [`TcpStats::targets`] when there are
+    /// several.
     fn shutdown(self) -> TcpStats {
         let mut client = self.client.borrow_mut();
         client.close_all(self.settings.close_timeout);
-        client.stats.clone()
+        client.final_stats()
     }
 }
 
@@ -850,6 +949,7 @@ impl Target for TcpTarget {
                 stopped: true,
             });
         };
+        let stats = &mut client.stats[connection.target];
         if connection.state != State::Open {
             if client.open == 0 {
                 return Err(Full {
@@ -857,19 +957,19 @@ impl Target for TcpTarget {
                     stopped: true,
                 });
             }
-            client.stats.submitted += 1;
-            client.stats.without_reply.unsent_after_close += 1;
+            stats.submitted += 1;
+            stats.without_reply.unsent_after_close += 1;
             return Ok(());
         }
         if connection.in_flight >= connection.credit {
-            client.stats.handed_back.credit_full += 1;
+            stats.handed_back.credit_full += 1;
             return Err(Full {
                 message,
                 stopped: false,
             });
         }
         if connection.unwritten_bytes() > WRITE_BUFFER_MAX_BYTES {
-            client.stats.handed_back.write_buffer_full += 1;
+            stats.handed_back.write_buffer_full += 1;
             return Err(Full {
                 message,
                 stopped: false,
@@ -882,9 +982,9 @@ impl Target for TcpTarget {
             role: message.role,
             payload: &message.payload,
         });
-        client.stats.submitted += 1;
+        stats.submitted += 1;
         if frame.encode(connection.limit, &mut connection.out).is_err() {
-            client.stats.without_reply.too_large += 1;
+            stats.without_reply.too_large += 1;
             return Ok(());
         }
         connection.in_flight += 1;
@@ -916,6 +1016,15 @@ impl Target for TcpTarget {
 
     fn outstanding(&self) -> usize {
         self.client.borrow().outstanding
+    }
+
+    fn outstanding_by_target(&self) -> Vec<usize> {
+        let client = self.client.borrow();
+        if client.addresses.len() > 1 {
+            client.outstanding_by_target()
+        } else {
+            Vec::new()
+        }
     }
 }
 

@@ -31,6 +31,13 @@ impl ErrorCodeCounts {
         self.0.iter().sum()
     }
 
+    /// Adds `other`'s counts, code by code.
+    pub fn add(&mut self, other: &Self) {
+        for (count, more) in self.0.iter_mut().zip(other.0) {
+            *count += more;
+        }
+    }
+
     /// Every code with its count, in code order.
     pub fn iter(&self) -> impl Iterator<Item = (ErrorCode, u64)> + '_ {
         ErrorCode::ALL.into_iter().zip(self.0)
@@ -108,6 +115,15 @@ impl WithoutReply {
             + self.too_large
     }
 
+    /// Adds `other`'s counts.
+    pub fn add(&mut self, other: &Self) {
+        self.replies_dropped += other.replies_dropped;
+        self.unanswered_on_close += other.unanswered_on_close;
+        self.unsent_after_close += other.unsent_after_close;
+        self.in_flight_at_end += other.in_flight_at_end;
+        self.too_large += other.too_large;
+    }
+
     /// Writes the total as `without_reply`, then each count.
     fn with_total<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         #[derive(Serialize)]
@@ -140,6 +156,13 @@ impl FlowSignals {
     pub fn total(&self) -> u64 {
         self.throttle + self.pause + self.resume
     }
+
+    /// Adds `other`'s counts.
+    pub fn add(&mut self, other: &Self) {
+        self.throttle += other.throttle;
+        self.pause += other.pause;
+        self.resume += other.resume;
+    }
 }
 
 /// How the connections closed.
@@ -161,6 +184,16 @@ pub struct Closures {
 }
 
 impl Closures {
+    /// Adds `other`'s counts.
+    pub fn add(&mut self, other: &Self) {
+        self.errors_by_code.add(&other.errors_by_code);
+        self.violations_by_code.add(&other.violations_by_code);
+        self.without_error += other.without_error;
+        self.io_errors += other.io_errors;
+        self.at_end += other.at_end;
+        self.close_timeouts += other.close_timeouts;
+    }
+
     /// Writes the totals by Error (`by_error`) and by violation
     /// (`protocol_violations_by_server`), then each count.
     fn with_totals<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -190,6 +223,14 @@ pub struct HandedBack {
     pub write_buffer_full: u64,
 }
 
+impl HandedBack {
+    /// Adds `other`'s counts.
+    pub fn add(&mut self, other: &Self) {
+        self.credit_full += other.credit_full;
+        self.write_buffer_full += other.write_buffer_full;
+    }
+}
+
 /// The client's system calls, whole run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Syscalls {
@@ -199,7 +240,8 @@ pub struct Syscalls {
     pub write_blocked: u64,
     /// `read` calls.
     pub read: u64,
-    /// `epoll_wait` calls.
+    /// `epoll_wait` calls. One server's counts in a split run have none: the event loop's
+    /// calls serve every server at once, and only the total counts them.
     pub epoll_wait: u64,
     /// Readiness events those returned.
     pub events: u64,
@@ -210,17 +252,30 @@ impl Syscalls {
     pub fn total(&self) -> u64 {
         self.write + self.read + self.epoll_wait
     }
+
+    /// Adds `other`'s counts.
+    pub fn add(&mut self, other: &Self) {
+        self.write += other.write;
+        self.write_blocked += other.write_blocked;
+        self.read += other.read;
+        self.epoll_wait += other.epoll_wait;
+        self.events += other.events;
+    }
 }
 
 /// What the TCP client counted, whole run: the target's own counters of a TCP run, and
 /// what reports write of it (its `Serialize` gives their JSON object).
+///
+/// A run that drives several servers at once (a split) counts each server's on its own
+/// ([`TcpStats::targets`]) and reports their sum ([`TcpStats::total_of`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct TcpStats {
-    /// The server's address.
-    pub address: SocketAddr,
+    /// The server's address; `None` (`null`) for the sum over several servers.
+    pub address: Option<SocketAddr>,
     /// Connections opened (each completed the handshake).
     pub connections: u32,
-    /// How long connecting all of them took, ns (written in seconds).
+    /// How long connecting all of them took, ns (written in seconds); with several servers,
+    /// every connection to any of them.
     #[serde(rename = "connect_s", serialize_with = "seconds_of_ns")]
     pub connect_ns: u64,
     /// The smallest `send_buffer_replies` any Welcome announced.
@@ -259,6 +314,19 @@ pub struct TcpStats {
     pub bytes_written: u64,
     /// Bytes read.
     pub bytes_read: u64,
+    /// For the sum over several servers, each one's own counts, in target order (reports
+    /// write them as their own objects); empty for one server.
+    #[serde(skip)]
+    pub targets: Vec<TcpStats>,
+}
+
+/// The smaller of two Welcome limits, 0 standing for none known yet.
+pub(crate) fn smallest_known(known: u32, more: u32) -> u32 {
+    match (known, more) {
+        (0, more) => more,
+        (known, 0) => known,
+        (known, more) => known.min(more),
+    }
 }
 
 fn seconds_of_ns<S: Serializer>(ns: &u64, serializer: S) -> Result<S::Ok, S::Error> {
@@ -272,6 +340,11 @@ fn replies_received<S: Serializer>(replies: &Tally, serializer: S) -> Result<S::
 impl TcpStats {
     /// Zero counts for a client of the server at `address`.
     pub fn new(address: SocketAddr) -> Self {
+        Self::zero(Some(address))
+    }
+
+    /// Zero counts, for the server at `address` or (`None`) for a sum over several.
+    fn zero(address: Option<SocketAddr>) -> Self {
         Self {
             address,
             connections: 0,
@@ -291,6 +364,51 @@ impl TcpStats {
             syscalls: Syscalls::default(),
             bytes_written: 0,
             bytes_read: 0,
+            targets: Vec::new(),
+        }
+    }
+
+    /// One server's counts as they are, or the sum of several servers' with each kept in
+    /// [`TcpStats::targets`]: counts add up; the connect time, which all the connections
+    /// shared, is the longest; the Welcome limits are the smallest any server announced.
+    ///
+    /// # Panics
+    /// When `targets` is empty.
+    pub fn total_of(mut targets: Vec<TcpStats>) -> Self {
+        assert!(!targets.is_empty(), "a sum of no servers");
+        if targets.len() == 1 {
+            return targets.pop().expect("one server");
+        }
+        let mut total = Self::zero(None);
+        for part in &targets {
+            total.connections += part.connections;
+            total.connect_ns = total.connect_ns.max(part.connect_ns);
+            total.send_buffer_replies =
+                smallest_known(total.send_buffer_replies, part.send_buffer_replies);
+            total.max_frame_bytes = smallest_known(total.max_frame_bytes, part.max_frame_bytes);
+            total.submitted += part.submitted;
+            total.replies.add(&part.replies);
+            total.without_reply.add(&part.without_reply);
+            total.replies_dropped_frames += part.replies_dropped_frames;
+            total.replies_dropped_excess += part.replies_dropped_excess;
+            total.unexpected_replies += part.unexpected_replies;
+            total.flow_signals.add(&part.flow_signals);
+            total.pongs += part.pongs;
+            total.closed.add(&part.closed);
+            total.handed_back.add(&part.handed_back);
+            total.syscalls.add(&part.syscalls);
+            total.bytes_written += part.bytes_written;
+            total.bytes_read += part.bytes_read;
+        }
+        total.targets = targets;
+        total
+    }
+
+    /// The server, or how many servers, for the table.
+    fn servers(&self) -> String {
+        match self.address {
+            Some(address) => address.to_string(),
+            None => format!("{} servers", self.targets.len()),
         }
     }
 
@@ -341,7 +459,7 @@ impl TcpStats {
             out,
             "tcp: {} connections to {} in {:.2} s; server: send buffer {} replies, frames up to {} bytes",
             self.connections,
-            self.address,
+            self.servers(),
             self.connect_ns as f64 / 1e9,
             self.send_buffer_replies,
             self.max_frame_bytes
@@ -416,6 +534,53 @@ mod tests {
         stats.submitted = 10;
         stats.unexpected_replies = 1;
         assert_eq!(stats.self_check().len(), 1);
+    }
+
+    #[test]
+    fn several_servers_counts_add_up_and_keep_each_one() {
+        let mut first = TcpStats::new("127.0.0.1:1".parse().unwrap());
+        first.connections = 3;
+        first.connect_ns = 2_000;
+        first.send_buffer_replies = 1_000;
+        first.max_frame_bytes = 65_536;
+        first.submitted = 10;
+        first.replies.count_completion(Outcome::Delivered);
+        first.without_reply.replies_dropped = 9;
+        first.closed.errors_by_code.count(ErrorCode::BadMagic);
+        first.syscalls.write = 4;
+        let mut second = TcpStats::new("127.0.0.1:2".parse().unwrap());
+        second.connections = 1;
+        second.connect_ns = 1_000;
+        second.send_buffer_replies = 500;
+        second.max_frame_bytes = 131_072;
+        second.submitted = 2;
+        second.replies.count_completion(Outcome::Delivered);
+        second.replies.count_completion(Outcome::Delivered);
+        second.closed.errors_by_code.count(ErrorCode::BadMagic);
+        second.syscalls.write = 1;
+        second.bytes_read = 7;
+        // One server's counts are their own total.
+        assert_eq!(TcpStats::total_of(vec![first.clone()]), first);
+        let total = TcpStats::total_of(vec![first.clone(), second.clone()]);
+        assert_eq!(total.address, None);
+        assert_eq!(total.connections, 4);
+        assert_eq!(total.connect_ns, 2_000);
+        assert_eq!(total.send_buffer_replies, 500);
+        assert_eq!(total.max_frame_bytes, 65_536);
+        assert_eq!(total.submitted, 12);
+        assert_eq!(total.replies.delivered, 3);
+        assert_eq!(total.without_reply.total(), 9);
+        assert_eq!(total.closed.errors_by_code.get(ErrorCode::BadMagic), 2);
+        assert_eq!(total.syscalls.write, 5);
+        assert_eq!(total.bytes_read, 7);
+        assert!(total.self_check().is_empty(), "{:?}", total.self_check());
+        assert_eq!(total.targets, [first, second]);
+        let json = serde_json::to_value(&total).unwrap();
+        assert!(json["address"].is_null());
+        assert!(json.get("targets").is_none());
+        let mut table = String::new();
+        total.table_lines(&mut table);
+        assert!(table.contains("4 connections to 2 servers"), "{table}");
     }
 
     #[test]

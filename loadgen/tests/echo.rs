@@ -8,16 +8,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use spillway::config::Config;
-use spillway::engine::Engine;
-use spillway::handler::{Handler, HandlerError};
-use spillway::message::{Bytes, Message};
-use spillway::net::server::{ServerConfig, TcpServer};
+use spillway::handler::HandlerError;
+use spillway::message::{Bytes, Message, TenantId};
 use spillway_loadgen::generator::{run_with_target, Phase, RunPlan, RunResult};
 use spillway_loadgen::payload::PayloadPlan;
 use spillway_loadgen::report::{RunInfo, RunReport};
 use spillway_loadgen::tcp::{target_name, TcpSettings, TcpSystem};
 use spillway_loadgen::tcp_stats::TcpStats;
+
+mod support;
+use support::{serve, Served};
 
 const CONNECTIONS: u32 = 8;
 /// Not a multiple of 8, so the last word of each payload is a part word.
@@ -25,26 +25,6 @@ const PAYLOAD_BYTES: u32 = 100;
 /// The corrupting handler damages the response of every message whose id is this many
 /// apart.
 const DAMAGE_EVERY: u64 = 10;
-
-/// A TCP server with a one-shard engine behind it, serving `handler`.
-struct Served {
-    server: TcpServer,
-    engine: Engine,
-}
-
-fn serve<H: Handler + Clone>(handler: H) -> Served {
-    let server = TcpServer::bind("127.0.0.1:0", ServerConfig::default()).expect("binding");
-    let config = Config {
-        shards: 1,
-        ..Config::default()
-    };
-    let engine = Engine::builder()
-        .config(config)
-        .handler(server.front_end(handler))
-        .start()
-        .expect("starting the engine");
-    Served { server, engine }
-}
 
 /// 0.1 s unrecorded then 0.4 s measured at 4,000 msg/s (2,000 messages), or a closed loop
 /// of `window` per connection for as long.
@@ -70,6 +50,7 @@ fn plan(closed_loop: bool, window: u32) -> RunPlan {
             bytes: PAYLOAD_BYTES,
             verify_echo: true,
         },
+        tenant: TenantId(0),
     }
 }
 

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use spillway::config::Config;
+use spillway::message::TenantId;
 use spillway_loadgen::generator::{calibrate_capacity, run_inproc, Phase, RunPlan};
 use spillway_loadgen::payload::PayloadPlan;
 use spillway_loadgen::report::{RunInfo, RunReport};
@@ -64,6 +65,7 @@ fn plan(closed_loop: bool, priority_weights: Option<[u32; 4]>) -> RunPlan {
         progress: false,
         drain_timeout: Duration::from_secs(10),
         payload: PayloadPlan::default(),
+        tenant: TenantId(0),
     }
 }
 

@@ -273,6 +273,7 @@ pub fn plan(settings: &E2eSettings, closed_loop: bool, control_probe_ms: u64) ->
         progress: true,
         drain_timeout: DRAIN_TIMEOUT,
         payload: Default::default(),
+        tenant: spillway::message::TenantId(0),
     }
 }
 
