@@ -59,11 +59,11 @@ pub(crate) mod command;
 pub mod config;
 pub mod control;
 pub mod engine;
-pub mod global;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 #[cfg(not(feature = "fault-injection"))]
 pub(crate) mod fault;
+pub mod global;
 pub mod ingress;
 pub(crate) mod log_limit;
 pub mod message;
