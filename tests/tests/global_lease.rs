@@ -1,0 +1,424 @@
+//! The lease store (`spillway::global::lease::LeaseStore`) against a real Redis: the
+//! max-min fair shares of the lease script, the grants that never add up to more than the
+//! capacity, expiry, release, `NOSCRIPT`, a paused and a killed server.
+//!
+//! The tests that need Redis are ignored in a plain `cargo test`; `scripts/redis-ci.sh`
+//! starts a private redis-server, sets `SPILLWAY_TEST_REDIS_URL` and
+//! `SPILLWAY_TEST_REDIS_DIR` (the instance's directory, for the restart) and runs them one at
+//! a time. Each test uses tenants of its own, so they can share one server; the restart test
+//! empties it.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use spillway::global::lease::{tenant_key, Demand, LeaseError, LeaseStore, Resource};
+use spillway::message::TenantId;
+
+const NEEDS_REDIS: &str = "needs Redis: scripts/redis-ci.sh";
+
+/// Generous for loopback: a test that means a shorter one says so.
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Long enough that no lease of a test expires unless the test waits for it.
+const LEASE_FOR: Duration = Duration::from_secs(30);
+
+fn redis_url() -> String {
+    std::env::var("SPILLWAY_TEST_REDIS_URL")
+        .unwrap_or_else(|_| panic!("SPILLWAY_TEST_REDIS_URL is not set ({NEEDS_REDIS})"))
+}
+
+fn store() -> LeaseStore {
+    LeaseStore::new(&[redis_url()], TIMEOUT).unwrap()
+}
+
+fn messages(capacity_per_sec: u64, wants_per_sec: u64) -> Demand {
+    Demand {
+        resource: Resource::Messages,
+        capacity_per_sec,
+        wants_per_sec,
+    }
+}
+
+fn bytes(capacity_per_sec: u64, wants_per_sec: u64) -> Demand {
+    Demand {
+        resource: Resource::Bytes,
+        capacity_per_sec,
+        wants_per_sec,
+    }
+}
+
+/// The one grant of a one-demand lease.
+fn grant(
+    store: &mut LeaseStore,
+    tenant: TenantId,
+    process: &str,
+    lease_for: Duration,
+    demand: Demand,
+) -> u64 {
+    let lease = store.lease(tenant, process, lease_for, &[demand]).unwrap();
+    assert_eq!(lease.expires_in, lease_for);
+    assert_eq!(lease.granted_per_sec.len(), 1);
+    lease.granted_per_sec[0]
+}
+
+/// `redis-cli` against the test server; its answer, trimmed.
+fn redis_cli(arguments: &[&str]) -> String {
+    let output = Command::new("redis-cli")
+        .arg("-u")
+        .arg(redis_url())
+        .args(arguments)
+        .output()
+        .expect("redis-cli (installed with redis-server by scripts/redis.sh)");
+    assert!(
+        output.status.success(),
+        "redis-cli {arguments:?}: {output:?}"
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+/// `scripts/redis.sh` with these arguments; fails the test unless it succeeds.
+fn redis_sh(arguments: &[&str]) {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/redis.sh");
+    let status = Command::new(script).args(arguments).status().unwrap();
+    assert!(status.success(), "scripts/redis.sh {arguments:?}: {status}");
+}
+
+#[test]
+#[ignore = "needs Redis: scripts/redis-ci.sh"]
+fn one_process_gets_its_demand_and_the_rest_as_headroom() {
+    let mut store = store();
+    let tenant = TenantId(1_601);
+    // Alone, 20,000 wanted of 50,000: the demand plus all 30,000 left as headroom.
+    assert_eq!(
+        grant(&mut store, tenant, "a", LEASE_FOR, messages(50_000, 20_000)),
+        50_000
+    );
+    // More than the capacity wanted: the capacity.
+    assert_eq!(
+        grant(&mut store, tenant, "a", LEASE_FOR, messages(50_000, 80_000)),
+        50_000
+    );
+    // Nothing to share: nothing granted.
+    assert_eq!(
+        grant(&mut store, tenant, "a", LEASE_FOR, messages(0, 80_000)),
+        0
+    );
+    // Two processes whose demands fit: each its demand plus half of the 20,000 left (once
+    // each has leased twice, so that the first has given up its whole-capacity grant).
+    let tenant = TenantId(1_602);
+    for _ in 0..2 {
+        grant(&mut store, tenant, "a", LEASE_FOR, messages(50_000, 10_000));
+        grant(&mut store, tenant, "b", LEASE_FOR, messages(50_000, 20_000));
+    }
+    assert_eq!(
+        grant(&mut store, tenant, "a", LEASE_FOR, messages(50_000, 10_000)),
+        20_000
+    );
+    assert_eq!(
+        grant(&mut store, tenant, "b", LEASE_FOR, messages(50_000, 20_000)),
+        30_000
+    );
+}
+
+#[test]
+#[ignore = "needs Redis: scripts/redis-ci.sh"]
+fn three_processes_converge_to_max_min_fair_shares_never_over_the_capacity() {
+    let mut store = store();
+    let tenant = TenantId(1_603);
+    let capacity = 50_000;
+    let processes = [("a", 105_000), ("b", 30_000), ("c", 15_000)];
+    let mut holding = [0_u64; 3];
+    for round in 1..=3 {
+        for (index, (process, wants)) in processes.iter().enumerate() {
+            holding[index] = grant(
+                &mut store,
+                tenant,
+                process,
+                LEASE_FOR,
+                messages(capacity, *wants),
+            );
+            let total: u64 = holding.iter().sum();
+            assert!(
+                total <= capacity,
+                "round {round}, after {process}: {holding:?} add up to {total} > {capacity}"
+            );
+        }
+        if round >= 2 {
+            // 15,000 is met; the other two split the 35,000 left.
+            assert_eq!(holding, [17_500, 17_500, 15_000], "round {round}");
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs Redis: scripts/redis-ci.sh"]
+fn shares_are_whole_and_the_rounding_is_the_same_in_every_call() {
+    let mut store = store();
+    let tenant = TenantId(1_615);
+    // 10 over three equal demands: floor(10 / 3) = 3, floor(7 / 2) = 3, then 4; equal demands
+    // are taken in name order, so "c" gets the remainder every time.
+    let mut holding = [0_u64; 3];
+    for round in 1..=3 {
+        for (index, process) in ["a", "b", "c"].into_iter().enumerate() {
+            holding[index] = grant(&mut store, tenant, process, LEASE_FOR, messages(10, 100));
+            assert!(holding.iter().sum::<u64>() <= 10, "{holding:?}");
+        }
+        if round >= 2 {
+            assert_eq!(holding, [3, 3, 4], "round {round}");
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs Redis: scripts/redis-ci.sh"]
+fn a_process_that_stops_renewing_loses_its_share_after_its_lease() {
+    let mut store = store();
+    let tenant = TenantId(1_604);
+    let lease_for = Duration::from_millis(300);
+    let demand = messages(50_000, 50_000);
+    for _ in 0..2 {
+        grant(&mut store, tenant, "a", lease_for, demand);
+        grant(&mut store, tenant, "b", lease_for, demand);
+    }
+    let b_last_leased = Instant::now();
+    // "a" renews every 20 ms; "b" has stopped. Its 25,000 stay its own until its lease has
+    // run out (Redis counts from a little after b_last_leased), then "a" gets them.
+    let whole_share_after = loop {
+        let granted = grant(&mut store, tenant, "a", lease_for, demand);
+        let since_b = b_last_leased.elapsed();
+        if granted == 50_000 {
+            break since_b;
+        }
+        assert_eq!(granted, 25_000, "after {since_b:?}");
+        assert!(
+            since_b < lease_for * 3,
+            "b's share still held after {since_b:?}"
+        );
+        sleep(Duration::from_millis(20));
+    };
+    assert!(
+        whole_share_after >= lease_for,
+        "b's share handed over after {whole_share_after:?}, before its lease ran out"
+    );
+}
+
+#[test]
+#[ignore = "needs Redis: scripts/redis-ci.sh"]
+fn release_gives_the_share_back_at_once() {
+    let mut store = store();
+    let tenant = TenantId(1_605);
+    let demand = messages(50_000, 50_000);
+    for _ in 0..2 {
+        grant(&mut store, tenant, "a", LEASE_FOR, demand);
+        grant(&mut store, tenant, "b", LEASE_FOR, demand);
+    }
+    assert_eq!(grant(&mut store, tenant, "a", LEASE_FOR, demand), 25_000);
+    let before = store.operations();
+    store.release(tenant, "b").unwrap();
+    assert_eq!(store.operations(), before + 1);
+    assert_eq!(grant(&mut store, tenant, "a", LEASE_FOR, demand), 50_000);
+    // Nothing of "b" is left in the tenant's hash.
+    let fields = redis_cli(&["HKEYS", &tenant_key(tenant)]);
+    assert!(!fields.contains(":b"), "{fields}");
+    assert!(fields.contains("exp:a"), "{fields}");
+}
+
+#[test]
+#[ignore = "needs Redis: scripts/redis-ci.sh"]
+fn bytes_and_messages_in_one_call() {
+    let mut store = store();
+    let tenant = TenantId(1_606);
+    let of_a = [messages(1_000, 600), bytes(1_000_000, 2_000_000)];
+    let of_b = [bytes(1_000_000, 100_000), messages(1_000, 300)];
+    let mut last = (Vec::new(), Vec::new());
+    for _ in 0..2 {
+        last.0 = store
+            .lease(tenant, "a", LEASE_FOR, &of_a)
+            .unwrap()
+            .granted_per_sec;
+        last.1 = store
+            .lease(tenant, "b", LEASE_FOR, &of_b)
+            .unwrap()
+            .granted_per_sec;
+    }
+    // Messages: 300 and 600 met, the 100 left split as headroom. Bytes: 100,000 met, "a"
+    // gets the other 900,000. Grants in each request's own order.
+    assert_eq!(last.0, [650, 900_000]);
+    assert_eq!(last.1, [100_000, 350]);
+}
+
+#[test]
+#[ignore = "needs Redis: scripts/redis-ci.sh"]
+fn counts_beyond_two_to_the_53_are_taken_as_that() {
+    let mut store = store();
+    let tenant = TenantId(1_607);
+    let granted = grant(
+        &mut store,
+        tenant,
+        "a",
+        LEASE_FOR,
+        bytes(u64::MAX, u64::MAX),
+    );
+    assert_eq!(granted, 1 << 53);
+}
+
+#[test]
+#[ignore = "needs Redis: scripts/redis-ci.sh"]
+fn an_idle_tenants_hash_vanishes_after_two_leases() {
+    let mut store = store();
+    let tenant = TenantId(1_608);
+    let lease_for = Duration::from_millis(400);
+    grant(&mut store, tenant, "a", lease_for, messages(100, 10));
+    let key = tenant_key(tenant);
+    let ttl_ms: u64 = redis_cli(&["PTTL", &key]).parse().unwrap();
+    assert!((400..=800).contains(&ttl_ms), "PTTL {ttl_ms} ms");
+    sleep(Duration::from_millis(900));
+    assert_eq!(redis_cli(&["EXISTS", &key]), "0");
+}
+
+#[test]
+#[ignore = "needs Redis: scripts/redis-ci.sh"]
+fn script_flush_then_a_lease_loads_the_script_again() {
+    let mut store = store();
+    let tenant = TenantId(1_609);
+    grant(&mut store, tenant, "a", LEASE_FOR, messages(100, 10));
+    assert_eq!(redis_cli(&["SCRIPT", "FLUSH"]), "OK");
+    let before = store.operations();
+    assert_eq!(
+        grant(&mut store, tenant, "a", LEASE_FOR, messages(100, 10)),
+        100
+    );
+    // EVALSHA (NOSCRIPT), SCRIPT LOAD, EVALSHA.
+    assert_eq!(store.operations(), before + 3);
+    grant(&mut store, tenant, "a", LEASE_FOR, messages(100, 10));
+    assert_eq!(store.operations(), before + 4);
+}
+
+#[test]
+#[ignore = "needs Redis: scripts/redis-ci.sh"]
+fn each_tenant_lives_on_its_entry_of_the_url_list() {
+    // A port nothing listens on: the second URL is a dead server.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("redis://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let mut store = LeaseStore::new(&[redis_url(), dead_url.clone()], TIMEOUT).unwrap();
+    let demand = [messages(100, 10)];
+    assert!(store
+        .lease(TenantId(1_610), "a", LEASE_FOR, &demand)
+        .is_ok());
+    match store.lease(TenantId(1_611), "a", LEASE_FOR, &demand) {
+        Err(LeaseError::Unavailable { url, .. }) => assert_eq!(url, dead_url),
+        other => panic!("tenant 1611 on {dead_url}: {other:?}"),
+    }
+}
+
+#[test]
+#[ignore = "needs Redis: scripts/redis-ci.sh"]
+fn a_paused_redis_times_out_within_the_timeout_and_the_next_call_reconnects() {
+    let timeout = Duration::from_millis(200);
+    let mut store = LeaseStore::new(&[redis_url()], timeout).unwrap();
+    let tenant = TenantId(1_612);
+    let demand = [messages(100, 10)];
+    store.lease(tenant, "a", LEASE_FOR, &demand).unwrap();
+    // Every client's commands wait 600 ms (redis-cli's own PAUSE is answered first).
+    assert_eq!(redis_cli(&["CLIENT", "PAUSE", "600", "ALL"]), "OK");
+    let started = Instant::now();
+    let failed = store.lease(tenant, "a", LEASE_FOR, &demand);
+    let took = started.elapsed();
+    assert!(
+        matches!(failed, Err(LeaseError::Timeout { .. })),
+        "{failed:?}"
+    );
+    assert!(took < timeout + Duration::from_millis(100), "{took:?}");
+    sleep(Duration::from_millis(600));
+    let lease = store.lease(tenant, "a", LEASE_FOR, &demand).unwrap();
+    assert_eq!(lease.granted_per_sec, [100]);
+}
+
+#[test]
+#[ignore = "needs Redis: scripts/redis-ci.sh"]
+fn a_killed_redis_fails_fast_and_a_restarted_one_serves_the_next_lease() {
+    let dir = std::env::var("SPILLWAY_TEST_REDIS_DIR")
+        .unwrap_or_else(|_| panic!("SPILLWAY_TEST_REDIS_DIR is not set ({NEEDS_REDIS})"));
+    let url = redis_url();
+    let port = url.rsplit(':').next().unwrap().to_owned();
+    let timeout = Duration::from_millis(200);
+    let mut store = LeaseStore::new(&[url], timeout).unwrap();
+    let tenant = TenantId(1_613);
+    let demand = [messages(100, 10)];
+    store.lease(tenant, "a", LEASE_FOR, &demand).unwrap();
+
+    redis_sh(&["kill", "--dir", &dir]);
+    // Twice: once on the connection that was open, once connecting afresh.
+    for attempt in ["open connection", "new connection"] {
+        let started = Instant::now();
+        let failed = store.lease(tenant, "a", LEASE_FOR, &demand);
+        let took = started.elapsed();
+        assert!(
+            matches!(
+                failed,
+                Err(LeaseError::Unavailable { .. } | LeaseError::Timeout { .. })
+            ),
+            "{attempt}: {failed:?}"
+        );
+        assert!(
+            took <= timeout + Duration::from_millis(50),
+            "{attempt}: {took:?}"
+        );
+    }
+
+    redis_sh(&["start", "--dir", &dir, "--port", &port]);
+    // An empty server without the script: the NOSCRIPT path, on a new connection.
+    let before = store.operations();
+    let lease = store.lease(tenant, "a", LEASE_FOR, &demand).unwrap();
+    assert_eq!(lease.granted_per_sec, [100]);
+    assert_eq!(store.operations(), before + 3);
+}
+
+#[test]
+#[ignore = "needs Redis: scripts/redis-ci.sh"]
+fn lease_latency_on_loopback() {
+    const CALLS: usize = 2_000;
+    let mut store = store();
+    let tenant = TenantId(1_614);
+    let demands = [messages(50_000, 20_000), bytes(50_000_000, 10_000_000)];
+    // Connect and load the script first: the steady state is one EVALSHA per call.
+    store.lease(tenant, "a", LEASE_FOR, &demands).unwrap();
+    store.lease(tenant, "b", LEASE_FOR, &demands).unwrap();
+    let before = store.operations();
+    let mut latencies: Vec<Duration> = (0..CALLS)
+        .map(|call| {
+            let process = if call % 2 == 0 { "a" } else { "b" };
+            let started = Instant::now();
+            let lease = store.lease(tenant, process, LEASE_FOR, &demands).unwrap();
+            let took = started.elapsed();
+            assert_eq!(lease.granted_per_sec, [25_000, 25_000_000]);
+            took
+        })
+        .collect();
+    assert_eq!(store.operations(), before + CALLS as u64);
+    latencies.sort();
+    println!(
+        "lease latency on loopback, two processes, two resources, {CALLS} calls: \
+         median {:?}, p99 {:?}, max {:?}",
+        latencies[CALLS / 2],
+        latencies[CALLS * 99 / 100],
+        latencies[CALLS - 1]
+    );
+}
+
+#[test]
+fn new_refuses_no_urls_and_urls_that_are_not_redis() {
+    assert!(matches!(
+        LeaseStore::new(&[], TIMEOUT),
+        Err(LeaseError::Url { .. })
+    ));
+    match LeaseStore::new(&["http://127.0.0.1:6379".to_owned()], TIMEOUT) {
+        Err(LeaseError::Url { url, .. }) => assert_eq!(url, "http://127.0.0.1:6379"),
+        other => panic!("{other:?}"),
+    }
+    // Parsing connects to nothing: a URL of a server that is not there is fine.
+    assert!(LeaseStore::new(&["redis://127.0.0.1:1".to_owned()], TIMEOUT).is_ok());
+}
