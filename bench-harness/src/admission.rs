@@ -13,7 +13,9 @@
 //! P0, so that every admission also takes the tenant path (ceiling lookup and the
 //! compare-exchange charge on the cross-shard count, and its release when the message
 //! finishes). That cap is far above the at most [`BATCH`] messages ever pending here, so it
-//! never refuses.
+//! never refuses. A third setup gives tenant 0 a fleet-wide rate (`[global]`) with a leased
+//! share far above the offered rate, so every admission also charges the process-wide
+//! bucket that the shards share (issue 16's "admission cost with global quotas on").
 //!
 //! Each run: a fresh simulation; a warm-up of one message per connection, run to completion,
 //! so the connection table holds all 15,000 before timing; then `messages` submits in
@@ -44,7 +46,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use spillway::config::{Config, TenantConfig};
+use spillway::config::{Config, GlobalTenantConfig, TenantConfig};
 use spillway::message::{ConnectionId, Message, MessageId, Priority, Role, TenantId};
 use spillway::outcome::Outcome;
 use spillway::simulation::Simulation;
@@ -74,6 +76,11 @@ pub const ORDER_ROUNDS: u32 = 8;
 /// Seed of the connection order (fixed so runs compare).
 pub const ORDER_SEED: u64 = 0xAD01_7155_10F1_5EED;
 
+/// The fleet-wide rate and leased share of [`TenantSetup::FleetRate`]: far above the 6.7 M
+/// messages per simulated second, so the shared bucket never refuses but is charged (one
+/// compare-exchange) for every message.
+pub const FLEET_SHARE_PER_SEC: u32 = 1_000_000_000;
+
 /// The tenant pending cap of [`TenantSetup::Capped`]: validation's maximum, far above the at
 /// most [`BATCH`] messages pending in these runs.
 pub const TENANT_CAP: u32 = 1 << 30;
@@ -86,23 +93,46 @@ pub enum TenantSetup {
     /// Tenant 0 configured with a pending cap of [`TENANT_CAP`] and ceiling P0: every
     /// admission charges (compare-exchange) and every finish releases the tenant's count.
     Capped,
+    /// Tenant 0 with a fleet-wide rate (`[global]`, issue 16) whose leased share is
+    /// [`FLEET_SHARE_PER_SEC`]: every admission also takes the tenant lookup and charges
+    /// the process-wide shared bucket (its demand tally and one compare-exchange).
+    FleetRate,
 }
 
 impl TenantSetup {
-    /// Both setups, in report order.
-    pub const ALL: [TenantSetup; 2] = [TenantSetup::Unconfigured, TenantSetup::Capped];
+    /// Every setup, in report order.
+    pub const ALL: [TenantSetup; 3] = [
+        TenantSetup::Unconfigured,
+        TenantSetup::Capped,
+        TenantSetup::FleetRate,
+    ];
 
     /// The setup in words, for the report.
     pub fn describe(self) -> String {
         match self {
             TenantSetup::Unconfigured => "tenant 0 without settings".to_owned(),
             TenantSetup::Capped => "tenant 0 capped (2^30 pending), ceiling P0".to_owned(),
+            TenantSetup::FleetRate => {
+                "tenant 0 with a fleet-wide rate ([global]), leased share 1e9/s".to_owned()
+            }
         }
     }
 
     /// `Config::default()` with this tenant setup.
     pub fn config(self) -> Config {
         let mut config = Config::default();
+        if self == TenantSetup::FleetRate {
+            // The simulation runs no lease thread, so Redis is never asked: the share is
+            // set by hand (`run`), as a lease would set it.
+            config.global.redis = vec!["redis://127.0.0.1:1".to_owned()];
+            config.global.tenants = vec![GlobalTenantConfig {
+                tenant: TenantId(0),
+                rate_per_sec: FLEET_SHARE_PER_SEC,
+                bytes_per_sec: None,
+                fallback_rate_per_sec: None,
+                fallback_bytes_per_sec: None,
+            }];
+        }
         if self == TenantSetup::Capped {
             config.tenants = vec![TenantConfig {
                 tenant: TenantId(0),
@@ -159,6 +189,9 @@ pub fn run(messages: u64, tenants: TenantSetup, order: &KeyOrder) -> anyhow::Res
     }
     let mut simulation = Simulation::new(tenants.config(), |_: &Message| Ok(()))
         .context("the default configuration was refused")?;
+    for quota in simulation.global_quotas().iter() {
+        quota.apply_share(u64::from(FLEET_SHARE_PER_SEC), None);
+    }
     let mut now_ns = 0u64;
     let mut next_id = 0u64;
     let mut cursor = 0usize;

@@ -933,4 +933,21 @@ impl Config {
     pub fn tenant(&self, tenant: TenantId) -> Option<&TenantConfig> {
         self.tenants.iter().find(|config| config.tenant == tenant)
     }
+
+    /// Every tenant the engine keeps shared state for: `tenants`, then each `[global]`
+    /// tenant not listed there (no cap, no ceiling), so that a fleet-wide rate has a place in
+    /// the tenant table.
+    pub fn tenant_settings(&self) -> Vec<TenantConfig> {
+        let mut settings = self.tenants.clone();
+        for global in &self.global.tenants {
+            if self.tenant(global.tenant).is_none() {
+                settings.push(TenantConfig {
+                    tenant: global.tenant,
+                    max_pending: None,
+                    priority_ceiling: Priority::P0,
+                });
+            }
+        }
+        settings
+    }
 }

@@ -34,12 +34,14 @@ use std::sync::Mutex;
 use std::thread::JoinHandle;
 
 use crate::admission::breaker::CircuitBreaker;
+use crate::admission::global::GlobalQuotas;
 use crate::admission::tenants::TenantTable;
 use crate::clock::Clock;
 use crate::command::{ShardCommand, ShardReply};
 use crate::config::{Config, ConfigError, INGRESSES_MAX};
 use crate::control::thread::ControlLink;
 use crate::control::{Control, ControlShared};
+use crate::global::thread::LeaseThread;
 use crate::handler::Handler;
 use crate::ingress::{completion_capacity, wake_after_stop, Ingress, IngressToken, SharedIngress};
 use crate::message::ConnectionId;
@@ -67,6 +69,10 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The fleet quotas' lease thread could not be started (a Redis URL the client does
+    /// not take, or no thread).
+    #[error("could not start fleet quotas: {0}")]
+    Global(#[from] crate::global::lease::LeaseError),
     /// Every ingress index is held by a live `Ingress`.
     #[error("too many ingresses: at most {INGRESSES_MAX} may be alive at once")]
     TooManyIngresses,
@@ -92,6 +98,8 @@ pub struct Engine {
     /// lost), for [`Engine::shutdown_with_handlers`].
     threads: Vec<JoinHandle<Box<dyn Any + Send>>>,
     control_thread: Option<JoinHandle<()>>,
+    /// Renews the fleet-wide tenant shares (`[global]`); `None` when there are none.
+    lease_thread: Option<LeaseThread>,
 }
 
 /// Builds an [`Engine`]: settings, then a handler, then [`start`](EngineBuilder::start).
@@ -277,6 +285,10 @@ impl Engine {
             .drain(..)
             .map(|thread| thread.join().ok())
             .collect();
+        // Shares are given back once no shard charges them any more.
+        if let Some(lease_thread) = self.lease_thread.take() {
+            lease_thread.stop();
+        }
         // The control plane goes last, so that drains under way can finish with the shards.
         // Release: pairs with the control thread's and the handles' Acquire loads.
         self.control.stopping.store(true, Ordering::Release);
@@ -330,9 +342,10 @@ impl<H: Handler + Clone> EngineBuilder<H> {
         let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get());
         let shard_count = config.effective_shards(cores);
         let tenants = Arc::new(TenantTable::new(
-            &config.tenants,
+            &config.tenant_settings(),
             config.caps.priority_threshold_percent,
         ));
+        let global = Arc::new(GlobalQuotas::new(&config.global, &tenants, shard_count));
         let breaker = Arc::new(CircuitBreaker::new());
         let shards: Box<[ShardShared]> = (0..shard_count)
             .map(|_| {
@@ -349,6 +362,7 @@ impl<H: Handler + Clone> EngineBuilder<H> {
             shards,
             breaker: Arc::clone(&breaker),
             tenants: Arc::clone(&tenants),
+            global: Arc::clone(&global),
             clock: Clock::new(),
             stopping: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
@@ -376,6 +390,7 @@ impl<H: Handler + Clone> EngineBuilder<H> {
             ),
             threads: Vec::with_capacity(shard_count),
             control_thread: None,
+            lease_thread: None,
         };
         let control_capacity = shared.config.control.ring_capacity;
         let mut control_links = Vec::with_capacity(shard_count);
@@ -396,6 +411,7 @@ impl<H: Handler + Clone> EngineBuilder<H> {
                 shard_count,
                 &shared.config,
                 Arc::clone(&tenants),
+                Arc::clone(&global),
                 Arc::clone(&breaker),
                 Arc::clone(&shared.shards[index].fault),
             );
@@ -479,6 +495,13 @@ impl<H: Handler + Clone> EngineBuilder<H> {
         let settled_by = std::time::Instant::now() + CONTROL_START_WAIT;
         while control.nice.get().is_none() && std::time::Instant::now() < settled_by {
             std::thread::sleep(std::time::Duration::from_micros(100));
+        }
+        if shared.global.enabled() {
+            engine.lease_thread = Some(LeaseThread::spawn(
+                &shared.config.global,
+                Arc::clone(&shared.global),
+                engine.control_nice(),
+            )?);
         }
         Ok(engine)
     }

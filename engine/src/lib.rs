@@ -29,15 +29,15 @@
 //! | 1 primitives | `log_limit` | rate limits on log events: at most a few per interval, the rest counted and summarised | - |
 //! | 1 primitives | `fault` | panics injected at named points of a shard thread, for tests (feature `fault-injection`) | - |
 //! | 1 primitives | `wait` | how an idle thread waits (spin, yield, park) and how it is woken; the doorbell a producer waits on | `config`, `sync` |
-//! | 2 admission levels | [`admission`] | the admission levels shared across shards: circuit breaker, priority caps, tenant counts | `command`, `config`, `message`, `sync` |
+//! | 2 admission levels | [`admission`] | the admission levels shared across shards: circuit breaker, priority caps, tenant counts, fleet-wide tenant rates (this process's share) | `bucket`, `command`, `config`, `message`, `sync` |
 //! | 2 admission levels | [`metrics`] | the counters of SPEC 3, per shard and published for readers (`Stats`) | `admission`, `command`, `message`, `outcome`, `sync` |
 //! | 3 shard | `shard` | one data shard: its connections, queues, admission pipeline, handler runs and thread; the `Handler` API (re-exported as `handler`) | `admission`, `bucket`, `clock`, `command`, `config`, `fault`, `message`, `metrics`, `outcome`, `ring`, `sync`, `wait` |
 //! | 4 engine state | `shared` | what every thread of one engine shares: settings, clock, breaker, tenants, shard mailboxes, stop flags | `admission`, `clock`, `config`, `message`, `metrics`, `shard`, `sync` |
 //! | 5 control plane | [`monitor`] | the overload monitor: queue depths against caps, alerts, history | `log_limit`, `message`, `metrics` |
-//! | 5 control plane | [`global`] | fleet-wide tenant quotas: rate leases kept in Redis (one Lua script), the thread that renews them and sets the shards' shared buckets | `admission`, `config`, `log_limit`, `message`, `sync` |
+//! | 5 control plane | [`global`] | fleet-wide tenant quotas: rate leases kept in Redis (one Lua script), the thread that renews them and sets the shards' shared buckets | `admission`, `backoff`, `config`, `control`, `log_limit`, `message`, `sync` |
 //! | 5 control plane | [`control`] | the control plane: its thread, the `Control` handle, command latencies | `admission`, `command`, `config`, `log_limit`, `message`, `metrics`, `monitor`, `outcome`, `ring`, `shared`, `sync`, `wait` |
 //! | 6 front door | [`ingress`] | how producers hand work to shards and hear back (`Ingress`, `SharedIngress`), and wait for it | `config`, `message`, `outcome`, `ring`, `shard`, `shared`, `sync`, `wait` |
-//! | 6 front door | [`engine`] | the front door: `Engine::builder`, start, stats, shutdown | `admission`, `clock`, `command`, `config`, `control`, `fault`, `ingress`, `message`, `metrics`, `monitor`, `ring`, `shard`, `shared`, `sync`, `wait` |
+//! | 6 front door | [`engine`] | the front door: `Engine::builder`, start, stats, shutdown | `admission`, `clock`, `command`, `config`, `control`, `fault`, `global`, `ingress`, `message`, `metrics`, `monitor`, `ring`, `shard`, `shared`, `sync`, `wait` |
 //! | 6 front door | [`simulation`] | one shard on a hand-driven clock, for exact tests | `admission`, `command`, `config`, `control`, `message`, `metrics`, `outcome`, `shard`, `sync` |
 //! | 7 edges | [`net`] | the TCP front end: wire protocol, egress flow control, the server | `config`, `log_limit`, `message`, `outcome`, `shard`, `sync` |
 //! | 7 edges | [`client`] | a client of that protocol with `send_with_backpressure` | `backoff`, `clock`, `message`, `net`, `outcome` |

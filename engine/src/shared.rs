@@ -4,6 +4,7 @@
 //! ingresses and the engine handle see all of it.
 
 use crate::admission::breaker::CircuitBreaker;
+use crate::admission::global::GlobalQuotas;
 use crate::admission::tenants::TenantTable;
 use crate::clock::Clock;
 use crate::config::Config;
@@ -18,6 +19,9 @@ pub(crate) struct EngineShared {
     pub(crate) shards: Box<[ShardShared]>,
     pub(crate) breaker: Arc<CircuitBreaker>,
     pub(crate) tenants: Arc<TenantTable>,
+    /// This process's shares of the fleet-wide tenant rates (`[global]`), which the lease
+    /// thread renews.
+    pub(crate) global: Arc<GlobalQuotas>,
     pub(crate) tenant_ids: Vec<TenantId>,
     pub(crate) clock: Clock,
     /// Set by `shutdown`: shards refuse new work, finish or cancel what is queued, exit.

@@ -20,6 +20,7 @@
 //! ```
 
 use crate::admission::breaker::CircuitBreaker;
+use crate::admission::global::GlobalQuotas;
 use crate::admission::tenants::TenantTable;
 use crate::config::{Config, ConfigError};
 use crate::handler::Handler;
@@ -37,6 +38,9 @@ pub struct Simulation<H: Handler> {
     handler: H,
     breaker: Arc<CircuitBreaker>,
     tenants: Arc<TenantTable>,
+    /// The fleet-wide tenant rates; no lease thread runs here, so a test or bench sets the
+    /// shares itself ([`TenantQuota::apply_share`](crate::admission::global::TenantQuota::apply_share)).
+    global: Arc<GlobalQuotas>,
     tenant_ids: Vec<TenantId>,
     completions: Vec<Completion>,
     /// `control.drain_timeout_ns`: a drain's deadline, as the control plane sets it.
@@ -48,16 +52,18 @@ impl<H: Handler> Simulation<H> {
     pub fn new(config: Config, handler: H) -> Result<Self, ConfigError> {
         config.validate()?;
         let tenants = Arc::new(TenantTable::new(
-            &config.tenants,
+            &config.tenant_settings(),
             config.caps.priority_threshold_percent,
         ));
         let tenant_ids = tenants.tenant_ids().collect();
+        let global = Arc::new(GlobalQuotas::new(&config.global, &tenants, 1));
         let breaker = Arc::new(CircuitBreaker::new());
         let core = ShardCore::new(
             0,
             1,
             &config,
             Arc::clone(&tenants),
+            Arc::clone(&global),
             Arc::clone(&breaker),
             Arc::default(),
         );
@@ -66,6 +72,7 @@ impl<H: Handler> Simulation<H> {
             handler,
             breaker,
             tenants,
+            global,
             drain_timeout_ns: config.control.drain_timeout_ns,
             tenant_ids,
             completions: Vec::new(),
@@ -319,6 +326,32 @@ impl<H: Handler> Simulation<H> {
         self.tenants
             .find(tenant)
             .map(|index| self.tenants.pending(index))
+    }
+
+    /// The fleet-wide tenant rates (`[global]`): a simulation runs no lease thread, so each
+    /// tenant stays on its fallback until its share is set by hand, as a lease would set it.
+    ///
+    /// ```
+    /// use spillway::config::{Config, GlobalTenantConfig};
+    /// use spillway::message::{ConnectionId, Message, MessageId, TenantId};
+    /// use spillway::simulation::Simulation;
+    /// let mut config = Config::default();
+    /// config.global.redis = vec!["redis://127.0.0.1:1".into()];
+    /// config.global.tenants = vec![GlobalTenantConfig {
+    ///     tenant: TenantId(7),
+    ///     rate_per_sec: 1000,
+    ///     bytes_per_sec: None,
+    ///     fallback_rate_per_sec: None,
+    ///     fallback_bytes_per_sec: None,
+    /// }];
+    /// let mut simulation = Simulation::new(config, |_: &Message| Ok(())).unwrap();
+    /// let quota = simulation.global_quotas().iter().next().unwrap();
+    /// quota.apply_share(0, None); // a lease with a zero share
+    /// let message = Message::new(ConnectionId(1), MessageId(1)).with_tenant(TenantId(7));
+    /// assert!(simulation.submit(0, message).is_err());
+    /// ```
+    pub fn global_quotas(&self) -> &GlobalQuotas {
+        &self.global
     }
 
     /// Sets the nominal rate of one connection (adding it if the shard does not hold it

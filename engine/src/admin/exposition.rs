@@ -23,6 +23,7 @@ use prometheus_client::registry::Registry;
 
 use super::{AdminShared, AdminStats};
 use crate::admission::breaker::BreakerState;
+use crate::admission::global::{GlobalQuotas, LeaseFigures, QuotaMode};
 use crate::message::{Priority, Role, TenantId};
 use crate::metrics::{ShardStats, Stats, Tally, LATENCY_BUCKET_BOUNDS_NS};
 use crate::net::egress::{EgressDropReason, FlowSignal};
@@ -56,6 +57,7 @@ pub(super) fn encode(shared: &AdminShared) -> String {
         workers: shared.workers.as_ref().map(|listener| listener.stats()),
         admin: shared.stats(),
         named_tenants,
+        global: global_snapshot(shared.control.global_quotas()),
     };
     let mut registry = Registry::with_prefix("spillway");
     registry.register_collector(Box::new(snapshot));
@@ -93,6 +95,36 @@ struct Snapshot {
     admin: AdminStats,
     /// The tenants with series of their own (`name_busiest_tenants`).
     named_tenants: Vec<TenantId>,
+    /// Fleet-wide tenant quotas, when any tenant has one.
+    global: Option<GlobalSnapshot>,
+}
+
+/// What `/metrics` reports of the fleet-wide quotas: every `[global]` tenant (they are
+/// configured, so their number is bounded by the file) and the lease thread's counts.
+#[derive(Debug)]
+struct GlobalSnapshot {
+    tenants: Vec<GlobalTenantRow>,
+    leases: LeaseFigures,
+}
+
+/// Tenant, mode, share (messages, bytes per second), offered (messages, bytes).
+type GlobalTenantRow = (TenantId, QuotaMode, (u64, u64), (u64, u64));
+
+fn global_snapshot(quotas: &GlobalQuotas) -> Option<GlobalSnapshot> {
+    quotas.enabled().then(|| GlobalSnapshot {
+        tenants: quotas
+            .iter()
+            .map(|quota| {
+                (
+                    quota.tenant(),
+                    quota.mode(),
+                    quota.share_per_sec(),
+                    quota.offered(),
+                )
+            })
+            .collect(),
+        leases: quotas.stats.figures(),
+    })
 }
 
 type Result = std::result::Result<(), std::fmt::Error>;
@@ -609,6 +641,73 @@ impl Snapshot {
         )
     }
 
+    fn encode_global(&self, encoder: &mut DescriptorEncoder, global: &GlobalSnapshot) -> Result {
+        let tenant_label = |tenant: TenantId| ("tenant", tenant.0.to_string());
+        gauges(
+            encoder,
+            "global_quota_mode",
+            "Fleet-wide quota per tenant: 1 for its current mode (leased, exhausted, fallback, open, refusing), 0 for the others.",
+            global.tenants.iter().flat_map(|&(tenant, mode, _, _)| {
+                QuotaMode::ALL.map(|each| {
+                    (
+                        vec![tenant_label(tenant), ("mode", each.name().to_string())],
+                        i64::from(each == mode),
+                    )
+                })
+            }),
+        )?;
+        gauges(
+            encoder,
+            "global_quota_share_per_second",
+            "This process's share of the tenant's fleet-wide rate under its current lease (0 without one), by resource (messages, bytes).",
+            global.tenants.iter().flat_map(|&(tenant, _, share, _)| {
+                [("messages", share.0), ("bytes", share.1)].map(|(resource, value)| {
+                    (
+                        vec![tenant_label(tenant), ("resource", resource.to_string())],
+                        i64::try_from(value).unwrap_or(i64::MAX),
+                    )
+                })
+            }),
+        )?;
+        counters(
+            encoder,
+            "global_quota_offered",
+            "Messages and payload bytes that reached the tenant's fleet-wide check here (the demand its leases ask for), by resource.",
+            global.tenants.iter().flat_map(|&(tenant, _, _, offered)| {
+                [("messages", offered.0), ("bytes", offered.1)].map(|(resource, value)| {
+                    (
+                        vec![tenant_label(tenant), ("resource", resource.to_string())],
+                        value,
+                    )
+                })
+            }),
+        )?;
+        let leases = &global.leases;
+        counters(
+            encoder,
+            "global_leases",
+            "Lease requests to Redis, by result.",
+            [("granted", leases.granted), ("failed", leases.failed)]
+                .map(|(result, value)| (vec![("result", result.to_string())], value)),
+        )?;
+        counter(
+            encoder,
+            "global_redis_operations",
+            "Redis commands sent by the lease thread (lease scripts, script loads, releases).",
+            leases.redis_operations,
+        )?;
+        counters(
+            encoder,
+            "global_quota_transitions",
+            "Tenants moving from a lease to their fallback and back, by direction.",
+            [
+                ("fallback", leases.fallbacks),
+                ("recovery", leases.recoveries),
+            ]
+            .map(|(direction, value)| (vec![("direction", direction.to_string())], value)),
+        )
+    }
+
     fn encode_admin(&self, encoder: &mut DescriptorEncoder) -> Result {
         let admin = &self.admin;
         counters(
@@ -653,6 +752,9 @@ impl Collector for Snapshot {
         }
         if let Some(workers) = &self.workers {
             self.encode_workers(&mut encoder, workers)?;
+        }
+        if let Some(global) = &self.global {
+            self.encode_global(&mut encoder, global)?;
         }
         self.encode_admin(&mut encoder)
     }

@@ -207,6 +207,12 @@ fn health_json(health: &Health) -> Value {
         "lost_shards": health.lost_shards,
         "breaker": health.breaker.name(),
         "alert_level": format!("{:?}", health.alert_level).to_lowercase(),
+        "degraded": health.degraded,
+        "global": health.global.iter().map(|quota| json!({
+            "tenant": quota.tenant.0,
+            "mode": quota.mode.name(),
+            "share_per_sec": quota.share_per_sec,
+        })).collect::<Vec<_>>(),
         "shards": health.shards.iter().map(|shard| json!({
             "shard": shard.shard,
             "pending_messages": shard.pending_messages,

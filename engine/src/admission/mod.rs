@@ -10,4 +10,5 @@
 
 pub mod breaker;
 pub mod caps;
+pub mod global;
 pub mod tenants;

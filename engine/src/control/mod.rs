@@ -27,6 +27,7 @@
 mod log;
 pub(crate) mod thread;
 
+pub use crate::admission::global::{GlobalQuotas, QuotaMode};
 pub use crate::command::{CommandKind, FullQueue, ShardTrigger, WindowFigures, WorkerHealth};
 pub use crate::metrics::{BreakerTransitionCounts, CommandLatency, ControlStats};
 
@@ -99,6 +100,25 @@ pub struct Health {
     pub alert_level: AlertLevel,
     /// Per shard, in shard order (empty for liveness and readiness checks).
     pub shards: Vec<ShardHealth>,
+    /// Some tenant's fleet-wide quota is on its fallback (Redis unavailable, or no lease
+    /// yet): the process still serves, but that tenant's limit holds only here (or its
+    /// messages are refused, under `on_unavailable = "refuse"`). Reported by every kind of
+    /// check; it does not make the process unready.
+    pub degraded: bool,
+    /// Each tenant with a fleet-wide rate (`[global]`), in tenant order (empty for liveness
+    /// and readiness checks).
+    pub global: Vec<GlobalQuotaHealth>,
+}
+
+/// One tenant's fleet-wide quota in a full health check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GlobalQuotaHealth {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// How its rate applies now.
+    pub mode: QuotaMode,
+    /// The messages per second this process may admit under its lease (0 without one).
+    pub share_per_sec: u64,
 }
 
 /// One shard's part of a full health check.
@@ -680,6 +700,13 @@ impl Control {
     /// [`Engine::stats`](crate::engine::Engine::stats)).
     pub fn stats(&self) -> Stats {
         self.control.stats(&self.engine)
+    }
+
+    /// This process's fleet-wide tenant quotas (`[global]`): what every shard charges, and
+    /// what the lease thread did. Read directly, not through the control ring: it is a
+    /// handful of atomics.
+    pub fn global_quotas(&self) -> &GlobalQuotas {
+        &self.engine.global
     }
 
     /// Every queue's status at the monitor's last sample.

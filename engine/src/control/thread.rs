@@ -23,8 +23,8 @@ use crate::wait::Waiter;
 use super::log::{BreakerLog, RefusalLog};
 use super::{
     Answer, BreakerCause, BreakerTransition, CancelOutcome, Command, CommandKind, CommandLatency,
-    ComponentHandler, ControlError, ControlShared, ControlStats, DrainReport, Health, HealthKind,
-    Limit, RateTarget, Request, ShardHealth,
+    ComponentHandler, ControlError, ControlShared, ControlStats, DrainReport, GlobalQuotaHealth,
+    Health, HealthKind, Limit, RateTarget, Request, ShardHealth,
 };
 use crate::command::{RateScope, ShardCommand, ShardReply, BREAKER_REPORT_ROOM};
 
@@ -633,6 +633,7 @@ impl ControlLoop<'_> {
             && !engine.stopping.load(Ordering::Relaxed)
             && !matches!(breaker, BreakerState::Open | BreakerState::ForcedOpen)
             && alert_level < AlertLevel::Overload;
+        let global = &engine.global;
         Health {
             kind,
             live,
@@ -640,6 +641,19 @@ impl ControlLoop<'_> {
             breaker,
             alert_level,
             lost_shards,
+            degraded: global.degraded(),
+            global: if kind == HealthKind::Full {
+                global
+                    .iter()
+                    .map(|quota| GlobalQuotaHealth {
+                        tenant: quota.tenant(),
+                        mode: quota.mode(),
+                        share_per_sec: quota.share_per_sec().0,
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
             shards: if kind == HealthKind::Full {
                 shards
             } else {

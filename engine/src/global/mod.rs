@@ -2,3 +2,4 @@
 //! rate through leases kept in Redis, and each process charges its own lease locally.
 
 pub mod lease;
+pub mod thread;

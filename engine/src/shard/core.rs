@@ -16,6 +16,7 @@ use crate::admission::breaker::{
     BreakerMove, BreakerReading, BreakerWindow, CircuitBreaker, Transition,
 };
 use crate::admission::caps::Thresholds;
+use crate::admission::global::{GlobalQuotas, GlobalRefusal};
 use crate::admission::tenants::{TenantIndex, TenantTable};
 use crate::bucket::{adaptive_decide, AdaptiveSettings};
 use crate::command::{
@@ -101,6 +102,9 @@ pub(crate) struct ShardCore {
     worker_health: Option<WorkerHealth>,
     role_pending: [u64; Role::COUNT],
     tenants: Arc<TenantTable>,
+    /// This process's shares of fleet-wide tenant rates, charged after the connection's
+    /// bucket.
+    global: Arc<GlobalQuotas>,
     breaker: Arc<CircuitBreaker>,
     breaker_config: BreakerConfig,
     breaker_window: BreakerWindow,
@@ -205,6 +209,7 @@ impl ShardCore {
         shard_count: usize,
         config: &Config,
         tenants: Arc<TenantTable>,
+        global: Arc<GlobalQuotas>,
         breaker: Arc<CircuitBreaker>,
         fault: Arc<FaultSwitch>,
     ) -> Self {
@@ -243,6 +248,7 @@ impl ShardCore {
             breaker_seen: breaker.read(),
             breaker_reports: VecDeque::with_capacity(BREAKER_REPORTS_MAX),
             tenants,
+            global,
             breaker,
             breaker_config: config.breaker,
             breaker_window: BreakerWindow::new(&config.breaker),
@@ -480,6 +486,28 @@ impl ShardCore {
                 let refusal = refused(RefusalReason::RateLimited, retry_after.wait_ns);
                 return self.decline(&message, tenant_index, refusal);
             }
+        }
+
+        // The tenant's share of its fleet-wide rate (`[global]`), in a bucket all shards of
+        // this process charge; set by a lease the lease thread renews, never waited for here.
+        if let Err(refusal) = self.global.charge(
+            self.index,
+            tenant_index,
+            message.payload.len() as u64,
+            now_ns,
+        ) {
+            if let (true, Some(tenant)) = (tenant_charged, tenant_index) {
+                self.tenants.release(tenant);
+            }
+            let refusal = match refusal {
+                GlobalRefusal::Exceeded { retry_after_ns } => {
+                    refused(RefusalReason::GlobalQuotaExceeded, retry_after_ns)
+                }
+                GlobalRefusal::Unavailable { retry_after_ns } => {
+                    refused(RefusalReason::GlobalQuotaUnavailable, retry_after_ns)
+                }
+            };
+            return self.decline(&message, tenant_index, refusal);
         }
 
         // Drop-oldest's room, now that the message is sure to be admitted; then its tenant
