@@ -27,6 +27,9 @@ Needs `cargo build --release -p spillway -p spillway-loadgen` first.
 import argparse
 import datetime
 import os
+import select
+import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -53,7 +56,24 @@ class Redis:
         self.port = self.url.rsplit(":", 1)[1]
 
     def kill(self):
-        subprocess.run([REDIS_SH, "kill", "--dir", self.dir], check=True)
+        """SIGKILL, sent from here so that the time taken just before it is the kill's
+        (scripts/redis.sh kill spends ~100 ms starting up first); returns that time."""
+        with open(os.path.join(self.dir, "redis.pid")) as pid_file:
+            pid = int(pid_file.read())
+        killed_at = time.time()
+        os.kill(pid, signal.SIGKILL)
+        return killed_at
+
+    def watch_close(self):
+        """An idle connection to the server; returns a function that waits until the server
+        closes it and gives that time: when a killed Redis's sockets really close (the
+        dying process must be scheduled to exit, tens of ms on a loaded machine)."""
+        watcher = socket.create_connection(("127.0.0.1", int(self.port)))
+
+        def closed_at():
+            select.select([watcher], [], [], 30)
+            return time.time()
+        return closed_at
 
     def restart(self):
         subprocess.run([REDIS_SH, "start", "--dir", self.dir, "--port", self.port],
@@ -179,11 +199,14 @@ def fault(options):
 
     def faults():
         time.sleep(options.kill_at)
-        events["kill"] = time.time()
-        redis.kill()
+        closed_at = redis.watch_close()
+        events["kill"] = redis.kill()
+        events["closed"] = closed_at()
         time.sleep(options.restart_at - options.kill_at)
+        # From the start of the restart: Redis's own start-up (~100 ms here) counts against
+        # the fleet, which cannot lease before Redis accepts.
+        events["restart"] = time.time()
         redis.restart()
-        events["restart"] = time.time()  # after PING answers: generous to the fleet
 
     injector = threading.Thread(target=faults)
     injector.start()
@@ -200,11 +223,12 @@ def fault(options):
         logs = [serve.stop() for serve in fleet]
         codes = [serve.process.returncode for serve in fleet]
         redis.stop()
-    kill, restart = events["kill"], events["restart"]
+    kill, closed, restart = events["kill"], events["closed"], events["restart"]
     print(f"on_unavailable = {options.unavailable}; Redis killed {options.kill_at} s in, "
           f"restarted {options.restart_at} s in; loadgen reconciled: {report['reconciled']}; "
           f"exit codes {codes}; servers reconcile: "
-          f"{all('reconciles=true' in log for log in logs)}")
+          f"{all('reconciles=true' in log for log in logs)}; Redis's connections closed "
+          f"{(closed - kill) * 1000:.0f} ms after its SIGKILL")
     for index, log in enumerate(logs):
         fell_back = log_time(log, "fleet quota: no lease, on fallback", kill)
         leased = log_time(log, "fleet quota: leased", restart)
@@ -213,9 +237,10 @@ def fault(options):
 
         def ms(at, since):
             return f"{(at - since) * 1000:.0f} ms" if at else "never"
-        print(f"  process {index + 1}: fell back {ms(fell_back, kill)} after the kill "
-              f"(health degraded at {ms(degraded, kill)}); leased again {ms(leased, restart)} "
-              f"after the restart (health healthy at {ms(healthy, restart)})")
+        print(f"  process {index + 1}: fell back {ms(fell_back, kill)} after the SIGKILL, "
+              f"{ms(fell_back, closed)} after the close (health degraded at "
+              f"{ms(degraded, kill)}); leased again {ms(leased, restart)} after the restart "
+              f"(health healthy at {ms(healthy, restart)})")
     refused = report["refused_by_reason"]
     print(f"  refused by reason over the run: {refused}")
 

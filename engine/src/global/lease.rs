@@ -267,8 +267,23 @@ impl LeaseStore {
         self.operations
     }
 
-    fn server_index(&self, tenant: TenantId) -> usize {
+    /// Which configured server keeps `tenant`'s hash (its index in the URLs).
+    pub fn server_index(&self, tenant: TenantId) -> usize {
         tenant.0 as usize % self.servers.len()
+    }
+
+    /// The number of configured servers.
+    pub fn servers(&self) -> usize {
+        self.servers.len()
+    }
+
+    /// Server `index`'s host and port, for a plain TCP URL (`None` for TLS or a Unix
+    /// socket): the lease thread watches it over an idle connection of its own.
+    pub fn server_host_port(&self, index: usize) -> Option<(String, u16)> {
+        match self.servers.get(index)?.client.get_connection_info().addr() {
+            redis::ConnectionAddr::Tcp(host, port) => Some((host.clone(), *port)),
+            _ => None,
+        }
     }
 
     fn server_of(&self, tenant: TenantId) -> &LeaseServer {

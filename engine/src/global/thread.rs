@@ -35,6 +35,8 @@ const DEMAND_HEADROOM: f64 = 1.03;
 #[derive(Debug)]
 pub struct LeaseThread {
     stop: Arc<AtomicBool>,
+    /// Ends the thread's wait in the watch's poll at once.
+    waker: Arc<mio::Waker>,
     handle: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -50,7 +52,13 @@ impl LeaseThread {
     ) -> Result<Self, LeaseError> {
         let store = LeaseStore::new(&config.redis, Duration::from_nanos(config.timeout_ns))?;
         let stop = Arc::new(AtomicBool::new(false));
-        let mut renewer = Renewer::new(config, quotas, store);
+        let no_thread = |error: std::io::Error| LeaseError::Unavailable {
+            url: "(lease thread)".to_string(),
+            detail: format!("cannot start the lease thread: {error}"),
+        };
+        let watch = Watch::new(&store).map_err(no_thread)?;
+        let waker = Arc::clone(&watch.waker);
+        let mut renewer = Renewer::new(config, quotas, store, watch);
         let thread_stop = Arc::clone(&stop);
         let handle = std::thread::Builder::new()
             .name("spillway-lease".to_string())
@@ -60,12 +68,10 @@ impl LeaseThread {
                 }
                 renewer.run(&thread_stop)
             })
-            .map_err(|error| LeaseError::Unavailable {
-                url: "(lease thread)".to_string(),
-                detail: format!("cannot start the lease thread: {error}"),
-            })?;
+            .map_err(no_thread)?;
         Ok(Self {
             stop,
+            waker,
             handle: Some(handle),
         })
     }
@@ -81,7 +87,8 @@ impl LeaseThread {
         // published with it.
         self.stop.store(true, Ordering::Release);
         if let Some(handle) = self.handle.take() {
-            handle.thread().unpark();
+            // A failed wake leaves the thread to notice the flag at its next renewal.
+            let _ = self.waker.wake();
             let _ = handle.join();
         }
     }
@@ -122,10 +129,16 @@ struct Renewer {
     leases: Vec<TenantLease>,
     failures_told: LogLimit<()>,
     started: Instant,
+    watch: Watch,
 }
 
 impl Renewer {
-    fn new(config: &GlobalConfig, quotas: Arc<GlobalQuotas>, store: LeaseStore) -> Self {
+    fn new(
+        config: &GlobalConfig,
+        quotas: Arc<GlobalQuotas>,
+        store: LeaseStore,
+        watch: Watch,
+    ) -> Self {
         let now = Instant::now();
         let leases = quotas
             .iter()
@@ -159,6 +172,7 @@ impl Renewer {
             leases,
             failures_told: LogLimit::new(SECOND_NS, REDIS_EVENTS_PER_SECOND),
             started: now,
+            watch,
         }
     }
 
@@ -194,7 +208,16 @@ impl Renewer {
                 .unwrap_or_else(|| Instant::now() + self.refresh);
             let wait = next.saturating_duration_since(Instant::now());
             if !wait.is_zero() {
-                std::thread::park_timeout(wait);
+                for lost in self.watch.wait(wait) {
+                    // Its server closed the idle connection: ask now, so that the refused
+                    // connection puts the tenants on their fallback without waiting for
+                    // their renewal.
+                    for (position, quota) in quotas.iter().enumerate() {
+                        if self.store.server_index(quota.tenant()) == lost {
+                            self.leases[position].next_attempt = Instant::now();
+                        }
+                    }
+                }
             }
         }
         self.release_all();
@@ -248,6 +271,8 @@ impl Renewer {
                     .bytes_per_sec
                     .map(|_| granted.granted_per_sec.get(1).copied().unwrap_or(0));
                 quota.apply_share(messages, bytes);
+                self.watch.ensure(self.store.server_index(quota.tenant()));
+                let lease = &mut self.leases[position];
                 lease.leased_until = Some(sent + granted.expires_in);
                 lease.failures = 0;
                 lease.next_attempt = sent + self.refresh;
@@ -331,6 +356,95 @@ impl Renewer {
             quotas.fall_back(quota);
         }
         tracing::info!(process = %self.process, "fleet quotas: lease thread stopped, shares released");
+    }
+}
+
+/// Each Redis server's liveness, seen over an idle TCP connection of the lease thread's own.
+/// Redis writes nothing to a connection that sends nothing, so the socket turns readable only
+/// when the server closes it (killed, crashed, restarted): the kernel says so at once, and
+/// the tenants on that server are asked for at once instead of at their next renewal (the
+/// renewal period bounds how late a lost Redis is noticed otherwise). It sends no command,
+/// so it costs Redis no operation. A server slow to answer stays open here; the lease
+/// calls' timeout covers that.
+struct Watch {
+    poll: mio::Poll,
+    waker: Arc<mio::Waker>,
+    events: mio::Events,
+    /// Per server: its address (`None`: not plain TCP, never watched) and the idle
+    /// connection while one is open.
+    servers: Vec<(Option<(String, u16)>, Option<mio::net::TcpStream>)>,
+    connect_timeout: Duration,
+}
+
+/// The waker's token: past every server index.
+const WAKE: mio::Token = mio::Token(usize::MAX);
+
+impl Watch {
+    fn new(store: &LeaseStore) -> std::io::Result<Self> {
+        let poll = mio::Poll::new()?;
+        let waker = Arc::new(mio::Waker::new(poll.registry(), WAKE)?);
+        Ok(Self {
+            poll,
+            waker,
+            events: mio::Events::with_capacity(store.servers() + 1),
+            servers: (0..store.servers())
+                .map(|index| (store.server_host_port(index), None))
+                .collect(),
+            connect_timeout: Duration::from_millis(100),
+        })
+    }
+
+    /// Opens server `index`'s idle connection if it has none (after a lease from it, so the
+    /// server is up). A failure leaves it unwatched until the next lease.
+    fn ensure(&mut self, index: usize) {
+        let (Some((host, port)), None) = &self.servers[index] else {
+            return;
+        };
+        let connected = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), *port))
+            .ok()
+            .and_then(|mut addresses| addresses.next())
+            .and_then(|address| {
+                std::net::TcpStream::connect_timeout(&address, self.connect_timeout).ok()
+            })
+            .and_then(|stream| stream.set_nonblocking(true).ok().map(|()| stream));
+        if let Some(stream) = connected {
+            let mut stream = mio::net::TcpStream::from_std(stream);
+            if self
+                .poll
+                .registry()
+                .register(&mut stream, mio::Token(index), mio::Interest::READABLE)
+                .is_ok()
+            {
+                self.servers[index].1 = Some(stream);
+            }
+        }
+    }
+
+    /// Waits up to `wait` (or until woken); returns the servers whose connection closed.
+    fn wait(&mut self, wait: Duration) -> Vec<usize> {
+        if self.poll.poll(&mut self.events, Some(wait)).is_err() {
+            return Vec::new();
+        }
+        let mut lost = Vec::new();
+        for event in self.events.iter() {
+            let index = event.token().0;
+            let Some((_, Some(stream))) = self.servers.get(index) else {
+                continue;
+            };
+            // Readable with nothing to read is the end of the stream; data (Redis sends
+            // none unasked) or an error is as good as lost too.
+            let mut byte = [0u8; 1];
+            match stream.peek(&mut byte) {
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
+                _ => lost.push(index),
+            }
+        }
+        for &index in &lost {
+            if let Some(mut stream) = self.servers[index].1.take() {
+                let _ = self.poll.registry().deregister(&mut stream);
+            }
+        }
+        lost
     }
 }
 
