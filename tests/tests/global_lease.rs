@@ -422,3 +422,19 @@ fn new_refuses_no_urls_and_urls_that_are_not_redis() {
     // Parsing connects to nothing: a URL of a server that is not there is fine.
     assert!(LeaseStore::new(&["redis://127.0.0.1:1".to_owned()], TIMEOUT).is_ok());
 }
+
+#[test]
+fn a_zero_timeout_fails_every_call_as_a_timeout() {
+    let mut store = LeaseStore::new(&["redis://127.0.0.1:1".to_owned()], Duration::ZERO).unwrap();
+    let failed = store.lease(TenantId(1), "a", LEASE_FOR, &[messages(100, 10)]);
+    assert!(
+        matches!(failed, Err(LeaseError::Timeout { .. })),
+        "{failed:?}"
+    );
+    assert!(matches!(
+        store.release(TenantId(1), "a"),
+        Err(LeaseError::Timeout { .. })
+    ));
+    // Nothing was sent.
+    assert_eq!(store.operations(), 0);
+}
