@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The lease store against a real Redis (tests/tests/global_lease.rs): a private redis-server
+# The lease store and the engine's fleet quotas against a real Redis (tests/tests/global_lease.rs,
+# tests/tests/global_quota.rs): a private redis-server
 # started with scripts/redis.sh (Debian's package installed when absent) in a temporary
 # directory, its URL and directory exported as SPILLWAY_TEST_REDIS_URL and
 # SPILLWAY_TEST_REDIS_DIR, then the tests that need it (ignored in a plain `cargo test`), one
@@ -8,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo test --locked -q -p spillway-tests --test global_lease --no-run
+cargo test --locked -q -p spillway-tests --test global_lease --test global_quota --no-run
 work=$(mktemp -d)
 cleanup() {
     scripts/redis.sh stop --dir "$work/redis" || true
@@ -19,6 +20,6 @@ trap cleanup EXIT
 SPILLWAY_TEST_REDIS_URL=$(scripts/redis.sh start --dir "$work/redis")
 SPILLWAY_TEST_REDIS_DIR=$work/redis
 export SPILLWAY_TEST_REDIS_URL SPILLWAY_TEST_REDIS_DIR
-timeout 300 cargo test --locked -q -p spillway-tests --test global_lease -- \
+timeout 300 cargo test --locked -q -p spillway-tests --test global_lease --test global_quota -- \
     --include-ignored --test-threads 1
-echo "redis-ci: the lease store holds against a real Redis"
+echo "redis-ci: the lease store and the engine's fleet quotas hold against a real Redis"
