@@ -12,8 +12,10 @@
 //! script's rule, [`crate::global::lease`]). Each process's bucket admits at most
 //! `share x (t + burst_ns)` in any interval `t` (GCRA's bound, [`crate::bucket`]), so the
 //! fleet admits at most `rate x (t + burst_ns)` while every process holds a lease, plus, at
-//! a share's decrease, what the old share admits during one Redis round trip. A process in
-//! its local fallback is bounded by its fallback rate alone.
+//! a share's decrease, what the old share admits during one Redis round trip, plus the
+//! credit each shard may hold unspent ([`CREDIT_BATCH`] - 1 messages, taken from the bucket
+//! before the interval). A process in its local fallback is bounded by its fallback rate
+//! alone.
 
 use core::num::NonZeroU32;
 
@@ -92,8 +94,23 @@ pub enum GlobalRefusal {
     },
 }
 
-/// What offered demand a shard tallies per tenant: messages and payload bytes.
-const TALLIES: usize = 2;
+/// Message tokens a shard takes from the shared bucket at once, then spends on its own
+/// (one compare-exchange per this many admitted messages, instead of one each: the shared
+/// bucket's cache line moves between shards that much less). A shard holds at most this
+/// many less one unspent, taken from the bucket earlier.
+pub const CREDIT_BATCH: u32 = 16;
+
+/// What one shard keeps of a tenant's quota. One writer each (that shard): plain loads and
+/// stores, no read-modify-write.
+#[derive(Debug, Default)]
+struct ShardSlot {
+    /// Messages that reached the check on this shard.
+    offered_messages: AtomicU64,
+    /// Their payload bytes.
+    offered_bytes: AtomicU64,
+    /// Message tokens taken from the shared bucket and not spent yet (< `CREDIT_BATCH`).
+    credit: AtomicU64,
+}
 
 /// One tenant's fleet-wide rate in this process.
 #[derive(Debug)]
@@ -105,10 +122,9 @@ pub struct TenantQuota {
     messages: TokenBucket,
     bytes: Option<TokenBucket>,
     /// The share granted now (messages, bytes per second; 0 in the modes without a lease).
-    share_per_sec: [AtomicU64; TALLIES],
-    /// Per shard: messages and bytes that reached this check. One writer each (the shard),
-    /// on its own cache line so shards do not share one.
-    offered: Box<[CachePadded<[AtomicU64; TALLIES]>]>,
+    share_per_sec: [AtomicU64; 2],
+    /// Per shard, on its own cache line so that shards do not share one.
+    shards: Box<[CachePadded<ShardSlot>]>,
 }
 
 /// What the lease thread did, for health and `/metrics` (monotonic counts).
@@ -228,15 +244,21 @@ impl GlobalQuotas {
         // charges was valid a lease earlier.
         match QuotaMode::from_u8(quota.mode.load(Ordering::Relaxed)) {
             QuotaMode::Open => Ok(()),
-            QuotaMode::Refusing => Err(GlobalRefusal::Unavailable {
-                // Relaxed: a hint.
-                retry_after_ns: self.unavailable_retry_ns.load(Ordering::Relaxed),
-            }),
+            QuotaMode::Refusing => {
+                quota.forget_credit(shard);
+                Err(GlobalRefusal::Unavailable {
+                    // Relaxed: a hint.
+                    retry_after_ns: self.unavailable_retry_ns.load(Ordering::Relaxed),
+                })
+            }
             // A zero share may grow at the next renewal.
-            QuotaMode::Exhausted => Err(GlobalRefusal::Exceeded {
-                retry_after_ns: self.refresh_ns,
-            }),
-            QuotaMode::Leased | QuotaMode::Fallback => quota.take(payload_bytes, now_ns),
+            QuotaMode::Exhausted => {
+                quota.forget_credit(shard);
+                Err(GlobalRefusal::Exceeded {
+                    retry_after_ns: self.refresh_ns,
+                })
+            }
+            QuotaMode::Leased | QuotaMode::Fallback => quota.take(shard, payload_bytes, now_ns),
         }
     }
 
@@ -294,8 +316,8 @@ impl TenantQuota {
             messages: bucket(config.rate_per_sec),
             bytes: config.bytes_per_sec.map(bucket),
             share_per_sec: [AtomicU64::new(0), AtomicU64::new(0)],
-            offered: (0..shards)
-                .map(|_| CachePadded::new([AtomicU64::new(0), AtomicU64::new(0)]))
+            shards: (0..shards)
+                .map(|_| CachePadded::new(ShardSlot::default()))
                 .collect(),
         }
     }
@@ -329,15 +351,13 @@ impl TenantQuota {
     /// Messages and payload bytes that reached the check here so far, over every shard (a
     /// snapshot; the lease thread takes differences).
     pub fn offered(&self) -> (u64, u64) {
-        self.offered
-            .iter()
-            .fold((0, 0), |(messages, bytes), tally| {
-                // Relaxed: counts read for a rate estimate; each has one writer.
-                (
-                    messages + tally[0].load(Ordering::Relaxed),
-                    bytes + tally[1].load(Ordering::Relaxed),
-                )
-            })
+        self.shards.iter().fold((0, 0), |(messages, bytes), slot| {
+            // Relaxed: counts read for a rate estimate; each has one writer.
+            (
+                messages + slot.offered_messages.load(Ordering::Relaxed),
+                bytes + slot.offered_bytes.load(Ordering::Relaxed),
+            )
+        })
     }
 
     /// Applies a granted lease: the buckets run at the shares from now on.
@@ -373,25 +393,43 @@ impl TenantQuota {
 
     #[inline]
     fn tally(&self, shard: usize, payload_bytes: u64) {
-        let tally = &self.offered[shard];
+        let slot = &self.shards[shard];
         // Relaxed load and store, not a read-modify-write: the shard is the only writer of
-        // its tally, and readers only need some recent value.
-        tally[0].store(tally[0].load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        // its slot, and readers only need some recent value.
+        let messages = slot.offered_messages.load(Ordering::Relaxed);
+        slot.offered_messages.store(messages + 1, Ordering::Relaxed);
         if self.bytes.is_some() {
-            tally[1].store(
-                tally[1].load(Ordering::Relaxed) + payload_bytes,
-                Ordering::Relaxed,
-            );
+            let bytes = slot.offered_bytes.load(Ordering::Relaxed);
+            slot.offered_bytes
+                .store(bytes + payload_bytes, Ordering::Relaxed);
         }
     }
 
+    /// Drops the shard's unspent credit: the share it was taken under no longer applies.
     #[inline]
-    fn take(&self, payload_bytes: u64, now_ns: u64) -> Result<(), GlobalRefusal> {
-        self.messages
-            .try_acquire(now_ns, 1)
-            .map_err(|refusal| GlobalRefusal::Exceeded {
-                retry_after_ns: refusal.wait_ns,
-            })?;
+    fn forget_credit(&self, shard: usize) {
+        // Relaxed: the shard's own slot (see `tally`).
+        self.shards[shard].credit.store(0, Ordering::Relaxed);
+    }
+
+    #[inline]
+    fn take(&self, shard: usize, payload_bytes: u64, now_ns: u64) -> Result<(), GlobalRefusal> {
+        let slot = &self.shards[shard];
+        // Relaxed: the shard's own slot (see `tally`).
+        let credit = slot.credit.load(Ordering::Relaxed);
+        if credit > 0 {
+            slot.credit.store(credit - 1, Ordering::Relaxed);
+        } else if self.messages.try_acquire(now_ns, CREDIT_BATCH).is_ok() {
+            slot.credit
+                .store(u64::from(CREDIT_BATCH - 1), Ordering::Relaxed);
+        } else {
+            // Fewer than a batch left (or a burst smaller than one): one at a time.
+            self.messages
+                .try_acquire(now_ns, 1)
+                .map_err(|refusal| GlobalRefusal::Exceeded {
+                    retry_after_ns: refusal.wait_ns,
+                })?;
+        }
         if let Some(bytes) = &self.bytes {
             // A message refused for bytes has spent its message token: a little stricter
             // than exact, never looser.
@@ -403,5 +441,133 @@ impl TenantQuota {
                 })?;
         }
         Ok(())
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::config::{Config, TenantConfig};
+    use crate::message::Priority;
+
+    const TENANT: TenantId = TenantId(7);
+
+    /// Quotas for `shards` shards: tenant 7 at 10,000/s across the fleet, a 100 ms burst,
+    /// `on_unavailable` and a fallback rate as given.
+    fn setup(
+        shards: usize,
+        on_unavailable: OnUnavailable,
+        fallback: Option<u32>,
+    ) -> (GlobalQuotas, TenantIndex) {
+        let mut config = Config::default().global;
+        config.redis = vec!["redis://127.0.0.1:1".to_string()];
+        config.on_unavailable = on_unavailable;
+        config.burst_ns = 100_000_000;
+        config.tenants = vec![GlobalTenantConfig {
+            tenant: TENANT,
+            rate_per_sec: 10_000,
+            bytes_per_sec: None,
+            fallback_rate_per_sec: fallback,
+            fallback_bytes_per_sec: None,
+        }];
+        let table = TenantTable::new(
+            &[TenantConfig {
+                tenant: TENANT,
+                max_pending: None,
+                priority_ceiling: Priority::P0,
+            }],
+            [100, 95, 80, 60],
+        );
+        let index = table.find(TENANT).unwrap();
+        (GlobalQuotas::new(&config, &table, shards), index)
+    }
+
+    fn admitted_at(quotas: &GlobalQuotas, shard: usize, index: TenantIndex, now_ns: u64) -> u64 {
+        let mut admitted = 0;
+        while quotas.charge(shard, Some(index), 0, now_ns).is_ok() {
+            admitted += 1;
+            assert!(admitted <= 1_000_000, "never refused");
+        }
+        admitted
+    }
+
+    #[test]
+    fn a_share_admits_its_burst_at_once_then_its_rate_whatever_the_credit_batches() {
+        let (quotas, index) = setup(1, OnUnavailable::Refuse, None);
+        let quota = quotas.iter().next().unwrap();
+        assert_eq!(quota.mode(), QuotaMode::Refusing, "no lease yet");
+        quota.apply_share(1_000, None);
+        // 100 ms of 1,000/s: 100 at once (six batches of 16, then four one at a time).
+        assert_eq!(admitted_at(&quotas, 0, index, 0), 100);
+        // One more per ms after that.
+        assert_eq!(admitted_at(&quotas, 0, index, 10_000_000), 10);
+        assert_eq!(quota.offered().0, 112, "refusals are demand too");
+        // Tenants without a fleet-wide rate pass untouched.
+        assert_eq!(quotas.charge(0, None, 0, 0), Ok(()));
+    }
+
+    #[test]
+    fn shards_charging_at_once_admit_exactly_the_burst_together() {
+        let (quotas, index) = setup(4, OnUnavailable::Refuse, None);
+        quotas.iter().next().unwrap().apply_share(100_000, None);
+        // 100 ms of 100,000/s: 10,000 tokens, shared by four shards taking batches.
+        let total: u64 = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..4)
+                .map(|shard| {
+                    let quotas = &quotas;
+                    scope.spawn(move || admitted_at(quotas, shard, index, 0))
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|worker| worker.join().unwrap())
+                .sum()
+        });
+        assert_eq!(total, 10_000);
+    }
+
+    #[test]
+    fn each_mode_decides_as_documented_and_a_refusing_mode_drops_the_credit() {
+        let (quotas, index) = setup(1, OnUnavailable::Local, Some(500));
+        let quota = quotas.iter().next().unwrap();
+        // Local fallback with a fallback rate: 500/s, 100 ms burst = 50 at once.
+        assert_eq!(quota.mode(), QuotaMode::Fallback);
+        assert!(quotas.degraded());
+        assert_eq!(admitted_at(&quotas, 0, index, 0), 50);
+
+        // A lease: the share applies; one message leaves 15 of a batch as credit.
+        quota.apply_share(10_000, None);
+        assert!(!quotas.degraded());
+        assert_eq!(quota.share_per_sec(), (10_000, 0));
+        let later_ns = 1_000_000_000;
+        assert!(quotas.charge(0, Some(index), 0, later_ns).is_ok());
+        // A zero share refuses, credit or not, and drops that credit.
+        quota.apply_share(0, None);
+        assert_eq!(quota.mode(), QuotaMode::Exhausted);
+        assert!(matches!(
+            quotas.charge(0, Some(index), 0, later_ns),
+            Err(GlobalRefusal::Exceeded { .. })
+        ));
+        assert_eq!(quota.shards[0].credit.load(Ordering::Relaxed), 0);
+
+        // Redis lost under "refuse": every message refused with the reconnect hint.
+        let (refusing, index) = setup(1, OnUnavailable::Refuse, None);
+        refusing.set_unavailable_retry_ns(123);
+        assert_eq!(
+            refusing.charge(0, Some(index), 0, 0),
+            Err(GlobalRefusal::Unavailable {
+                retry_after_ns: 123
+            })
+        );
+        // Under "local" without fallback rates: nothing tenant-wide applies.
+        let (open, index) = setup(1, OnUnavailable::Local, None);
+        assert_eq!(open.iter().next().unwrap().mode(), QuotaMode::Open);
+        assert_eq!(admitted_at_most(&open, index, 100_000), 100_000);
+    }
+
+    fn admitted_at_most(quotas: &GlobalQuotas, index: TenantIndex, tries: u64) -> u64 {
+        (0..tries)
+            .filter(|_| quotas.charge(0, Some(index), 0, 0).is_ok())
+            .count() as u64
     }
 }

@@ -370,10 +370,16 @@ struct Watch {
     poll: mio::Poll,
     waker: Arc<mio::Waker>,
     events: mio::Events,
-    /// Per server: its address (`None`: not plain TCP, never watched) and the idle
-    /// connection while one is open.
-    servers: Vec<(Option<(String, u16)>, Option<mio::net::TcpStream>)>,
+    /// In the configured order.
+    servers: Vec<WatchedServer>,
     connect_timeout: Duration,
+}
+
+struct WatchedServer {
+    /// Host and port; `None`: not plain TCP, never watched.
+    address: Option<(String, u16)>,
+    /// The idle connection while one is open.
+    connection: Option<mio::net::TcpStream>,
 }
 
 /// The waker's token: past every server index.
@@ -388,7 +394,10 @@ impl Watch {
             waker,
             events: mio::Events::with_capacity(store.servers() + 1),
             servers: (0..store.servers())
-                .map(|index| (store.server_host_port(index), None))
+                .map(|index| WatchedServer {
+                    address: store.server_host_port(index),
+                    connection: None,
+                })
                 .collect(),
             connect_timeout: Duration::from_millis(100),
         })
@@ -397,7 +406,11 @@ impl Watch {
     /// Opens server `index`'s idle connection if it has none (after a lease from it, so the
     /// server is up). A failure leaves it unwatched until the next lease.
     fn ensure(&mut self, index: usize) {
-        let (Some((host, port)), None) = &self.servers[index] else {
+        let WatchedServer {
+            address: Some((host, port)),
+            connection: None,
+        } = &self.servers[index]
+        else {
             return;
         };
         let connected = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), *port))
@@ -415,7 +428,7 @@ impl Watch {
                 .register(&mut stream, mio::Token(index), mio::Interest::READABLE)
                 .is_ok()
             {
-                self.servers[index].1 = Some(stream);
+                self.servers[index].connection = Some(stream);
             }
         }
     }
@@ -428,7 +441,11 @@ impl Watch {
         let mut lost = Vec::new();
         for event in self.events.iter() {
             let index = event.token().0;
-            let Some((_, Some(stream))) = self.servers.get(index) else {
+            let Some(WatchedServer {
+                connection: Some(stream),
+                ..
+            }) = self.servers.get(index)
+            else {
                 continue;
             };
             // Readable with nothing to read is the end of the stream; data (Redis sends
@@ -440,7 +457,7 @@ impl Watch {
             }
         }
         for &index in &lost {
-            if let Some(mut stream) = self.servers[index].1.take() {
+            if let Some(mut stream) = self.servers[index].connection.take() {
                 let _ = self.poll.registry().deregister(&mut stream);
             }
         }
