@@ -111,6 +111,18 @@ def fair_shares(offered, limit):
     return shares
 
 
+def max_per_window(samples, window_s):
+    """The most admitted in any window of about `window_s` between two samples (time,
+    cumulative count), scaled to exactly `window_s`."""
+    best = 0.0
+    for first, (start, start_count) in enumerate(samples):
+        for end, end_count in samples[first + 1:]:
+            if end - start >= window_s * 0.95:
+                best = max(best, (end_count - start_count) * window_s / (end - start))
+                break
+    return best
+
+
 def start_fleet(config):
     return [Serve("--config", config, "--shards", "1") for _ in range(3)]
 
@@ -125,10 +137,21 @@ def share(options):
         for rep in range(1, options.reps + 1):
             fleet = start_fleet(config)
             before = [metrics(serve.admin) for serve in fleet]
+            samples, stop = [], threading.Event()
+
+            def sample_admitted():
+                while not stop.wait(0.1):
+                    samples.append((time.time(), sum(
+                        family_sum(metrics(serve.admin), "spillway_messages_admitted_total")
+                        for serve in fleet)))
+            sampler = threading.Thread(target=sample_admitted)
+            sampler.start()
             report = loadgen(*sum((["--target", f"tcp://{serve.listen}"] for serve in fleet), []),
                              "--split", options.split, "--connections", str(options.connections),
                              "--rate", str(options.offered), "--duration", str(options.duration),
                              "--warmup", "2", "--tenant", str(TENANT))
+            stop.set()
+            sampler.join()
             after = [metrics(serve.admin) for serve in fleet]
             logs = [serve.stop() for serve in fleet]
             if not report["reconciled"] or not all("reconciles=true" in log for log in logs):
@@ -147,6 +170,9 @@ def share(options):
             print(f"rep {rep}: total admitted {total:.0f}/s = {total / options.limit:.4f} x the "
                   f"limit {options.limit}/s; Redis operations per admitted message "
                   f"{operations / admitted_all:.6f} ({operations:.0f} / {admitted_all:.0f})")
+            print(f"  the most admitted in any 1 s (sampled every 100 ms): "
+                  f"{max_per_window(samples, 1.0) / options.limit:.4f} x the limit; in any "
+                  f"100 ms: {max_per_window(samples, 0.1) / (options.limit * 0.1):.4f} x")
             for index, serve in enumerate(fleet):
                 print(f"  process {index + 1} ({serve.listen}): offered {offered[index]:.0f}/s, "
                       f"admitted {admitted[index]:.0f}/s, fair share {fair[index]:.0f}/s "
