@@ -125,13 +125,7 @@ impl TenantSetup {
             // The simulation runs no lease thread, so Redis is never asked: the share is
             // set by hand (`run`), as a lease would set it.
             config.global.redis = vec!["redis://127.0.0.1:1".to_owned()];
-            config.global.tenants = vec![GlobalTenantConfig {
-                tenant: TenantId(0),
-                rate_per_sec: FLEET_SHARE_PER_SEC,
-                bytes_per_sec: None,
-                fallback_rate_per_sec: None,
-                fallback_bytes_per_sec: None,
-            }];
+            config.global.tenants = vec![GlobalTenantConfig::new(TenantId(0), FLEET_SHARE_PER_SEC)];
         }
         if self == TenantSetup::Capped {
             config.tenants = vec![TenantConfig {

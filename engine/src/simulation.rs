@@ -337,13 +337,7 @@ impl<H: Handler> Simulation<H> {
     /// use spillway::simulation::Simulation;
     /// let mut config = Config::default();
     /// config.global.redis = vec!["redis://127.0.0.1:1".into()];
-    /// config.global.tenants = vec![GlobalTenantConfig {
-    ///     tenant: TenantId(7),
-    ///     rate_per_sec: 1000,
-    ///     bytes_per_sec: None,
-    ///     fallback_rate_per_sec: None,
-    ///     fallback_bytes_per_sec: None,
-    /// }];
+    /// config.global.tenants = vec![GlobalTenantConfig::new(TenantId(7), 1000)];
     /// let mut simulation = Simulation::new(config, |_: &Message| Ok(())).unwrap();
     /// let quota = simulation.global_quotas().iter().next().unwrap();
     /// quota.apply_share(0, None); // a lease with a zero share

@@ -107,18 +107,20 @@ struct GlobalSnapshot {
     leases: LeaseFigures,
 }
 
-/// Tenant, mode, share (messages, bytes per second), offered (messages, bytes).
-type GlobalTenantRow = (TenantId, QuotaMode, (u64, u64), (u64, u64));
+/// Tenant, mode, share (messages and bytes per second, pending messages), offered
+/// (messages, bytes).
+type GlobalTenantRow = (TenantId, QuotaMode, (u64, u64, u64), (u64, u64));
 
 fn global_snapshot(quotas: &GlobalQuotas) -> Option<GlobalSnapshot> {
     quotas.enabled().then(|| GlobalSnapshot {
         tenants: quotas
             .iter()
             .map(|quota| {
+                let (messages, bytes) = quota.share_per_sec();
                 (
                     quota.tenant(),
                     quota.mode(),
-                    quota.share_per_sec(),
+                    (messages, bytes, quota.pending_share()),
                     quota.offered(),
                 )
             })
@@ -667,6 +669,17 @@ impl Snapshot {
                         i64::try_from(value).unwrap_or(i64::MAX),
                     )
                 })
+            }),
+        )?;
+        gauges(
+            encoder,
+            "global_quota_pending_share",
+            "This process's share of the tenant's fleet-wide cap on pending messages under its current lease (0 without one or without a fleet cap).",
+            global.tenants.iter().map(|&(tenant, _, share, _)| {
+                (
+                    vec![tenant_label(tenant)],
+                    i64::try_from(share.2).unwrap_or(i64::MAX),
+                )
             }),
         )?;
         counters(

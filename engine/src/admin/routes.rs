@@ -212,6 +212,7 @@ fn health_json(health: &Health) -> Value {
             "tenant": quota.tenant.0,
             "mode": quota.mode.name(),
             "share_per_sec": quota.share_per_sec,
+            "pending_share": quota.pending_share,
         })).collect::<Vec<_>>(),
         "shards": health.shards.iter().map(|shard| json!({
             "shard": shard.shard,

@@ -24,7 +24,7 @@ use crossbeam_utils::CachePadded;
 use crate::bucket::TokenBucket;
 use crate::config::{GlobalConfig, GlobalTenantConfig, OnUnavailable};
 use crate::message::TenantId;
-use crate::sync::{AtomicU64, AtomicU8, Ordering};
+use crate::sync::{Arc, AtomicU64, AtomicU8, Ordering};
 
 use super::tenants::{TenantIndex, TenantTable};
 
@@ -108,6 +108,9 @@ struct ShardSlot {
     offered_messages: AtomicU64,
     /// Their payload bytes.
     offered_bytes: AtomicU64,
+    /// Messages refused by the tenant's cap on this shard (demand its pending share did not
+    /// meet).
+    cap_refused: AtomicU64,
     /// Message tokens taken from the shared bucket and not spent yet (< `CREDIT_BATCH`).
     credit: AtomicU64,
 }
@@ -116,6 +119,12 @@ struct ShardSlot {
 #[derive(Debug)]
 pub struct TenantQuota {
     tenant: TenantId,
+    /// Where it is in the tenant table, whose cap its pending share sets.
+    index: TenantIndex,
+    /// The tenant's own `[[tenants]]` cap at start: a pending share never raises it.
+    local_max_pending: Option<u64>,
+    /// The pending share under the current lease (0 without one or without a fleet cap).
+    pending_share: AtomicU64,
     config: GlobalTenantConfig,
     /// A [`QuotaMode`], set by the lease thread.
     mode: AtomicU8,
@@ -176,6 +185,8 @@ impl LeaseStats {
 pub struct GlobalQuotas {
     /// What the lease thread did.
     pub stats: LeaseStats,
+    /// The tenant table, whose caps the fleet-wide pending shares set.
+    table: Arc<TenantTable>,
     /// By [`TenantIndex::position`]; `None` for tenants without a fleet-wide rate.
     quotas: Box<[Option<TenantQuota>]>,
     on_unavailable: OnUnavailable,
@@ -191,18 +202,25 @@ impl GlobalQuotas {
     /// table is `table` (which must list every tenant of `config.tenants`: see
     /// [`TenantTable::new`]). Until the first lease, each tenant is as if Redis were
     /// unavailable.
-    pub fn new(config: &GlobalConfig, table: &TenantTable, shards: usize) -> Self {
+    pub fn new(config: &GlobalConfig, table: &Arc<TenantTable>, shards: usize) -> Self {
         let mut quotas: Vec<Option<TenantQuota>> = (0..table.len()).map(|_| None).collect();
         if config.enabled() {
             for tenant in &config.tenants {
                 let index = table
                     .find(tenant.tenant)
                     .expect("the tenant table lists every [global] tenant");
-                quotas[index.position()] = Some(TenantQuota::new(tenant, config, shards));
+                quotas[index.position()] = Some(TenantQuota::new(
+                    tenant,
+                    config,
+                    index,
+                    table.max_pending(index),
+                    shards,
+                ));
             }
         }
         let quotas = Self {
             stats: LeaseStats::default(),
+            table: Arc::clone(table),
             quotas: quotas.into_boxed_slice(),
             on_unavailable: config.on_unavailable,
             refresh_ns: config.refresh_ns,
@@ -284,7 +302,58 @@ impl GlobalQuotas {
         };
         quota.share_per_sec[0].store(0, Ordering::Relaxed);
         quota.share_per_sec[1].store(0, Ordering::Relaxed);
+        if quota.config.max_pending.is_some() {
+            // The tenant's own cap, lowered to its fallback cap under `local`. (Under
+            // `refuse` every message is refused before the cap matters.)
+            let fallback = match self.on_unavailable {
+                OnUnavailable::Local => quota.config.fallback_max_pending.map(u64::from),
+                OnUnavailable::Refuse => None,
+            };
+            self.set_tenant_cap(quota, lowest(quota.local_max_pending, fallback));
+            quota.pending_share.store(0, Ordering::Relaxed);
+        }
         quota.set_mode(mode);
+    }
+
+    /// Records a message refused by the tenant's cap on `shard` (the cap a fleet-wide
+    /// pending share sets): demand the next lease asks for. A refusal path only.
+    pub fn note_cap_refusal(&self, shard: usize, tenant: Option<TenantIndex>) {
+        let Some(quota) = tenant.and_then(|index| self.quotas[index.position()].as_ref()) else {
+            return;
+        };
+        if quota.config.max_pending.is_some() {
+            let slot = &quota.shards[shard];
+            // Relaxed load and store: the shard's own slot (see `TenantQuota::tally`).
+            let refused = slot.cap_refused.load(Ordering::Relaxed);
+            slot.cap_refused.store(refused + 1, Ordering::Relaxed);
+        }
+    }
+
+    /// The tenant's pending messages in this process now, and its cap refusals so far over
+    /// every shard: what its pending demand is estimated from.
+    pub fn pending_demand(&self, quota: &TenantQuota) -> (u64, u64) {
+        let refused = quota
+            .shards
+            .iter()
+            // Relaxed: counts read for an estimate; each has one writer.
+            .map(|slot| slot.cap_refused.load(Ordering::Relaxed))
+            .sum();
+        (self.table.pending(quota.index), refused)
+    }
+
+    /// Applies a granted pending share: the tenant's cap here becomes the share (never above
+    /// its own `[[tenants]]` cap). Messages already pending stay; a cap below them refuses
+    /// until enough finish.
+    pub fn apply_pending_share(&self, quota: &TenantQuota, share: u64) {
+        quota.pending_share.store(share, Ordering::Relaxed);
+        self.set_tenant_cap(quota, lowest(quota.local_max_pending, Some(share)));
+    }
+
+    fn set_tenant_cap(&self, quota: &TenantQuota, cap: Option<u64>) {
+        let cap = cap.map(|cap| u32::try_from(cap).unwrap_or(u32::MAX));
+        if self.table.max_pending(quota.index) != cap.map(u64::from) {
+            self.table.set_max_pending(quota.index, cap);
+        }
     }
 
     /// Sets the retry hint given with `global_quota_unavailable` refusals.
@@ -299,8 +368,22 @@ impl GlobalQuotas {
     }
 }
 
+/// The lower of two optional caps (`None`: no cap).
+fn lowest(first: Option<u64>, second: Option<u64>) -> Option<u64> {
+    match (first, second) {
+        (Some(first), Some(second)) => Some(first.min(second)),
+        (cap, None) | (None, cap) => cap,
+    }
+}
+
 impl TenantQuota {
-    fn new(config: &GlobalTenantConfig, global: &GlobalConfig, shards: usize) -> Self {
+    fn new(
+        config: &GlobalTenantConfig,
+        global: &GlobalConfig,
+        index: TenantIndex,
+        local_max_pending: Option<u64>,
+        shards: usize,
+    ) -> Self {
         // The burst window `τ` is fixed at construction as `burst x T`; built at the fleet's
         // rate with that rate's `burst_ns` worth, `τ = burst_ns` at any share set later.
         let bucket = |rate_per_sec: u32| {
@@ -311,6 +394,9 @@ impl TenantQuota {
         };
         Self {
             tenant: config.tenant,
+            index,
+            local_max_pending,
+            pending_share: AtomicU64::new(0),
             config: *config,
             mode: AtomicU8::new(QuotaMode::Open as u8),
             messages: bucket(config.rate_per_sec),
@@ -346,6 +432,12 @@ impl TenantQuota {
             self.share_per_sec[0].load(Ordering::Relaxed),
             self.share_per_sec[1].load(Ordering::Relaxed),
         )
+    }
+
+    /// The pending share under the current lease (0 without one, or without a fleet cap).
+    pub fn pending_share(&self) -> u64 {
+        // Relaxed: a snapshot for reports.
+        self.pending_share.load(Ordering::Relaxed)
     }
 
     /// Messages and payload bytes that reached the check here so far, over every shard (a
@@ -464,11 +556,8 @@ mod tests {
         config.on_unavailable = on_unavailable;
         config.burst_ns = 100_000_000;
         config.tenants = vec![GlobalTenantConfig {
-            tenant: TENANT,
-            rate_per_sec: 10_000,
-            bytes_per_sec: None,
             fallback_rate_per_sec: fallback,
-            fallback_bytes_per_sec: None,
+            ..GlobalTenantConfig::new(TENANT, 10_000)
         }];
         let table = TenantTable::new(
             &[TenantConfig {
@@ -479,7 +568,7 @@ mod tests {
             [100, 95, 80, 60],
         );
         let index = table.find(TENANT).unwrap();
-        (GlobalQuotas::new(&config, &table, shards), index)
+        (GlobalQuotas::new(&config, &Arc::new(table), shards), index)
     }
 
     fn admitted_at(quotas: &GlobalQuotas, shard: usize, index: TenantIndex, now_ns: u64) -> u64 {
@@ -569,5 +658,49 @@ mod tests {
         (0..tries)
             .filter(|_| quotas.charge(0, Some(index), 0, 0).is_ok())
             .count() as u64
+    }
+
+    #[test]
+    fn a_pending_share_sets_the_tenant_cap_never_above_its_own_and_the_fallback_restores_it() {
+        let mut config = Config::default().global;
+        config.redis = vec!["redis://127.0.0.1:1".to_string()];
+        config.tenants = vec![GlobalTenantConfig {
+            max_pending: Some(1_000),
+            fallback_max_pending: Some(50),
+            ..GlobalTenantConfig::new(TENANT, 10_000)
+        }];
+        let table = Arc::new(TenantTable::new(
+            &[TenantConfig {
+                tenant: TENANT,
+                max_pending: Some(300),
+                priority_ceiling: Priority::P0,
+            }],
+            [100, 100, 100, 100],
+        ));
+        let index = table.find(TENANT).unwrap();
+        let quotas = GlobalQuotas::new(&config, &table, 2);
+        let quota = quotas.iter().next().unwrap();
+        // No lease yet, under "local": the lower of its own cap and the fallback cap.
+        assert_eq!(table.max_pending(index), Some(50));
+        quotas.apply_pending_share(quota, 200);
+        assert_eq!(
+            (table.max_pending(index), quota.pending_share()),
+            (Some(200), 200)
+        );
+        // A share above the tenant's own cap does not raise it.
+        quotas.apply_pending_share(quota, 700);
+        assert_eq!(table.max_pending(index), Some(300));
+        quotas.fall_back(quota);
+        assert_eq!(
+            (table.max_pending(index), quota.pending_share()),
+            (Some(50), 0)
+        );
+
+        // Demand: what is pending here, and the cap's refusals on every shard.
+        assert!(table.try_charge(index, Priority::P0));
+        quotas.note_cap_refusal(0, Some(index));
+        quotas.note_cap_refusal(1, Some(index));
+        quotas.note_cap_refusal(1, None);
+        assert_eq!(quotas.pending_demand(quota), (1, 2));
     }
 }

@@ -95,6 +95,23 @@ pub struct GlobalTenantConfig {
         deserialize_with = "range::global_bytes_per_sec"
     )]
     pub bytes_per_sec: Option<u32>,
+    /// Messages of the tenant pending at once across the fleet (a cap, shared like the
+    /// rates: each process holds a share of it as its own tenant cap); absent: none.
+    /// 1 to 2^30.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "range::tenant_pending"
+    )]
+    pub max_pending: Option<u32>,
+    /// With `on_unavailable = "local"`: this process's own cap on the tenant's pending
+    /// messages while Redis is unavailable; absent: only its `[[tenants]]` cap, if any.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "range::tenant_pending"
+    )]
+    pub fallback_max_pending: Option<u32>,
     /// With `on_unavailable = "local"`: this process's own message rate for the tenant while
     /// Redis is unavailable; absent: none.
     #[serde(
@@ -111,6 +128,21 @@ pub struct GlobalTenantConfig {
         deserialize_with = "range::global_bytes_per_sec"
     )]
     pub fallback_bytes_per_sec: Option<u32>,
+}
+
+impl GlobalTenantConfig {
+    /// A tenant with a fleet-wide message rate and nothing else.
+    pub const fn new(tenant: TenantId, rate_per_sec: u32) -> Self {
+        Self {
+            tenant,
+            rate_per_sec,
+            bytes_per_sec: None,
+            max_pending: None,
+            fallback_max_pending: None,
+            fallback_rate_per_sec: None,
+            fallback_bytes_per_sec: None,
+        }
+    }
 }
 
 impl GlobalConfig {
@@ -171,6 +203,18 @@ impl GlobalConfig {
                 tenant.rate_per_sec,
                 range::RATE_PER_SEC,
             )?;
+            for (name, cap) in [
+                ("max_pending", tenant.max_pending),
+                ("fallback_max_pending", tenant.fallback_max_pending),
+            ] {
+                if let Some(cap) = cap {
+                    check(
+                        &format!("global.tenants[{index}].{name}"),
+                        cap,
+                        range::TENANT_PENDING,
+                    )?;
+                }
+            }
             if let Some(duplicate) = self.tenants[..index]
                 .iter()
                 .position(|other| other.tenant == tenant.tenant)

@@ -119,6 +119,9 @@ pub struct GlobalQuotaHealth {
     pub mode: QuotaMode,
     /// The messages per second this process may admit under its lease (0 without one).
     pub share_per_sec: u64,
+    /// The pending messages this process may hold under its lease, for a tenant with a
+    /// fleet-wide cap (0 without a lease or a fleet cap).
+    pub pending_share: u64,
 }
 
 /// One shard's part of a full health check.

@@ -649,6 +649,7 @@ impl ControlLoop<'_> {
                         tenant: quota.tenant(),
                         mode: quota.mode(),
                         share_per_sec: quota.share_per_sec().0,
+                        pending_share: quota.pending_share(),
                     })
                     .collect()
             } else {

@@ -34,6 +34,9 @@ pub enum Resource {
     Messages,
     /// Payload bytes per second.
     Bytes,
+    /// Messages pending at once (a cap, not a rate: the "per second" of [`Demand`] and
+    /// [`Lease`] does not apply to it).
+    Pending,
 }
 
 impl Resource {
@@ -42,6 +45,7 @@ impl Resource {
         match self {
             Resource::Messages => "messages",
             Resource::Bytes => "bytes",
+            Resource::Pending => "pending",
         }
     }
 }

@@ -31,6 +31,10 @@ const DEMAND_SMOOTHING: f64 = 0.5;
 /// at most this fraction of the shares of processes that want less than their fair share.
 const DEMAND_HEADROOM: f64 = 1.03;
 
+/// The same for a pending share: the pending count is a level that swings with every
+/// batch, not a rate, so it gets more room.
+const PENDING_HEADROOM: f64 = 1.25;
+
 /// The running lease thread; stopping it (or dropping this) gives the shares back.
 #[derive(Debug)]
 pub struct LeaseThread {
@@ -107,6 +111,10 @@ struct TenantLease {
     measured_at: Instant,
     /// Smoothed demand, per second.
     wants_per_sec: (f64, f64),
+    /// Smoothed pending demand (messages at once), for a fleet-wide cap.
+    wants_pending: f64,
+    /// Cap refusals as of the last measurement.
+    cap_refused_then: u64,
     /// Consecutive failed requests (the backoff's exponent).
     failures: u32,
     next_attempt: Instant,
@@ -146,6 +154,8 @@ impl Renewer {
                 offered_then: quota.offered(),
                 measured_at: now,
                 wants_per_sec: (0.0, 0.0),
+                wants_pending: 0.0,
+                cap_refused_then: 0,
                 failures: 0,
                 next_attempt: now,
                 leased_until: None,
@@ -236,6 +246,7 @@ impl Renewer {
                 smooth(lease.wants_per_sec.1, rate(offered.1, lease.offered_then.1)),
             );
         }
+        let offered_before = lease.offered_then;
         lease.offered_then = offered;
         lease.measured_at = now;
         let config = quota.config();
@@ -249,6 +260,28 @@ impl Renewer {
                 resource: Resource::Bytes,
                 capacity_per_sec: u64::from(bytes_per_sec),
                 wants_per_sec: (lease.wants_per_sec.1 * DEMAND_HEADROOM).round() as u64,
+            });
+        }
+        if let Some(max_pending) = config.max_pending {
+            // Pending demand by Little's law: what is pending here, scaled by the messages
+            // that wanted to be (passed the cap or were refused by it) over those that were.
+            let (pending, refused_total) = self.quotas.pending_demand(quota);
+            let refused = refused_total.saturating_sub(lease.cap_refused_then) as f64;
+            lease.cap_refused_then = refused_total;
+            let passed = offered.0.saturating_sub(offered_before.0) as f64;
+            let wants = if passed > 0.0 {
+                pending as f64 * (passed + refused) / passed
+            } else if refused > 0.0 {
+                // Nothing passed (a zero share): ask for all, and get a fair part.
+                f64::from(max_pending)
+            } else {
+                pending as f64
+            };
+            lease.wants_pending += DEMAND_SMOOTHING * (wants - lease.wants_pending);
+            demands.push(Demand {
+                resource: Resource::Pending,
+                capacity_per_sec: u64::from(max_pending),
+                wants_per_sec: (lease.wants_pending * PENDING_HEADROOM).ceil() as u64,
             });
         }
         let operations_before = self.store.operations();
@@ -267,10 +300,16 @@ impl Renewer {
             Ok(granted) => {
                 stats.granted.fetch_add(1, Ordering::Relaxed);
                 let messages = granted.granted_per_sec.first().copied().unwrap_or(0);
-                let bytes = config
-                    .bytes_per_sec
-                    .map(|_| granted.granted_per_sec.get(1).copied().unwrap_or(0));
-                quota.apply_share(messages, bytes);
+                let grant_of = |resource: Resource| {
+                    demands
+                        .iter()
+                        .position(|demand| demand.resource == resource)
+                        .map(|position| granted.granted_per_sec.get(position).copied().unwrap_or(0))
+                };
+                quota.apply_share(messages, grant_of(Resource::Bytes));
+                if let Some(pending) = grant_of(Resource::Pending) {
+                    self.quotas.apply_pending_share(quota, pending);
+                }
                 self.watch.ensure(self.store.server_index(quota.tenant()));
                 let lease = &mut self.leases[position];
                 lease.leased_until = Some(sent + granted.expires_in);

@@ -765,6 +765,14 @@ impl ShardCore {
         outcome: Outcome,
     ) -> Result<(), Completion> {
         self.count_decision(classes(message), tenant_index, Some(outcome));
+        if let Outcome::Refused {
+            reason: RefusalReason::TenantQueueFull,
+            ..
+        } = outcome
+        {
+            // Demand the tenant's fleet-wide cap share did not meet, for its next lease.
+            self.global.note_cap_refusal(self.index, tenant_index);
+        }
         Err(Completion::of(message, outcome))
     }
 
