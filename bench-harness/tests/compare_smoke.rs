@@ -19,13 +19,13 @@ fn quick_run_completes_with_every_section_and_ratio() {
     // peers; the admission section has no peer rows.
     let row_counts: Vec<usize> = report.sections.iter().map(|s| s.rows.len()).collect();
     assert_eq!(row_counts, [8, 8, 8, 15, 0]);
-    // Absolute rows: admission and full path per tenant setup, then memory per connection.
+    // Absolute rows: admission and full path per tenant setup (3), then memory per connection.
     let absolute_counts: Vec<usize> = report
         .sections
         .iter()
         .map(|s| s.absolute_rows.len())
         .collect();
-    assert_eq!(absolute_counts, [0, 0, 0, 0, 5]);
+    assert_eq!(absolute_counts, [0, 0, 0, 0, 7]);
     for row in report.sections.iter().flat_map(|s| &s.rows) {
         assert!(row.ratio().is_finite() && row.ratio() > 0.0, "{}", row.case);
         // Both sides of every bucket row got the same quota and admitted the same checks.
@@ -89,7 +89,9 @@ fn quick_run_completes_with_every_section_and_ratio() {
         [
             ("admission", Some(50.0)),
             ("admission + handler + completion", None),
-            // The configured-tenant row is reported without the budget.
+            // The configured-tenant and fleet-rate rows are reported without the budget.
+            ("admission", None),
+            ("admission + handler + completion", None),
             ("admission", None),
             ("admission + handler + completion", None),
             ("memory per idle connection", Some(256.0)),
@@ -97,7 +99,7 @@ fn quick_run_completes_with_every_section_and_ratio() {
     );
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["sections"].as_array().map(Vec::len), Some(5));
-    let memory = &json["sections"][4]["absolute_rows"][4];
+    let memory = &json["sections"][4]["absolute_rows"][6];
     assert_eq!(memory["spillway"]["unit"], "B/connection");
     assert!(memory["budget"]["met"].is_boolean());
     assert!(json["sections"][3].get("absolute_rows").is_none());
