@@ -665,7 +665,7 @@ fn bad_fields_of_server_frames_are_named() {
         (reply(5, 2, 0, 0), FrameType::Reply, "reason", 2),
         (reply(2, 0, 0, 0), FrameType::Reply, "reason", 0),
         (reply(2, 8, 0, 0), FrameType::Reply, "reason", 8),
-        (reply(3, 11, 0, 0), FrameType::Reply, "reason", 11),
+        (reply(3, 13, 0, 0), FrameType::Reply, "reason", 13),
         (reply(4, 2, 0, 0), FrameType::Reply, "reason", 2),
         (reply(6, 4, 0, 0), FrameType::Reply, "reason", 4),
         (reply(1, 0, 0, 9), FrameType::Reply, "retry_after_ns", 9),
