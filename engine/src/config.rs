@@ -803,6 +803,21 @@ fn span<T: Display>(range: &RangeInclusive<T>) -> String {
     format!("{}..={}", range.start(), range.end())
 }
 
+/// `Ok` unless a tenant is listed twice in `section` (`tenants`, `global.tenants`): the
+/// error names the second listing and the first.
+pub(crate) fn no_tenant_twice(section: &str, tenants: &[TenantId]) -> Result<(), ConfigError> {
+    for (index, tenant) in tenants.iter().enumerate() {
+        if let Some(duplicate) = tenants[..index].iter().position(|other| other == tenant) {
+            return Err(ConfigError {
+                field: format!("{section}[{index}].tenant"),
+                allowed: "a tenant id not listed before".to_string(),
+                got: format!("{} (also {section}[{duplicate}])", tenant.0),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// `Ok` when `value` lies in `range`; NaN lies in no range.
 pub(crate) fn check<T: PartialOrd + Display>(
     field: &str,
@@ -880,17 +895,15 @@ impl Config {
                     range::TENANT_PENDING,
                 )?;
             }
-            if let Some(duplicate) = self.tenants[..index]
-                .iter()
-                .position(|other| other.tenant == tenant.tenant)
-            {
-                return Err(ConfigError {
-                    field: format!("tenants[{index}].tenant"),
-                    allowed: "a tenant id not listed before".to_string(),
-                    got: format!("{} (also tenants[{duplicate}])", tenant.tenant.0),
-                });
-            }
         }
+        no_tenant_twice(
+            "tenants",
+            &self
+                .tenants
+                .iter()
+                .map(|tenant| tenant.tenant)
+                .collect::<Vec<_>>(),
+        )?;
 
         check_fields!(self, "";
             breaker.p95_latency_max_ns in range::LATENCY_NS;

@@ -5,7 +5,7 @@
 use serde::de::Deserializer;
 use serde::{Deserialize, Serialize};
 
-use super::{check, file, range, ConfigError};
+use super::{check, file, no_tenant_twice, range, ConfigError};
 use crate::message::TenantId;
 
 /// What a process does with a tenant's fleet-wide quota while Redis cannot be reached (or
@@ -215,18 +215,15 @@ impl GlobalConfig {
                     )?;
                 }
             }
-            if let Some(duplicate) = self.tenants[..index]
-                .iter()
-                .position(|other| other.tenant == tenant.tenant)
-            {
-                return Err(ConfigError {
-                    field: format!("global.tenants[{index}].tenant"),
-                    allowed: "a tenant id not listed before".to_string(),
-                    got: format!("{} (also global.tenants[{duplicate}])", tenant.tenant.0),
-                });
-            }
         }
-        Ok(())
+        no_tenant_twice(
+            "global.tenants",
+            &self
+                .tenants
+                .iter()
+                .map(|tenant| tenant.tenant)
+                .collect::<Vec<_>>(),
+        )
     }
 }
 
