@@ -111,6 +111,19 @@ struct GlobalSnapshot {
 /// (messages, bytes).
 type GlobalTenantRow = (TenantId, QuotaMode, (u64, u64, u64), (u64, u64));
 
+/// A tenant's (messages, bytes) pair as two series labelled `tenant` and `resource`.
+fn by_resource(tenant: TenantId, (messages, bytes): (u64, u64)) -> [(Labels, u64); 2] {
+    [("messages", messages), ("bytes", bytes)].map(|(resource, value)| {
+        (
+            vec![
+                ("tenant", tenant.0.to_string()),
+                ("resource", resource.to_string()),
+            ],
+            value,
+        )
+    })
+}
+
 fn global_snapshot(quotas: &GlobalQuotas) -> Option<GlobalSnapshot> {
     quotas.enabled().then(|| GlobalSnapshot {
         tenants: quotas
@@ -644,7 +657,6 @@ impl Snapshot {
     }
 
     fn encode_global(&self, encoder: &mut DescriptorEncoder, global: &GlobalSnapshot) -> Result {
-        let tenant_label = |tenant: TenantId| ("tenant", tenant.0.to_string());
         gauges(
             encoder,
             "global_quota_mode",
@@ -652,7 +664,7 @@ impl Snapshot {
             global.tenants.iter().flat_map(|&(tenant, mode, _, _)| {
                 QuotaMode::ALL.map(|each| {
                     (
-                        vec![tenant_label(tenant), ("mode", each.name().to_string())],
+                        vec![("tenant", tenant.0.to_string()), ("mode", each.name().to_string())],
                         i64::from(each == mode),
                     )
                 })
@@ -663,12 +675,8 @@ impl Snapshot {
             "global_quota_share_per_second",
             "This process's share of the tenant's fleet-wide rate under its current lease (0 without one), by resource (messages, bytes).",
             global.tenants.iter().flat_map(|&(tenant, _, share, _)| {
-                [("messages", share.0), ("bytes", share.1)].map(|(resource, value)| {
-                    (
-                        vec![tenant_label(tenant), ("resource", resource.to_string())],
-                        i64::try_from(value).unwrap_or(i64::MAX),
-                    )
-                })
+                by_resource(tenant, (share.0, share.1))
+                    .map(|(labels, value)| (labels, i64::try_from(value).unwrap_or(i64::MAX)))
             }),
         )?;
         gauges(
@@ -677,7 +685,7 @@ impl Snapshot {
             "This process's share of the tenant's fleet-wide cap on pending messages under its current lease (0 without one or without a fleet cap).",
             global.tenants.iter().map(|&(tenant, _, share, _)| {
                 (
-                    vec![tenant_label(tenant)],
+                    vec![("tenant", tenant.0.to_string())],
                     i64::try_from(share.2).unwrap_or(i64::MAX),
                 )
             }),
@@ -686,14 +694,10 @@ impl Snapshot {
             encoder,
             "global_quota_offered",
             "Messages and payload bytes that reached the tenant's fleet-wide check here (the demand its leases ask for), by resource.",
-            global.tenants.iter().flat_map(|&(tenant, _, _, offered)| {
-                [("messages", offered.0), ("bytes", offered.1)].map(|(resource, value)| {
-                    (
-                        vec![tenant_label(tenant), ("resource", resource.to_string())],
-                        value,
-                    )
-                })
-            }),
+            global
+                .tenants
+                .iter()
+                .flat_map(|&(tenant, _, _, offered)| by_resource(tenant, offered)),
         )?;
         let leases = &global.leases;
         counters(
