@@ -453,3 +453,65 @@ fn pipelined_requests_from_a_client_that_reads_late_are_all_answered() {
     admin.stop();
     engine.shutdown();
 }
+
+/// Fleet quotas (`[global]`) show in `/metrics` and `/health`: here with a Redis that cannot
+/// be reached, so the tenant is on its local fallback and the process degraded.
+#[test]
+fn metrics_and_health_show_the_fleet_quotas() {
+    let mut config = Config::default();
+    config.shards = 1;
+    // A loopback port where nothing listens: every lease call is refused at once.
+    config.global.redis = vec!["redis://127.0.0.1:1".to_string()];
+    config.global.tenants = vec![spillway::config::GlobalTenantConfig {
+        fallback_rate_per_sec: Some(100),
+        max_pending: Some(1000),
+        ..spillway::config::GlobalTenantConfig::new(spillway::message::TenantId(41), 5000)
+    }];
+    let (engine, admin) = start(config, Accept);
+    let address = admin.local_addr();
+    let mut metrics = String::new();
+    for _ in 0..2000 {
+        metrics = get(address, "/metrics").1;
+        if sample(&metrics, "spillway_global_leases_total{result=\"failed\"}") > 0.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(sample(&metrics, "spillway_global_leases_total{result=\"failed\"}") > 0.0);
+    assert_eq!(
+        sample(&metrics, "spillway_global_leases_total{result=\"granted\"}"),
+        0.0
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "spillway_global_quota_mode{tenant=\"41\",mode=\"fallback\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "spillway_global_quota_mode{tenant=\"41\",mode=\"leased\"}"
+        ),
+        0.0
+    );
+    for series in [
+        "spillway_global_quota_share_per_second{tenant=\"41\",resource=\"messages\"}",
+        "spillway_global_quota_pending_share{tenant=\"41\"}",
+        "spillway_global_quota_offered_total{tenant=\"41\",resource=\"bytes\"}",
+        "spillway_global_redis_operations_total",
+        "spillway_global_quota_transitions_total{direction=\"fallback\"}",
+        "spillway_messages_refused_total{priority=\"P1\",reason=\"global_quota_unavailable\"}",
+    ] {
+        assert_eq!(sample(&metrics, series), 0.0, "{series}");
+    }
+    let (status, body) = get(address, "/health");
+    assert_eq!(status, 200, "degraded is still live: {body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["degraded"], true);
+    assert_eq!(health["global"][0]["tenant"], 41);
+    assert_eq!(health["global"][0]["mode"], "fallback");
+    drop(admin);
+    assert!(engine.shutdown().reconciles());
+}
