@@ -3,7 +3,8 @@
 //! capacity, expiry, release, `NOSCRIPT`, a paused and a killed server.
 //!
 //! The same against a Redis Cluster of three primaries: tenants on each node, the shares,
-//! `NOSCRIPT` on every node, a slot moved under the store (`MOVED`), a paused node.
+//! `NOSCRIPT` on every node, a slot moved under the store (`MOVED`), a paused node, and two
+//! engines with `cluster = true` sharing a tenant.
 //!
 //! The tests that need Redis are ignored in a plain `cargo test`; `scripts/redis-ci.sh`
 //! starts a private redis-server and a private cluster, sets `SPILLWAY_TEST_REDIS_URL`,
@@ -18,9 +19,11 @@ use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use spillway::config::Config;
+use spillway::config::{Config, GlobalTenantConfig};
+use spillway::control::{HealthKind, QuotaMode};
+use spillway::engine::Engine;
 use spillway::global::lease::{tenant_key, Demand, LeaseError, LeaseStore, Resource};
-use spillway::message::TenantId;
+use spillway::message::{Message, TenantId};
 
 const NEEDS_REDIS: &str = "needs Redis: scripts/redis-ci.sh";
 const NEEDS_CLUSTER: &str = "needs a Redis Cluster: scripts/redis-ci.sh";
@@ -699,6 +702,71 @@ fn cluster_a_paused_node_times_out_within_twice_the_timeout_and_the_next_call_re
     sleep(Duration::from_millis(700));
     let lease = store.lease(tenant, "a", LEASE_FOR, &demand).unwrap();
     assert_eq!(lease.granted_per_sec, [100]);
+}
+
+#[test]
+#[ignore = "needs a Redis Cluster: scripts/redis-ci.sh"]
+fn cluster_two_engines_with_cluster_true_share_a_tenant_rate_and_release_it_at_shutdown() {
+    const RATE: u64 = 4_000;
+    let nodes = cluster_primaries();
+    let tenants = tenant_per_node(&nodes, 1_800);
+    // A tenant on a node that is not the first seed: reached through the slot map.
+    let (owner, tenant) = (&nodes[1], tenants[1]);
+    let engine = |process: &str| {
+        let mut config = Config::default();
+        config.shards = 1;
+        config.global.redis = cluster_seeds();
+        config.global.cluster = true;
+        config.global.refresh_ns = 20_000_000;
+        config.global.lease_ns = 400_000_000;
+        config.global.process = Some(process.to_owned());
+        config.global.tenants = vec![GlobalTenantConfig {
+            tenant,
+            rate_per_sec: RATE as u32,
+            bytes_per_sec: None,
+            fallback_rate_per_sec: None,
+            fallback_bytes_per_sec: None,
+        }];
+        Engine::builder()
+            .config(config)
+            .handler(|_: &Message| Ok(()))
+            .start()
+            .unwrap()
+    };
+    let engines = [engine("cluster-one"), engine("cluster-two")];
+    let started = Instant::now();
+    loop {
+        let health: Vec<_> = engines
+            .iter()
+            .map(|engine| engine.control().health(HealthKind::Full).unwrap())
+            .collect();
+        let shares: Vec<u64> = health
+            .iter()
+            .map(|health| health.global[0].share_per_sec)
+            .collect();
+        assert!(shares.iter().sum::<u64>() <= RATE, "shares {shares:?}");
+        let leased = health
+            .iter()
+            .all(|health| health.global[0].mode == QuotaMode::Leased && !health.degraded);
+        if leased && shares.iter().all(|&share| share > 0) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "shares {shares:?}, health {health:?}"
+        );
+        sleep(Duration::from_millis(5));
+    }
+    let key = tenant_key(tenant);
+    let fields = redis_cli_at(&owner.url, &["HKEYS", &key]);
+    for field in ["exp:cluster-one", "exp:cluster-two"] {
+        assert!(fields.contains(field), "{field} not in {fields}");
+    }
+    for engine in engines {
+        assert!(engine.shutdown().reconciles());
+    }
+    // Both gave their shares back at shutdown: nothing of theirs is left.
+    assert_eq!(redis_cli_at(&owner.url, &["EXISTS", &key]), "0");
 }
 
 #[test]

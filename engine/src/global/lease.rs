@@ -141,10 +141,12 @@ const CLUSTER_REBUILD_AFTER: Duration = Duration::from_secs(5);
 ///   server. Every call is bounded by the timeout as a whole (connecting included).
 /// - **One Redis Cluster.** The URLs are seed nodes; a tenant's hash lives on the node that
 ///   owns its key's slot, as the cluster says (`CLUSTER SLOTS`), and the client follows
-///   `MOVED` and `ASK`. One connection per node. Each round trip is bounded by what is left
-///   of the timeout, but the client sends a command once more after a failed attempt (to
-///   follow a redirection, or after a timeout) and connects to every node when it connects,
-///   so a call may take up to about twice the timeout.
+///   `MOVED` and `ASK`. One connection per node. Each step (a connection, a round trip) is
+///   bounded by what is left of the timeout, but the client takes steps of its own:
+///   connecting reaches a seed, reads the slot map and connects to every node, and a
+///   command that failed is sent once more (to follow a redirection, or after a timeout).
+///   So a call takes up to about twice the timeout when a node is slow to answer, and more
+///   when nodes are slow to accept connections.
 ///
 /// Each process must lease under a name of its own (two processes under one name share one
 /// share). After an I/O error the connection is dropped and the next call connects again;
@@ -168,8 +170,9 @@ pub struct LeaseStore {
 enum Backend {
     /// Standalone servers, in the configured order.
     Servers(Vec<Endpoint<redis::Client>>),
-    /// One Redis Cluster, reached through its seed nodes.
-    Cluster(Endpoint<redis::cluster::ClusterClient>),
+    /// One Redis Cluster, reached through its seed nodes (boxed: the cluster client and its
+    /// connection are large, and one store holds one).
+    Cluster(Box<Endpoint<redis::cluster::ClusterClient>>),
 }
 
 /// One place to run the script: a standalone server, or a whole cluster.
@@ -187,7 +190,7 @@ struct Endpoint<C: Connector> {
 impl core::fmt::Debug for LeaseStore {
     fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let urls: Vec<&str> = match &self.backend {
-            Backend::Servers(servers) => servers.iter().map(|server| server.url.as_str()).collect(),
+            Backend::Servers(servers) => servers.iter().map(|one| one.url.as_str()).collect(),
             Backend::Cluster(cluster) => vec![cluster.url.as_str()],
         };
         formatter
@@ -213,10 +216,15 @@ enum ScriptCall<'a> {
 
 /// Parses one configured URL (`redis://host:port[/db]`), naming it when it is not one.
 fn connection_info(url: &str) -> Result<redis::ConnectionInfo, LeaseError> {
-    redis::IntoConnectionInfo::into_connection_info(url).map_err(|error| LeaseError::Url {
+    redis::IntoConnectionInfo::into_connection_info(url).map_err(invalid_url(url))
+}
+
+/// The client's complaint about `url` (or a cluster's seeds), as a [`LeaseError::Url`].
+fn invalid_url(url: &str) -> impl FnOnce(RedisError) -> LeaseError + '_ {
+    move |error| LeaseError::Url {
         url: url.to_owned(),
         detail: error.to_string(),
-    })
+    }
 }
 
 /// Refuses an empty URL list.
@@ -238,23 +246,19 @@ impl LeaseStore {
     /// included; a zero timeout makes every call fail with [`LeaseError::Timeout`].
     pub fn new(urls: &[String], timeout: Duration) -> Result<Self, LeaseError> {
         require_urls(urls)?;
-        let servers =
-            urls.iter()
-                .map(|url| {
-                    let info = connection_info(url)?;
-                    // No `CLIENT SETINFO` after connecting: one round trip less on every
-                    // reconnect, and nothing sent that `operations` does not count but a
-                    // configured AUTH or SELECT.
-                    let settings = info.redis_settings().clone().set_skip_set_lib_name();
-                    let client = redis::Client::open(info.set_redis_settings(settings)).map_err(
-                        |error| LeaseError::Url {
-                            url: url.clone(),
-                            detail: error.to_string(),
-                        },
-                    )?;
-                    Ok(Endpoint::new(url.clone(), client))
-                })
-                .collect::<Result<Vec<_>, LeaseError>>()?;
+        let servers = urls
+            .iter()
+            .map(|url| {
+                let info = connection_info(url)?;
+                // No `CLIENT SETINFO` after connecting: one round trip less on every
+                // reconnect, and nothing sent that `operations` does not count but a
+                // configured AUTH or SELECT.
+                let settings = info.redis_settings().clone().set_skip_set_lib_name();
+                let client = redis::Client::open(info.set_redis_settings(settings))
+                    .map_err(invalid_url(url))?;
+                Ok(Endpoint::new(url.clone(), client))
+            })
+            .collect::<Result<Vec<_>, LeaseError>>()?;
         Ok(Self::with_backend(Backend::Servers(servers), timeout))
     }
 
@@ -270,19 +274,19 @@ impl LeaseStore {
             .map(|url| connection_info(url))
             .collect::<Result<Vec<_>, LeaseError>>()?;
         let url = seeds.join(",");
+        // The client takes no zero timeout; with a zero one no call gets as far as the
+        // client (the deadline has passed before the first step).
+        let step_timeout = timeout.max(Duration::from_millis(1));
         let client = redis::cluster::ClusterClient::builder(infos)
-            .connection_timeout(timeout.max(Duration::from_millis(1)))
-            .response_timeout(timeout.max(Duration::from_millis(1)))
+            .connection_timeout(step_timeout)
+            .response_timeout(step_timeout)
             .retries(CLUSTER_RETRIES)
             .min_retry_wait(0)
             .max_retry_wait(CLUSTER_RETRY_WAIT_MAX_MS)
             .build()
-            .map_err(|error| LeaseError::Url {
-                url: url.clone(),
-                detail: error.to_string(),
-            })?;
+            .map_err(invalid_url(&url))?;
         Ok(Self::with_backend(
-            Backend::Cluster(Endpoint::new(url, client)),
+            Backend::Cluster(Box::new(Endpoint::new(url, client))),
             timeout,
         ))
     }
