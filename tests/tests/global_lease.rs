@@ -405,11 +405,14 @@ fn a_killed_redis_fails_fast_and_a_restarted_one_serves_the_next_lease() {
 #[test]
 #[ignore = "needs Redis: scripts/redis-ci.sh"]
 fn lease_latency_on_loopback() {
+    print_lease_latency(&mut store(), TenantId(1_614), "a server");
+}
+
+/// Times 2,000 leases of `tenant` by two processes, after a first that connects and loads
+/// the script: the steady state is one EVALSHA per call. Prints the median, p99 and max.
+fn print_lease_latency(store: &mut LeaseStore, tenant: TenantId, of: &str) {
     const CALLS: usize = 2_000;
-    let mut store = store();
-    let tenant = TenantId(1_614);
     let demands = [messages(50_000, 20_000), bytes(50_000_000, 10_000_000)];
-    // Connect and load the script first: the steady state is one EVALSHA per call.
     store.lease(tenant, "a", LEASE_FOR, &demands).unwrap();
     store.lease(tenant, "b", LEASE_FOR, &demands).unwrap();
     let before = store.operations();
@@ -426,7 +429,7 @@ fn lease_latency_on_loopback() {
     assert_eq!(store.operations(), before + CALLS as u64);
     latencies.sort();
     println!(
-        "lease latency on loopback, two processes, two resources, {CALLS} calls: \
+        "lease latency on loopback ({of}), two processes, two resources, {CALLS} calls: \
          median {:?}, p99 {:?}, max {:?}",
         latencies[CALLS / 2],
         latencies[CALLS * 99 / 100],
@@ -767,6 +770,15 @@ fn cluster_two_engines_with_cluster_true_share_a_tenant_rate_and_release_it_at_s
     }
     // Both gave their shares back at shutdown: nothing of theirs is left.
     assert_eq!(redis_cli_at(&owner.url, &["EXISTS", &key]), "0");
+}
+
+#[test]
+#[ignore = "needs a Redis Cluster: scripts/redis-ci.sh"]
+fn cluster_lease_latency_on_loopback() {
+    let nodes = cluster_primaries();
+    // A tenant on a node that is not the first seed.
+    let tenant = tenant_per_node(&nodes, 1_820)[1];
+    print_lease_latency(&mut cluster_store(), tenant, "a cluster");
 }
 
 #[test]
