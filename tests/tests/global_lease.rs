@@ -2,21 +2,31 @@
 //! max-min fair shares of the lease script, the grants that never add up to more than the
 //! capacity, expiry, release, `NOSCRIPT`, a paused and a killed server.
 //!
+//! The same against a Redis Cluster of three primaries: tenants on each node, the shares,
+//! `NOSCRIPT` on every node, a slot moved under the store (`MOVED`), a paused node, and two
+//! engines with `cluster = true` sharing a tenant.
+//!
 //! The tests that need Redis are ignored in a plain `cargo test`; `scripts/redis-ci.sh`
-//! starts a private redis-server, sets `SPILLWAY_TEST_REDIS_URL` and
-//! `SPILLWAY_TEST_REDIS_DIR` (the instance's directory, for the restart) and runs them one at
-//! a time. Each test uses tenants of its own, so they can share one server; the restart test
-//! empties it.
+//! starts a private redis-server and a private cluster, sets `SPILLWAY_TEST_REDIS_URL`,
+//! `SPILLWAY_TEST_REDIS_DIR` (the instance's directory, for the restart) and
+//! `SPILLWAY_TEST_REDIS_CLUSTER_URLS` (the cluster's nodes, comma-separated) and runs them one
+//! at a time. Each test uses tenants of its own, so they can share one server or cluster; the
+//! restart test empties the server.
 
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use spillway::config::{Config, GlobalTenantConfig};
+use spillway::control::{HealthKind, QuotaMode};
+use spillway::engine::Engine;
 use spillway::global::lease::{tenant_key, Demand, LeaseError, LeaseStore, Resource};
-use spillway::message::TenantId;
+use spillway::message::{Message, TenantId};
 
 const NEEDS_REDIS: &str = "needs Redis: scripts/redis-ci.sh";
+const NEEDS_CLUSTER: &str = "needs a Redis Cluster: scripts/redis-ci.sh";
 
 /// Generous for loopback: a test that means a shorter one says so.
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -65,9 +75,14 @@ fn grant(
 
 /// `redis-cli` against the test server; its answer, trimmed.
 fn redis_cli(arguments: &[&str]) -> String {
+    redis_cli_at(&redis_url(), arguments)
+}
+
+/// `redis-cli` against the server at `url`; its answer, trimmed.
+fn redis_cli_at(url: &str, arguments: &[&str]) -> String {
     let output = Command::new("redis-cli")
         .arg("-u")
-        .arg(redis_url())
+        .arg(url)
         .args(arguments)
         .output()
         .expect("redis-cli (installed with redis-server by scripts/redis.sh)");
@@ -125,15 +140,19 @@ fn one_process_gets_its_demand_and_the_rest_as_headroom() {
 #[test]
 #[ignore = "needs Redis: scripts/redis-ci.sh"]
 fn three_processes_converge_to_max_min_fair_shares_never_over_the_capacity() {
-    let mut store = store();
-    let tenant = TenantId(1_603);
+    assert_max_min_fair_shares(&mut store(), TenantId(1_603));
+}
+
+/// Three processes of `tenant` wanting 105,000, 30,000 and 15,000 of 50,000: never more than
+/// 50,000 granted at once, and from the second round on 17,500, 17,500 and 15,000.
+fn assert_max_min_fair_shares(store: &mut LeaseStore, tenant: TenantId) {
     let capacity = 50_000;
     let processes = [("a", 105_000), ("b", 30_000), ("c", 15_000)];
     let mut holding = [0_u64; 3];
     for round in 1..=3 {
         for (index, (process, wants)) in processes.iter().enumerate() {
             holding[index] = grant(
-                &mut store,
+                store,
                 tenant,
                 process,
                 LEASE_FOR,
@@ -142,12 +161,18 @@ fn three_processes_converge_to_max_min_fair_shares_never_over_the_capacity() {
             let total: u64 = holding.iter().sum();
             assert!(
                 total <= capacity,
-                "round {round}, after {process}: {holding:?} add up to {total} > {capacity}"
+                "tenant {}, round {round}, after {process}: {holding:?} add up to {total} > {capacity}",
+                tenant.0
             );
         }
         if round >= 2 {
             // 15,000 is met; the other two split the 35,000 left.
-            assert_eq!(holding, [17_500, 17_500, 15_000], "round {round}");
+            assert_eq!(
+                holding,
+                [17_500, 17_500, 15_000],
+                "tenant {}, round {round}",
+                tenant.0
+            );
         }
     }
 }
@@ -380,11 +405,14 @@ fn a_killed_redis_fails_fast_and_a_restarted_one_serves_the_next_lease() {
 #[test]
 #[ignore = "needs Redis: scripts/redis-ci.sh"]
 fn lease_latency_on_loopback() {
+    print_lease_latency(&mut store(), TenantId(1_614), "a server");
+}
+
+/// Times 2,000 leases of `tenant` by two processes, after a first that connects and loads
+/// the script: the steady state is one EVALSHA per call. Prints the median, p99 and max.
+fn print_lease_latency(store: &mut LeaseStore, tenant: TenantId, of: &str) {
     const CALLS: usize = 2_000;
-    let mut store = store();
-    let tenant = TenantId(1_614);
     let demands = [messages(50_000, 20_000), bytes(50_000_000, 10_000_000)];
-    // Connect and load the script first: the steady state is one EVALSHA per call.
     store.lease(tenant, "a", LEASE_FOR, &demands).unwrap();
     store.lease(tenant, "b", LEASE_FOR, &demands).unwrap();
     let before = store.operations();
@@ -401,7 +429,7 @@ fn lease_latency_on_loopback() {
     assert_eq!(store.operations(), before + CALLS as u64);
     latencies.sort();
     println!(
-        "lease latency on loopback, two processes, two resources, {CALLS} calls: \
+        "lease latency on loopback ({of}), two processes, two resources, {CALLS} calls: \
          median {:?}, p99 {:?}, max {:?}",
         latencies[CALLS / 2],
         latencies[CALLS * 99 / 100],
@@ -425,16 +453,395 @@ fn new_refuses_no_urls_and_urls_that_are_not_redis() {
 
 #[test]
 fn a_zero_timeout_fails_every_call_as_a_timeout() {
-    let mut store = LeaseStore::new(&["redis://127.0.0.1:1".to_owned()], Duration::ZERO).unwrap();
-    let failed = store.lease(TenantId(1), "a", LEASE_FOR, &[messages(100, 10)]);
+    let url = ["redis://127.0.0.1:1".to_owned()];
+    for mut store in [
+        LeaseStore::new(&url, Duration::ZERO).unwrap(),
+        LeaseStore::new_cluster(&url, Duration::ZERO).unwrap(),
+    ] {
+        let failed = store.lease(TenantId(1), "a", LEASE_FOR, &[messages(100, 10)]);
+        assert!(
+            matches!(failed, Err(LeaseError::Timeout { .. })),
+            "{store:?}: {failed:?}"
+        );
+        assert!(matches!(
+            store.release(TenantId(1), "a"),
+            Err(LeaseError::Timeout { .. })
+        ));
+        // Nothing was sent.
+        assert_eq!(store.operations(), 0);
+    }
+}
+
+// A Redis Cluster (`[global] cluster = true`).
+
+fn cluster_seeds() -> Vec<String> {
+    std::env::var("SPILLWAY_TEST_REDIS_CLUSTER_URLS")
+        .unwrap_or_else(|_| panic!("SPILLWAY_TEST_REDIS_CLUSTER_URLS is not set ({NEEDS_CLUSTER})"))
+        .split(',')
+        .map(str::to_owned)
+        .collect()
+}
+
+fn cluster_store() -> LeaseStore {
+    LeaseStore::new_cluster(&cluster_seeds(), TIMEOUT).unwrap()
+}
+
+/// A primary of the test cluster.
+struct ClusterNode {
+    url: String,
+    id: String,
+    slots: Vec<RangeInclusive<u16>>,
+}
+
+/// The cluster's primaries as `CLUSTER NODES` says now, in its order.
+fn cluster_primaries() -> Vec<ClusterNode> {
+    let nodes = redis_cli_at(&cluster_seeds()[0], &["CLUSTER", "NODES"]);
+    let primaries: Vec<ClusterNode> = nodes
+        .lines()
+        .filter(|line| line.split_whitespace().nth(2).unwrap().contains("master"))
+        .map(|line| {
+            // ID ADDRESS@BUS FLAGS MASTER PING PONG EPOCH LINK SLOT...
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let address = fields[1].split('@').next().unwrap();
+            let slots = fields[8..]
+                .iter()
+                // `[SLOT->-ID]`: a slot being migrated, still owned here as a plain slot.
+                .filter(|range| !range.starts_with('['))
+                .map(|range| {
+                    let (first, last) = range.split_once('-').unwrap_or((range, range));
+                    first.parse().unwrap()..=last.parse().unwrap()
+                })
+                .collect();
+            ClusterNode {
+                url: format!("redis://{address}"),
+                id: fields[0].to_owned(),
+                slots,
+            }
+        })
+        .collect();
+    assert_eq!(primaries.len(), 3, "{nodes}");
+    primaries
+}
+
+/// `tenant`'s key's slot, as `CLUSTER KEYSLOT` says.
+fn key_slot(tenant: TenantId) -> u16 {
+    redis_cli_at(
+        &cluster_seeds()[0],
+        &["CLUSTER", "KEYSLOT", &tenant_key(tenant)],
+    )
+    .parse()
+    .unwrap()
+}
+
+/// The index in `nodes` of the primary owning `tenant`'s slot.
+fn owner_of(nodes: &[ClusterNode], tenant: TenantId) -> usize {
+    let slot = key_slot(tenant);
+    nodes
+        .iter()
+        .position(|node| node.slots.iter().any(|range| range.contains(&slot)))
+        .unwrap_or_else(|| panic!("no primary owns slot {slot}"))
+}
+
+/// Tenants from `first` on whose keys land on different nodes: the first found on each of
+/// `nodes`, in their order.
+fn tenant_per_node(nodes: &[ClusterNode], first: u32) -> Vec<TenantId> {
+    let mut found: Vec<Option<TenantId>> = nodes.iter().map(|_| None).collect();
+    for id in first..first + 200 {
+        let tenant = TenantId(id);
+        found[owner_of(nodes, tenant)].get_or_insert(tenant);
+        if found.iter().all(Option::is_some) {
+            return found.into_iter().flatten().collect();
+        }
+    }
+    panic!("200 tenants from {first} on do not cover every node");
+}
+
+#[test]
+#[ignore = "needs a Redis Cluster: scripts/redis-ci.sh"]
+fn cluster_each_tenant_lives_on_the_node_owning_its_slot() {
+    let nodes = cluster_primaries();
+    let tenants = tenant_per_node(&nodes, 1_700);
+    // One seed is enough: the client learns the other nodes from it.
+    let mut store = LeaseStore::new_cluster(&cluster_seeds()[..1], TIMEOUT).unwrap();
+    for (owner, &tenant) in tenants.iter().enumerate() {
+        assert_eq!(
+            grant(&mut store, tenant, "a", LEASE_FOR, messages(100, 10)),
+            100
+        );
+        let key = tenant_key(tenant);
+        for (index, node) in nodes.iter().enumerate() {
+            let exists = redis_cli_at(&node.url, &["EXISTS", &key]);
+            if index == owner {
+                assert_eq!(exists, "1", "{key} on {}", node.url);
+            } else {
+                assert!(
+                    exists.starts_with("MOVED"),
+                    "{key} on {}: {exists}",
+                    node.url
+                );
+            }
+        }
+    }
+    // Steady state: one EVALSHA per lease, whichever node answers it.
+    let before = store.operations();
+    for &tenant in &tenants {
+        grant(&mut store, tenant, "a", LEASE_FOR, messages(100, 10));
+    }
+    assert_eq!(store.operations(), before + tenants.len() as u64);
+}
+
+#[test]
+#[ignore = "needs a Redis Cluster: scripts/redis-ci.sh"]
+fn cluster_three_processes_converge_to_max_min_fair_shares_on_every_node() {
+    let nodes = cluster_primaries();
+    let mut store = cluster_store();
+    for tenant in tenant_per_node(&nodes, 1_720) {
+        assert_max_min_fair_shares(&mut store, tenant);
+    }
+}
+
+#[test]
+#[ignore = "needs a Redis Cluster: scripts/redis-ci.sh"]
+fn cluster_script_flush_on_every_node_then_each_node_gets_the_script_at_its_first_lease() {
+    let nodes = cluster_primaries();
+    let tenants = tenant_per_node(&nodes, 1_740);
+    let mut store = cluster_store();
+    for &tenant in &tenants {
+        grant(&mut store, tenant, "a", LEASE_FOR, messages(100, 10));
+    }
+    for node in &nodes {
+        assert_eq!(redis_cli_at(&node.url, &["SCRIPT", "FLUSH"]), "OK");
+    }
+    // EVALSHA (NOSCRIPT), SCRIPT LOAD, EVALSHA on each node in turn: the script is loaded on
+    // the node that said NOSCRIPT alone, so the next node says it too.
+    for &tenant in &tenants {
+        let before = store.operations();
+        assert_eq!(
+            grant(&mut store, tenant, "a", LEASE_FOR, messages(100, 10)),
+            100
+        );
+        assert_eq!(store.operations(), before + 3, "tenant {}", tenant.0);
+    }
+    let before = store.operations();
+    for &tenant in &tenants {
+        grant(&mut store, tenant, "a", LEASE_FOR, messages(100, 10));
+    }
+    assert_eq!(store.operations(), before + tenants.len() as u64);
+}
+
+#[test]
+#[ignore = "needs a Redis Cluster: scripts/redis-ci.sh"]
+fn cluster_a_slot_moved_under_the_store_is_followed_and_the_script_loaded_there() {
+    let nodes = cluster_primaries();
+    let tenant = tenant_per_node(&nodes, 1_760)[0];
+    let (from, to) = (&nodes[0], &nodes[1]);
+    let key = tenant_key(tenant);
+    let slot = key_slot(tenant).to_string();
+    let mut store = cluster_store();
+    assert_eq!(
+        grant(&mut store, tenant, "a", LEASE_FOR, messages(100, 10)),
+        100
+    );
+    // Empty the slot, then hand it to the second node as a resharding does (with no key to
+    // migrate): the store's slot map is now stale.
+    assert_eq!(redis_cli_at(&from.url, &["DEL", &key]), "1");
+    assert_eq!(
+        redis_cli_at(&from.url, &["CLUSTER", "COUNTKEYSINSLOT", &slot]),
+        "0"
+    );
+    let set_slot = |node: &ClusterNode, arguments: &[&str]| {
+        let mut command = vec!["CLUSTER", "SETSLOT", &slot];
+        command.extend_from_slice(arguments);
+        assert_eq!(redis_cli_at(&node.url, &command), "OK", "{command:?}");
+    };
+    set_slot(to, &["IMPORTING", &from.id]);
+    set_slot(from, &["MIGRATING", &to.id]);
+    set_slot(to, &["NODE", &to.id]);
+    set_slot(from, &["NODE", &to.id]);
+    set_slot(&nodes[2], &["NODE", &to.id]);
+    assert_eq!(redis_cli_at(&to.url, &["SCRIPT", "FLUSH"]), "OK");
+
+    let before = store.operations();
+    assert_eq!(
+        grant(&mut store, tenant, "a", LEASE_FOR, messages(100, 10)),
+        100
+    );
+    // EVALSHA (MOVED, followed by the client: not counted; NOSCRIPT on the new owner),
+    // SCRIPT LOAD there, EVALSHA.
+    assert_eq!(store.operations(), before + 3);
+    assert_eq!(redis_cli_at(&to.url, &["EXISTS", &key]), "1");
+    let before = store.operations();
+    grant(&mut store, tenant, "a", LEASE_FOR, messages(100, 10));
+    assert_eq!(store.operations(), before + 1);
+}
+
+#[test]
+#[ignore = "needs a Redis Cluster: scripts/redis-ci.sh"]
+fn cluster_a_paused_node_times_out_within_twice_the_timeout_and_the_next_call_reconnects() {
+    let nodes = cluster_primaries();
+    let tenants = tenant_per_node(&nodes, 1_780);
+    let (paused, tenant) = (&nodes[2], tenants[2]);
+    let timeout = Duration::from_millis(200);
+    let mut store = LeaseStore::new_cluster(&cluster_seeds(), timeout).unwrap();
+    let demand = [messages(100, 10)];
+    store.lease(tenant, "a", LEASE_FOR, &demand).unwrap();
+    assert_eq!(
+        redis_cli_at(&paused.url, &["CLIENT", "PAUSE", "700", "ALL"]),
+        "OK"
+    );
+    let started = Instant::now();
+    let failed = store.lease(tenant, "a", LEASE_FOR, &demand);
+    let took = started.elapsed();
     assert!(
         matches!(failed, Err(LeaseError::Timeout { .. })),
         "{failed:?}"
     );
+    // The client sends a timed-out command once more.
+    assert!(took < timeout * 2 + Duration::from_millis(100), "{took:?}");
+    println!("a paused cluster node: Timeout after {took:?} (timeout {timeout:?})");
+    // A tenant on another node is served meanwhile (over a new connection).
+    let other = store.lease(tenants[0], "a", LEASE_FOR, &demand);
+    assert!(other.is_ok(), "{other:?} after {:?}", started.elapsed());
+    sleep(Duration::from_millis(700));
+    let lease = store.lease(tenant, "a", LEASE_FOR, &demand).unwrap();
+    assert_eq!(lease.granted_per_sec, [100]);
+}
+
+#[test]
+#[ignore = "needs a Redis Cluster: scripts/redis-ci.sh"]
+fn cluster_two_engines_with_cluster_true_share_a_tenant_rate_and_release_it_at_shutdown() {
+    const RATE: u64 = 4_000;
+    let nodes = cluster_primaries();
+    let tenants = tenant_per_node(&nodes, 1_800);
+    // A tenant on a node that is not the first seed: reached through the slot map.
+    let (owner, tenant) = (&nodes[1], tenants[1]);
+    let engine = |process: &str| {
+        let mut config = Config::default();
+        config.shards = 1;
+        config.global.redis = cluster_seeds();
+        config.global.cluster = true;
+        config.global.refresh_ns = 20_000_000;
+        config.global.lease_ns = 400_000_000;
+        config.global.process = Some(process.to_owned());
+        config.global.tenants = vec![GlobalTenantConfig {
+            tenant,
+            rate_per_sec: RATE as u32,
+            bytes_per_sec: None,
+            fallback_rate_per_sec: None,
+            fallback_bytes_per_sec: None,
+        }];
+        Engine::builder()
+            .config(config)
+            .handler(|_: &Message| Ok(()))
+            .start()
+            .unwrap()
+    };
+    let engines = [engine("cluster-one"), engine("cluster-two")];
+    let started = Instant::now();
+    loop {
+        let health: Vec<_> = engines
+            .iter()
+            .map(|engine| engine.control().health(HealthKind::Full).unwrap())
+            .collect();
+        let shares: Vec<u64> = health
+            .iter()
+            .map(|health| health.global[0].share_per_sec)
+            .collect();
+        assert!(shares.iter().sum::<u64>() <= RATE, "shares {shares:?}");
+        let leased = health
+            .iter()
+            .all(|health| health.global[0].mode == QuotaMode::Leased && !health.degraded);
+        if leased && shares.iter().all(|&share| share > 0) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "shares {shares:?}, health {health:?}"
+        );
+        sleep(Duration::from_millis(5));
+    }
+    let key = tenant_key(tenant);
+    let fields = redis_cli_at(&owner.url, &["HKEYS", &key]);
+    for field in ["exp:cluster-one", "exp:cluster-two"] {
+        assert!(fields.contains(field), "{field} not in {fields}");
+    }
+    for engine in engines {
+        assert!(engine.shutdown().reconciles());
+    }
+    // Both gave their shares back at shutdown: nothing of theirs is left.
+    assert_eq!(redis_cli_at(&owner.url, &["EXISTS", &key]), "0");
+}
+
+#[test]
+#[ignore = "needs a Redis Cluster: scripts/redis-ci.sh"]
+fn cluster_lease_latency_on_loopback() {
+    let nodes = cluster_primaries();
+    // A tenant on a node that is not the first seed.
+    let tenant = tenant_per_node(&nodes, 1_820)[1];
+    print_lease_latency(&mut cluster_store(), tenant, "a cluster");
+}
+
+#[test]
+fn new_cluster_refuses_no_urls_and_urls_that_are_not_redis_and_is_one_unwatched_store() {
     assert!(matches!(
-        store.release(TenantId(1), "a"),
-        Err(LeaseError::Timeout { .. })
+        LeaseStore::new_cluster(&[], TIMEOUT),
+        Err(LeaseError::Url { .. })
     ));
-    // Nothing was sent.
+    let seeds = [
+        "redis://127.0.0.1:7000".to_owned(),
+        "http://127.0.0.1:7001".to_owned(),
+    ];
+    match LeaseStore::new_cluster(&seeds, TIMEOUT) {
+        Err(LeaseError::Url { url, .. }) => assert_eq!(url, seeds[1]),
+        other => panic!("{other:?}"),
+    }
+    // Parsing connects to nothing. A cluster is one store: no per-server index, no address
+    // for the idle-connection watch.
+    let store = LeaseStore::new_cluster(&seeds[..1], TIMEOUT).unwrap();
+    assert_eq!(store.servers(), 1);
+    assert_eq!(store.server_index(TenantId(1)), 0);
+    assert_eq!(store.server_index(TenantId(2)), 0);
+    assert_eq!(store.server_host_port(0), None);
+}
+
+#[test]
+fn a_cluster_with_no_seed_up_is_unavailable_at_once() {
+    // Ports nothing listens on.
+    let seeds: Vec<String> = (0..2)
+        .map(|_| {
+            let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("redis://{}", dead.local_addr().unwrap())
+        })
+        .collect();
+    let mut store = LeaseStore::new_cluster(&seeds, TIMEOUT).unwrap();
+    let started = Instant::now();
+    match store.lease(TenantId(1), "a", LEASE_FOR, &[messages(100, 10)]) {
+        Err(LeaseError::Unavailable { url, .. }) => assert_eq!(url, seeds.join(",")),
+        other => panic!("{other:?}"),
+    }
+    assert!(started.elapsed() < TIMEOUT, "{:?}", started.elapsed());
     assert_eq!(store.operations(), 0);
+}
+
+#[test]
+fn cluster_true_loads_and_check_config_prints_it() {
+    let text = r#"
+        [global]
+        redis = ["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]
+        cluster = true
+        [[global.tenants]]
+        tenant = 7
+        rate_per_sec = 50000
+    "#;
+    let config = Config::from_toml_str(text).unwrap();
+    assert!(config.global.cluster);
+    assert!(config.global.enabled());
+    // What `spillway check-config` prints after its first line, and it loads back the same.
+    let printed = config.to_toml_string();
+    assert!(printed.contains("cluster = true"), "{printed}");
+    assert_eq!(Config::from_toml_str(&printed).unwrap(), config);
+    // Off unless said.
+    let standalone = Config::from_toml_str(&text.replace("cluster = true", "")).unwrap();
+    assert!(!standalone.global.cluster);
+    assert!(standalone.to_toml_string().contains("cluster = false"));
 }

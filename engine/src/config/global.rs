@@ -43,11 +43,16 @@ pub enum OnUnavailable {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GlobalConfig {
-    /// Redis URLs (`redis://HOST:PORT[/DB]`), one or a list. A tenant's leases live on
-    /// `redis[tenant % len]`, so every process of a fleet lists the same URLs in the same
-    /// order. Empty: fleet quotas off.
+    /// Redis URLs (`redis://HOST:PORT[/DB]`), one or a list. Standalone servers (`cluster =
+    /// false`): a tenant's leases live on `redis[tenant % len]`, so every process of a fleet
+    /// lists the same URLs in the same order. Empty: fleet quotas off.
     #[serde(deserialize_with = "one_or_many")]
     pub redis: Vec<String>,
+    /// `redis` lists seed nodes of one Redis Cluster (any of its primaries or replicas)
+    /// instead of standalone servers: each tenant's leases live on the node that owns the
+    /// slot of its key (hash-tagged `{tenant:ID}`), and the client follows the cluster's
+    /// `MOVED` and `ASK` redirections.
+    pub cluster: bool,
     /// What happens to a tenant's messages while its quota cannot be checked.
     pub on_unavailable: OnUnavailable,
     /// How often each tenant's lease is renewed, in ns (80 ms: one Redis call per tenant and

@@ -54,7 +54,12 @@ impl LeaseThread {
         quotas: Arc<GlobalQuotas>,
         nice: Option<i32>,
     ) -> Result<Self, LeaseError> {
-        let store = LeaseStore::new(&config.redis, Duration::from_nanos(config.timeout_ns))?;
+        let timeout = Duration::from_nanos(config.timeout_ns);
+        let store = if config.cluster {
+            LeaseStore::new_cluster(&config.redis, timeout)
+        } else {
+            LeaseStore::new(&config.redis, timeout)
+        }?;
         let stop = Arc::new(AtomicBool::new(false));
         let no_thread = |error: std::io::Error| LeaseError::Unavailable {
             url: "(lease thread)".to_string(),
