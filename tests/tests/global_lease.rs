@@ -723,13 +723,7 @@ fn cluster_two_engines_with_cluster_true_share_a_tenant_rate_and_release_it_at_s
         config.global.refresh_ns = 20_000_000;
         config.global.lease_ns = 400_000_000;
         config.global.process = Some(process.to_owned());
-        config.global.tenants = vec![GlobalTenantConfig {
-            tenant,
-            rate_per_sec: RATE as u32,
-            bytes_per_sec: None,
-            fallback_rate_per_sec: None,
-            fallback_bytes_per_sec: None,
-        }];
+        config.global.tenants = vec![GlobalTenantConfig::new(tenant, RATE as u32)];
         Engine::builder()
             .config(config)
             .handler(|_: &Message| Ok(()))
