@@ -121,8 +121,10 @@ impl Settings {
             "--producers must be in 1..=64"
         );
         ensure!(self.reps >= 1, "--reps must be at least 1");
-        for (name, seconds) in [("--duration-s", self.duration_s), ("--warmup-s", self.warmup_s)]
-        {
+        for (name, seconds) in [
+            ("--duration-s", self.duration_s),
+            ("--warmup-s", self.warmup_s),
+        ] {
             ensure!(
                 seconds.is_finite() && (0.0..=3_600.0).contains(&seconds),
                 "{name} must be in 0..=3600 s"
@@ -249,7 +251,8 @@ impl Schedule {
 
     /// When `producer`'s message `ordinal` is due, ns after the start.
     fn due_ns(&self, producer: u64, ordinal: u64) -> u64 {
-        let stream_ordinal = u128::from(ordinal) * u128::from(self.producers) + u128::from(producer);
+        let stream_ordinal =
+            u128::from(ordinal) * u128::from(self.producers) + u128::from(producer);
         (stream_ordinal * 1_000_000_000 / u128::from(self.offered)) as u64
     }
 
@@ -341,7 +344,9 @@ struct Producer {
 
 impl Producer {
     fn now_ns(&self) -> u64 {
-        Instant::now().saturating_duration_since(self.start).as_nanos() as u64
+        Instant::now()
+            .saturating_duration_since(self.start)
+            .as_nanos() as u64
     }
 
     fn is_due(&self, now_ns: u64) -> bool {
@@ -809,7 +814,10 @@ pub fn run_once(system: System, settings: &Settings, rep: usize) -> anyhow::Resu
     let (redis_commands, redis_round_trips) = match system {
         // Each command of the lease thread is a round trip of its own.
         System::Leases => (commands_in_window, commands_in_window),
-        System::PerRequest => (2 * counts.round_trips_in_window, counts.round_trips_in_window),
+        System::PerRequest => (
+            2 * counts.round_trips_in_window,
+            counts.round_trips_in_window,
+        ),
     };
     Ok(Run {
         system,
@@ -879,7 +887,12 @@ fn redis_version(url: &str) -> anyhow::Result<String> {
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg").map_or_else(
         |_| "unknown".to_owned(),
-        |text| text.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+        |text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        },
     )
 }
 
@@ -959,6 +972,15 @@ fn per_admitted_text(value: f64) -> String {
     } else {
         format!("{value:.2}")
     }
+}
+
+/// A ratio to three significant digits (`0.964x`, `1.00x`, `3193x`).
+fn ratio_text(ratio: f64) -> String {
+    if ratio <= 0.0 || !ratio.is_finite() {
+        return format!("{ratio}x");
+    }
+    let decimals = (2 - ratio.log10().floor() as i64).clamp(0, 9) as usize;
+    format!("{ratio:.decimals$}x")
 }
 
 /// One row of the table.
@@ -1086,7 +1108,7 @@ pub fn table(comparison: &Comparison) -> String {
             row.name,
             spread(&known(&ours), row.text),
             spread(&known(&theirs), row.text),
-            spread(&ratios, |ratio| format!("{ratio:.3}x"))
+            spread(&ratios, ratio_text)
         );
     }
     out.push_str(
@@ -1175,5 +1197,10 @@ mod tests {
         assert_eq!(spread(&[3.0, 1.0, 2.0], count_text), "2 [1–3]");
         assert_eq!(spread(&[5.0, 5.0], count_text), "5");
         assert_eq!(spread(&[], count_text), "n/a");
+        assert_eq!(ratio_text(0.964_2), "0.964x");
+        assert_eq!(ratio_text(1.0), "1.00x");
+        assert_eq!(ratio_text(3_193.289), "3193x");
+        assert_eq!(ratio_text(0.003_104), "0.00310x");
+        assert_eq!(ratio_text(0.0), "0x");
     }
 }

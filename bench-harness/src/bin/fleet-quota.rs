@@ -28,9 +28,7 @@ struct Options {
 
 fn main() -> anyhow::Result<ExitCode> {
     let options = Options::parse();
-    let comparison = fleet_quota::run(&options.settings, |line| {
-        eprintln!("fleet-quota: {line}")
-    })?;
+    let comparison = fleet_quota::run(&options.settings, |line| eprintln!("fleet-quota: {line}"))?;
     print!("{}", fleet_quota::table(&comparison));
     Ok(if comparison.problems().is_empty() {
         ExitCode::SUCCESS
