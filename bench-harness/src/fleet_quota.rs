@@ -50,12 +50,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, ensure, Context};
 use hdrhistogram::Histogram;
+use spillway::admission::global::LeaseFigures;
 use spillway::config::{Config, GlobalTenantConfig};
 use spillway::control::{HealthKind, QuotaMode};
 use spillway::engine::Engine;
 use spillway::ingress::Ingress;
 use spillway::message::{ConnectionId, Message, MessageId, TenantId};
-use spillway::metrics::Tally;
+use spillway::metrics::{Stats, Tally};
 use spillway::outcome::{Completion, Outcome, RefusalReason};
 use spillway_loadgen::progress::format_ns;
 
@@ -637,24 +638,20 @@ fn sleep_until(deadline: Instant) {
     }
 }
 
-/// Runs one system once: a fresh engine, the producers, the counts.
-///
-/// # Errors
-/// When the settings are invalid, the engine cannot start, the tenant gets no lease,
-/// Redis cannot be reached or fails during a per-request run, or a producer fails.
-pub fn run_once(system: System, settings: &Settings, rep: usize) -> anyhow::Result<Run> {
-    settings.validate()?;
+/// What the producers of one run counted, merged, and what the run measured around them.
+struct Driven {
+    counts: Counts,
+    /// The lease thread's Redis commands within the window.
+    commands_in_window: u64,
+    /// From the first message due to the end of the last producer's drain, ns.
+    elapsed_ns: u64,
+}
+
+/// Starts the producers against `engine` (each with its ingress and, per-request, its
+/// counter in Redis), counts the lease thread's Redis commands within the window, and
+/// merges what the producers counted once they are done.
+fn drive(system: System, settings: &Settings, engine: &Engine) -> anyhow::Result<Driven> {
     let tenant = TenantId(settings.tenant);
-    let config = engine_config(system, settings);
-    let burst_ns = (system == System::Leases).then_some(config.global.burst_ns);
-    let engine = Engine::builder()
-        .config(config)
-        .handler(|_: &Message| Ok(()))
-        .start()
-        .context("starting the engine")?;
-    if system == System::Leases {
-        await_lease(&engine, tenant)?;
-    }
     let run_id = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_nanos());
@@ -663,7 +660,7 @@ pub fn run_once(system: System, settings: &Settings, rep: usize) -> anyhow::Resu
     for _ in 0..settings.producers {
         ingresses.push(engine.ingress().context("taking an ingress")?);
         if system == System::PerRequest {
-            // Envoy's keys: prefix, domain, descriptor, window start.
+            // As Envoy's keys: a prefix naming the limit, then the window's start.
             let prefix = format!("fleet-quota_tenant_{}_{run_id}_", tenant.0);
             counters.push(FixedWindowCounter::connect(
                 &settings.redis_url,
@@ -676,7 +673,7 @@ pub fn run_once(system: System, settings: &Settings, rep: usize) -> anyhow::Resu
     let control = engine.control();
     let commands = || control.global_quotas().stats.figures().redis_operations;
     let start = Instant::now() + START_DELAY;
-    let (per_producer, commands_in_window, elapsed_ns) = std::thread::scope(|scope| {
+    std::thread::scope(|scope| {
         let mut counters = counters.into_iter();
         let mut producers = Vec::new();
         for (index, ingress) in ingresses.into_iter().enumerate() {
@@ -705,45 +702,38 @@ pub fn run_once(system: System, settings: &Settings, rep: usize) -> anyhow::Resu
         let commands_before = commands();
         sleep_until(start + Duration::from_nanos(schedule.window_end_ns));
         let commands_in_window = commands() - commands_before;
-        let per_producer = producers
-            .into_iter()
-            .map(|producer| {
-                producer
-                    .join()
-                    .map_err(|_| anyhow!("a producer thread panicked"))?
-            })
-            .collect::<anyhow::Result<Vec<Counts>>>()?;
-        let elapsed_ns = start.elapsed().as_nanos() as u64;
-        anyhow::Ok((per_producer, commands_in_window, elapsed_ns))
-    })?;
-    let lease_figures = control.global_quotas().stats.figures();
-    drop(control);
-    let stats = engine.shutdown();
+        let mut counts = Counts::new()?;
+        for producer in producers {
+            let producer_counts = producer
+                .join()
+                .map_err(|_| anyhow!("a producer thread panicked"))??;
+            counts.add(&producer_counts)?;
+        }
+        Ok(Driven {
+            counts,
+            commands_in_window,
+            elapsed_ns: start.elapsed().as_nanos() as u64,
+        })
+    })
+}
 
-    let mut counts = Counts::new()?;
-    for producer in &per_producer {
-        counts.add(producer)?;
-    }
-    let engine_total = stats.total;
-    let whole = WholeRun {
-        due: counts.due,
-        admitted: engine_total.admitted,
-        refused: counts.redis_refused + engine_total.refused_total(),
-        unsent: counts.unsent,
-        undecided: counts.undecided,
-        elapsed_ns,
-        admitted_by_second: counts.admitted_by_second.clone(),
-        redis_round_trips: counts.round_trips,
-        engine: engine_total,
-        burst_ns,
-    };
+/// Where the producers' counts, the schedule and the engine's own counts disagree, or the
+/// run did not measure what it should (refusals for other reasons, a lease lost).
+fn reconcile(
+    system: System,
+    schedule: &Schedule,
+    counts: &Counts,
+    stats: &Stats,
+    leases: &LeaseFigures,
+) -> Vec<String> {
+    let engine = &stats.total;
     let mut problems = Vec::new();
     if !stats.reconciles() {
         problems.push("the engine's own counters do not reconcile".to_owned());
     }
-    if counts.engine != engine_total {
+    if counts.engine != *engine {
         problems.push(format!(
-            "the producers read {:?}, the engine counted {engine_total:?}",
+            "the producers read {:?}, the engine counted {engine:?}",
             counts.engine
         ));
     }
@@ -767,20 +757,22 @@ pub fn run_once(system: System, settings: &Settings, rep: usize) -> anyhow::Resu
             counts.due, counts.unsent, counts.undecided
         ));
     }
-    let quota_refusals = match system {
-        System::Leases => engine_total.refused[RefusalReason::GlobalQuotaExceeded.index()],
-        System::PerRequest => counts.redis_refused,
+    let other_refusals = match system {
+        System::Leases => {
+            engine.refused_total() - engine.refused[RefusalReason::GlobalQuotaExceeded.index()]
+        }
+        System::PerRequest => engine.refused_total(),
     };
-    if whole.refused != quota_refusals || engine_total.shed_total() > 0 {
+    if other_refusals > 0 || engine.shed_total() > 0 {
         problems.push(format!(
-            "refusals or sheds other than the tenant's limit: {engine_total:?}"
+            "refusals or sheds other than the tenant's limit: {engine:?}"
         ));
     }
     match system {
         System::Leases => {
-            if lease_figures.failed > 0 || lease_figures.fallbacks > 0 {
+            if leases.failed > 0 || leases.fallbacks > 0 {
                 problems.push(format!(
-                    "Redis failed during the run, the tenant left its lease: {lease_figures:?}"
+                    "Redis failed during the run, the tenant left its lease: {leases:?}"
                 ));
             }
         }
@@ -800,7 +792,33 @@ pub fn run_once(system: System, settings: &Settings, rep: usize) -> anyhow::Resu
             }
         }
     }
+    problems
+}
 
+/// Runs one system once: a fresh engine, the producers, the counts.
+///
+/// # Errors
+/// When the settings are invalid, the engine cannot start, the tenant gets no lease,
+/// Redis cannot be reached or fails during a per-request run, or a producer fails.
+pub fn run_once(system: System, settings: &Settings, rep: usize) -> anyhow::Result<Run> {
+    settings.validate()?;
+    let config = engine_config(system, settings);
+    let burst_ns = (system == System::Leases).then_some(config.global.burst_ns);
+    let engine = Engine::builder()
+        .config(config)
+        .handler(|_: &Message| Ok(()))
+        .start()
+        .context("starting the engine")?;
+    if system == System::Leases {
+        await_lease(&engine, TenantId(settings.tenant))?;
+    }
+    let driven = drive(system, settings, &engine)?;
+    let leases = engine.control().global_quotas().stats.figures();
+    let stats = engine.shutdown();
+
+    let schedule = Schedule::of(settings);
+    let counts = &driven.counts;
+    let problems = reconcile(system, &schedule, counts, &stats, &leases);
     let window_s = schedule.window_s();
     let due_in_window =
         schedule.due_before(schedule.window_end_ns) - schedule.due_before(schedule.window_start_ns);
@@ -813,7 +831,7 @@ pub fn run_once(system: System, settings: &Settings, rep: usize) -> anyhow::Resu
     });
     let (redis_commands, redis_round_trips) = match system {
         // Each command of the lease thread is a round trip of its own.
-        System::Leases => (commands_in_window, commands_in_window),
+        System::Leases => (driven.commands_in_window, driven.commands_in_window),
         System::PerRequest => (
             2 * counts.round_trips_in_window,
             counts.round_trips_in_window,
@@ -830,7 +848,18 @@ pub fn run_once(system: System, settings: &Settings, rep: usize) -> anyhow::Resu
         admitted_in_window: counts.admitted_in_window,
         redis_commands,
         redis_round_trips,
-        whole,
+        whole: WholeRun {
+            due: counts.due,
+            admitted: stats.total.admitted,
+            refused: counts.redis_refused + stats.total.refused_total(),
+            unsent: counts.unsent,
+            undecided: counts.undecided,
+            elapsed_ns: driven.elapsed_ns,
+            admitted_by_second: counts.admitted_by_second.clone(),
+            redis_round_trips: counts.round_trips,
+            engine: stats.total,
+            burst_ns,
+        },
         problems,
     })
 }
