@@ -75,6 +75,11 @@ const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 const START_DELAY: Duration = Duration::from_millis(20);
 /// The per-request counter's window, in seconds: a per-second limit (Envoy's unit `SECOND`).
 const WINDOW_S: u64 = 1;
+/// Longest stretch a busy producer runs without a yield: with more runnable threads than
+/// cores (producers, the shard, the control and lease threads, redis-server), a producer
+/// that never yields leaves the shard waiting for the scheduler to preempt it
+/// (milliseconds), as loadgen's generator found.
+const YIELD_EVERY_NS: u64 = 100_000;
 /// The latency histograms' range: 1 ns to an hour, 3 significant digits.
 const LATENCY_MAX_NS: u64 = 3_600_000_000_000;
 
@@ -340,6 +345,8 @@ struct Producer {
     /// The ordinal of the next message to send.
     next: u64,
     completions: Vec<Completion>,
+    /// When this thread last yielded its core, ns after the start.
+    last_yield_ns: u64,
     counts: Counts,
 }
 
@@ -394,6 +401,15 @@ impl Producer {
         read
     }
 
+    /// Between turns: yields the core when the turn found nothing to do, or when it has not
+    /// for [`YIELD_EVERY_NS`].
+    fn pause(&mut self, idle: bool, now_ns: u64) {
+        if idle || now_ns.saturating_sub(self.last_yield_ns) >= YIELD_EVERY_NS {
+            self.last_yield_ns = now_ns;
+            std::thread::yield_now();
+        }
+    }
+
     /// Hands `message` to the engine, or hands it back when its ring is full.
     fn submit(&mut self, message: Message) -> anyhow::Result<Option<Message>> {
         match self.ingress.submit(message) {
@@ -425,9 +441,8 @@ impl Producer {
                 }
                 submitted += 1;
             }
-            if self.collect() == 0 && submitted == 0 {
-                std::thread::yield_now();
-            }
+            let idle = self.collect() == 0 && submitted == 0;
+            self.pause(idle, now_ns);
         }
         self.finish(handed_back.map(|message: Message| message.id.0))
     }
@@ -465,9 +480,8 @@ impl Producer {
                     self.decide(message.id.0, answered_ns, false);
                 }
             }
-            if self.collect() == 0 && !due {
-                std::thread::yield_now();
-            }
+            let idle = self.collect() == 0 && !due;
+            self.pause(idle, now_ns);
         }
         self.finish(None)
     }
@@ -688,6 +702,7 @@ fn drive(system: System, settings: &Settings, engine: &Engine) -> anyhow::Result
                 ingress,
                 next: 0,
                 completions: Vec::new(),
+                last_yield_ns: 0,
                 counts: Counts::new()?,
             };
             let counter = counters.next();
