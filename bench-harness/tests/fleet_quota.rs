@@ -12,15 +12,17 @@ use spillway_bench::fleet_quota::{run_once, Run, Settings, System};
 
 const NEEDS_REDIS: &str = "needs Redis: scripts/redis-ci.sh";
 
-/// 10 times the limit offered: each 1 s window of the per-request counter sees more than
-/// the limit whichever way the run straddles a second boundary.
+/// 100 times the limit offered: each 1 s window of the per-request counter sees more than
+/// the limit whichever way the run straddles a second boundary, even when its producers
+/// fall far behind (a debug build on a busy machine: a round trip of a millisecond still
+/// decides 1,000 messages a second per producer).
 fn settings() -> Settings {
     Settings {
         redis_url: std::env::var("SPILLWAY_TEST_REDIS_URL")
             .unwrap_or_else(|_| panic!("SPILLWAY_TEST_REDIS_URL is not set ({NEEDS_REDIS})")),
         offered: 10_000,
         producers: 2,
-        limit: 1_000,
+        limit: 100,
         duration_s: 0.3,
         warmup_s: 0.1,
         reps: 1,
@@ -42,7 +44,7 @@ fn check_common(run: &Run) {
     assert_eq!(whole.engine.delivered, whole.admitted, "no-op handler");
     assert!(
         whole.admitted > 0 && whole.refused > 0,
-        "an offer 10x the limit is partly admitted, partly refused: {whole:?}"
+        "an offer 100x the limit is partly admitted, partly refused: {whole:?}"
     );
     assert!(run.admitted_in_window <= whole.admitted);
     assert!(run.latency.is_some());
