@@ -40,9 +40,11 @@
 //! it. The per-request side has one request in flight per producer, as a caller that waits
 //! for its answer before it sends on; Envoy's service also pipelines the requests of many
 //! concurrent callers over its Redis connections, which this does not model (more
-//! `--producers` put more round trips in flight). Redis is on loopback: a network between
-//! the processes and Redis adds its round-trip time to every per-request decision and
-//! nothing to the leased ones.
+//! `--producers` put more round trips in flight). A per-request producer reads its
+//! completions between round trips, so it sees an admitted message's completion up to one
+//! round trip late.
+//! Redis is on loopback: a network between the processes and Redis adds its round-trip
+//! time to every per-request decision and nothing to the leased ones.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
