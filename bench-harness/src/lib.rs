@@ -1,7 +1,7 @@
 //! Spillway measured side by side with its peers, in one process and one run.
 //!
 //! The measurement code lives here so that the binaries (`compare`: every figure, one
-//! table or one JSON object; `e2e`; `scaling`; `baseline-serve`; `waiting`; `workers-vs-nats` and its `nats-echo-worker`) and the criterion benches
+//! table or one JSON object; `e2e`; `scaling`; `baseline-serve`; `waiting`; `workers-vs-nats` and its `nats-echo-worker`; `fleet-quota`) and the criterion benches
 //! (`benches/ring.rs`, `benches/bucket.rs`) run the very same loops.
 //!
 //! # Module map
@@ -24,6 +24,7 @@
 //! | 1 | [`baseline`] | the tokio/tower baseline in process, driven by loadgen's generator | `baseline_stack` |
 //! | 1 | [`waiting`] | a producer waiting for its completions: polling, parked, async; msg/s and CPU per message | `machine`, `stats` |
 //! | 1 | [`nats_peer`] | NATS request/reply as a loadgen target (async-nats, one client per connection) | nothing |
+//! | 1 | [`fleet_quota`] | one tenant's fleet-wide limit as the engine's Redis leases against one Redis round trip per message (Envoy's algorithm), one report | `machine`, `stats` |
 //! | 1 | [`baseline_tcp`] | its TCP twin, a tokio server speaking spillway's protocol (`baseline-serve`) | `baseline_stack`, `machine` |
 //! | 2 | [`ring_throughput`] | one producer, one consumer, `u64` messages | `rings`, `machine` |
 //! | 2 | [`ring_latency`] | ping-pong round trips into an HDR histogram | `rings`, `machine` |
@@ -41,6 +42,7 @@ pub mod baseline_stack;
 pub mod baseline_tcp;
 pub mod bucket_checks;
 pub mod e2e;
+pub mod fleet_quota;
 pub mod machine;
 pub mod nats_peer;
 pub mod report;
