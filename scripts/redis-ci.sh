@@ -10,6 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo test --locked -q -p spillway-tests --test global_lease --test global_quota --no-run
+cargo test --locked -q -p spillway-bench --test fleet_quota --no-run
 work=$(mktemp -d)
 cleanup() {
     scripts/redis.sh stop --dir "$work/redis" || true
@@ -23,5 +24,8 @@ SPILLWAY_TEST_REDIS_DIR=$work/redis
 SPILLWAY_TEST_REDIS_CLUSTER_URLS=$(scripts/redis.sh start-cluster --dir "$work/cluster")
 export SPILLWAY_TEST_REDIS_URL SPILLWAY_TEST_REDIS_DIR SPILLWAY_TEST_REDIS_CLUSTER_URLS
 timeout 300 cargo test --locked -q -p spillway-tests --test global_lease --test global_quota -- \
+    --include-ignored --test-threads 1
+# The leases-vs-one-round-trip-per-message bench, briefly: each side's counts and bounds.
+timeout 120 cargo test --locked -q -p spillway-bench --test fleet_quota -- \
     --include-ignored --test-threads 1
 echo "redis-ci: the lease store and the engine's fleet quotas hold against a real Redis and a Redis Cluster"

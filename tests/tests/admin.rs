@@ -10,7 +10,7 @@ use std::time::Duration;
 use spillway::admin::{AdminServer, AdminStats};
 use spillway::config::Config;
 use spillway::engine::Engine;
-use spillway::handler::{Handler, HandlerError, ShardContext};
+use spillway::handler::{Handler, HandlerError, ShardContext, Ticket};
 use spillway::message::{Bytes, ConnectionId, Message, MessageId, Priority, Role};
 use spillway::outcome::Completion;
 
@@ -20,6 +20,33 @@ struct Accept;
 impl Handler for Accept {
     fn handle(&mut self, _: &Message, _: &mut ShardContext) -> Result<Bytes, HandlerError> {
         Ok(Bytes::new())
+    }
+}
+
+/// Defers every message it takes and answers them all once `release` is set.
+#[derive(Clone)]
+struct HoldUntil {
+    release: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    held: Vec<Ticket>,
+}
+
+impl Handler for HoldUntil {
+    fn handle(&mut self, _: &Message, context: &mut ShardContext) -> Result<Bytes, HandlerError> {
+        self.held
+            .push(context.defer().expect("deferred from handle"));
+        Ok(Bytes::new())
+    }
+
+    fn poll(&mut self, context: &mut ShardContext) -> usize {
+        // Relaxed: a flag with no data behind it.
+        if !self.release.load(std::sync::atomic::Ordering::Relaxed) {
+            return 0;
+        }
+        let answered = self.held.len();
+        for ticket in self.held.drain(..) {
+            context.complete(ticket, Ok(Bytes::new())).expect("held");
+        }
+        answered
     }
 }
 
@@ -350,19 +377,20 @@ fn bad_requests_get_their_status_and_a_counter() {
 fn priority_thresholds_change_live_through_put_limits() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
-    // The handler holds its message until released, so what is admitted stays pending.
+    // The handler holds what it takes, deferred, until released, so what is admitted stays
+    // pending; deferring (not blocking the shard) lets the shard decide every message even
+    // if it runs the first handler before the last message has arrived.
     let release = Arc::new(AtomicBool::new(false));
-    let released = Arc::clone(&release);
     let mut config = Config::default();
     config.shards = 1;
     config.levels.rate_limit = false;
-    let (engine, admin) = start(config, move |_: &Message| {
-        // Relaxed: a flag with no data behind it.
-        while !released.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_micros(100));
-        }
-        Ok::<(), HandlerError>(())
-    });
+    let (engine, admin) = start(
+        config,
+        HoldUntil {
+            release: Arc::clone(&release),
+            held: Vec::new(),
+        },
+    );
     let address = admin.local_addr();
     // Session cap 10, and P1 may fill only half of any cap.
     let (status, body) = send(
