@@ -620,13 +620,10 @@ pub fn engine_config(system: System, settings: &Settings) -> Config {
     config.levels.rate_limit = false;
     if system == System::Leases {
         config.global.redis = vec![settings.redis_url.clone()];
-        config.global.tenants = vec![GlobalTenantConfig {
-            tenant: TenantId(settings.tenant),
-            rate_per_sec: settings.limit,
-            bytes_per_sec: None,
-            fallback_rate_per_sec: None,
-            fallback_bytes_per_sec: None,
-        }];
+        config.global.tenants = vec![GlobalTenantConfig::new(
+            TenantId(settings.tenant),
+            settings.limit,
+        )];
     }
     config
 }
