@@ -947,6 +947,19 @@ impl Config {
         self.tenants.iter().find(|config| config.tenant == tenant)
     }
 
+    /// The `[global]` tenants with neither `[[tenants]]` settings nor a fleet-wide cap: in
+    /// the tenant table for their fleet-wide rate only, they keep no pending count (it would
+    /// cost a shared read-modify-write per message for no cap), so no cap can be set on
+    /// them at run time.
+    pub fn rate_only_tenants(&self) -> Vec<TenantId> {
+        self.global
+            .tenants
+            .iter()
+            .filter(|global| global.max_pending.is_none() && self.tenant(global.tenant).is_none())
+            .map(|global| global.tenant)
+            .collect()
+    }
+
     /// Every tenant the engine keeps shared state for: `tenants`, then each `[global]`
     /// tenant not listed there (no cap, no ceiling), so that a fleet-wide rate has a place in
     /// the tenant table.

@@ -343,6 +343,7 @@ impl<H: Handler + Clone> EngineBuilder<H> {
         let shard_count = config.effective_shards(cores);
         let tenants = Arc::new(TenantTable::new(
             &config.tenant_settings(),
+            &config.rate_only_tenants(),
             config.caps.priority_threshold_percent,
         ));
         let global = Arc::new(GlobalQuotas::new(&config.global, &tenants, shard_count));

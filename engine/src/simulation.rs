@@ -53,6 +53,7 @@ impl<H: Handler> Simulation<H> {
         config.validate()?;
         let tenants = Arc::new(TenantTable::new(
             &config.tenant_settings(),
+            &config.rate_only_tenants(),
             config.caps.priority_threshold_percent,
         ));
         let tenant_ids = tenants.tenant_ids().collect();
@@ -310,15 +311,12 @@ impl<H: Handler> Simulation<H> {
     }
 
     /// Sets the aggregate cap of `tenant` (`None`: no cap); false if the tenant has no
-    /// settings, so no cap to change. Messages already pending stay charged.
+    /// settings (or only a fleet-wide rate, [`Config::rate_only_tenants`]), so no cap to
+    /// change. Messages already pending stay charged.
     pub fn set_tenant_cap(&mut self, tenant: TenantId, max_pending: Option<u32>) -> bool {
-        match self.tenants.find(tenant) {
-            Some(index) => {
-                self.tenants.set_max_pending(index, max_pending);
-                true
-            }
-            None => false,
-        }
+        self.tenants
+            .find(tenant)
+            .is_some_and(|index| self.tenants.set_max_pending(index, max_pending))
     }
 
     /// Pending messages charged to `tenant`, `None` if it has no settings.

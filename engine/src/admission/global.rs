@@ -352,7 +352,9 @@ impl GlobalQuotas {
     fn set_tenant_cap(&self, quota: &TenantQuota, cap: Option<u64>) {
         let cap = cap.map(|cap| u32::try_from(cap).unwrap_or(u32::MAX));
         if self.table.max_pending(quota.index) != cap.map(u64::from) {
-            self.table.set_max_pending(quota.index, cap);
+            // Counted: a tenant with a fleet-wide cap is never rate-only.
+            let counted = self.table.set_max_pending(quota.index, cap);
+            debug_assert!(counted, "a fleet-capped tenant keeps its count");
         }
     }
 
@@ -565,6 +567,7 @@ mod tests {
                 max_pending: None,
                 priority_ceiling: Priority::P0,
             }],
+            &[],
             [100, 95, 80, 60],
         );
         let index = table.find(TENANT).unwrap();
@@ -675,6 +678,7 @@ mod tests {
                 max_pending: Some(300),
                 priority_ceiling: Priority::P0,
             }],
+            &[],
             [100, 100, 100, 100],
         ));
         let index = table.find(TENANT).unwrap();

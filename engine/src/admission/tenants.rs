@@ -34,6 +34,11 @@ struct TenantEntry {
     max_pending: AtomicU64,
     /// The most urgent priority allowed, as its index.
     ceiling: AtomicU64,
+    /// Whether its pending messages are counted. A tenant in the table only for its
+    /// fleet-wide rate (`[global]`, no cap here or across the fleet) is not: counting would
+    /// cost every admission and finish a read-modify-write on a line the shards share, for
+    /// no cap. It can then never be capped at run time either.
+    counted: bool,
 }
 
 /// Index of a tenant in the table, cached by shards per connection.
@@ -48,8 +53,13 @@ impl TenantIndex {
 }
 
 impl TenantTable {
-    /// A table of the configured tenants, with the caps' priority percentages.
-    pub fn new(tenants: &[TenantConfig], percent: [u32; Priority::COUNT]) -> Self {
+    /// A table of the configured tenants, with the caps' priority percentages; those in
+    /// `uncounted` keep no pending count (and can take no cap).
+    pub fn new(
+        tenants: &[TenantConfig],
+        uncounted: &[TenantId],
+        percent: [u32; Priority::COUNT],
+    ) -> Self {
         let mut sorted: Vec<&TenantConfig> = tenants.iter().collect();
         sorted.sort_by_key(|config| config.tenant);
         let entries = sorted
@@ -59,6 +69,7 @@ impl TenantTable {
                 pending: crossbeam_utils::CachePadded::new(AtomicU64::new(0)),
                 max_pending: AtomicU64::new(config.max_pending.map_or(u64::MAX, u64::from)),
                 ceiling: AtomicU64::new(config.priority_ceiling.index() as u64),
+                counted: !uncounted.contains(&config.tenant),
             })
             .collect();
         Self {
@@ -124,6 +135,9 @@ impl TenantTable {
     #[inline]
     pub fn try_charge(&self, index: TenantIndex, priority: Priority) -> bool {
         let entry = &self.entries[index.position()];
+        if !entry.counted {
+            return true;
+        }
         // Relaxed: the cap is a standalone setting; a change applies from the next check.
         let max_pending = entry.max_pending.load(Ordering::Relaxed);
         if max_pending == u64::MAX {
@@ -149,6 +163,9 @@ impl TenantTable {
     /// before the charge is made).
     pub fn would_admit(&self, index: TenantIndex, priority: Priority, freed: u64) -> bool {
         let entry = &self.entries[index.position()];
+        if !entry.counted {
+            return true;
+        }
         // Relaxed: a standalone setting, and a count read for a prediction.
         let max_pending = entry.max_pending.load(Ordering::Relaxed);
         if max_pending == u64::MAX {
@@ -161,10 +178,12 @@ impl TenantTable {
     /// Releases one pending message charged with [`try_charge`](Self::try_charge).
     #[inline]
     pub fn release(&self, index: TenantIndex) {
+        let entry = &self.entries[index.position()];
+        if !entry.counted {
+            return;
+        }
         // Relaxed: as in `try_charge`.
-        let previous = self.entries[index.position()]
-            .pending
-            .fetch_sub(1, Ordering::Relaxed);
+        let previous = entry.pending.fetch_sub(1, Ordering::Relaxed);
         debug_assert!(previous > 0, "tenant pending count released below zero");
     }
 
@@ -185,12 +204,18 @@ impl TenantTable {
     }
 
     /// Changes the tenant's cap at run time (`None`: no cap). Messages already pending stay
-    /// charged; a cap lowered below the pending count refuses until enough finish.
-    pub fn set_max_pending(&self, index: TenantIndex, max_pending: Option<u32>) {
+    /// charged; a cap lowered below the pending count refuses until enough finish. False
+    /// (and nothing changes) for a tenant whose pending messages are not counted.
+    pub fn set_max_pending(&self, index: TenantIndex, max_pending: Option<u32>) -> bool {
+        let entry = &self.entries[index.position()];
+        if !entry.counted {
+            return false;
+        }
         // Relaxed: a standalone setting.
-        self.entries[index.position()]
+        entry
             .max_pending
             .store(max_pending.map_or(u64::MAX, u64::from), Ordering::Relaxed);
+        true
     }
 }
 
@@ -205,6 +230,7 @@ mod tests {
                 max_pending,
                 priority_ceiling: Priority::P2,
             }],
+            &[],
             [100, 95, 80, 60],
         )
     }
@@ -267,5 +293,29 @@ mod tests {
             .sum();
         assert_eq!(charged, 1000);
         assert_eq!(table.pending(index), 1000);
+    }
+
+    #[test]
+    fn an_uncounted_tenant_passes_without_a_count_and_takes_no_cap() {
+        let table = TenantTable::new(
+            &[TenantConfig {
+                tenant: TenantId(3),
+                max_pending: None,
+                priority_ceiling: Priority::P1,
+            }],
+            &[TenantId(3)],
+            [100, 95, 80, 60],
+        );
+        let index = table.find(TenantId(3)).unwrap();
+        for _ in 0..10 {
+            assert!(table.try_charge(index, Priority::P0));
+        }
+        assert_eq!(table.pending(index), 0, "nothing counted");
+        table.release(index);
+        assert_eq!(table.pending(index), 0, "and nothing released below zero");
+        assert!(table.would_admit(index, Priority::P3, 0));
+        assert!(!table.set_max_pending(index, Some(1)), "no count, so no cap");
+        assert_eq!(table.max_pending(index), None);
+        assert_eq!(table.ceiling(index, Priority::P0), Priority::P1, "the ceiling holds");
     }
 }

@@ -365,8 +365,9 @@ pub enum ControlError {
     /// Too many requests are waiting for the control thread.
     #[error("the control plane's inbox is full")]
     Busy,
-    /// The tenant has no settings, so it has no cap to change.
-    #[error("tenant {0} has no settings")]
+    /// The tenant has no settings (or only a fleet-wide rate, which keeps no pending count),
+    /// so it has no cap to change.
+    #[error("tenant {0} has no [[tenants]] settings (so no cap to change)")]
     UnknownTenant(u32),
     /// A value out of range, naming it.
     #[error("{field} must be in {allowed}, got {got}")]

@@ -366,12 +366,12 @@ impl ControlLoop<'_> {
                 max_pending,
             } => {
                 // The tenant count is shared by all shards: set it here, no shard hop.
+                // A tenant with only a fleet-wide rate keeps no count to cap: as unknown.
                 let answer = match engine.tenants.find(tenant) {
-                    Some(index) => {
-                        engine.tenants.set_max_pending(index, max_pending);
+                    Some(index) if engine.tenants.set_max_pending(index, max_pending) => {
                         Answer::Done
                     }
-                    None => Answer::Error(ControlError::UnknownTenant(tenant.0)),
+                    _ => Answer::Error(ControlError::UnknownTenant(tenant.0)),
                 };
                 self.answer(request, answer);
             }
