@@ -104,7 +104,9 @@ pub const CREDIT_BATCH: u32 = 16;
 /// stores, no read-modify-write.
 #[derive(Debug, Default)]
 struct ShardSlot {
-    /// Messages that reached the check on this shard.
+    /// Messages that reached the check on this shard, counted a credit batch ahead: a batch
+    /// taken counts all its messages, so the count runs at most `CREDIT_BATCH` - 1 ahead
+    /// (and stays so for credit dropped unspent). Monotonic, as a counter must be.
     offered_messages: AtomicU64,
     /// Their payload bytes.
     offered_bytes: AtomicU64,
@@ -255,15 +257,19 @@ impl GlobalQuotas {
         let Some(quota) = tenant.and_then(|index| self.quotas[index.position()].as_ref()) else {
             return Ok(());
         };
-        quota.tally(shard, payload_bytes);
+        quota.tally_bytes(shard, payload_bytes);
         // Relaxed: the mode is a standalone setting; the lease thread sets a bucket's rate
         // before the mode that uses it, and a check that sees the new mode with the old
         // rate (or the reverse) is one that raced the change by a moment: the share it
         // charges was valid a lease earlier.
         match QuotaMode::from_u8(quota.mode.load(Ordering::Relaxed)) {
-            QuotaMode::Open => Ok(()),
+            QuotaMode::Open => {
+                quota.tally_messages(shard, 1);
+                Ok(())
+            }
             QuotaMode::Refusing => {
                 quota.forget_credit(shard);
+                quota.tally_messages(shard, 1);
                 Err(GlobalRefusal::Unavailable {
                     // Relaxed: a hint.
                     retry_after_ns: self.unavailable_retry_ns.load(Ordering::Relaxed),
@@ -272,6 +278,7 @@ impl GlobalQuotas {
             // A zero share may grow at the next renewal.
             QuotaMode::Exhausted => {
                 quota.forget_credit(shard);
+                quota.tally_messages(shard, 1);
                 Err(GlobalRefusal::Exceeded {
                     retry_after_ns: self.refresh_ns,
                 })
@@ -485,14 +492,23 @@ impl TenantQuota {
         self.mode.store(mode as u8, Ordering::Relaxed);
     }
 
+    /// Adds `messages` to the shard's offered count. Relaxed load and store, not a
+    /// read-modify-write: the shard is the only writer of its slot, and readers only need
+    /// some recent value.
     #[inline]
-    fn tally(&self, shard: usize, payload_bytes: u64) {
+    fn tally_messages(&self, shard: usize, messages: u64) {
         let slot = &self.shards[shard];
-        // Relaxed load and store, not a read-modify-write: the shard is the only writer of
-        // its slot, and readers only need some recent value.
-        let messages = slot.offered_messages.load(Ordering::Relaxed);
-        slot.offered_messages.store(messages + 1, Ordering::Relaxed);
+        let offered = slot.offered_messages.load(Ordering::Relaxed);
+        slot.offered_messages
+            .store(offered + messages, Ordering::Relaxed);
+    }
+
+    /// Adds a message's payload to the shard's offered bytes, when the tenant has a byte
+    /// rate (as `tally_messages`).
+    #[inline]
+    fn tally_bytes(&self, shard: usize, payload_bytes: u64) {
         if self.bytes.is_some() {
+            let slot = &self.shards[shard];
             let bytes = slot.offered_bytes.load(Ordering::Relaxed);
             slot.offered_bytes
                 .store(bytes + payload_bytes, Ordering::Relaxed);
@@ -510,14 +526,18 @@ impl TenantQuota {
     fn take(&self, shard: usize, payload_bytes: u64, now_ns: u64) -> Result<(), GlobalRefusal> {
         let slot = &self.shards[shard];
         // Relaxed: the shard's own slot (see `tally`).
+        // A message spending credit was counted as offered with its batch: the fast path
+        // is one load and one store.
         let credit = slot.credit.load(Ordering::Relaxed);
         if credit > 0 {
             slot.credit.store(credit - 1, Ordering::Relaxed);
         } else if self.messages.try_acquire(now_ns, CREDIT_BATCH).is_ok() {
             slot.credit
                 .store(u64::from(CREDIT_BATCH - 1), Ordering::Relaxed);
+            self.tally_messages(shard, u64::from(CREDIT_BATCH));
         } else {
             // Fewer than a batch left (or a burst smaller than one): one at a time.
+            self.tally_messages(shard, 1);
             self.messages
                 .try_acquire(now_ns, 1)
                 .map_err(|refusal| GlobalRefusal::Exceeded {
