@@ -314,8 +314,15 @@ mod tests {
         table.release(index);
         assert_eq!(table.pending(index), 0, "and nothing released below zero");
         assert!(table.would_admit(index, Priority::P3, 0));
-        assert!(!table.set_max_pending(index, Some(1)), "no count, so no cap");
+        assert!(
+            !table.set_max_pending(index, Some(1)),
+            "no count, so no cap"
+        );
         assert_eq!(table.max_pending(index), None);
-        assert_eq!(table.ceiling(index, Priority::P0), Priority::P1, "the ceiling holds");
+        assert_eq!(
+            table.ceiling(index, Priority::P0),
+            Priority::P1,
+            "the ceiling holds"
+        );
     }
 }
