@@ -582,10 +582,14 @@ fn cluster_each_tenant_lives_on_the_node_owning_its_slot() {
             }
         }
     }
-    // Steady state: one EVALSHA per lease, whichever node answers it.
+    one_operation_per_lease(&mut store, &tenants);
+}
+
+/// Steady state: one EVALSHA per lease, whichever node answers it.
+fn one_operation_per_lease(store: &mut LeaseStore, tenants: &[TenantId]) {
     let before = store.operations();
-    for &tenant in &tenants {
-        grant(&mut store, tenant, "a", LEASE_FOR, messages(100, 10));
+    for &tenant in tenants {
+        grant(store, tenant, "a", LEASE_FOR, messages(100, 10));
     }
     assert_eq!(store.operations(), before + tenants.len() as u64);
 }
@@ -622,11 +626,7 @@ fn cluster_script_flush_on_every_node_then_each_node_gets_the_script_at_its_firs
         );
         assert_eq!(store.operations(), before + 3, "tenant {}", tenant.0);
     }
-    let before = store.operations();
-    for &tenant in &tenants {
-        grant(&mut store, tenant, "a", LEASE_FOR, messages(100, 10));
-    }
-    assert_eq!(store.operations(), before + tenants.len() as u64);
+    one_operation_per_lease(&mut store, &tenants);
 }
 
 #[test]
