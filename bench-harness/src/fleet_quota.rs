@@ -62,7 +62,7 @@ use spillway::metrics::{Stats, Tally};
 use spillway::outcome::{Completion, Outcome, RefusalReason};
 use spillway_loadgen::progress::format_ns;
 
-use crate::stats::Summary;
+use crate::stats::spread;
 
 /// Connections per producer: they only spread the engine's per-connection state (one
 /// shard, the per-connection rate limit off).
@@ -1104,20 +1104,6 @@ const ROWS: [Row; 12] = [
         text: per_admitted_text,
     },
 ];
-
-/// `median [min–max]`, or the one value when they agree.
-fn spread(samples: &[f64], text: fn(f64) -> String) -> String {
-    match Summary::of(samples) {
-        None => "n/a".to_owned(),
-        Some(summary) if summary.min == summary.max => text(summary.median),
-        Some(summary) => format!(
-            "{} [{}–{}]",
-            text(summary.median),
-            text(summary.min),
-            text(summary.max)
-        ),
-    }
-}
 
 /// The table: a row per figure, median [min–max] over the reps for each system, and the
 /// ratio per-request / leases (per rep, then summarised).

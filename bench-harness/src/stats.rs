@@ -38,6 +38,27 @@ impl Summary {
             samples: samples.to_vec(),
         })
     }
+
+    /// `median [min–max]` with each figure written by `text`, or the one figure when they
+    /// agree: how the comparison tables give a repeated measurement.
+    pub fn text(&self, text: fn(f64) -> String) -> String {
+        if self.min == self.max {
+            text(self.median)
+        } else {
+            format!(
+                "{} [{}–{}]",
+                text(self.median),
+                text(self.min),
+                text(self.max)
+            )
+        }
+    }
+}
+
+/// `median [min–max]` of `samples`, each figure written by `text`; the one figure when they
+/// agree, `n/a` when there is none.
+pub fn spread(samples: &[f64], text: fn(f64) -> String) -> String {
+    Summary::of(samples).map_or_else(|| "n/a".to_owned(), |summary| summary.text(text))
 }
 
 #[cfg(test)]

@@ -36,7 +36,7 @@ use spillway_loadgen::report::{RunInfo, RunReport};
 use spillway_loadgen::tcp::{target_name, TcpSettings, TcpSystem};
 
 use crate::nats_peer::{NatsSettings, NatsSystem};
-use crate::stats::Summary;
+use crate::stats::{spread, Summary};
 
 /// How long a child may take to say it is ready.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -802,19 +802,6 @@ fn ratio_text(ratio: f64) -> String {
     }
 }
 
-fn summary_text(summary: &Summary, text: fn(f64) -> String) -> String {
-    if summary.min == summary.max {
-        text(summary.median)
-    } else {
-        format!(
-            "{} [{}–{}]",
-            text(summary.median),
-            text(summary.min),
-            text(summary.max)
-        )
-    }
-}
-
 /// The table: one section per cell, a row per figure, median [min–max] per system and the
 /// ratio spillway / NATS (per repetition, then summarised).
 pub fn table(outcome: &Outcome) -> String {
@@ -861,12 +848,7 @@ pub fn table(outcome: &Outcome) -> String {
                     .collect::<Vec<_>>()
             };
             let (ours, theirs) = (values(&spillway), values(&nats));
-            let cell_text = |samples: &[f64]| {
-                Summary::of(samples).map_or_else(
-                    || "n/a".to_owned(),
-                    |summary| summary_text(&summary, figure.text),
-                )
-            };
+            let cell_text = |samples: &[f64]| spread(samples, figure.text);
             let ratios: Vec<f64> = ours
                 .iter()
                 .zip(&theirs)
@@ -881,7 +863,7 @@ pub fn table(outcome: &Outcome) -> String {
                     } else {
                         summary.median < 1.0
                     };
-                    let text = summary_text(&summary, ratio_text);
+                    let text = summary.text(ratio_text);
                     if better {
                         format!("**{text}**")
                     } else {
