@@ -12,28 +12,18 @@
 #   scripts/nats-server.sh stop --dir DIR
 #       SIGTERM to the instance whose pid file is in DIR, SIGKILL after 5 s, then removes DIR.
 set -euo pipefail
+# shellcheck source=lib/debian.sh
+source "$(dirname "$0")/lib/debian.sh"
 
 usage() {
     sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
-install_if_absent() {
-    command -v nats-server >/dev/null && return
-    local sudo=()
-    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
-    echo "nats-server is absent: installing Debian's package" >&2
-    "${sudo[@]}" apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq nats-server >&2
-}
 
 # The pid in DIR's pid file, if that process is alive.
 running_pid() {
-    local dir=$1 pid
-    [ -s "$dir/nats.pid" ] || return 1
-    pid=$(<"$dir/nats.pid")
-    kill -0 "$pid" 2>/dev/null || return 1
-    echo "$pid"
+    live_pid "$1/nats.pid"
 }
 
 stop_instance() {
@@ -61,7 +51,7 @@ start() {
             *) usage ;;
         esac
     done
-    install_if_absent
+    install_package_for nats-server nats-server
     if [ -z "$dir" ]; then
         dir=$(mktemp -d "${TMPDIR:-/tmp}/spillway-nats.XXXXXX")
     else

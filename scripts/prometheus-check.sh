@@ -37,13 +37,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-if ! command -v prometheus >/dev/null; then
-    sudo=()
-    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
-    echo "prometheus is absent: installing Debian's package" >&2
-    "${sudo[@]}" apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends prometheus >&2
-fi
+source scripts/lib/debian.sh
+install_package_for prometheus prometheus
 
 cargo build --locked -q -p spillway --bin spillway -p spillway-loadgen --bin loadgen
 work=$(mktemp -d "${TMPDIR:-/tmp}/spillway-prometheus.XXXXXX")

@@ -25,28 +25,18 @@
 #   scripts/redis.sh kill --dir DIR
 #       SIGKILL to that instance now (a crash), waiting until it is gone; keeps DIR.
 set -euo pipefail
+# shellcheck source=lib/debian.sh
+source "$(dirname "$0")/lib/debian.sh"
 
 usage() {
     sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
-install_if_absent() {
-    command -v redis-server >/dev/null && command -v redis-cli >/dev/null && return
-    local sudo=()
-    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
-    echo "redis-server is absent: installing Debian's package" >&2
-    "${sudo[@]}" apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq redis-server >&2
-}
 
 # The pid in DIR's pid file, if that process is alive.
 running_pid() {
-    local dir=$1 pid
-    [ -s "$dir/redis.pid" ] || return 1
-    pid=$(<"$dir/redis.pid")
-    kill -0 "$pid" 2>/dev/null || return 1
-    echo "$pid"
+    live_pid "$1/redis.pid"
 }
 
 # Waits up to 5 s for PID to be gone.
@@ -156,7 +146,7 @@ start() {
             *) usage ;;
         esac
     done
-    install_if_absent
+    install_package_for redis-server redis-server redis-cli
     if [ -z "$dir" ]; then
         dir=$(mktemp -d "${TMPDIR:-/tmp}/spillway-redis.XXXXXX")
     else
@@ -196,7 +186,7 @@ start_cluster() {
     else
         wanted=("" "" "")
     fi
-    install_if_absent
+    install_package_for redis-server redis-server redis-cli
     mkdir -p "$dir"
     dir=$(cd "$dir" && pwd)
     if compgen -G "$dir/node-*" >/dev/null; then
