@@ -120,7 +120,6 @@ struct ShardSlot {
 /// One tenant's fleet-wide rate in this process.
 #[derive(Debug)]
 pub struct TenantQuota {
-    tenant: TenantId,
     /// Where it is in the tenant table, whose cap its pending share sets.
     index: TenantIndex,
     /// The tenant's own `[[tenants]]` cap at start: a pending share never raises it.
@@ -262,14 +261,16 @@ impl GlobalQuotas {
         // before the mode that uses it, and a check that sees the new mode with the old
         // rate (or the reverse) is one that raced the change by a moment: the share it
         // charges was valid a lease earlier.
-        match QuotaMode::from_u8(quota.mode.load(Ordering::Relaxed)) {
-            QuotaMode::Open => {
-                quota.tally_messages(shard, 1);
-                Ok(())
-            }
+        let mode = QuotaMode::from_u8(quota.mode.load(Ordering::Relaxed));
+        if let QuotaMode::Leased | QuotaMode::Fallback = mode {
+            return quota.take(shard, payload_bytes, now_ns);
+        }
+        // No token taken: the message is counted on its own, and a refusal drops the credit
+        // taken under a share that no longer applies.
+        quota.tally_messages(shard, 1);
+        match mode {
             QuotaMode::Refusing => {
                 quota.forget_credit(shard);
-                quota.tally_messages(shard, 1);
                 Err(GlobalRefusal::Unavailable {
                     // Relaxed: a hint.
                     retry_after_ns: self.unavailable_retry_ns.load(Ordering::Relaxed),
@@ -278,12 +279,12 @@ impl GlobalQuotas {
             // A zero share may grow at the next renewal.
             QuotaMode::Exhausted => {
                 quota.forget_credit(shard);
-                quota.tally_messages(shard, 1);
                 Err(GlobalRefusal::Exceeded {
                     retry_after_ns: self.refresh_ns,
                 })
             }
-            QuotaMode::Leased | QuotaMode::Fallback => quota.take(shard, payload_bytes, now_ns),
+            // Open: no tenant-wide rate here. (Leased and Fallback returned above.)
+            QuotaMode::Open | QuotaMode::Leased | QuotaMode::Fallback => Ok(()),
         }
     }
 
@@ -402,7 +403,6 @@ impl TenantQuota {
             TokenBucket::new(rate, NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN))
         };
         Self {
-            tenant: config.tenant,
             index,
             local_max_pending,
             pending_share: AtomicU64::new(0),
@@ -419,7 +419,7 @@ impl TenantQuota {
 
     /// Which tenant.
     pub fn tenant(&self) -> TenantId {
-        self.tenant
+        self.config.tenant
     }
 
     /// Its settings.

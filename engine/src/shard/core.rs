@@ -467,9 +467,7 @@ impl ShardCore {
         // messages: with the caps level switched off that is still a hard bound, so a full
         // queue refuses (never grows).
         if self.queue.len() - evictions.total as usize >= self.queue.capacity() {
-            if let (true, Some(tenant)) = (tenant_charged, tenant_index) {
-                self.tenants.release(tenant);
-            }
+            self.undo_tenant_charge(tenant_charged, tenant_index);
             let retry_after_ns = self.service_ns_mean;
             let refusal = refused(RefusalReason::HandlerQueueFull, retry_after_ns);
             return self.decline(&message, tenant_index, refusal);
@@ -480,9 +478,7 @@ impl ShardCore {
         if self.levels.rate_limit {
             let bucket = &mut self.connections.get_mut(connection).bucket;
             if let Err(retry_after) = bucket.try_acquire_exclusive(now_ns, 1) {
-                if let (true, Some(tenant)) = (tenant_charged, tenant_index) {
-                    self.tenants.release(tenant);
-                }
+                self.undo_tenant_charge(tenant_charged, tenant_index);
                 let refusal = refused(RefusalReason::RateLimited, retry_after.wait_ns);
                 return self.decline(&message, tenant_index, refusal);
             }
@@ -496,9 +492,7 @@ impl ShardCore {
             message.payload.len() as u64,
             now_ns,
         ) {
-            if let (true, Some(tenant)) = (tenant_charged, tenant_index) {
-                self.tenants.release(tenant);
-            }
+            self.undo_tenant_charge(tenant_charged, tenant_index);
             let refusal = match refusal {
                 GlobalRefusal::Exceeded { retry_after_ns } => {
                     refused(RefusalReason::GlobalQuotaExceeded, retry_after_ns)
@@ -550,6 +544,15 @@ impl ShardCore {
         );
         self.after_queue_change(role, now_ns);
         Ok(())
+    }
+
+    /// Gives back the tenant charge of a message refused after it was made (a later level
+    /// refused it).
+    #[inline]
+    fn undo_tenant_charge(&self, charged: bool, tenant: Option<TenantIndex>) {
+        if let (true, Some(tenant)) = (charged, tenant) {
+            self.tenants.release(tenant);
+        }
     }
 
     /// The tenant table index for this connection's tenant, cached per connection.
