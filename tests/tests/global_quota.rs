@@ -73,6 +73,15 @@ fn await_mode(engine: &Engine, wanted: QuotaMode) -> Duration {
     started.elapsed()
 }
 
+/// An engine of `config` (whose Redis is `NOWHERE`) under `on_unavailable`, once its tenant
+/// is in `mode`.
+fn without_redis(mut config: Config, on_unavailable: OnUnavailable, mode: QuotaMode) -> Engine {
+    config.global.on_unavailable = on_unavailable;
+    let engine = start(config);
+    await_mode(&engine, mode);
+    engine
+}
+
 fn messages(tenant: TenantId, first_id: u64, count: u64) -> Vec<Message> {
     (first_id..first_id + count)
         .map(|id| Message::new(ConnectionId(id % 64), MessageId(id)).with_tenant(tenant))
@@ -94,11 +103,9 @@ fn refused_for(reason: RefusalReason) -> impl Fn(&Outcome) -> bool {
 fn unreachable_redis_under_local_applies_the_fallback_rate_and_reports_degraded() {
     let tenant = TenantId(41);
     let mut config = config(NOWHERE, tenant, 1_000_000);
-    config.global.on_unavailable = OnUnavailable::Local;
     config.global.tenants[0].fallback_rate_per_sec = Some(100);
-    let engine = start(config);
     // Fallback from the start: no lease was ever had.
-    await_mode(&engine, QuotaMode::Fallback);
+    let engine = without_redis(config, OnUnavailable::Local, QuotaMode::Fallback);
     let health = engine.control().health(HealthKind::Readiness).unwrap();
     assert!(health.degraded && health.ready, "degraded, still ready");
 
@@ -135,10 +142,8 @@ fn unreachable_redis_under_local_applies_the_fallback_rate_and_reports_degraded(
 #[test]
 fn unreachable_redis_under_refuse_refuses_the_tenant_with_a_retry_hint() {
     let tenant = TenantId(43);
-    let mut config = config(NOWHERE, tenant, 1_000_000);
-    config.global.on_unavailable = OnUnavailable::Refuse;
-    let engine = start(config);
-    await_mode(&engine, QuotaMode::Refusing);
+    let config = config(NOWHERE, tenant, 1_000_000);
+    let engine = without_redis(config, OnUnavailable::Refuse, QuotaMode::Refusing);
     let mut ingress = engine.ingress().unwrap();
     let completions = submit_all(&mut ingress, messages(tenant, 0, 100));
     for completion in &completions {
@@ -157,10 +162,8 @@ fn unreachable_redis_under_refuse_refuses_the_tenant_with_a_retry_hint() {
 #[test]
 fn without_fallback_rates_local_means_no_tenant_wide_rate_here() {
     let tenant = TenantId(44);
-    let mut config = config(NOWHERE, tenant, 1);
-    config.global.on_unavailable = OnUnavailable::Local;
-    let engine = start(config);
-    await_mode(&engine, QuotaMode::Open);
+    let config = config(NOWHERE, tenant, 1);
+    let engine = without_redis(config, OnUnavailable::Local, QuotaMode::Open);
     let mut ingress = engine.ingress().unwrap();
     let completions = submit_all(&mut ingress, messages(tenant, 0, 500));
     assert_eq!(
