@@ -15,6 +15,16 @@
 
 local function digits(value) return string.format('%d', value) end
 
+-- `parent[name]`, a table, made empty on first use.
+local function table_in(parent, name)
+    local child = parent[name]
+    if child == nil then
+        child = {}
+        parent[name] = child
+    end
+    return child
+end
+
 local key = KEYS[1]
 local caller = ARGV[1]
 if caller == nil or ARGV[2] == nil then
@@ -42,20 +52,11 @@ for i = 1, #flat, 2 do
         resource, process = string.match(rest, '^([^:]*):(.*)$')
     end
     if process ~= nil then
-        local own = fields_of[process]
-        if own == nil then
-            own = {}
-            fields_of[process] = own
-        end
+        local own = table_in(fields_of, process)
         own[#own + 1] = field
         if resource ~= nil then
             local table_of = (kind == 'has') and has or wants
-            local per_process = table_of[resource]
-            if per_process == nil then
-                per_process = {}
-                table_of[resource] = per_process
-            end
-            per_process[process] = value
+            table_in(table_of, resource)[process] = value
         end
     end
 end
@@ -126,11 +127,7 @@ for i = 3, #ARGV, 3 do
         or string.find(resource, ':', 1, true) ~= nil then
         return redis.error_reply('spillway lease: bad demand ' .. tostring(resource))
     end
-    local demands = wants[resource]
-    if demands == nil then
-        demands = {}
-        wants[resource] = demands
-    end
+    local demands = table_in(wants, resource)
     demands[caller] = wanted
     local allocation = allocate(capacity, demands)
     local others_have = 0
