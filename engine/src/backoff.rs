@@ -121,6 +121,16 @@ pub fn backoff_delay(
     Duration::from_nanos(drawn_ns.max(duration_ns(retry_after)))
 }
 
+/// A seed for [`SplitMix64`] that differs from run to run and process to process: the time
+/// of day in ns and the process id, mixed with `distinct` (what tells apart seeds taken in
+/// the same nanosecond by one process, such as a client's local port).
+pub(crate) fn time_seed(distinct: u64) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, duration_ns);
+    nanos ^ distinct ^ u64::from(std::process::id()).rotate_left(24)
+}
+
 /// `min(max_delay, base_delay * 2^retry)` in ns, saturating at `u64::MAX`.
 pub(crate) fn jitter_ceiling_ns(config: &BackoffConfig, retry: u32) -> u64 {
     let base_ns = duration_ns(config.base_delay);

@@ -964,11 +964,8 @@ impl Client {
 /// A seed that differs from client to client: the time of day in ns, mixed with the local
 /// address (its port tells apart clients made in the same nanosecond).
 fn time_seed(local: Option<SocketAddr>) -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, duration_ns);
     let port = local.map_or(0, |address| u64::from(address.port()));
-    nanos ^ (port << 48) ^ u64::from(std::process::id()).rotate_left(24)
+    crate::backoff::time_seed(port << 48)
 }
 
 #[cfg(test)]

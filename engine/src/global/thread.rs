@@ -10,7 +10,7 @@ use core::time::Duration;
 use std::time::Instant;
 
 use crate::admission::global::{GlobalQuotas, QuotaMode, TenantQuota};
-use crate::backoff::{backoff_delay, BackoffConfig, SplitMix64};
+use crate::backoff::{backoff_delay, time_seed, BackoffConfig, SplitMix64};
 use crate::config::GlobalConfig;
 use crate::log_limit::{LogLimit, SECOND_NS};
 use crate::sync::{Arc, AtomicBool, Ordering};
@@ -168,10 +168,6 @@ impl Renewer {
                 fell_back_at: None,
             })
             .collect();
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |since| since.as_nanos() as u64)
-            ^ u64::from(std::process::id()).rotate_left(32);
         Self {
             quotas,
             store,
@@ -183,7 +179,7 @@ impl Renewer {
                 max_delay: Duration::from_nanos(config.reconnect_backoff_max_ns),
                 max_retries: u32::MAX,
             },
-            random: SplitMix64::new(seed),
+            random: SplitMix64::new(time_seed(0)),
             leases,
             failures_told: LogLimit::new(SECOND_NS, REDIS_EVENTS_PER_SECOND),
             started: now,
