@@ -163,27 +163,13 @@ impl GlobalConfig {
 
     /// Checks every field against its range; the first bad one is named (`global.FIELD`).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        check(
-            "global.refresh_ns",
-            self.refresh_ns,
-            range::GLOBAL_REFRESH_NS,
-        )?;
-        check(
-            "global.lease_ns",
-            self.lease_ns,
-            self.refresh_ns.saturating_mul(2)..=*range::GLOBAL_LEASE_NS.end(),
-        )?;
-        check(
-            "global.timeout_ns",
-            self.timeout_ns,
-            range::GLOBAL_TIMEOUT_NS,
-        )?;
-        check("global.burst_ns", self.burst_ns, range::GLOBAL_BURST_NS)?;
-        check(
-            "global.reconnect_backoff_max_ns",
-            self.reconnect_backoff_max_ns,
-            range::GLOBAL_BACKOFF_NS,
-        )?;
+        check_fields!(self, "global.";
+            refresh_ns in range::GLOBAL_REFRESH_NS;
+            lease_ns in self.refresh_ns.saturating_mul(2)..=*range::GLOBAL_LEASE_NS.end();
+            timeout_ns in range::GLOBAL_TIMEOUT_NS;
+            burst_ns in range::GLOBAL_BURST_NS;
+            reconnect_backoff_max_ns in range::GLOBAL_BACKOFF_NS;
+        );
         for (index, url) in self.redis.iter().enumerate() {
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
                 return Err(ConfigError {
