@@ -300,13 +300,14 @@ impl Renewer {
         match answer {
             Ok(granted) => {
                 stats.granted.fetch_add(1, Ordering::Relaxed);
-                let messages = granted.granted_per_sec.first().copied().unwrap_or(0);
+                // The grants come in the order of the demands.
                 let grant_of = |resource: Resource| {
                     demands
                         .iter()
                         .position(|demand| demand.resource == resource)
                         .map(|position| granted.granted_per_sec.get(position).copied().unwrap_or(0))
                 };
+                let messages = grant_of(Resource::Messages).unwrap_or(0);
                 quota.apply_share(messages, grant_of(Resource::Bytes));
                 if let Some(pending) = grant_of(Resource::Pending) {
                     self.quotas.apply_pending_share(quota, pending);
