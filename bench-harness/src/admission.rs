@@ -10,7 +10,8 @@
 //! message role `Session`, priority P1, tenant 0, no payload. Two tenant setups
 //! ([`TenantSetup`]): tenant 0 without settings (the default config's path: no tenant lookup,
 //! no shared count), and tenant 0 configured with a cap of 2^30 pending messages and ceiling
-//! P0, so that every admission also takes the tenant path (ceiling lookup and the
+//! P0, so that every admission also takes the tenant path (its ceiling, carried in the
+//! shard's cached tenant index, and the
 //! compare-exchange charge on the cross-shard count, and its release when the message
 //! finishes). That cap is far above the at most [`BATCH`] messages ever pending here, so it
 //! never refuses. A third setup gives tenant 0 a fleet-wide rate (`[global]`) with a leased
@@ -77,8 +78,9 @@ pub const ORDER_ROUNDS: u32 = 8;
 pub const ORDER_SEED: u64 = 0xAD01_7155_10F1_5EED;
 
 /// The fleet-wide rate and leased share of [`TenantSetup::FleetRate`]: far above the 6.7 M
-/// messages per simulated second, so the shared bucket never refuses but is charged (one
-/// compare-exchange) for every message.
+/// messages per simulated second, so the shared bucket never refuses but is charged for
+/// every message (one compare-exchange per credit batch of 16, the shard's held credit
+/// for the others).
 pub const FLEET_SHARE_PER_SEC: u32 = 1_000_000_000;
 
 /// The tenant pending cap of [`TenantSetup::Capped`]: validation's maximum, far above the at
@@ -94,8 +96,9 @@ pub enum TenantSetup {
     /// admission charges (compare-exchange) and every finish releases the tenant's count.
     Capped,
     /// Tenant 0 with a fleet-wide rate (`[global]`, issue 16) whose leased share is
-    /// [`FLEET_SHARE_PER_SEC`]: every admission also takes the tenant lookup and charges
-    /// the process-wide shared bucket (its demand tally and one compare-exchange).
+    /// [`FLEET_SHARE_PER_SEC`]: every admission also takes the tenant path and charges
+    /// the process-wide shared bucket (through the shard's credit, refilled from the
+    /// bucket one batch and one compare-exchange at a time).
     FleetRate,
 }
 

@@ -74,10 +74,19 @@ impl QuotaMode {
         )
     }
 
+    /// The mode of a stored mode byte (see [`CREDIT_SPENDABLE`]).
     fn from_u8(value: u8) -> QuotaMode {
-        QuotaMode::ALL[value as usize]
+        QuotaMode::ALL[(value & !(CREDIT_SPENDABLE | NO_QUOTA)) as usize]
     }
 }
+
+/// Set in a tenant's stored mode byte when a shard may spend the credit it holds with no
+/// other check: the mode takes tokens (leased or fallback) and the tenant has no byte
+/// rate. Admission's common case then tests one bit of one load.
+const CREDIT_SPENDABLE: u8 = 0x80;
+
+/// The stored mode byte of a tenant without a fleet-wide rate: admission passes it at once.
+const NO_QUOTA: u8 = 0x40;
 
 /// Why [`GlobalQuotas::charge`] refused a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,8 +109,8 @@ pub enum GlobalRefusal {
 /// many less one unspent, taken from the bucket earlier.
 pub const CREDIT_BATCH: u32 = 16;
 
-/// What one shard keeps of a tenant's quota. One writer each (that shard): plain loads and
-/// stores, no read-modify-write.
+/// What one shard counts of a tenant's quota, for the lease thread to read. One writer each
+/// (that shard): plain loads and stores, no read-modify-write.
 #[derive(Debug, Default)]
 struct ShardSlot {
     /// Messages that reached the check on this shard, counted a credit batch ahead: a batch
@@ -113,8 +122,23 @@ struct ShardSlot {
     /// Messages refused by the tenant's cap on this shard (demand its pending share did not
     /// meet).
     cap_refused: AtomicU64,
-    /// Message tokens taken from the shared bucket and not spent yet (< `CREDIT_BATCH`).
-    credit: AtomicU64,
+}
+
+/// What one shard holds of its tenants' fleet-wide rates: per tenant (by
+/// [`TenantIndex::position`]), message tokens it took from the tenant's shared bucket and
+/// has not spent yet, fewer than [`CREDIT_BATCH`]. Only its shard reads or writes it, so it
+/// lives with the shard's own state, in plain integers.
+#[derive(Debug)]
+pub struct ShardCredit {
+    shard: usize,
+    held: Box<[u32]>,
+}
+
+impl ShardCredit {
+    /// The credit shard `shard` holds now of the tenant at `index`.
+    pub fn held(&self, index: TenantIndex) -> u32 {
+        self.held[index.position()]
+    }
 }
 
 /// One tenant's fleet-wide rate in this process.
@@ -127,8 +151,9 @@ pub struct TenantQuota {
     /// The pending share under the current lease (0 without one or without a fleet cap).
     pending_share: AtomicU64,
     config: GlobalTenantConfig,
-    /// A [`QuotaMode`], set by the lease thread.
-    mode: AtomicU8,
+    /// Every tenant's stored mode byte (a [`QuotaMode`] with [`CREDIT_SPENDABLE`]), set by
+    /// the lease thread; this tenant's is at its index's position.
+    modes: Arc<[AtomicU8]>,
     messages: TokenBucket,
     bytes: Option<TokenBucket>,
     /// The share granted now (messages, bytes per second; 0 in the modes without a lease).
@@ -190,6 +215,10 @@ pub struct GlobalQuotas {
     table: Arc<TenantTable>,
     /// By [`TenantIndex::position`]; `None` for tenants without a fleet-wide rate.
     quotas: Box<[Option<TenantQuota>]>,
+    /// By [`TenantIndex::position`], every tenant's stored mode byte ([`NO_QUOTA`] for
+    /// those without a fleet-wide rate): one flat array, so that admission reads one byte
+    /// where the quota's own fields would take two more loads.
+    modes: Arc<[AtomicU8]>,
     on_unavailable: OnUnavailable,
     /// `[global] refresh_ns`: the retry hint of a refusal by a zero share.
     refresh_ns: u64,
@@ -204,6 +233,7 @@ impl GlobalQuotas {
     /// [`TenantTable::new`]). Until the first lease, each tenant is as if Redis were
     /// unavailable.
     pub fn new(config: &GlobalConfig, table: &Arc<TenantTable>, shards: usize) -> Self {
+        let modes: Arc<[AtomicU8]> = (0..table.len()).map(|_| AtomicU8::new(NO_QUOTA)).collect();
         let mut quotas: Vec<Option<TenantQuota>> = (0..table.len()).map(|_| None).collect();
         if config.enabled() {
             for tenant in &config.tenants {
@@ -216,6 +246,7 @@ impl GlobalQuotas {
                     index,
                     table.max_pending(index),
                     shards,
+                    Arc::clone(&modes),
                 ));
             }
         }
@@ -223,6 +254,7 @@ impl GlobalQuotas {
             stats: LeaseStats::default(),
             table: Arc::clone(table),
             quotas: quotas.into_boxed_slice(),
+            modes,
             on_unavailable: config.on_unavailable,
             refresh_ns: config.refresh_ns,
             unavailable_retry_ns: AtomicU64::new(config.refresh_ns),
@@ -243,34 +275,83 @@ impl GlobalQuotas {
         self.quotas.iter().flatten()
     }
 
-    /// Charges one message of `payload_bytes` to its tenant's fleet-wide rate, from shard
-    /// `shard`, at `now_ns`. Tenants without one pass at the cost of one branch.
-    #[inline]
+    /// The credit a shard keeps: one for each shard, owned by it.
+    pub fn shard_credit(&self, shard: usize) -> ShardCredit {
+        ShardCredit {
+            shard,
+            held: vec![0; self.modes.len()].into_boxed_slice(),
+        }
+    }
+
+    /// Charges one message of `payload_bytes` to its tenant's fleet-wide rate, from the
+    /// shard that holds `credit`, at `now_ns`. Tenants without one pass at the cost of a
+    /// load and a branch.
+    ///
+    /// Inlined into admission for its common case, a leased tenant without a byte rate
+    /// spending credit its shard already holds: one load of the mode byte, one load and one
+    /// store of the shard's own credit. Everything else is out of line
+    /// ([`charge_rest`](Self::charge_rest)).
+    #[inline(always)]
     pub fn charge(
         &self,
-        shard: usize,
+        credit: &mut ShardCredit,
         tenant: Option<TenantIndex>,
         payload_bytes: u64,
         now_ns: u64,
     ) -> Result<(), GlobalRefusal> {
-        let Some(quota) = tenant.and_then(|index| self.quotas[index.position()].as_ref()) else {
+        let Some(index) = tenant else {
             return Ok(());
         };
-        quota.tally_bytes(shard, payload_bytes);
         // Relaxed: the mode is a standalone setting; the lease thread sets a bucket's rate
         // before the mode that uses it, and a check that sees the new mode with the old
         // rate (or the reverse) is one that raced the change by a moment: the share it
         // charges was valid a lease earlier.
-        let mode = QuotaMode::from_u8(quota.mode.load(Ordering::Relaxed));
+        let mode = self.modes[index.position()].load(Ordering::Relaxed);
+        if mode & CREDIT_SPENDABLE != 0 {
+            // A message spending credit was counted as offered with its batch.
+            let held = &mut credit.held[index.position()];
+            if *held > 0 {
+                *held -= 1;
+                return Ok(());
+            }
+        } else if mode == NO_QUOTA {
+            return Ok(());
+        }
+        self.charge_rest(
+            credit,
+            index,
+            QuotaMode::from_u8(mode),
+            payload_bytes,
+            now_ns,
+        )
+    }
+
+    /// [`charge`](Self::charge) when no credit is at hand, the tenant has a byte rate, or
+    /// no lease applies.
+    #[inline(never)]
+    fn charge_rest(
+        &self,
+        credit: &mut ShardCredit,
+        index: TenantIndex,
+        mode: QuotaMode,
+        payload_bytes: u64,
+        now_ns: u64,
+    ) -> Result<(), GlobalRefusal> {
+        let Some(quota) = self.quotas[index.position()].as_ref() else {
+            return Ok(());
+        };
+        let shard = credit.shard;
+        let held = &mut credit.held[index.position()];
+        quota.tally_bytes(shard, payload_bytes);
         if let QuotaMode::Leased | QuotaMode::Fallback = mode {
-            return quota.take(shard, payload_bytes, now_ns);
+            return quota.take(shard, held, payload_bytes, now_ns);
         }
         // No token taken: the message is counted on its own, and a refusal drops the credit
         // taken under a share that no longer applies.
         quota.tally_messages(shard, 1);
         match mode {
             QuotaMode::Refusing => {
-                quota.forget_credit(shard);
+                *held = 0;
                 Err(GlobalRefusal::Unavailable {
                     // Relaxed: a hint.
                     retry_after_ns: self.unavailable_retry_ns.load(Ordering::Relaxed),
@@ -278,7 +359,7 @@ impl GlobalQuotas {
             }
             // A zero share may grow at the next renewal.
             QuotaMode::Exhausted => {
-                quota.forget_credit(shard);
+                *held = 0;
                 Err(GlobalRefusal::Exceeded {
                     retry_after_ns: self.refresh_ns,
                 })
@@ -331,7 +412,7 @@ impl GlobalQuotas {
         };
         if quota.config.max_pending.is_some() {
             let slot = &quota.shards[shard];
-            // Relaxed load and store: the shard's own slot (see `TenantQuota::tally`).
+            // Relaxed load and store: the shard's own slot (see `TenantQuota::tally_messages`).
             let refused = slot.cap_refused.load(Ordering::Relaxed);
             slot.cap_refused.store(refused + 1, Ordering::Relaxed);
         }
@@ -393,6 +474,7 @@ impl TenantQuota {
         index: TenantIndex,
         local_max_pending: Option<u64>,
         shards: usize,
+        modes: Arc<[AtomicU8]>,
     ) -> Self {
         // The burst window `τ` is fixed at construction as `burst x T`; built at the fleet's
         // rate with that rate's `burst_ns` worth, `τ = burst_ns` at any share set later.
@@ -407,7 +489,7 @@ impl TenantQuota {
             local_max_pending,
             pending_share: AtomicU64::new(0),
             config: *config,
-            mode: AtomicU8::new(QuotaMode::Open as u8),
+            modes,
             messages: bucket(config.rate_per_sec),
             bytes: config.bytes_per_sec.map(bucket),
             share_per_sec: [AtomicU64::new(0), AtomicU64::new(0)],
@@ -430,7 +512,7 @@ impl TenantQuota {
     /// How its rate applies now.
     pub fn mode(&self) -> QuotaMode {
         // Relaxed: a snapshot for reports and the lease thread.
-        QuotaMode::from_u8(self.mode.load(Ordering::Relaxed))
+        QuotaMode::from_u8(self.modes[self.index.position()].load(Ordering::Relaxed))
     }
 
     /// The share granted by the current lease: messages and bytes per second (0 without a
@@ -488,8 +570,14 @@ impl TenantQuota {
     }
 
     fn set_mode(&self, mode: QuotaMode) {
+        let takes_tokens = matches!(mode, QuotaMode::Leased | QuotaMode::Fallback);
+        let spendable = if takes_tokens && self.bytes.is_none() {
+            CREDIT_SPENDABLE
+        } else {
+            0
+        };
         // Relaxed: see `GlobalQuotas::charge`.
-        self.mode.store(mode as u8, Ordering::Relaxed);
+        self.modes[self.index.position()].store(mode as u8 | spendable, Ordering::Relaxed);
     }
 
     /// Adds `messages` to the shard's offered count. Relaxed load and store, not a
@@ -515,25 +603,21 @@ impl TenantQuota {
         }
     }
 
-    /// Drops the shard's unspent credit: the share it was taken under no longer applies.
+    /// Takes one message's tokens for shard `shard`, which holds `held` credit of this
+    /// tenant: from that credit, else a batch from the shared bucket (counted as offered
+    /// all at once), else one token alone.
     #[inline]
-    fn forget_credit(&self, shard: usize) {
-        // Relaxed: the shard's own slot (see `tally`).
-        self.shards[shard].credit.store(0, Ordering::Relaxed);
-    }
-
-    #[inline]
-    fn take(&self, shard: usize, payload_bytes: u64, now_ns: u64) -> Result<(), GlobalRefusal> {
-        let slot = &self.shards[shard];
-        // Relaxed: the shard's own slot (see `tally`).
-        // A message spending credit was counted as offered with its batch: the fast path
-        // is one load and one store.
-        let credit = slot.credit.load(Ordering::Relaxed);
-        if credit > 0 {
-            slot.credit.store(credit - 1, Ordering::Relaxed);
+    fn take(
+        &self,
+        shard: usize,
+        held: &mut u32,
+        payload_bytes: u64,
+        now_ns: u64,
+    ) -> Result<(), GlobalRefusal> {
+        if *held > 0 {
+            *held -= 1;
         } else if self.messages.try_acquire(now_ns, CREDIT_BATCH).is_ok() {
-            slot.credit
-                .store(u64::from(CREDIT_BATCH - 1), Ordering::Relaxed);
+            *held = CREDIT_BATCH - 1;
             self.tally_messages(shard, u64::from(CREDIT_BATCH));
         } else {
             // Fewer than a batch left (or a burst smaller than one): one at a time.
@@ -594,9 +678,14 @@ mod tests {
         (GlobalQuotas::new(&config, &Arc::new(table), shards), index)
     }
 
-    fn admitted_at(quotas: &GlobalQuotas, shard: usize, index: TenantIndex, now_ns: u64) -> u64 {
+    fn admitted_at(
+        quotas: &GlobalQuotas,
+        credit: &mut ShardCredit,
+        index: TenantIndex,
+        now_ns: u64,
+    ) -> u64 {
         let mut admitted = 0;
-        while quotas.charge(shard, Some(index), 0, now_ns).is_ok() {
+        while quotas.charge(credit, Some(index), 0, now_ns).is_ok() {
             admitted += 1;
             assert!(admitted <= 1_000_000, "never refused");
         }
@@ -609,13 +698,14 @@ mod tests {
         let quota = quotas.iter().next().unwrap();
         assert_eq!(quota.mode(), QuotaMode::Refusing, "no lease yet");
         quota.apply_share(1_000, None);
+        let mut credit = quotas.shard_credit(0);
         // 100 ms of 1,000/s: 100 at once (six batches of 16, then four one at a time).
-        assert_eq!(admitted_at(&quotas, 0, index, 0), 100);
+        assert_eq!(admitted_at(&quotas, &mut credit, index, 0), 100);
         // One more per ms after that.
-        assert_eq!(admitted_at(&quotas, 0, index, 10_000_000), 10);
+        assert_eq!(admitted_at(&quotas, &mut credit, index, 10_000_000), 10);
         assert_eq!(quota.offered().0, 112, "refusals are demand too");
         // Tenants without a fleet-wide rate pass untouched.
-        assert_eq!(quotas.charge(0, None, 0, 0), Ok(()));
+        assert_eq!(quotas.charge(&mut credit, None, 0, 0), Ok(()));
     }
 
     #[test]
@@ -627,7 +717,9 @@ mod tests {
             let workers: Vec<_> = (0..4)
                 .map(|shard| {
                     let quotas = &quotas;
-                    scope.spawn(move || admitted_at(quotas, shard, index, 0))
+                    scope.spawn(move || {
+                        admitted_at(quotas, &mut quotas.shard_credit(shard), index, 0)
+                    })
                 })
                 .collect();
             workers
@@ -645,28 +737,30 @@ mod tests {
         // Local fallback with a fallback rate: 500/s, 100 ms burst = 50 at once.
         assert_eq!(quota.mode(), QuotaMode::Fallback);
         assert!(quotas.degraded());
-        assert_eq!(admitted_at(&quotas, 0, index, 0), 50);
+        let mut credit = quotas.shard_credit(0);
+        assert_eq!(admitted_at(&quotas, &mut credit, index, 0), 50);
 
         // A lease: the share applies; one message leaves 15 of a batch as credit.
         quota.apply_share(10_000, None);
         assert!(!quotas.degraded());
         assert_eq!(quota.share_per_sec(), (10_000, 0));
         let later_ns = 1_000_000_000;
-        assert!(quotas.charge(0, Some(index), 0, later_ns).is_ok());
+        assert!(quotas.charge(&mut credit, Some(index), 0, later_ns).is_ok());
+        assert_eq!(credit.held(index), CREDIT_BATCH - 1);
         // A zero share refuses, credit or not, and drops that credit.
         quota.apply_share(0, None);
         assert_eq!(quota.mode(), QuotaMode::Exhausted);
         assert!(matches!(
-            quotas.charge(0, Some(index), 0, later_ns),
+            quotas.charge(&mut credit, Some(index), 0, later_ns),
             Err(GlobalRefusal::Exceeded { .. })
         ));
-        assert_eq!(quota.shards[0].credit.load(Ordering::Relaxed), 0);
+        assert_eq!(credit.held(index), 0);
 
         // Redis lost under "refuse": every message refused with the reconnect hint.
         let (refusing, index) = setup(1, OnUnavailable::Refuse, None);
         refusing.set_unavailable_retry_ns(123);
         assert_eq!(
-            refusing.charge(0, Some(index), 0, 0),
+            refusing.charge(&mut refusing.shard_credit(0), Some(index), 0, 0),
             Err(GlobalRefusal::Unavailable {
                 retry_after_ns: 123
             })
@@ -677,9 +771,36 @@ mod tests {
         assert_eq!(admitted_at_most(&open, index, 100_000), 100_000);
     }
 
+    #[test]
+    fn a_tenant_with_settings_but_no_fleet_rate_passes_and_holds_no_credit() {
+        let mut config = Config::default().global;
+        config.redis = vec!["redis://127.0.0.1:1".to_string()];
+        config.tenants = vec![GlobalTenantConfig::new(TENANT, 1)];
+        let capped = |tenant| TenantConfig {
+            tenant,
+            max_pending: Some(10),
+            priority_ceiling: Priority::P0,
+        };
+        let table = Arc::new(TenantTable::new(
+            &[capped(TenantId(3)), capped(TENANT)],
+            &[],
+            [100, 100, 100, 100],
+        ));
+        let quotas = GlobalQuotas::new(&config, &table, 1);
+        let mut credit = quotas.shard_credit(0);
+        let other = table.find(TenantId(3)).unwrap();
+        assert_eq!(admitted_at_most(&quotas, other, 1_000), 1_000);
+        assert_eq!(credit.held(other), 0);
+        // The fleet-rated tenant beside it, with no lease yet and no fallback: open.
+        let fleet = table.find(TENANT).unwrap();
+        assert_eq!(quotas.charge(&mut credit, Some(fleet), 0, 0), Ok(()));
+        assert_eq!(quotas.iter().next().unwrap().offered(), (1, 0));
+    }
+
     fn admitted_at_most(quotas: &GlobalQuotas, index: TenantIndex, tries: u64) -> u64 {
+        let mut credit = quotas.shard_credit(0);
         (0..tries)
-            .filter(|_| quotas.charge(0, Some(index), 0, 0).is_ok())
+            .filter(|_| quotas.charge(&mut credit, Some(index), 0, 0).is_ok())
             .count() as u64
     }
 
@@ -721,7 +842,7 @@ mod tests {
         );
 
         // Demand: what is pending here, and the cap's refusals on every shard.
-        assert!(table.try_charge(index, Priority::P0));
+        assert!(table.try_charge(index, Priority::P0).admitted());
         quotas.note_cap_refusal(0, Some(index));
         quotas.note_cap_refusal(1, Some(index));
         quotas.note_cap_refusal(1, None);

@@ -32,23 +32,58 @@ struct TenantEntry {
     pending: crossbeam_utils::CachePadded<AtomicU64>,
     /// The cap, `u64::MAX` for none.
     max_pending: AtomicU64,
-    /// The most urgent priority allowed, as its index.
-    ceiling: AtomicU64,
+    /// The most urgent priority allowed. Fixed at start (a reload cannot change it), so
+    /// [`find`](TenantTable::find) copies it into the index a shard caches.
+    ceiling: Priority,
     /// Whether its pending messages are counted. A tenant in the table only for its
     /// fleet-wide rate (`[global]`, no cap here or across the fleet) is not: counting would
     /// cost every admission and finish a read-modify-write on a line the shards share, for
-    /// no cap. It can then never be capped at run time either.
+    /// no cap. It can then never be capped at run time either. Fixed at start, and copied
+    /// into the index as the ceiling is.
     counted: bool,
 }
 
-/// Index of a tenant in the table, cached by shards per connection.
+/// What [`TenantTable::try_charge`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TenantIndex(u32);
+#[must_use]
+pub enum TenantCharge {
+    /// Counted: [`TenantTable::release`] it when the message finishes.
+    Charged,
+    /// Admitted without a count (a tenant with no cap here or across the fleet, listed only
+    /// for its fleet-wide rate): nothing to release.
+    Uncounted,
+    /// The cap is full for this priority: refuse.
+    Full,
+}
+
+impl TenantCharge {
+    /// Whether the cap let the message in.
+    pub fn admitted(self) -> bool {
+        self != TenantCharge::Full
+    }
+}
+
+/// Index of a tenant in the table, cached by shards per connection, with the tenant's
+/// settings that never change after start: admission applies the ceiling and skips the
+/// count of an uncounted tenant without a look at the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TenantIndex {
+    position: u32,
+    ceiling: Priority,
+    counted: bool,
+}
 
 impl TenantIndex {
     /// Position in [`TenantTable`] order, for per-tenant counters.
+    #[inline]
     pub fn position(self) -> usize {
-        self.0 as usize
+        self.position as usize
+    }
+
+    /// `claimed`, lowered to the tenant's ceiling.
+    #[inline]
+    pub fn ceiling(self, claimed: Priority) -> Priority {
+        claimed.max(self.ceiling)
     }
 }
 
@@ -68,7 +103,7 @@ impl TenantTable {
                 tenant: config.tenant,
                 pending: crossbeam_utils::CachePadded::new(AtomicU64::new(0)),
                 max_pending: AtomicU64::new(config.max_pending.map_or(u64::MAX, u64::from)),
-                ceiling: AtomicU64::new(config.priority_ceiling.index() as u64),
+                ceiling: config.priority_ceiling,
                 counted: !uncounted.contains(&config.tenant),
             })
             .collect();
@@ -117,44 +152,53 @@ impl TenantTable {
         self.entries
             .binary_search_by_key(&tenant, |entry| entry.tenant)
             .ok()
-            .map(|position| TenantIndex(position as u32))
-    }
-
-    /// `claimed`, lowered to the tenant's ceiling.
-    #[inline]
-    pub fn ceiling(&self, index: TenantIndex, claimed: Priority) -> Priority {
-        // Relaxed: a standalone setting; a change reaches the next batch at the latest.
-        let ceiling = self.entries[index.position()]
-            .ceiling
-            .load(Ordering::Relaxed);
-        Priority::from_index(claimed.index().max(ceiling as usize)).unwrap_or(Priority::P3)
+            .map(|position| {
+                let entry = &self.entries[position];
+                TenantIndex {
+                    position: position as u32,
+                    ceiling: entry.ceiling,
+                    counted: entry.counted,
+                }
+            })
     }
 
     /// Charges one pending message to the tenant if its cap allows `priority`. Tenants
-    /// without a cap are counted too, so that a cap set at run time starts from the truth.
-    #[inline]
-    pub fn try_charge(&self, index: TenantIndex, priority: Priority) -> bool {
-        let entry = &self.entries[index.position()];
-        if !entry.counted {
-            return true;
+    /// without a cap are counted too, so that a cap set at run time starts from the truth;
+    /// an uncounted tenant (fleet-wide rate only) passes without a charge, so there is
+    /// nothing to release when its message finishes.
+    #[inline(always)]
+    pub fn try_charge(&self, index: TenantIndex, priority: Priority) -> TenantCharge {
+        if !index.counted {
+            return TenantCharge::Uncounted;
         }
+        self.charge_counted(index, priority)
+    }
+
+    #[inline]
+    fn charge_counted(&self, index: TenantIndex, priority: Priority) -> TenantCharge {
+        let entry = &self.entries[index.position()];
         // Relaxed: the cap is a standalone setting; a change applies from the next check.
         let max_pending = entry.max_pending.load(Ordering::Relaxed);
         if max_pending == u64::MAX {
             // Relaxed: a pure count, see below.
             entry.pending.fetch_add(1, Ordering::Relaxed);
-            return true;
+            return TenantCharge::Charged;
         }
         let limit = self.limit(max_pending, priority);
         // Relaxed is enough: the count publishes no other memory, and each charge is a
         // read-modify-write, so all charges and releases act on one total order of values;
         // a charge succeeds only if the value it replaced was below the limit.
-        entry
+        let charged = entry
             .pending
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |pending| {
                 (pending < limit).then_some(pending + 1)
             })
-            .is_ok()
+            .is_ok();
+        if charged {
+            TenantCharge::Charged
+        } else {
+            TenantCharge::Full
+        }
     }
 
     /// Whether [`try_charge`](Self::try_charge) at `priority` would succeed now if `freed`
@@ -162,10 +206,10 @@ impl TenantTable {
     /// evicts only for a message it can then admit (other shards may change the count
     /// before the charge is made).
     pub fn would_admit(&self, index: TenantIndex, priority: Priority, freed: u64) -> bool {
-        let entry = &self.entries[index.position()];
-        if !entry.counted {
+        if !index.counted {
             return true;
         }
+        let entry = &self.entries[index.position()];
         // Relaxed: a standalone setting, and a count read for a prediction.
         let max_pending = entry.max_pending.load(Ordering::Relaxed);
         if max_pending == u64::MAX {
@@ -178,10 +222,10 @@ impl TenantTable {
     /// Releases one pending message charged with [`try_charge`](Self::try_charge).
     #[inline]
     pub fn release(&self, index: TenantIndex) {
-        let entry = &self.entries[index.position()];
-        if !entry.counted {
+        if !index.counted {
             return;
         }
+        let entry = &self.entries[index.position()];
         // Relaxed: as in `try_charge`.
         let previous = entry.pending.fetch_sub(1, Ordering::Relaxed);
         debug_assert!(previous > 0, "tenant pending count released below zero");
@@ -207,10 +251,10 @@ impl TenantTable {
     /// charged; a cap lowered below the pending count refuses until enough finish. False
     /// (and nothing changes) for a tenant whose pending messages are not counted.
     pub fn set_max_pending(&self, index: TenantIndex, max_pending: Option<u32>) -> bool {
-        let entry = &self.entries[index.position()];
-        if !entry.counted {
+        if !index.counted {
             return false;
         }
+        let entry = &self.entries[index.position()];
         // Relaxed: a standalone setting.
         entry
             .max_pending
@@ -241,31 +285,31 @@ mod tests {
         let index = table.find(TenantId(9)).unwrap();
         assert_eq!(table.find(TenantId(8)), None);
         let mut admitted = 0;
-        while table.try_charge(index, Priority::P3) {
+        while table.try_charge(index, Priority::P3).admitted() {
             admitted += 1;
         }
         assert_eq!(admitted, 6);
-        while table.try_charge(index, Priority::P0) {
+        while table.try_charge(index, Priority::P0).admitted() {
             admitted += 1;
         }
         assert_eq!(admitted, 10);
         table.release(index);
         assert_eq!(table.pending(index), 9);
-        assert!(table.try_charge(index, Priority::P0));
+        assert!(table.try_charge(index, Priority::P0).admitted());
     }
 
     #[test]
     fn ceiling_lowers_claims_above_it() {
         let table = table(None);
         let index = table.find(TenantId(9)).unwrap();
-        assert_eq!(table.ceiling(index, Priority::P0), Priority::P2);
-        assert_eq!(table.ceiling(index, Priority::P3), Priority::P3);
-        assert!(table.try_charge(index, Priority::P0));
+        assert_eq!(index.ceiling(Priority::P0), Priority::P2);
+        assert_eq!(index.ceiling(Priority::P3), Priority::P3);
+        assert!(table.try_charge(index, Priority::P0).admitted());
         assert_eq!(table.pending(index), 1, "uncapped tenants are counted too");
         table.set_max_pending(index, Some(1));
-        assert!(!table.try_charge(index, Priority::P0));
+        assert!(!table.try_charge(index, Priority::P0).admitted());
         table.release(index);
-        assert!(table.try_charge(index, Priority::P0));
+        assert!(table.try_charge(index, Priority::P0).admitted());
     }
 
     #[test]
@@ -278,7 +322,7 @@ mod tests {
                 std::thread::spawn(move || {
                     let mut charged = 0u64;
                     for _ in 0..10_000 {
-                        if table.try_charge(index, Priority::P0) {
+                        if table.try_charge(index, Priority::P0).admitted() {
                             charged += 1;
                             assert!(table.pending(index) <= 1000);
                         }
@@ -308,7 +352,10 @@ mod tests {
         );
         let index = table.find(TenantId(3)).unwrap();
         for _ in 0..10 {
-            assert!(table.try_charge(index, Priority::P0));
+            assert_eq!(
+                table.try_charge(index, Priority::P0),
+                TenantCharge::Uncounted
+            );
         }
         assert_eq!(table.pending(index), 0, "nothing counted");
         table.release(index);
@@ -320,7 +367,7 @@ mod tests {
         );
         assert_eq!(table.max_pending(index), None);
         assert_eq!(
-            table.ceiling(index, Priority::P0),
+            index.ceiling(Priority::P0),
             Priority::P1,
             "the ceiling holds"
         );

@@ -16,8 +16,8 @@ use crate::admission::breaker::{
     BreakerMove, BreakerReading, BreakerWindow, CircuitBreaker, Transition,
 };
 use crate::admission::caps::Thresholds;
-use crate::admission::global::{GlobalQuotas, GlobalRefusal};
-use crate::admission::tenants::{TenantIndex, TenantTable};
+use crate::admission::global::{GlobalQuotas, GlobalRefusal, ShardCredit};
+use crate::admission::tenants::{TenantCharge, TenantIndex, TenantTable};
 use crate::bucket::{adaptive_decide, AdaptiveSettings};
 use crate::command::{
     BreakerReport, DrainResult, FullQueue, RateScope, ShardTrigger, WorkerHealth,
@@ -105,6 +105,8 @@ pub(crate) struct ShardCore {
     /// This process's shares of fleet-wide tenant rates, charged after the connection's
     /// bucket.
     global: Arc<GlobalQuotas>,
+    /// The credit this shard holds of those rates (its alone).
+    global_credit: ShardCredit,
     breaker: Arc<CircuitBreaker>,
     breaker_config: BreakerConfig,
     breaker_window: BreakerWindow,
@@ -248,6 +250,7 @@ impl ShardCore {
             breaker_seen: breaker.read(),
             breaker_reports: VecDeque::with_capacity(BREAKER_REPORTS_MAX),
             tenants,
+            global_credit: global.shard_credit(index),
             global,
             breaker,
             breaker_config: config.breaker,
@@ -397,7 +400,7 @@ impl ShardCore {
 
         // Priority is a claim: the tenant's ceiling lowers it, counted.
         if let Some(tenant) = tenant_index {
-            let allowed = self.tenants.ceiling(tenant, message.priority);
+            let allowed = tenant.ceiling(message.priority);
             if allowed != message.priority {
                 message.priority = allowed;
                 self.counters.priority_downgraded += 1;
@@ -435,16 +438,16 @@ impl ShardCore {
             } else {
                 let full_cap = match self.first_full_cap(connection, &message, &Evictions::NONE) {
                     Some(reason) => Some(reason),
-                    None => match tenant_index {
-                        Some(tenant) if !self.tenants.try_charge(tenant, priority) => {
-                            Some(RefusalReason::TenantQueueFull)
+                    None => {
+                        match tenant_index.map(|tenant| self.tenants.try_charge(tenant, priority)) {
+                            Some(TenantCharge::Full) => Some(RefusalReason::TenantQueueFull),
+                            Some(TenantCharge::Charged) => {
+                                tenant_charged = true;
+                                None
+                            }
+                            Some(TenantCharge::Uncounted) | None => None,
                         }
-                        Some(_) => {
-                            tenant_charged = true;
-                            None
-                        }
-                        None => None,
-                    },
+                    }
                 };
                 if let Some(reason) = full_cap {
                     return match self.cap_action {
@@ -487,7 +490,7 @@ impl ShardCore {
         // The tenant's share of its fleet-wide rate (`[global]`), in a bucket all shards of
         // this process charge; set by a lease the lease thread renews, never waited for here.
         if let Err(refusal) = self.global.charge(
-            self.index,
+            &mut self.global_credit,
             tenant_index,
             message.payload.len() as u64,
             now_ns,
@@ -511,16 +514,19 @@ impl ShardCore {
         }
         if evictions.planned {
             if let Some(tenant) = tenant_index {
-                if !self.tenants.try_charge(tenant, priority) {
-                    let retry_after_ns = self.drain_estimate_ns(
-                        RefusalReason::TenantQueueFull,
-                        connection,
-                        &message,
-                    );
-                    let refusal = refused(RefusalReason::TenantQueueFull, retry_after_ns);
-                    return self.decline(&message, tenant_index, refusal);
+                match self.tenants.try_charge(tenant, priority) {
+                    TenantCharge::Full => {
+                        let retry_after_ns = self.drain_estimate_ns(
+                            RefusalReason::TenantQueueFull,
+                            connection,
+                            &message,
+                        );
+                        let refusal = refused(RefusalReason::TenantQueueFull, retry_after_ns);
+                        return self.decline(&message, tenant_index, refusal);
+                    }
+                    TenantCharge::Charged => tenant_charged = true,
+                    TenantCharge::Uncounted => {}
                 }
-                tenant_charged = true;
             }
         }
 
