@@ -461,9 +461,10 @@ impl<H: Handler + Clone> EngineBuilder<H> {
         // The control plane gets a core of its own when one is spare (SPEC 2).
         let control_core = (shared.config.control.pinning && core_ids.len() > shard_count)
             .then(|| core_ids[shard_count]);
-        // The control thread waits by parking, never spinning: commands and shard replies
-        // unpark it, so spinning would buy nothing but CPU taken from the shards (which its
-        // raised priority would make worse). The timeout bounds a missed wake-up.
+        // The control thread waits in its event loop (a park if it has none), never
+        // spinning: commands, shard replies and the admin endpoint's sockets wake it, so
+        // spinning would buy nothing but CPU taken from the shards (which its raised
+        // priority would make worse). The timeout bounds a missed wake-up.
         let control_waiting = wait::Resolved::SpinThenPark {
             spins: 0,
             yields: 0,

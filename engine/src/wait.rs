@@ -99,17 +99,25 @@ pub(crate) fn wake_if_sleeping(sleeping: &AtomicBool, handshake: Handshake, wake
 }
 
 /// A thread that sleeps when idle, as wakers see it: the flag it raises before it sleeps
-/// ([`Waiter::idle`]) and its handle, set once when it starts.
+/// ([`Waiter::idle`]) and its handle, set once when it starts; or, for a thread that sleeps
+/// in an event loop (the control thread), that loop's waker.
 #[derive(Debug, Default)]
 pub(crate) struct Sleeper {
     pub(crate) sleeping: AtomicBool,
     pub(crate) thread: OnceLock<Thread>,
+    pub(crate) event_waker: OnceLock<mio::Waker>,
 }
 
 impl Sleeper {
-    /// Unparks the thread (a no-op before it has started).
+    /// Wakes the thread: its event loop's waker once it has one, else an unpark (a no-op
+    /// before it has started). A wake that comes before the thread waits is kept by either
+    /// (the park token, the waker's readiness), so its next wait returns at once.
     pub(crate) fn unpark(&self) {
-        if let Some(thread) = self.thread.get() {
+        if let Some(waker) = self.event_waker.get() {
+            // A failed wake (the poll is gone: the thread is exiting) wakes nobody who
+            // still waits.
+            let _ = waker.wake();
+        } else if let Some(thread) = self.thread.get() {
             thread.unpark();
         }
     }

@@ -1,29 +1,41 @@
-//! The admin endpoint's HTTP/1.1 loop: one thread, one mio poll, every connection bounded.
+//! The admin endpoint's HTTP/1.1, served in the control thread's own event loop (a
+//! [`Hosted`] service), every connection bounded.
+//!
+//! Health checks are the reason for the host: a `GET /health` read on the control thread
+//! is served there as any control request, and its answer written to the socket there
+//! when the last shard replies, so no other thread wakes between the checker and the
+//! control plane (on a machine whose cores the shards keep busy, each wake-up is a wait
+//! for a core). Every other URL costs more than the control thread should spend (a
+//! scrape encodes every series; a drain or a reload waits on the control plane itself):
+//! those requests go to the admin worker thread, which answers them one at a time as a
+//! handle would, and hands the answer back for the control thread to write.
 //!
 //! Requests are parsed by `httparse` (head) and `Content-Length` (body; chunked bodies are
 //! refused with 411, as a small admin API may). Keep-alive is the HTTP/1.1 default, so a
-//! Prometheus scraping every second reuses one connection. The thread answers one request
-//! at a time: a health check waits for the control plane's answer (bounded by the control
-//! handle's timeout), which is the point of it.
+//! Prometheus scraping every second reuses one connection. A connection's requests are
+//! answered in order, one at a time: the next is not parsed while one is awaited.
 
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Registry, Token};
 
 use super::routes::{self, Request, Response};
 use super::{AdminShared, Stat};
 use crate::config::AdminConfig;
+use crate::control::{
+    health_of, Answer, Command, Control, ControlDesk, ControlError, HealthKind, Hosted,
+    HOSTED_TOKENS_MAX,
+};
 
-const LISTENER: Token = Token(usize::MAX - 1);
-const WAKER: Token = Token(usize::MAX - 2);
-/// Events taken per poll.
-const EVENTS_PER_POLL: usize = 256;
-/// Longest poll, so that idle connections are swept at least this often.
+const LISTENER: Token = Token(HOSTED_TOKENS_MAX - 1);
+/// How often idle connections are swept, at least: the control thread waits no longer
+/// than this between turns while the endpoint is up.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
 /// Bytes read per `read` call.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
@@ -35,52 +47,133 @@ const LINGER: Duration = Duration::from_millis(500);
 /// requests: a client that pipelines requests and never reads their answers is held to
 /// this (plus one answer), not to whatever it can make the process buffer.
 const OUTPUT_PENDING_MAX_BYTES: usize = 256 * 1024;
+/// How long [`StopHandle::stop`] waits for the control thread to drop the endpoint.
+const STOP_WAIT: Duration = Duration::from_secs(5);
 
-/// Stops the HTTP thread.
+/// Stops the endpoint: the control thread drops it (closing the listener and every
+/// connection), then the worker thread ends.
 pub(super) struct StopHandle {
     stop: Arc<AtomicBool>,
-    waker: Arc<Waker>,
+    control: Control,
+    /// Disconnected when the control thread has dropped the endpoint.
+    dropped: Receiver<()>,
+    worker: Option<JoinHandle<()>>,
 }
 
 impl StopHandle {
-    pub(super) fn stop(&self) {
-        // Release pairs with the Acquire load in the loop: nothing else is published by
-        // the flag, but the loop must see it after the wake-up that follows.
+    pub(super) fn stop(&mut self) {
+        let Some(worker) = self.worker.take() else {
+            return;
+        };
+        // Release pairs with the Acquire load in `HttpFront::stopped`: nothing else is
+        // published by the flag, but the control thread must see it after the wake-up.
         self.stop.store(true, Ordering::Release);
-        // A failed wake leaves the loop to see the flag at its next sweep.
-        let _ = self.waker.wake();
+        self.control.wake_thread();
+        // Not taken yet (the engine stopped first, say): dropped here instead.
+        drop(self.control.unhost());
+        // Disconnected once the endpoint is dropped, wherever; a control thread that
+        // never gets to it (stuck) leaves the port bound, and the wait bounded.
+        let _ = self.dropped.recv_timeout(STOP_WAIT);
+        // The worker ends when the endpoint's job channel closes, after the request in
+        // hand (bounded by the control handle's timeout); a panic in it was reported.
+        let _ = worker.join();
     }
 }
 
-/// Starts the thread serving `listener`.
-pub(super) fn spawn(
+/// Starts the endpoint on `listener`: the worker thread now, the HTTP in the control
+/// thread's loop from its next turn.
+pub(super) fn start(
     listener: std::net::TcpListener,
     settings: AdminConfig,
     shared: Arc<AdminShared>,
-) -> io::Result<(JoinHandle<()>, StopHandle)> {
+) -> io::Result<StopHandle> {
     listener.set_nonblocking(true)?;
-    let poll = Poll::new()?;
-    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    // Each connection has at most one request at the worker, so neither channel ever
+    // holds more than `max_connections`: sends never block.
+    let (jobs, job_inbox) = sync_channel::<Job>(settings.max_connections.max(1));
+    let (answer_outbox, answers) = sync_channel::<Done>(settings.max_connections.max(1));
+    let worker_shared = Arc::clone(&shared);
+    let worker = std::thread::Builder::new()
+        .name("spillway-admin".to_string())
+        .spawn(move || run_worker(&worker_shared, &job_inbox, &answer_outbox))?;
     let stop = Arc::new(AtomicBool::new(false));
-    let mut server = HttpLoop {
+    let (dropped_signal, dropped) = sync_channel(0);
+    let control = shared.control.clone();
+    let front = HttpFront {
         listener: TcpListener::from_std(listener),
-        poll,
+        registry: None,
         connections: Vec::new(),
         free: Vec::new(),
         open: 0,
+        awaiting_health: 0,
         accept_again: false,
+        last_sweep: Instant::now(),
         settings,
         shared,
         stop: Arc::clone(&stop),
+        jobs,
+        answers,
+        next_job: 0,
+        _dropped_signal: dropped_signal,
     };
-    server
-        .poll
-        .registry()
-        .register(&mut server.listener, LISTENER, Interest::READABLE)?;
-    let thread = std::thread::Builder::new()
-        .name("spillway-admin".to_string())
-        .spawn(move || server.run())?;
-    Ok((thread, StopHandle { stop, waker }))
+    control.host(Box::new(front));
+    Ok(StopHandle {
+        stop,
+        control,
+        dropped,
+        worker: Some(worker),
+    })
+}
+
+/// A request for the worker thread, from connection `slot`'s job `job`.
+struct Job {
+    slot: usize,
+    job: u64,
+    request: Request,
+}
+
+/// The worker's answer to a [`Job`].
+struct Done {
+    slot: usize,
+    job: u64,
+    response: Response,
+}
+
+/// The worker thread: answers the requests that are not health checks, one at a time, and
+/// wakes the control thread to write each answer.
+fn run_worker(shared: &AdminShared, jobs: &Receiver<Job>, answers: &SyncSender<Done>) {
+    // It calls the control plane (drains, the breaker, limits) while the shards saturate
+    // every core: it runs favoured like the control thread it asks (when that was granted).
+    if let Some(nice) = shared.control.thread_nice() {
+        crate::control::raise_thread_priority(nice);
+    }
+    while let Ok(Job { slot, job, request }) = jobs.recv() {
+        let response = routes::answer(shared, &request);
+        if answers
+            .send(Done {
+                slot,
+                job,
+                response,
+            })
+            .is_err()
+        {
+            return;
+        }
+        shared.control.wake_thread();
+    }
+}
+
+/// What a connection waits for before it reads its next request.
+enum Awaiting {
+    /// A health check served by the control thread.
+    Health {
+        kind: HealthKind,
+        answer: Receiver<Answer>,
+        deadline: Instant,
+        close: bool,
+    },
+    /// The worker's answer to job `job`.
+    Worker { job: u64, close: bool },
 }
 
 struct Connection {
@@ -99,60 +192,92 @@ struct Connection {
     /// Reading stopped because `output` reached [`OUTPUT_PENDING_MAX_BYTES`]; resumed once
     /// it is written (edge-triggered readiness would not announce the bytes still unread).
     read_paused: bool,
+    /// The request being answered elsewhere, if any: nothing more is read until then.
+    awaiting: Option<Awaiting>,
 }
 
-struct HttpLoop {
+/// The endpoint as the control thread runs it.
+struct HttpFront {
     listener: TcpListener,
-    poll: Poll,
+    /// The control thread's registry, from `register` on.
+    registry: Option<Registry>,
     /// Slots indexed by token; `free` lists the empty ones.
     connections: Vec<Option<Connection>>,
     free: Vec<usize>,
     open: usize,
+    /// Connections awaiting a health check (their answers are looked for each turn).
+    awaiting_health: usize,
     /// An accept failed (out of descriptors, say): retried at each sweep, since no new
     /// readiness event comes for connections already waiting in the backlog.
     accept_again: bool,
+    last_sweep: Instant,
     settings: AdminConfig,
     shared: Arc<AdminShared>,
     stop: Arc<AtomicBool>,
+    jobs: SyncSender<Job>,
+    answers: Receiver<Done>,
+    next_job: u64,
+    /// Dropped with the endpoint, which `StopHandle::stop` waits for.
+    _dropped_signal: SyncSender<()>,
 }
 
-impl HttpLoop {
-    fn run(mut self) {
-        // The admin thread answers health checks while the shards saturate every core: it
-        // runs favoured like the control thread it asks (when that was granted), or a
-        // load balancer's check would measure the scheduler's slice, not the engine.
-        if let Some(nice) = self.shared.control.thread_nice() {
-            crate::control::raise_thread_priority(nice);
+impl Hosted for HttpFront {
+    fn register(&mut self, registry: &Registry) -> io::Result<()> {
+        registry.register(&mut self.listener, LISTENER, Interest::READABLE)?;
+        self.registry = Some(registry.try_clone()?);
+        Ok(())
+    }
+
+    fn turn(&mut self, events: &Events, desk: &mut dyn ControlDesk) -> bool {
+        let mut did = false;
+        for event in events.iter() {
+            match event.token() {
+                LISTENER => {
+                    self.accept();
+                    did = true;
+                }
+                Token(slot) if slot < self.connections.len() => {
+                    self.serve(slot, desk);
+                    did = true;
+                }
+                // The control thread's own waker.
+                Token(_) => {}
+            }
         }
-        let mut events = Events::with_capacity(EVENTS_PER_POLL);
-        let idle_timeout = Duration::from_nanos(self.settings.idle_timeout_ns);
-        loop {
-            if let Err(error) = self.poll.poll(&mut events, Some(SWEEP_INTERVAL)) {
-                if error.kind() != io::ErrorKind::Interrupted {
-                    tracing::error!(target: "spillway::admin", %error, "admin poll failed; the admin endpoint stops");
-                    return;
-                }
-            }
-            // Acquire: pairs with `StopHandle::stop`.
-            if self.stop.load(Ordering::Acquire) {
-                return;
-            }
-            for event in events.iter() {
-                match event.token() {
-                    LISTENER => self.accept(),
-                    WAKER => {}
-                    Token(slot) => self.serve(slot),
-                }
-            }
+        while let Ok(done) = self.answers.try_recv() {
+            self.deliver_worker_answer(done, desk);
+            did = true;
+        }
+        if self.awaiting_health > 0 {
+            did |= self.deliver_health_answers(desk);
+        }
+        let now = Instant::now();
+        if now.duration_since(self.last_sweep) >= SWEEP_INTERVAL {
+            self.last_sweep = now;
             if self.accept_again {
                 self.accept();
             }
-            self.sweep_idle(idle_timeout);
+            self.sweep_idle(Duration::from_nanos(self.settings.idle_timeout_ns));
         }
+        did
     }
 
+    fn wait_max(&self) -> Duration {
+        SWEEP_INTERVAL
+    }
+
+    fn stopped(&self) -> bool {
+        // Acquire: pairs with `StopHandle::stop`.
+        self.stop.load(Ordering::Acquire)
+    }
+}
+
+impl HttpFront {
     fn accept(&mut self) {
         self.accept_again = false;
+        let Some(registry) = &self.registry else {
+            return;
+        };
         loop {
             match self.listener.accept() {
                 Ok((mut stream, _)) => {
@@ -168,9 +293,7 @@ impl HttpLoop {
                         self.connections.push(None);
                         self.connections.len() - 1
                     });
-                    if self
-                        .poll
-                        .registry()
+                    if registry
                         .register(
                             &mut stream,
                             Token(slot),
@@ -190,6 +313,7 @@ impl HttpLoop {
                         closing: false,
                         linger_until: None,
                         read_paused: false,
+                        awaiting: None,
                     });
                     self.open += 1;
                 }
@@ -205,8 +329,8 @@ impl HttpLoop {
         }
     }
 
-    /// Reads, answers every complete request, writes; closes when done or broken.
-    fn serve(&mut self, slot: usize) {
+    /// Reads, answers every complete request it can, writes; closes when done or broken.
+    fn serve(&mut self, slot: usize, desk: &mut dyn ControlDesk) {
         let Some(mut connection) = self.connections.get_mut(slot).and_then(Option::take) else {
             return;
         };
@@ -214,12 +338,14 @@ impl HttpLoop {
             if connection.linger_until.is_some() {
                 break discard_input(&mut connection);
             }
-            if !self.read_and_answer(&mut connection) || !flush(&mut connection) {
+            if !self.read_and_answer(slot, &mut connection, desk) || !flush(&mut connection) {
                 break false;
             }
             // Wait for the socket when answers are still unwritten, or when everything
-            // was read; go round again when reading paused for answers now written.
+            // was read, or for the answer awaited; go round again when reading paused for
+            // answers now written.
             if connection.linger_until.is_some()
+                || connection.awaiting.is_some()
                 || !connection.output.is_empty()
                 || !connection.read_paused
             {
@@ -234,14 +360,20 @@ impl HttpLoop {
     }
 
     /// Answers the requests already read, then reads and answers more, until the socket
-    /// has nothing more, the connection is closing, or unwritten answers reach
-    /// [`OUTPUT_PENDING_MAX_BYTES`] (`read_paused`). False when the connection is broken.
-    fn read_and_answer(&self, connection: &mut Connection) -> bool {
+    /// has nothing more, the connection is closing or awaits an answer, or unwritten
+    /// answers reach [`OUTPUT_PENDING_MAX_BYTES`] (`read_paused`). False when the
+    /// connection is broken.
+    fn read_and_answer(
+        &mut self,
+        slot: usize,
+        connection: &mut Connection,
+        desk: &mut dyn ControlDesk,
+    ) -> bool {
         let limit = self.settings.max_request_bytes;
         let mut chunk = [0u8; READ_CHUNK_BYTES];
         connection.read_paused = false;
-        self.answer_complete_requests(connection);
-        while !connection.closing {
+        self.answer_complete_requests(slot, connection, desk);
+        while !connection.closing && connection.awaiting.is_none() {
             if connection.output.len() >= OUTPUT_PENDING_MAX_BYTES {
                 connection.read_paused = true;
                 break;
@@ -262,7 +394,7 @@ impl HttpLoop {
                 Ok(read) => {
                     connection.input.extend_from_slice(&chunk[..read]);
                     connection.last_active = Instant::now();
-                    self.answer_complete_requests(connection);
+                    self.answer_complete_requests(slot, connection, desk);
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
@@ -272,10 +404,17 @@ impl HttpLoop {
         true
     }
 
-    /// Parses and answers the whole requests at the front of `input`, while the unwritten
-    /// answers are under [`OUTPUT_PENDING_MAX_BYTES`].
-    fn answer_complete_requests(&self, connection: &mut Connection) {
+    /// Parses the whole requests at the front of `input` and answers them, while the
+    /// unwritten answers are under [`OUTPUT_PENDING_MAX_BYTES`], until one must be awaited:
+    /// a health check (served by the control thread, `desk`) or any other URL (the worker).
+    fn answer_complete_requests(
+        &mut self,
+        slot: usize,
+        connection: &mut Connection,
+        desk: &mut dyn ControlDesk,
+    ) {
         while !connection.closing
+            && connection.awaiting.is_none()
             && !connection.input.is_empty()
             && connection.output.len() < OUTPUT_PENDING_MAX_BYTES
         {
@@ -290,21 +429,106 @@ impl HttpLoop {
                     consumed,
                     close,
                 } => {
-                    let response = routes::answer(&self.shared, &request);
-                    self.shared.count(response.stat());
-                    response.write_to(&mut connection.output, close);
                     connection.input.drain(..consumed);
-                    connection.closing |= close;
+                    if let Some(kind) = routes::health_kind(&request) {
+                        connection.awaiting = Some(Awaiting::Health {
+                            kind,
+                            answer: desk.submit(Command::Health(kind)),
+                            deadline: Instant::now() + self.shared.control.timeout(),
+                            close,
+                        });
+                        self.awaiting_health += 1;
+                        return;
+                    }
+                    let job = self.next_job;
+                    self.next_job += 1;
+                    match self.jobs.try_send(Job { slot, job, request }) {
+                        Ok(()) => connection.awaiting = Some(Awaiting::Worker { job, close }),
+                        // Cannot happen while each connection has one job at most (the
+                        // channel holds `max_connections`); answered, not lost, if it does.
+                        Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                            let response = Response::unavailable("the admin worker is busy");
+                            self.answer(connection, &response, close);
+                        }
+                    }
                 }
             }
         }
     }
 
-    fn answer_error(&self, connection: &mut Connection, response: Response) {
+    /// Writes `response` to the connection's output and counts it.
+    fn answer(&self, connection: &mut Connection, response: &Response, close: bool) {
         self.shared.count(response.stat());
-        response.write_to(&mut connection.output, true);
+        response.write_to(&mut connection.output, close);
+        connection.closing |= close;
+    }
+
+    fn answer_error(&self, connection: &mut Connection, response: Response) {
+        self.answer(connection, &response, true);
         connection.input.clear();
-        connection.closing = true;
+    }
+
+    /// The worker's answer, for its connection if that still waits for it (it may have
+    /// closed meanwhile, and its slot gone to another).
+    fn deliver_worker_answer(&mut self, done: Done, desk: &mut dyn ControlDesk) {
+        let Some(Some(connection)) = self.connections.get_mut(done.slot) else {
+            return;
+        };
+        let Some(Awaiting::Worker { job, close }) = connection.awaiting else {
+            return;
+        };
+        if job != done.job {
+            return;
+        }
+        connection.awaiting = None;
+        let mut connection = self.connections[done.slot]
+            .take()
+            .expect("the slot was just found open");
+        self.answer(&mut connection, &done.response, close);
+        self.connections[done.slot] = Some(connection);
+        // Go on with what the client sent meanwhile, and write the answer.
+        self.serve(done.slot, desk);
+    }
+
+    /// Writes every health check's answer the control plane has given, or the timeout's
+    /// for those it has not given in the handle's time. Whether any was.
+    fn deliver_health_answers(&mut self, desk: &mut dyn ControlDesk) -> bool {
+        let now = Instant::now();
+        let mut delivered = false;
+        for slot in 0..self.connections.len() {
+            let Some(connection) = self.connections[slot].as_mut() else {
+                continue;
+            };
+            let Some(Awaiting::Health {
+                kind,
+                answer,
+                deadline,
+                close,
+            }) = &connection.awaiting
+            else {
+                continue;
+            };
+            let result = match answer.try_recv() {
+                Ok(answer) => health_of(answer),
+                Err(TryRecvError::Empty) if now < *deadline => continue,
+                Err(TryRecvError::Empty) => {
+                    Err(ControlError::Timeout(self.shared.control.timeout()))
+                }
+                Err(TryRecvError::Disconnected) => Err(ControlError::Stopped),
+            };
+            let (kind, close) = (*kind, *close);
+            connection.awaiting = None;
+            self.awaiting_health -= 1;
+            let response = routes::health_response(&self.shared, kind, result);
+            let mut connection = self.connections[slot]
+                .take()
+                .expect("the slot was just found open");
+            self.answer(&mut connection, &response, close);
+            self.connections[slot] = Some(connection);
+            self.serve(slot, desk);
+            delivered = true;
+        }
+        delivered
     }
 
     fn sweep_idle(&mut self, idle_timeout: Duration) {
@@ -314,6 +538,8 @@ impl HttpLoop {
                 (false, false),
                 |connection| match connection.linger_until {
                     Some(until) => (false, now >= until),
+                    // A connection awaiting an answer is not idle: its client waits.
+                    None if connection.awaiting.is_some() => (false, false),
                     None => (
                         now.duration_since(connection.last_active) >= idle_timeout,
                         false,
@@ -332,9 +558,14 @@ impl HttpLoop {
     }
 
     fn close(&mut self, slot: usize, mut connection: Connection) {
+        if let Some(Awaiting::Health { .. }) = connection.awaiting {
+            self.awaiting_health -= 1;
+        }
         // Deregistering a socket about to be closed can only fail if it was never
         // registered; closing it is what matters.
-        let _ = self.poll.registry().deregister(&mut connection.stream);
+        if let Some(registry) = &self.registry {
+            let _ = registry.deregister(&mut connection.stream);
+        }
         self.free.push(slot);
         self.open -= 1;
     }

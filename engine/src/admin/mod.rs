@@ -1,13 +1,17 @@
 //! The operator's HTTP endpoint: Prometheus metrics, health and readiness for a load
 //! balancer, drains, the breaker, the effective configuration and run-time limits.
 //!
-//! [`AdminServer`] serves HTTP/1.1 on a thread of its own, never on a shard: requests are
-//! parsed by `httparse` and bounded ([`AdminConfig`](crate::config::AdminConfig): request size, header count,
-//! connections, idle time), metrics are encoded by `prometheus-client`. What the shards
-//! know it reads the way any other reader does: counters from their seqlocks
-//! ([`Control::stats`]), health and commands through the control ring ([`Control`]), so
-//! a scrape or a health check costs the data path nothing but the control plane's own
-//! round trip.
+//! [`AdminServer`] serves HTTP/1.1 from the control plane's side, never on a shard: its
+//! sockets live in the control thread's own event loop, which serves `GET /health` and
+//! `GET /ready` itself (the check goes to every shard through the control ring, and its
+//! answer to the socket, with no other thread woken between), and hands every other URL to
+//! the admin worker thread (a scrape's encoding, a drain or a reload would hold the control
+//! thread). Requests are parsed by `httparse` and bounded
+//! ([`AdminConfig`](crate::config::AdminConfig): request size, header count, connections,
+//! idle time), metrics are encoded by `prometheus-client`. What the shards know it reads
+//! the way any other reader does: counters from their seqlocks ([`Control::stats`]),
+//! commands through the control ring ([`Control`]), so a scrape or a health check costs
+//! the data path nothing but the control plane's own round trip.
 //!
 //! | method and path | answer |
 //! |---|---|
@@ -51,7 +55,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
 use crate::config::{Config, ConfigError};
 use crate::control::Control;
@@ -268,13 +271,11 @@ impl AdminBuilder {
             counters: Default::default(),
             named_tenants: Mutex::new(Vec::new()),
         });
-        let (thread, stop) =
-            http::spawn(listener, settings, Arc::clone(&shared)).map_err(io_error)?;
+        let stop = http::start(listener, settings, Arc::clone(&shared)).map_err(io_error)?;
         Ok(AdminServer {
             shared,
             local_addr,
             stop,
-            thread: Some(thread),
         })
     }
 }
@@ -284,7 +285,6 @@ pub struct AdminServer {
     shared: Arc<AdminShared>,
     local_addr: SocketAddr,
     stop: http::StopHandle,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl AdminServer {
@@ -336,22 +336,14 @@ impl AdminServer {
         self.shared.reload()
     }
 
-    /// Closes the endpoint and joins its thread.
+    /// Closes the endpoint and joins its worker thread.
     pub fn stop(mut self) {
-        self.stop_thread();
-    }
-
-    fn stop_thread(&mut self) {
-        if let Some(thread) = self.thread.take() {
-            self.stop.stop();
-            // The thread only ends by the stop; a panic in it was already reported.
-            let _ = thread.join();
-        }
+        self.stop.stop();
     }
 }
 
 impl Drop for AdminServer {
     fn drop(&mut self) {
-        self.stop_thread();
+        self.stop.stop();
     }
 }

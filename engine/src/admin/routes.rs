@@ -3,7 +3,7 @@
 use serde_json::{json, Value};
 
 use super::{exposition, limits, AdminShared, Stat};
-use crate::control::{Health, HealthKind};
+use crate::control::{ControlError, Health, HealthKind};
 use crate::message::ConnectionId;
 
 /// A parsed request.
@@ -64,6 +64,10 @@ impl Response {
             431,
             &format!("more than {limit} header lines ([admin] max_headers)"),
         )
+    }
+
+    pub(super) fn unavailable(message: &str) -> Self {
+        Self::error(503, message)
     }
 
     pub(super) fn length_required() -> Self {
@@ -182,10 +186,29 @@ pub(super) fn answer(shared: &AdminShared, request: &Request) -> Response {
     }
 }
 
+/// The health check a request asks for, if it is one (`GET /health` or `GET /ready`): the
+/// HTTP loop has the control thread serve those itself.
+pub(super) fn health_kind(request: &Request) -> Option<HealthKind> {
+    match (request.method.as_str(), request.path.as_str()) {
+        ("GET", "/health") => Some(HealthKind::Full),
+        ("GET", "/ready") => Some(HealthKind::Readiness),
+        _ => None,
+    }
+}
+
 /// `/health` (full check: 200 when live) and `/ready` (readiness: 200 when ready and not
 /// taken out by a drain or a stop).
 fn health(shared: &AdminShared, kind: HealthKind) -> Response {
-    match shared.control.health(kind) {
+    health_response(shared, kind, shared.control.health(kind))
+}
+
+/// The answer to a health check of `kind` that ended in `result`.
+pub(super) fn health_response(
+    shared: &AdminShared,
+    kind: HealthKind,
+    result: Result<Health, ControlError>,
+) -> Response {
+    match result {
         Ok(health) => {
             let taken_out = shared.not_ready();
             let ok = match kind {

@@ -32,7 +32,7 @@ pub use crate::command::{CommandKind, FullQueue, ShardTrigger, WindowFigures, Wo
 pub use crate::metrics::{BreakerTransitionCounts, CommandLatency, ControlStats};
 
 use std::collections::VecDeque;
-use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -43,7 +43,7 @@ use crate::metrics::Stats;
 use crate::monitor::{Alert, AlertLevel, Monitor, QueueSample, QueueStatus};
 use crate::ring::Mpmc;
 use crate::shared::EngineShared;
-use crate::sync::{Arc, AtomicBool};
+use crate::sync::{Arc, AtomicBool, Ordering};
 use crate::wait::{Handshake, Sleeper};
 
 /// How long a [`Control`] call waits for its answer unless told otherwise.
@@ -443,6 +443,46 @@ pub(crate) struct Request {
     pub(crate) received_ns: u64,
 }
 
+/// A service the control thread runs in its own event loop ([`Control::host`]): the admin
+/// endpoint's HTTP, so that a health check read from a socket reaches the control plane,
+/// and its answer the socket, with no other thread woken in between (each wake-up is a
+/// wait for a core when the shards keep every core busy).
+///
+/// The control thread registers nothing itself: the service registers its sources in the
+/// thread's poll at [`register`](Self::register), with tokens below [`HOSTED_TOKENS_MAX`],
+/// and is given a turn after every poll, events or not. A turn must not block.
+pub(crate) trait Hosted: Send {
+    /// Registers the service's event sources.
+    fn register(&mut self, registry: &mio::Registry) -> std::io::Result<()>;
+    /// Handles `events` (those of its tokens; maybe none) and whatever answers it awaits.
+    /// `desk` serves control commands on this thread. Returns whether it did anything
+    /// (the control thread then looks again at once instead of waiting).
+    fn turn(&mut self, events: &mio::Events, desk: &mut dyn ControlDesk) -> bool;
+    /// The longest the control thread may wait before the next turn (timers, sweeps).
+    fn wait_max(&self) -> Duration;
+    /// Whether its owner asked it to stop: the control thread then drops it.
+    fn stopped(&self) -> bool;
+}
+
+/// Tokens a hosted service may use: `0..HOSTED_TOKENS_MAX` (the control thread's own
+/// waker sits above).
+pub(crate) const HOSTED_TOKENS_MAX: usize = usize::MAX - 16;
+
+/// What a [`Hosted`] service may ask of the control thread it runs on.
+pub(crate) trait ControlDesk {
+    /// Serves `command` now, as a request from a handle would be; its answer comes to the
+    /// receiver when it is done (a health check: when every shard has replied).
+    fn submit(&mut self, command: Command) -> Receiver<Answer>;
+}
+
+/// A health check's answer as [`Control::health`] gives it.
+pub(crate) fn health_of(answer: Answer) -> Result<Health, ControlError> {
+    match answer {
+        Answer::Health(health) => Ok(health),
+        other => Err(unexpected(other)),
+    }
+}
+
 /// State the control thread shares with the handles.
 pub(crate) struct ControlShared {
     /// One inbox per command kind, served in kind order.
@@ -463,6 +503,10 @@ pub(crate) struct ControlShared {
     pub(crate) monitor: Mutex<Monitor>,
     /// Written by the control thread, read by [`Control::breaker_history`].
     pub(crate) breaker_history: Mutex<BreakerHistory>,
+    /// A service for the control thread to take into its loop ([`Control::host`]), raised
+    /// in `hosting` until it does.
+    pub(crate) hosted: Mutex<Option<Box<dyn Hosted>>>,
+    pub(crate) hosting: AtomicBool,
 }
 
 impl ControlShared {
@@ -478,6 +522,8 @@ impl ControlShared {
             latency: Mutex::new(thread::LatencyBook::new()),
             monitor: Mutex::new(monitor),
             breaker_history: Mutex::new(BreakerHistory::default()),
+            hosted: Mutex::new(None),
+            hosting: AtomicBool::new(false),
         }
     }
 
@@ -583,10 +629,43 @@ impl Control {
     /// Runs a health check; every kind asks every shard, so a stuck shard shows as a
     /// timeout.
     pub fn health(&self, kind: HealthKind) -> Result<Health, ControlError> {
-        match self.call(Command::Health(kind))? {
-            Answer::Health(health) => Ok(health),
-            other => Err(unexpected(other)),
-        }
+        health_of(self.call(Command::Health(kind))?)
+    }
+
+    /// How long this handle's calls wait for their answer.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Has the control thread run `service` in its own loop, from its next turn until the
+    /// service says it stopped. One at a time: a second replaces a first not yet taken.
+    pub(crate) fn host(&self, service: Box<dyn Hosted>) {
+        *self
+            .control
+            .hosted
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(service);
+        // Release: pairs with the control thread's Acquire load, which then takes the
+        // service from the slot under the lock.
+        self.control.hosting.store(true, Ordering::Release);
+        self.wake_thread();
+    }
+
+    /// Takes back a service given to [`host`](Self::host) that the control thread has not
+    /// taken (it has stopped, say); `None` once taken.
+    pub(crate) fn unhost(&self) -> Option<Box<dyn Hosted>> {
+        self.control
+            .hosted
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+    }
+
+    /// Wakes the control thread wherever it waits, whatever it is doing: for news its
+    /// inboxes and rings do not show (a hosted service's answer from another thread), so
+    /// no sleeping flag can say whether it is needed.
+    pub(crate) fn wake_thread(&self) {
+        self.control.sleeper.unpark();
     }
 
     /// Drains `connection`: new messages are refused `Draining`, its queued messages run

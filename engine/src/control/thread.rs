@@ -23,14 +23,18 @@ use crate::wait::Waiter;
 use super::log::{BreakerLog, RefusalLog};
 use super::{
     Answer, BreakerCause, BreakerTransition, CancelOutcome, Command, CommandKind, CommandLatency,
-    ComponentHandler, ControlError, ControlShared, ControlStats, DrainReport, GlobalQuotaHealth,
-    Health, HealthKind, Limit, RateTarget, Request, ShardHealth,
+    ComponentHandler, ControlDesk, ControlError, ControlShared, ControlStats, DrainReport,
+    GlobalQuotaHealth, Health, HealthKind, Hosted, Limit, RateTarget, Request, ShardHealth,
 };
 use crate::command::{RateScope, ShardCommand, ShardReply, BREAKER_REPORT_ROOM};
 
 /// Requests served per turn before the thread looks at shard replies again, so that a
 /// flood of one kind cannot hold answers back.
 const REQUESTS_PER_TURN_MAX: usize = 64;
+/// The control thread's own waker in its poll (above every hosted service's token).
+const WAKER: mio::Token = mio::Token(usize::MAX - 1);
+/// Events taken per poll.
+const EVENTS_PER_POLL: usize = 256;
 /// Histogram range: 1 ns to 1 hour, 3 significant digits.
 const LATENCY_MAX_NS: u64 = 3_600_000_000_000;
 
@@ -156,6 +160,21 @@ pub(crate) fn run(
         breaker_log: BreakerLog::new(),
         refusal_log: RefusalLog::default(),
     };
+    // The thread waits in an event loop, not a park: a hosted service's sockets (the admin
+    // endpoint's) wake it there as handles and shards do, through the loop's waker. Without
+    // a poll (the system refused one) it parks, and nothing can be hosted.
+    let mut poll = mio::Poll::new()
+        .and_then(|poll| {
+            let waker = mio::Waker::new(poll.registry(), WAKER)?;
+            let _ = control.sleeper.event_waker.set(waker);
+            Ok(poll)
+        })
+        .map_err(|error| {
+            tracing::error!(target: "spillway::control", %error, "no event loop for the control thread: it parks, and the admin endpoint cannot be served");
+        })
+        .ok();
+    let mut events = mio::Events::with_capacity(EVENTS_PER_POLL);
+    let mut hosted: Option<Box<dyn Hosted>> = None;
     let mut monitor_due_ns = engine.clock.now_ns() + config.monitor.interval_ns;
     loop {
         // Acquire: pairs with the Release store in `Engine::stop`, made after every shard
@@ -163,6 +182,9 @@ pub(crate) fn run(
         if control.stopping.load(Ordering::Acquire) {
             state.stop();
             return;
+        }
+        if let Some(poll) = &poll {
+            state.take_hosted(&mut hosted, poll.registry());
         }
         let mut busy = state.collect_replies();
         let mut served = 0;
@@ -182,23 +204,92 @@ pub(crate) fn run(
             state.sample_queues(now_ns);
         }
         state.breaker_log.flush(now_ns);
+        if let (Some(service), Some(poll)) = (&mut hosted, &mut poll) {
+            // Its sockets' events since the last turn, without waiting: a zero-timeout
+            // poll, only while something is hosted.
+            if events.is_empty() {
+                poll_now(poll, &mut events, Some(std::time::Duration::ZERO));
+            }
+            busy |= service.turn(&events, &mut state);
+            if service.stopped() {
+                hosted = None;
+            }
+        }
+        events.clear();
         if busy {
             waiter.found_work();
         } else {
+            let wait_max = hosted.as_ref().map(|service| service.wait_max());
             waiter.idle(
                 &control.sleeper.sleeping,
                 || {
                     control.stopping.load(Ordering::Relaxed)
+                        || control.hosting.load(Ordering::Relaxed)
                         || control.inboxes.iter().any(|inbox| !inbox.is_empty())
                         || state.links.iter().any(|link| !link.replies.is_empty())
                 },
-                std::thread::park_timeout,
+                |timeout| match &mut poll {
+                    Some(poll) => poll_now(
+                        poll,
+                        &mut events,
+                        Some(wait_max.map_or(timeout, |wait_max| timeout.min(wait_max))),
+                    ),
+                    None => std::thread::park_timeout(timeout),
+                },
             );
         }
     }
 }
 
+/// Polls once; an error other than an interruption is logged (the loop goes on: a turn
+/// sees no events, and the next poll tries again).
+fn poll_now(poll: &mut mio::Poll, events: &mut mio::Events, timeout: Option<std::time::Duration>) {
+    if let Err(error) = poll.poll(events, timeout) {
+        if error.kind() != std::io::ErrorKind::Interrupted {
+            tracing::warn!(target: "spillway::control", %error, "control thread poll failed");
+        }
+    }
+}
+
+impl ControlDesk for ControlLoop<'_> {
+    fn submit(&mut self, command: Command) -> std::sync::mpsc::Receiver<Answer> {
+        let (answer, receiver) = std::sync::mpsc::sync_channel(1);
+        let received_ns = self.engine.clock.now_ns();
+        self.serve(Request {
+            command,
+            answer,
+            received_ns,
+        });
+        receiver
+    }
+}
+
 impl ControlLoop<'_> {
+    /// Takes a service given to `Control::host` into the loop, in place of the one there.
+    fn take_hosted(&mut self, hosted: &mut Option<Box<dyn Hosted>>, registry: &mio::Registry) {
+        // Acquire: pairs with the Release store in `Control::host`, made after the service
+        // was put in the slot.
+        if !self.control.hosting.load(Ordering::Acquire) {
+            return;
+        }
+        // Relaxed: the lock below orders the slot's contents.
+        self.control.hosting.store(false, Ordering::Relaxed);
+        let taken = self
+            .control
+            .hosted
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(mut service) = taken {
+            match service.register(registry) {
+                Ok(()) => *hosted = Some(service),
+                Err(error) => {
+                    tracing::error!(target: "spillway::control", %error, "a hosted service could not register its sockets; it is dropped");
+                }
+            }
+        }
+    }
+
     fn serve(&mut self, request: Request) {
         let engine = self.engine;
         let now_ns = engine.clock.now_ns();
