@@ -18,9 +18,11 @@
 #     on loopback that is both sides' segments together (Submits, Replies, ACKs).
 # Then, once per (server, window), a separate short run under `strace -c -f -p` attached to
 # the server and to loadgen at once for STRACE_S s of its measured phase: system calls per
-# message on each side, the messages of that window read from loadgen's progress lines
-# (their cumulative `delivered` count, interpolated at the window's ends). strace slows the
-# traced processes a lot, so only the ratio is reported, never that run's throughput.
+# message on each side, the messages being the rate while both were traced (loadgen's
+# progress lines, one a second, their cumulative `delivered` count, from those that fall
+# between strace's attach and detach only) times the time each strace was attached. strace
+# slows the traced processes a lot, so only the ratio is reported, never that run's
+# throughput.
 # loadgen's own count of its system calls (write, read, epoll_wait; whole run, untraced) is
 # reported beside the client's strace figure.
 #
@@ -30,11 +32,13 @@
 #
 # Environment: RUNS (3), DURATION (5 s measured), WARMUP (1 s), CONNECTIONS (15000),
 # WINDOWS ("1 4 16"), PORT (first port, 7990; each server start takes the next),
-# STRACE_S (2; 0: no strace runs), TWIN_WORKERS (1: one tokio worker beside spillway's
+# STRACE_S (3, at least 2.5: the rate while traced is read from loadgen's progress lines,
+# one a second; 0: no strace runs), TWIN_WORKERS (1: one tokio worker beside spillway's
 # one shard and the floor's one thread), SERVERS ("spillway twin floor", any of them),
 # NETNS (1), OUT (docs/results/issue17/tcp-cost.txt).
 # QUICK=1: a smoke run of 100 connections, 1 s measured, 1 run, no strace, written to
-# docs/results/issue17/tcp-cost-quick.txt.
+# docs/results/issue17/tcp-cost-quick.txt. Beside OUT, the same name in .jsonl: every run's
+# figures, one JSON object each.
 #
 # Usage: scripts/tcp-cost.sh
 #        QUICK=1 scripts/tcp-cost.sh
@@ -56,7 +60,7 @@ WARMUP="${WARMUP:-1}"
 CONNECTIONS="${CONNECTIONS:-15000}"
 WINDOWS="${WINDOWS:-1 4 16}"
 PORT="${PORT:-7990}"
-STRACE_S="${STRACE_S:-2}"
+STRACE_S="${STRACE_S:-3}"
 TWIN_WORKERS="${TWIN_WORKERS:-1}"
 NETNS="${NETNS:-1}"
 OUT="${OUT:-docs/results/issue17/tcp-cost.txt}"
@@ -135,13 +139,17 @@ sleep_until() {
 WARMUP_US=$(to_us "$WARMUP")
 DURATION_US=$(to_us "$DURATION")
 STRACE_US=$(to_us "$STRACE_S")
-# The traced run's measured phase: the strace window, 0.5 s before it and 2 s after, so
-# that loadgen's progress lines (one a second) fall on both sides of it.
+# The traced run's measured phase: the strace window, 0.5 s before it and 2 s after (loadgen
+# must outlive it).
 TRACED_RUN_US=$((STRACE_US + 2500000))
 # The measured window leaves this much of the measured phase out at its start (the warm-up
 # settling) and at its end (loadgen stopping on its own clock).
 MARGIN_START_US=100000
 MARGIN_END_US=250000
+if [ "$DURATION_US" -lt $((MARGIN_START_US + MARGIN_END_US + 250000)) ]; then
+    echo "tcp-cost.sh: DURATION=$DURATION leaves no measured window: 0.6 s at least" >&2
+    exit 1
+fi
 
 # Prefixes each line of stdin with the time it arrived (s since the epoch, µs).
 stamp_lines() {
@@ -292,43 +300,36 @@ PY
 }
 
 # System calls per message on each side, server $1 at window $2: one JSON line into $cells.
+# The count of each side's strace over the messages delivered while it was attached (the
+# rate while both were traced, times its time attached).
 trace() {
     local name=$1 window=$2
     start_server "$name" "$window"
-    # Long enough for progress lines on both sides of the strace window.
     start_loadgen "$window" "$(to_s "$TRACED_RUN_US")"
     await_measured_phase
     sleep_until $((measured_us + 500000))
-    local t0 t1
-    t0=$EPOCHREALTIME
-    timeout -s INT "$STRACE_S" strace -c -f -p "$server_pid" -o "$server_log.strace" 2> /dev/null &
+    # strace says on stderr when it has attached to each thread and when it detaches:
+    # stamped, those lines bound the time each count covers.
+    timeout -s INT "$STRACE_S" strace -c -f -p "$server_pid" -o "$server_log.strace" \
+        2> >(stamp_lines > "$server_log.strace.err") &
     local tracing_server=$!
-    timeout -s INT "$STRACE_S" strace -c -f -p "$loadgen_pid" -o "$loadgen_log.strace" 2> /dev/null &
+    timeout -s INT "$STRACE_S" strace -c -f -p "$loadgen_pid" -o "$loadgen_log.strace" \
+        2> >(stamp_lines > "$loadgen_log.strace.err") &
     local tracing_client=$!
     wait "$tracing_server" "$tracing_client" || true
-    t1=$EPOCHREALTIME
     finish_loadgen
     stop_server
-    python3 - "$name" "$window" "$t0" "$t1" "$loadgen_log.err" "$server_log.strace" \
-        "$loadgen_log.strace" >> "$cells" <<'PY'
+    python3 - "$name" "$window" "$loadgen_log.err" "$server_log.strace" "$loadgen_log.strace" \
+        >> "$cells" <<'PY'
 import json, re, sys
-name, window, t0, t1, progress, server_trace, client_trace = sys.argv[1:]
-t0, t1 = float(t0), float(t1)
-points = []
-with open(progress) as file:
-    for line in file:
-        match = re.search(r"totals: delivered (\d+)", line)
-        if match:
-            points.append((float(line.split()[0]), int(match.group(1))))
+name, window, progress, server_trace, client_trace = sys.argv[1:]
 
-def delivered_at(moment):
-    for (ta, na), (tb, nb) in zip(points, points[1:]):
-        if ta <= moment <= tb:
-            return na + (nb - na) * (moment - ta) / (tb - ta)
-    sys.exit(f"tcp-cost.sh: no progress lines of loadgen around {moment} ({progress})")
+def fail(why):
+    sys.exit(f"tcp-cost.sh: {name}, window {window}, under strace: {why}")
 
 def calls(path):
-    """strace -c's table: calls by system call name, and their total."""
+    """strace -c's table (calls by system call name, and their total), and the span its
+    stamped stderr gives: from the last thread attached to the first detached."""
     by_name, total = {}, 0
     with open(path) as file:
         for line in file:
@@ -338,20 +339,47 @@ def calls(path):
                     total = int(fields[3])
                 else:
                     by_name[fields[-1]] = int(fields[3])
-    return by_name, total
+    attached, detached = [], []
+    with open(path + ".err") as file:
+        for line in file:
+            stamp = float(line.split()[0])
+            if line.rstrip().endswith(" attached"):
+                attached.append(stamp)
+            elif line.rstrip().endswith(" detached"):
+                detached.append(stamp)
+    if not attached or not detached:
+        fail(f"strace did not say when it attached and detached ({path}.err)")
+    return by_name, total, (max(attached), min(detached))
 
-messages = delivered_at(t1) - delivered_at(t0)
-if messages <= 0:
-    sys.exit(f"tcp-cost.sh: no message delivered while {name} was traced")
-server_by_name, server_total = calls(server_trace)
-client_by_name, client_total = calls(client_trace)
-top = lambda by_name: {k: v / messages for k, v in
-                       sorted(by_name.items(), key=lambda item: -item[1])[:4]}
+server_by_name, server_total, server_span = calls(server_trace)
+client_by_name, client_total, client_span = calls(client_trace)
+# The rate while both were traced, from loadgen's progress lines (cumulative `delivered`,
+# one a second) inside that time only: strace slows both sides many times over, so a line
+# from before it attached would count untraced messages.
+start, end = max(server_span[0], client_span[0]), min(server_span[1], client_span[1])
+points = []
+with open(progress) as file:
+    for line in file:
+        match = re.search(r"totals: delivered (\d+)", line)
+        stamp = float(line.split()[0])
+        if match and start <= stamp <= end:
+            points.append((stamp, int(match.group(1))))
+if len(points) < 2:
+    fail(f"fewer than two progress lines of loadgen while both were traced ({progress}); raise STRACE_S")
+(first_at, first), (last_at, last) = points[0], points[-1]
+rate = (last - first) / (last_at - first_at)
+if rate <= 0:
+    fail("no message delivered while traced")
+server_messages = rate * (server_span[1] - server_span[0])
+client_messages = rate * (client_span[1] - client_span[0])
+top = lambda by_name, messages: {k: v / messages for k, v in
+                                 sorted(by_name.items(), key=lambda item: -item[1])[:4]}
 print(json.dumps({
-    "kind": "trace", "server": name, "window": int(window), "messages": messages,
-    "window_s": t1 - t0,
-    "server_syscalls": server_total / messages, "client_syscalls": client_total / messages,
-    "server_top": top(server_by_name), "client_top": top(client_by_name),
+    "kind": "trace", "server": name, "window": int(window),
+    "server_syscalls": server_total / server_messages,
+    "client_syscalls": client_total / client_messages,
+    "server_top": top(server_by_name, server_messages),
+    "client_top": top(client_by_name, client_messages),
 }))
 PY
 }
@@ -446,6 +474,13 @@ for window in windows:
             for side in ("server", "client"):
                 calls = ", ".join(f"{k} {v:.2f}" for k, v in trace[side + "_top"].items())
                 print(f"- {titles[trace['server']]}, {side}: {calls}")
+    refusing = sorted({titles[c["server"]] for c in cells if c["kind"] == "measure"
+                       and c["window"] == window and (c["refused"] or c["shed"])})
+    if refusing:
+        print()
+        print(f"Note: {', '.join(refusing)} refused or shed messages in this window (at few "
+              "connections the per-connection rate limit, 500 msg/s by default, binds): the "
+              "costs above are per delivered message and include the work of the refusals.")
     print()
     print("Each run:")
     for cell in cells:
@@ -463,12 +498,16 @@ print("How: CPU is utime + stime from /proc/PID/stat (all threads; 10 ms ticks) 
 if strace_s != "0":
     print(f"System calls: a separate run per server and window with `strace -c -f -p` on "
           f"the server and on loadgen at once for {strace_s} s of the measured phase; "
-          "calls over the messages delivered meanwhile (loadgen's progress lines, "
-          "interpolated). strace slows both processes a lot, so fuller batches may make "
-          "these ratios a little low; that run's throughput is not reported.")
+          "calls over the messages delivered while attached (the rate from loadgen's "
+          "progress lines within the traced time, times the time attached). strace slows "
+          "both processes many times over, and a slower server reads and writes fuller "
+          "batches, so these ratios can be lower than untraced ones (compare loadgen's own "
+          "count); that run's throughput is not reported.")
 else:
     print("System calls under strace: not measured in this run (QUICK=1 or STRACE_S=0).")
 print("loadgen's own count: its write, read and epoll_wait calls over the replies it "
       "received, whole run (connect phase and warm-up included), without strace.")
 PY
 } | tee "$OUT"
+# The figures behind the tables, one JSON object per run or traced run.
+cp "$cells" "${OUT%.txt}.jsonl"

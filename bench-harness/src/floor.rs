@@ -618,8 +618,13 @@ mod tests {
 
     impl Running {
         fn start() -> Self {
+            Self::with_max_connections(16)
+        }
+
+        fn with_max_connections(max_connections: usize) -> Self {
             let listen = "127.0.0.1:0".parse().unwrap();
-            let mut server = FloorServer::bind(listen, FloorSettings::new(16)).unwrap();
+            let settings = FloorSettings::new(max_connections);
+            let mut server = FloorServer::bind(listen, settings).unwrap();
             let address = server.local_address();
             let stop = Arc::new(AtomicBool::new(false));
             let flag = Arc::clone(&stop);
@@ -749,6 +754,38 @@ mod tests {
         assert_eq!((stats.submits, stats.replies), (SUBMITS, SUBMITS));
     }
 
+    /// Reads `stream` until the server closes it, and checks that it sent one frame, an
+    /// Error: returns its code.
+    fn the_error_before_close(stream: &mut StdTcpStream) -> ErrorCode {
+        stream.set_read_timeout(Some(TEST_TIMEOUT)).unwrap();
+        let mut received = Vec::new();
+        stream.read_to_end(&mut received).unwrap();
+        let mut decoder = Decoder::<ServerToClient>::new(FrameLimit::DEFAULT);
+        decoder.feed(&received);
+        let code = match decoder.next_frame() {
+            Ok(Some(ServerFrame::Error { code, .. })) => code,
+            other => panic!("expected an Error frame, got {other:?}"),
+        };
+        assert_eq!(decoder.next_frame(), Ok(None), "nothing follows the Error");
+        assert_eq!(decoder.finish(), Ok(()));
+        code
+    }
+
+    #[test]
+    fn a_connection_past_the_limit_is_told_too_many_connections_and_closed() {
+        let server = Running::with_max_connections(1);
+        let first = Client::connect(server.address, ClientConfig::default()).unwrap();
+        let mut second = StdTcpStream::connect(server.address).unwrap();
+        assert_eq!(
+            the_error_before_close(&mut second),
+            ErrorCode::TooManyConnections
+        );
+        drop(first);
+        let stats = server.stop();
+        assert_eq!((stats.connections, stats.refused_connections), (1, 1));
+        assert_eq!(stats.errors_sent.get(ErrorCode::TooManyConnections), 1);
+    }
+
     #[test]
     fn a_submit_before_hello_is_answered_unexpected_frame_then_closed() {
         let server = Running::start();
@@ -757,24 +794,11 @@ mod tests {
             .encode(FrameLimit::DEFAULT, &mut wire)
             .unwrap();
         let mut stream = StdTcpStream::connect(server.address).unwrap();
-        stream.set_read_timeout(Some(TEST_TIMEOUT)).unwrap();
         stream.write_all(&wire).unwrap();
-        let mut received = Vec::new();
-        stream.read_to_end(&mut received).unwrap();
-        let mut decoder = Decoder::<ServerToClient>::new(FrameLimit::DEFAULT);
-        decoder.feed(&received);
-        let frame = decoder.next_frame().unwrap();
-        assert!(
-            matches!(
-                frame,
-                Some(ServerFrame::Error {
-                    code: ErrorCode::UnexpectedFrame,
-                    ..
-                })
-            ),
-            "{frame:?}"
+        assert_eq!(
+            the_error_before_close(&mut stream),
+            ErrorCode::UnexpectedFrame
         );
-        assert_eq!(decoder.next_frame(), Ok(None), "nothing follows the Error");
         let stats = server.stop();
         assert_eq!(stats.errors_sent.get(ErrorCode::UnexpectedFrame), 1);
         assert_eq!(stats.submits, 0);
