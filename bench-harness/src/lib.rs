@@ -16,6 +16,7 @@
 //! |---|---|---|---|
 //! | 0 | [`stats`] | median, min and max over repetitions | nothing |
 //! | 0 | [`machine`] | core pinning, the wait on a full or empty ring, the machine line | nothing |
+//! | 0 | [`floor`] | the least a server can do for the wire protocol over mio, one thread (`floor-serve`) | nothing |
 //! | 0 | [`baseline_stack`] | what both tokio/tower baselines are made of: settings, runtime, limiter, tower stack, counts | nothing |
 //! | 1 | [`report`] | `compare`'s table and JSON object | `stats` |
 //! | 1 | [`rings`] | the ring peers behind one trait | `machine` |
@@ -43,6 +44,7 @@ pub mod baseline_tcp;
 pub mod bucket_checks;
 pub mod e2e;
 pub mod fleet_quota;
+pub mod floor;
 pub mod machine;
 pub mod nats_peer;
 pub mod report;
