@@ -317,6 +317,14 @@ trace() {
         2> >(stamp_lines > "$loadgen_log.strace.err") &
     local tracing_client=$!
     wait "$tracing_server" "$tracing_client" || true
+    # The stamping runs in process substitutions, which `wait` does not wait for: give
+    # them up to 5 s to write strace's last (detach) lines.
+    local tries
+    for tries in $(seq 1 50); do
+        grep -q ' detached$' "$server_log.strace.err" 2>/dev/null \
+            && grep -q ' detached$' "$loadgen_log.strace.err" 2>/dev/null && break
+        sleep 0.1
+    done
     finish_loadgen
     stop_server
     python3 - "$name" "$window" "$loadgen_log.err" "$server_log.strace" "$loadgen_log.strace" \
@@ -343,7 +351,9 @@ def calls(path):
     with open(path + ".err") as file:
         for line in file:
             stamp = float(line.split()[0])
-            if line.rstrip().endswith(" attached"):
+            # "Process N attached", or "... attached with T threads" for a process
+            # with several threads (strace attaches to all of them at once).
+            if re.search(r" attached( with \d+ threads)?$", line.rstrip()):
                 attached.append(stamp)
             elif line.rstrip().endswith(" detached"):
                 detached.append(stamp)
