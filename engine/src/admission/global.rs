@@ -153,7 +153,7 @@ pub struct TenantQuota {
     config: GlobalTenantConfig,
     /// Every tenant's stored mode byte (a [`QuotaMode`] with [`CREDIT_SPENDABLE`]), set by
     /// the lease thread; this tenant's is at its index's position.
-    modes: Arc<[AtomicU8]>,
+    modes: std::sync::Arc<[AtomicU8]>,
     messages: TokenBucket,
     bytes: Option<TokenBucket>,
     /// The share granted now (messages, bytes per second; 0 in the modes without a lease).
@@ -217,8 +217,9 @@ pub struct GlobalQuotas {
     quotas: Box<[Option<TenantQuota>]>,
     /// By [`TenantIndex::position`], every tenant's stored mode byte ([`NO_QUOTA`] for
     /// those without a fleet-wide rate): one flat array, so that admission reads one byte
-    /// where the quota's own fields would take two more loads.
-    modes: Arc<[AtomicU8]>,
+    /// where the quota's own fields would take two more loads. (std's `Arc`, under loom
+    /// too: it only shares the storage, fixed at start; the bytes are `crate::sync`'s.)
+    modes: std::sync::Arc<[AtomicU8]>,
     on_unavailable: OnUnavailable,
     /// `[global] refresh_ns`: the retry hint of a refusal by a zero share.
     refresh_ns: u64,
@@ -233,7 +234,8 @@ impl GlobalQuotas {
     /// [`TenantTable::new`]). Until the first lease, each tenant is as if Redis were
     /// unavailable.
     pub fn new(config: &GlobalConfig, table: &Arc<TenantTable>, shards: usize) -> Self {
-        let modes: Arc<[AtomicU8]> = (0..table.len()).map(|_| AtomicU8::new(NO_QUOTA)).collect();
+        let modes: std::sync::Arc<[AtomicU8]> =
+            (0..table.len()).map(|_| AtomicU8::new(NO_QUOTA)).collect();
         let mut quotas: Vec<Option<TenantQuota>> = (0..table.len()).map(|_| None).collect();
         if config.enabled() {
             for tenant in &config.tenants {
@@ -246,7 +248,7 @@ impl GlobalQuotas {
                     index,
                     table.max_pending(index),
                     shards,
-                    Arc::clone(&modes),
+                    std::sync::Arc::clone(&modes),
                 ));
             }
         }
@@ -474,7 +476,7 @@ impl TenantQuota {
         index: TenantIndex,
         local_max_pending: Option<u64>,
         shards: usize,
-        modes: Arc<[AtomicU8]>,
+        modes: std::sync::Arc<[AtomicU8]>,
     ) -> Self {
         // The burst window `τ` is fixed at construction as `burst x T`; built at the fleet's
         // rate with that rate's `burst_ns` worth, `τ = burst_ns` at any share set later.
