@@ -51,7 +51,10 @@ start() {
             *) usage ;;
         esac
     done
-    install_package_for nats-server nats-server
+    if missing nats-server; then
+        as_root apt-get update -qq >&2
+        as_root apt-get install -y nats-server --no-install-recommends >&2
+    fi
     if [ -z "$dir" ]; then
         dir=$(mktemp -d "${TMPDIR:-/tmp}/spillway-nats.XXXXXX")
     else

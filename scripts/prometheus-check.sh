@@ -38,7 +38,10 @@ while [ $# -gt 0 ]; do
 done
 
 source scripts/lib/debian.sh
-install_package_for prometheus prometheus
+if missing prometheus; then
+    as_root apt-get update -qq >&2
+    as_root apt-get install -y prometheus --no-install-recommends >&2
+fi
 
 cargo build --locked -q -p spillway --bin spillway -p spillway-loadgen --bin loadgen
 work=$(mktemp -d "${TMPDIR:-/tmp}/spillway-prometheus.XXXXXX")

@@ -136,6 +136,14 @@ launch_on() {
     launched_port=$port
 }
 
+# Debian's redis-server package (redis-server and redis-cli), when either is absent.
+install_redis() {
+    if missing redis-server redis-cli; then
+        as_root apt-get update -qq >&2
+        as_root apt-get install -y redis-server --no-install-recommends >&2
+    fi
+}
+
 start() {
     local dir="" port="" url_file=""
     while [ $# -gt 0 ]; do
@@ -146,7 +154,7 @@ start() {
             *) usage ;;
         esac
     done
-    install_package_for redis-server redis-server redis-cli
+    install_redis
     if [ -z "$dir" ]; then
         dir=$(mktemp -d "${TMPDIR:-/tmp}/spillway-redis.XXXXXX")
     else
@@ -186,7 +194,7 @@ start_cluster() {
     else
         wanted=("" "" "")
     fi
-    install_package_for redis-server redis-server redis-cli
+    install_redis
     mkdir -p "$dir"
     dir=$(cd "$dir" && pwd)
     if compgen -G "$dir/node-*" >/dev/null; then

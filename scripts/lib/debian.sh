@@ -1,21 +1,26 @@
 # Sourced by the scripts that start a program from Debian's packages (nats-server.sh,
 # redis.sh, prometheus-check.sh): installing it when absent, and reading a pid file.
 
-# Installs Debian's PACKAGE unless every COMMAND after it is on the PATH: apt-get update
-# once, then apt-get install without recommends (sudo only when not root).
-install_package_for() {
-    local package=$1 command
-    shift
+# Whether any COMMAND is absent from the PATH: the caller then installs its package, with
+# `as_root apt-get update` once and `as_root apt-get install -y PACKAGE`.
+missing() {
+    local command
     for command in "$@"; do
-        command -v "$command" >/dev/null && continue
-        local sudo=()
-        [ "$(id -u)" -eq 0 ] || sudo=(sudo)
-        echo "$command is absent: installing Debian's package $package" >&2
-        "${sudo[@]}" apt-get update -qq >&2
-        DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq \
-            --no-install-recommends "$package" >&2
-        return
+        if ! command -v "$command" >/dev/null; then
+            echo "$command is absent: installing it from Debian's packages" >&2
+            return 0
+        fi
     done
+    return 1
+}
+
+# Runs a command as root: directly when root, else through sudo; non-interactive for apt.
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        env DEBIAN_FRONTEND=noninteractive "$@"
+    else
+        sudo env DEBIAN_FRONTEND=noninteractive "$@"
+    fi
 }
 
 # The pid in FILE, if that process is alive.
