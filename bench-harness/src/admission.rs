@@ -11,9 +11,8 @@
 //! ([`TenantSetup`]): tenant 0 without settings (the default config's path: no tenant lookup,
 //! no shared count), and tenant 0 configured with a cap of 2^30 pending messages and ceiling
 //! P0, so that every admission also takes the tenant path (its ceiling, carried in the
-//! shard's cached tenant index, and the
-//! compare-exchange charge on the cross-shard count, and its release when the message
-//! finishes). That cap is far above the at most [`BATCH`] messages ever pending here, so it
+//! shard's cached tenant index, and the compare-exchange charge on the cross-shard count,
+//! and its release when the message finishes). That cap is far above the at most [`BATCH`] messages ever pending here, so it
 //! never refuses. A third setup gives tenant 0 a fleet-wide rate (`[global]`) with a leased
 //! share far above the offered rate, so every admission also charges the process-wide
 //! bucket that the shards share (issue 16's "admission cost with global quotas on").

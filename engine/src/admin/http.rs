@@ -448,7 +448,7 @@ impl HttpFront {
                         // channel holds `max_connections`); answered, not lost, if it does.
                         Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                             let response = Response::unavailable("the admin worker is busy");
-                            self.answer(connection, &response, close);
+                            answer(&self.shared, connection, &response, close);
                         }
                     }
                 }
@@ -456,16 +456,25 @@ impl HttpFront {
         }
     }
 
-    /// Writes `response` to the connection's output and counts it.
-    fn answer(&self, connection: &mut Connection, response: &Response, close: bool) {
-        self.shared.count(response.stat());
-        response.write_to(&mut connection.output, close);
-        connection.closing |= close;
+    fn answer_error(&self, connection: &mut Connection, response: Response) {
+        answer(&self.shared, connection, &response, true);
+        connection.input.clear();
     }
 
-    fn answer_error(&self, connection: &mut Connection, response: Response) {
-        self.answer(connection, &response, true);
-        connection.input.clear();
+    /// Writes the answer connection `slot` awaited, then goes on with what its client sent
+    /// meanwhile (and writes it all).
+    fn finish_awaited(
+        &mut self,
+        slot: usize,
+        response: &Response,
+        close: bool,
+        desk: &mut dyn ControlDesk,
+    ) {
+        if let Some(connection) = self.connections[slot].as_mut() {
+            connection.awaiting = None;
+            answer(&self.shared, connection, response, close);
+        }
+        self.serve(slot, desk);
     }
 
     /// The worker's answer, for its connection if that still waits for it (it may have
@@ -477,17 +486,9 @@ impl HttpFront {
         let Some(Awaiting::Worker { job, close }) = connection.awaiting else {
             return;
         };
-        if job != done.job {
-            return;
+        if job == done.job {
+            self.finish_awaited(done.slot, &done.response, close, desk);
         }
-        connection.awaiting = None;
-        let mut connection = self.connections[done.slot]
-            .take()
-            .expect("the slot was just found open");
-        self.answer(&mut connection, &done.response, close);
-        self.connections[done.slot] = Some(connection);
-        // Go on with what the client sent meanwhile, and write the answer.
-        self.serve(done.slot, desk);
     }
 
     /// Writes every health check's answer the control plane has given, or the timeout's
@@ -517,15 +518,9 @@ impl HttpFront {
                 Err(TryRecvError::Disconnected) => Err(ControlError::Stopped),
             };
             let (kind, close) = (*kind, *close);
-            connection.awaiting = None;
             self.awaiting_health -= 1;
             let response = routes::health_response(&self.shared, kind, result);
-            let mut connection = self.connections[slot]
-                .take()
-                .expect("the slot was just found open");
-            self.answer(&mut connection, &response, close);
-            self.connections[slot] = Some(connection);
-            self.serve(slot, desk);
+            self.finish_awaited(slot, &response, close, desk);
             delivered = true;
         }
         delivered
@@ -569,6 +564,13 @@ impl HttpFront {
         self.free.push(slot);
         self.open -= 1;
     }
+}
+
+/// Writes `response` to the connection's output and counts it.
+fn answer(shared: &AdminShared, connection: &mut Connection, response: &Response, close: bool) {
+    shared.count(response.stat());
+    response.write_to(&mut connection.output, close);
+    connection.closing |= close;
 }
 
 /// Reads and throws away what a lingering connection still sends; false at EOF or error.
